@@ -1,0 +1,11 @@
+//! Shared between the eBPF programs (`rasp-ebpf`) and the agent: every record the kernel
+//! sends, every map key/value, and the limits both sides agree on. `no_std` and dependency
+//! free for the kernel side; the `user` feature adds `aya::Pod` impls for userspace.
+#![no_std]
+
+pub mod limits;
+pub mod offsets;
+pub mod record;
+
+pub use offsets::KernelOffsets;
+pub use record::{EventKind, ExecRecord, ExitRecord, ForkRecord, RecordHeader};

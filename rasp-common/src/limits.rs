@@ -1,0 +1,28 @@
+//! Bounds shared by the kernel and the agent. Every variable-length thing the kernel copies
+//! is capped here; the record says when a cap was hit so userspace never guesses.
+
+/// Bytes of argv captured at exec (NUL-separated, as in `/proc/<pid>/cmdline`). Longer
+/// argv is cut at this bound and the record carries `EXEC_ARGV_TRUNCATED` and the full size.
+pub const ARGV_CAP: usize = 4096;
+/// Largest argv read, one less than the buffer so the size can be masked for the verifier.
+pub const ARGV_READ_MAX: usize = ARGV_CAP - 1;
+
+/// Bytes for a path rebuilt in the kernel from its dentries (exe, cwd). Components are
+/// written leaf first, each NUL-terminated; the agent reverses them.
+pub const PATH_CAP: usize = 1024;
+/// Longest single path component read (NAME_MAX + NUL).
+pub const NAME_SLOT: usize = 256;
+/// Dentries and mount crossings walked for one path; deeper paths are flagged truncated.
+pub const PATH_DEPTH: usize = 48;
+
+/// Bytes of the file name as passed to execve (`bprm->filename`).
+pub const FILENAME_CAP: usize = 256;
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Slots in the per-CPU drop and error counters: one per `EventKind` value, 0 unused.
+pub const KIND_SLOTS: u32 = 16;
+
+/// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
