@@ -1,1 +1,72 @@
-fn main() {}
+//! rasp-agent: the per-node daemon (`run`) and the CLI that talks to it over its unix socket
+//! (`status`, `events`, `processes`), in one binary.
+
+mod api;
+mod cli;
+mod daemon;
+mod events;
+mod loader;
+mod process;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rasp-agent",
+    version,
+    about = "Runtime application self-protection from the kernel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (as root): load the eBPF programs, track processes, serve the socket.
+    Run(daemon::RunArgs),
+    /// What the agent runs: kernel, BPF-LSM, programs, ring buffer, events and drops.
+    Status(cli::ClientOpts),
+    /// Recent events from the agent's buffer, or a live stream with --follow.
+    Events(cli::EventsArgs),
+    /// The process table: list, one process with its ancestry, or a tree.
+    Processes(cli::ProcessesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            run_daemon(args)
+        }
+        Command::Status(opts) => cli::status(&opts),
+        Command::Events(args) => cli::events(&args),
+        Command::Processes(args) => cli::processes(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rasp-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(args: daemon::RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rasp-agent")
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon::run(args))
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("RASP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

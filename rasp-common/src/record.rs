@@ -130,7 +130,7 @@ mod pod {
 
 // Layout checks: the kernel reserves these sizes and the agent decodes by them.
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 64);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<ExecRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 72);
-const _: () = assert!(core::mem::offset_of!(ExecRecord, exe) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(ExecRecord, exe).is_multiple_of(8));

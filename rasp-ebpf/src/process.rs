@@ -19,7 +19,9 @@ use rasp_common::{
 };
 
 use crate::{
-    kernel::{current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr},
+    kernel::{
+        current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
+    },
     maps::{count_drop, count_read_error, EVENTS},
     vfs::walk_path,
 };
@@ -75,12 +77,16 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).header).write(header(EventKind::Exec, &o, task));
 
         // argv as the new image sees it: mm->arg_start..arg_end in its own memory.
-        let (argv_len, argv_total) = match read_ptr(task, o.task_mm).and_then(|mm| {
-            Ok((read_u64(mm, o.mm_arg_start)?, read_u64(mm, o.mm_arg_end)?))
-        }) {
+        let (argv_len, argv_total) = match read_ptr(task, o.task_mm)
+            .and_then(|mm| Ok((read_u64(mm, o.mm_arg_start)?, read_u64(mm, o.mm_arg_end)?)))
+        {
             Ok((start, end)) if end >= start => {
                 let total = end - start;
-                let want = if total > ARGV_READ_MAX as u64 { ARGV_READ_MAX as u64 } else { total };
+                let want = if total > ARGV_READ_MAX as u64 {
+                    ARGV_READ_MAX as u64
+                } else {
+                    total
+                };
                 let len = (want as u32) & (ARGV_CAP as u32 - 1);
                 if total > len as u64 {
                     flags |= EXEC_ARGV_TRUNCATED;
@@ -161,8 +167,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
         addr_of_mut!((*rec).flags).write(flags);
     }
-    if flags & (EXEC_ARGV_FAILED | EXEC_EXE_FAILED | EXEC_CWD_FAILED | EXEC_FILENAME_FAILED) != 0
-    {
+    if flags & (EXEC_ARGV_FAILED | EXEC_EXE_FAILED | EXEC_CWD_FAILED | EXEC_FILENAME_FAILED) != 0 {
         count_read_error(EventKind::Exec);
     }
     entry.submit(0);
@@ -175,7 +180,8 @@ pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
     let child: Kptr = ctx.arg(1);
     let Some(o) = offsets() else { return 0 };
     // A new thread shares its tgid with the caller: not a new process, not our business.
-    let (Ok(child_tid), Ok(child_pid)) = (read_u32(child, o.task_pid), read_u32(child, o.task_tgid))
+    let (Ok(child_tid), Ok(child_pid)) =
+        (read_u32(child, o.task_pid), read_u32(child, o.task_tgid))
     else {
         count_read_error(EventKind::Fork);
         return 0;
@@ -188,7 +194,11 @@ pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let parent_tid = read_u32(current_task(), o.task_pid).unwrap_or(0);
-    entry.write(ForkRecord { header: header(EventKind::Fork, &o, child), parent_tid, _pad: 0 });
+    entry.write(ForkRecord {
+        header: header(EventKind::Fork, &o, child),
+        parent_tid,
+        _pad: 0,
+    });
     entry.submit(0);
     0
 }
@@ -214,7 +224,11 @@ pub fn rasp_exit(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let exit_code = read_u32(task, o.task_exit_code).unwrap_or(0);
-    entry.write(ExitRecord { header: header(EventKind::Exit, &o, task), exit_code, _pad: 0 });
+    entry.write(ExitRecord {
+        header: header(EventKind::Exit, &o, task),
+        exit_code,
+        _pad: 0,
+    });
     entry.submit(0);
     0
 }

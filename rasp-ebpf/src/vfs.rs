@@ -20,12 +20,7 @@ pub struct PathWalk {
 /// which has `PATH_CAP` bytes followed by at least `NAME_SLOT` bytes of record (see
 /// `ExecRecord::_slack`).
 #[inline(always)]
-pub fn walk_path(
-    o: &KernelOffsets,
-    path: Kptr,
-    root: Kptr,
-    buf: *mut u8,
-) -> Result<PathWalk, i32> {
+pub fn walk_path(o: &KernelOffsets, path: Kptr, root: Kptr, buf: *mut u8) -> Result<PathWalk, i32> {
     let mut mnt = read_ptr(path, o.path_mnt)?;
     let mut dentry = read_ptr(path, o.path_dentry)?;
     let root_mnt = read_ptr(root, o.path_mnt)?;
@@ -34,7 +29,10 @@ pub fn walk_path(
 
     for _ in 0..PATH_DEPTH {
         if dentry == root_dentry && mnt == root_mnt {
-            return Ok(PathWalk { len: off, truncated: false });
+            return Ok(PathWalk {
+                len: off,
+                truncated: false,
+            });
         }
         let mnt_root = read_ptr(mnt, o.vfsmount_root)?;
         if dentry == mnt_root {
@@ -43,7 +41,10 @@ pub fn walk_path(
             let parent_mount = read_ptr(mount, o.mount_parent)?;
             if parent_mount == mount {
                 // The root of this mount namespace (or an internal mount: memfd, pipes).
-                return Ok(PathWalk { len: off, truncated: false });
+                return Ok(PathWalk {
+                    len: off,
+                    truncated: false,
+                });
             }
             dentry = read_ptr(mount, o.mount_mountpoint)?;
             mnt = parent_mount.wrapping_add(o.mount_mnt as usize);
@@ -51,13 +52,23 @@ pub fn walk_path(
         }
         let parent = read_ptr(dentry, o.dentry_parent)?;
         if parent == dentry {
-            return Ok(PathWalk { len: off, truncated: false });
+            return Ok(PathWalk {
+                len: off,
+                truncated: false,
+            });
         }
         let remaining = PATH_CAP as u32 - off;
         if remaining < 2 {
-            return Ok(PathWalk { len: off, truncated: true });
+            return Ok(PathWalk {
+                len: off,
+                truncated: true,
+            });
         }
-        let slot = if remaining < NAME_SLOT as u32 { remaining } else { NAME_SLOT as u32 };
+        let slot = if remaining < NAME_SLOT as u32 {
+            remaining
+        } else {
+            NAME_SLOT as u32
+        };
         // Masks for the verifier: offset < PATH_CAP, size in 1..=NAME_SLOT; the record's
         // slack after the buffer covers the sum. `remaining` above keeps us logically inside.
         let at = off & (PATH_CAP as u32 - 1);
@@ -70,10 +81,16 @@ pub fn walk_path(
         }
         if n == size && size < NAME_SLOT as u32 {
             // The component may have been cut by the end of the buffer.
-            return Ok(PathWalk { len: off + n, truncated: true });
+            return Ok(PathWalk {
+                len: off + n,
+                truncated: true,
+            });
         }
         off += n;
         dentry = parent;
     }
-    Ok(PathWalk { len: off, truncated: true })
+    Ok(PathWalk {
+        len: off,
+        truncated: true,
+    })
 }

@@ -1,0 +1,153 @@
+//! The socket protocol, shared by the server and the CLI: one JSON object per line each way.
+//! A request is `{"cmd": ...}`; a reply is `{"ok": true, ...}` or `{"ok": false, "error": ...}`.
+//! After a `follow` reply the server streams `{"event": {...}}` and `{"lost": N}` lines.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    events::{Event, Kind},
+    loader::{LsmStatus, ProgramStatus},
+    process::Process,
+};
+
+/// Longest request line the server reads; longer ones get an error reply.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status {},
+    Events {
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        kind: Option<Kind>,
+        #[serde(default)]
+        pid: Option<u32>,
+        /// Most recent N (without `follow`); the server's buffer size when absent.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    Processes {},
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Arc<Event>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<Process>>,
+    /// Set on the reply that starts a live stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+}
+
+impl Reply {
+    pub fn error(msg: impl Into<String>) -> Self {
+        Reply {
+            ok: false,
+            error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// One line of a live stream.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamItem {
+    Event(Arc<Event>),
+    /// This client fell behind and missed this many events.
+    Lost(u64),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub agent_version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub kernel_release: String,
+    pub lsm: LsmStatus,
+    pub programs: Vec<ProgramStatus>,
+    pub ring_buffer_bytes: u32,
+    /// Per event kind: received by the agent, dropped in the kernel (ring buffer full), and
+    /// records sent with a field the kernel could not read.
+    pub events: BTreeMap<String, KindStats>,
+    /// Records the agent could not decode.
+    pub decode_errors: u64,
+    pub event_buffer: usize,
+    pub followers: usize,
+    pub processes: ProcessStats,
+    pub cgroup2_mount: String,
+    pub socket: String,
+    pub state_dir: String,
+    /// What the agent did to or noticed about its environment at start.
+    pub environment: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct KindStats {
+    pub received: u64,
+    pub dropped: u64,
+    pub read_errors: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ProcessStats {
+    pub tracked: usize,
+    pub exited: usize,
+    pub evicted: u64,
+}
+
+/// Parse one request line, with an error that says what a valid one looks like.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "invalid request ({e}); send one JSON object per line, e.g. {{\"cmd\":\"status\"}}, \
+             {{\"cmd\":\"events\",\"kind\":\"exec\",\"limit\":10}}, {{\"cmd\":\"processes\"}}; \
+             known cmds: status, events, processes"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_reject_clearly() {
+        assert_eq!(parse_request(br#"{"cmd":"status"}"#), Ok(Request::Status {}));
+        assert_eq!(
+            parse_request(br#"{"cmd":"events","kind":"exec","pid":5}"#),
+            Ok(Request::Events {
+                follow: false,
+                kind: Some(Kind::Exec),
+                pid: Some(5),
+                limit: None
+            })
+        );
+        let e = parse_request(b"not json").unwrap_err();
+        assert!(e.contains("invalid request"), "{e}");
+        let e = parse_request(br#"{"cmd":"nope"}"#).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        let e = parse_request(br#"{"cmd":"events","kind":"bogus"}"#).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse_request(br#"{"cmd":"status","extra":1}"#).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+        assert!(parse_request(b"\xff\xfe").unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn stream_items_are_tagged() {
+        let s = serde_json::to_string(&StreamItem::Lost(3)).unwrap();
+        assert_eq!(s, r#"{"lost":3}"#);
+    }
+}

@@ -1,0 +1,589 @@
+//! The client side of the socket: `status`, `events`, `processes`. Human tables by default,
+//! `--json` for machines (one JSON object per line for lists and streams). Errors say what
+//! to do next.
+
+mod table;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::{
+    api::protocol::{Reply, Request, Status, StreamItem},
+    events::{Event, EventDetail, Kind},
+    process::Process,
+};
+use table::Table;
+
+pub const DEFAULT_SOCKET: &str = "/run/rasp/agent.sock";
+
+#[derive(clap::Args, Debug)]
+pub struct ClientOpts {
+    /// The agent's socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Machine-readable output: JSON, one object per line for lists and streams.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Stream events live instead of printing the most recent ones.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only events of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+    /// Only events of this process id.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// At most this many of the most recent events (without --follow).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProcessesArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Show processes as a tree of parents and children.
+    #[arg(long)]
+    pub tree: bool,
+    /// One process: with its ancestry (or, with --tree, its chain from the root and its
+    /// subtree).
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    fn connect(socket: &Path) -> Result<Client> {
+        let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => anyhow!(
+                "permission denied on {}: run as root, or as a member of the agent's --socket-group",
+                socket.display()
+            ),
+            _ => anyhow!(
+                "cannot connect to {}: {e}: is the agent running? (start it as root with `rasp-agent run`, or pass --socket)",
+                socket.display()
+            ),
+        })?;
+        let writer = stream.try_clone().context("duplicating the socket")?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    fn send(&mut self, request: &Request) -> Result<()> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .context("sending the request to the agent")
+    }
+
+    fn read_line(&mut self) -> Result<Option<String>> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .context("reading the agent's reply")?;
+        Ok((n > 0).then_some(line))
+    }
+
+    fn call(&mut self, request: &Request) -> Result<Reply> {
+        self.send(request)?;
+        let line = self
+            .read_line()?
+            .ok_or_else(|| anyhow!("the agent closed the connection without replying"))?;
+        let reply: Reply =
+            serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
+        if !reply.ok {
+            bail!(
+                "the agent refused the request: {}",
+                reply.error.unwrap_or_default()
+            );
+        }
+        Ok(reply)
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) ends the command quietly.
+fn emit(out: &mut impl Write, text: &str) -> Result<bool> {
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn json_line<T: serde::Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string(value)? + "\n")
+}
+
+pub fn status(opts: &ClientOpts) -> Result<()> {
+    let reply = Client::connect(&opts.socket)?.call(&Request::Status {})?;
+    let status = reply
+        .status
+        .ok_or_else(|| anyhow!("the agent's reply has no status"))?;
+    let text = if opts.json {
+        json_line(&status)?
+    } else {
+        render_status(&status)
+    };
+    emit(&mut std::io::stdout().lock(), &text)?;
+    Ok(())
+}
+
+fn render_status(s: &Status) -> String {
+    let mut out = String::new();
+    let lsm = if s.lsm.available {
+        format!("available ({})", s.lsm.reason)
+    } else {
+        format!("unavailable: {}", s.lsm.reason)
+    };
+    let mut facts = Table::new(&["", ""]);
+    facts.row(vec![
+        "agent".into(),
+        format!("{} pid {} up {}s", s.agent_version, s.pid, s.uptime_secs),
+    ]);
+    facts.row(vec!["kernel".into(), s.kernel_release.clone()]);
+    facts.row(vec!["BPF-LSM".into(), lsm]);
+    facts.row(vec![
+        "ring buffer".into(),
+        format!("{} bytes", s.ring_buffer_bytes),
+    ]);
+    facts.row(vec![
+        "processes".into(),
+        format!(
+            "{} tracked, {} exited, {} evicted",
+            s.processes.tracked, s.processes.exited, s.processes.evicted
+        ),
+    ]);
+    facts.row(vec![
+        "event buffer".into(),
+        format!("{} events, {} live followers", s.event_buffer, s.followers),
+    ]);
+    facts.row(vec!["decode errors".into(), s.decode_errors.to_string()]);
+    facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
+    facts.row(vec!["socket".into(), s.socket.clone()]);
+    facts.row(vec!["state dir".into(), s.state_dir.clone()]);
+    // The header row of a key/value table is empty: skip it.
+    out.extend(facts.render().lines().skip(1).map(|l| format!("{l}\n")));
+
+    let mut programs = Table::new(&["PROGRAM", "HOOK", "STATE", "ERROR"]);
+    for p in &s.programs {
+        let state = serde_json::to_value(p.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from));
+        programs.row(vec![
+            p.name.clone(),
+            p.hook.clone(),
+            state.unwrap_or_default(),
+            p.error.clone().unwrap_or_default(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&programs.render());
+
+    let mut kinds = Table::new(&["EVENTS", "RECEIVED", "DROPPED", "READ ERRORS"]);
+    for (kind, k) in &s.events {
+        kinds.row(vec![
+            kind.clone(),
+            k.received.to_string(),
+            k.dropped.to_string(),
+            k.read_errors.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&kinds.render());
+    if !s.environment.is_empty() {
+        out.push_str("\nenvironment:\n");
+        for n in &s.environment {
+            out.push_str(&format!("  {n}\n"));
+        }
+    }
+    out
+}
+
+pub fn events(args: &EventsArgs) -> Result<()> {
+    let mut client = Client::connect(&args.client.socket)?;
+    let request = Request::Events {
+        follow: args.follow,
+        kind: args.kind,
+        pid: args.pid,
+        limit: args.limit,
+    };
+    let reply = client.call(&request)?;
+    let mut out = std::io::stdout().lock();
+    if !args.follow {
+        let events = reply.events.unwrap_or_default();
+        let text = if args.client.json {
+            events.iter().map(json_line).collect::<Result<String>>()?
+        } else {
+            let mut t = event_table();
+            events.iter().for_each(|e| t.row(event_row(e)));
+            t.render()
+        };
+        emit(&mut out, &text)?;
+        return Ok(());
+    }
+    if !args.client.json {
+        let header = event_table().render();
+        if !emit(&mut out, &header)? {
+            return Ok(());
+        }
+    }
+    while let Some(line) = client.read_line()? {
+        let item: StreamItem =
+            serde_json::from_str(&line).context("the agent streamed invalid JSON")?;
+        let text = match (&item, args.client.json) {
+            (StreamItem::Event(e), true) => json_line(e)?,
+            (StreamItem::Lost(n), true) => {
+                json_line(&serde_json::json!({"kind": "lost", "count": n}))?
+            }
+            (StreamItem::Event(e), false) => event_row(e).join("  ") + "\n",
+            (StreamItem::Lost(n), false) => {
+                format!("-- this client fell behind and lost {n} events --\n")
+            }
+        };
+        if !emit(&mut out, &text)? {
+            return Ok(());
+        }
+        out.flush().ok();
+    }
+    bail!("the agent closed the stream (was it stopped?)")
+}
+
+fn event_table() -> Table {
+    Table::new(&[
+        "TIME", "KIND", "PID", "PPID", "UID", "COMM", "CGROUP", "DETAIL",
+    ])
+}
+
+fn event_row(e: &Event) -> Vec<String> {
+    // "2026-11-25T18:07:44.123456789Z" → "18:07:44.123"
+    let time = e.time.get(11..23).unwrap_or(&e.time).to_string();
+    let detail = match &e.detail {
+        EventDetail::Exec(d) => {
+            let exe = d.exe.as_deref().unwrap_or("?");
+            let trunc = if d.argv_truncated {
+                " [argv truncated]"
+            } else {
+                ""
+            };
+            format!("{exe} {}{trunc}", shell_words(&d.argv))
+        }
+        EventDetail::Fork(d) => format!("forked by tid {}", d.parent_tid),
+        EventDetail::Exit(d) => exit_text(d.exit_code, d.signal, d.core_dumped),
+    };
+    vec![
+        time,
+        e.kind().name().to_string(),
+        e.pid.to_string(),
+        e.ppid.to_string(),
+        e.uid.to_string(),
+        e.comm.clone(),
+        e.cgroup
+            .clone()
+            .unwrap_or_else(|| format!("id:{}", e.cgroup_id)),
+        detail,
+    ]
+}
+
+fn exit_text(code: Option<i32>, signal: Option<i32>, core: bool) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!(
+            "killed by signal {s}{}",
+            if core { " (core dumped)" } else { "" }
+        ),
+        (None, None) => "exited".into(),
+    }
+}
+
+/// argv for display: quote what a shell would need quoted.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn processes(args: &ProcessesArgs) -> Result<()> {
+    let reply = Client::connect(&args.client.socket)?.call(&Request::Processes {})?;
+    let procs = reply.processes.unwrap_or_default();
+    let view = ProcessView::new(procs);
+    let text = match (args.tree, args.pid) {
+        (false, None) => view.list(args.client.json)?,
+        (false, Some(pid)) => view.one(pid, args.client.json)?,
+        (true, pid) => view.tree(pid, args.client.json)?,
+    };
+    emit(&mut std::io::stdout().lock(), &text)?;
+    Ok(())
+}
+
+struct ProcessView {
+    by_pid: BTreeMap<u32, Process>,
+    children: HashMap<u32, Vec<u32>>,
+}
+
+impl ProcessView {
+    fn new(procs: Vec<Process>) -> Self {
+        let by_pid: BTreeMap<u32, Process> = procs.into_iter().map(|p| (p.pid, p)).collect();
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for p in by_pid.values() {
+            if p.ppid != p.pid && by_pid.contains_key(&p.ppid) {
+                children.entry(p.ppid).or_default().push(p.pid);
+            }
+        }
+        ProcessView { by_pid, children }
+    }
+
+    fn get(&self, pid: u32) -> Result<&Process> {
+        self.by_pid
+            .get(&pid)
+            .ok_or_else(|| anyhow!("process {pid} is not in the agent's process table (exited and reaped, or never seen)"))
+    }
+
+    fn ancestors(&self, pid: u32) -> Vec<&Process> {
+        crate::process::ancestry(pid, |p| self.by_pid.get(&p))
+    }
+
+    fn list(&self, json: bool) -> Result<String> {
+        if json {
+            return self.by_pid.values().map(json_line).collect();
+        }
+        let mut t = Table::new(&["PID", "PPID", "UID", "CGROUP", "COMM", "STATE", "COMMAND"]);
+        for p in self.by_pid.values() {
+            t.row(process_row(p));
+        }
+        Ok(t.render())
+    }
+
+    fn one(&self, pid: u32, json: bool) -> Result<String> {
+        let p = self.get(pid)?;
+        let ancestors = self.ancestors(pid);
+        if json {
+            let mut v = serde_json::to_value(p)?;
+            let chain: Vec<Value> = ancestors
+                .iter()
+                .map(|a| serde_json::json!({"pid": a.pid, "comm": a.comm, "exe": a.exe}))
+                .collect();
+            v["ancestors"] = Value::Array(chain);
+            return json_line(&v);
+        }
+        let mut t = Table::new(&["PID", "PPID", "UID", "CGROUP", "COMM", "STATE", "COMMAND"]);
+        t.row(process_row(p));
+        let mut out = t.render();
+        out.push_str("\nancestry (nearest first):\n");
+        for a in ancestors {
+            out.push_str(&format!(
+                "  {:>7}  {}  {}\n",
+                a.pid,
+                a.comm,
+                a.exe.as_deref().unwrap_or("?")
+            ));
+        }
+        Ok(out)
+    }
+
+    fn tree(&self, pid: Option<u32>, json: bool) -> Result<String> {
+        let mut out = String::new();
+        match pid {
+            None => {
+                let roots = self
+                    .by_pid
+                    .values()
+                    .filter(|p| p.ppid == p.pid || !self.by_pid.contains_key(&p.ppid));
+                for root in roots {
+                    if json {
+                        out.push_str(&json_line(&self.subtree_json(root.pid, 0))?);
+                    } else {
+                        self.render_subtree(root.pid, 0, &mut out);
+                    }
+                }
+            }
+            Some(pid) => {
+                self.get(pid)?;
+                // Root first: the chain down to `pid`, then its whole subtree.
+                let mut chain: Vec<u32> = self.ancestors(pid).iter().map(|p| p.pid).collect();
+                chain.reverse();
+                if json {
+                    let mut node = self.subtree_json(pid, 0);
+                    for &a in chain.iter().rev() {
+                        let mut parent = self.node_json(a);
+                        parent["children"] = Value::Array(vec![node]);
+                        node = parent;
+                    }
+                    out.push_str(&json_line(&node)?);
+                } else {
+                    for (depth, &a) in chain.iter().enumerate() {
+                        out.push_str(&tree_line(&self.by_pid[&a], depth));
+                    }
+                    self.render_subtree(pid, chain.len(), &mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn node_json(&self, pid: u32) -> Value {
+        let mut v = serde_json::to_value(&self.by_pid[&pid]).unwrap_or(Value::Null);
+        v["children"] = Value::Array(Vec::new());
+        v
+    }
+
+    fn subtree_json(&self, pid: u32, depth: usize) -> Value {
+        let mut v = self.node_json(pid);
+        // The table can hold a cycle after pid reuse; the depth bound ends it.
+        if depth < 256 {
+            let kids = self.children.get(&pid).map(|k| k.as_slice()).unwrap_or(&[]);
+            v["children"] = Value::Array(
+                kids.iter()
+                    .map(|&k| self.subtree_json(k, depth + 1))
+                    .collect(),
+            );
+        }
+        v
+    }
+
+    fn render_subtree(&self, pid: u32, depth: usize, out: &mut String) {
+        out.push_str(&tree_line(&self.by_pid[&pid], depth));
+        if depth < 256 {
+            for &k in self.children.get(&pid).map(|k| k.as_slice()).unwrap_or(&[]) {
+                self.render_subtree(k, depth + 1, out);
+            }
+        }
+    }
+}
+
+fn command_text(p: &Process) -> String {
+    if p.argv.is_empty() {
+        format!("[{}]", p.comm)
+    } else {
+        shell_words(&p.argv)
+    }
+}
+
+fn state_text(p: &Process) -> String {
+    match &p.exited {
+        None => "running".into(),
+        Some(x) => exit_text(x.exit_code, x.signal, false),
+    }
+}
+
+fn process_row(p: &Process) -> Vec<String> {
+    vec![
+        p.pid.to_string(),
+        p.ppid.to_string(),
+        p.uid.to_string(),
+        p.cgroup.clone().unwrap_or_else(|| "?".into()),
+        p.comm.clone(),
+        state_text(p),
+        command_text(p),
+    ]
+}
+
+fn tree_line(p: &Process, depth: usize) -> String {
+    let indent = if depth == 0 {
+        String::new()
+    } else {
+        format!("{}└─ ", "   ".repeat(depth - 1))
+    };
+    let exited = if p.exited.is_some() {
+        format!(" ({})", state_text(p))
+    } else {
+        String::new()
+    };
+    format!("{indent}{} {}{exited}\n", p.pid, command_text(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32) -> Process {
+        Process {
+            pid,
+            ppid,
+            comm: format!("p{pid}"),
+            exe: None,
+            argv: vec![format!("p{pid}")],
+            cwd: None,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            cgroup: None,
+            start_boot_ns: None,
+            exited: None,
+            from_proc: false,
+            exited_at: None,
+        }
+    }
+
+    #[test]
+    fn tree_for_one_pid_is_chain_plus_subtree() {
+        let v = ProcessView::new(vec![
+            proc(1, 0),
+            proc(10, 1),
+            proc(11, 1),
+            proc(20, 10),
+            proc(30, 20),
+        ]);
+        let text = v.tree(Some(20), false).unwrap();
+        assert_eq!(text, "1 p1\n└─ 10 p10\n   └─ 20 p20\n      └─ 30 p30\n");
+        let json: Value = serde_json::from_str(v.tree(Some(20), true).unwrap().trim()).unwrap();
+        assert_eq!(json["pid"], 1);
+        assert_eq!(json["children"][0]["pid"], 10);
+        assert_eq!(json["children"][0]["children"][0]["pid"], 20);
+        assert_eq!(json["children"][0]["children"][0]["children"][0]["pid"], 30);
+        assert_eq!(json["children"].as_array().unwrap().len(), 1);
+        assert!(v
+            .tree(Some(99), false)
+            .unwrap_err()
+            .to_string()
+            .contains("99"));
+    }
+
+    #[test]
+    fn ancestors_stop_on_cycles() {
+        let v = ProcessView::new(vec![proc(1, 3), proc(2, 1), proc(3, 2)]);
+        let chain: Vec<u32> = v.ancestors(3).iter().map(|p| p.pid).collect();
+        assert_eq!(chain, [2, 1]);
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "exit 7".into(),
+            "it's".into(),
+        ];
+        assert_eq!(shell_words(&argv), r"sh -c 'exit 7' 'it'\''s'");
+    }
+}

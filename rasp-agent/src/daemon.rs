@@ -1,0 +1,246 @@
+//! `rasp-agent run`: wires the pieces together. Order matters: take the socket first (a
+//! second agent fails before touching the kernel), prepare the environment, load and attach,
+//! seed the process table, then drain events and serve clients until SIGINT/SIGTERM. On the
+//! way out everything is detached (nothing is pinned) and the socket removed.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tokio::sync::{broadcast, watch};
+
+use crate::{
+    api::{
+        self,
+        protocol::{KindStats, ProcessStats, Status},
+        Access, Backend, Endpoint,
+    },
+    events::{hub::EventFilter, reader, BootClock, Event, EventHub, Kind},
+    loader::{self, env, LsmStatus, ProgramStatus},
+    process::{cgroup::CgroupResolver, Process, ProcessTable},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Unix socket the CLI talks to.
+    #[arg(long, default_value = crate::cli::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Directory for the agent's state (lock, later the detection journal).
+    #[arg(long, default_value = "/var/lib/rasp")]
+    pub state_dir: PathBuf,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    #[arg(long, default_value_t = rasp_common::limits::DEFAULT_RING_BYTES, value_parser = loader::parse_ring_bytes)]
+    pub ring_buffer_size: u32,
+    /// Recent events kept in memory for `rasp-agent events`.
+    #[arg(long, default_value_t = 4096)]
+    pub event_buffer: usize,
+    /// Events a live follower may fall behind before it starts losing them.
+    #[arg(long, default_value_t = 8192)]
+    pub follower_queue: usize,
+    /// Seconds an exited process stays in the process table.
+    #[arg(long, default_value_t = 30)]
+    pub exit_grace: u64,
+    /// Upper bound on the process table.
+    #[arg(long, default_value_t = 65536)]
+    pub max_processes: usize,
+    /// Members of this group (gid) may use the socket besides root (socket mode 0660).
+    #[arg(long)]
+    pub socket_group: Option<u32>,
+}
+
+/// Everything clients can ask about, shared between the event path and the API.
+struct Agent {
+    started: Instant,
+    args: RunArgs,
+    kernel_release: String,
+    environment: env::Environment,
+    programs: Vec<ProgramStatus>,
+    lsm: LsmStatus,
+    hub: EventHub,
+    table: RwLock<ProcessTable>,
+    counters: Mutex<reader::KernelCounters>,
+}
+
+impl Backend for Agent {
+    fn status(&self) -> Status {
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let events: BTreeMap<String, KindStats> = Kind::ALL
+            .iter()
+            .map(|&k| {
+                let stats = KindStats {
+                    received: self.hub.received(k),
+                    dropped: counters.dropped(k),
+                    read_errors: counters.read_errors(k),
+                };
+                (k.name().to_string(), stats)
+            })
+            .collect();
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        Status {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            kernel_release: self.kernel_release.clone(),
+            lsm: self.lsm.clone(),
+            programs: self.programs.clone(),
+            ring_buffer_bytes: self.args.ring_buffer_size,
+            events,
+            decode_errors: self.hub.decode_errors(),
+            event_buffer: self.hub.capacity(),
+            followers: self.hub.followers(),
+            processes: ProcessStats {
+                tracked: table.len(),
+                exited: table.exited(),
+                evicted: table.evicted(),
+            },
+            cgroup2_mount: self.environment.cgroup2.display().to_string(),
+            socket: self.args.socket.display().to_string(),
+            state_dir: self.args.state_dir.display().to_string(),
+            environment: self.environment.notes.clone(),
+        }
+    }
+
+    fn recent_events(&self, filter: EventFilter, limit: Option<usize>) -> Vec<Arc<Event>> {
+        self.hub.recent(filter, limit.unwrap_or(usize::MAX))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.hub.subscribe()
+    }
+
+    fn processes(&self) -> Vec<Process> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.iter().cloned().collect()
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    env::require_root()?;
+    let access = Access {
+        group: args.socket_group,
+    };
+    let mut endpoint = Endpoint::bind(&args.socket, access)?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+
+    let environment = env::prepare()?;
+    let mut loaded = loader::load(&loader::LoadOptions {
+        ring_bytes: args.ring_buffer_size,
+    })?;
+    let maps = loader::take_maps(&mut loaded.ebpf)?;
+
+    // Seed after attaching: a process born in between is seen by both, never by neither.
+    let mut cgroups = CgroupResolver::new(environment.cgroup2.clone());
+    let mut table = ProcessTable::new(args.max_processes, Duration::from_secs(args.exit_grace));
+    let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &mut cgroups);
+    tracing::info!(processes = seeded, "process table seeded from /proc");
+
+    let agent = Arc::new(Agent {
+        started: Instant::now(),
+        kernel_release: env::kernel_release().unwrap_or_default(),
+        hub: EventHub::new(args.event_buffer, args.follower_queue),
+        table: RwLock::new(table),
+        counters: Mutex::new(reader::KernelCounters::new(maps.drops, maps.read_errors)),
+        programs: loaded.programs.clone(),
+        lsm: loaded.lsm.clone(),
+        environment,
+        args: args.clone(),
+    });
+    if !agent.lsm.available {
+        tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pipeline = tokio::spawn(pipeline(maps.ring, agent.clone(), cgroups, stop_rx.clone()));
+    let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
+    let backend: Arc<dyn Backend> = agent.clone();
+    let server = tokio::spawn(async move {
+        let r = api::serve(&mut endpoint, access, backend, stop_rx).await;
+        (endpoint, r)
+    });
+    tracing::info!(socket = %args.socket.display(), "rasp-agent running");
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutting down");
+    let _ = stop_tx.send(true);
+    let (endpoint, served) = server.await.context("socket server task")?;
+    served?;
+    drop(endpoint); // removes the socket and its lock
+    pipeline.await.context("event pipeline task")??;
+    reaper.await.context("reaper task")?;
+    drop(loaded); // detaches every program
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ring buffer → decode → cgroup path → process table → hub.
+async fn pipeline(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    agent: Arc<Agent>,
+    mut cgroups: CgroupResolver,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let clock = BootClock::now();
+    let errors = agent.clone();
+    reader::drain(
+        ring,
+        clock,
+        stop,
+        |batch| {
+            let batch: Vec<Arc<Event>> = batch
+                .into_iter()
+                .map(|mut ev| {
+                    // The exiting process's /proc entry is going away; the id is enough.
+                    let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
+                    ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
+                    Arc::new(ev)
+                })
+                .collect();
+            {
+                let mut table = agent.table.write().unwrap_or_else(|p| p.into_inner());
+                for ev in &batch {
+                    table.apply(ev);
+                }
+            }
+            agent.hub.publish(batch);
+        },
+        |e| {
+            tracing::warn!(error = %e, "undecodable record");
+            errors.hub.count_decode_error();
+        },
+    )
+    .await
+    .context("draining the ring buffer")
+}
+
+async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let reaped = agent
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .reap(Instant::now());
+        if reaped > 0 {
+            tracing::trace!(reaped, "exited processes reaped");
+        }
+    }
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

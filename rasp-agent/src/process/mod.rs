@@ -1,0 +1,321 @@
+//! The process table: every process on the node with its image, arguments, identity and
+//! cgroup, seeded from /proc at start and kept current by exec/fork/exit events. Bounded:
+//! exited processes stay for a grace period (so late questions about them still answer),
+//! then are reaped; past `max` entries the oldest exited, then oldest seen, go first.
+
+pub mod cgroup;
+pub mod procfs;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Event, EventDetail};
+use cgroup::CgroupResolver;
+
+/// Ancestry walks stop here even if the table had a cycle (pid reuse can make one).
+const MAX_ANCESTRY: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub cgroup: Option<String>,
+    /// When the process (or its current image) appeared, CLOCK_BOOTTIME ns.
+    pub start_boot_ns: Option<u64>,
+    pub exited: Option<Exited>,
+    /// Known from the /proc seed only (no event seen yet).
+    pub from_proc: bool,
+    #[serde(skip)]
+    pub exited_at: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exited {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub ts_boot_ns: u64,
+}
+
+/// Parents of `pid`, nearest first, as far as `lookup` knows them. Bounded and cycle-safe:
+/// pid reuse can make the parent links loop.
+pub fn ancestry<'a>(pid: u32, lookup: impl Fn(u32) -> Option<&'a Process>) -> Vec<&'a Process> {
+    let mut out: Vec<&Process> = Vec::new();
+    let mut cur = lookup(pid);
+    while let Some(p) = cur {
+        if out.len() >= MAX_ANCESTRY || p.ppid == 0 || p.ppid == p.pid {
+            break;
+        }
+        cur = lookup(p.ppid).filter(|q| q.pid != pid && !out.iter().any(|a| a.pid == q.pid));
+        out.extend(cur);
+    }
+    out
+}
+
+pub struct ProcessTable {
+    procs: HashMap<u32, Process>,
+    max: usize,
+    grace: Duration,
+    evicted: u64,
+}
+
+impl ProcessTable {
+    pub fn new(max: usize, grace: Duration) -> Self {
+        ProcessTable {
+            procs: HashMap::new(),
+            max: max.max(1),
+            grace,
+            evicted: 0,
+        }
+    }
+
+    /// Fill the table from `<proc>`, resolving cgroup ids through `cgroups`.
+    pub fn seed_from_proc(&mut self, proc: &Path, cgroups: &mut CgroupResolver) -> usize {
+        let mut n = 0;
+        for pid in procfs::list_pids(proc) {
+            let Some(mut p) = procfs::read_process(proc, pid) else {
+                continue;
+            };
+            if let Some(path) = &p.cgroup {
+                if let Some(id) = cgroups.inode_of(path) {
+                    p.cgroup_id = id;
+                    cgroups.learn(id, path);
+                }
+            }
+            self.insert(p);
+            n += 1;
+        }
+        n
+    }
+
+    fn insert(&mut self, p: Process) {
+        if self.procs.len() >= self.max && !self.procs.contains_key(&p.pid) {
+            self.evict_one();
+        }
+        self.procs.insert(p.pid, p);
+    }
+
+    /// Bring the table up to date with one event.
+    pub fn apply(&mut self, ev: &Event) {
+        match &ev.detail {
+            EventDetail::Exec(d) => {
+                let p = Process {
+                    pid: ev.pid,
+                    ppid: ev.ppid,
+                    comm: ev.comm.clone(),
+                    exe: d.exe.clone(),
+                    argv: d.argv.clone(),
+                    cwd: d.cwd.clone(),
+                    uid: ev.uid,
+                    gid: ev.gid,
+                    cgroup_id: ev.cgroup_id,
+                    cgroup: ev.cgroup.clone(),
+                    start_boot_ns: Some(ev.ts_boot_ns),
+                    exited: None,
+                    from_proc: false,
+                    exited_at: None,
+                };
+                self.insert(p);
+            }
+            EventDetail::Fork(_) => {
+                // The child runs its parent's image until it execs.
+                let parent = self.procs.get(&ev.ppid);
+                let p = Process {
+                    pid: ev.pid,
+                    ppid: ev.ppid,
+                    comm: ev.comm.clone(),
+                    exe: parent.and_then(|p| p.exe.clone()),
+                    argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
+                    cwd: parent.and_then(|p| p.cwd.clone()),
+                    uid: ev.uid,
+                    gid: ev.gid,
+                    cgroup_id: ev.cgroup_id,
+                    cgroup: ev.cgroup.clone(),
+                    start_boot_ns: Some(ev.ts_boot_ns),
+                    exited: None,
+                    from_proc: false,
+                    exited_at: None,
+                };
+                self.insert(p);
+            }
+            EventDetail::Exit(d) => {
+                if let Some(p) = self.procs.get_mut(&ev.pid) {
+                    p.exited = Some(Exited {
+                        exit_code: d.exit_code,
+                        signal: d.signal,
+                        ts_boot_ns: ev.ts_boot_ns,
+                    });
+                    p.exited_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Drop exited processes older than the grace period; returns how many went.
+    pub fn reap(&mut self, now: Instant) -> usize {
+        let before = self.procs.len();
+        let grace = self.grace;
+        self.procs
+            .retain(|_, p| p.exited_at.is_none_or(|t| now.duration_since(t) < grace));
+        before - self.procs.len()
+    }
+
+    fn evict_one(&mut self) {
+        // Oldest exited first; if none has exited, the oldest by start time.
+        let victim = self
+            .procs
+            .values()
+            .filter(|p| p.exited_at.is_some())
+            .min_by_key(|p| p.exited_at)
+            .or_else(|| {
+                self.procs
+                    .values()
+                    .min_by_key(|p| p.start_boot_ns.unwrap_or(0))
+            })
+            .map(|p| p.pid);
+        if let Some(pid) = victim {
+            self.procs.remove(&pid);
+            self.evicted += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn exited(&self) -> usize {
+        self.procs.values().filter(|p| p.exited.is_some()).count()
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ExecDetail, ExitDetail, ForkDetail};
+
+    fn event(pid: u32, ppid: u32, detail: EventDetail) -> Event {
+        Event {
+            time: String::new(),
+            ts_boot_ns: pid as u64,
+            pid,
+            tid: pid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            comm: format!("c{pid}"),
+            cgroup_id: 1,
+            cgroup: Some("/".into()),
+            detail,
+        }
+    }
+
+    fn exec(pid: u32, ppid: u32, exe: &str) -> Event {
+        event(
+            pid,
+            ppid,
+            EventDetail::Exec(ExecDetail {
+                exe: Some(exe.into()),
+                filename: exe.into(),
+                argv: vec![exe.into()],
+                argv_truncated: false,
+                cwd: Some("/".into()),
+                incomplete: vec![],
+            }),
+        )
+    }
+
+    fn get(t: &ProcessTable, pid: u32) -> Option<&Process> {
+        t.iter().find(|p| p.pid == pid)
+    }
+
+    #[test]
+    fn fork_inherits_then_exec_replaces_then_exit_marks() {
+        let mut t = ProcessTable::new(100, Duration::from_secs(30));
+        t.apply(&exec(10, 1, "/bin/bash"));
+        t.apply(&event(
+            11,
+            10,
+            EventDetail::Fork(ForkDetail { parent_tid: 10 }),
+        ));
+        assert_eq!(get(&t, 11).unwrap().exe.as_deref(), Some("/bin/bash"));
+        t.apply(&exec(11, 10, "/usr/bin/ls"));
+        assert_eq!(get(&t, 11).unwrap().exe.as_deref(), Some("/usr/bin/ls"));
+        let exit = ExitDetail {
+            exit_code: Some(2),
+            signal: None,
+            core_dumped: false,
+        };
+        t.apply(&event(11, 10, EventDetail::Exit(exit)));
+        assert_eq!(
+            get(&t, 11).unwrap().exited.as_ref().unwrap().exit_code,
+            Some(2)
+        );
+        assert_eq!(t.exited(), 1);
+    }
+
+    #[test]
+    fn ancestry_is_nearest_first_and_cycle_safe() {
+        let mut t = ProcessTable::new(100, Duration::from_secs(30));
+        t.apply(&exec(1, 0, "/sbin/init"));
+        t.apply(&exec(10, 1, "/bin/bash"));
+        t.apply(&exec(20, 10, "/bin/sh"));
+        let chain: Vec<u32> = ancestry(20, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        assert_eq!(chain, [10, 1]);
+        // A cycle (pid reuse gone wrong) must terminate.
+        t.apply(&exec(1, 20, "/sbin/init"));
+        let chain: Vec<u32> = ancestry(20, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        assert_eq!(chain, [10, 1]);
+        let chain: Vec<u32> = ancestry(10, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        assert_eq!(chain, [1, 20]);
+    }
+
+    #[test]
+    fn reaps_after_grace_and_bounds_size() {
+        let mut t = ProcessTable::new(3, Duration::from_secs(30));
+        for pid in 1..=3 {
+            t.apply(&exec(pid, 0, "/x"));
+        }
+        let exit = ExitDetail {
+            exit_code: Some(0),
+            signal: None,
+            core_dumped: false,
+        };
+        t.apply(&event(2, 0, EventDetail::Exit(exit)));
+        assert_eq!(t.reap(Instant::now()), 0);
+        // Full: inserting a fourth evicts the exited one first.
+        t.apply(&exec(4, 0, "/x"));
+        assert_eq!(t.len(), 3);
+        assert!(get(&t, 2).is_none());
+        assert_eq!(t.evicted(), 1);
+        // Then the oldest live one.
+        t.apply(&exec(5, 0, "/x"));
+        assert!(get(&t, 1).is_none());
+        let exit = ExitDetail {
+            exit_code: Some(0),
+            signal: None,
+            core_dumped: false,
+        };
+        t.apply(&event(3, 0, EventDetail::Exit(exit)));
+        assert_eq!(t.reap(Instant::now() + Duration::from_secs(31)), 1);
+        assert!(get(&t, 3).is_none());
+    }
+}
