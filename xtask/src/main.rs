@@ -1,1 +1,93 @@
-fn main() {}
+//! rasp's task runner, `cargo xtask <task>`: setting up a machine, building the eBPF object
+//! and the agent, running it, and every check, written in Rust rather than shell so one
+//! entry point works the same on a laptop and in CI.
+
+mod build;
+mod build_ebpf;
+mod command;
+mod run;
+mod setup;
+mod test;
+mod workspace;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use workspace::{Profile, Workspace};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run and test rasp"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing on Debian bookworm: apt LLVM 22, nightly rust-src,
+    /// bpf-linker. Each step is skipped when already done.
+    Setup,
+    /// Build the eBPF object (nightly, bpfel-unknown-none) into target/ebpf.
+    BuildEbpf {
+        /// Debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Setup, build the eBPF object, then the agent embedding it; prints the agent's path.
+    Build {
+        /// Debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run `rasp-agent run ARGS` as root (through sudo when not root).
+    Run {
+        /// Debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments for `rasp-agent run`, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Setup, build, fmt, clippy, unit tests, then integration tests (need root).
+    Test {
+        /// Stop after the unit tests: no root needed, for quick local runs.
+        #[arg(long)]
+        unit: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<()> {
+    let ws = Workspace::locate();
+    match task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf { debug } => {
+            let object = build_ebpf::run(&ws, Profile::from_debug_flag(debug))?;
+            println!("{}", object.display());
+            Ok(())
+        }
+        Task::Build { debug } => {
+            let artifacts = build::run(&ws, Profile::from_debug_flag(debug))?;
+            println!("{}", artifacts.agent_bin.display());
+            Ok(())
+        }
+        Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
+        Task::Test { unit } => test::run(&ws, unit),
+    }
+}

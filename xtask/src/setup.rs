@@ -1,0 +1,215 @@
+//! `cargo xtask setup`: bring a Debian bookworm machine with only rustup to one that builds
+//! rasp (LLVM 22 from apt, nightly `rust-src`, bpf-linker). Every step checks first and
+//! says what it found, so a warm run is a few quick queries.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::command::{self, human};
+
+/// Build needs (LLVM 22 for bpf-linker, zstd/zlib it links) and test needs (`pkill`/`ps`
+/// from procps, `unshare`/`nsenter` from util-linux).
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "clang-22",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "procps",
+    "util-linux",
+];
+
+/// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// What a step did: nothing (already there) or an install.
+enum Outcome {
+    Present(String),
+    Installed(String),
+}
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    step(apt_packages)?;
+    step(nightly_rust_src)?;
+    step(bpf_linker)?;
+    eprintln!("setup: done in {}", human(started.elapsed()));
+    Ok(())
+}
+
+fn step(check_and_install: fn() -> Result<Outcome>) -> Result<()> {
+    let started = Instant::now();
+    let outcome = check_and_install()?;
+    let elapsed = human(started.elapsed());
+    match outcome {
+        Outcome::Present(what) => eprintln!("ok: {what} already present ({elapsed})"),
+        Outcome::Installed(what) => eprintln!("installed: {what} ({elapsed})"),
+    }
+    Ok(())
+}
+
+fn apt_packages() -> Result<Outcome> {
+    let missing = missing_packages(APT_PACKAGES)?;
+    if missing.is_empty() {
+        return Ok(Outcome::Present(format!(
+            "apt packages ({})",
+            APT_PACKAGES.join(" ")
+        )));
+    }
+    let list = missing.join(" ");
+    if !command::is_root() {
+        bail!(
+            "apt packages missing: {list}; installing them needs root: run as root \
+             (or `apt-get install -y {list}` as root, then run this again)"
+        );
+    }
+    eprintln!("setup: installing apt packages: {list}");
+    command::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    command::run(
+        Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still_missing = missing_packages(&missing)?;
+    if !still_missing.is_empty() {
+        bail!(
+            "apt-get install finished but these are still not installed: {}",
+            still_missing.join(" ")
+        );
+    }
+    Ok(Outcome::Installed(format!("apt packages ({list})")))
+}
+
+/// Packages dpkg does not report as "install ok installed". One `dpkg-query` for all of
+/// them: it lists those it knows and complains (ignored) about the others.
+fn missing_packages<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
+    let output = command::capture(
+        Command::new("dpkg-query")
+            .arg("-W")
+            .arg("-f=${Package}\t${Status}\n")
+            .args(packages),
+    )
+    .context("setup supports Debian (bookworm): dpkg-query is needed")?;
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let installed: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, status)| *status == "install ok installed")
+        .map(|(name, _)| name)
+        .collect();
+    Ok(packages
+        .iter()
+        .copied()
+        .filter(|package| !installed.contains(package))
+        .collect())
+}
+
+fn nightly_rust_src() -> Result<Outcome> {
+    let rustup = command::rustup_proxy("rustup");
+    let toolchains = command::capture(Command::new(&rustup).args(["toolchain", "list"]))?;
+    if !toolchains.status.success() {
+        bail!(
+            "`rustup toolchain list` failed: {}",
+            String::from_utf8_lossy(&toolchains.stderr).trim()
+        );
+    }
+    // `nightly-<host>`, not a dated `nightly-2025-…`: that is what `cargo +nightly` uses.
+    let has_nightly = String::from_utf8_lossy(&toolchains.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|name| name.strip_prefix("nightly-"))
+        .any(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()));
+    if !has_nightly {
+        eprintln!("setup: installing the nightly toolchain with rust-src");
+        command::run(Command::new(&rustup).args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        return Ok(Outcome::Installed("nightly toolchain with rust-src".into()));
+    }
+
+    let components = command::capture(Command::new(&rustup).args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !components.status.success() {
+        bail!(
+            "`rustup component list --toolchain nightly --installed` failed: {}",
+            String::from_utf8_lossy(&components.stderr).trim()
+        );
+    }
+    let has_rust_src = String::from_utf8_lossy(&components.stdout)
+        .lines()
+        .any(|line| line.trim() == "rust-src" || line.starts_with("rust-src-"));
+    if has_rust_src {
+        return Ok(Outcome::Present("nightly rust-src".into()));
+    }
+    eprintln!("setup: installing rust-src for nightly (needed by -Z build-std=core)");
+    command::run(Command::new(&rustup).args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    Ok(Outcome::Installed("nightly rust-src".into()))
+}
+
+fn bpf_linker() -> Result<Outcome> {
+    let path = command::tool_path(&[]);
+    let found = command::find_program("bpf-linker", &path);
+    if let Some(linker) = &found {
+        let version = command::capture(Command::new(linker).arg("--version"))?;
+        if version.status.success() {
+            let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+            return Ok(Outcome::Present(format!(
+                "{version} ({})",
+                linker.display()
+            )));
+        }
+        // Typically its libLLVM went away; `cargo install` would call it up to date.
+        eprintln!(
+            "setup: {} is there but `--version` fails ({}); reinstalling",
+            linker.display(),
+            String::from_utf8_lossy(&version.stderr).trim()
+        );
+    } else {
+        eprintln!("setup: installing bpf-linker (links LLVM 22 from {LLVM_PREFIX})");
+    }
+
+    let mut install = command::host_cargo();
+    install
+        .args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .env(
+            "PATH",
+            command::tool_path(&[&Path::new(LLVM_PREFIX).join("bin")]),
+        );
+    if found.is_some() {
+        install.arg("--force");
+    }
+    command::run(&mut install)?;
+    Ok(Outcome::Installed("bpf-linker".into()))
+}
