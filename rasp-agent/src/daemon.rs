@@ -132,6 +132,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ring_bytes: args.ring_buffer_size,
     })?;
     let maps = loader::take_maps(&mut loaded.ebpf)?;
+    // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
+    // megabytes of freed heap behind; hand it back before settling in for the long run.
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
 
     // Seed after attaching: a process born in between is seen by both, never by neither.
     let mut cgroups = CgroupResolver::new(environment.cgroup2.clone());

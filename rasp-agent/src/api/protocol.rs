@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn requests_parse_and_reject_clearly() {
-        assert_eq!(parse_request(br#"{"cmd":"status"}"#), Ok(Request::Status {}));
+        assert_eq!(
+            parse_request(br#"{"cmd":"status"}"#),
+            Ok(Request::Status {})
+        );
         assert_eq!(
             parse_request(br#"{"cmd":"events","kind":"exec","pid":5}"#),
             Ok(Request::Events {

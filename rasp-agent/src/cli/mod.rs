@@ -326,7 +326,16 @@ fn shell_words(argv: &[String]) -> String {
             {
                 a.clone()
             } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
+                // Control characters would break the table: show them escaped.
+                let mut shown = String::with_capacity(a.len());
+                for c in a.chars() {
+                    if c.is_control() {
+                        shown.extend(c.escape_default());
+                    } else {
+                        shown.push(c);
+                    }
+                }
+                format!("'{}'", shown.replace('\'', r"'\''"))
             }
         })
         .collect::<Vec<_>>()
@@ -585,5 +594,6 @@ mod tests {
             "it's".into(),
         ];
         assert_eq!(shell_words(&argv), r"sh -c 'exit 7' 'it'\''s'");
+        assert_eq!(shell_words(&["a\nb".to_string()]), r"'a\nb'");
     }
 }
