@@ -1,1 +1,530 @@
+//! Shared harness for rasp's integration scenarios: start the real `rasp-agent` binary as
+//! root, act with real processes (optionally inside a fresh cgroup), then ask the agent's
+//! CLI what the kernel reported. Every wait is a poll with a deadline, never a fixed sleep.
 
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long the agent gets to answer `status` after `run` was started.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the agent gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// No single CLI call may take longer than this; a hung agent fails the test instead of
+/// hanging the suite.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+static UNIQUE: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test of this run (or of a concurrent run) uses: `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// The workspace root (the directory above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The agent binary under test: `$RASP_AGENT_BIN`, else the workspace's release build.
+pub fn agent_bin() -> PathBuf {
+    let bin = match std::env::var_os("RASP_AGENT_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join("target/release/rasp-agent"),
+    };
+    if !bin.is_file() {
+        panic!(
+            "agent binary not found at {}: build it with `cargo xtask build`",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Scenarios load eBPF programs through the agent: without root they cannot say anything,
+/// so they fail loudly rather than pass by skipping.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root: it loads eBPF programs; run `cargo xtask test` as root");
+    }
+}
+
+/// Calls `probe` every 50 ms until it returns `Some`, or `None` once `timeout` has passed
+/// (the probe always runs at least once, and once more at the deadline).
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::sleep(POLL_INTERVAL.min(deadline - now));
+    }
+}
+
+/// Runs `cmd` with stdout and stderr captured; `None` (after killing it) if it has not
+/// exited within `timeout`.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> Option<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {cmd:?}: {err}"));
+    // Drain both pipes while waiting, or a chatty child blocks on a full pipe.
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    match wait_child(&mut child, timeout) {
+        Some(status) => Some(Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Waits for `child` to exit, at most `timeout`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    wait_for(timeout, || child.try_wait().expect("try_wait on a child"))
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill has no memory preconditions; the pid is one of our own children.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ESRCH),
+            "kill({pid}, {signal}): {err}"
+        );
+    }
+}
+
+/// Parses JSON lines (blank lines ignored); panics with the offending line.
+pub fn parse_json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line:?}"))
+        })
+        .collect()
+}
+
+/// Renders values one a line, for failure messages.
+pub fn show(values: &[Value]) -> String {
+    if values.is_empty() {
+        return "  (nothing)".to_string();
+    }
+    values.iter().map(|v| format!("  {v}\n")).collect()
+}
+
+/// A running `rasp-agent run` with its own socket, state directory and log, in a fresh
+/// directory under /tmp. Dropping it stops the agent (SIGTERM, then SIGKILL); when the
+/// test is failing, the agent's log is printed and the directory kept.
+pub struct Agent {
+    bin: PathBuf,
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent with `extra_args` after the socket and state-dir options, and waits
+    /// until `status` answers.
+    pub fn start(extra_args: &[&str]) -> Agent {
+        let bin = agent_bin();
+        let dir = std::env::temp_dir().join(unique_name("rasp-test"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let log_file = fs::File::create(&log)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", log.display()));
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+        let mut agent = Agent {
+            bin,
+            child,
+            dir,
+            socket,
+            log,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        let mut last_answer = String::new();
+        let ready = wait_for(START_TIMEOUT, || {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the agent") {
+                panic!(
+                    "agent exited during startup ({status}); log {}:\n{}",
+                    self.log.display(),
+                    self.log_text()
+                );
+            }
+            let mut status = self.command(&["status", "--json"]);
+            match output_within(&mut status, Duration::from_secs(5)) {
+                Some(out) if out.status.success() => Some(()),
+                Some(out) => {
+                    last_answer = String::from_utf8_lossy(&out.stderr).into_owned();
+                    None
+                }
+                None => {
+                    last_answer = "`status` did not answer within 5 s".to_string();
+                    None
+                }
+            }
+        });
+        if ready.is_none() {
+            panic!(
+                "agent not ready after {:?}; last `status` said: {last_answer}\nlog {}:\n{}",
+                started.elapsed(),
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// This agent's private directory (socket, state dir, log); scenarios may put their own
+    /// files here.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Everything the agent wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(cannot read log: {err})"))
+    }
+
+    /// `<bin> <args> --socket <sock>`, not started: for clients a scenario wants to manage
+    /// itself (e.g. a `--follow` stream).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).arg("--socket").arg(&self.socket);
+        cmd
+    }
+
+    /// Runs a CLI command against this agent and returns its output, whatever its status.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_within(args, CLI_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "`rasp-agent {}` did not answer within {CLI_TIMEOUT:?}",
+                args.join(" ")
+            )
+        })
+    }
+
+    /// Like [`Agent::cli`], but `None` if the command takes longer than `timeout`.
+    pub fn cli_within(&self, args: &[&str], timeout: Duration) -> Option<Output> {
+        output_within(&mut self.command(args), timeout)
+    }
+
+    /// Runs a CLI command that must succeed and print JSON lines.
+    pub fn cli_json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.cli(args);
+        if !out.status.success() {
+            panic!(
+                "`rasp-agent {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        parse_json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// `status --json`: one object.
+    pub fn status(&self) -> Value {
+        let mut lines = self.cli_json_lines(&["status", "--json"]);
+        assert_eq!(
+            lines.len(),
+            1,
+            "status --json must print one object:\n{}",
+            show(&lines)
+        );
+        lines.remove(0)
+    }
+
+    /// `events --json` plus `filter` (e.g. `["--pid", "42"]`).
+    pub fn events(&self, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["events", "--json"];
+        args.extend_from_slice(filter);
+        self.cli_json_lines(&args)
+    }
+
+    fn stop(&mut self) -> Option<ExitStatus> {
+        send_signal(self.child.id(), libc::SIGTERM);
+        match wait_child(&mut self.child, STOP_TIMEOUT) {
+            Some(status) => Some(status),
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let stopped = self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "--- agent log ({}; directory kept) ---\n{}--- end of agent log ---",
+                self.log.display(),
+                self.log_text()
+            );
+            return;
+        }
+        if stopped.is_none() {
+            panic!(
+                "agent did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed); log:\n{}",
+                self.log_text()
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh cgroup v2 directory for the processes of one scenario, so the events they cause
+/// carry a cgroup nobody else uses. Dropping it kills whatever still runs inside, then
+/// removes it.
+pub struct Cgroup {
+    path: PathBuf,
+    in_hierarchy: String,
+}
+
+impl Cgroup {
+    /// Creates `<cgroup2 mount>/rasp-test-<pid>-<n>-<name>`.
+    pub fn new(name: &str) -> Cgroup {
+        let mount = cgroup2_mount();
+        let dir_name = format!("{}-{name}", unique_name("rasp-test"));
+        let path = mount.join(&dir_name);
+        fs::create_dir(&path)
+            .unwrap_or_else(|err| panic!("cannot create cgroup {}: {err}", path.display()));
+        Cgroup {
+            path,
+            in_hierarchy: format!("/{dir_name}"),
+        }
+    }
+
+    /// The directory in the mounted cgroup2 filesystem.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path inside the cgroup2 hierarchy, as the agent reports it: `/rasp-test-...`.
+    pub fn path_in_hierarchy(&self) -> &str {
+        &self.in_hierarchy
+    }
+
+    /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's
+    /// inode number in cgroup2fs.
+    pub fn id(&self) -> u64 {
+        fs::metadata(&self.path)
+            .unwrap_or_else(|err| panic!("stat {}: {err}", self.path.display()))
+            .ino()
+    }
+
+    /// A command whose process joins this cgroup before it execs, so even its exec event
+    /// carries the cgroup.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
+            .expect("cgroup path has no NUL");
+        let mut cmd = Command::new(program);
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed; the
+        // closure uses open/write/close on a path allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Writing "0" moves the writing process itself.
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Process ids currently in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let emptied = wait_for(Duration::from_secs(5), || {
+            let procs = self.procs();
+            for &pid in &procs {
+                send_signal(pid, libc::SIGKILL);
+            }
+            procs.is_empty().then_some(())
+        });
+        // rmdir can briefly fail with EBUSY while the last tasks finish exiting.
+        let removed = wait_for(Duration::from_secs(2), || fs::remove_dir(&self.path).ok());
+        if (emptied.is_none() || removed.is_none()) && !thread::panicking() {
+            panic!(
+                "cannot clean up cgroup {} (still in it: {:?})",
+                self.path.display(),
+                self.procs()
+            );
+        }
+    }
+}
+
+/// The cgroup2 mount point, from /proc/mounts (hybrid layouts mount it at
+/// /sys/fs/cgroup/unified, pure v2 ones at /sys/fs/cgroup).
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_field(target)))
+        })
+        .expect("no cgroup2 filesystem in /proc/mounts: the agent needs cgroup v2")
+}
+
+/// /proc/mounts writes space, tab, newline and backslash as `\ooo` octal escapes.
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let text = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Our real ancestry from /proc, nearest parent first, ending at pid 1 (or where /proc
+/// stops answering).
+pub fn proc_ancestors(pid: u32) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while let Some(parent) = proc_ppid(current) {
+        if parent == 0 || chain.contains(&parent) {
+            break;
+        }
+        chain.push(parent);
+        current = parent;
+    }
+    chain
+}
+
+fn proc_ppid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .expect("read /proc/sys/kernel/osrelease")
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_fields_are_unescaped() {
+        assert_eq!(
+            unescape_mount_field(r"/mnt/with\040space"),
+            "/mnt/with space"
+        );
+        assert_eq!(unescape_mount_field(r"/plain"), "/plain");
+        assert_eq!(unescape_mount_field(r"/trailing\04"), r"/trailing\04");
+    }
+
+    #[test]
+    fn own_ancestry_reaches_init() {
+        let chain = proc_ancestors(std::process::id());
+        assert_eq!(chain.last(), Some(&1), "ancestors: {chain:?}");
+    }
+}
