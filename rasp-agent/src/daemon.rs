@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result};
@@ -16,12 +16,19 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     api::{
         self,
-        protocol::{KindStats, ProcessStats, Status},
-        Access, Backend, Endpoint,
+        protocol::{KindStats, PolicyFile, PolicyListing, ProcessStats, Status},
+        Access, Backend, DetectionFilter, Endpoint,
     },
+    detect::{engine::Engine, Detection, Outcome},
+    enforce::Enforcer,
     events::{hub::EventFilter, reader, BootClock, Event, EventHub, Kind},
     loader::{self, env, LsmStatus, ProgramStatus},
+    policy::{
+        self,
+        active::{PolicyRegistry, PolicySetSummary},
+    },
     process::{cgroup::CgroupResolver, Process, ProcessTable},
+    store::{index::DetectionQuery, DetectionStore, StoreOptions},
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -50,6 +57,16 @@ pub struct RunArgs {
     /// Members of this group (gid) may use the socket besides root (socket mode 0660).
     #[arg(long)]
     pub socket_group: Option<u32>,
+    /// Policy directory (*.yaml): loaded at start, reloaded on SIGHUP and when its files
+    /// change. Without it the shipped default policies run (audit mode).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Rotate the detection journal when it reaches this many bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub journal_max_bytes: u64,
+    /// Rotated journal files kept.
+    #[arg(long, default_value_t = 4)]
+    pub journal_keep: usize,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -63,6 +80,12 @@ struct Agent {
     hub: EventHub,
     table: RwLock<ProcessTable>,
     counters: Mutex<reader::KernelCounters>,
+    registry: PolicyRegistry,
+    /// Problems of the last reload that was refused (the previous set stayed active).
+    reload_errors: Mutex<Vec<String>>,
+    engine: Engine,
+    enforcer: Enforcer,
+    store: Arc<DetectionStore>,
 }
 
 impl Backend for Agent {
@@ -101,6 +124,14 @@ impl Backend for Agent {
             socket: self.args.socket.display().to_string(),
             state_dir: self.args.state_dir.display().to_string(),
             environment: self.environment.notes.clone(),
+            policy_set_version: self.registry.current().version,
+            policy_source: self.registry.current().source.clone(),
+            policy_reload_errors: self
+                .reload_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            detections: self.store.stats(),
         }
     }
 
@@ -116,6 +147,92 @@ impl Backend for Agent {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         table.iter().cloned().collect()
     }
+
+    fn detections(&self, filter: &DetectionFilter) -> Result<Vec<Arc<Detection>>, String> {
+        let since = match &filter.since {
+            Some(s) => {
+                Some(DetectionQuery::parse_since(s, SystemTime::now()).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let query = DetectionQuery {
+            since,
+            min_severity: filter.severity,
+            rule: filter.rule.clone(),
+            limit: filter.limit,
+        };
+        Ok(self.store.query(&query))
+    }
+
+    fn subscribe_detections(&self) -> broadcast::Receiver<Arc<Detection>> {
+        self.store.subscribe()
+    }
+
+    fn policy_listing(&self) -> PolicyListing {
+        PolicyListing {
+            active: self.registry.current().summary(),
+            history: self
+                .registry
+                .history()
+                .iter()
+                .map(|s| s.summary())
+                .collect(),
+        }
+    }
+
+    fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>> {
+        let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        let files: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.text)).collect();
+        let policies = policy::parse_files(&files)
+            .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let set = self
+            .registry
+            .apply(policies, format!("policy apply ({})", names.join(", ")));
+        tracing::info!(version = set.version, source = %set.source, "policy set applied");
+        Ok(set.summary())
+    }
+
+    fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
+        let set = self.registry.rollback()?;
+        tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
+        Ok(set.summary())
+    }
+}
+
+impl Agent {
+    /// Load the policy directory (or the defaults) and swap it in, or keep the active set and
+    /// remember why not.
+    fn reload(&self, why: &str) {
+        let loaded = match &self.args.policies {
+            Some(dir) => policy::load_paths(std::slice::from_ref(dir)),
+            None => policy::default_policies(),
+        };
+        match loaded {
+            Ok(policies) => {
+                let source = policy_source(&self.args.policies, why);
+                let set = self.registry.apply(policies, source);
+                self.reload_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                tracing::info!(version = set.version, why, "policies reloaded");
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "policy reload refused; the active set stays");
+                }
+                *self.reload_errors.lock().unwrap_or_else(|p| p.into_inner()) =
+                    errors.iter().map(|e| e.to_string()).collect();
+            }
+        }
+    }
+}
+
+fn policy_source(dir: &Option<PathBuf>, why: &str) -> String {
+    match dir {
+        Some(d) => format!("{} ({why})", d.display()),
+        None => format!("built-in defaults ({why})"),
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -124,8 +241,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
         group: args.socket_group,
     };
     let mut endpoint = Endpoint::bind(&args.socket, access)?;
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("creating state directory {}", args.state_dir.display()))?;
+
+    // Policies before the kernel: a broken policy directory stops the agent here, with every
+    // problem listed, before anything is loaded.
+    let initial = match &args.policies {
+        Some(dir) => policy::load_paths(std::slice::from_ref(dir)),
+        None => policy::default_policies(),
+    }
+    .map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("the policies do not validate:\n{}", lines.join("\n"))
+    })?;
+    let mut store_opts = StoreOptions::in_dir(&args.state_dir);
+    store_opts.max_bytes = args.journal_max_bytes;
+    store_opts.keep = args.journal_keep;
+    let (store, store_writer) = DetectionStore::open(store_opts)?;
 
     let environment = env::prepare()?;
     let mut loaded = loader::load(&loader::LoadOptions {
@@ -151,6 +281,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         counters: Mutex::new(reader::KernelCounters::new(maps.drops, maps.read_errors)),
         programs: loaded.programs.clone(),
         lsm: loaded.lsm.clone(),
+        registry: PolicyRegistry::new(initial, policy_source(&args.policies, "start")),
+        reload_errors: Mutex::new(Vec::new()),
+        engine: Engine::live(),
+        enforcer: Enforcer::new(environment.cgroup2.clone()),
+        store,
         environment,
         args: args.clone(),
     });
@@ -161,6 +296,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = tokio::spawn(pipeline(maps.ring, agent.clone(), cgroups, stop_rx.clone()));
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
+    let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
+    let reloader = tokio::spawn(watch_policies(agent.clone(), stop_rx.clone()));
     let backend: Arc<dyn Backend> = agent.clone();
     let server = tokio::spawn(async move {
         let r = api::serve(&mut endpoint, access, backend, stop_rx).await;
@@ -176,6 +313,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     drop(endpoint); // removes the socket and its lock
     pipeline.await.context("event pipeline task")??;
     reaper.await.context("reaper task")?;
+    reloader.await.context("policy watcher task")?;
+    journal.await.context("journal task")??;
     drop(loaded); // detaches every program
     tracing::info!("stopped");
     Ok(())
@@ -204,13 +343,23 @@ async fn pipeline(
                     Arc::new(ev)
                 })
                 .collect();
+            let set = agent.registry.current();
+            let mut detections = Vec::new();
             {
                 let mut table = agent.table.write().unwrap_or_else(|p| p.into_inner());
                 for ev in &batch {
                     table.apply(ev);
+                    detections.extend(agent.engine.evaluate(&set, ev, &table));
                 }
             }
             agent.hub.publish(batch);
+            for mut d in detections {
+                (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+                if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
+                    tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
+                }
+                agent.store.submit(d);
+            }
         },
         |e| {
             tracing::warn!(error = %e, "undecodable record");
@@ -235,6 +384,37 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             .reap(Instant::now());
         if reaped > 0 {
             tracing::trace!(reaped, "exited processes reaped");
+        }
+    }
+}
+
+/// Reload on SIGHUP, and when the policy directory's files change (polled: cheap, and works
+/// on every filesystem, unlike inotify on some overlay and network mounts).
+async fn watch_policies(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: reload with `policy apply` instead");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut seen = agent.args.policies.as_deref().map(policy::fingerprint);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                agent.reload("SIGHUP");
+                seen = agent.args.policies.as_deref().map(policy::fingerprint);
+            }
+            _ = tick.tick() => {
+                let now = agent.args.policies.as_deref().map(policy::fingerprint);
+                if now != seen {
+                    seen = now;
+                    agent.reload("directory changed");
+                }
+            }
         }
     }
 }

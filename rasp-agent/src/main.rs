@@ -4,9 +4,13 @@
 mod api;
 mod cli;
 mod daemon;
+mod detect;
+mod enforce;
 mod events;
 mod loader;
+mod policy;
 mod process;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +35,11 @@ enum Command {
     Events(cli::EventsArgs),
     /// The process table: list, one process with its ancestry, or a tree.
     Processes(cli::ProcessesArgs),
+    /// What the policies caught (recent, filtered, or live with --follow).
+    Detections(cli::detections::DetectionsArgs),
+    /// Policies: list, validate, apply, rollback, simulate.
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +52,8 @@ fn main() -> std::process::ExitCode {
         Command::Status(opts) => cli::status(&opts),
         Command::Events(args) => cli::events(&args),
         Command::Processes(args) => cli::processes(&args),
+        Command::Detections(args) => cli::detections::detections(&args),
+        Command::Policy(cmd) => cli::policy::run(&cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,10 +27,14 @@ use tokio::{
 };
 
 use crate::{
+    detect::Detection,
     events::{hub::EventFilter, Event},
+    policy::{active::PolicySetSummary, vocab::Severity},
     process::Process,
 };
-use protocol::{parse_request, Reply, Request, Status, StreamItem, MAX_REQUEST_BYTES};
+use protocol::{
+    parse_request, PolicyFile, PolicyListing, Reply, Request, Status, StreamItem, MAX_REQUEST_BYTES,
+};
 
 /// Connections served at once; more get an error reply and are closed.
 const MAX_CLIENTS: usize = 64;
@@ -41,6 +45,30 @@ pub trait Backend: Send + Sync + 'static {
     fn recent_events(&self, filter: EventFilter, limit: Option<usize>) -> Vec<Arc<Event>>;
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
     fn processes(&self) -> Vec<Process>;
+    /// Recent detections; `since` is RFC 3339 or a duration ago ("10m"). Err: a bad filter.
+    fn detections(&self, filter: &DetectionFilter) -> Result<Vec<Arc<Detection>>, String>;
+    fn subscribe_detections(&self) -> broadcast::Receiver<Arc<Detection>>;
+    fn policy_listing(&self) -> PolicyListing;
+    /// Validate the files as one complete set and swap it in; Err lists every problem.
+    fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>>;
+    fn policy_rollback(&self) -> Result<PolicySetSummary, String>;
+}
+
+/// The filters of a `detections` request.
+#[derive(Clone, Debug, Default)]
+pub struct DetectionFilter {
+    pub since: Option<String>,
+    pub severity: Option<Severity>,
+    pub rule: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl DetectionFilter {
+    /// For live streams: `since` and `limit` only apply to the backlog.
+    pub fn matches(&self, d: &Detection) -> bool {
+        self.severity.is_none_or(|s| d.severity >= s)
+            && self.rule.as_ref().is_none_or(|r| &d.rule_id == r)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,15 +320,92 @@ async fn serve_client(
             } => {
                 // A follower streams until it hangs up; the connection is then done.
                 let rx = backend.subscribe();
-                wr.write_all(&line(&Reply {
+                let start = Reply {
                     ok: true,
                     follow: Some(true),
                     ..Default::default()
-                }))
-                .await?;
-                return follow(rx, EventFilter { kind, pid }, rd, wr, shutdown).await;
+                };
+                wr.write_all(&line(&start)).await?;
+                let filter = EventFilter { kind, pid };
+                let select = move |e: Arc<Event>| filter.matches(&e).then(|| StreamItem::Event(e));
+                return follow(rx, select, rd, wr, shutdown).await;
+            }
+            Request::Detections {
+                follow: streaming,
+                since,
+                severity,
+                rule,
+                limit,
+            } => {
+                let filter = DetectionFilter {
+                    since,
+                    severity,
+                    rule,
+                    limit,
+                };
+                // Subscribe before reading the backlog so nothing falls in between.
+                let rx = streaming.then(|| backend.subscribe_detections());
+                let reply = match backend.detections(&filter) {
+                    Ok(d) => Reply {
+                        ok: true,
+                        detections: Some(d),
+                        follow: rx.as_ref().map(|_| true),
+                        ..Default::default()
+                    },
+                    Err(e) => Reply::error(e),
+                };
+                wr.write_all(&line(&reply)).await?;
+                if let (true, Some(rx)) = (reply.ok, rx) {
+                    let select = move |d: Arc<Detection>| {
+                        filter.matches(&d).then(|| StreamItem::Detection(d))
+                    };
+                    return follow(rx, select, rd, wr, shutdown).await;
+                }
+            }
+            Request::PolicyList {} => {
+                let listing = backend.policy_listing();
+                let reply = Reply {
+                    ok: true,
+                    policies: Some(listing),
+                    ..Default::default()
+                };
+                wr.write_all(&line(&reply)).await?;
+            }
+            Request::PolicyApply { files } => {
+                let reply = match backend.policy_apply(files) {
+                    Ok(set) => active_set_reply(set),
+                    Err(errors) => Reply {
+                        error: Some(format!(
+                            "policy set rejected ({} problem{}); the active set is unchanged",
+                            errors.len(),
+                            if errors.len() == 1 { "" } else { "s" }
+                        )),
+                        policy_errors: Some(errors),
+                        ..Default::default()
+                    },
+                };
+                wr.write_all(&line(&reply)).await?;
+            }
+            Request::PolicyRollback {} => {
+                let reply = match backend.policy_rollback() {
+                    Ok(set) => active_set_reply(set),
+                    Err(e) => Reply::error(e),
+                };
+                wr.write_all(&line(&reply)).await?;
             }
         }
+    }
+}
+
+fn active_set_reply(set: PolicySetSummary) -> Reply {
+    let listing = PolicyListing {
+        active: set,
+        history: Vec::new(),
+    };
+    Reply {
+        ok: true,
+        policies: Some(listing),
+        ..Default::default()
     }
 }
 
@@ -347,9 +452,11 @@ async fn read_request_line(
     }
 }
 
-async fn follow(
-    mut rx: broadcast::Receiver<Arc<Event>>,
-    filter: EventFilter,
+/// Stream `rx` to the client until it hangs up: `select` turns an item into a line (or
+/// skips it); a lag becomes a `lost` line, so a slow client knows what it missed.
+async fn follow<T: Clone>(
+    mut rx: broadcast::Receiver<T>,
+    select: impl Fn(T) -> Option<StreamItem>,
     mut rd: BufReader<OwnedReadHalf>,
     mut wr: OwnedWriteHalf,
     mut shutdown: watch::Receiver<bool>,
@@ -358,8 +465,10 @@ async fn follow(
     loop {
         let item = tokio::select! {
             r = rx.recv() => match r {
-                Ok(ev) if filter.matches(&ev) => StreamItem::Event(ev),
-                Ok(_) => continue,
+                Ok(v) => match select(v) {
+                    Some(item) => item,
+                    None => continue,
+                },
                 Err(broadcast::error::RecvError::Lagged(n)) => StreamItem::Lost(n),
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },

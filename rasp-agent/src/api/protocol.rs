@@ -7,13 +7,17 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    detect::Detection,
     events::{Event, Kind},
     loader::{LsmStatus, ProgramStatus},
+    policy::{active::PolicySetSummary, vocab::Severity},
     process::Process,
+    store::StoreStats,
 };
 
 /// Longest request line the server reads; longer ones get an error reply.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// (Policy sets travel in one request, hence the size.)
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
@@ -31,6 +35,32 @@ pub enum Request {
         limit: Option<usize>,
     },
     Processes {},
+    Detections {
+        #[serde(default)]
+        follow: bool,
+        /// RFC 3339 time, or a duration ago such as "10m", "2h".
+        #[serde(default)]
+        since: Option<String>,
+        #[serde(default)]
+        severity: Option<Severity>,
+        #[serde(default)]
+        rule: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    PolicyList {},
+    /// Validate `files` as one complete set and make it active, or change nothing.
+    PolicyApply {
+        files: Vec<PolicyFile>,
+    },
+    PolicyRollback {},
+}
+
+/// A policy file sent by the CLI: its name (for error positions) and its text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyFile {
+    pub name: String,
+    pub text: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,6 +74,13 @@ pub struct Reply {
     pub events: Option<Vec<Arc<Event>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Vec<Process>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detections: Option<Vec<Arc<Detection>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PolicyListing>,
+    /// Every problem found in a rejected policy set, "file:line:column: message".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_errors: Option<Vec<String>>,
     /// Set on the reply that starts a live stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<bool>,
@@ -64,7 +101,8 @@ impl Reply {
 #[serde(rename_all = "snake_case")]
 pub enum StreamItem {
     Event(Arc<Event>),
-    /// This client fell behind and missed this many events.
+    Detection(Arc<Detection>),
+    /// This client fell behind and missed this many items.
     Lost(u64),
 }
 
@@ -90,6 +128,12 @@ pub struct Status {
     pub state_dir: String,
     /// What the agent did to or noticed about its environment at start.
     pub environment: Vec<String>,
+    pub policy_set_version: u64,
+    pub policy_source: String,
+    /// Why the last reload was refused (the previous set stayed active); empty when fine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_reload_errors: Vec<String>,
+    pub detections: StoreStats,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -97,6 +141,13 @@ pub struct KindStats {
     pub received: u64,
     pub dropped: u64,
     pub read_errors: u64,
+}
+
+/// The active policy set and the ones `policy rollback` can go back to (newest last).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyListing {
+    pub active: PolicySetSummary,
+    pub history: Vec<PolicySetSummary>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -113,7 +164,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         format!(
             "invalid request ({e}); send one JSON object per line, e.g. {{\"cmd\":\"status\"}}, \
              {{\"cmd\":\"events\",\"kind\":\"exec\",\"limit\":10}}, {{\"cmd\":\"processes\"}}; \
-             known cmds: status, events, processes"
+             known cmds: status, events, processes, detections, policy_list, policy_apply, \
+             policy_rollback"
         )
     })
 }

@@ -2,6 +2,8 @@
 //! `--json` for machines (one JSON object per line for lists and streams). Errors say what
 //! to do next.
 
+pub mod detections;
+pub mod policy;
 mod table;
 
 use std::{
@@ -179,6 +181,18 @@ fn render_status(s: &Status) -> String {
         format!("{} events, {} live followers", s.event_buffer, s.followers),
     ]);
     facts.row(vec!["decode errors".into(), s.decode_errors.to_string()]);
+    facts.row(vec![
+        "policy set".into(),
+        format!("v{} from {}", s.policy_set_version, s.policy_source),
+    ]);
+    let d = &s.detections;
+    facts.row(vec![
+        "detections".into(),
+        format!(
+            "{} submitted, {} folded, {} written to {} ({} bytes), {} journal drops, {} write errors",
+            d.submitted, d.folded, d.written, d.journal_path, d.journal_bytes, d.journal_dropped, d.write_errors
+        ),
+    ]);
     facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
     facts.row(vec!["state dir".into(), s.state_dir.clone()]);
@@ -211,6 +225,12 @@ fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&kinds.render());
+    if !s.policy_reload_errors.is_empty() {
+        out.push_str("\nlast policy reload refused (the active set stayed):\n");
+        for e in &s.policy_reload_errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
     if !s.environment.is_empty() {
         out.push_str("\nenvironment:\n");
         for n in &s.environment {
@@ -260,6 +280,7 @@ pub fn events(args: &EventsArgs) -> Result<()> {
             (StreamItem::Lost(n), false) => {
                 format!("-- this client fell behind and lost {n} events --\n")
             }
+            (StreamItem::Detection(_), _) => continue,
         };
         if !emit(&mut out, &text)? {
             return Ok(());
@@ -290,6 +311,17 @@ fn event_row(e: &Event) -> Vec<String> {
         }
         EventDetail::Fork(d) => format!("forked by tid {}", d.parent_tid),
         EventDetail::Exit(d) => exit_text(d.exit_code, d.signal, d.core_dumped),
+        EventDetail::FileOpen(d) => format!(
+            "{} [{}] fd {}",
+            d.path.as_deref().unwrap_or("?"),
+            d.access.join(","),
+            d.fd
+        ),
+        EventDetail::LibraryLoad(d) => d.path.as_deref().unwrap_or("?").to_string(),
+        EventDetail::Connect(d) => match d.dest() {
+            Some(dest) => format!("connect {dest} (attempt)"),
+            None => format!("connect {} port {} (attempt)", d.addr, d.port),
+        },
     };
     vec![
         time,

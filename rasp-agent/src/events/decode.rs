@@ -1,15 +1,23 @@
 //! Raw ring-buffer records → `Event`. The only code that interprets record bytes: it checks
 //! size, kind and version before reading, and turns the kernel's encodings (leaf-first path
-//! components, NUL-separated argv, wait status) into plain values.
+//! components, NUL-separated argv, wait status, file modes, socket addresses) into plain
+//! values.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime},
+};
 
 use rasp_common::{
     record::{self, RECORD_VERSION},
-    EventKind, ExecRecord, ExitRecord, ForkRecord, RecordHeader,
+    ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
+    LibraryLoadRecord, RecordHeader,
 };
 
-use super::{Event, EventDetail, ExecDetail, ExitDetail, ForkDetail};
+use super::{
+    ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, FileOpenDetail, ForkDetail,
+    LibraryLoadDetail,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -23,6 +31,8 @@ pub enum DecodeError {
     UnknownKind(u16),
     #[error("record version {found} does not match the agent's {expected}: agent and eBPF object are from different builds")]
     Version { found: u16, expected: u16 },
+    #[error("{what} {value} in a record is impossible: agent and eBPF object disagree")]
+    Invalid { what: &'static str, value: u64 },
 }
 
 /// Converts the kernel's CLOCK_BOOTTIME stamps to wall-clock time.
@@ -57,6 +67,11 @@ impl BootClock {
 
     pub fn rfc3339(self, boot_ns: u64) -> String {
         humantime::format_rfc3339_nanos(self.to_system_time(boot_ns)).to_string()
+    }
+
+    /// CLOCK_BOOTTIME now, in ns: what the kernel stamps events with.
+    pub fn boot_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_BOOTTIME) as u64
     }
 }
 
@@ -108,6 +123,27 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Exit => {
             let r: ExitRecord = read_record(bytes, "exit record")?;
             EventDetail::Exit(ExitDetail::from_wait_status(r.exit_code))
+        }
+        EventKind::FileOpen => {
+            let r: FileOpenRecord = read_record(bytes, "file open record")?;
+            EventDetail::FileOpen(file_open_detail(&r))
+        }
+        EventKind::LibraryLoad => {
+            let r: LibraryLoadRecord = read_record(bytes, "library load record")?;
+            let failed = r.flags & record::LIB_PATH_FAILED != 0;
+            let truncated = r.flags & record::LIB_PATH_TRUNCATED != 0;
+            EventDetail::LibraryLoad(LibraryLoadDetail {
+                path: record_path(&r.path, r.path_len, failed, truncated),
+                incomplete: if failed || truncated {
+                    vec!["path".into()]
+                } else {
+                    Vec::new()
+                },
+            })
+        }
+        EventKind::Connect => {
+            let r: ConnectRecord = read_record(bytes, "connect record")?;
+            EventDetail::Connect(connect_detail(&r)?)
         }
     };
     Ok(Event {
@@ -185,6 +221,70 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0)),
         incomplete,
     }))
+}
+
+/// A leaf-first path buffer and its flags → the path, `None` when the kernel could not read it.
+fn record_path(buf: &[u8], len: u32, failed: bool, truncated: bool) -> Option<String> {
+    let len = (len as usize).min(buf.len());
+    (!failed).then(|| leaf_first_path(&buf[..len], truncated))
+}
+
+fn file_open_detail(r: &FileOpenRecord) -> FileOpenDetail {
+    let failed = r.flags & record::FILE_PATH_FAILED != 0;
+    let truncated = r.flags & record::FILE_PATH_TRUNCATED != 0;
+    let flags = (r.flags & record::FILE_OPEN_FLAGS_KNOWN != 0).then_some(r.open_flags);
+    let mut access = Vec::new();
+    let mut grant = |yes: bool, name: &str| {
+        if yes {
+            access.push(name.to_string());
+        }
+    };
+    let write = r.f_mode & record::FMODE_WRITE != 0;
+    grant(r.f_mode & record::FMODE_READ != 0, "read");
+    grant(write, "write");
+    grant(r.f_mode & record::FMODE_CREATED != 0, "create");
+    // O_TRUNC without write access is ignored by the kernel (and undefined by POSIX).
+    grant(
+        write && flags.is_some_and(|f| f & libc::O_TRUNC as u32 != 0),
+        "truncate",
+    );
+    let mut incomplete = Vec::new();
+    if failed || truncated {
+        incomplete.push("path".to_string());
+    }
+    if flags.is_none() {
+        incomplete.push("flags".to_string());
+    }
+    FileOpenDetail {
+        path: record_path(&r.path, r.path_len, failed, truncated),
+        fd: r.fd,
+        flags,
+        file_flags: r.f_flags,
+        access,
+        incomplete,
+    }
+}
+
+fn connect_detail(r: &ConnectRecord) -> Result<ConnectDetail, DecodeError> {
+    let (family, addr) = match r.family {
+        record::AF_INET => {
+            let [a, b, c, d, ..] = r.addr;
+            ("inet", Ipv4Addr::new(a, b, c, d).to_string())
+        }
+        record::AF_INET6 => ("inet6", Ipv6Addr::from(r.addr).to_string()),
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "connect address family",
+                value: other.into(),
+            })
+        }
+    };
+    Ok(ConnectDetail {
+        family: family.to_string(),
+        addr,
+        port: r.port,
+        fd: r.fd,
+    })
 }
 
 /// Bytes up to the first NUL, lossily as UTF-8.
@@ -324,6 +424,149 @@ mod tests {
         assert_eq!(d.filename, "/bin/sh");
         assert!(!d.argv_truncated);
         assert!(d.incomplete.is_empty());
+    }
+
+    fn path_buf(leaf_first: &[u8]) -> [u8; rasp_common::limits::PATH_CAP] {
+        let mut buf = [0u8; rasp_common::limits::PATH_CAP];
+        buf[..leaf_first.len()].copy_from_slice(leaf_first);
+        buf
+    }
+
+    #[test]
+    fn file_open_record_decodes_access_and_flags() {
+        let path = b"passwd\0etc\0";
+        let r = FileOpenRecord {
+            header: header(EventKind::FileOpen),
+            flags: record::FILE_OPEN_FLAGS_KNOWN,
+            fd: 5,
+            f_flags: libc::O_WRONLY as u32,
+            f_mode: record::FMODE_WRITE | record::FMODE_CREATED,
+            open_flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
+            path_len: path.len() as u32,
+            path: path_buf(path),
+            _slack: [0; rasp_common::limits::NAME_SLOT],
+        };
+        let ev = decode(&bytes_of(&r), BootClock::now()).unwrap();
+        assert_eq!(ev.kind(), crate::events::Kind::FileOpen);
+        let EventDetail::FileOpen(d) = ev.detail else {
+            panic!("not a file open")
+        };
+        assert_eq!(d.path.as_deref(), Some("/etc/passwd"));
+        assert_eq!(d.fd, 5);
+        assert_eq!(d.access, ["write", "create", "truncate"]);
+        assert_eq!(d.flags, Some(r.open_flags));
+        assert_eq!(d.file_flags, libc::O_WRONLY as u32);
+        assert!(d.incomplete.is_empty());
+
+        // Read-only, flags unknown, path cut short: no guess at truncation, gaps named.
+        let r = FileOpenRecord {
+            flags: record::FILE_PATH_TRUNCATED,
+            f_mode: record::FMODE_READ,
+            f_flags: 0,
+            open_flags: libc::O_TRUNC as u32, // not flagged known: ignored
+            ..r
+        };
+        let EventDetail::FileOpen(d) = decode(&bytes_of(&r), BootClock::now()).unwrap().detail
+        else {
+            panic!("not a file open")
+        };
+        assert_eq!(d.path.as_deref(), Some(".../etc/passwd"));
+        assert_eq!(d.access, ["read"]);
+        assert_eq!(d.flags, None);
+        assert_eq!(d.incomplete, ["path", "flags"]);
+
+        let r = FileOpenRecord {
+            flags: record::FILE_PATH_FAILED | record::FILE_OPEN_FLAGS_KNOWN,
+            ..r
+        };
+        let EventDetail::FileOpen(d) = decode(&bytes_of(&r), BootClock::now()).unwrap().detail
+        else {
+            panic!("not a file open")
+        };
+        assert_eq!(d.path, None);
+        assert_eq!(d.incomplete, ["path"]);
+    }
+
+    #[test]
+    fn library_load_record_decodes_path() {
+        let path = b"libfoo.so\0tmp\0";
+        let r = LibraryLoadRecord {
+            header: header(EventKind::LibraryLoad),
+            flags: 0,
+            fd: 3,
+            prot: 5,
+            path_len: path.len() as u32,
+            path: path_buf(path),
+            _slack: [0; rasp_common::limits::NAME_SLOT],
+        };
+        let ev = decode(&bytes_of(&r), BootClock::now()).unwrap();
+        assert_eq!(
+            ev.detail,
+            EventDetail::LibraryLoad(LibraryLoadDetail {
+                path: Some("/tmp/libfoo.so".into()),
+                incomplete: vec![],
+            })
+        );
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], "library_load");
+        assert_eq!(json["path"], "/tmp/libfoo.so");
+    }
+
+    #[test]
+    fn connect_record_decodes_both_families() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[169, 254, 169, 254]);
+        let r = ConnectRecord {
+            header: header(EventKind::Connect),
+            family: record::AF_INET,
+            port: 80,
+            fd: 7,
+            addr,
+        };
+        let ev = decode(&bytes_of(&r), BootClock::now()).unwrap();
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["kind"], "connect");
+        assert_eq!(json["family"], "inet");
+        assert_eq!(json["addr"], "169.254.169.254");
+        assert_eq!(json["port"], 80);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ev);
+
+        let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let r = ConnectRecord {
+            family: record::AF_INET6,
+            port: 443,
+            addr: v6.octets(),
+            ..r
+        };
+        let EventDetail::Connect(d) = decode(&bytes_of(&r), BootClock::now()).unwrap().detail
+        else {
+            panic!("not a connect")
+        };
+        assert_eq!(
+            (d.family.as_str(), d.addr.as_str(), d.port),
+            ("inet6", "2001:db8::1", 443)
+        );
+
+        let r = ConnectRecord { family: 1, ..r };
+        assert_eq!(
+            decode(&bytes_of(&r), BootClock::now()),
+            Err(DecodeError::Invalid {
+                what: "connect address family",
+                value: 1
+            })
+        );
+        // A header alone is too short for any of the new records.
+        for kind in [
+            EventKind::FileOpen,
+            EventKind::LibraryLoad,
+            EventKind::Connect,
+        ] {
+            assert!(matches!(
+                decode(&bytes_of(&header(kind)), BootClock::now()),
+                Err(DecodeError::Short { .. })
+            ));
+        }
     }
 
     #[test]

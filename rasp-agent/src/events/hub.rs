@@ -19,7 +19,7 @@ pub struct EventHub {
     recent: Mutex<VecDeque<Arc<Event>>>,
     capacity: usize,
     live: broadcast::Sender<Arc<Event>>,
-    received: [AtomicU64; 3],
+    received: [AtomicU64; Kind::ALL.len()],
     decode_errors: AtomicU64,
 }
 

@@ -39,6 +39,9 @@ pub enum EventDetail {
     Exec(ExecDetail),
     Fork(ForkDetail),
     Exit(ExitDetail),
+    FileOpen(FileOpenDetail),
+    LibraryLoad(LibraryLoadDetail),
+    Connect(ConnectDetail),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,42 +95,113 @@ impl ExitDetail {
     }
 }
 
+/// A successful open that the kernel pre-filter let through (some rule may care about it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileOpenDetail {
+    /// The opened file as the process sees it from its own root (symlinks resolved; a path
+    /// that did not reach the root starts with "..."). `None` if it could not be read.
+    pub path: Option<String>,
+    /// The descriptor the open returned.
+    pub fd: i32,
+    /// The flags the caller passed (`O_*`, raw), including O_CREAT/O_TRUNC/O_EXCL; `None`
+    /// when they could not be read. For creat(2): O_CREAT|O_WRONLY|O_TRUNC.
+    pub flags: Option<u32>,
+    /// The open file's `f_flags` (raw): access mode and status flags as the kernel keeps
+    /// them, without O_CREAT/O_EXCL/O_NOCTTY/O_TRUNC, which it clears.
+    pub file_flags: u32,
+    /// What the open granted and did: "read", "write" (from the file's mode), "create" (this
+    /// open created the file), "truncate" (O_TRUNC with write access; only known when
+    /// `flags` is).
+    pub access: Vec<String>,
+    /// Fields the kernel could not read completely ("path", "flags").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+}
+
+/// A file mapped executable from a descriptor: a shared library loaded by ld.so or dlopen.
+/// The main executable and ld.so are mapped by the kernel at exec and do not appear.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LibraryLoadDetail {
+    /// As in `FileOpenDetail::path`.
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+}
+
+/// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it
+/// succeeded is unknown (non-blocking connects complete later, refused ones fail).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectDetail {
+    /// "inet" or "inet6" (the socket's address family; a v4-mapped v6 destination stays
+    /// "inet6" with an `::ffff:a.b.c.d` address).
+    pub family: String,
+    pub addr: String,
+    pub port: u16,
+    pub fd: i32,
+}
+
+impl ConnectDetail {
+    /// The destination, with v4-mapped IPv6 addresses as the IPv4 they are.
+    pub fn dest(&self) -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = self.addr.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip.to_canonical(), self.port))
+    }
+}
+
 /// Event kinds as named on the command line and in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Kind {
     Exec,
     Fork,
     Exit,
+    FileOpen,
+    LibraryLoad,
+    Connect,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Exec, Kind::Fork, Kind::Exit];
+    pub const ALL: [Kind; 6] = [
+        Kind::Exec,
+        Kind::Fork,
+        Kind::Exit,
+        Kind::FileOpen,
+        Kind::LibraryLoad,
+        Kind::Connect,
+    ];
 
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Exec => "exec",
-            Kind::Fork => "fork",
-            Kind::Exit => "exit",
-        }
+        self.kernel_kind().name()
     }
 
+    /// Position in `ALL` (and in per-kind counter arrays sized `ALL.len()`).
     pub fn index(self) -> usize {
         match self {
             Kind::Exec => 0,
             Kind::Fork => 1,
             Kind::Exit => 2,
+            Kind::FileOpen => 3,
+            Kind::LibraryLoad => 4,
+            Kind::Connect => 5,
+        }
+    }
+
+    fn kernel_kind(self) -> rasp_common::EventKind {
+        use rasp_common::EventKind as K;
+        match self {
+            Kind::Exec => K::Exec,
+            Kind::Fork => K::Fork,
+            Kind::Exit => K::Exit,
+            Kind::FileOpen => K::FileOpen,
+            Kind::LibraryLoad => K::LibraryLoad,
+            Kind::Connect => K::Connect,
         }
     }
 
     /// Slot of this kind in the kernel's per-CPU counters.
     pub fn kernel_slot(self) -> u32 {
-        let k = match self {
-            Kind::Exec => rasp_common::EventKind::Exec,
-            Kind::Fork => rasp_common::EventKind::Fork,
-            Kind::Exit => rasp_common::EventKind::Exit,
-        };
-        k as u32
+        self.kernel_kind() as u32
     }
 }
 
@@ -137,6 +211,9 @@ impl Event {
             EventDetail::Exec(_) => Kind::Exec,
             EventDetail::Fork(_) => Kind::Fork,
             EventDetail::Exit(_) => Kind::Exit,
+            EventDetail::FileOpen(_) => Kind::FileOpen,
+            EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
+            EventDetail::Connect(_) => Kind::Connect,
         }
     }
 }
@@ -171,6 +248,36 @@ mod tests {
                 core_dumped: true
             }
         );
+    }
+
+    #[test]
+    fn kinds_agree_with_the_kernel_and_serde() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert!(k.kernel_slot() < rasp_common::limits::KIND_SLOTS);
+            let json = serde_json::to_value(k).unwrap();
+            assert_eq!(json, k.name(), "CLI/JSON name and kernel name agree");
+            let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();
+            assert_eq!(parsed, *k);
+        }
+    }
+
+    #[test]
+    fn connect_dest_unmaps_v4_mapped_addresses() {
+        let d = ConnectDetail {
+            family: "inet6".into(),
+            addr: "::ffff:169.254.169.254".into(),
+            port: 80,
+            fd: 3,
+        };
+        assert_eq!(d.dest().unwrap().to_string(), "169.254.169.254:80");
+        let d = ConnectDetail {
+            family: "inet6".into(),
+            addr: "2001:db8::1".into(),
+            port: 443,
+            fd: 3,
+        };
+        assert_eq!(d.dest().unwrap().to_string(), "[2001:db8::1]:443");
     }
 
     #[test]

@@ -533,7 +533,36 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         mount_parent: at("mount", "mnt_parent")?,
         mount_mountpoint: at("mount", "mnt_mountpoint")?,
         vfsmount_root: at("vfsmount", "mnt_root")?,
+        task_files: at("task_struct", "files")?,
+        files_fdt: at("files_struct", "fdt")?,
+        fdtable_fd: at("fdtable", "fd")?,
+        fdtable_max_fds: at("fdtable", "max_fds")?,
+        file_f_flags: at("file", "f_flags")?,
+        file_f_mode: at("file", "f_mode")?,
+        regs_arg2: syscall_arg(btf, 2)?,
+        regs_arg3: syscall_arg(btf, 3)?,
     })
+}
+
+/// Offset in `struct pt_regs` of the register holding syscall argument `n` (1-based) as the
+/// syscall entry code saved it.
+fn syscall_arg(btf: &KernelBtf, n: u32) -> Result<u32, BtfError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // x86_64 syscall convention: rdi, rsi, rdx, r10, r8, r9.
+        let register = ["di", "si", "dx", "r10", "r8", "r9"]
+            .get(n.wrapping_sub(1) as usize)
+            .ok_or_else(|| BtfError::InvalidPath(format!("syscall argument {n}")))?;
+        btf.member_offset("pt_regs", register)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // arm64 keeps x0..x30 in `regs[31]`; x0 is overwritten by the return value at exit,
+        // but the arguments read here are never the first.
+        Ok(btf.member_offset("pt_regs", "regs")? + 8 * (n - 1))
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    compile_error!("syscall_arg: add this architecture's pt_regs argument registers");
 }
 
 fn malformed(message: String) -> BtfError {
@@ -990,13 +1019,22 @@ mod tests {
         // `struct path root, pwd;` and `unsigned long arg_start, arg_end, ...;` are adjacent.
         assert_eq!(offsets.fs_pwd, offsets.fs_root + 16);
         assert_eq!(offsets.mm_arg_end, offsets.mm_arg_start + 8);
-        // vfsmount.mnt_root is the first member and mount.mnt may move; every other field
-        // sits behind at least one earlier member.
+        // `unsigned int max_fds; struct file **fd;` open struct fdtable.
+        assert_eq!(offsets.fdtable_max_fds, 0);
+        assert_eq!(offsets.fdtable_fd, 8);
+        // pt_regs keeps dx just below si (x86_64); regs[] is in order (arm64).
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(offsets.regs_arg2, offsets.regs_arg3 + 8);
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(offsets.regs_arg3, offsets.regs_arg2 + 8);
+        // vfsmount.mnt_root and fdtable.max_fds are first members and mount.mnt may move;
+        // every other field sits behind at least one earlier member.
         let KernelOffsets {
             magic: _,
             path_mnt: _,
             vfsmount_root: _,
             mount_mnt: _,
+            fdtable_max_fds: _,
             task_pid,
             task_tgid,
             task_real_parent,
@@ -1017,6 +1055,13 @@ mod tests {
             dentry_name_ptr,
             mount_parent,
             mount_mountpoint,
+            task_files,
+            files_fdt,
+            fdtable_fd,
+            file_f_flags,
+            file_f_mode,
+            regs_arg2,
+            regs_arg3,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1039,6 +1084,13 @@ mod tests {
             ("dentry_name_ptr", dentry_name_ptr),
             ("mount_parent", mount_parent),
             ("mount_mountpoint", mount_mountpoint),
+            ("task_files", task_files),
+            ("files_fdt", files_fdt),
+            ("fdtable_fd", fdtable_fd),
+            ("file_f_flags", file_f_flags),
+            ("file_f_mode", file_f_mode),
+            ("regs_arg2", regs_arg2),
+            ("regs_arg3", regs_arg3),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

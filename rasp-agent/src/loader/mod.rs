@@ -1,16 +1,22 @@
 //! Loading and attaching the eBPF programs: resolve kernel offsets from BTF, load the
 //! embedded object with the ring buffer sized as asked, attach each program (a failure is
-//! recorded, not fatal, unless nothing attaches), and probe whether BPF-LSM is usable.
+//! recorded, not fatal, unless no process program attaches), and probe whether BPF-LSM is
+//! usable. The interest maps that steer the file/library/connect pre-filters are handed
+//! out as `InterestMaps` (`interest.rs`).
 
 pub mod btf;
 pub mod env;
+pub mod interest;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Lsm},
+    programs::{BtfTracePoint, Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use rasp_common::{offsets::NO_SYSCALL, SyscallNumbers};
 use serde::{Deserialize, Serialize};
+
+pub use interest::{Interest, InterestMaps};
 
 /// The eBPF object built by `cargo xtask build-ebpf` (empty if the agent was built without).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rasp-ebpf.o"));
@@ -22,7 +28,29 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("rasp_exit", "sched_process_exit"),
 ];
 
+/// Syscall tracepoint programs: (program, tracepoints in category `syscalls`). One program
+/// serves every syscall of a family; a tracepoint this kernel lacks (no `open`/`creat` on
+/// arm64, no `openat2` before 5.6) is recorded as failed and the others still attach.
+const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
+    (
+        "rasp_file_open",
+        &[
+            "sys_exit_openat",
+            "sys_exit_open",
+            "sys_exit_creat",
+            "sys_exit_openat2",
+        ],
+    ),
+    ("rasp_library_load", &["sys_enter_mmap"]),
+    ("rasp_connect", &["sys_enter_connect"]),
+];
+
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");
+
+/// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
+/// mapping and connect (`Interest::all()`) until a policy-derived interest replaces it.
+/// For checking the hooks by hand; it floods the ring buffer on a busy host.
+const INTEREST_ALL_ENV: &str = "RASP_INTEREST_ALL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -43,6 +71,8 @@ pub enum LoadError {
     },
     #[error("no program could be attached: {0}")]
     NothingAttached(String),
+    #[error("invalid kernel interest ({what}): {reason}")]
+    Interest { what: &'static str, reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +105,10 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub programs: Vec<ProgramStatus>,
     pub lsm: LsmStatus,
+    /// The pre-filters' maps, empty (nothing sent) until `InterestMaps::apply`.
+    // Until the daemon applies policy-derived interest (then drop this allow).
+    #[allow(dead_code)]
+    pub interest: InterestMaps,
 }
 
 pub struct LoadOptions {
@@ -90,36 +124,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     tracing::debug!(?offsets, "kernel offsets resolved from BTF");
     let aya_btf = Btf::from_sys_fs()?;
 
+    let agent_tgid = std::process::id();
+    let syscalls = syscall_numbers();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&aya_btf))
         .override_global("OFFSETS", &offsets, true)
+        .override_global("AGENT_TGID", &agent_tgid, true)
+        .override_global("SYSCALLS", &syscalls, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(OBJECT)?;
 
     let mut programs = Vec::new();
     for (name, tracepoint) in TRACEPOINTS {
         let result = attach_btf_tracepoint(&mut ebpf, name, tracepoint, &aya_btf);
-        let hook = format!("tp_btf/{tracepoint}");
-        match result {
-            Ok(()) => {
-                tracing::info!(program = name, hook, "attached");
-                programs.push(ProgramStatus {
-                    name: name.to_string(),
-                    hook,
-                    state: ProgramState::Attached,
-                    error: None,
-                });
-            }
-            Err(e) => {
-                tracing::error!(program = name, hook, error = %e, "attach failed");
-                programs.push(ProgramStatus {
-                    name: name.to_string(),
-                    hook,
-                    state: ProgramState::Failed,
-                    error: Some(e),
-                });
-            }
-        }
+        programs.push(program_status(name, format!("tp_btf/{tracepoint}"), result));
     }
     if programs.iter().all(|p| p.state == ProgramState::Failed) {
         let why: Vec<String> = programs
@@ -129,13 +147,128 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NothingAttached(why.join("; ")));
     }
 
+    for (name, tracepoints) in SYSCALL_TRACEPOINTS {
+        match load_tracepoint(&mut ebpf, name) {
+            Ok(program) => {
+                for tracepoint in *tracepoints {
+                    let result = attach_tracepoint(program, tracepoint);
+                    programs.push(program_status(
+                        name,
+                        format!("tracepoint/syscalls/{tracepoint}"),
+                        result,
+                    ));
+                }
+            }
+            // Not loaded (the verifier's answer is in the error): every hook it serves fails.
+            Err(e) => {
+                for tracepoint in *tracepoints {
+                    programs.push(program_status(
+                        name,
+                        format!("tracepoint/syscalls/{tracepoint}"),
+                        Err(e.clone()),
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut interest = InterestMaps::take(&mut ebpf)?;
+    if std::env::var_os(INTEREST_ALL_ENV).is_some_and(|v| v == "1") {
+        tracing::warn!(
+            env = INTEREST_ALL_ENV,
+            "diagnostic: the kernel sends every open, executable mapping and connect"
+        );
+        interest.apply(&Interest::all())?;
+    }
+
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
     programs.push(probe);
     Ok(Loaded {
         ebpf,
         programs,
         lsm,
+        interest,
     })
+}
+
+fn program_status(name: &str, hook: String, result: Result<(), String>) -> ProgramStatus {
+    match result {
+        Ok(()) => {
+            tracing::info!(program = name, hook, "attached");
+            ProgramStatus {
+                name: name.to_string(),
+                hook,
+                state: ProgramState::Attached,
+                error: None,
+            }
+        }
+        Err(e) => {
+            let e = shorten_verifier_log(e);
+            tracing::error!(program = name, hook, error = %e, "attach failed");
+            ProgramStatus {
+                name: name.to_string(),
+                hook,
+                state: ProgramState::Failed,
+                error: Some(e),
+            }
+        }
+    }
+}
+
+/// A refused program's error carries the whole verifier log (megabytes when it ran out of
+/// instructions). Status keeps the head (the error) and the tail (the verifier's summary:
+/// where it stopped, instructions processed, stack depth).
+fn shorten_verifier_log(e: String) -> String {
+    const HEAD: usize = 512;
+    const TAIL: usize = 2048;
+    if e.len() <= HEAD + TAIL + 64 {
+        return e;
+    }
+    let head_end = (0..=HEAD)
+        .rev()
+        .find(|&i| e.is_char_boundary(i))
+        .unwrap_or(0);
+    let tail_start = (e.len() - TAIL..e.len())
+        .find(|&i| e.is_char_boundary(i))
+        .unwrap_or(e.len());
+    format!(
+        "{} [... {} bytes of verifier log omitted ...] {}",
+        &e[..head_end],
+        tail_start - head_end,
+        &e[tail_start..]
+    )
+}
+
+/// The open family's numbers on the architecture the agent was built for (the kernel's).
+fn syscall_numbers() -> SyscallNumbers {
+    let nr = |n: libc::c_long| u32::try_from(n).unwrap_or(NO_SYSCALL);
+    #[cfg(target_arch = "x86_64")]
+    let (open, creat) = (nr(libc::SYS_open), nr(libc::SYS_creat));
+    #[cfg(not(target_arch = "x86_64"))]
+    let (open, creat) = (NO_SYSCALL, NO_SYSCALL);
+    SyscallNumbers {
+        open,
+        openat: nr(libc::SYS_openat),
+        creat,
+        openat2: nr(libc::SYS_openat2),
+    }
+}
+
+fn load_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} not in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| error_chain(&e))?;
+    Ok(program)
+}
+
+fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), String> {
+    program
+        .attach("syscalls", tracepoint)
+        .map_err(|e| error_chain(&e))?;
+    Ok(())
 }
 
 fn attach_btf_tracepoint(
@@ -295,6 +428,21 @@ pub fn parse_ring_bytes(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_verifier_logs_keep_head_and_tail() {
+        let short = "refused: R1 invalid mem access".to_string();
+        assert_eq!(shorten_verifier_log(short.clone()), short);
+        let long = format!(
+            "Argument list too long: {}processed 1000001 insns",
+            "0: r1 = r2\n".repeat(100_000)
+        );
+        let s = shorten_verifier_log(long);
+        assert!(s.len() < 3000, "{}", s.len());
+        assert!(s.starts_with("Argument list too long"));
+        assert!(s.ends_with("processed 1000001 insns"));
+        assert!(s.contains("bytes of verifier log omitted"));
+    }
 
     #[test]
     fn ring_size_validation() {

@@ -4,6 +4,7 @@
 //! then are reaped; past `max` entries the oldest exited, then oldest seen, go first.
 
 pub mod cgroup;
+pub mod container;
 pub mod procfs;
 
 use std::{
@@ -159,6 +160,8 @@ impl ProcessTable {
                     p.exited_at = Some(Instant::now());
                 }
             }
+            // What a process touches does not change what it is.
+            EventDetail::FileOpen(_) | EventDetail::LibraryLoad(_) | EventDetail::Connect(_) => {}
         }
     }
 
@@ -188,6 +191,10 @@ impl ProcessTable {
             self.procs.remove(&pid);
             self.evicted += 1;
         }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Process> {
@@ -243,10 +250,6 @@ mod tests {
         )
     }
 
-    fn get(t: &ProcessTable, pid: u32) -> Option<&Process> {
-        t.iter().find(|p| p.pid == pid)
-    }
-
     #[test]
     fn fork_inherits_then_exec_replaces_then_exit_marks() {
         let mut t = ProcessTable::new(100, Duration::from_secs(30));
@@ -256,9 +259,9 @@ mod tests {
             10,
             EventDetail::Fork(ForkDetail { parent_tid: 10 }),
         ));
-        assert_eq!(get(&t, 11).unwrap().exe.as_deref(), Some("/bin/bash"));
+        assert_eq!(t.get(11).unwrap().exe.as_deref(), Some("/bin/bash"));
         t.apply(&exec(11, 10, "/usr/bin/ls"));
-        assert_eq!(get(&t, 11).unwrap().exe.as_deref(), Some("/usr/bin/ls"));
+        assert_eq!(t.get(11).unwrap().exe.as_deref(), Some("/usr/bin/ls"));
         let exit = ExitDetail {
             exit_code: Some(2),
             signal: None,
@@ -266,7 +269,7 @@ mod tests {
         };
         t.apply(&event(11, 10, EventDetail::Exit(exit)));
         assert_eq!(
-            get(&t, 11).unwrap().exited.as_ref().unwrap().exit_code,
+            t.get(11).unwrap().exited.as_ref().unwrap().exit_code,
             Some(2)
         );
         assert_eq!(t.exited(), 1);
@@ -278,13 +281,13 @@ mod tests {
         t.apply(&exec(1, 0, "/sbin/init"));
         t.apply(&exec(10, 1, "/bin/bash"));
         t.apply(&exec(20, 10, "/bin/sh"));
-        let chain: Vec<u32> = ancestry(20, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        let chain: Vec<u32> = ancestry(20, |p| t.get(p)).iter().map(|p| p.pid).collect();
         assert_eq!(chain, [10, 1]);
         // A cycle (pid reuse gone wrong) must terminate.
         t.apply(&exec(1, 20, "/sbin/init"));
-        let chain: Vec<u32> = ancestry(20, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        let chain: Vec<u32> = ancestry(20, |p| t.get(p)).iter().map(|p| p.pid).collect();
         assert_eq!(chain, [10, 1]);
-        let chain: Vec<u32> = ancestry(10, |p| get(&t, p)).iter().map(|p| p.pid).collect();
+        let chain: Vec<u32> = ancestry(10, |p| t.get(p)).iter().map(|p| p.pid).collect();
         assert_eq!(chain, [1, 20]);
     }
 
@@ -304,11 +307,11 @@ mod tests {
         // Full: inserting a fourth evicts the exited one first.
         t.apply(&exec(4, 0, "/x"));
         assert_eq!(t.len(), 3);
-        assert!(get(&t, 2).is_none());
+        assert!(t.get(2).is_none());
         assert_eq!(t.evicted(), 1);
         // Then the oldest live one.
         t.apply(&exec(5, 0, "/x"));
-        assert!(get(&t, 1).is_none());
+        assert!(t.get(1).is_none());
         let exit = ExitDetail {
             exit_code: Some(0),
             signal: None,
@@ -316,6 +319,6 @@ mod tests {
         };
         t.apply(&event(3, 0, EventDetail::Exit(exit)));
         assert_eq!(t.reap(Instant::now() + Duration::from_secs(31)), 1);
-        assert!(get(&t, 3).is_none());
+        assert!(t.get(3).is_none());
     }
 }

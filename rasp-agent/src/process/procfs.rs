@@ -31,7 +31,7 @@ pub fn read_process(proc: &Path, pid: u32) -> Option<Process> {
         gid,
         cgroup_id: 0,
         cgroup: super::cgroup::proc_cgroup_path(proc, pid),
-        start_boot_ns: Some(stat.start_ticks.saturating_mul(1_000_000_000) / clock_ticks()),
+        start_boot_ns: Some(ticks_to_ns(stat.start_ticks)),
         exited: None,
         from_proc: true,
         exited_at: None,
@@ -82,6 +82,16 @@ pub fn parse_status_ids(text: &str) -> (u32, u32) {
             .unwrap_or(u32::MAX)
     };
     (first("Uid:"), first("Gid:"))
+}
+
+/// When `pid` started, CLOCK_BOOTTIME ns (clock-tick granularity).
+pub fn start_boot_ns(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ticks_to_ns(parse_stat(&stat)?.start_ticks))
+}
+
+fn ticks_to_ns(ticks: u64) -> u64 {
+    ticks.saturating_mul(1_000_000_000) / clock_ticks()
 }
 
 fn clock_ticks() -> u64 {

@@ -1,0 +1,76 @@
+//! A detection: a rule matched an event. Everything an operator needs to judge it without
+//! going back to the host: the rule and policy (with versions), what was done about it, the
+//! full event, the process and its ancestry, where it ran, and how fast we decided.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    events::Event,
+    policy::vocab::{Action, Mode, Severity},
+};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Unique within this node: agent start time (unix ms) and a sequence number.
+    pub id: String,
+    /// Wall-clock time of the decision (RFC 3339).
+    pub time: String,
+    pub rule_id: String,
+    pub policy: String,
+    pub policy_version: u32,
+    /// Version of the whole applied policy set (increments on every apply/reload).
+    pub policy_set_version: u64,
+    pub mode: Mode,
+    pub severity: Severity,
+    pub action: Action,
+    pub outcome: Outcome,
+    /// Why the outcome is what it is ("audit mode: would kill", the kill error, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub event: Event,
+    pub process: ProcessSummary,
+    /// Parents, nearest first, as far as the process table knows them.
+    pub ancestry: Vec<ProcessSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// From the kernel timestamp of the event to the decision, in microseconds.
+    pub latency_us: u64,
+    /// Identical detections folded into this one (1 when alone).
+    pub count: u64,
+    /// For an aggregate: time of the last folded occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+}
+
+/// What happened as a result, honestly: did the kernel stop it, or did we act after?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Action `alert`: reported, nothing else to do.
+    Alerted,
+    /// Audit mode: the action was not taken (`outcome_detail` says what it would have been).
+    Audited,
+    /// The kernel denied the operation before it happened.
+    Prevented,
+    /// The process was paused, then allowed or killed.
+    Held,
+    /// It happened; then we killed or quarantined.
+    After,
+    /// The action was attempted and failed (`outcome_detail` says why).
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+}

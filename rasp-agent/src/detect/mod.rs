@@ -1,0 +1,8 @@
+//! Rule evaluation: events, enriched from the process table, checked against the active
+//! policy set; a match becomes a `Detection` (and, in enforce mode, an action).
+
+pub mod detection;
+pub mod engine;
+pub mod simulate;
+
+pub use detection::{Detection, Outcome, ProcessSummary};

@@ -1,0 +1,454 @@
+//! What the kernel pre-filters let through: the policies' needs, compiled by the policy side
+//! into an `Interest`, written here into the interest maps the programs consult before they
+//! reserve a record (bits in `rasp_common::interest`). Replacing a set never opens a window
+//! with less watched than both the old and the new set: new entries go in first, stale ones
+//! come out next, the switches change last.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError},
+    Ebpf,
+};
+use rasp_common::{
+    interest::{self as bits, name_key, NameKey, FILTER_FLAGS, PRESENT},
+    limits::{MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES},
+};
+
+use super::LoadError;
+
+/// Everything the kernel should send for file opens, library loads and connects. Names are
+/// single path components (`"shadow"`, `".ssh"`, `"etc"`) with `rasp_common::interest` bits;
+/// names longer than 31 bytes match on their first 31 (see `limits::NAME_KEY_LEN`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// (component, `READ_AT_LEAF | READ_AT_PARENT | READ_ANY_DEPTH | WRITE_ANY_DEPTH |
+    /// CREATE_ANY_DEPTH`).
+    pub file_names: Vec<(String, u32)>,
+    /// `FILE_ALL_READ | FILE_ALL_WRITE` (and `FILE_ENABLED`/`FILE_READ_FULL_WALK`, which
+    /// `apply` also derives: see there).
+    pub file_flags: u32,
+    /// (component, `LIB_AT_LEAF | LIB_AT_PARENT | LIB_ANY_DEPTH`).
+    pub lib_names: Vec<(String, u32)>,
+    /// `LIB_ALL` (`LIB_ENABLED`/`LIB_FULL_WALK` derived).
+    pub lib_flags: u32,
+    /// `CONNECT_ALL` (`CONNECT_ENABLED` derived).
+    pub connect_flags: u32,
+    /// Destination ports whose connects are sent.
+    pub ports: Vec<u16>,
+    /// Destination prefixes whose connects are sent (address, prefix length).
+    pub v4: Vec<(Ipv4Addr, u8)>,
+    pub v6: Vec<(Ipv6Addr, u8)>,
+}
+
+impl Interest {
+    /// Everything: each hook sends every event it sees. A diagnostic, never a default: it
+    /// puts every open on the ring buffer.
+    pub fn all() -> Self {
+        Interest {
+            file_flags: bits::FILE_ALL_READ | bits::FILE_ALL_WRITE,
+            lib_flags: bits::LIB_ALL,
+            connect_flags: bits::CONNECT_ALL,
+            ..Interest::default()
+        }
+    }
+}
+
+/// The interest maps, taken out of the loaded object. Dropping them does not empty them: the
+/// kernel keeps a map alive while a program uses it.
+pub struct InterestMaps {
+    file_names: HashMap<MapData, NameKey, u32>,
+    file_filter: Array<MapData, u32>,
+    lib_names: HashMap<MapData, NameKey, u32>,
+    lib_filter: Array<MapData, u32>,
+    connect_filter: Array<MapData, u32>,
+    ports: HashMap<MapData, u16, u8>,
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+}
+
+/// The switches and entries one `Interest` becomes, validated before any map is touched.
+#[derive(Debug, PartialEq, Eq)]
+struct Compiled {
+    file_names: BTreeMap<NameKey, u32>,
+    file_flags: u32,
+    lib_names: BTreeMap<NameKey, u32>,
+    lib_flags: u32,
+    connect_flags: u32,
+    ports: BTreeSet<u16>,
+    v4: BTreeSet<(u32, [u8; 4])>,
+    v6: BTreeSet<(u32, [u8; 16])>,
+}
+
+fn invalid(what: &'static str, reason: String) -> LoadError {
+    LoadError::Interest { what, reason }
+}
+
+fn compile_names(
+    what: &'static str,
+    names: &[(String, u32)],
+    valid_bits: u32,
+    max: u32,
+) -> Result<BTreeMap<NameKey, u32>, LoadError> {
+    let mut out: BTreeMap<NameKey, u32> = BTreeMap::new();
+    for (name, interest) in names {
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            return Err(invalid(
+                what,
+                format!("{name:?} is not a path component (one name, no '/', not empty)"),
+            ));
+        }
+        if interest & !valid_bits != 0 {
+            return Err(invalid(
+                what,
+                format!(
+                    "{name:?}: bits {:#x} mean nothing here",
+                    interest & !valid_bits
+                ),
+            ));
+        }
+        if *interest == 0 {
+            continue;
+        }
+        // Names cut to the same 31 bytes share one entry: the union of their interest.
+        *out.entry(name_key(name.as_bytes())).or_default() |= interest;
+    }
+    if out.len() > max as usize {
+        return Err(invalid(
+            what,
+            format!("{} names, at most {max} fit the kernel map", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+fn masked<const N: usize>(addr: [u8; N], prefix: u8) -> [u8; N] {
+    let mut out = addr;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let bit = (i * 8) as u32;
+        let keep = u32::from(prefix).saturating_sub(bit).min(8);
+        *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    out
+}
+
+impl Interest {
+    fn compile(&self) -> Result<Compiled, LoadError> {
+        let file_names = compile_names(
+            "file names",
+            &self.file_names,
+            bits::FILE_NAME_BITS,
+            MAX_FILE_NAMES,
+        )?;
+        let lib_names = compile_names(
+            "library names",
+            &self.lib_names,
+            bits::LIB_NAME_BITS,
+            MAX_LIB_NAMES,
+        )?;
+        let ports: BTreeSet<u16> = self.ports.iter().copied().collect();
+        if ports.len() > MAX_CONNECT_PORTS as usize {
+            return Err(invalid(
+                "ports",
+                format!("{} ports, at most {MAX_CONNECT_PORTS}", ports.len()),
+            ));
+        }
+        let mut v4 = BTreeSet::new();
+        for &(addr, prefix) in &self.v4 {
+            if prefix > 32 {
+                return Err(invalid(
+                    "IPv4 prefixes",
+                    format!("{addr}/{prefix}: longer than 32"),
+                ));
+            }
+            v4.insert((u32::from(prefix), masked(addr.octets(), prefix)));
+        }
+        let mut v6 = BTreeSet::new();
+        for &(addr, prefix) in &self.v6 {
+            if prefix > 128 {
+                return Err(invalid(
+                    "IPv6 prefixes",
+                    format!("{addr}/{prefix}: longer than 128"),
+                ));
+            }
+            v6.insert((u32::from(prefix), masked(addr.octets(), prefix)));
+        }
+        for (what, n) in [("IPv4 prefixes", v4.len()), ("IPv6 prefixes", v6.len())] {
+            if n > MAX_CONNECT_CIDRS as usize {
+                return Err(invalid(
+                    what,
+                    format!("{n} prefixes, at most {MAX_CONNECT_CIDRS}"),
+                ));
+            }
+        }
+
+        // The switches a caller could forget are derived: a name or an ALL flag enables the
+        // hook, an *_ANY_DEPTH name turns on the full walk it needs. Bits the caller set are
+        // kept.
+        let any = |names: &BTreeMap<NameKey, u32>, bit: u32| names.values().any(|v| v & bit != 0);
+        let mut file_flags = self.file_flags;
+        if !file_names.is_empty() || file_flags & (bits::FILE_ALL_READ | bits::FILE_ALL_WRITE) != 0
+        {
+            file_flags |= bits::FILE_ENABLED;
+        }
+        if any(&file_names, bits::READ_ANY_DEPTH) {
+            file_flags |= bits::FILE_READ_FULL_WALK;
+        }
+        let mut lib_flags = self.lib_flags;
+        if !lib_names.is_empty() || lib_flags & bits::LIB_ALL != 0 {
+            lib_flags |= bits::LIB_ENABLED;
+        }
+        if any(&lib_names, bits::LIB_ANY_DEPTH) {
+            lib_flags |= bits::LIB_FULL_WALK;
+        }
+        let mut connect_flags = self.connect_flags;
+        if !ports.is_empty()
+            || !v4.is_empty()
+            || !v6.is_empty()
+            || connect_flags & bits::CONNECT_ALL != 0
+        {
+            connect_flags |= bits::CONNECT_ENABLED;
+        }
+        Ok(Compiled {
+            file_names,
+            file_flags,
+            lib_names,
+            lib_flags,
+            connect_flags,
+            ports,
+            v4,
+            v6,
+        })
+    }
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
+/// Make a hash map hold exactly `want`: upsert everything wanted, then delete the rest.
+fn replace_hash<K, V>(
+    name: &'static str,
+    map: &mut HashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
+) -> Result<(), LoadError>
+where
+    K: aya::Pod + Ord,
+    V: aya::Pod,
+{
+    for (k, v) in want {
+        map.insert(k, v, 0).map_err(map_err(name))?;
+    }
+    let present: Vec<K> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    for k in present.iter().filter(|k| !want.contains_key(k)) {
+        match map.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(name)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn replace_trie<const N: usize>(
+    name: &'static str,
+    map: &mut LpmTrie<MapData, [u8; N], u8>,
+    want: &BTreeSet<(u32, [u8; N])>,
+) -> Result<(), LoadError>
+where
+    [u8; N]: aya::Pod,
+{
+    for &(prefix, addr) in want {
+        map.insert(&Key::new(prefix, addr), PRESENT, 0)
+            .map_err(map_err(name))?;
+    }
+    let present: Vec<Key<[u8; N]>> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(name))?;
+    for key in present {
+        if !want.contains(&(key.prefix_len(), key.data())) {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+impl InterestMaps {
+    /// Take the interest maps out of the loaded object (they stay shared with the programs).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
+        Ok(InterestMaps {
+            file_names: HashMap::try_from(take("FILE_NAMES")?).map_err(map_err("FILE_NAMES"))?,
+            file_filter: Array::try_from(take("FILE_FILTER")?).map_err(map_err("FILE_FILTER"))?,
+            lib_names: HashMap::try_from(take("LIB_NAMES")?).map_err(map_err("LIB_NAMES"))?,
+            lib_filter: Array::try_from(take("LIB_FILTER")?).map_err(map_err("LIB_FILTER"))?,
+            connect_filter: Array::try_from(take("CONNECT_FILTER")?)
+                .map_err(map_err("CONNECT_FILTER"))?,
+            ports: HashMap::try_from(take("CONNECT_PORTS")?).map_err(map_err("CONNECT_PORTS"))?,
+            v4: LpmTrie::try_from(take("CONNECT_V4")?).map_err(map_err("CONNECT_V4"))?,
+            v6: LpmTrie::try_from(take("CONNECT_V6")?).map_err(map_err("CONNECT_V6"))?,
+        })
+    }
+
+    /// Make the kernel filter exactly `interest`. Validated completely first (an invalid
+    /// interest changes nothing); then per map: new entries in, stale entries out; switches
+    /// last. During the swap the kernel sees old ∪ new entries under the old switches, then
+    /// the new entries under the old switches, then the new set: never less than what both
+    /// sets agree on. The maps are sized for old ∪ new (twice the `MAX_*` limits). A map
+    /// error midway leaves a superset of the new entries in place and the old switches, and
+    /// is returned; applying again converges.
+    pub fn apply(&mut self, interest: &Interest) -> Result<(), LoadError> {
+        let c = interest.compile()?;
+        replace_hash("FILE_NAMES", &mut self.file_names, &c.file_names)?;
+        replace_hash("LIB_NAMES", &mut self.lib_names, &c.lib_names)?;
+        let ports: BTreeMap<u16, u8> = c.ports.iter().map(|&p| (p, PRESENT)).collect();
+        replace_hash("CONNECT_PORTS", &mut self.ports, &ports)?;
+        replace_trie("CONNECT_V4", &mut self.v4, &c.v4)?;
+        replace_trie("CONNECT_V6", &mut self.v6, &c.v6)?;
+        self.file_filter
+            .set(FILTER_FLAGS, c.file_flags, 0)
+            .map_err(map_err("FILE_FILTER"))?;
+        self.lib_filter
+            .set(FILTER_FLAGS, c.lib_flags, 0)
+            .map_err(map_err("LIB_FILTER"))?;
+        self.connect_filter
+            .set(FILTER_FLAGS, c.connect_flags, 0)
+            .map_err(map_err("CONNECT_FILTER"))?;
+        tracing::info!(
+            file_names = c.file_names.len(),
+            file_flags = c.file_flags,
+            lib_names = c.lib_names.len(),
+            lib_flags = c.lib_flags,
+            connect_flags = c.connect_flags,
+            ports = c.ports.len(),
+            v4 = c.v4.len(),
+            v6 = c.v6.len(),
+            "kernel interest applied"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_are_derived_and_names_merged() {
+        let interest = Interest {
+            file_names: vec![
+                ("shadow".into(), bits::READ_AT_LEAF),
+                ("etc".into(), bits::WRITE_ANY_DEPTH),
+                ("shadow".into(), bits::WRITE_ANY_DEPTH),
+                ("ignored".into(), 0),
+            ],
+            lib_names: vec![("tmp".into(), bits::LIB_ANY_DEPTH)],
+            ports: vec![22, 22, 443],
+            ..Interest::default()
+        };
+        let c = interest.compile().unwrap();
+        assert_eq!(
+            c.file_flags,
+            bits::FILE_ENABLED,
+            "no READ_ANY_DEPTH, no full walk"
+        );
+        assert_eq!(c.file_names.len(), 2);
+        assert_eq!(
+            c.file_names[&name_key(b"shadow")],
+            bits::READ_AT_LEAF | bits::WRITE_ANY_DEPTH
+        );
+        assert_eq!(c.lib_flags, bits::LIB_ENABLED | bits::LIB_FULL_WALK);
+        assert_eq!(c.connect_flags, bits::CONNECT_ENABLED);
+        assert_eq!(c.ports.len(), 2);
+
+        let c = Interest::default().compile().unwrap();
+        assert_eq!((c.file_flags, c.lib_flags, c.connect_flags), (0, 0, 0));
+        let c = Interest::all().compile().unwrap();
+        assert_ne!(c.file_flags & bits::FILE_ENABLED, 0);
+        assert_ne!(c.lib_flags & bits::LIB_ENABLED, 0);
+        assert_ne!(c.connect_flags & bits::CONNECT_ENABLED, 0);
+    }
+
+    #[test]
+    fn read_any_depth_turns_on_the_full_walk() {
+        let interest = Interest {
+            file_names: vec![("secrets".into(), bits::READ_ANY_DEPTH)],
+            ..Interest::default()
+        };
+        let c = interest.compile().unwrap();
+        assert_eq!(c.file_flags, bits::FILE_ENABLED | bits::FILE_READ_FULL_WALK);
+    }
+
+    #[test]
+    fn prefixes_are_masked_to_their_length() {
+        let interest = Interest {
+            v4: vec![
+                (Ipv4Addr::new(169, 254, 169, 254), 32),
+                (Ipv4Addr::new(10, 1, 2, 3), 8),
+                (Ipv4Addr::new(10, 9, 9, 9), 8),
+                (Ipv4Addr::new(172, 31, 255, 1), 12),
+                (Ipv4Addr::new(1, 2, 3, 4), 0),
+            ],
+            v6: vec![("fd00::1".parse().unwrap(), 8)],
+            ..Interest::default()
+        };
+        let c = interest.compile().unwrap();
+        let v4: Vec<(u32, [u8; 4])> = c.v4.into_iter().collect();
+        assert_eq!(
+            v4,
+            [
+                (0, [0, 0, 0, 0]),
+                (8, [10, 0, 0, 0]),
+                (12, [172, 16, 0, 0]),
+                (32, [169, 254, 169, 254]),
+            ]
+        );
+        let (prefix, v6) = c.v6.into_iter().next().unwrap();
+        assert_eq!(prefix, 8);
+        assert_eq!(v6[0], 0xfd);
+        assert!(v6[1..].iter().all(|&b| b == 0));
+        assert_eq!(c.connect_flags, bits::CONNECT_ENABLED);
+    }
+
+    #[test]
+    fn invalid_interest_is_refused_with_the_reason() {
+        let bad = |i: Interest| i.compile().unwrap_err().to_string();
+        let e = bad(Interest {
+            file_names: vec![("etc/shadow".into(), bits::READ_AT_LEAF)],
+            ..Interest::default()
+        });
+        assert!(e.contains("not a path component"), "{e}");
+        let e = bad(Interest {
+            file_names: vec![("".into(), bits::READ_AT_LEAF)],
+            ..Interest::default()
+        });
+        assert!(e.contains("not a path component"), "{e}");
+        let e = bad(Interest {
+            lib_names: vec![("tmp".into(), bits::WRITE_ANY_DEPTH)],
+            ..Interest::default()
+        });
+        assert!(e.contains("mean nothing"), "{e}");
+        let e = bad(Interest {
+            v4: vec![(Ipv4Addr::LOCALHOST, 33)],
+            ..Interest::default()
+        });
+        assert!(e.contains("longer than 32"), "{e}");
+        let many: Vec<(String, u32)> = (0..=MAX_FILE_NAMES)
+            .map(|i| (format!("n{i}"), bits::READ_AT_LEAF))
+            .collect();
+        let e = bad(Interest {
+            file_names: many,
+            ..Interest::default()
+        });
+        assert!(e.contains("at most"), "{e}");
+    }
+}

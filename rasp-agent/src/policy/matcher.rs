@@ -1,0 +1,468 @@
+//! Evaluation: what the engine knows about one event (`Subject`) against compiled conditions.
+//! Runs on every event, so everything is decided at load time: globs are compiled, exact
+//! names and `**/name` patterns go into hash sets, ports are ranges, CIDRs are masks.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    ops::BitOr,
+};
+
+use super::{
+    glob::{Glob, GlobMode},
+    net::{Cidr, PortRange},
+    vocab::EventType,
+};
+
+/// What the engine knows about one event, borrowed from the event and the process table.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub event: EventType,
+    pub exe: Option<&'a str>,
+    pub comm: &'a str,
+    pub argv: &'a [String],
+    pub uid: u32,
+    pub parent_exe: Option<&'a str>,
+    /// Nearest first, parent included.
+    pub ancestor_exes: &'a [&'a str],
+    pub cgroup: Option<&'a str>,
+    /// Set for processes in a container; `in_container` conditions test this.
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+    /// file_open, library_load.
+    pub path: Option<&'a str>,
+    /// file_open; empty otherwise.
+    pub access: Access,
+    /// connect.
+    pub dest: Option<SocketAddr>,
+}
+
+/// How a file is opened: any combination of read, write, create, truncate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Access(u8);
+
+impl Access {
+    pub const READ: Access = Access(1);
+    pub const WRITE: Access = Access(2);
+    pub const CREATE: Access = Access(4);
+    pub const TRUNCATE: Access = Access(8);
+    /// Names as written in policies, in bit order.
+    pub const NAMES: [(&'static str, Access); 4] = [
+        ("read", Access::READ),
+        ("write", Access::WRITE),
+        ("create", Access::CREATE),
+        ("truncate", Access::TRUNCATE),
+    ];
+
+    pub const fn empty() -> Access {
+        Access(0)
+    }
+
+    pub fn contains(self, other: Access) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn intersects(self, other: Access) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// From open(2) flags: the access mode gives read and/or write; O_CREAT and O_TRUNC add
+    /// create and truncate.
+    pub fn from_open_flags(flags: i32) -> Access {
+        let mut a = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => Access::WRITE,
+            libc::O_RDWR => Access::READ | Access::WRITE,
+            _ => Access::READ,
+        };
+        if flags & libc::O_CREAT != 0 {
+            a = a | Access::CREATE;
+        }
+        if flags & libc::O_TRUNC != 0 {
+            a = a | Access::TRUNCATE;
+        }
+        a
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        Access::NAMES
+            .iter()
+            .filter(|(_, a)| self.contains(*a))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+impl BitOr for Access {
+    type Output = Access;
+    fn bitor(self, rhs: Access) -> Access {
+        Access(self.0 | rhs.0)
+    }
+}
+
+/// A condition key, as written in `match`, `except` and `selector`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    Exe,
+    Comm,
+    Argv,
+    Cmdline,
+    ParentExe,
+    AncestorExe,
+    Uid,
+    InContainer,
+    Cgroup,
+    ContainerId,
+    PodUid,
+    Path,
+    Access,
+    Port,
+    Cidr,
+}
+
+impl Field {
+    pub const ALL: [Field; 15] = [
+        Field::Exe,
+        Field::Comm,
+        Field::Argv,
+        Field::Cmdline,
+        Field::ParentExe,
+        Field::AncestorExe,
+        Field::Uid,
+        Field::InContainer,
+        Field::Cgroup,
+        Field::ContainerId,
+        Field::PodUid,
+        Field::Path,
+        Field::Access,
+        Field::Port,
+        Field::Cidr,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Exe => "exe",
+            Field::Comm => "comm",
+            Field::Argv => "argv",
+            Field::Cmdline => "cmdline",
+            Field::ParentExe => "parent_exe",
+            Field::AncestorExe => "ancestor_exe",
+            Field::Uid => "uid",
+            Field::InContainer => "in_container",
+            Field::Cgroup => "cgroup",
+            Field::ContainerId => "container_id",
+            Field::PodUid => "pod_uid",
+            Field::Path => "path",
+            Field::Access => "access",
+            Field::Port => "port",
+            Field::Cidr => "cidr",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Selectors choose processes, so they take only what identifies one.
+    pub fn in_selector(self) -> bool {
+        matches!(
+            self,
+            Field::Exe
+                | Field::Cgroup
+                | Field::ContainerId
+                | Field::PodUid
+                | Field::Uid
+                | Field::InContainer
+        )
+    }
+
+    /// The events that carry this field; `None`: all of them.
+    pub fn events(self) -> Option<&'static [EventType]> {
+        match self {
+            Field::Path => Some(&[EventType::FileOpen, EventType::LibraryLoad]),
+            Field::Access => Some(&[EventType::FileOpen]),
+            Field::Port | Field::Cidr => Some(&[EventType::Connect]),
+            _ => None,
+        }
+    }
+
+    /// Glob flavour for pattern fields; `None` for typed fields.
+    pub fn glob_mode(self) -> Option<GlobMode> {
+        match self {
+            Field::Exe | Field::ParentExe | Field::AncestorExe | Field::Path | Field::Cgroup => {
+                Some(GlobMode::Path)
+            }
+            Field::Comm | Field::Argv | Field::Cmdline | Field::ContainerId | Field::PodUid => {
+                Some(GlobMode::Text)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Patterns of one field, any of which may match.
+#[derive(Clone, Debug, Default)]
+pub(super) struct PatternSet {
+    exact: HashSet<String>,
+    /// `**/name`: matched on the last component of the input.
+    basenames: HashSet<String>,
+    globs: Vec<Glob>,
+}
+
+/// Below this many exact names a linear scan beats hashing.
+const SET_THRESHOLD: usize = 4;
+
+impl PatternSet {
+    pub(super) fn new(globs: Vec<Glob>) -> PatternSet {
+        let mut set = PatternSet::default();
+        let exact = globs.iter().filter(|g| g.literal().is_some()).count();
+        let names = globs
+            .iter()
+            .filter(|g| g.dir_suffix().is_some_and(|s| !s.contains('/')))
+            .count();
+        for g in globs {
+            if exact > SET_THRESHOLD {
+                if let Some(l) = g.literal() {
+                    set.exact.insert(l.to_string());
+                    continue;
+                }
+            }
+            if names > SET_THRESHOLD {
+                if let Some(n) = g.dir_suffix().filter(|s| !s.contains('/')) {
+                    set.basenames.insert(n.to_string());
+                    continue;
+                }
+            }
+            set.globs.push(g);
+        }
+        set
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        (!self.exact.is_empty() && self.exact.contains(s))
+            || (!self.basenames.is_empty()
+                && self
+                    .basenames
+                    .contains(s.rsplit_once('/').map_or(s, |(_, b)| b)))
+            || self.globs.iter().any(|g| g.is_match(s))
+    }
+
+    /// One joined string per evaluation: cheaper than matching every pattern against a
+    /// lazily joined sequence, because the literal pre-checks then run once per pattern.
+    fn matches_joined(&self, parts: &[String]) -> bool {
+        let joined = parts.join(" ");
+        self.matches(&joined)
+    }
+}
+
+/// Conditions of a `match`, an `except` block or a selector: every field given must match
+/// (AND), any value within a field may (OR). A field the event does not have (no parent
+/// known, no path) does not match.
+#[derive(Clone, Debug, Default)]
+pub struct Conditions {
+    exe: Option<PatternSet>,
+    comm: Option<PatternSet>,
+    argv: Option<PatternSet>,
+    cmdline: Option<PatternSet>,
+    parent_exe: Option<PatternSet>,
+    ancestor_exe: Option<PatternSet>,
+    cgroup: Option<PatternSet>,
+    container_id: Option<PatternSet>,
+    pod_uid: Option<PatternSet>,
+    path: Option<PatternSet>,
+    uid: Option<Vec<u32>>,
+    in_container: Option<bool>,
+    access: Option<Access>,
+    port: Option<Vec<PortRange>>,
+    cidr: Option<Vec<Cidr>>,
+    /// Each field's values as written: for display and for comparing blocks.
+    source: BTreeMap<Field, Vec<String>>,
+}
+
+impl Conditions {
+    /// No field given: matches everything.
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    /// Fields and their values as written in the policy.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &[String])> {
+        self.source.iter().map(|(f, v)| (*f, v.as_slice()))
+    }
+
+    pub(super) fn values(&self, field: Field) -> Option<&[String]> {
+        self.source.get(&field).map(Vec::as_slice)
+    }
+
+    pub(super) fn set_patterns(&mut self, field: Field, globs: Vec<Glob>) {
+        let source = globs.iter().map(|g| g.as_str().to_string()).collect();
+        let set = PatternSet::new(globs);
+        let slot = match field {
+            Field::Exe => &mut self.exe,
+            Field::Comm => &mut self.comm,
+            Field::Argv => &mut self.argv,
+            Field::Cmdline => &mut self.cmdline,
+            Field::ParentExe => &mut self.parent_exe,
+            Field::AncestorExe => &mut self.ancestor_exe,
+            Field::Cgroup => &mut self.cgroup,
+            Field::ContainerId => &mut self.container_id,
+            Field::PodUid => &mut self.pod_uid,
+            Field::Path => &mut self.path,
+            _ => return,
+        };
+        *slot = Some(set);
+        self.source.insert(field, source);
+    }
+
+    pub(super) fn set_uid(&mut self, uids: Vec<u32>) {
+        self.source
+            .insert(Field::Uid, uids.iter().map(u32::to_string).collect());
+        self.uid = Some(uids);
+    }
+
+    pub(super) fn set_in_container(&mut self, b: bool) {
+        self.source.insert(Field::InContainer, vec![b.to_string()]);
+        self.in_container = Some(b);
+    }
+
+    pub(super) fn set_access(&mut self, a: Access) {
+        self.source.insert(
+            Field::Access,
+            a.names().into_iter().map(String::from).collect(),
+        );
+        self.access = Some(a);
+    }
+
+    pub(super) fn set_ports(&mut self, ports: Vec<(String, PortRange)>) {
+        self.source
+            .insert(Field::Port, ports.iter().map(|(s, _)| s.clone()).collect());
+        self.port = Some(ports.into_iter().map(|(_, p)| p).collect());
+    }
+
+    pub(super) fn set_cidrs(&mut self, cidrs: Vec<(String, Cidr)>) {
+        self.source
+            .insert(Field::Cidr, cidrs.iter().map(|(s, _)| s.clone()).collect());
+        self.cidr = Some(cidrs.into_iter().map(|(_, c)| c).collect());
+    }
+
+    /// True when every event that matches `other` also matches `self`, judged on the values
+    /// as written: each field of `self` is in `other` with a subset of `self`'s values.
+    /// Used to find an `except` block that cancels its rule's `match`.
+    pub(super) fn covers(&self, other: &Conditions) -> bool {
+        self.source.iter().all(|(field, mine)| {
+            other
+                .source
+                .get(field)
+                .is_some_and(|theirs| theirs.iter().all(|t| mine.contains(t)))
+        })
+    }
+
+    pub fn matches(&self, s: &Subject) -> bool {
+        // Cheap integer tests first, then hash lookups and globs, cmdline last.
+        if let Some(uids) = &self.uid {
+            if !uids.contains(&s.uid) {
+                return false;
+            }
+        }
+        if let Some(b) = self.in_container {
+            if s.container_id.is_some() != b {
+                return false;
+            }
+        }
+        if let Some(a) = self.access {
+            if !s.access.intersects(a) {
+                return false;
+            }
+        }
+        if let Some(ports) = &self.port {
+            match s.dest {
+                Some(d) if ports.iter().any(|r| r.contains(d.port())) => {}
+                _ => return false,
+            }
+        }
+        if let Some(cidrs) = &self.cidr {
+            match s.dest {
+                Some(d) if cidrs.iter().any(|c| c.contains(d.ip())) => {}
+                _ => return false,
+            }
+        }
+        let one = |set: &Option<PatternSet>, v: Option<&str>| match set {
+            None => true,
+            Some(set) => v.is_some_and(|v| set.matches(v)),
+        };
+        if !(one(&self.path, s.path)
+            && one(&self.exe, s.exe)
+            && one(&self.comm, Some(s.comm))
+            && one(&self.parent_exe, s.parent_exe)
+            && one(&self.cgroup, s.cgroup)
+            && one(&self.container_id, s.container_id)
+            && one(&self.pod_uid, s.pod_uid))
+        {
+            return false;
+        }
+        if let Some(set) = &self.ancestor_exe {
+            if !s.ancestor_exes.iter().any(|a| set.matches(a)) {
+                return false;
+            }
+        }
+        if let Some(set) = &self.argv {
+            if !s.argv.iter().any(|a| set.matches(a)) {
+                return false;
+            }
+        }
+        if let Some(set) = &self.cmdline {
+            if !set.matches_joined(s.argv) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_from_open_flags() {
+        assert_eq!(Access::from_open_flags(libc::O_RDONLY), Access::READ);
+        assert_eq!(
+            Access::from_open_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+            Access::WRITE | Access::CREATE | Access::TRUNCATE
+        );
+        assert_eq!(
+            Access::from_open_flags(libc::O_RDWR).names(),
+            ["read", "write"]
+        );
+        assert_eq!(Access::empty(), Access::default());
+    }
+
+    #[test]
+    fn pattern_sets_use_hashes_past_the_threshold_and_agree_with_globs() {
+        let pats = [
+            "**/a", "**/b", "**/c", "**/d", "**/e", "**/f", "/x/y", "/x/z", "/q/1", "/q/2", "/q/3",
+            "/q/4", "/tmp/**",
+        ];
+        let globs: Vec<Glob> = pats
+            .iter()
+            .map(|p| Glob::new(p, GlobMode::Path).unwrap())
+            .collect();
+        let set = PatternSet::new(globs.clone());
+        assert!(!set.exact.is_empty() && !set.basenames.is_empty());
+        for input in [
+            "/usr/bin/a",
+            "/f",
+            "/x/y",
+            "/x/w",
+            "/q/4",
+            "/tmp/k",
+            "/usr/bin/aa",
+            "a",
+        ] {
+            assert_eq!(
+                set.matches(input),
+                globs.iter().any(|g| g.is_match(input)),
+                "{input}"
+            );
+        }
+    }
+}

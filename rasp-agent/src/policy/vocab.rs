@@ -1,0 +1,69 @@
+//! The words policies are written in, shared by the policy engine, detections and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a rule's action is taken (`enforce`) or only reported (`audit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Audit,
+    Enforce,
+}
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What a matching rule does in enforce mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report only, whatever the mode.
+    Alert,
+    /// Refuse the operation (kernel deny where available).
+    Block,
+    /// Kill the process.
+    Kill,
+    /// Cut the workload off: network deny and freeze of its cgroup.
+    Quarantine,
+}
+
+/// The event a rule looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Exec,
+    FileOpen,
+    Connect,
+    LibraryLoad,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
