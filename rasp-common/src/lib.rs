@@ -3,9 +3,13 @@
 //! free for the kernel side; the `user` feature adds `aya::Pod` impls for userspace.
 #![no_std]
 
+pub mod interest;
 pub mod limits;
 pub mod offsets;
 pub mod record;
 
-pub use offsets::KernelOffsets;
-pub use record::{EventKind, ExecRecord, ExitRecord, ForkRecord, RecordHeader};
+pub use offsets::{KernelOffsets, SyscallNumbers};
+pub use record::{
+    ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
+    LibraryLoadRecord, RecordHeader,
+};

@@ -24,5 +24,19 @@ pub const COMM_LEN: usize = 16;
 /// Slots in the per-CPU drop and error counters: one per `EventKind` value, 0 unused.
 pub const KIND_SLOTS: u32 = 16;
 
+/// Bytes of a path component as an interest-map key (`FILE_NAMES`, `LIB_NAMES`): the name,
+/// NUL, zero padding. Names longer than `NAME_KEY_LEN - 1` (31) bytes are cut to their first
+/// 31 bytes on both sides (`interest::name_key` in userspace, a bounded string read in the
+/// kernel), so a long watched name also lets through other names sharing those 31 bytes:
+/// the kernel pre-filter is a superset, userspace rules decide exactly.
+pub const NAME_KEY_LEN: usize = 32;
+
+/// Interest entries userspace may install per map. The maps hold twice as many so a reload
+/// can insert the whole new set before deleting the old one (see `interest`).
+pub const MAX_FILE_NAMES: u32 = 512;
+pub const MAX_LIB_NAMES: u32 = 256;
+pub const MAX_CONNECT_PORTS: u32 = 512;
+pub const MAX_CONNECT_CIDRS: u32 = 512;
+
 /// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;

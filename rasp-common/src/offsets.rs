@@ -32,7 +32,34 @@ pub struct KernelOffsets {
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
+    // fd → struct file: task->files->fdt->fd[fd], bounded by fdt->max_fds.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_f_flags: u32,
+    pub file_f_mode: u32,
+    /// `struct pt_regs` offsets of the second and third syscall arguments (x86_64: si, dx),
+    /// read at syscall exit to recover the open flags the kernel cleared from `f_flags`.
+    pub regs_arg2: u32,
+    pub regs_arg3: u32,
+    /// `dentry.d_name.len`, and the name stored inline in the dentry (`d_shortname`, called
+    /// `d_iname` before 6.14) for names shorter than it.
+    pub dentry_name_len: u32,
+    pub dentry_inline_name: u32,
+    /// Kernel BTF type ids of `struct file` and `struct mount`: the pre-filters cast a file
+    /// read from the fd table, and a mount found from its embedded vfsmount, to BTF pointers
+    /// (`bpf_rdonly_cast`) and read them with plain loads instead of helper calls.
+    pub btf_file: u32,
+    pub btf_mount: u32,
 }
+
+/// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
+/// no kfunc relocations, so the programs call this placeholder and the agent rewrites each
+/// such instruction into a kfunc call (`src_reg = BPF_PSEUDO_KFUNC_CALL`, `imm` = the
+/// function's id in the kernel's BTF) before loading. The kernel rejects the placeholder
+/// if the rewrite did not happen ("invalid func").
+pub const KFUNC_RDONLY_CAST_PLACEHOLDER: u32 = 0x7261_6b00; // "rak\0"
 
 pub const OFFSETS_MAGIC: u32 = 0x7261_7370; // "rasp"
 
@@ -63,10 +90,51 @@ impl KernelOffsets {
             mount_parent: 0,
             mount_mountpoint: 0,
             vfsmount_root: 0,
+            task_files: 0,
+            files_fdt: 0,
+            fdtable_fd: 0,
+            fdtable_max_fds: 0,
+            file_f_flags: 0,
+            file_f_mode: 0,
+            regs_arg2: 0,
+            regs_arg3: 0,
+            dentry_name_len: 0,
+            dentry_inline_name: 0,
+            btf_file: 0,
+            btf_mount: 0,
+        }
+    }
+}
+
+/// Syscall numbers of the host architecture for the open family, written by the agent into
+/// the `SYSCALLS` global: one program serves all four `sys_exit_*` tracepoints and tells
+/// them apart by the tracepoint's `__syscall_nr`. `NO_SYSCALL` where the architecture lacks
+/// one (arm64 has no open/creat).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallNumbers {
+    pub open: u32,
+    pub openat: u32,
+    pub creat: u32,
+    pub openat2: u32,
+}
+
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+impl SyscallNumbers {
+    pub const fn unset() -> Self {
+        Self {
+            open: NO_SYSCALL,
+            openat: NO_SYSCALL,
+            creat: NO_SYSCALL,
+            openat2: NO_SYSCALL,
         }
     }
 }
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), only u32 fields, no padding, every bit pattern valid.
-unsafe impl aya::Pod for KernelOffsets {}
+mod pod {
+    // SAFETY: repr(C), only u32 fields, no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SyscallNumbers {}
+}

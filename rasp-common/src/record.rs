@@ -5,7 +5,7 @@
 use crate::limits::{ARGV_CAP, COMM_LEN, FILENAME_CAP, NAME_SLOT, PATH_CAP};
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -14,16 +14,29 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    FileOpen = 4,
+    LibraryLoad = 5,
+    Connect = 6,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+        EventKind::FileOpen,
+        EventKind::LibraryLoad,
+        EventKind::Connect,
+    ];
 
     pub const fn from_u16(v: u16) -> Option<Self> {
         match v {
             1 => Some(EventKind::Exec),
             2 => Some(EventKind::Fork),
             3 => Some(EventKind::Exit),
+            4 => Some(EventKind::FileOpen),
+            5 => Some(EventKind::LibraryLoad),
+            6 => Some(EventKind::Connect),
             _ => None,
         }
     }
@@ -33,6 +46,9 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::FileOpen => "file_open",
+            EventKind::LibraryLoad => "library_load",
+            EventKind::Connect => "connect",
         }
     }
 }
@@ -118,6 +134,79 @@ pub struct ExitRecord {
     pub _pad: u32,
 }
 
+/// A successful open (open, openat, creat, openat2), seen at syscall exit with the new fd,
+/// sent only when the interest maps say some rule may care (see `interest`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileOpenRecord {
+    pub header: RecordHeader,
+    /// `FILE_*` flags.
+    pub flags: u32,
+    /// The descriptor the open returned.
+    pub fd: i32,
+    /// `file->f_flags`: access mode and status flags. The kernel clears O_CREAT, O_EXCL,
+    /// O_NOCTTY and O_TRUNC from it after the open; `open_flags` has them.
+    pub f_flags: u32,
+    /// `file->f_mode` (`FMODE_*`): what the open actually granted.
+    pub f_mode: u32,
+    /// The flags the caller passed (creat: O_CREAT|O_WRONLY|O_TRUNC), valid with
+    /// `FILE_OPEN_FLAGS_KNOWN`.
+    pub open_flags: u32,
+    /// Bytes of `path` filled: components leaf first, each NUL-terminated.
+    pub path_len: u32,
+    pub path: [u8; PATH_CAP],
+    /// See `ExecRecord::_slack`.
+    pub _slack: [u8; NAME_SLOT],
+}
+
+pub const FILE_PATH_TRUNCATED: u32 = 1 << 0;
+pub const FILE_PATH_FAILED: u32 = 1 << 1;
+pub const FILE_OPEN_FLAGS_KNOWN: u32 = 1 << 2;
+
+// `f_mode` bits (include/linux/fs.h); stable for decades, part of what userspace decodes.
+pub const FMODE_READ: u32 = 1 << 0;
+pub const FMODE_WRITE: u32 = 1 << 1;
+/// This open created the file.
+pub const FMODE_CREATED: u32 = 1 << 20;
+
+/// A file mapped executable (`mmap` with PROT_EXEC of a file descriptor): a shared library
+/// being loaded by ld.so or dlopen. The main executable and ld.so itself are mapped by the
+/// kernel at exec and produce no record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LibraryLoadRecord {
+    pub header: RecordHeader,
+    /// `LIB_*` flags.
+    pub flags: u32,
+    pub fd: i32,
+    /// mmap's `prot` argument.
+    pub prot: u32,
+    pub path_len: u32,
+    pub path: [u8; PATH_CAP],
+    pub _slack: [u8; NAME_SLOT],
+}
+
+pub const LIB_PATH_TRUNCATED: u32 = 1 << 0;
+pub const LIB_PATH_FAILED: u32 = 1 << 1;
+
+/// A connect(2) attempt to an AF_INET/AF_INET6 address, seen at syscall entry: whether it
+/// succeeded is not known here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectRecord {
+    pub header: RecordHeader,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub fd: i32,
+    /// Destination address in network byte order; AF_INET uses the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all repr(C), integer fields and byte arrays only, explicit padding, so every
@@ -126,6 +215,9 @@ mod pod {
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::FileOpenRecord {}
+    unsafe impl aya::Pod for super::LibraryLoadRecord {}
+    unsafe impl aya::Pod for super::ConnectRecord {}
 }
 
 // Layout checks: the kernel reserves these sizes and the agent decodes by them.
@@ -134,3 +226,8 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 72);
 const _: () = assert!(core::mem::offset_of!(ExecRecord, exe).is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>().is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(FileOpenRecord, path).is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>().is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(LibraryLoadRecord, path).is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 88);

@@ -4,9 +4,12 @@
 #![no_std]
 #![no_main]
 
+mod event;
+mod file;
 mod kernel;
 mod lsm;
 mod maps;
+mod net;
 mod process;
 mod vfs;
 

@@ -3,60 +3,22 @@
 //! they hand us task_struct pointers and, unlike syscall tracepoints, do not put every
 //! syscall of every task on the tracing slow path.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
-    },
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use core::ptr::addr_of_mut;
 use rasp_common::{
     limits::{ARGV_CAP, ARGV_READ_MAX, FILENAME_CAP},
     record::*,
-    EventKind, KernelOffsets,
+    EventKind,
 };
 
 use crate::{
+    event::header,
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
     maps::{count_drop, count_read_error, EVENTS},
     vfs::walk_path,
 };
-
-/// Header for `task`; uid/gid, cgroup and comm come from the current task, which is `task`
-/// itself (exec, exit) or the parent whose copies the child inherits (fork).
-#[inline(always)]
-fn header(kind: EventKind, o: &KernelOffsets, task: Kptr) -> RecordHeader {
-    let mut flags = 0;
-    let tid = read_u32(task, o.task_pid).unwrap_or(0);
-    let pid = read_u32(task, o.task_tgid).unwrap_or(0);
-    let ppid = match read_ptr(task, o.task_real_parent).and_then(|p| read_u32(p, o.task_tgid)) {
-        Ok(v) => v,
-        Err(_) => {
-            flags |= HEADER_PPID_UNKNOWN;
-            0
-        }
-    };
-    let uid_gid = bpf_get_current_uid_gid();
-    RecordHeader {
-        kind: kind as u16,
-        version: RECORD_VERSION,
-        flags,
-        // SAFETY: helpers without arguments.
-        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        tid,
-        pid,
-        ppid,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        _pad0: 0,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    }
-}
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {

@@ -1,13 +1,278 @@
-//! Path reconstruction from dentries, the way the kernel's `prepend_path` walks them:
-//! up `d_parent` to the mount root, across to the parent mount's mountpoint, until the
-//! task's root (so paths are what the process itself sees, container roots included).
-//! `bpf_d_path` is not allowed in tracepoint programs, hence the walk.
+//! VFS structures: from a descriptor to its `struct file`, and up a path's dentries the way
+//! the kernel's `prepend_path` walks them: up `d_parent` to the mount root, across to the
+//! parent mount's mountpoint, until the task's root (so paths are what the process itself
+//! sees, container roots included). `bpf_d_path` is not allowed in tracepoint programs,
+//! hence the walk. One ascent serves both the path rebuilt into a record (`walk_path`) and
+//! the interest pre-filter that looks component names up in a map (`names_interest`).
+//!
+//! An unwatched open pays for the pre-filter, so its reads are counted. Measured here
+//! (bpf_stats): `bpf_probe_read_kernel` ~40 ns for 8 bytes, a plain load through a BTF
+//! pointer ~1 ns. The pre-filter therefore reads with `Btf` loads: the fd table from
+//! `bpf_get_current_task_btf`, the file (one helper read from the fd array) and mounts cast
+//! with `bpf_rdonly_cast`. Records are rare and rebuilt with helper reads (`Probe`), which
+//! work on any pointer.
 
-use crate::kernel::{read_kernel_str, read_ptr, Kptr};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::maps::{Array, HashMap};
+
+use crate::kernel::{
+    btf_load, current_task_btf, fresh, rdonly_cast, read_kernel, read_kernel_str, read_ptr,
+    read_u32, Kptr,
+};
+use crate::maps::filter_word;
 use rasp_common::{
-    limits::{NAME_SLOT, PATH_CAP, PATH_DEPTH},
+    interest::{name_hint, NameKey},
+    limits::{NAME_KEY_LEN, NAME_SLOT, PATH_CAP, PATH_DEPTH},
     KernelOffsets,
 };
+
+/// How an ascent reads kernel memory.
+pub trait Mem {
+    fn ptr(base: Kptr, off: u32) -> Result<Kptr, i32>;
+    fn u32(base: Kptr, off: u32) -> Result<u32, i32>;
+    /// The `struct mount` a `struct vfsmount *` is embedded in.
+    fn mount_of(o: &KernelOffsets, mnt: Kptr) -> Kptr;
+}
+
+/// `bpf_probe_read_kernel`: any pointer, ~40 ns a read.
+pub struct Probe;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn ptr(base: Kptr, off: u32) -> Result<Kptr, i32> {
+        read_ptr(base, off)
+    }
+
+    #[inline(always)]
+    fn u32(base: Kptr, off: u32) -> Result<u32, i32> {
+        read_u32(base, off)
+    }
+
+    #[inline(always)]
+    fn mount_of(o: &KernelOffsets, mnt: Kptr) -> Kptr {
+        mnt.wrapping_sub(fresh(&o.mount_mnt) as usize)
+    }
+}
+
+/// Plain loads: every pointer must be a BTF pointer (see `kernel::btf_load`). Never fails
+/// (a fault reads as zero).
+pub struct Btf;
+
+impl Mem for Btf {
+    #[inline(always)]
+    fn ptr(base: Kptr, off: u32) -> Result<Kptr, i32> {
+        Ok(btf_load(base, off))
+    }
+
+    #[inline(always)]
+    fn u32(base: Kptr, off: u32) -> Result<u32, i32> {
+        Ok(btf_load(base, off))
+    }
+
+    /// `container_of` would be a negative offset from a BTF pointer, which the verifier
+    /// refuses to dereference: cast the address instead.
+    #[inline(always)]
+    fn mount_of(o: &KernelOffsets, mnt: Kptr) -> Kptr {
+        rdonly_cast(
+            mnt.wrapping_sub(fresh(&o.mount_mnt) as usize),
+            fresh(&o.btf_mount),
+        )
+    }
+}
+
+/// `current->files->fdt->fd[fd]`, bounds-checked against `fdt->max_fds` as `fcheck` does,
+/// as a BTF pointer; `None` when no file is open there. Read at a syscall tracepoint of the
+/// task that owns the table, so the slot holds the file the syscall just installed or is
+/// about to use; a close racing from another thread can at worst show a newer file or
+/// garbage, and garbage read through a BTF pointer reads as zeroes, never faults. One
+/// helper call: the fd array is a `struct file **`, which BTF loads cannot index.
+#[inline(always)]
+pub fn file_of_fd(o: &KernelOffsets, fd: u32) -> Result<Option<Kptr>, i32> {
+    let files: Kptr = btf_load(current_task_btf(), fresh(&o.task_files));
+    let fdt: Kptr = btf_load(files, fresh(&o.files_fdt));
+    let max_fds: u32 = btf_load(fdt, fresh(&o.fdtable_max_fds));
+    if fd >= max_fds {
+        return Ok(None);
+    }
+    let fds: Kptr = btf_load(fdt, fresh(&o.fdtable_fd));
+    // max_fds ≤ NR_OPEN (1 << 20), so fd * 8 fits in u32.
+    let file = read_ptr(fds, fd.wrapping_mul(8))?;
+    if file.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(rdonly_cast(file, fresh(&o.btf_file))))
+}
+
+/// What the hooks need from a `struct file` (a BTF pointer). `repr(C)` with the pointers
+/// first: the verifier tracks a BTF pointer only as a whole 8-byte register or stack slot,
+/// and a layout the compiler chose split one into halves ("pointer arithmetic with >>=").
+#[repr(C)]
+pub struct FileView {
+    pub file: Kptr,
+    /// `f_path.mnt` (a `struct vfsmount *`) and `f_path.dentry`, BTF pointers.
+    pub mnt: Kptr,
+    pub dentry: Kptr,
+    /// `f_flags`: the access mode and status flags.
+    pub flags: u32,
+}
+
+impl FileView {
+    #[inline(always)]
+    pub fn of(o: &KernelOffsets, file: Kptr) -> Self {
+        let path = fresh(&o.file_f_path);
+        FileView {
+            file,
+            flags: btf_load(file, fresh(&o.file_f_flags)),
+            mnt: btf_load(file, path + fresh(&o.path_mnt)),
+            dentry: btf_load(file, path + fresh(&o.path_dentry)),
+        }
+    }
+
+    /// `f_mode`: what the open granted (`FMODE_READ`, `FMODE_WRITE`, `FMODE_CREATED`).
+    #[inline(always)]
+    pub fn mode(&self, o: &KernelOffsets) -> u32 {
+        btf_load(self.file, fresh(&o.file_f_mode))
+    }
+}
+
+/// One step up a path.
+pub enum Up {
+    /// A component: its dentry, name pointer and length; the ascent moved to its parent.
+    Name { dentry: Kptr, name: Kptr, len: u32 },
+    /// Moved from a mount's root to where it is mounted; no component consumed.
+    Crossed,
+    /// Reached the root (the task's, or the mount namespace's).
+    Root,
+}
+
+/// A position in the dentry tree, climbing towards a root, reading with `M`.
+pub struct Ascent<M: Mem> {
+    /// The `struct mount` the position is in (the same pointer type before and after a
+    /// crossing, which keeps the verifier's states mergeable), and its root dentry.
+    mount: Kptr,
+    mnt_root: Kptr,
+    dentry: Kptr,
+    /// (`struct vfsmount *`, `struct dentry *`) to stop at. `None` (the top of the mount
+    /// namespace) must be known at compile time where pointers are BTF pointers: compared
+    /// with null, the compiler merges the two tests into `(dentry | mnt) == 0`, and the
+    /// verifier forbids arithmetic on pointers.
+    root: Option<(Kptr, Kptr)>,
+    _mem: core::marker::PhantomData<M>,
+}
+
+impl<M: Mem> Ascent<M> {
+    /// Start at (`mnt`, `dentry`), a `struct vfsmount *` and a `struct dentry *`. Stop at
+    /// `root` (the task's `fs->root` as (mnt, dentry)), or with `None` at the top of the
+    /// mount namespace.
+    #[inline(always)]
+    pub fn new(
+        o: &KernelOffsets,
+        mnt: Kptr,
+        dentry: Kptr,
+        root: Option<(Kptr, Kptr)>,
+    ) -> Result<Self, i32> {
+        let mount = M::mount_of(o, mnt);
+        Ok(Ascent {
+            mount,
+            mnt_root: M::ptr(mount, fresh(&o.mount_mnt) + fresh(&o.vfsmount_root))?,
+            dentry,
+            root,
+            _mem: core::marker::PhantomData,
+        })
+    }
+
+    #[inline(always)]
+    pub fn step(&mut self, o: &KernelOffsets) -> Result<Up, i32> {
+        if let Some((root_mnt, root_dentry)) = self.root {
+            let mnt = self.mount.wrapping_add(fresh(&o.mount_mnt) as usize);
+            if self.dentry == root_dentry && mnt == root_mnt {
+                return Ok(Up::Root);
+            }
+        }
+        if self.dentry == self.mnt_root {
+            let mount = self.mount;
+            let parent = M::ptr(mount, fresh(&o.mount_parent))?;
+            if parent == mount {
+                // The root of this mount namespace (or an internal mount: memfd, pipes).
+                return Ok(Up::Root);
+            }
+            self.dentry = M::ptr(mount, fresh(&o.mount_mountpoint))?;
+            self.mount = parent;
+            self.mnt_root = M::ptr(parent, fresh(&o.mount_mnt) + fresh(&o.vfsmount_root))?;
+            return Ok(Up::Crossed);
+        }
+        let dentry = self.dentry;
+        let parent = M::ptr(dentry, fresh(&o.dentry_parent))?;
+        // A dentry that is its own parent without being the mount's root is a pseudo file
+        // (memfd, anonymous shmem): it has a name but no directory. Report the name, then
+        // continue from the mount's root, which ends the walk (those mounts are internal).
+        // This is what d_path shows too ("/memfd:name (deleted)").
+        self.dentry = if parent == dentry {
+            self.mnt_root
+        } else {
+            parent
+        };
+        Ok(Up::Name {
+            dentry,
+            name: M::ptr(dentry, fresh(&o.dentry_name_ptr))?,
+            len: M::u32(dentry, fresh(&o.dentry_name_len))?,
+        })
+    }
+}
+
+/// `PATH_DEPTH` as the verifier sees it (a constant in frozen read-only data) but the
+/// compiler does not: unrolled, a walk's iterations each got their own stack slots.
+#[no_mangle]
+static WALK_DEPTH: u32 = PATH_DEPTH as u32;
+
+#[inline(always)]
+fn walk_depth() -> u32 {
+    // SAFETY: volatile read of our own global.
+    unsafe { core::ptr::read_volatile(&WALK_DEPTH) }
+}
+
+const KEY_WORDS: usize = NAME_KEY_LEN / 8;
+
+/// A name key as words, filled in place: no zeroed copy (LLVM turns those into `memset`
+/// calls, which the verifier walks byte by byte, per component of every walk).
+#[repr(C, align(8))]
+struct AlignedKey([u64; KEY_WORDS]);
+
+impl AlignedKey {
+    /// Make `key` the interest-map key of a component: the first `NAME_KEY_LEN - 1` bytes of
+    /// its name, zero padded, as `interest::name_key` builds it in userspace. One helper
+    /// read; building it from the dentry's inline name with plain loads instead made the
+    /// verifier's state count explode (>1M instructions), and the length and first-byte
+    /// tests before it keep this read rare.
+    #[inline(always)]
+    fn fill(key: &mut MaybeUninit<AlignedKey>, name: Kptr, len: u32) -> Result<&AlignedKey, i32> {
+        let words = key.as_mut_ptr() as *mut u64;
+        for i in 0..KEY_WORDS {
+            // SAFETY: `i` < KEY_WORDS words of the key. Volatile: word stores, not a memset.
+            unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        }
+        let n = if len < NAME_KEY_LEN as u32 - 1 {
+            len
+        } else {
+            NAME_KEY_LEN as u32 - 1
+        };
+        if n > 0 {
+            // Masked for the verifier to 1..=NAME_KEY_LEN; `n` ≤ NAME_KEY_LEN - 1 keeps the
+            // last byte zero.
+            let size = ((n - 1) & (NAME_KEY_LEN as u32 - 1)) + 1;
+            read_kernel(words as *mut u8, size, name)?;
+        }
+        // SAFETY: every word was written above.
+        Ok(unsafe { key.assume_init_ref() })
+    }
+
+    #[inline(always)]
+    fn as_name_key(&self) -> &NameKey {
+        // SAFETY: same size, u8 has no alignment or validity requirements.
+        unsafe { &*(self.0.as_ptr() as *const NameKey) }
+    }
+}
 
 pub struct PathWalk {
     /// Bytes written: components leaf first, each NUL-terminated.
@@ -21,42 +286,35 @@ pub struct PathWalk {
 /// `ExecRecord::_slack`).
 #[inline(always)]
 pub fn walk_path(o: &KernelOffsets, path: Kptr, root: Kptr, buf: *mut u8) -> Result<PathWalk, i32> {
-    let mut mnt = read_ptr(path, o.path_mnt)?;
-    let mut dentry = read_ptr(path, o.path_dentry)?;
-    let root_mnt = read_ptr(root, o.path_mnt)?;
-    let root_dentry = read_ptr(root, o.path_dentry)?;
+    let mnt = read_ptr(path, o.path_mnt)?;
+    let dentry = read_ptr(path, o.path_dentry)?;
+    walk_from(o, mnt, dentry, root, buf)
+}
+
+/// `walk_path` from a (`struct vfsmount *`, `struct dentry *`) pair already read.
+#[inline(always)]
+pub fn walk_from(
+    o: &KernelOffsets,
+    mnt: Kptr,
+    dentry: Kptr,
+    root: Kptr,
+    buf: *mut u8,
+) -> Result<PathWalk, i32> {
+    let root = (read_ptr(root, o.path_mnt)?, read_ptr(root, o.path_dentry)?);
+    let mut up = Ascent::<Probe>::new(o, mnt, dentry, Some(root))?;
     let mut off: u32 = 0;
 
-    for _ in 0..PATH_DEPTH {
-        if dentry == root_dentry && mnt == root_mnt {
-            return Ok(PathWalk {
-                len: off,
-                truncated: false,
-            });
-        }
-        let mnt_root = read_ptr(mnt, o.vfsmount_root)?;
-        if dentry == mnt_root {
-            // `struct vfsmount` is embedded in `struct mount` at `mount_mnt`.
-            let mount = mnt.wrapping_sub(o.mount_mnt as usize);
-            let parent_mount = read_ptr(mount, o.mount_parent)?;
-            if parent_mount == mount {
-                // The root of this mount namespace (or an internal mount: memfd, pipes).
+    for _ in 0..walk_depth() {
+        let name = match up.step(o)? {
+            Up::Name { name, .. } => name,
+            Up::Crossed => continue,
+            Up::Root => {
                 return Ok(PathWalk {
                     len: off,
                     truncated: false,
-                });
+                })
             }
-            dentry = read_ptr(mount, o.mount_mountpoint)?;
-            mnt = parent_mount.wrapping_add(o.mount_mnt as usize);
-            continue;
-        }
-        let parent = read_ptr(dentry, o.dentry_parent)?;
-        if parent == dentry {
-            return Ok(PathWalk {
-                len: off,
-                truncated: false,
-            });
-        }
+        };
         let remaining = PATH_CAP as u32 - off;
         if remaining < 2 {
             return Ok(PathWalk {
@@ -73,7 +331,6 @@ pub fn walk_path(o: &KernelOffsets, path: Kptr, root: Kptr, buf: *mut u8) -> Res
         // slack after the buffer covers the sum. `remaining` above keeps us logically inside.
         let at = off & (PATH_CAP as u32 - 1);
         let size = ((slot - 1) & (NAME_SLOT as u32 - 1)) + 1;
-        let name = read_ptr(dentry, o.dentry_name_ptr)?;
         // SAFETY: `at + size` < PATH_CAP + NAME_SLOT, inside the record (see above).
         let n = read_kernel_str(unsafe { buf.add(at as usize) }, size, name)?;
         if n == 0 {
@@ -87,10 +344,96 @@ pub fn walk_path(o: &KernelOffsets, path: Kptr, root: Kptr, buf: *mut u8) -> Res
             });
         }
         off += n;
-        dentry = parent;
     }
     Ok(PathWalk {
         len: off,
         truncated: true,
     })
+}
+
+/// Interest bits to test at each depth of a path: the leaf (the file itself), its parent,
+/// and every component above.
+pub struct DepthMasks {
+    pub leaf: u32,
+    pub parent: u32,
+    pub above: u32,
+}
+
+/// What userspace says about the names it installed (`*_FILTER[FILTER_NAME_*]`): a
+/// component whose length is not in `lengths`, or whose hint (`interest::name_hint`) is
+/// not in the hint set, is not looked up; a depth whose mask shares no bit with `bits` is
+/// not walked.
+pub struct NameSummary<'f> {
+    pub filter: &'f Array<u32>,
+    pub lengths: u32,
+    pub bits: u32,
+}
+
+impl NameSummary<'_> {
+    /// Could a watched name have this length and first two bytes?
+    #[inline(always)]
+    fn hinted(&self, len: u32, first_two: u16) -> bool {
+        let (word, bit) = name_hint(len, first_two as u8, (first_two >> 8) as u8);
+        filter_word(self.filter, word) & bit != 0
+    }
+}
+
+/// Does some component of the path at (`mnt`, `dentry`), BTF pointers, carry one of the
+/// bits `masks` asks for at its depth in `names`? Climbs to the namespace root, not the
+/// task's: beyond a chroot it may see extra components, which only lets more through (the
+/// pre-filter is a superset). Per component: plain loads, a length test, and a hash lookup
+/// only for lengths some watched name has. Stops where no mask is left, so a read-only
+/// open without `*_ANY_DEPTH` interest looks at two names at most.
+#[inline(always)]
+pub fn names_interest(
+    o: &KernelOffsets,
+    mnt: Kptr,
+    dentry: Kptr,
+    names: &HashMap<NameKey, u32>,
+    summary: &NameSummary,
+    masks: &DepthMasks,
+) -> Result<bool, i32> {
+    // Only bits some installed name has can match.
+    let mut mask = masks.leaf & summary.bits;
+    let mut next = masks.parent & summary.bits;
+    let above = masks.above & summary.bits;
+    if mask | next | above == 0 {
+        return Ok(false);
+    }
+    let mut up = Ascent::<Btf>::new(o, mnt, dentry, None)?;
+    // The mask for the current component and the next one. Shifting them along (rather than
+    // counting depth) leaves the verifier at most three distinct states per iteration; a
+    // depth counter compared against constants gave it one per (iteration, depth) pair and
+    // blew the 1M-instruction budget.
+    for _ in 0..walk_depth() {
+        if mask | next | above == 0 {
+            return Ok(false);
+        }
+        let (dentry, name, len) = match up.step(o)? {
+            Up::Name { dentry, name, len } => (dentry, name, len),
+            Up::Crossed => continue,
+            Up::Root => return Ok(false),
+        };
+        let bucket = if len < 31 { len } else { 31 };
+        // A name stored in the dentry can be tested on its first two bytes with a plain
+        // load; a long one (stored outside) passes, its read decides.
+        let inline = fresh(&o.dentry_inline_name);
+        if mask != 0
+            && summary.lengths & (1 << bucket) != 0
+            && (name != dentry.wrapping_add(inline as usize)
+                || summary.hinted(len, btf_load(dentry, inline)))
+        {
+            let mut slot = MaybeUninit::uninit();
+            let key = AlignedKey::fill(&mut slot, name, len)?;
+            // SAFETY: the value is a plain u32 read at once.
+            if let Some(bits) = unsafe { names.get(key.as_name_key()) } {
+                if *bits & mask != 0 {
+                    return Ok(true);
+                }
+            }
+        }
+        mask = next;
+        next = above;
+    }
+    Ok(false)
 }

@@ -66,6 +66,12 @@ pub enum BtfError {
         "invalid member path `{0}`: expected dot-separated member names such as `d_name.name`"
     )]
     InvalidPath(String),
+    #[error("{kind} {name} is not in the kernel BTF{hint}")]
+    TypeNotFound {
+        kind: &'static str,
+        name: String,
+        hint: &'static str,
+    },
     #[error(
         "struct {structure} has several definitions in the kernel BTF that disagree on the \
          offset of `{member}` ({offsets:?}); cannot tell which one the kernel uses"
@@ -333,6 +339,31 @@ impl KernelBtf {
         }
     }
 
+    /// The type id of `struct <structure>` (its definition, not a forward declaration), for
+    /// `bpf_rdonly_cast`.
+    pub fn struct_id(&self, structure: &str) -> Result<u32, BtfError> {
+        self.structs
+            .get(structure.as_bytes())
+            .and_then(|ids| ids.first().copied())
+            .ok_or_else(|| BtfError::StructNotFound(structure.to_owned()))
+    }
+
+    /// The type id of the function `name` (a kfunc's id for a `BPF_PSEUDO_KFUNC_CALL`).
+    pub fn func_id(&self, name: &str) -> Result<u32, BtfError> {
+        self.types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| {
+                t.kind() == KIND_FUNC && self.name(t.name_off).ok() == Some(name.as_bytes())
+            })
+            .and_then(|(id, _)| u32::try_from(id).ok())
+            .ok_or_else(|| BtfError::TypeNotFound {
+                kind: "function",
+                name: name.to_owned(),
+                hint: " (kfuncs need CONFIG_DEBUG_INFO_BTF; bpf_rdonly_cast needs Linux 6.2+)",
+            })
+    }
+
     fn resolve_path(&self, struct_id: u32, structure: &str, path: &str) -> Result<u32, BtfError> {
         let mut composite = struct_id;
         let mut bits: u64 = 0;
@@ -541,6 +572,10 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         file_f_mode: at("file", "f_mode")?,
         regs_arg2: syscall_arg(btf, 2)?,
         regs_arg3: syscall_arg(btf, 3)?,
+        dentry_name_len: at("dentry", "d_name.len")?,
+        dentry_inline_name: at("dentry", "d_shortname").or_else(|_| at("dentry", "d_iname"))?,
+        btf_file: btf.struct_id("file")?,
+        btf_mount: btf.struct_id("mount")?,
     })
 }
 
@@ -983,6 +1018,31 @@ mod tests {
     }
 
     #[test]
+    fn finds_type_ids_of_structs_and_functions() {
+        let btf = KernelBtf::from_bytes(synthetic()).unwrap();
+        let f = btf.func_id("f").unwrap();
+        assert_eq!(btf.type_at(f).unwrap().kind(), KIND_FUNC);
+        let qs = btf.struct_id("qs").unwrap();
+        assert_eq!(btf.type_at(qs).unwrap().kind(), KIND_STRUCT);
+        assert!(matches!(
+            btf.struct_id("ghost"),
+            Err(BtfError::StructNotFound(_))
+        ));
+        let err = btf.func_id("qs").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BtfError::TypeNotFound {
+                    kind: "function",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("6.2"), "{err}");
+    }
+
+    #[test]
     fn missing_file_error_names_the_file_and_the_fix() {
         let err = KernelBtf::from_file(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
         let message = err.to_string();
@@ -1002,6 +1062,9 @@ mod tests {
         });
         let parsed = started.elapsed();
         let offsets = resolve_offsets(&btf).unwrap();
+        let rdonly_cast = btf.func_id("bpf_rdonly_cast").unwrap();
+        assert_eq!(btf.type_at(rdonly_cast).unwrap().kind(), KIND_FUNC);
+        assert_eq!(btf.type_at(offsets.btf_file).unwrap().kind(), KIND_STRUCT);
         println!(
             "{btf:?} parsed in {parsed:?}, offsets resolved in {:?}",
             started.elapsed() - parsed
@@ -1027,6 +1090,9 @@ mod tests {
         assert_eq!(offsets.regs_arg2, offsets.regs_arg3 + 8);
         #[cfg(target_arch = "aarch64")]
         assert_eq!(offsets.regs_arg3, offsets.regs_arg2 + 8);
+        // The inline name follows the name's qstr; a file and a mount are distinct types.
+        assert!(offsets.dentry_inline_name > offsets.dentry_name_ptr);
+        assert_ne!(offsets.btf_file, offsets.btf_mount);
         // vfsmount.mnt_root and fdtable.max_fds are first members and mount.mnt may move;
         // every other field sits behind at least one earlier member.
         let KernelOffsets {
@@ -1035,6 +1101,9 @@ mod tests {
             vfsmount_root: _,
             mount_mnt: _,
             fdtable_max_fds: _,
+            // Type ids: any value (checked above).
+            btf_file: _,
+            btf_mount: _,
             task_pid,
             task_tgid,
             task_real_parent,
@@ -1062,6 +1131,8 @@ mod tests {
             file_f_mode,
             regs_arg2,
             regs_arg3,
+            dentry_name_len,
+            dentry_inline_name,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1091,6 +1162,8 @@ mod tests {
             ("file_f_mode", file_f_mode),
             ("regs_arg2", regs_arg2),
             ("regs_arg3", regs_arg3),
+            ("dentry_name_len", dentry_name_len),
+            ("dentry_inline_name", dentry_inline_name),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

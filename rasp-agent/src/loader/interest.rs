@@ -14,7 +14,10 @@ use aya::{
     Ebpf,
 };
 use rasp_common::{
-    interest::{self as bits, name_key, NameKey, FILTER_FLAGS, PRESENT},
+    interest::{
+        self as bits, name_hint, name_key, name_length_bit, NameKey, FILTER_FLAGS,
+        FILTER_NAME_BITS, FILTER_NAME_HINTS, FILTER_NAME_LENGTHS, NAME_HINT_WORDS, PRESENT,
+    },
     limits::{MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES},
 };
 
@@ -68,6 +71,9 @@ pub struct InterestMaps {
     ports: HashMap<MapData, u16, u8>,
     v4: LpmTrie<MapData, [u8; 4], u8>,
     v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// `RASP_INTEREST_ALL=1` at load (see `loader::INTEREST_ALL_ENV`): every `apply` also
+    /// sends everything, so the diagnostic survives the daemon applying its policies.
+    force_all: bool,
 }
 
 /// The switches and entries one `Interest` becomes, validated before any map is touched.
@@ -75,12 +81,38 @@ pub struct InterestMaps {
 struct Compiled {
     file_names: BTreeMap<NameKey, u32>,
     file_flags: u32,
+    file_summary: Summary,
     lib_names: BTreeMap<NameKey, u32>,
     lib_flags: u32,
+    lib_summary: Summary,
     connect_flags: u32,
     ports: BTreeSet<u16>,
     v4: BTreeSet<(u32, [u8; 4])>,
     v6: BTreeSet<(u32, [u8; 16])>,
+}
+
+/// `FILTER_NAME_LENGTHS`, `FILTER_NAME_BITS` and the `FILTER_NAME_HINTS` set of a name map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Summary {
+    lengths: u32,
+    bits: u32,
+    hints: [u32; NAME_HINT_WORDS as usize],
+}
+
+impl Summary {
+    fn of(names: &BTreeMap<NameKey, u32>) -> Self {
+        let mut s = Summary::default();
+        for (key, &interest) in names {
+            // Keys hold at most NAME_KEY_LEN - 1 bytes; a cut name has bit 31, as the
+            // kernel files every component of 31 bytes or more.
+            let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+            s.lengths |= name_length_bit(len);
+            s.bits |= interest;
+            let (word, bit) = name_hint(len as u32, key[0], key[1]);
+            s.hints[(word - FILTER_NAME_HINTS) as usize] |= bit;
+        }
+        s
+    }
 }
 
 fn invalid(what: &'static str, reason: String) -> LoadError {
@@ -213,8 +245,10 @@ impl Interest {
             connect_flags |= bits::CONNECT_ENABLED;
         }
         Ok(Compiled {
+            file_summary: Summary::of(&file_names),
             file_names,
             file_flags,
+            lib_summary: Summary::of(&lib_names),
             lib_names,
             lib_flags,
             connect_flags,
@@ -283,6 +317,13 @@ where
 }
 
 impl InterestMaps {
+    /// Keep sending everything whatever `apply` is given (the `RASP_INTEREST_ALL`
+    /// diagnostic), from now on.
+    pub fn force_all(&mut self, interest: &Interest) -> Result<(), LoadError> {
+        self.force_all = true;
+        self.apply(interest)
+    }
+
     /// Take the interest maps out of the loaded object (they stay shared with the programs).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
@@ -296,6 +337,7 @@ impl InterestMaps {
             ports: HashMap::try_from(take("CONNECT_PORTS")?).map_err(map_err("CONNECT_PORTS"))?,
             v4: LpmTrie::try_from(take("CONNECT_V4")?).map_err(map_err("CONNECT_V4"))?,
             v6: LpmTrie::try_from(take("CONNECT_V6")?).map_err(map_err("CONNECT_V6"))?,
+            force_all: false,
         })
     }
 
@@ -307,19 +349,48 @@ impl InterestMaps {
     /// error midway leaves a superset of the new entries in place and the old switches, and
     /// is returned; applying again converges.
     pub fn apply(&mut self, interest: &Interest) -> Result<(), LoadError> {
-        let c = interest.compile()?;
+        let mut c = interest.compile()?;
+        if self.force_all {
+            let all = Interest::all().compile()?;
+            c.file_flags |= all.file_flags;
+            c.lib_flags |= all.lib_flags;
+            c.connect_flags |= all.connect_flags;
+        }
         replace_hash("FILE_NAMES", &mut self.file_names, &c.file_names)?;
         replace_hash("LIB_NAMES", &mut self.lib_names, &c.lib_names)?;
         let ports: BTreeMap<u16, u8> = c.ports.iter().map(|&p| (p, PRESENT)).collect();
         replace_hash("CONNECT_PORTS", &mut self.ports, &ports)?;
         replace_trie("CONNECT_V4", &mut self.v4, &c.v4)?;
         replace_trie("CONNECT_V6", &mut self.v6, &c.v6)?;
-        self.file_filter
-            .set(FILTER_FLAGS, c.file_flags, 0)
-            .map_err(map_err("FILE_FILTER"))?;
-        self.lib_filter
-            .set(FILTER_FLAGS, c.lib_flags, 0)
-            .map_err(map_err("LIB_FILTER"))?;
+        // Which lengths and bits exist only narrows which components get looked up; the
+        // names both sets share are covered by the old summary and the new one alike.
+        for (name, filter, summary, flags) in [
+            (
+                "FILE_FILTER",
+                &mut self.file_filter,
+                c.file_summary,
+                c.file_flags,
+            ),
+            (
+                "LIB_FILTER",
+                &mut self.lib_filter,
+                c.lib_summary,
+                c.lib_flags,
+            ),
+        ] {
+            filter
+                .set(FILTER_NAME_LENGTHS, summary.lengths, 0)
+                .map_err(map_err(name))?;
+            filter
+                .set(FILTER_NAME_BITS, summary.bits, 0)
+                .map_err(map_err(name))?;
+            for (i, &word) in summary.hints.iter().enumerate() {
+                filter
+                    .set(FILTER_NAME_HINTS + i as u32, word, 0)
+                    .map_err(map_err(name))?;
+            }
+            filter.set(FILTER_FLAGS, flags, 0).map_err(map_err(name))?;
+        }
         self.connect_filter
             .set(FILTER_FLAGS, c.connect_flags, 0)
             .map_err(map_err("CONNECT_FILTER"))?;
@@ -369,13 +440,43 @@ mod tests {
         assert_eq!(c.lib_flags, bits::LIB_ENABLED | bits::LIB_FULL_WALK);
         assert_eq!(c.connect_flags, bits::CONNECT_ENABLED);
         assert_eq!(c.ports.len(), 2);
-
+        // "shadow" (6) and "etc" (3); bits are the union.
+        assert_eq!(c.file_summary.lengths, (1 << 6) | (1 << 3));
+        assert_eq!(
+            c.file_summary.bits,
+            bits::READ_AT_LEAF | bits::WRITE_ANY_DEPTH
+        );
+        assert_eq!(c.lib_summary.lengths, 1 << 3);
+        // One hint bit per name, where the kernel will look for it.
+        let mut hints = [0u32; NAME_HINT_WORDS as usize];
+        for name in ["shadow", "etc"] {
+            let b = name.as_bytes();
+            let (word, bit) = name_hint(b.len() as u32, b[0], b[1]);
+            hints[(word - FILTER_NAME_HINTS) as usize] |= bit;
+        }
+        assert_eq!(c.file_summary.hints, hints);
         let c = Interest::default().compile().unwrap();
         assert_eq!((c.file_flags, c.lib_flags, c.connect_flags), (0, 0, 0));
         let c = Interest::all().compile().unwrap();
         assert_ne!(c.file_flags & bits::FILE_ENABLED, 0);
         assert_ne!(c.lib_flags & bits::LIB_ENABLED, 0);
         assert_ne!(c.connect_flags & bits::CONNECT_ENABLED, 0);
+    }
+
+    #[test]
+    fn long_names_fall_in_the_last_length_bucket() {
+        let long = "x".repeat(40);
+        let interest = Interest {
+            file_names: vec![
+                (long.clone(), bits::READ_AT_LEAF),
+                ("y".repeat(31), bits::READ_AT_LEAF),
+                ("z".repeat(30), bits::READ_AT_LEAF),
+            ],
+            ..Interest::default()
+        };
+        let c = interest.compile().unwrap();
+        assert_eq!(c.file_summary.lengths, (1 << 31) | (1 << 30));
+        assert!(c.file_names.contains_key(&name_key(&long.as_bytes()[..31])));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod env;
 pub mod interest;
+pub mod kfunc;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -48,8 +49,8 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");
 
 /// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
-/// mapping and connect (`Interest::all()`) until a policy-derived interest replaces it.
-/// For checking the hooks by hand; it floods the ring buffer on a busy host.
+/// mapping and connect (`Interest::all()`), on top of whatever interest the policies later
+/// apply. For checking the hooks by hand; it floods the ring buffer on a busy host.
 const INTEREST_ALL_ENV: &str = "RASP_INTEREST_ALL";
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub enum LoadError {
     },
     #[error("no program could be attached: {0}")]
     NothingAttached(String),
+    #[error("linking kernel function calls: {0}")]
+    Kfunc(String),
     #[error("invalid kernel interest ({what}): {reason}")]
     Interest { what: &'static str, reason: String },
 }
@@ -106,8 +109,6 @@ pub struct Loaded {
     pub programs: Vec<ProgramStatus>,
     pub lsm: LsmStatus,
     /// The pre-filters' maps, empty (nothing sent) until `InterestMaps::apply`.
-    // Until the daemon applies policy-derived interest (then drop this allow).
-    #[allow(dead_code)]
     pub interest: InterestMaps,
 }
 
@@ -124,6 +125,26 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     tracing::debug!(?offsets, "kernel offsets resolved from BTF");
     let aya_btf = Btf::from_sys_fs()?;
 
+    // The file and library pre-filters call bpf_rdonly_cast. Without it (Linux < 6.2) those
+    // programs keep the placeholder, the verifier refuses them, and `status` says so; the
+    // other programs load as usual.
+    let object = match kernel_btf.func_id("bpf_rdonly_cast") {
+        Ok(id) => {
+            let (object, calls) = kfunc::link(
+                OBJECT,
+                rasp_common::offsets::KFUNC_RDONLY_CAST_PLACEHOLDER,
+                id,
+            )?;
+            tracing::debug!(calls, btf_id = id, "bpf_rdonly_cast calls linked");
+            Some(object)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "file and library hooks will not load");
+            None
+        }
+    };
+    let object = object.as_ref().map_or(OBJECT, |o| o.bytes());
+
     let agent_tgid = std::process::id();
     let syscalls = syscall_numbers();
     let mut ebpf = EbpfLoader::new()
@@ -132,7 +153,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global("AGENT_TGID", &agent_tgid, true)
         .override_global("SYSCALLS", &syscalls, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
-        .load(OBJECT)?;
+        .load(object)?;
 
     let mut programs = Vec::new();
     for (name, tracepoint) in TRACEPOINTS {
@@ -178,7 +199,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             env = INTEREST_ALL_ENV,
             "diagnostic: the kernel sends every open, executable mapping and connect"
         );
-        interest.apply(&Interest::all())?;
+        interest.force_all(&Interest::default())?;
     }
 
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);

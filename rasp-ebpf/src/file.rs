@@ -1,0 +1,351 @@
+//! File hooks: successful opens (exit of open, openat, creat, openat2) and executable file
+//! mappings, i.e. library loads (entry of mmap with PROT_EXEC). Both sit on hot syscalls, so
+//! the order is cheapest test first: the syscall's own arguments, the interest switch in
+//! `*_FILTER` (one array lookup: with no file rules that is all an open costs), then the
+//! file (one helper read of the fd slot, then plain BTF loads: mode, path, dentries), then
+//! component names against `*_NAMES` (a name's bytes are read and hashed only when its
+//! length and first two bytes fit some watched name). Only then is a record reserved.
+//! Measured here with bpf_stats: ~9 ns over an empty program without file rules, ~150-200 ns
+//! for an unwatched open under the shipped policies.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use core::ptr::addr_of_mut;
+use rasp_common::{
+    interest::*,
+    record::{
+        FileOpenRecord, LibraryLoadRecord, FILE_OPEN_FLAGS_KNOWN, FILE_PATH_FAILED,
+        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_PATH_FAILED,
+        LIB_PATH_TRUNCATED,
+    },
+    EventKind, KernelOffsets,
+};
+
+use crate::{
+    event::current_header,
+    kernel::{
+        current_task, is_agent, offsets, read_ptr, read_u64, read_user, syscalls, tp_field, Kptr,
+    },
+    maps::{
+        count_drop, count_read_error, filter_flags, filter_word, EVENTS, FILE_FILTER, FILE_NAMES,
+        LIB_FILTER, LIB_NAMES,
+    },
+    vfs::{file_of_fd, names_interest, walk_from, DepthMasks, FileView, NameSummary, PathWalk},
+};
+
+// asm-generic values, shared by x86_64 and arm64.
+const O_WRONLY: u32 = 0o1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+// Offsets in the syscall tracepoints' records (tracefs `format`; stable ABI).
+const TP_SYSCALL_NR: usize = 8;
+const TP_EXIT_RET: usize = 16;
+const TP_MMAP_PROT: usize = 32;
+const TP_MMAP_FLAGS: usize = 40;
+const TP_MMAP_FD: usize = 48;
+
+/// Attached to `syscalls/sys_exit_{openat,open,creat,openat2}`.
+#[tracepoint]
+pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
+    let ret: i64 = tp_field(&ctx, TP_EXIT_RET);
+    if ret < 0 {
+        return 0;
+    }
+    let filter = filter_flags(&FILE_FILTER);
+    if filter & FILE_ENABLED == 0 {
+        return 0;
+    }
+    let Some(o) = offsets() else { return 0 };
+    let fd = ret as u32;
+    let view = match file_of_fd(o, fd) {
+        Ok(Some(file)) => FileView::of(o, file),
+        Ok(None) => return 0, // closed by another thread already
+        Err(_) => {
+            count_read_error(EventKind::FileOpen);
+            return 0;
+        }
+    };
+    match file_interest(o, &view, filter) {
+        Verdict::Send => {}
+        Verdict::Skip => return 0,
+        Verdict::Unknown => {
+            // Cannot tell: counted, not sent (a systematic failure must not flood).
+            count_read_error(EventKind::FileOpen);
+            return 0;
+        }
+    }
+    // The agent's own opens (it reads /proc constantly) are dropped here, once chosen,
+    // rather than tested first: the test is a helper call every open would pay.
+    if is_agent() {
+        return 0;
+    }
+    let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
+    send_file_open(o, &view, fd, nr);
+    0
+}
+
+/// A pre-filter's answer.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Skip = 0,
+    Send = 1,
+    /// A kernel read failed: the filter could not decide.
+    Unknown = 2,
+}
+
+/// Is this open interesting? Out of line (a BPF subprogram with its own stack frame): the
+/// filter's walk and the record's (`send_file_open`, also out of line) would not fit the
+/// 512-byte stack together.
+#[inline(never)]
+fn file_interest(o: &KernelOffsets, view: &FileView, filter: u32) -> Verdict {
+    let summary = NameSummary {
+        filter: &FILE_FILTER,
+        lengths: filter_word(&FILE_FILTER, FILTER_NAME_LENGTHS),
+        bits: filter_word(&FILE_FILTER, FILTER_NAME_BITS),
+    };
+    let mode = view.mode(o);
+    let read = mode & FMODE_READ != 0;
+    let write = mode & FMODE_WRITE != 0;
+    let created = mode & FMODE_CREATED != 0;
+    if (read && filter & FILE_ALL_READ != 0) || ((write || created) && filter & FILE_ALL_WRITE != 0)
+    {
+        return Verdict::Send;
+    }
+    // The masks are computed without branches: each branch would hand the verifier another
+    // set of constant masks to walk the whole path with (8 combinations of read, write and
+    // created), which overflowed its 1M-instruction budget.
+    let all_if = |bit: u32, value: u32| 0u32.wrapping_sub(bit) & value; // bit is 0 or 1
+    let read_bit = mode & FMODE_READ;
+    let change = all_if((mode / FMODE_WRITE) & 1, WRITE_ANY_DEPTH)
+        | all_if((mode / FMODE_CREATED) & 1, CREATE_ANY_DEPTH);
+    let full_walk = (filter / FILE_READ_FULL_WALK) & 1;
+    let masks = DepthMasks {
+        leaf: all_if(read_bit, READ_AT_LEAF | READ_ANY_DEPTH) | change,
+        parent: all_if(read_bit, READ_AT_PARENT | READ_ANY_DEPTH) | change,
+        above: all_if(read_bit & full_walk, READ_ANY_DEPTH) | change,
+    };
+    verdict(names_interest(
+        o,
+        view.mnt,
+        view.dentry,
+        &FILE_NAMES,
+        &summary,
+        &masks,
+    ))
+}
+
+#[inline(always)]
+fn verdict(r: Result<bool, i32>) -> Verdict {
+    match r {
+        Ok(true) => Verdict::Send,
+        Ok(false) => Verdict::Skip,
+        Err(_) => Verdict::Unknown,
+    }
+}
+
+/// Out of line, see `file_interest`.
+#[inline(never)]
+fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
+    let Some(mut entry) = EVENTS.reserve::<FileOpenRecord>(0) else {
+        count_drop(EventKind::FileOpen);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let mut flags = 0u32;
+    let open_flags = match requested_flags(o, nr) {
+        Some(v) => {
+            flags |= FILE_OPEN_FLAGS_KNOWN;
+            v
+        }
+        None => 0,
+    };
+    // SAFETY: `rec` points at a reserved FileOpenRecord; fields are written through raw
+    // pointers because the memory is not initialised.
+    let path_len = unsafe {
+        addr_of_mut!((*rec).header).write(current_header(EventKind::FileOpen, o));
+        addr_of_mut!((*rec).fd).write(fd as i32);
+        addr_of_mut!((*rec).f_flags).write(view.flags);
+        // Failing that, the access mode's bits: FMODE_CREATED is then unknown (unset).
+        addr_of_mut!((*rec).f_mode).write(view.mode(o));
+        addr_of_mut!((*rec).open_flags).write(open_flags);
+        let dst = addr_of_mut!((*rec).path) as *mut u8;
+        match file_path(o, view, dst) {
+            Ok(w) => {
+                if w.truncated {
+                    flags |= FILE_PATH_TRUNCATED;
+                }
+                w.len
+            }
+            Err(_) => {
+                flags |= FILE_PATH_FAILED;
+                0
+            }
+        }
+    };
+    // SAFETY: as above.
+    unsafe {
+        addr_of_mut!((*rec).path_len).write(path_len);
+        addr_of_mut!((*rec).flags).write(flags);
+    }
+    if flags & FILE_PATH_FAILED != 0 {
+        count_read_error(EventKind::FileOpen);
+    }
+    entry.submit(0);
+}
+
+/// The flags the caller passed. The kernel clears O_CREAT/O_EXCL/O_NOCTTY/O_TRUNC from
+/// `f_flags`, but the syscall's arguments are still in its saved user registers at exit:
+/// read them only for opens already chosen to be sent, so filtered opens pay nothing.
+#[inline(always)]
+fn requested_flags(o: &KernelOffsets, nr: i32) -> Option<u32> {
+    let sys = syscalls();
+    let nr = nr as u32;
+    if nr == sys.creat {
+        return Some(O_CREAT | O_WRONLY | O_TRUNC);
+    }
+    let (arg, how) = if nr == sys.openat {
+        (o.regs_arg3, false)
+    } else if nr == sys.open {
+        (o.regs_arg2, false)
+    } else if nr == sys.openat2 {
+        (o.regs_arg2, true)
+    } else {
+        return None;
+    };
+    // SAFETY: the current task as a BTF pointer is what bpf_task_pt_regs takes.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as Kptr;
+    let value = read_u64(regs, arg).ok()?;
+    if !how {
+        return Some(value as u32);
+    }
+    // openat2(dfd, path, struct open_how *how, size): `how->flags` is its first u64.
+    let mut flags = 0u64;
+    read_user(&mut flags as *mut u64 as *mut u8, 8, value).ok()?;
+    Some(flags as u32)
+}
+
+/// The file's path as the current task sees it, into a record's `PATH_CAP + NAME_SLOT`
+/// bytes.
+#[inline(always)]
+fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWalk, i32> {
+    let fs = read_ptr(current_task(), o.task_fs)?;
+    walk_from(
+        o,
+        view.mnt,
+        view.dentry,
+        fs.wrapping_add(o.fs_root as usize),
+        dst,
+    )
+}
+
+/// Attached to `syscalls/sys_enter_mmap`. ld.so maps each library's code segment with
+/// PROT_EXEC from the library's descriptor; the main executable and ld.so itself are mapped
+/// by the kernel at exec and never pass here.
+#[tracepoint]
+pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
+    let prot: u64 = tp_field(&ctx, TP_MMAP_PROT);
+    let map_flags: u64 = tp_field(&ctx, TP_MMAP_FLAGS);
+    if prot & PROT_EXEC == 0 || map_flags & MAP_ANONYMOUS != 0 {
+        return 0;
+    }
+    // `unsigned long` in the record, an int to the kernel: -1 for anonymous maps.
+    let fd = tp_field::<u64>(&ctx, TP_MMAP_FD) as i32;
+    if fd < 0 {
+        return 0;
+    }
+    let filter = filter_flags(&LIB_FILTER);
+    if filter & LIB_ENABLED == 0 {
+        return 0;
+    }
+    let Some(o) = offsets() else { return 0 };
+    let view = match file_of_fd(o, fd as u32) {
+        Ok(Some(file)) => FileView::of(o, file),
+        Ok(None) => return 0, // mmap will fail with EBADF
+        Err(_) => {
+            count_read_error(EventKind::LibraryLoad);
+            return 0;
+        }
+    };
+    match lib_interest(o, &view, filter) {
+        Verdict::Send => {}
+        Verdict::Skip => return 0,
+        Verdict::Unknown => {
+            count_read_error(EventKind::LibraryLoad);
+            return 0;
+        }
+    }
+    if is_agent() {
+        return 0;
+    }
+    send_library_load(o, &view, fd, prot as u32);
+    0
+}
+
+/// Is this executable mapping interesting? Out of line, see `file_interest`.
+#[inline(never)]
+fn lib_interest(o: &KernelOffsets, view: &FileView, filter: u32) -> Verdict {
+    if filter & LIB_ALL != 0 {
+        return Verdict::Send;
+    }
+    let masks = DepthMasks {
+        leaf: LIB_AT_LEAF | LIB_ANY_DEPTH,
+        parent: LIB_AT_PARENT | LIB_ANY_DEPTH,
+        // Without a branch, as in `file_interest`.
+        above: 0u32.wrapping_sub((filter / LIB_FULL_WALK) & 1) & LIB_ANY_DEPTH,
+    };
+    let summary = NameSummary {
+        filter: &LIB_FILTER,
+        lengths: filter_word(&LIB_FILTER, FILTER_NAME_LENGTHS),
+        bits: filter_word(&LIB_FILTER, FILTER_NAME_BITS),
+    };
+    verdict(names_interest(
+        o,
+        view.mnt,
+        view.dentry,
+        &LIB_NAMES,
+        &summary,
+        &masks,
+    ))
+}
+
+#[inline(never)]
+fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
+    let Some(mut entry) = EVENTS.reserve::<LibraryLoadRecord>(0) else {
+        count_drop(EventKind::LibraryLoad);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    let mut flags = 0u32;
+    // SAFETY: `rec` points at a reserved LibraryLoadRecord (see send_file_open).
+    unsafe {
+        addr_of_mut!((*rec).header).write(current_header(EventKind::LibraryLoad, o));
+        addr_of_mut!((*rec).fd).write(fd);
+        addr_of_mut!((*rec).prot).write(prot);
+        let dst = addr_of_mut!((*rec).path) as *mut u8;
+        let path_len = match file_path(o, view, dst) {
+            Ok(w) => {
+                if w.truncated {
+                    flags |= LIB_PATH_TRUNCATED;
+                }
+                w.len
+            }
+            Err(_) => {
+                flags |= LIB_PATH_FAILED;
+                0
+            }
+        };
+        addr_of_mut!((*rec).path_len).write(path_len);
+        addr_of_mut!((*rec).flags).write(flags);
+    }
+    if flags & LIB_PATH_FAILED != 0 {
+        count_read_error(EventKind::LibraryLoad);
+    }
+    entry.submit(0);
+}
