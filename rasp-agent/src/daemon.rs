@@ -25,7 +25,7 @@ use crate::{
     loader::{self, env, LsmStatus, ProgramStatus},
     policy::{
         self,
-        active::{PolicyRegistry, PolicySetSummary},
+        active::{PolicyRegistry, PolicySet, PolicySetSummary},
     },
     process::{cgroup::CgroupResolver, Process, ProcessTable},
     store::{index::DetectionQuery, DetectionStore, StoreOptions},
@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Rotated journal files kept.
     #[arg(long, default_value_t = 4)]
     pub journal_keep: usize,
+    /// Identical detections within this many seconds of the first are folded into one
+    /// aggregate with a count.
+    #[arg(long, default_value_t = 10)]
+    pub fold_window: u64,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -86,6 +90,8 @@ struct Agent {
     engine: Engine,
     enforcer: Enforcer,
     store: Arc<DetectionStore>,
+    /// The kernel pre-filters; rewritten whenever the active policy set changes.
+    interest: Mutex<loader::InterestMaps>,
 }
 
 impl Backend for Agent {
@@ -188,18 +194,38 @@ impl Backend for Agent {
         let set = self
             .registry
             .apply(policies, format!("policy apply ({})", names.join(", ")));
+        self.activate(&set);
         tracing::info!(version = set.version, source = %set.source, "policy set applied");
         Ok(set.summary())
     }
 
     fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
         let set = self.registry.rollback()?;
+        self.activate(&set);
         tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
         Ok(set.summary())
     }
 }
 
 impl Agent {
+    /// Point the kernel pre-filters at what `set` needs. On failure the previous filters
+    /// stay, and that is logged loudly: the new set's file, library and connect rules may
+    /// then miss events.
+    fn activate(&self, set: &PolicySet) {
+        let interest = policy::compile::interest(&set.policies);
+        let mut maps = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        match maps.apply(&interest) {
+            Ok(()) => tracing::debug!(
+                version = set.version,
+                ?interest,
+                "kernel pre-filters updated"
+            ),
+            Err(e) => {
+                tracing::error!(version = set.version, error = %e, "kernel pre-filters NOT updated")
+            }
+        }
+    }
+
     /// Load the policy directory (or the defaults) and swap it in, or keep the active set and
     /// remember why not.
     fn reload(&self, why: &str) {
@@ -211,6 +237,7 @@ impl Agent {
             Ok(policies) => {
                 let source = policy_source(&self.args.policies, why);
                 let set = self.registry.apply(policies, source);
+                self.activate(&set);
                 self.reload_errors
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -255,13 +282,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut store_opts = StoreOptions::in_dir(&args.state_dir);
     store_opts.max_bytes = args.journal_max_bytes;
     store_opts.keep = args.journal_keep;
+    store_opts.fold_window = Duration::from_secs(args.fold_window);
     let (store, store_writer) = DetectionStore::open(store_opts)?;
 
     let environment = env::prepare()?;
-    let mut loaded = loader::load(&loader::LoadOptions {
+    let loader::Loaded {
+        mut ebpf,
+        programs,
+        lsm,
+        interest,
+    } = loader::load(&loader::LoadOptions {
         ring_bytes: args.ring_buffer_size,
     })?;
-    let maps = loader::take_maps(&mut loaded.ebpf)?;
+    let maps = loader::take_maps(&mut ebpf)?;
     // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
     // megabytes of freed heap behind; hand it back before settling in for the long run.
     // SAFETY: malloc_trim only releases free memory.
@@ -279,8 +312,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         hub: EventHub::new(args.event_buffer, args.follower_queue),
         table: RwLock::new(table),
         counters: Mutex::new(reader::KernelCounters::new(maps.drops, maps.read_errors)),
-        programs: loaded.programs.clone(),
-        lsm: loaded.lsm.clone(),
+        programs,
+        lsm,
+        interest: Mutex::new(interest),
         registry: PolicyRegistry::new(initial, policy_source(&args.policies, "start")),
         reload_errors: Mutex::new(Vec::new()),
         engine: Engine::live(),
@@ -289,6 +323,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         environment,
         args: args.clone(),
     });
+    agent.activate(&agent.registry.current());
     if !agent.lsm.available {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
     }
@@ -315,7 +350,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     reaper.await.context("reaper task")?;
     reloader.await.context("policy watcher task")?;
     journal.await.context("journal task")??;
-    drop(loaded); // detaches every program
+    drop(ebpf); // detaches every program
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,8 +10,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::command::{self, human};
 
-/// Build needs (LLVM 22 for bpf-linker, zstd/zlib it links) and test needs (`pkill`/`ps`
-/// from procps, `unshare`/`nsenter` from util-linux).
+/// Build needs (LLVM 22 for bpf-linker, zstd/zlib it links) and what the integration tests
+/// run for real: `pkill`/`ps` (procps), `unshare`/`runuser` (util-linux), a PostgreSQL
+/// server, compilers and interpreters, and the tools attackers use for reverse shells
+/// (netcat, socat, busybox) so the default rules are triggered by the real thing. nodejs and
+/// npm come with the machine image (nodesource); Debian's npm would conflict with it, so only
+/// nodejs is checked here.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -20,6 +24,17 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "procps",
     "util-linux",
+    "postgresql",
+    "gcc",
+    "make",
+    "perl",
+    "python3",
+    "python3-pip",
+    "curl",
+    "netcat-traditional",
+    "socat",
+    "busybox-static",
+    "nodejs",
 ];
 
 /// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).

@@ -327,7 +327,8 @@ async fn serve_client(
                 };
                 wr.write_all(&line(&start)).await?;
                 let filter = EventFilter { kind, pid };
-                let select = move |e: Arc<Event>| filter.matches(&e).then(|| StreamItem::Event(e));
+                let select =
+                    move |e: Arc<Event>| filter.matches(&e).then_some(StreamItem::Event(e));
                 return follow(rx, select, rd, wr, shutdown).await;
             }
             Request::Detections {
@@ -357,7 +358,7 @@ async fn serve_client(
                 wr.write_all(&line(&reply)).await?;
                 if let (true, Some(rx)) = (reply.ok, rx) {
                     let select = move |d: Arc<Detection>| {
-                        filter.matches(&d).then(|| StreamItem::Detection(d))
+                        filter.matches(&d).then_some(StreamItem::Detection(d))
                     };
                     return follow(rx, select, rd, wr, shutdown).await;
                 }

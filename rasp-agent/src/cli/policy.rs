@@ -150,7 +150,7 @@ fn print_listing(reply: Reply, json: bool) -> Result<()> {
         "active policy set v{} from {} (applied {}{restored})\n\n",
         a.version, a.source, a.applied_at
     );
-    let mut t = Table::new(&["POLICY", "VERSION", "MODE", "RULES", "FILE"]);
+    let mut t = Table::new(&["POLICY", "VERSION", "MODE", "RULES", "LOCATION"]);
     for p in &a.policies {
         let mode = serde_json::to_value(p.mode)?
             .as_str()
@@ -160,8 +160,8 @@ fn print_listing(reply: Reply, json: bool) -> Result<()> {
             p.name.clone(),
             p.version.to_string(),
             mode,
-            p.rules.to_string(),
-            p.file.clone(),
+            p.rules.len().to_string(),
+            p.location.clone(),
         ]);
     }
     text.push_str(&t.render());

@@ -10,7 +10,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{vocab::Mode, Policy};
+use super::{
+    vocab::{Action, EventType, Mode, Severity},
+    Policy,
+};
 
 /// Sets kept for rollback.
 const HISTORY: usize = 16;
@@ -40,8 +43,22 @@ pub struct PolicySummary {
     pub name: String,
     pub version: u32,
     pub mode: Mode,
-    pub rules: usize,
-    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// "file:line:column" of the policy's first key.
+    pub location: String,
+    pub rules: Vec<RuleSummary>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuleSummary {
+    pub id: String,
+    pub event: EventType,
+    pub severity: Severity,
+    pub action: Action,
+    /// The rule's own mode, or the policy's.
+    pub mode: Mode,
+    pub location: String,
 }
 
 impl PolicySet {
@@ -69,8 +86,20 @@ impl PolicySet {
                     name: p.name.clone(),
                     version: p.version,
                     mode: p.mode,
-                    rules: p.rules.len(),
-                    file: p.file.clone(),
+                    description: p.description.clone(),
+                    location: format!("{}:{}:{}", p.file, p.line, p.column),
+                    rules: p
+                        .rules
+                        .iter()
+                        .map(|r| RuleSummary {
+                            id: r.id.clone(),
+                            event: r.event,
+                            severity: r.severity,
+                            action: r.action,
+                            mode: r.effective_mode(p),
+                            location: format!("{}:{}:{}", p.file, r.line, r.column),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

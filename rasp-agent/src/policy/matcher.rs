@@ -66,23 +66,6 @@ impl Access {
         self.0 & other.0 != 0
     }
 
-    /// From open(2) flags: the access mode gives read and/or write; O_CREAT and O_TRUNC add
-    /// create and truncate.
-    pub fn from_open_flags(flags: i32) -> Access {
-        let mut a = match flags & libc::O_ACCMODE {
-            libc::O_WRONLY => Access::WRITE,
-            libc::O_RDWR => Access::READ | Access::WRITE,
-            _ => Access::READ,
-        };
-        if flags & libc::O_CREAT != 0 {
-            a = a | Access::CREATE;
-        }
-        if flags & libc::O_TRUNC != 0 {
-            a = a | Access::TRUNCATE;
-        }
-        a
-    }
-
     pub fn names(self) -> Vec<&'static str> {
         Access::NAMES
             .iter()
@@ -284,11 +267,6 @@ impl Conditions {
         self.source.is_empty()
     }
 
-    /// Fields and their values as written in the policy.
-    pub fn fields(&self) -> impl Iterator<Item = (Field, &[String])> {
-        self.source.iter().map(|(f, v)| (*f, v.as_slice()))
-    }
-
     pub(super) fn values(&self, field: Field) -> Option<&[String]> {
         self.source.get(&field).map(Vec::as_slice)
     }
@@ -421,20 +399,6 @@ impl Conditions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn access_from_open_flags() {
-        assert_eq!(Access::from_open_flags(libc::O_RDONLY), Access::READ);
-        assert_eq!(
-            Access::from_open_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
-            Access::WRITE | Access::CREATE | Access::TRUNCATE
-        );
-        assert_eq!(
-            Access::from_open_flags(libc::O_RDWR).names(),
-            ["read", "write"]
-        );
-        assert_eq!(Access::empty(), Access::default());
-    }
 
     #[test]
     fn pattern_sets_use_hashes_past_the_threshold_and_agree_with_globs() {

@@ -4,6 +4,7 @@
 //! are the compiled conditions, `matcher` evaluates them, `defaults` is the shipped set.
 
 pub mod active;
+pub mod compile;
 mod defaults;
 pub mod glob;
 pub mod matcher;
@@ -101,6 +102,7 @@ impl Policy {
 /// Parse one file's text (several YAML documents allowed). `file` names it in errors.
 /// All problems are reported, sorted by position, including rule ids or policy names used
 /// twice within the file.
+#[cfg(test)]
 pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<PolicyError>> {
     parse_files(&[(file, text)])
 }
@@ -160,11 +162,7 @@ fn read_files(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<PolicyError>) {
                     continue;
                 }
             };
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            found.sort();
+            let found = yaml_files(entries);
             if found.is_empty() {
                 errors.push(file_error(
                     path,
@@ -185,6 +183,16 @@ fn read_files(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<PolicyError>) {
         }
     }
     (files, errors)
+}
+
+/// The policy files of a directory listing: `*.yaml` and `*.yml`, sorted.
+fn yaml_files(entries: std::fs::ReadDir) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    found.sort();
+    found
 }
 
 /// Files and directories (directories: their *.yaml / *.yml, sorted, not recursive); all
@@ -209,18 +217,11 @@ pub struct Fingerprint(Vec<(PathBuf, u64, Option<std::time::SystemTime>, u64)>);
 
 pub fn fingerprint(path: &Path) -> Fingerprint {
     use std::os::unix::fs::MetadataExt;
-    let mut files: Vec<PathBuf> = if path.is_dir() {
-        std::fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path).map(yaml_files).unwrap_or_default()
     } else {
         vec![path.to_path_buf()]
     };
-    files.sort();
     Fingerprint(
         files
             .into_iter()
@@ -233,36 +234,6 @@ pub fn fingerprint(path: &Path) -> Fingerprint {
             })
             .collect(),
     )
-}
-
-/// Set-wide checks: policy names and rule ids must be unique across the whole set (they name
-/// detections). Each duplicate is reported at its second occurrence and names the first.
-pub fn check_set(policies: &[Policy]) -> Vec<PolicyError> {
-    let mut idents = Vec::new();
-    for p in policies {
-        let at = |line, col| yaml::Pos {
-            line,
-            col,
-            index: 0,
-        };
-        idents.push(schema::Ident {
-            rule: false,
-            value: p.name.clone(),
-            policy: p.name.clone(),
-            file: p.file.clone(),
-            pos: at(p.line, p.column),
-        });
-        for r in &p.rules {
-            idents.push(schema::Ident {
-                rule: true,
-                value: r.id.clone(),
-                policy: p.name.clone(),
-                file: p.file.clone(),
-                pos: at(r.line, r.column),
-            });
-        }
-    }
-    duplicates(&idents)
 }
 
 /// Each duplicate is reported at its later occurrence and names the first.
@@ -479,19 +450,6 @@ rules:
                 "a.yaml:4:8"
             ]
         );
-    }
-
-    #[test]
-    fn check_set_finds_duplicates_across_combined_sets() {
-        let a = parse_policies("a.yaml", TWO_DOCS).expect("valid");
-        let mut all = a.clone();
-        all.extend(a);
-        let errors = check_set(&all);
-        assert_eq!(errors.len(), 5, "2 names + 3 rule ids: {errors:?}");
-        assert!(errors[0]
-            .message
-            .contains("duplicate policy name `nginx-guard`"));
-        assert!(check_set(&all[..2]).is_empty());
     }
 
     #[test]

@@ -67,6 +67,14 @@ impl Cidr {
         }
     }
 
+    /// The network address and prefix length ("10.0.0.0/8" → (10.0.0.0, 8)).
+    pub fn network(&self) -> (IpAddr, u8) {
+        match *self {
+            Cidr::V4 { net, mask } => (IpAddr::V4(Ipv4Addr::from(net)), mask.count_ones() as u8),
+            Cidr::V6 { net, mask } => (IpAddr::V6(Ipv6Addr::from(net)), mask.count_ones() as u8),
+        }
+    }
+
     /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket connects to)
     /// are checked as the IPv4 address they carry: otherwise a v4 rule is one `::ffff:` away
     /// from being evaded.
