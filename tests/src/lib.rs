@@ -508,6 +508,212 @@ pub fn kernel_release() -> String {
         .to_string()
 }
 
+/// How long `spawn_detached` waits for its process to report its pid.
+const DETACHED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The inner shell of [`spawn_detached`]: by the time its `sleep` ends the outer shell has
+/// exited and this one has been reparented, so it reports its pid and parent (read with the
+/// `read` builtin: no child process) and replaces itself with the command.
+const DETACHED_INNER: &str = r#"sleep 0.3; read -r _pid _comm _state ppid _rest < /proc/self/stat; echo "$$ $ppid" > "$RASP_DETACHED_PIDFILE"; eval "exec $RASP_DETACHED_CMD""#;
+
+/// Runs `cmdline` the way an intruder's command runs: not below this test (and so not below
+/// `cargo`, which several default rules except as an ancestor). An outer `/bin/sh` starts an
+/// inner one in the background and exits; the orphaned inner shell is reparented (to init)
+/// and then `exec`s `cmdline`, so the returned pid is the pid of the command itself.
+/// `cmdline` is a simple shell command (it follows `exec`; use `sh -c '...'` for pipelines).
+/// It is passed through the environment, so neither shell's argv contains it and rules that
+/// look at command lines see it only in the command's own exec. With `cgroup`, the outer shell
+/// joins it before it execs, so every process of the chain is in it. Stdio is /dev/null.
+pub fn spawn_detached(cmdline: &str, cgroup: Option<&Cgroup>) -> u32 {
+    let pidfile = std::env::temp_dir().join(format!("{}.pid", unique_name("rasp-detached")));
+    let _ = fs::remove_file(&pidfile);
+    let mut outer = match cgroup {
+        Some(cgroup) => cgroup.command("/bin/sh"),
+        None => Command::new("/bin/sh"),
+    };
+    outer
+        .args(["-c", r#"/bin/sh -c "$RASP_DETACHED_INNER" & exit 0"#])
+        .env("RASP_DETACHED_INNER", DETACHED_INNER)
+        .env("RASP_DETACHED_CMD", cmdline)
+        .env("RASP_DETACHED_PIDFILE", &pidfile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = outer
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start /bin/sh for {cmdline:?}: {err}"));
+    let status = wait_child(&mut child, DETACHED_TIMEOUT)
+        .unwrap_or_else(|| panic!("the outer shell for {cmdline:?} did not exit"));
+    assert!(status.success(), "outer shell for {cmdline:?}: {status}");
+    let (pid, ppid) = wait_for(DETACHED_TIMEOUT, || {
+        let text = fs::read_to_string(&pidfile).ok()?;
+        let line = text.strip_suffix('\n')?;
+        let (pid, ppid) = line.split_once(' ')?;
+        Some((pid.parse::<u32>().ok()?, ppid.parse::<u32>().ok()?))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the detached shell for {cmdline:?} did not report its pid in {} within \
+             {DETACHED_TIMEOUT:?}",
+            pidfile.display()
+        )
+    });
+    let _ = fs::remove_file(&pidfile);
+    let us = std::process::id();
+    assert!(
+        ppid != us && !proc_ancestors(ppid).contains(&us),
+        "{cmdline:?} (pid {pid}) is still below this test (parent {ppid}): the detached \
+         shell was not reparented"
+    );
+    pid
+}
+
+/// Whether `pid` has exited (no /proc entry, or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// Files and directories a scenario makes outside its agent's directory (under /opt, /etc,
+/// /dev/shm, /root/.ssh ...). Only what it created is recorded, and dropping it removes
+/// that, newest first; nothing that existed before is touched.
+#[derive(Default)]
+pub struct Scratch {
+    created: Vec<PathBuf>,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch::default()
+    }
+
+    /// A new directory `<parent>/rasp-test-<pid>-<n>` (and `parent` if missing).
+    pub fn unique_dir(&mut self, parent: impl AsRef<Path>) -> PathBuf {
+        self.dir(parent.as_ref().join(unique_name("rasp-test")))
+    }
+
+    /// Creates `path` and its missing parents, recording each one created.
+    pub fn dir(&mut self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        let mut missing = Vec::new();
+        let mut cursor = Some(path);
+        while let Some(p) = cursor {
+            if p.exists() {
+                break;
+            }
+            missing.push(p.to_path_buf());
+            cursor = p.parent();
+        }
+        for p in missing.into_iter().rev() {
+            fs::create_dir(&p).unwrap_or_else(|err| panic!("mkdir {}: {err}", p.display()));
+            self.created.push(p);
+        }
+        path.to_path_buf()
+    }
+
+    /// Writes a new file (which must not exist yet) with `mode`, creating its parents.
+    pub fn file(&mut self, path: impl AsRef<Path>, contents: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = path.as_ref();
+        if let Some(parent) = path.parent() {
+            self.dir(parent);
+        }
+        assert!(
+            !path.exists(),
+            "{} already exists; refusing to replace it",
+            path.display()
+        );
+        fs::write(path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        self.created.push(path.to_path_buf());
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|err| panic!("chmod {}: {err}", path.display()));
+        path.to_path_buf()
+    }
+
+    /// Copies `from` to a new file `to` (mode 0755), creating its parents.
+    pub fn copy(&mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> PathBuf {
+        let from = from.as_ref();
+        let bytes = fs::read(from).unwrap_or_else(|err| panic!("read {}: {err}", from.display()));
+        self.file(to, &bytes, 0o755)
+    }
+
+    /// Records `path` for removal: something a scenario's own process is about to create.
+    pub fn adopt(&mut self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        assert!(
+            !path.exists(),
+            "{} already exists; refusing to adopt it",
+            path.display()
+        );
+        self.created.push(path.to_path_buf());
+        path.to_path_buf()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for path in self.created.iter().rev() {
+            let result = match fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+                Ok(_) => fs::remove_file(path),
+                Err(_) => Ok(()),
+            };
+            if let Err(err) = result {
+                eprintln!("note: cannot remove {}: {err}", path.display());
+            }
+        }
+    }
+}
+
+impl Agent {
+    /// `detections --json` plus `filter` (e.g. `["--rule", "exec-from-tmp"]`).
+    pub fn detections(&self, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["detections", "--json"];
+        args.extend_from_slice(filter);
+        self.cli_json_lines(&args)
+    }
+
+    /// The agent's state directory (`--state-dir`): the detection journal lives here.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Stops the agent with SIGTERM (it must exit on its own), then starts a new one on the
+    /// same socket, state directory and log, with `extra_args`, and waits until it answers.
+    /// Returns how the old one exited.
+    pub fn restart(&mut self, extra_args: &[&str]) -> ExitStatus {
+        let status = self.stop().unwrap_or_else(|| {
+            panic!(
+                "agent did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed); log:\n{}",
+                self.log_text()
+            )
+        });
+        let log_file = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|err| panic!("cannot reopen {}: {err}", self.log.display()));
+        self.child = Command::new(&self.bin)
+            .arg("run")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
+        self.wait_ready();
+        status
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
