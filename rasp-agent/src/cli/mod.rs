@@ -115,10 +115,15 @@ impl Client {
         let reply: Reply =
             serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
         if !reply.ok {
-            bail!(
+            let mut msg = format!(
                 "the agent refused the request: {}",
                 reply.error.unwrap_or_default()
             );
+            for e in reply.policy_errors.unwrap_or_default() {
+                msg.push_str("\n  ");
+                msg.push_str(&e);
+            }
+            bail!(msg);
         }
         Ok(reply)
     }

@@ -114,21 +114,7 @@ fn apply(client: &ClientOpts, paths: &[PathBuf]) -> Result<()> {
         .into_iter()
         .map(|(name, text)| PolicyFile { name, text })
         .collect();
-    let mut conn = Client::connect(&client.socket)?;
-    conn.send(&Request::PolicyApply { files })?;
-    let line = conn
-        .read_line()?
-        .ok_or_else(|| anyhow!("the agent closed the connection"))?;
-    let reply: Reply =
-        serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
-    if !reply.ok {
-        let mut msg = reply.error.unwrap_or_default();
-        for e in reply.policy_errors.unwrap_or_default() {
-            msg.push_str("\n  ");
-            msg.push_str(&e);
-        }
-        bail!(msg);
-    }
+    let reply = Client::connect(&client.socket)?.call(&Request::PolicyApply { files })?;
     print_listing(reply, client.json)
 }
 

@@ -64,6 +64,28 @@ pub fn ancestry<'a>(pid: u32, lookup: impl Fn(u32) -> Option<&'a Process>) -> Ve
     out
 }
 
+impl Process {
+    /// A process (or a new image of one) that `ev` just started, running `exe`.
+    fn started(ev: &Event, exe: Option<String>, argv: Vec<String>, cwd: Option<String>) -> Self {
+        Process {
+            pid: ev.pid,
+            ppid: ev.ppid,
+            comm: ev.comm.clone(),
+            exe,
+            argv,
+            cwd,
+            uid: ev.uid,
+            gid: ev.gid,
+            cgroup_id: ev.cgroup_id,
+            cgroup: ev.cgroup.clone(),
+            start_boot_ns: Some(ev.ts_boot_ns),
+            exited: None,
+            from_proc: false,
+            exited_at: None,
+        }
+    }
+}
+
 pub struct ProcessTable {
     procs: HashMap<u32, Process>,
     max: usize,
@@ -111,44 +133,23 @@ impl ProcessTable {
     pub fn apply(&mut self, ev: &Event) {
         match &ev.detail {
             EventDetail::Exec(d) => {
-                let p = Process {
-                    pid: ev.pid,
-                    ppid: ev.ppid,
-                    comm: ev.comm.clone(),
-                    exe: d.exe.clone(),
-                    argv: d.argv.clone(),
-                    cwd: d.cwd.clone(),
-                    uid: ev.uid,
-                    gid: ev.gid,
-                    cgroup_id: ev.cgroup_id,
-                    cgroup: ev.cgroup.clone(),
-                    start_boot_ns: Some(ev.ts_boot_ns),
-                    exited: None,
-                    from_proc: false,
-                    exited_at: None,
-                };
-                self.insert(p);
+                self.insert(Process::started(
+                    ev,
+                    d.exe.clone(),
+                    d.argv.clone(),
+                    d.cwd.clone(),
+                ));
             }
             EventDetail::Fork(_) => {
                 // The child runs its parent's image until it execs.
                 let parent = self.procs.get(&ev.ppid);
-                let p = Process {
-                    pid: ev.pid,
-                    ppid: ev.ppid,
-                    comm: ev.comm.clone(),
-                    exe: parent.and_then(|p| p.exe.clone()),
-                    argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
-                    cwd: parent.and_then(|p| p.cwd.clone()),
-                    uid: ev.uid,
-                    gid: ev.gid,
-                    cgroup_id: ev.cgroup_id,
-                    cgroup: ev.cgroup.clone(),
-                    start_boot_ns: Some(ev.ts_boot_ns),
-                    exited: None,
-                    from_proc: false,
-                    exited_at: None,
-                };
-                self.insert(p);
+                let child = Process::started(
+                    ev,
+                    parent.and_then(|p| p.exe.clone()),
+                    parent.map(|p| p.argv.clone()).unwrap_or_default(),
+                    parent.and_then(|p| p.cwd.clone()),
+                );
+                self.insert(child);
             }
             EventDetail::Exit(d) => {
                 if let Some(p) = self.procs.get_mut(&ev.pid) {
