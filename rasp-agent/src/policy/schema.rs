@@ -794,6 +794,26 @@ fn items<'n>(ctx: &mut Ctx, e: &'n Entry, example: &str) -> Option<Vec<&'n Node>
     }
 }
 
+/// Each item of a list field parsed with `parse`, kept with its text; every bad item is an
+/// error at its own position (its message after `prefix`). `None` if the value is no list.
+fn parse_items<T>(
+    ctx: &mut Ctx,
+    e: &Entry,
+    example: &str,
+    parse: fn(&str) -> Result<T, String>,
+    prefix: &str,
+) -> Option<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for item in items(ctx, e, example)? {
+        let t = item_text(item);
+        match parse(t) {
+            Ok(v) => out.push((t.to_string(), v)),
+            Err(m) => ctx.err(item.pos, format!("{prefix}{m}")),
+        }
+    }
+    Some(out)
+}
+
 fn item_text(n: &Node) -> &str {
     match &n.kind {
         Kind::Scalar { text, .. } => text,
@@ -877,34 +897,14 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry) 
             }
         }
         Field::Port => {
-            let Some(items) = items(ctx, e, "[443, \"8000-9000\"]") else {
-                return;
-            };
-            let mut ports = Vec::new();
-            for item in items {
-                let t = item_text(item);
-                match PortRange::parse(t) {
-                    Ok(p) => ports.push((t.to_string(), p)),
-                    Err(m) => ctx.err(item.pos, m),
-                }
-            }
-            if ctx.errors.len() == before {
+            let parsed = parse_items(ctx, e, "[443, \"8000-9000\"]", PortRange::parse, "");
+            if let Some(ports) = parsed.filter(|_| ctx.errors.len() == before) {
                 conds.set_ports(ports);
             }
         }
         Field::Cidr => {
-            let Some(items) = items(ctx, e, "[\"169.254.169.254/32\"]") else {
-                return;
-            };
-            let mut cidrs = Vec::new();
-            for item in items {
-                let t = item_text(item);
-                match Cidr::parse(t) {
-                    Ok(c) => cidrs.push((t.to_string(), c)),
-                    Err(m) => ctx.err(item.pos, format!("`cidr` {m}")),
-                }
-            }
-            if ctx.errors.len() == before {
+            let parsed = parse_items(ctx, e, "[\"169.254.169.254/32\"]", Cidr::parse, "`cidr` ");
+            if let Some(cidrs) = parsed.filter(|_| ctx.errors.len() == before) {
                 conds.set_cidrs(cidrs);
             }
         }
