@@ -109,6 +109,7 @@ impl Backend for Agent {
             })
             .collect();
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let policy = self.registry.current();
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -130,8 +131,8 @@ impl Backend for Agent {
             socket: self.args.socket.display().to_string(),
             state_dir: self.args.state_dir.display().to_string(),
             environment: self.environment.notes.clone(),
-            policy_set_version: self.registry.current().version,
-            policy_source: self.registry.current().source.clone(),
+            policy_set_version: policy.version,
+            policy_source: policy.source.clone(),
             policy_reload_errors: self
                 .reload_errors
                 .lock()

@@ -31,6 +31,7 @@ use crate::{
     events::{hub::EventFilter, Event},
     policy::{active::PolicySetSummary, vocab::Severity},
     process::Process,
+    store::index::DetectionQuery,
 };
 use protocol::{
     parse_request, PolicyFile, PolicyListing, Reply, Request, Status, StreamItem, MAX_REQUEST_BYTES,
@@ -61,14 +62,6 @@ pub struct DetectionFilter {
     pub severity: Option<Severity>,
     pub rule: Option<String>,
     pub limit: Option<usize>,
-}
-
-impl DetectionFilter {
-    /// For live streams: `since` and `limit` only apply to the backlog.
-    pub fn matches(&self, d: &Detection) -> bool {
-        self.severity.is_none_or(|s| d.severity >= s)
-            && self.rule.as_ref().is_none_or(|r| &d.rule_id == r)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,8 +350,14 @@ async fn serve_client(
                 };
                 wr.write_all(&line(&reply)).await?;
                 if let (true, Some(rx)) = (reply.ok, rx) {
+                    // Live: `since` and `limit` only apply to the backlog above.
+                    let live = DetectionQuery {
+                        min_severity: filter.severity,
+                        rule: filter.rule,
+                        ..Default::default()
+                    };
                     let select = move |d: Arc<Detection>| {
-                        filter.matches(&d).then_some(StreamItem::Detection(d))
+                        live.admits(&d).then_some(StreamItem::Detection(d))
                     };
                     return follow(rx, select, rd, wr, shutdown).await;
                 }

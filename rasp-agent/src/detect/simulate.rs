@@ -81,11 +81,11 @@ fn dry_run(action: Action, mode: Mode) -> (Outcome, Option<String>) {
         (Action::Alert, _) => (Outcome::Alerted, None),
         (a, Mode::Audit) => (
             Outcome::Audited,
-            Some(format!("audit mode: would {a:?}").to_lowercase()),
+            Some(format!("audit mode: would {}", a.effect())),
         ),
         (a, Mode::Enforce) => (
             Outcome::Audited,
-            Some(format!("simulation: would {a:?}").to_lowercase()),
+            Some(format!("simulation: would {}", a.effect())),
         ),
     }
 }

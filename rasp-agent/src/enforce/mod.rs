@@ -26,7 +26,7 @@ impl Enforcer {
             (Action::Alert, _) => (Outcome::Alerted, None),
             (a, Mode::Audit) => (
                 Outcome::Audited,
-                Some(format!("audit mode: would {}", verb(a))),
+                Some(format!("audit mode: would {}", a.effect())),
             ),
             (Action::Kill, Mode::Enforce) => outcome(kill(ev), "killed after the event"),
             (Action::Block, Mode::Enforce) => outcome(
@@ -56,15 +56,6 @@ impl Enforcer {
             .join("cgroup.freeze");
         fs::write(&file, "1").map_err(|e| format!("writing {}: {e}", file.display()))?;
         Ok(cgroup.to_string())
-    }
-}
-
-fn verb(a: Action) -> &'static str {
-    match a {
-        Action::Alert => "alert",
-        Action::Block => "block",
-        Action::Kill => "kill the process",
-        Action::Quarantine => "quarantine the workload",
     }
 }
 

@@ -56,6 +56,18 @@ pub enum EventType {
     LibraryLoad,
 }
 
+impl Action {
+    /// What the action does, for "would ..." in audit mode and simulation.
+    pub fn effect(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Block => "block",
+            Action::Kill => "kill the process",
+            Action::Quarantine => "quarantine the workload",
+        }
+    }
+}
+
 impl Severity {
     pub fn name(self) -> &'static str {
         match self {

@@ -48,11 +48,16 @@ impl DetectionQuery {
             })
     }
 
+    /// The filters that depend on the detection alone (severity, rule): what a live stream
+    /// applies, where `since` and `limit` have no meaning.
+    pub fn admits(&self, d: &Detection) -> bool {
+        self.min_severity.is_none_or(|m| d.severity >= m)
+            && self.rule.as_deref().is_none_or(|r| d.rule_id == r)
+    }
+
     fn matches(&self, e: &Indexed) -> bool {
         // A detection whose time does not parse is never hidden by `since`.
-        self.since.is_none_or(|s| e.at.is_none_or(|at| at >= s))
-            && self.min_severity.is_none_or(|m| e.d.severity >= m)
-            && self.rule.as_deref().is_none_or(|r| e.d.rule_id == r)
+        self.since.is_none_or(|s| e.at.is_none_or(|at| at >= s)) && self.admits(&e.d)
     }
 }
 
