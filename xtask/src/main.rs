@@ -2,6 +2,7 @@
 //! and the agent, running it, and every check, written in Rust rather than shell so one
 //! entry point works the same on a laptop and in CI.
 
+mod bench;
 mod build;
 mod build_ebpf;
 mod command;
@@ -61,6 +62,9 @@ enum Task {
         #[arg(long)]
         unit: bool,
     },
+    /// Benchmarks (root): every workload under no agent, the floor, the bpftrace peer and
+    /// the agent, side by side; the event storm; writes BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,5 +93,6 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
+        Task::Bench(args) => bench::run(&ws, &args),
     }
 }

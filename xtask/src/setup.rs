@@ -55,7 +55,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn step(check_and_install: fn() -> Result<Outcome>) -> Result<()> {
+fn step(check_and_install: impl FnOnce() -> Result<Outcome>) -> Result<()> {
     let started = Instant::now();
     let outcome = check_and_install()?;
     let elapsed = human(started.elapsed());
@@ -67,11 +67,34 @@ fn step(check_and_install: fn() -> Result<Outcome>) -> Result<()> {
 }
 
 fn apt_packages() -> Result<Outcome> {
-    let missing = missing_packages(APT_PACKAGES)?;
+    apt_install(APT_PACKAGES)
+}
+
+/// What `cargo xtask bench` needs beyond the build and the tests: the bpftrace peer, perf
+/// for profiles, `openssl` for the TLS server, and QEMU with cpio for the BPF-LSM guest.
+/// Kept out of `setup` so CI's test run does not download an emulator it never starts.
+const BENCH_APT_PACKAGES: &[&str] = &[
+    "bpftrace",
+    "linux-perf",
+    "openssl",
+    "qemu-system-x86",
+    "cpio",
+    "busybox-static",
+];
+
+/// `setup` plus the benchmark's own packages.
+pub fn run_for_bench() -> Result<()> {
+    run()?;
+    step(|| apt_install(BENCH_APT_PACKAGES))
+}
+
+/// Installs whichever of `packages` dpkg does not list as installed (needs root then).
+fn apt_install(packages: &[&str]) -> Result<Outcome> {
+    let missing = missing_packages(packages)?;
     if missing.is_empty() {
         return Ok(Outcome::Present(format!(
             "apt packages ({})",
-            APT_PACKAGES.join(" ")
+            packages.join(" ")
         )));
     }
     let list = missing.join(" ");

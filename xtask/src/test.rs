@@ -57,7 +57,16 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
     stages.run("unit tests", || {
         let mut unit = command::host_cargo();
         unit.current_dir(ws.root())
-            .args(["test", "--release", "-p", "rasp-common", "-p", "rasp-agent"])
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "rasp-common",
+                "-p",
+                "rasp-agent",
+                "-p",
+                "xtask",
+            ])
             .arg("--target-dir")
             .arg(ws.host_target_dir())
             .env(EBPF_OBJ_VAR, &ebpf_object);

@@ -1,0 +1,321 @@
+//! `cargo xtask bench`: what the agent costs the workloads it protects, measured side by
+//! side in one run. Each round starts every configuration in turn (order rotated per round)
+//! and runs every workload under it, so a slow minute of this noisy machine hits all
+//! configurations alike; ratios are taken per round against that round's no-agent run.
+//! Then the agent alone: an event storm ramp (the highest rate drained with no drop, the drop
+//! rate beyond, latency under load), its idle memory with 10k live processes, and the
+//! BPF-LSM guest's open() comparison. The report goes to BENCHMARKS.md.
+
+mod config;
+mod postgres;
+mod procfs;
+mod report;
+mod stats;
+mod storm;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build;
+use crate::command::{self, human};
+use crate::setup;
+use crate::workspace::{Profile, Workspace};
+
+use config::{Config, Running, Tools};
+use workload::{Measured, Runner, Workload};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Rounds of every configuration × workload (medians and spreads are over rounds).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds each workload runs per configuration and round.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Only these workloads (comma-separated keys: exec, open-unwatched, open-watched, tcp,
+    /// tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Leave out the event storm and the 10k-process idle measurement.
+    #[arg(long)]
+    pub no_storm: bool,
+    /// Leave out the BPF-LSM QEMU guest.
+    #[arg(long)]
+    pub no_vm: bool,
+    /// Where the report goes (relative to the workspace root).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+}
+
+/// One workload run under one configuration in one round.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub rate: f64,
+    pub ops: u64,
+    pub wall_secs: f64,
+    /// CPU seconds the configuration's own process spent during the run.
+    pub cpu_secs: Option<f64>,
+    /// Its peak RSS during the run.
+    pub peak_rss_kib: Option<u64>,
+    /// Events the agent's kernel side dropped during the run.
+    pub dropped: Option<u64>,
+}
+
+/// Everything measured, for the report.
+pub struct Results {
+    pub command_line: String,
+    pub args_summary: String,
+    pub machine: String,
+    pub commit: String,
+    pub started: String,
+    pub duration: String,
+    pub workloads: Vec<Workload>,
+    pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
+    pub storm: Option<storm::StormReport>,
+    pub notes: Vec<String>,
+}
+
+pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
+    if !command::is_root() {
+        bail!("the benchmark loads eBPF programs and runs bpftrace: run it as root");
+    }
+    if args.rounds == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
+        bail!("--rounds must be ≥ 1 and --seconds > 0");
+    }
+    let started = Instant::now();
+    let started_at = utc_now();
+    setup::run_for_bench()?;
+    let artifacts = build::build_all(ws, Profile::Release)?;
+    let workload_bin = build_workload(ws)?;
+
+    let workloads: Vec<Workload> = workload::all()
+        .into_iter()
+        .filter(|w| args.only.is_empty() || args.only.iter().any(|k| k == w.key))
+        .collect();
+    if workloads.is_empty() {
+        let keys: Vec<_> = workload::all().iter().map(|w| w.key).collect();
+        bail!(
+            "--only {} names no workload; known: {}",
+            args.only.join(","),
+            keys.join(", ")
+        );
+    }
+
+    let scratch = PathBuf::from("/tmp/rasp-bench");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).with_context(|| format!("clearing {}", scratch.display()))?;
+    }
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let unwatched = scratch.join("unwatched.txt");
+    fs::write(&unwatched, "nothing watches this file\n")
+        .with_context(|| format!("writing {}", unwatched.display()))?;
+    let tools = Tools {
+        agent: artifacts.agent_bin.clone(),
+        bpftrace_script: ws.root().join("xtask/assets/bpftrace-peer.bt"),
+        scratch: scratch.clone(),
+    };
+
+    let needs_pg = workloads.iter().any(|w| w.key.starts_with("pgbench"));
+    let pg = if needs_pg {
+        eprintln!("bench: starting PostgreSQL for pgbench");
+        Some(postgres::Postgres::start(&scratch)?)
+    } else {
+        None
+    };
+    let runner = Runner {
+        workload_bin: workload_bin.clone(),
+        unwatched,
+        postgres: pg.as_ref(),
+    };
+
+    let mut notes = Vec::new();
+    let mut samples: BTreeMap<(&'static str, &'static str), Vec<Sample>> = BTreeMap::new();
+    for round in 0..args.rounds {
+        let mut order = Config::ALL.to_vec();
+        let len = order.len();
+        order.rotate_left(round % len);
+        for config in order {
+            eprintln!(
+                "bench: round {}/{} under {}",
+                round + 1,
+                args.rounds,
+                config.label()
+            );
+            let running = match config::start(config, &tools) {
+                Ok(running) => running,
+                Err(e) => {
+                    notes.push(format!(
+                        "round {}: {} could not start: {e:#}",
+                        round + 1,
+                        config.label()
+                    ));
+                    continue;
+                }
+            };
+            for w in &workloads {
+                match measure(&runner, &running, w, args.seconds) {
+                    Ok(sample) => {
+                        eprintln!("bench:   {:<16} {:>12.0} {}", w.key, sample.rate, w.unit);
+                        samples
+                            .entry((w.key, config.key()))
+                            .or_default()
+                            .push(sample);
+                    }
+                    Err(e) => notes.push(format!(
+                        "round {}: {} under {}: {e:#}",
+                        round + 1,
+                        w.key,
+                        config.label()
+                    )),
+                }
+            }
+            if let Err(e) = running.stop() {
+                notes.push(format!("round {}: {e:#}", round + 1));
+            }
+        }
+    }
+    drop(pg);
+
+    let storm = if args.no_storm {
+        None
+    } else {
+        match storm::run(&tools, &workload_bin) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("storm: {e:#}"));
+                None
+            }
+        }
+    };
+    if !args.no_vm {
+        notes.push("BPF-LSM guest: not part of this run yet".to_string());
+    }
+
+    let results = Results {
+        command_line: command_line(),
+        args_summary: format!(
+            "{} rounds × {} s per workload and configuration",
+            args.rounds, args.seconds
+        ),
+        machine: procfs::machine_summary()?,
+        commit: commit(ws),
+        started: started_at,
+        duration: human(started.elapsed()),
+        workloads,
+        samples,
+        storm,
+        notes,
+    };
+    let text = report::render(&results);
+    let output = ws.root().join(&args.output);
+    fs::write(&output, &text).with_context(|| format!("writing {}", output.display()))?;
+    println!("{text}");
+    eprintln!(
+        "bench: wrote {} in {}",
+        output.display(),
+        human(started.elapsed())
+    );
+    Ok(())
+}
+
+/// One workload under one running configuration, with what the configuration's process
+/// spent on it.
+fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Result<Sample> {
+    let pid = running.pid();
+    if let Some(pid) = pid {
+        procfs::reset_peak_rss(pid)?;
+    }
+    let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
+    let drops_before = agent_drops(running);
+    let began = Instant::now();
+    let Measured { rate, ops } = runner.run(w, seconds)?;
+    let wall_secs = began.elapsed().as_secs_f64();
+    let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
+    let peak_rss_kib = pid
+        .map(|pid| procfs::status_kib(pid, "VmHWM"))
+        .transpose()?;
+    let dropped = match (drops_before, agent_drops(running)) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    Ok(Sample {
+        rate,
+        ops,
+        wall_secs,
+        cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
+        peak_rss_kib,
+        dropped,
+    })
+}
+
+fn agent_drops(running: &Running) -> Option<u64> {
+    if running.config != Config::Agent {
+        return None;
+    }
+    let status = running.agent_status().ok()?;
+    Some(storm::event_totals(&status).dropped)
+}
+
+/// The workload driver, built in release (its loops measure per-syscall costs).
+fn build_workload(ws: &Workspace) -> Result<PathBuf> {
+    let mut cargo = command::host_cargo();
+    cargo
+        .current_dir(ws.root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rasp-tests",
+            "--bin",
+            "rasp-workload",
+        ])
+        .arg("--target-dir")
+        .arg(ws.host_target_dir());
+    command::run(&mut cargo)?;
+    let bin = ws.host_target_dir().join("release/rasp-workload");
+    if !bin.exists() {
+        bail!("{} was not built", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The command as typed: `cargo xtask bench` and the arguments after `bench`.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
+fn commit(ws: &Workspace) -> String {
+    let rev = Command::new("git")
+        .current_dir(ws.root())
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
+    let Ok(rev) = rev else {
+        return "unknown (git not runnable)".into();
+    };
+    let mut text = String::from_utf8_lossy(&rev.stdout).trim().to_string();
+    let dirty = Command::new("git")
+        .current_dir(ws.root())
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|out| !out.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        text.push_str(" (with uncommitted changes)");
+    }
+    text
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,328 @@
+//! The agent alone under load: a ramp of paced open storms (the highest rate it drains with
+//! no drop, the drop rate beyond, its CPU per event and the latency from kernel to decision
+//! under load), then its idle memory with 10k live processes in the table.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::config::{self, Running, Tools};
+use super::procfs;
+use super::stats::Histogram;
+use super::workload::{self, WATCHED_FILE};
+
+/// Paced storm rates tried in order (opens/s); the ramp ends with an unpaced step.
+const RAMP: &[f64] = &[
+    25_000.0,
+    50_000.0,
+    100_000.0,
+    200_000.0,
+    400_000.0,
+    800_000.0,
+    1_600_000.0,
+];
+const STEP_SECONDS: f64 = 2.0;
+/// Live processes for the idle-memory measurement.
+const HOLD_PROCESSES: u32 = 10_000;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventTotals {
+    pub received: u64,
+    pub dropped: u64,
+}
+
+/// Received and dropped summed over every event kind in a `status --json`.
+pub fn event_totals(status: &Value) -> EventTotals {
+    let mut totals = EventTotals::default();
+    if let Some(kinds) = status.get("events").and_then(Value::as_object) {
+        for stats in kinds.values() {
+            totals.received += stats.get("received").and_then(Value::as_u64).unwrap_or(0);
+            totals.dropped += stats.get("dropped").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+    totals
+}
+
+/// A cumulative latency histogram out of `status --json` (`latency.<which>`).
+pub fn latency_histogram(status: &Value, which: &str) -> Option<Histogram> {
+    let h = status.get("latency")?.get(which)?;
+    let bounds_us = h
+        .get("bounds_us")?
+        .as_array()?
+        .iter()
+        .map(Value::as_f64)
+        .collect::<Option<Vec<f64>>>()?;
+    let counts = h
+        .get("counts")?
+        .as_array()?
+        .iter()
+        .map(Value::as_u64)
+        .collect::<Option<Vec<u64>>>()?;
+    (bounds_us.len() == counts.len()).then_some(Histogram { bounds_us, counts })
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+fn latency_between(before: &Value, after: &Value, which: &str) -> Option<Latency> {
+    let window = Histogram::window(
+        &latency_histogram(before, which)?,
+        &latency_histogram(after, which)?,
+    )?;
+    Some(Latency {
+        count: window.total(),
+        p50_us: window.quantile_us(0.50)?,
+        p99_us: window.quantile_us(0.99)?,
+        max_us: window.max_us()?,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct StormStep {
+    /// Paced rate asked of the generator (None: as fast as it goes).
+    pub target: Option<f64>,
+    /// Opens per second the generator achieved.
+    pub generated: f64,
+    /// Records per second the agent received.
+    pub drained: f64,
+    pub received: u64,
+    pub dropped: u64,
+    pub agent_cpu_secs: f64,
+    pub wall_secs: f64,
+    pub events_latency: Option<Latency>,
+    pub detections_latency: Option<Latency>,
+}
+
+impl StormStep {
+    pub fn drop_pct(&self) -> f64 {
+        let total = self.received + self.dropped;
+        if total == 0 {
+            0.0
+        } else {
+            self.dropped as f64 * 100.0 / total as f64
+        }
+    }
+
+    /// The agent's CPU during the step, in % of one core.
+    pub fn agent_cpu_pct(&self) -> f64 {
+        self.agent_cpu_secs * 100.0 / self.wall_secs.max(1e-3)
+    }
+
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        (self.received > 0).then(|| self.agent_cpu_secs * 1e6 / self.received as f64)
+    }
+}
+
+pub struct StormSeries {
+    pub title: &'static str,
+    pub about: &'static str,
+    pub steps: Vec<StormStep>,
+}
+
+impl StormSeries {
+    /// The highest drained rate among steps without a single drop.
+    pub fn max_without_drops(&self) -> Option<f64> {
+        self.steps
+            .iter()
+            .filter(|s| s.dropped == 0 && s.received > 0)
+            .map(|s| s.drained)
+            .max_by(f64::total_cmp)
+    }
+}
+
+pub struct IdleReport {
+    pub rss_kib_before: u64,
+    pub rss_kib_with_processes: u64,
+    pub processes_tracked: u64,
+    pub held: u32,
+}
+
+pub struct StormReport {
+    pub series: Vec<StormSeries>,
+    pub idle: Option<IdleReport>,
+    pub notes: Vec<String>,
+}
+
+/// A storm series: title, what it is, the agent's extra environment, the file opened.
+type StormPlan<'a> = (&'static str, &'static str, &'a [(&'a str, &'a str)], String);
+
+pub fn run(tools: &Tools, workload_bin: &Path) -> Result<StormReport> {
+    let mut notes = Vec::new();
+    let mut series = Vec::new();
+    let plans: [StormPlan; 2] = [
+        (
+            "detections",
+            "opens of /etc/shadow: every one an event, a rule match and a (folded) detection",
+            &[],
+            WATCHED_FILE.to_string(),
+        ),
+        (
+            "events only",
+            "opens of an unwatched file with RASP_INTEREST_ALL=1: every open an event, no rule matches",
+            &[("RASP_INTEREST_ALL", "1")],
+            tools.scratch.join("unwatched.txt").display().to_string(),
+        ),
+    ];
+    for (title, about, env, path) in plans {
+        eprintln!("bench: storm ramp ({title})");
+        let agent = config::start_agent_with_env(tools, env)?;
+        let steps = ramp(&agent, workload_bin, &path, &mut notes);
+        if let Err(e) = agent.stop() {
+            notes.push(format!("storm ({title}): {e:#}"));
+        }
+        series.push(StormSeries {
+            title,
+            about,
+            steps: steps?,
+        });
+    }
+    let idle = match idle_with_processes(tools, workload_bin) {
+        Ok(idle) => Some(idle),
+        Err(e) => {
+            notes.push(format!("idle RSS with {HOLD_PROCESSES} processes: {e:#}"));
+            None
+        }
+    };
+    Ok(StormReport {
+        series,
+        idle,
+        notes,
+    })
+}
+
+fn ramp(
+    agent: &Running,
+    workload_bin: &Path,
+    path: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<StormStep>> {
+    let mut steps = Vec::new();
+    for target in RAMP.iter().copied().map(Some).chain([None]) {
+        let step = storm_step(agent, workload_bin, path, target)?;
+        eprintln!(
+            "bench:   target {:>9} generated {:>9.0}/s drained {:>9.0}/s dropped {} ({:.2}%)",
+            target.map_or("max".to_string(), |t| format!("{t:.0}")),
+            step.generated,
+            step.drained,
+            step.dropped,
+            step.drop_pct()
+        );
+        let saturated = target.is_some_and(|t| step.generated < 0.8 * t);
+        steps.push(step);
+        if saturated {
+            // The generator can't go faster: the unpaced step is the last one worth running.
+            notes.push(format!(
+                "storm on {path}: the generator saturated below {:.0} opens/s",
+                target.unwrap_or_default()
+            ));
+            let step = storm_step(agent, workload_bin, path, None)?;
+            steps.push(step);
+            break;
+        }
+    }
+    Ok(steps)
+}
+
+fn storm_step(
+    agent: &Running,
+    workload_bin: &Path,
+    path: &str,
+    target: Option<f64>,
+) -> Result<StormStep> {
+    let pid = agent.pid().context("agent has no pid")?;
+    // Let the previous step's backlog drain before the counters are read.
+    thread::sleep(Duration::from_millis(500));
+    let before = agent.agent_status()?;
+    let cpu_before = procfs::cpu_seconds(pid)?;
+    let began = Instant::now();
+    let rate = target.unwrap_or(0.0);
+    let args = [
+        "storm".to_string(),
+        "--path".to_string(),
+        path.to_string(),
+        "--rate".to_string(),
+        format!("{rate:.0}"),
+        "--threads".to_string(),
+        "1".to_string(),
+    ];
+    let measured = workload::run_tool(workload_bin, &args, STEP_SECONDS)?;
+    // The ring buffer may still hold the tail of the storm.
+    thread::sleep(Duration::from_millis(500));
+    let wall_secs = began.elapsed().as_secs_f64() - 0.5;
+    let after = agent.agent_status()?;
+    let cpu_after = procfs::cpu_seconds(pid)?;
+    let (b, a) = (event_totals(&before), event_totals(&after));
+    let received = a.received.saturating_sub(b.received);
+    Ok(StormStep {
+        target,
+        generated: measured.rate,
+        drained: received as f64 / wall_secs.max(1e-3),
+        received,
+        dropped: a.dropped.saturating_sub(b.dropped),
+        agent_cpu_secs: cpu_after - cpu_before,
+        wall_secs,
+        events_latency: latency_between(&before, &after, "events"),
+        detections_latency: latency_between(&before, &after, "detections"),
+    })
+}
+
+/// The agent's RSS idle, then with `HOLD_PROCESSES` sleeping processes it tracks.
+fn idle_with_processes(tools: &Tools, workload_bin: &Path) -> Result<IdleReport> {
+    eprintln!("bench: idle RSS with {HOLD_PROCESSES} live processes");
+    let agent = config::start_agent_with_env(tools, &[])?;
+    let pid = agent.pid().context("agent has no pid")?;
+    thread::sleep(Duration::from_secs(2));
+    let rss_kib_before = procfs::status_kib(pid, "VmRSS")?;
+    let mut hold = Command::new(workload_bin)
+        .args(["hold", "--count", &HOLD_PROCESSES.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting rasp-workload hold")?;
+    let stdout = hold.stdout.take().context("hold stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("reading hold's ready line")?;
+    let result = (|| {
+        if !line.contains("\"ready\"") {
+            bail!("rasp-workload hold printed {line:?} instead of its ready line");
+        }
+        // The forks are events: wait until the table has them, then let the agent settle.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tracked = 0;
+        while Instant::now() < deadline {
+            let status = agent.agent_status()?;
+            tracked = status
+                .pointer("/processes/tracked")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if tracked >= u64::from(HOLD_PROCESSES) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        thread::sleep(Duration::from_secs(3));
+        Ok(IdleReport {
+            rss_kib_before,
+            rss_kib_with_processes: procfs::status_kib(pid, "VmRSS")?,
+            processes_tracked: tracked,
+            held: HOLD_PROCESSES,
+        })
+    })();
+    drop(hold.stdin.take());
+    let waited = hold.wait();
+    agent.stop()?;
+    waited.context("waiting for rasp-workload hold")?;
+    result
+}

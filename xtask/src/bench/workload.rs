@@ -1,0 +1,182 @@
+//! The workloads and how each one is run: most by `rasp-workload` (tests/src/bin), which
+//! prints one JSON line with its rate; pgbench against the bench's PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::postgres::Postgres;
+
+/// A file no default rule watches (created in the scratch directory) and one that the
+/// default `read-shadow-file` rule does: every open of it is an event and a detection.
+pub const WATCHED_FILE: &str = "/etc/shadow";
+
+pub struct Workload {
+    pub key: &'static str,
+    pub about: &'static str,
+    pub unit: &'static str,
+    /// The lowest acceptable ratio to no agent (issue 10's targets), if one is set.
+    pub target: Option<f64>,
+    how: How,
+}
+
+enum How {
+    /// `rasp-workload ARGS --seconds S`; `{unwatched}` stands for the unwatched file.
+    Tool(&'static [&'static str]),
+    PgBench(&'static [&'static str]),
+}
+
+pub fn all() -> Vec<Workload> {
+    vec![
+        Workload {
+            key: "exec",
+            about: "fork+exec /bin/true loop",
+            unit: "execs/s",
+            target: Some(0.97),
+            how: How::Tool(&["exec"]),
+        },
+        Workload {
+            key: "open-unwatched",
+            about: "openat+close of a file no rule watches",
+            unit: "opens/s",
+            target: Some(0.80),
+            how: How::Tool(&["open", "--path", "{unwatched}"]),
+        },
+        Workload {
+            key: "open-watched",
+            about: "openat+close of /etc/shadow (a rule fires on every open)",
+            unit: "opens/s",
+            target: None,
+            how: How::Tool(&["open", "--path", WATCHED_FILE]),
+        },
+        Workload {
+            key: "tcp",
+            about: "loopback TCP connect+accept loop",
+            unit: "connects/s",
+            target: Some(0.95),
+            how: How::Tool(&["tcp"]),
+        },
+        Workload {
+            key: "tls-writes",
+            about: "1 KiB SSL_write in one openssl session",
+            unit: "writes/s",
+            target: Some(0.90),
+            how: How::Tool(&["tls-writes", "--size", "1024"]),
+        },
+        Workload {
+            key: "tls-handshakes",
+            about: "full TLS handshakes against openssl s_server",
+            unit: "handshakes/s",
+            target: None,
+            how: How::Tool(&["tls-handshakes"]),
+        },
+        Workload {
+            key: "pgbench-select",
+            about: "pgbench -S (select only), 2 clients, local socket",
+            unit: "tps",
+            target: Some(0.97),
+            how: How::PgBench(&["-S", "-c", "2", "-j", "2"]),
+        },
+        Workload {
+            key: "pgbench-tpcb",
+            about: "pgbench default (TPC-B-like), 2 clients, local socket",
+            unit: "tps",
+            target: Some(0.97),
+            how: How::PgBench(&["-c", "2", "-j", "2"]),
+        },
+    ]
+}
+
+/// What one run of a workload measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub rate: f64,
+    pub ops: u64,
+}
+
+pub struct Runner<'a> {
+    pub workload_bin: PathBuf,
+    pub unwatched: PathBuf,
+    pub postgres: Option<&'a Postgres>,
+}
+
+impl Runner<'_> {
+    pub fn run(&self, workload: &Workload, seconds: f64) -> Result<Measured> {
+        match &workload.how {
+            How::Tool(args) => {
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|arg| arg.replace("{unwatched}", &self.unwatched.to_string_lossy()))
+                    .collect();
+                run_tool(&self.workload_bin, &args, seconds)
+            }
+            How::PgBench(args) => {
+                let Some(pg) = self.postgres else {
+                    bail!("{}: no PostgreSQL cluster was started", workload.key);
+                };
+                let (rate, ops) = pg.pgbench_tps(args, seconds)?;
+                Ok(Measured { rate, ops })
+            }
+        }
+    }
+}
+
+/// Runs `rasp-workload ARGS --seconds S` and reads its one JSON line.
+pub fn run_tool<S: AsRef<std::ffi::OsStr>>(
+    bin: &Path,
+    args: &[S],
+    seconds: f64,
+) -> Result<Measured> {
+    let output = Command::new(bin)
+        .args(args)
+        .arg("--seconds")
+        .arg(format!("{seconds}"))
+        .output()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let shown = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !output.status.success() {
+        bail!(
+            "rasp-workload {shown} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    parse_line(line.trim()).with_context(|| format!("rasp-workload {shown} printed {line:?}"))
+}
+
+pub fn parse_line(line: &str) -> Result<Measured> {
+    let value: Value = serde_json::from_str(line).context("not JSON")?;
+    let rate = value
+        .get("rate")
+        .and_then(Value::as_f64)
+        .context("no numeric `rate`")?;
+    let ops = value.get("ops").and_then(Value::as_u64).unwrap_or(0);
+    Ok(Measured { rate, ops })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_line() {
+        let m =
+            parse_line(r#"{"workload":"open","ops":10,"seconds":2.0,"rate":5.0}"#).expect("valid");
+        assert_eq!((m.rate, m.ops), (5.0, 10));
+        assert!(parse_line(r#"{"workload":"open"}"#).is_err());
+        assert!(parse_line("garbage").is_err());
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        let keys: std::collections::BTreeSet<_> = all().iter().map(|w| w.key).collect();
+        assert_eq!(keys.len(), all().len());
+    }
+}
