@@ -40,6 +40,10 @@ enum Command {
     /// Policies: list, validate, apply, rollback, simulate.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Benchmark floor (as root): empty eBPF programs on the agent's hooks until SIGTERM.
+    /// Hidden: a reference point for `cargo xtask bench`, not something to run in production.
+    #[command(hide = true)]
+    Floor(loader::floor::FloorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,10 @@ fn main() -> std::process::ExitCode {
         Command::Processes(args) => cli::processes(&args),
         Command::Detections(args) => cli::detections::detections(&args),
         Command::Policy(cmd) => cli::policy::run(&cmd),
+        Command::Floor(args) => {
+            init_logging();
+            loader::floor::run(&args).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

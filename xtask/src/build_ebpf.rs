@@ -1,5 +1,7 @@
 //! `cargo xtask build-ebpf`: compile rasp-ebpf for `bpfel-unknown-none` with the nightly
-//! toolchain (`-Z build-std=core`) and bpf-linker. The agent embeds the resulting object.
+//! toolchain (`-Z build-std=core`) and bpf-linker. The agent embeds the resulting objects:
+//! `rasp-ebpf` (its programs) and `rasp-floor` (empty programs on the same hooks, the
+//! benchmark floor), both bins of the one crate, built by the one cargo call.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +11,12 @@ use anyhow::{bail, Result};
 use crate::command::{self, human};
 use crate::workspace::{Profile, Workspace, EBPF_TARGET};
 
-/// Build the eBPF object and return its path.
+/// The floor object's name, next to the agent's object; `rasp-agent/build.rs` looks for it
+/// there too.
+pub const FLOOR_OBJECT: &str = "rasp-floor";
+
+/// Build the eBPF objects and return the agent's object path (the floor object sits next
+/// to it, named `FLOOR_OBJECT`).
 pub fn run(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let started = Instant::now();
     // Run from the crate's own directory so only rasp-ebpf is selected; the workspace's
@@ -25,15 +32,19 @@ pub fn run(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     command::run(&mut build)?;
 
     let object = ws.ebpf_object(profile);
-    if !object.is_file() {
-        bail!(
-            "the eBPF build succeeded but {} is missing",
-            object.display()
-        );
+    let floor = object.with_file_name(FLOOR_OBJECT);
+    for built in [&object, &floor] {
+        if !built.is_file() {
+            bail!(
+                "the eBPF build succeeded but {} is missing",
+                built.display()
+            );
+        }
     }
     eprintln!(
-        "build-ebpf: {} ({})",
+        "build-ebpf: {} and {} ({})",
         object.display(),
+        floor.display(),
         human(started.elapsed())
     );
     Ok(object)

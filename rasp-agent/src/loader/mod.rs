@@ -6,6 +6,7 @@
 
 pub mod btf;
 pub mod env;
+pub mod floor;
 pub mod interest;
 pub mod kfunc;
 
@@ -155,11 +156,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(object)?;
 
-    let mut programs = Vec::new();
-    for (name, tracepoint) in TRACEPOINTS {
-        let result = attach_btf_tracepoint(&mut ebpf, name, tracepoint, &aya_btf);
-        programs.push(program_status(name, format!("tp_btf/{tracepoint}"), result));
-    }
+    let mut programs = attach_sched_tracepoints(&mut ebpf, &aya_btf, &|name| name.to_string());
     if programs.iter().all(|p| p.state == ProgramState::Failed) {
         let why: Vec<String> = programs
             .iter()
@@ -168,30 +165,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NothingAttached(why.join("; ")));
     }
 
-    for (name, tracepoints) in SYSCALL_TRACEPOINTS {
-        match load_tracepoint(&mut ebpf, name) {
-            Ok(program) => {
-                for tracepoint in *tracepoints {
-                    let result = attach_tracepoint(program, tracepoint);
-                    programs.push(program_status(
-                        name,
-                        format!("tracepoint/syscalls/{tracepoint}"),
-                        result,
-                    ));
-                }
-            }
-            // Not loaded (the verifier's answer is in the error): every hook it serves fails.
-            Err(e) => {
-                for tracepoint in *tracepoints {
-                    programs.push(program_status(
-                        name,
-                        format!("tracepoint/syscalls/{tracepoint}"),
-                        Err(e.clone()),
-                    ));
-                }
-            }
-        }
-    }
+    programs.extend(attach_syscall_tracepoints(&mut ebpf, &|name| {
+        name.to_string()
+    }));
 
     let mut interest = InterestMaps::take(&mut ebpf)?;
     if std::env::var_os(INTEREST_ALL_ENV).is_some_and(|v| v == "1") {
@@ -210,6 +186,59 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         lsm,
         interest,
     })
+}
+
+/// Attach the programs named in `TRACEPOINTS` to their BTF tracepoints. `program` maps the
+/// table's name to the one in `ebpf` (the benchmark floor's empty programs are named
+/// differently, on the same hooks).
+fn attach_sched_tracepoints(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &dyn Fn(&str) -> String,
+) -> Vec<ProgramStatus> {
+    TRACEPOINTS
+        .iter()
+        .map(|(name, tracepoint)| {
+            let name = program(name);
+            let result = attach_btf_tracepoint(ebpf, &name, tracepoint, btf);
+            program_status(&name, format!("tp_btf/{tracepoint}"), result)
+        })
+        .collect()
+}
+
+/// Load and attach the programs named in `SYSCALL_TRACEPOINTS`, one status per hook;
+/// `program` as in `attach_sched_tracepoints`.
+fn attach_syscall_tracepoints(
+    ebpf: &mut Ebpf,
+    program: &dyn Fn(&str) -> String,
+) -> Vec<ProgramStatus> {
+    let mut statuses = Vec::new();
+    for (name, tracepoints) in SYSCALL_TRACEPOINTS {
+        let name = program(name);
+        match load_tracepoint(ebpf, &name) {
+            Ok(loaded) => {
+                for tracepoint in *tracepoints {
+                    let result = attach_tracepoint(loaded, tracepoint);
+                    statuses.push(program_status(
+                        &name,
+                        format!("tracepoint/syscalls/{tracepoint}"),
+                        result,
+                    ));
+                }
+            }
+            // Not loaded (the verifier's answer is in the error): every hook it serves fails.
+            Err(e) => {
+                for tracepoint in *tracepoints {
+                    statuses.push(program_status(
+                        &name,
+                        format!("tracepoint/syscalls/{tracepoint}"),
+                        Err(e.clone()),
+                    ));
+                }
+            }
+        }
+    }
+    statuses
 }
 
 fn program_status(name: &str, hook: String, result: Result<(), String>) -> ProgramStatus {
