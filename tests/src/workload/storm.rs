@@ -1,0 +1,102 @@
+//! `storm`: open + close of one watched path from several threads, paced to a total rate,
+//! to find the highest event rate the agent drains without drops.
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::open::{c_path, open_close};
+use super::pacing::{per_thread_rate, Pacer, Step};
+use super::{Report, Tally};
+
+/// What one storm thread did.
+struct ThreadTally {
+    ops: u64,
+    missed: u64,
+}
+
+pub fn run(path: &Path, rate: f64, threads: u32, duration: Duration) -> Result<Report> {
+    let path_c = Arc::new(c_path(path)?);
+    open_close(&path_c).with_context(|| format!("opening {}", path.display()))?;
+    let thread_rate = per_thread_rate(rate, threads);
+    // Every thread and this one start the clock together.
+    let start_line = Arc::new(Barrier::new(threads as usize + 1));
+    let mut workers = Vec::with_capacity(threads as usize);
+    for index in 0..threads {
+        let path_c = Arc::clone(&path_c);
+        let start_line = Arc::clone(&start_line);
+        // If a spawn fails, the threads already started wait at the barrier until the
+        // process exits, which returning the error here leads to.
+        let worker = thread::Builder::new()
+            .name(format!("storm-{index}"))
+            .spawn(move || {
+                start_line.wait();
+                storm_thread(&path_c, thread_rate, duration)
+            })
+            .with_context(|| format!("starting storm thread {index}"))?;
+        workers.push(worker);
+    }
+    start_line.wait();
+    let start = Instant::now();
+    let mut ops = 0;
+    let mut missed = 0;
+    let mut first_error = None;
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(tally)) => {
+                ops += tally.ops;
+                missed += tally.missed;
+            }
+            Ok(Err(err)) => {
+                first_error.get_or_insert(
+                    anyhow::Error::new(err).context(format!("opening {}", path.display())),
+                );
+            }
+            Err(_) => {
+                first_error.get_or_insert(anyhow!("a storm thread panicked"));
+            }
+        }
+    }
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    let tally = Tally {
+        ops,
+        elapsed: start.elapsed(),
+    };
+    Ok(Report::timed(tally)
+        .with("target_rate", rate)
+        .with("threads", threads)
+        .with("missed", missed))
+}
+
+/// One thread's paced loop; the clock is read once per batch, not per op.
+fn storm_thread(path: &CString, rate: f64, duration: Duration) -> io::Result<ThreadTally> {
+    let mut pacer = Pacer::new(rate);
+    let start = Instant::now();
+    let mut ops = 0u64;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        match pacer.next(ops, elapsed) {
+            Step::Run(n) => {
+                for _ in 0..n {
+                    open_close(path)?;
+                }
+                ops += n;
+            }
+            Step::Wait(wait) => thread::sleep(wait.min(duration - elapsed)),
+        }
+    }
+    Ok(ThreadTally {
+        ops,
+        missed: pacer.missed(),
+    })
+}
