@@ -123,8 +123,9 @@ pub fn run(workload: Workload) -> Result<Option<Report>> {
     Ok(Some(report.named(name)))
 }
 
-/// The one JSON line a workload prints: `workload`, `ops`, `seconds`, `rate` (ops/s), then
-/// whatever else that workload knows (`bytes`, `target_rate`, ...).
+/// The one JSON line a workload prints: `workload`, `ops`, `seconds`, `rate` (ops/s),
+/// `cpu_seconds` (this process, all threads), then whatever else that workload knows
+/// (`bytes`, `target_rate`, ...).
 #[derive(Debug, Serialize)]
 pub struct Report {
     workload: &'static str,
@@ -134,6 +135,10 @@ pub struct Report {
     seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate: Option<f64>,
+    /// CPU time is steadier than wall time when the machine is shared, and shows a hook's
+    /// cost even where the rate is bounded by a peer (s_server, the acceptor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_seconds: Option<f64>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -145,6 +150,7 @@ impl Report {
             ops: Some(tally.ops),
             seconds: Some(round(tally.elapsed.as_secs_f64(), 4)),
             rate: Some(round(tally.rate(), 1)),
+            cpu_seconds: Some(round(tally.cpu.as_secs_f64(), 4)),
             ..Report::untimed()
         }
     }
@@ -156,6 +162,7 @@ impl Report {
             ops: None,
             seconds: None,
             rate: None,
+            cpu_seconds: None,
             extra: Map::new(),
         }
     }
@@ -185,11 +192,13 @@ fn round(value: f64, digits: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-/// What a timed loop did: completed operations and the wall time they took.
+/// What a timed loop did: completed operations, the wall time they took, and the CPU time
+/// this process (all its threads) used meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tally {
     pub ops: u64,
     pub elapsed: Duration,
+    pub cpu: Duration,
 }
 
 impl Tally {
@@ -213,6 +222,7 @@ pub fn run_for(
     mut op: impl FnMut() -> io::Result<()>,
 ) -> io::Result<Tally> {
     let start = Instant::now();
+    let cpu_start = process_cpu_time();
     let mut ops = 0u64;
     loop {
         for _ in 0..batch.max(1) {
@@ -221,9 +231,27 @@ pub fn run_for(
         }
         let elapsed = start.elapsed();
         if elapsed >= duration {
-            return Ok(Tally { ops, elapsed });
+            return Ok(Tally {
+                ops,
+                elapsed,
+                cpu: process_cpu_time().saturating_sub(cpu_start),
+            });
         }
     }
+}
+
+/// CPU time (user + system) this process has used so far, all threads included.
+pub fn process_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: now is a valid out-pointer. This clock cannot fail for our own process; if
+    // it somehow did, a zero reads as "no CPU data" rather than aborting a run.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// `--seconds`: a positive, finite number of seconds.
@@ -341,12 +369,15 @@ mod tests {
         let report = Report::timed(Tally {
             ops: 500,
             elapsed: Duration::from_millis(250),
+            cpu: Duration::from_millis(200),
         })
         .with("threads", 2)
         .named("open");
         let line = report.to_string();
         assert!(
-            line.starts_with(r#"{"workload":"open","ops":500,"seconds":0.25,"rate":2000.0,"#),
+            line.starts_with(
+                r#"{"workload":"open","ops":500,"seconds":0.25,"rate":2000.0,"cpu_seconds":0.2,"#
+            ),
             "{line}"
         );
         let value: Value = serde_json::from_str(&line).unwrap();

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::open::{c_path, open_close};
 use super::pacing::{per_thread_rate, Pacer, Step};
-use super::{Report, Tally};
+use super::{process_cpu_time, Report, Tally};
 
 /// What one storm thread did.
 struct ThreadTally {
@@ -43,6 +43,7 @@ pub fn run(path: &Path, rate: f64, threads: u32, duration: Duration) -> Result<R
     }
     start_line.wait();
     let start = Instant::now();
+    let cpu_start = process_cpu_time();
     let mut ops = 0;
     let mut missed = 0;
     let mut first_error = None;
@@ -68,6 +69,7 @@ pub fn run(path: &Path, rate: f64, threads: u32, duration: Duration) -> Result<R
     let tally = Tally {
         ops,
         elapsed: start.elapsed(),
+        cpu: process_cpu_time().saturating_sub(cpu_start),
     };
     Ok(Report::timed(tally)
         .with("target_rate", rate)
