@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,10 @@ pub fn run_handshakes(duration: Duration) -> Result<Report> {
 /// A running `openssl s_server` on 127.0.0.1, killed (and its temp dir removed) on drop.
 struct SServer {
     child: Child,
+    /// Held open and never written. s_server polls its stdin for data to send to the
+    /// client: at EOF (/dev/null) that fd is always readable, so it spins at 100% CPU and
+    /// may end the session, which throttled and broke tls-writes when tried.
+    _stdin: Option<ChildStdin>,
     port: u16,
     /// Certificate, key and s_server's stderr; dropped (removed) after the kill.
     dir: TempDir,
@@ -83,7 +87,7 @@ impl SServer {
             .arg(&cert)
             .arg("-key")
             .arg(&key)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             // What the client sends is echoed to stdout: /dev/null drains it at once.
             .stdout(Stdio::null())
             .stderr(log);
@@ -97,10 +101,16 @@ impl SServer {
                 Ok(())
             });
         }
-        let child = command
+        let mut child = command
             .spawn()
             .context("starting `openssl s_server` (is the openssl package installed?)")?;
-        let mut server = SServer { child, port, dir };
+        let stdin = child.stdin.take();
+        let mut server = SServer {
+            child,
+            _stdin: stdin,
+            port,
+            dir,
+        };
         server.wait_until_accepting()?;
         Ok(server)
     }
