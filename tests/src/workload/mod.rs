@@ -83,7 +83,7 @@ pub enum Workload {
 #[derive(Debug, Args, PartialEq)]
 pub struct Timed {
     /// Seconds to run (fractions allowed).
-    #[arg(long = "seconds", default_value = "3", value_parser = parse_seconds)]
+    #[arg(long = "seconds", value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
     pub duration: Duration,
 }
 
