@@ -70,7 +70,15 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
             .arg("--target-dir")
             .arg(ws.host_target_dir())
             .env(EBPF_OBJ_VAR, &ebpf_object);
-        command::run(&mut unit)
+        command::run(&mut unit)?;
+        // The benchmark's workload driver has unit tests too; `--bins` leaves the root-only
+        // integration scenarios to the next stage.
+        let mut bins = command::host_cargo();
+        bins.current_dir(ws.root())
+            .args(["test", "--release", "-p", "rasp-tests", "--bins"])
+            .arg("--target-dir")
+            .arg(ws.host_target_dir());
+        command::run(&mut bins)
     })?;
     if unit_only {
         eprintln!("test: integration tests not run (--unit)");
