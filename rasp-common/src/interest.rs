@@ -42,9 +42,20 @@ pub const READ_ANY_DEPTH: u32 = 1 << 2;
 pub const WRITE_ANY_DEPTH: u32 = 1 << 3;
 /// A creation with this name anywhere in the path (also for O_CREAT|O_RDONLY).
 pub const CREATE_ANY_DEPTH: u32 = 1 << 4;
+/// A write whose first component below the task's root has this name: `/lib/**` installs
+/// `lib` with this bit, so `/lib/x` is sent and `/var/lib/x` is not (with
+/// `WRITE_ANY_DEPTH`, every write below /var/lib was).
+pub const WRITE_AT_TOP: u32 = 1 << 5;
+/// A creation whose first component below the task's root has this name.
+pub const CREATE_AT_TOP: u32 = 1 << 6;
 /// Every bit meaningful in `FILE_NAMES`.
-pub const FILE_NAME_BITS: u32 =
-    READ_AT_LEAF | READ_AT_PARENT | READ_ANY_DEPTH | WRITE_ANY_DEPTH | CREATE_ANY_DEPTH;
+pub const FILE_NAME_BITS: u32 = READ_AT_LEAF
+    | READ_AT_PARENT
+    | READ_ANY_DEPTH
+    | WRITE_ANY_DEPTH
+    | CREATE_ANY_DEPTH
+    | WRITE_AT_TOP
+    | CREATE_AT_TOP;
 
 // ---- `FILE_FILTER[0]`: global switches for file_open ---------------------------------------
 
@@ -76,6 +87,16 @@ pub const LIB_ENABLED: u32 = 1 << 0;
 pub const LIB_ALL: u32 = 1 << 1;
 /// Walk the whole path for `LIB_ANY_DEPTH` names.
 pub const LIB_FULL_WALK: u32 = 1 << 2;
+/// Every executable mapping whose first component below the task's root starts with
+/// `MEMFD_PREFIX`: files from `memfd_create` (the kernel names their dentry `memfd:NAME`
+/// and the path rebuilt from it is `/memfd:NAME`), and anything under a root directory so
+/// named. What a `/memfd:**` pattern needs, without `LIB_ALL` (every mapping of every
+/// dynamic exec).
+pub const LIB_MEMFD: u32 = 1 << 3;
+
+/// The name prefix the kernel gives `memfd_create` files (`mm/memfd.c`: "memfd:" + name;
+/// hugetlbfs-backed memfds too).
+pub const MEMFD_PREFIX: &[u8; 6] = b"memfd:";
 
 // ---- `CONNECT_FILTER[0]` ---------------------------------------------------------------------
 

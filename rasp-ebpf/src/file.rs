@@ -123,13 +123,16 @@ fn file_interest(o: &KernelOffsets, view: &FileView, filter: u32) -> Verdict {
     // created), which overflowed its 1M-instruction budget.
     let all_if = |bit: u32, value: u32| 0u32.wrapping_sub(bit) & value; // bit is 0 or 1
     let read_bit = mode & FMODE_READ;
-    let change = all_if((mode / FMODE_WRITE) & 1, WRITE_ANY_DEPTH)
-        | all_if((mode / FMODE_CREATED) & 1, CREATE_ANY_DEPTH);
+    let write_bit = (mode / FMODE_WRITE) & 1;
+    let created_bit = (mode / FMODE_CREATED) & 1;
+    let change = all_if(write_bit, WRITE_ANY_DEPTH) | all_if(created_bit, CREATE_ANY_DEPTH);
     let full_walk = (filter / FILE_READ_FULL_WALK) & 1;
     let masks = DepthMasks {
         leaf: all_if(read_bit, READ_AT_LEAF | READ_ANY_DEPTH) | change,
         parent: all_if(read_bit, READ_AT_PARENT | READ_ANY_DEPTH) | change,
         above: all_if(read_bit & full_walk, READ_ANY_DEPTH) | change,
+        top: all_if(write_bit, WRITE_AT_TOP) | all_if(created_bit, CREATE_AT_TOP),
+        memfd: 0,
     };
     verdict(names_interest(
         o,
@@ -299,6 +302,8 @@ fn lib_interest(o: &KernelOffsets, view: &FileView, filter: u32) -> Verdict {
         parent: LIB_AT_PARENT | LIB_ANY_DEPTH,
         // Without a branch, as in `file_interest`.
         above: 0u32.wrapping_sub((filter / LIB_FULL_WALK) & 1) & LIB_ANY_DEPTH,
+        top: 0,
+        memfd: (filter / LIB_MEMFD) & 1,
     };
     let summary = NameSummary {
         filter: &LIB_FILTER,

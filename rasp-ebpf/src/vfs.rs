@@ -352,11 +352,16 @@ pub fn walk_from(
 }
 
 /// Interest bits to test at each depth of a path: the leaf (the file itself), its parent,
-/// and every component above.
+/// and every component above; `top` bits count only for the first component below the
+/// task's root (`/lib` of `/lib/x`, not of `/var/lib/x`), and with `memfd` set that
+/// component also counts when its name starts with `interest::MEMFD_PREFIX`.
 pub struct DepthMasks {
     pub leaf: u32,
     pub parent: u32,
     pub above: u32,
+    pub top: u32,
+    /// 0 or 1 (a flag without a branch for the verifier to split on).
+    pub memfd: u32,
 }
 
 /// What userspace says about the names it installed (`*_FILTER[FILTER_NAME_*]`): a
@@ -378,12 +383,43 @@ impl NameSummary<'_> {
     }
 }
 
+/// The current task's root (`fs->root`) as (`struct vfsmount *`, `struct dentry *`) BTF
+/// pointers, where a walk stops: paths are matched in userspace as the task sees them, so
+/// a chroot's own `/lib` is at the top and the host's components above it do not count.
+/// A task without `fs` (exiting) reads as (null, null), which no position equals: its walk
+/// goes on to the namespace root.
+#[inline(always)]
+fn task_root_btf(o: &KernelOffsets) -> (Kptr, Kptr) {
+    let fs: Kptr = btf_load(current_task_btf(), fresh(&o.task_fs));
+    let root = fresh(&o.fs_root);
+    (
+        btf_load(fs, root + fresh(&o.path_mnt)),
+        btf_load(fs, root + fresh(&o.path_dentry)),
+    )
+}
+
+/// `interest::MEMFD_PREFIX` as the little-endian word its 6 bytes load as.
+const MEMFD_WORD: u64 = u64::from_le_bytes([b'm', b'e', b'm', b'f', b'd', b':', 0, 0]);
+
+/// Does the name at `name` (`len` bytes) start with `interest::MEMFD_PREFIX`? One helper
+/// read, only for names long enough: the top component of ordinary libraries (`usr`,
+/// `lib`, `opt`, `home`) is shorter, so this is rarely paid.
+#[inline(always)]
+fn is_memfd_name(name: Kptr, len: u32) -> Result<bool, i32> {
+    if len < rasp_common::interest::MEMFD_PREFIX.len() as u32 {
+        return Ok(false);
+    }
+    let mut word = 0u64;
+    read_kernel(&mut word as *mut u64 as *mut u8, 6, name)?;
+    Ok(word == MEMFD_WORD)
+}
+
 /// Does some component of the path at (`mnt`, `dentry`), BTF pointers, carry one of the
-/// bits `masks` asks for at its depth in `names`? Climbs to the namespace root, not the
-/// task's: beyond a chroot it may see extra components, which only lets more through (the
-/// pre-filter is a superset). Per component: plain loads, a length test, and a hash lookup
-/// only for lengths some watched name has. Stops where no mask is left, so a read-only
-/// open without `*_ANY_DEPTH` interest looks at two names at most.
+/// bits `masks` asks for at its depth in `names`? Climbs to the task's root (see
+/// `task_root_btf`). Per component: plain loads, a length test, and a hash lookup only for
+/// lengths some watched name has. Stops where no mask is left, so a read-only open without
+/// `*_ANY_DEPTH` interest looks at two names at most; `top` bits and `memfd` need the last
+/// component before the root, so with either the walk goes up to it.
 #[inline(always)]
 pub fn names_interest(
     o: &KernelOffsets,
@@ -397,28 +433,47 @@ pub fn names_interest(
     let mut mask = masks.leaf & summary.bits;
     let mut next = masks.parent & summary.bits;
     let above = masks.above & summary.bits;
-    if mask | next | above == 0 {
+    let top = masks.top & summary.bits;
+    // Nonzero while the walk must reach the root to decide.
+    let to_root = top | masks.memfd;
+    if mask | next | above | to_root == 0 {
         return Ok(false);
     }
-    let mut up = Ascent::<Btf>::new(o, mnt, dentry, None)?;
+    let mut up = Ascent::<Btf>::new(o, mnt, dentry, Some(task_root_btf(o)))?;
+    // The last component seen: its `top` bits (from its lookup), its name and length.
+    // Assigned on every component, so they hold the top one when the root is reached.
+    let mut last_top = 0u32;
+    let mut last_name: Kptr = core::ptr::null();
+    let mut last_len = 0u32;
     // The mask for the current component and the next one. Shifting them along (rather than
     // counting depth) leaves the verifier at most three distinct states per iteration; a
     // depth counter compared against constants gave it one per (iteration, depth) pair and
     // blew the 1M-instruction budget.
     for _ in 0..walk_depth() {
-        if mask | next | above == 0 {
+        if mask | next | above | to_root == 0 {
             return Ok(false);
         }
         let (dentry, name, len) = match up.step(o)? {
             Up::Name { dentry, name, len } => (dentry, name, len),
             Up::Crossed => continue,
-            Up::Root => return Ok(false),
+            Up::Root => {
+                if last_top != 0 {
+                    return Ok(true);
+                }
+                if masks.memfd != 0 {
+                    return is_memfd_name(last_name, last_len);
+                }
+                return Ok(false);
+            }
         };
+        last_top = 0;
+        last_name = name;
+        last_len = len;
         let bucket = if len < 31 { len } else { 31 };
         // A name stored in the dentry can be tested on its first two bytes with a plain
         // load; a long one (stored outside) passes, its read decides.
         let inline = fresh(&o.dentry_inline_name);
-        if mask != 0
+        if (mask | top) != 0
             && summary.lengths & (1 << bucket) != 0
             && (name != dentry.wrapping_add(inline as usize)
                 || summary.hinted(len, btf_load(dentry, inline)))
@@ -427,9 +482,11 @@ pub fn names_interest(
             let key = AlignedKey::fill(&mut slot, name, len)?;
             // SAFETY: the value is a plain u32 read at once.
             if let Some(bits) = unsafe { names.get(key.as_name_key()) } {
-                if *bits & mask != 0 {
+                let bits = *bits;
+                if bits & mask != 0 {
                     return Ok(true);
                 }
+                last_top = bits & top;
             }
         }
         mask = next;

@@ -29,14 +29,14 @@ use super::LoadError;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interest {
     /// (component, `READ_AT_LEAF | READ_AT_PARENT | READ_ANY_DEPTH | WRITE_ANY_DEPTH |
-    /// CREATE_ANY_DEPTH`).
+    /// CREATE_ANY_DEPTH | WRITE_AT_TOP | CREATE_AT_TOP`).
     pub file_names: Vec<(String, u32)>,
     /// `FILE_ALL_READ | FILE_ALL_WRITE` (and `FILE_ENABLED`/`FILE_READ_FULL_WALK`, which
     /// `apply` also derives: see there).
     pub file_flags: u32,
     /// (component, `LIB_AT_LEAF | LIB_AT_PARENT | LIB_ANY_DEPTH`).
     pub lib_names: Vec<(String, u32)>,
-    /// `LIB_ALL` (`LIB_ENABLED`/`LIB_FULL_WALK` derived).
+    /// `LIB_ALL | LIB_MEMFD` (`LIB_ENABLED`/`LIB_FULL_WALK` derived).
     pub lib_flags: u32,
     /// `CONNECT_ALL` (`CONNECT_ENABLED` derived).
     pub connect_flags: u32,
@@ -230,7 +230,7 @@ impl Interest {
             file_flags |= bits::FILE_READ_FULL_WALK;
         }
         let mut lib_flags = self.lib_flags;
-        if !lib_names.is_empty() || lib_flags & bits::LIB_ALL != 0 {
+        if !lib_names.is_empty() || lib_flags & (bits::LIB_ALL | bits::LIB_MEMFD) != 0 {
             lib_flags |= bits::LIB_ENABLED;
         }
         if any(&lib_names, bits::LIB_ANY_DEPTH) {
@@ -461,6 +461,35 @@ mod tests {
         assert_ne!(c.file_flags & bits::FILE_ENABLED, 0);
         assert_ne!(c.lib_flags & bits::LIB_ENABLED, 0);
         assert_ne!(c.connect_flags & bits::CONNECT_ENABLED, 0);
+    }
+
+    #[test]
+    fn top_names_and_the_memfd_test_enable_their_hooks() {
+        let interest = Interest {
+            file_names: vec![("lib".into(), bits::WRITE_AT_TOP | bits::CREATE_AT_TOP)],
+            lib_flags: bits::LIB_MEMFD,
+            ..Interest::default()
+        };
+        let c = interest.compile().unwrap();
+        assert_eq!(
+            c.file_flags,
+            bits::FILE_ENABLED,
+            "top bits need no full walk flag"
+        );
+        assert_eq!(
+            c.file_summary.bits,
+            bits::WRITE_AT_TOP | bits::CREATE_AT_TOP
+        );
+        assert_eq!(c.lib_flags, bits::LIB_ENABLED | bits::LIB_MEMFD);
+        assert!(c.lib_names.is_empty());
+        let e = Interest {
+            lib_names: vec![("lib".into(), bits::WRITE_AT_TOP)],
+            ..Interest::default()
+        }
+        .compile()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("mean nothing"), "{e}");
     }
 
     #[test]

@@ -39,18 +39,22 @@ pub fn interest(policies: &[Policy]) -> Interest {
 }
 
 /// Where a pattern's anchoring literal sits, counted from the end of the path.
+#[derive(Debug, PartialEq, Eq)]
 enum Anchor {
     /// The file itself (`/etc/shadow` → `shadow`).
     Leaf(String),
     /// Its directory, with one single-component wildcard after it (`/root/.ssh/id_*`).
     Parent(String),
-    /// Anywhere above (`/etc/**` → `etc`).
+    /// Anywhere above (`/etc/cron.d/**` → `cron.d`).
     Deeper(String),
     /// No literal component at all (`**`, `/memfd:*`): only "everything" covers it.
     None,
 }
 
-fn anchor(pattern: &str) -> Anchor {
+/// A pattern's anchor, and whether that literal is the first component of a pattern rooted
+/// at `/` (`/lib/**`, `/etc/**`): then a match has it right below the root, which the
+/// kernel can test (`WRITE_AT_TOP`) instead of "at any depth".
+fn anchor(pattern: &str) -> (Anchor, bool) {
     let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
     let is_literal = |c: &str| {
         Glob::new(c, GlobMode::Path)
@@ -60,15 +64,26 @@ fn anchor(pattern: &str) -> Anchor {
     };
     for (from_end, c) in components.iter().rev().enumerate() {
         if let Some(lit) = is_literal(c) {
+            let at_top = pattern.starts_with('/') && from_end + 1 == components.len();
             let after = &components[components.len() - from_end..];
-            return match (from_end, after) {
+            let anchor = match (from_end, after) {
                 (0, _) => Anchor::Leaf(lit),
                 (1, [last]) if !last.contains("**") => Anchor::Parent(lit),
                 _ => Anchor::Deeper(lit),
             };
+            return (anchor, at_top);
         }
     }
-    Anchor::None
+    (Anchor::None, false)
+}
+
+/// A pattern every match of which starts with `/memfd:`: its first component, right below
+/// the root, starts with `interest::MEMFD_PREFIX`, which the kernel tests for itself
+/// (`LIB_MEMFD`). Nothing in `/memfd:` is a glob metacharacter, so the prefix is literal.
+fn is_memfd_pattern(pattern: &str) -> bool {
+    pattern
+        .strip_prefix('/')
+        .is_some_and(|rest| rest.as_bytes().starts_with(bits::MEMFD_PREFIX))
 }
 
 fn paths(rule: &Rule) -> Option<&[String]> {
@@ -91,7 +106,8 @@ fn file_interest(rule: &Rule, out: &mut Interest) {
         return;
     };
     for pattern in patterns {
-        let (name, read_bits) = match anchor(pattern) {
+        let (anchor, at_top) = anchor(pattern);
+        let (name, read_bits) = match anchor {
             Anchor::Leaf(n) => (n, bits::READ_AT_LEAF),
             Anchor::Parent(n) => (n, bits::READ_AT_PARENT),
             Anchor::Deeper(n) => (n, bits::READ_ANY_DEPTH),
@@ -105,15 +121,22 @@ fn file_interest(rule: &Rule, out: &mut Interest) {
                 continue;
             }
         };
+        // Reads keep the anchor's own bit; a change is tested at the top where the
+        // pattern puts the name there, at any depth otherwise.
+        let (write_bit, create_bit) = if at_top {
+            (bits::WRITE_AT_TOP, bits::CREATE_AT_TOP)
+        } else {
+            (bits::WRITE_ANY_DEPTH, bits::CREATE_ANY_DEPTH)
+        };
         let mut v = 0;
         if read {
             v |= read_bits;
         }
         if write {
-            v |= bits::WRITE_ANY_DEPTH;
+            v |= write_bit;
         }
         if create {
-            v |= bits::CREATE_ANY_DEPTH;
+            v |= create_bit;
         }
         out.file_names.push((name, v));
     }
@@ -125,10 +148,11 @@ fn library_interest(rule: &Rule, out: &mut Interest) {
         return;
     };
     for pattern in patterns {
-        match anchor(pattern) {
+        match anchor(pattern).0 {
             Anchor::Leaf(n) => out.lib_names.push((n, bits::LIB_AT_LEAF)),
             Anchor::Parent(n) => out.lib_names.push((n, bits::LIB_AT_PARENT)),
             Anchor::Deeper(n) => out.lib_names.push((n, bits::LIB_ANY_DEPTH)),
+            Anchor::None if is_memfd_pattern(pattern) => out.lib_flags |= bits::LIB_MEMFD,
             Anchor::None => out.lib_flags |= bits::LIB_ALL,
         }
     }
@@ -176,13 +200,24 @@ mod tests {
     fn names(patterns: &[&str]) -> Vec<String> {
         patterns
             .iter()
-            .map(|p| match anchor(p) {
-                Anchor::Leaf(n) => format!("leaf:{n}"),
-                Anchor::Parent(n) => format!("parent:{n}"),
-                Anchor::Deeper(n) => format!("deeper:{n}"),
-                Anchor::None => "none".into(),
+            .map(|p| {
+                let (anchor, at_top) = anchor(p);
+                let top = if at_top { "@top" } else { "" };
+                match anchor {
+                    Anchor::Leaf(n) => format!("leaf:{n}{top}"),
+                    Anchor::Parent(n) => format!("parent:{n}{top}"),
+                    Anchor::Deeper(n) => format!("deeper:{n}{top}"),
+                    Anchor::None => format!("none{top}"),
+                }
             })
             .collect()
+    }
+
+    fn rule(yaml: &str) -> Vec<Policy> {
+        let text = format!(
+            "name: t\nversion: 1\nmode: audit\nrules:\n  - id: r\n    severity: low\n{yaml}"
+        );
+        super::super::parse_policies("t.yaml", &text).expect("test policy parses")
     }
 
     #[test]
@@ -202,15 +237,80 @@ mod tests {
             [
                 "leaf:shadow",
                 "parent:.ssh",
-                "deeper:etc",
+                "deeper:etc@top",
                 "leaf:credentials",
                 "parent:.ssh",
                 "none",
                 "none",
                 "leaf:token",
-                "deeper:tmp",
+                "deeper:tmp@top",
             ]
         );
+        assert_eq!(
+            names(&[
+                "/etc",
+                "/etc/*",
+                "/var/lib/**",
+                "*/lib/**",
+                "**/lib/**",
+                "/**/lib/**"
+            ]),
+            [
+                "leaf:etc@top",
+                "parent:etc@top",
+                "deeper:lib",
+                "deeper:lib",
+                "deeper:lib",
+                "deeper:lib",
+            ]
+        );
+    }
+
+    #[test]
+    fn root_anchored_writes_are_tested_at_the_top() {
+        let i = interest(&rule(
+            "    event: file_open\n    match:\n      path: [\"/lib/**\", \"/var/spool/cron/**\"]\n      access: [write, create]\n",
+        ));
+        assert_eq!(
+            i.file_names,
+            [
+                (
+                    "cron".to_string(),
+                    bits::WRITE_ANY_DEPTH | bits::CREATE_ANY_DEPTH
+                ),
+                ("lib".to_string(), bits::WRITE_AT_TOP | bits::CREATE_AT_TOP),
+            ]
+        );
+        // Reads keep their anchor: no read bit is tested at the top.
+        let i = interest(&rule(
+            "    event: file_open\n    match:\n      path: [\"/etc/**\"]\n",
+        ));
+        assert_eq!(
+            i.file_names,
+            [(
+                "etc".to_string(),
+                bits::READ_ANY_DEPTH | bits::WRITE_AT_TOP | bits::CREATE_AT_TOP
+            )]
+        );
+    }
+
+    #[test]
+    fn memfd_library_patterns_use_the_kernel_memfd_test() {
+        assert!(is_memfd_pattern("/memfd:**"));
+        assert!(is_memfd_pattern("/memfd:doublemapper*"));
+        assert!(!is_memfd_pattern("memfd:**"));
+        assert!(!is_memfd_pattern("*/memfd:**"));
+        assert!(!is_memfd_pattern("/memfd*"));
+        assert!(!is_memfd_pattern("/tmp/memfd:x"));
+        let i = interest(&rule(
+            "    event: library_load\n    match:\n      path: [\"/memfd:**\"]\n",
+        ));
+        assert_eq!((i.lib_flags, i.lib_names.len()), (bits::LIB_MEMFD, 0));
+        // A pattern that could match anywhere still needs every mapping.
+        let i = interest(&rule(
+            "    event: library_load\n    match:\n      path: [\"**/memfd:*\"]\n",
+        ));
+        assert_eq!(i.lib_flags, bits::LIB_ALL);
     }
 
     #[test]
@@ -226,8 +326,20 @@ mod tests {
         let has = |n: &str, bit: u32| i.file_names.iter().any(|(k, v)| k == n && v & bit != 0);
         assert!(has("shadow", bits::READ_AT_LEAF));
         assert!(has(".ssh", bits::READ_AT_PARENT));
-        assert!(has("etc", bits::WRITE_ANY_DEPTH));
+        assert!(has("etc", bits::WRITE_AT_TOP));
         assert!(!has("tmp", bits::READ_AT_LEAF));
+        // `/lib/**` and friends: at the top only, so /var/lib and /usr/local/lib writes
+        // are decided by the names alone.
+        for top in ["lib", "usr", "bin", "sbin", "boot", "etc"] {
+            assert!(has(top, bits::WRITE_AT_TOP), "{top}: {i:?}");
+            assert!(!has(top, bits::WRITE_ANY_DEPTH), "{top}: {i:?}");
+        }
+        // Libraries: names plus the memfd test, never every executable mapping.
+        assert_eq!(i.lib_flags, bits::LIB_MEMFD, "{i:?}");
+        assert!(i
+            .lib_names
+            .iter()
+            .any(|(k, v)| k == "shm" && *v == bits::LIB_ANY_DEPTH));
         assert!(i
             .v4
             .iter()
