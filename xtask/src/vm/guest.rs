@@ -25,9 +25,24 @@ const LSMS: &str = "lockdown,capability,landlock,yama,bpf";
 /// Serial lines kept for an error message.
 const TAIL_LINES: usize = 20;
 
+/// What the guest's clock counts. Under plain TCG guest time is host time, so a busy host
+/// (other builds, other guests) slows whatever the guest is timing, by up to ±20% between
+/// two runs of the same loop. With QEMU's instruction counting, a guest second is a fixed
+/// number of emulated instructions: rates become deterministic instruction budgets,
+/// whatever else the host does, at the price of cycle realism TCG never had anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestClock {
+    Host,
+    /// `-icount shift=N,sleep=off`: each instruction advances the clock by 2^N ns.
+    Instructions {
+        shift: u8,
+    },
+}
+
 /// A guest ready to boot: kernel fetched, root filesystem being assembled.
 pub struct Guest {
     name: String,
+    clock: GuestClock,
     cache: PathBuf,
     kernel: GuestKernel,
     image: Initramfs,
@@ -67,6 +82,7 @@ impl Guest {
             ^ std::process::id();
         Ok(Guest {
             name: name.to_string(),
+            clock: GuestClock::Host,
             cache,
             kernel,
             image,
@@ -77,6 +93,10 @@ impl Guest {
     /// A host binary at `guest` (e.g. `bin/rasp-agent`) with its libraries.
     pub fn add_binary(&mut self, host: &Path, guest: &str) -> Result<()> {
         self.image.add_binary(host, guest)
+    }
+
+    pub fn set_clock(&mut self, clock: GuestClock) {
+        self.clock = clock;
     }
 
     pub fn add_file(&mut self, guest: &str, contents: &str) {
@@ -99,7 +119,10 @@ impl Guest {
         self.image.write(&initrd)?;
         let serial_log = self.cache.join(format!("{}.serial.log", self.name));
 
-        let append = format!("console=ttyS0 lsm={LSMS} panic=-1 loglevel=3 rdinit=/init");
+        // cryptomgr.notests: the crypto self-tests otherwise run in a kernel thread for the
+        // guest's first ~10 s and take half the only CPU from whatever the script times.
+        let append =
+            format!("console=ttyS0 lsm={LSMS} panic=-1 loglevel=3 rdinit=/init cryptomgr.notests");
         let mut cmd = Command::new(qemu);
         // TCG: KVM is not available (or fails in the decompressor) in this nested VM.
         cmd.args([
@@ -123,6 +146,9 @@ impl Guest {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        if let GuestClock::Instructions { shift } = self.clock {
+            cmd.args(["-icount", &format!("shift={shift},sleep=off")]);
+        }
         eprintln!(
             "+ {}  (guest {}, timeout {})",
             command::display(&cmd),
@@ -132,40 +158,34 @@ impl Guest {
         let started = Instant::now();
         let mut child = cmd.spawn().context("could not start qemu-system-x86_64")?;
         let session = Session::watch(&mut child, &serial_log)?;
-        let outcome = self.collect(&session, started, timeout);
-        if outcome.is_err() {
+        let ending = self.collect(&session, started, timeout);
+        if matches!(ending, Ending::TimedOut) {
             let _ = child.kill();
         }
         let status = wait_briefly(&mut child)?;
         let tail = session.tail();
         let stderr = session.stderr();
-        match outcome {
-            Ok(Some(mut run)) => {
+        let stderr = stderr_note(&stderr);
+        let log = serial_log.display();
+        match ending {
+            Ending::Finished(mut run) => {
                 run.elapsed = started.elapsed();
                 run.serial_log = serial_log;
                 Ok(run)
             }
-            Ok(None) => bail!(
-                "the guest stopped before its script finished (qemu {status}{}); last serial \
-                 lines ({}):\n{tail}",
-                stderr_note(&stderr),
-                serial_log.display()
+            Ending::Closed => bail!(
+                "the guest stopped before its script finished (qemu {status}); last serial \
+                 lines ({log}):\n{tail}{stderr}"
             ),
-            Err(err) => Err(err.context(format!(
-                "last serial lines ({}):\n{tail}{}",
-                serial_log.display(),
-                stderr_note(&stderr)
-            ))),
+            Ending::TimedOut => bail!(
+                "the guest timed out after {}; last serial lines ({log}):\n{tail}{stderr}",
+                human(timeout)
+            ),
         }
     }
 
-    /// Marker lines until the end line (`Some`) or until QEMU closes the console (`None`).
-    fn collect(
-        &self,
-        session: &Session,
-        started: Instant,
-        timeout: Duration,
-    ) -> Result<Option<GuestRun>> {
+    /// Marker lines until the end line, QEMU closing the console, or the deadline.
+    fn collect(&self, session: &Session, started: Instant, timeout: Duration) -> Ending {
         let mut run = GuestRun {
             kernel_release: String::new(),
             lsms: String::new(),
@@ -183,10 +203,8 @@ impl Guest {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match session.lines.recv_timeout(left) {
                 Ok(line) => line,
-                Err(RecvTimeoutError::Disconnected) => return Ok(None),
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("the guest timed out after {}", human(timeout))
-                }
+                Err(RecvTimeoutError::Disconnected) => return Ending::Closed,
+                Err(RecvTimeoutError::Timeout) => return Ending::TimedOut,
             };
             if let Some(rest) = after(&line, &boot_tag) {
                 run.boot = started.elapsed();
@@ -205,13 +223,22 @@ impl Guest {
                 );
             } else if let Some(rest) = after(&line, &end_tag) {
                 run.script_status = rest.trim().parse().unwrap_or(-1);
-                return Ok(Some(run));
+                return Ending::Finished(run);
             } else if let Some(rest) = after(&line, &result_tag) {
                 eprintln!("vm: {}", shorten(rest, 160));
                 run.results.push(rest.to_string());
             }
         }
     }
+}
+
+/// How a boot ended.
+enum Ending {
+    /// The script's end line arrived.
+    Finished(GuestRun),
+    /// QEMU closed the console first (kernel panic, init died).
+    Closed,
+    TimedOut,
 }
 
 /// `/init`: mounts, a boot line, the script in a subshell (so `exit` in it still reaches

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::guest::Guest;
+use super::guest::{Guest, GuestClock};
 use crate::command::human;
 use crate::workspace::Workspace;
 
@@ -23,6 +23,12 @@ const PROBE_FILE: &str = "/etc/hostname";
 /// How long a floor or the agent gets to attach in the guest; the verifier runs slowly
 /// under emulation (the agent needs ~10 s on an idle host).
 const ATTACH_WAIT: Duration = Duration::from_secs(120);
+
+/// Instruction counting, 4 ns an instruction (250 M a guest second, about what TCG
+/// emulates per host second here): the same run gives the same rate to four digits,
+/// however busy the host is, where host time wandered ±20% between rounds. Rates are then
+/// emulated-instruction budgets, so ratios say how many more instructions a hook adds.
+const CLOCK: GuestClock = GuestClock::Instructions { shift: 2 };
 
 /// The ways an open is watched, in the order of the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +95,10 @@ pub struct VmOpenBench {
     /// Host wall time of the whole guest run.
     pub elapsed: Duration,
     pub rounds: usize,
+    /// Guest seconds each run lasted (see `clock`).
     pub seconds: f64,
+    /// What a guest second is.
+    pub clock: GuestClock,
     /// Every configuration, in `OpenConfig::ALL` order, with the rates it reached.
     pub configs: Vec<ConfigRates>,
     pub failures: Vec<ConfigFailure>,
@@ -98,6 +107,8 @@ pub struct VmOpenBench {
     /// `rasp-agent status --json` after the agent's first round: its programs as loaded
     /// in the guest and the events its pre-filters let through.
     pub agent_status: Option<String>,
+    /// What the guest said about itself (BPF JIT on, CPU model).
+    pub notes: Vec<String>,
     pub serial_log: PathBuf,
 }
 
@@ -118,6 +129,17 @@ impl VmOpenBench {
         let base = self.median(OpenConfig::NoPrograms)?;
         let rate = self.median(config)?;
         (base > 0.0).then(|| rate / base)
+    }
+
+    /// Emulated instructions one open+close takes (median), when the guest clock counts
+    /// instructions; `None` under host time.
+    pub fn instructions_per_op(&self, config: OpenConfig) -> Option<f64> {
+        let GuestClock::Instructions { shift } = self.clock else {
+            return None;
+        };
+        let per_second = 1e9 / f64::from(1u32 << shift);
+        let rate = self.median(config)?;
+        (rate > 0.0).then(|| per_second / rate)
     }
 }
 
@@ -147,6 +169,7 @@ pub fn open_bench(
         }
     }
     let mut guest = Guest::new(ws, "open-bench")?;
+    guest.set_clock(CLOCK);
     guest.add_binary(agent, "bin/rasp-agent")?;
     guest.add_binary(workload, "bin/rasp-workload")?;
     guest.add_file(PROBE_FILE, "guest\n");
@@ -171,6 +194,7 @@ pub fn open_bench(
         elapsed: run.elapsed,
         rounds,
         seconds,
+        clock: CLOCK,
         configs: OpenConfig::ALL
             .into_iter()
             .map(|config| ConfigRates {
@@ -181,6 +205,7 @@ pub fn open_bench(
         failures: Vec::new(),
         floor_reports: Vec::new(),
         agent_status: None,
+        notes: Vec::new(),
         serial_log: run.serial_log,
     };
     for line in &run.results {
@@ -223,12 +248,22 @@ impl VmOpenBench {
                 self.failures.push(ConfigFailure {
                     config,
                     round,
-                    message: words.next().unwrap_or_default().trim().to_string(),
+                    // The guest flattens stderr lines into one: keep single spaces.
+                    message: words
+                        .next()
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 });
             }
             ("floor", Some(config)) => {
                 let rest: Vec<&str> = words.collect();
                 self.floor_reports.push((config, rest.join(" ")));
+            }
+            ("note", _) => {
+                let note = line.strip_prefix("note ").unwrap_or_default();
+                self.notes.push(note.to_string());
             }
             ("agent_status", _) => {
                 let json = line.strip_prefix("agent_status ").unwrap_or_default();
@@ -247,6 +282,7 @@ fn script(rounds: usize, seconds: f64) -> String {
 WAIT_TENTHS={wait}
 SOCKET=/tmp/rasp/agent.sock
 agent_status_reported=0
+result note bpf_jit_enable=$(cat /proc/sys/net/core/bpf_jit_enable 2>/dev/null || echo unknown) cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 
 oneline() {{ tr '\n' ' ' | cut -c1-400; }}
 
@@ -353,6 +389,12 @@ run_config() {{
         wait = ATTACH_WAIT.as_secs() * 10,
         probe = PROBE_FILE,
     );
+    // A first run is slower than all later ones (the guest is still settling after boot):
+    // one unmeasured run so round 1 is not the odd one out.
+    let _ = writeln!(
+        script,
+        "/bin/rasp-workload open --path {PROBE_FILE} --seconds $S >/dev/null 2>&1"
+    );
     let configs = OpenConfig::ALL;
     for round in 0..rounds {
         for step in 0..configs.len() {
@@ -421,23 +463,39 @@ impl fmt::Display for VmOpenBench {
             self.seconds,
             human(self.elapsed)
         )?;
+        match self.clock {
+            GuestClock::Host => writeln!(f, "guest clock: host time")?,
+            GuestClock::Instructions { shift } => writeln!(
+                f,
+                "guest clock: instruction counting, 1 guest s = {:.0} M emulated instructions",
+                1000.0 / f64::from(1u32 << shift)
+            )?,
+        }
         writeln!(
             f,
-            "{:<26} {:>13} {:>7}  rates (ops/s)",
-            "configuration", "median ops/s", "ratio"
+            "{:<26} {:>13} {:>7} {:>9} {:>7}  rates (ops/s)",
+            "configuration", "median ops/s", "ratio", "insns/op", "added"
         )?;
+        let base = self.instructions_per_op(OpenConfig::NoPrograms);
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
         for config in OpenConfig::ALL {
-            let rates = self.rates(config);
-            let median = self
-                .median(config)
-                .map_or("-".to_string(), |m| format!("{m:.0}"));
-            let ratio = self
-                .ratio(config)
-                .map_or("-".to_string(), |r| format!("{r:.3}"));
-            let listed: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+            let median = or_dash(self.median(config).map(|m| format!("{m:.0}")));
+            let ratio = or_dash(self.ratio(config).map(|r| format!("{r:.3}")));
+            let insns = self.instructions_per_op(config);
+            let added = or_dash(
+                insns
+                    .zip(base)
+                    .map(|(insns, base)| format!("{:+.0}", insns - base)),
+            );
+            let insns = or_dash(insns.map(|i| format!("{i:.0}")));
+            let listed: Vec<String> = self
+                .rates(config)
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect();
             writeln!(
                 f,
-                "{:<26} {median:>13} {ratio:>7}  {}",
+                "{:<26} {median:>13} {ratio:>7} {insns:>9} {added:>7}  {}",
                 config.label(),
                 listed.join(" ")
             )?;
@@ -455,6 +513,9 @@ impl fmt::Display for VmOpenBench {
                 program_states(status).join(" "),
                 file_opens.map_or("?".to_string(), |n| format!("{n:.0}"))
             )?;
+        }
+        for note in &self.notes {
+            writeln!(f, "guest: {note}")?;
         }
         for failure in &self.failures {
             writeln!(
@@ -481,6 +542,7 @@ mod tests {
             elapsed: Duration::from_secs(60),
             rounds: 2,
             seconds: 2.0,
+            clock: CLOCK,
             configs: OpenConfig::ALL
                 .into_iter()
                 .map(|config| ConfigRates {
@@ -491,6 +553,7 @@ mod tests {
             failures: Vec::new(),
             floor_reports: Vec::new(),
             agent_status: None,
+            notes: Vec::new(),
             serial_log: PathBuf::from("x.log"),
         };
         for line in results {
@@ -505,13 +568,16 @@ mod tests {
             r#"rate none 1 {"workload":"open","ops":200,"seconds":2.0,"rate":100.0}"#,
             r#"rate none 2 {"workload":"open","ops":200,"seconds":2.0,"rate":120.0}"#,
             r#"rate tracepoint_floor 1 {"workload":"open","rate":55.0}"#,
-            r#"fail lsm_floor 1 exited before attaching: error: lsm refused"#,
+            r#"fail lsm_floor 1 exited before attaching:  error: lsm refused "#,
             r#"agent_status {"programs":[{"name":"a","hook":"lsm/file_open","state":"attached","error":null}],"events":{"file_open":{"received":3,"dropped":0}}}"#,
         ]);
         assert_eq!(bench.rates(OpenConfig::NoPrograms), &[100.0, 120.0]);
         assert_eq!(bench.median(OpenConfig::NoPrograms), Some(110.0));
         assert_eq!(bench.ratio(OpenConfig::TracepointFloor), Some(0.5));
         assert_eq!(bench.ratio(OpenConfig::LsmFloor), None);
+        // 250 M instructions a guest second (shift 2) at 110 ops/s.
+        let insns = bench.instructions_per_op(OpenConfig::NoPrograms).unwrap();
+        assert!((insns - 250e6 / 110.0).abs() < 1.0, "{insns}");
         assert_eq!(bench.failures.len(), 1);
         assert_eq!(bench.failures[0].config, OpenConfig::LsmFloor);
         assert_eq!(
