@@ -9,6 +9,7 @@ mod command;
 mod run;
 mod setup;
 mod test;
+mod vm;
 mod workspace;
 
 use std::ffi::OsString;

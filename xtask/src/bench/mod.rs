@@ -30,6 +30,10 @@ use crate::workspace::{Profile, Workspace};
 use config::{Config, Running, Tools};
 use workload::{Measured, Runner, Workload};
 
+/// Seconds of each open() run in the guest: its clock counts emulated instructions, so
+/// rounds repeat to within 0.1% and short runs suffice.
+const VM_SECONDS: f64 = 2.0;
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Rounds of every configuration × workload (medians and spreads are over rounds).
@@ -78,6 +82,8 @@ pub struct Results {
     pub workloads: Vec<Workload>,
     pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
     pub storm: Option<storm::StormReport>,
+    /// The BPF-LSM guest's open() comparison, as `vm::VmOpenBench` prints it.
+    pub vm: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -193,9 +199,24 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             }
         }
     };
-    if !args.no_vm {
-        notes.push("BPF-LSM guest: not part of this run yet".to_string());
-    }
+    let vm = if args.no_vm {
+        None
+    } else {
+        eprintln!("bench: BPF-LSM guest (QEMU): open+close under no programs, tracepoint floor, LSM floor, agent");
+        match crate::vm::open_bench(
+            ws,
+            &artifacts.agent_bin,
+            &workload_bin,
+            args.rounds,
+            VM_SECONDS,
+        ) {
+            Ok(vm) => Some(vm.to_string()),
+            Err(e) => {
+                notes.push(format!("BPF-LSM guest: {e:#}"));
+                None
+            }
+        }
+    };
 
     let results = Results {
         command_line: command_line(),
@@ -210,6 +231,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         workloads,
         samples,
         storm,
+        vm,
         notes,
     };
     let text = report::render(&results);

@@ -35,6 +35,15 @@ pub fn render(r: &Results) -> String {
         storm_section(&mut out, storm, &mut targets);
     }
 
+    if let Some(vm) = &r.vm {
+        let _ = writeln!(
+            out,
+            "## open() in a BPF-LSM guest: tracepoint floor vs `lsm/file_open`\n"
+        );
+        let _ = writeln!(out, "The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: `rasp-workload open` on an unwatched file under no programs, the tracepoint floor, the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent. The guest clock counts instructions, so the ratios are instruction budgets, repeatable to 0.1%.\n");
+        let _ = writeln!(out, "```\n{}```\n", vm);
+    }
+
     let _ = writeln!(out, "## Targets\n");
     let _ = writeln!(out, "| target | measured | |");
     let _ = writeln!(out, "|---|---|---|");
