@@ -21,7 +21,12 @@ use crate::{
     },
     detect::{engine::Engine, Detection, Outcome},
     enforce::Enforcer,
-    events::{hub::EventFilter, reader, BootClock, Event, EventHub, Kind},
+    events::{
+        hub::EventFilter,
+        latency::Latencies,
+        reader::{self, StopSignal},
+        BootClock, Event, EventHub, Kind,
+    },
     loader::{self, env, LsmStatus, ProgramStatus},
     policy::{
         self,
@@ -82,6 +87,8 @@ struct Agent {
     programs: Vec<ProgramStatus>,
     lsm: LsmStatus,
     hub: EventHub,
+    /// Kernel→dequeue (events) and kernel→decision (detections) latencies since start.
+    latency: Latencies,
     table: RwLock<ProcessTable>,
     counters: Mutex<reader::KernelCounters>,
     registry: PolicyRegistry,
@@ -139,6 +146,7 @@ impl Backend for Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             detections: self.store.stats(),
+            latency: self.latency.report(),
         }
     }
 
@@ -311,6 +319,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         started: Instant::now(),
         kernel_release: env::kernel_release().unwrap_or_default(),
         hub: EventHub::new(args.event_buffer, args.follower_queue),
+        latency: Latencies::default(),
         table: RwLock::new(table),
         counters: Mutex::new(reader::KernelCounters::new(maps.drops, maps.read_errors)),
         programs,
@@ -330,7 +339,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pipeline = tokio::spawn(pipeline(maps.ring, agent.clone(), cgroups, stop_rx.clone()));
+    let stop_reader = Arc::new(StopSignal::new().context("creating the reader's stop eventfd")?);
+    let pipeline = {
+        let (agent, stop) = (agent.clone(), stop_reader.clone());
+        tokio::task::spawn_blocking(move || pipeline(maps.ring, agent, cgroups, &stop))
+    };
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
     let reloader = tokio::spawn(watch_policies(agent.clone(), stop_rx.clone()));
@@ -344,6 +357,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down");
     let _ = stop_tx.send(true);
+    stop_reader.raise();
     let (endpoint, served) = server.await.context("socket server task")?;
     served?;
     drop(endpoint); // removes the socket and its lock
@@ -356,40 +370,41 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Ring buffer → decode → cgroup path → process table → hub.
-async fn pipeline(
+/// Ring buffer → decode → cgroup path → process table → rules → hub, enforcement, store.
+/// Runs on a thread of its own (see `events::reader`), one batch at a time: one process table
+/// lock per batch, and the batch buffers are reused, not reallocated per wakeup.
+fn pipeline(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     agent: Arc<Agent>,
     mut cgroups: CgroupResolver,
-    stop: watch::Receiver<bool>,
+    stop: &StopSignal,
 ) -> Result<()> {
     let clock = BootClock::now();
-    let errors = agent.clone();
+    let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
+    let mut detections = Vec::new();
     reader::drain(
         ring,
         clock,
         stop,
+        &agent.latency.events,
         |batch| {
-            let batch: Vec<Arc<Event>> = batch
-                .into_iter()
-                .map(|mut ev| {
-                    // The exiting process's /proc entry is going away; the id is enough.
-                    let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
-                    ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
-                    Arc::new(ev)
-                })
-                .collect();
+            shared.extend(batch.drain(..).map(|mut ev| {
+                // The exiting process's /proc entry is going away; the id is enough.
+                let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
+                ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
+                Arc::new(ev)
+            }));
             let set = agent.registry.current();
-            let mut detections = Vec::new();
             {
                 let mut table = agent.table.write().unwrap_or_else(|p| p.into_inner());
-                for ev in &batch {
+                for ev in &shared {
                     table.apply(ev);
                     detections.extend(agent.engine.evaluate(&set, ev, &table));
                 }
             }
-            agent.hub.publish(batch);
-            for mut d in detections {
+            agent.hub.publish(&mut shared);
+            for mut d in detections.drain(..) {
+                agent.latency.detections.record_ns(d.latency_us * 1000);
                 (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
                 if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
                     tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
@@ -399,10 +414,9 @@ async fn pipeline(
         },
         |e| {
             tracing::warn!(error = %e, "undecodable record");
-            errors.hub.count_decode_error();
+            agent.hub.count_decode_error();
         },
     )
-    .await
     .context("draining the ring buffer")
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::Detection,
-    events::{Event, Kind},
+    events::{latency::LatencyReport, Event, Kind},
     loader::{LsmStatus, ProgramStatus},
     policy::{active::PolicySetSummary, vocab::Severity},
     process::Process,
@@ -134,6 +134,10 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_reload_errors: Vec<String>,
     pub detections: StoreStats,
+    /// Kernel→dequeue latency of every event and kernel→decision latency of every detection,
+    /// since start (percentiles, and raw bucket counts a client can diff between snapshots).
+    #[serde(default)]
+    pub latency: LatencyReport,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]

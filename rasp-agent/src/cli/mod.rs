@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::{
     api::protocol::{Reply, Request, Status, StreamItem},
-    events::{Event, EventDetail, Kind},
+    events::{latency::LatencyStats, Event, EventDetail, Kind},
     process::Process,
 };
 use table::Table;
@@ -198,6 +198,12 @@ fn render_status(s: &Status) -> String {
             d.submitted, d.folded, d.written, d.journal_path, d.journal_bytes, d.journal_dropped, d.write_errors
         ),
     ]);
+    for (what, l) in [
+        ("latency events", &s.latency.events),
+        ("latency detections", &s.latency.detections),
+    ] {
+        facts.row(vec![what.into(), latency_line(l)]);
+    }
     facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
     facts.row(vec!["state dir".into(), s.state_dir.clone()]);
@@ -243,6 +249,27 @@ fn render_status(s: &Status) -> String {
         }
     }
     out
+}
+
+/// "p50 12µs  p99 480µs  max 2.1ms  (n 12345)", percentiles as bucket bounds.
+fn latency_line(l: &LatencyStats) -> String {
+    let Some(max) = l.max_us else {
+        return "none yet".into();
+    };
+    let us = |v: Option<u64>| match v {
+        Some(u64::MAX) => "> 10s".to_string(),
+        Some(v) if v >= 10_000 => format!("{:.1}ms", v as f64 / 1000.0),
+        Some(v) => format!("{v}µs"),
+        None => "-".into(),
+    };
+    format!(
+        "p50 {}  p90 {}  p99 {}  max {}  (n {})",
+        us(l.p50_us),
+        us(l.p90_us),
+        us(l.p99_us),
+        us(Some(max)),
+        l.count
+    )
 }
 
 pub fn events(args: &EventsArgs) -> Result<()> {

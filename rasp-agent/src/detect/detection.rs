@@ -2,6 +2,8 @@
 //! going back to the host: the rule and policy (with versions), what was done about it, the
 //! full event, the process and its ancestry, where it ran, and how fast we decided.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -29,7 +31,8 @@ pub struct Detection {
     pub outcome_detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub event: Event,
+    /// Shared with the event buffer and the other detections of the same event.
+    pub event: Arc<Event>,
     pub process: ProcessSummary,
     /// Parents, nearest first, as far as the process table knows them.
     pub ancestry: Vec<ProcessSummary>,

@@ -2,7 +2,7 @@
 //! process table rebuilt from the same events, so ancestry conditions work as they do live.
 //! Nothing is enforced; each detection says what would have been done.
 
-use std::io::BufRead;
+use std::{io::BufRead, sync::Arc};
 
 use crate::{
     events::Event,
@@ -61,7 +61,7 @@ pub fn replay(set: &PolicySet, file: &str, input: impl BufRead) -> Result<Replay
         if value.get("kind").and_then(|k| k.as_str()) == Some("lost") {
             continue;
         }
-        let ev: Event = serde_json::from_value(value).map_err(|e| ReplayError::BadLine {
+        let ev: Arc<Event> = serde_json::from_value(value).map_err(|e| ReplayError::BadLine {
             file: file.into(),
             line: i + 1,
             message: e.to_string(),

@@ -50,22 +50,24 @@ impl EventHub {
         }
     }
 
-    /// Publish a batch drained from the ring buffer (one lock for the whole batch).
-    pub fn publish(&self, batch: Vec<Arc<Event>>) {
-        for ev in &batch {
+    /// Publish a batch drained from the ring buffer (one lock for the whole batch). Empties
+    /// `batch` and leaves its capacity to the caller for the next one.
+    pub fn publish(&self, batch: &mut Vec<Arc<Event>>) {
+        for ev in batch.iter() {
             self.received[ev.kind().index()].fetch_add(1, Ordering::Relaxed);
         }
         if self.live.receiver_count() > 0 {
-            for ev in &batch {
+            for ev in batch.iter() {
                 // Err only means nobody is listening any more.
                 let _ = self.live.send(ev.clone());
             }
         }
         if self.capacity == 0 {
+            batch.clear();
             return;
         }
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for ev in batch {
+        for ev in batch.drain(..) {
             if recent.len() == self.capacity {
                 recent.pop_front();
             }
@@ -144,7 +146,7 @@ mod tests {
     #[test]
     fn recent_is_bounded_filtered_and_oldest_first() {
         let hub = EventHub::new(3, 8);
-        hub.publish((1..=5).map(|p| ev(p, p % 2 == 0)).collect());
+        hub.publish(&mut (1..=5).map(|p| ev(p, p % 2 == 0)).collect());
         let all: Vec<u32> = hub
             .recent(EventFilter::default(), 10)
             .iter()
@@ -169,7 +171,7 @@ mod tests {
     async fn slow_follower_is_told_what_it_lost() {
         let hub = EventHub::new(0, 2);
         let mut rx = hub.subscribe();
-        hub.publish((1..=5).map(|p| ev(p, true)).collect());
+        hub.publish(&mut (1..=5).map(|p| ev(p, true)).collect());
         match rx.recv().await {
             Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 3),
             other => panic!("expected lag, got {other:?}"),

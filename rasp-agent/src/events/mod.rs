@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod hub;
+pub mod latency;
 pub mod reader;
 
 use serde::{Deserialize, Serialize};

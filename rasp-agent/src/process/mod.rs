@@ -9,6 +9,7 @@ pub mod procfs;
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     path::Path,
     time::{Duration, Instant},
 };
@@ -52,16 +53,71 @@ pub struct Exited {
 /// Parents of `pid`, nearest first, as far as `lookup` knows them. Bounded and cycle-safe:
 /// pid reuse can make the parent links loop.
 pub fn ancestry<'a>(pid: u32, lookup: impl Fn(u32) -> Option<&'a Process>) -> Vec<&'a Process> {
-    let mut out: Vec<&Process> = Vec::new();
+    let mut out = Vec::new();
+    for_each_ancestor(pid, lookup, |p| out.push(p));
+    out
+}
+
+/// `ancestry` without collecting: `visit` gets each parent, nearest first. Allocates nothing
+/// for chains up to `INLINE` deep (the event path walks one per event).
+pub fn for_each_ancestor<'a>(
+    pid: u32,
+    lookup: impl Fn(u32) -> Option<&'a Process>,
+    mut visit: impl FnMut(&'a Process),
+) {
+    let mut seen = InlineVec::new(0u32);
     let mut cur = lookup(pid);
     while let Some(p) = cur {
-        if out.len() >= MAX_ANCESTRY || p.ppid == 0 || p.ppid == p.pid {
+        if seen.as_slice().len() >= MAX_ANCESTRY || p.ppid == 0 || p.ppid == p.pid {
             break;
         }
-        cur = lookup(p.ppid).filter(|q| q.pid != pid && !out.iter().any(|a| a.pid == q.pid));
-        out.extend(cur);
+        cur = lookup(p.ppid).filter(|q| q.pid != pid && !seen.as_slice().contains(&q.pid));
+        if let Some(q) = cur {
+            seen.push(q.pid);
+            visit(q);
+        }
     }
-    out
+}
+
+/// Items kept inline up to this many, on the heap beyond.
+pub const INLINE: usize = 16;
+
+/// A vector that keeps its first `INLINE` items on the stack (slots start out as copies of
+/// `filler`) and spills to the heap only beyond that: for per-event scratch lists.
+pub struct InlineVec<T: Copy> {
+    inline: [T; INLINE],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy> InlineVec<T> {
+    pub fn new(filler: T) -> Self {
+        InlineVec {
+            inline: [filler; INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, v: T) {
+        if !self.spill.is_empty() {
+            self.spill.push(v);
+        } else if self.len < INLINE {
+            self.inline[self.len] = v;
+            self.len += 1;
+        } else {
+            self.spill.extend_from_slice(&self.inline);
+            self.spill.push(v);
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
 }
 
 impl Process {
@@ -86,8 +142,38 @@ impl Process {
     }
 }
 
+/// Hash for pid keys: one multiply instead of SipHash. Every event looks up its process and
+/// its ancestors, so SipHash showed in profiles; pids are small kernel-assigned integers, not
+/// chosen by a remote party, so flooding one bucket would take owning the pid allocator.
+#[derive(Default)]
+pub struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b) | self.0 << 8);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing; fold the high half down so both ends of the hash vary.
+        let h = (n ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+pub type PidMap<V> = HashMap<u32, V, BuildHasherDefault<PidHasher>>;
+
 pub struct ProcessTable {
-    procs: HashMap<u32, Process>,
+    procs: PidMap<Process>,
     max: usize,
     grace: Duration,
     evicted: u64,
@@ -96,7 +182,7 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(max: usize, grace: Duration) -> Self {
         ProcessTable {
-            procs: HashMap::new(),
+            procs: PidMap::default(),
             max: max.max(1),
             grace,
             evicted: 0,
@@ -274,6 +360,16 @@ mod tests {
             Some(2)
         );
         assert_eq!(t.exited(), 1);
+    }
+
+    #[test]
+    fn inline_vec_spills_past_its_inline_capacity() {
+        let mut v = InlineVec::new(0u32);
+        assert!(v.as_slice().is_empty());
+        for i in 0..(INLINE as u32 + 5) {
+            v.push(i);
+        }
+        assert!(v.as_slice().iter().copied().eq(0..(INLINE as u32 + 5)));
     }
 
     #[test]

@@ -28,31 +28,44 @@ use crate::{
 ///
 /// Serialized from borrowed fields in one pass (no clone, no `serde_json::Value`): this runs
 /// on every `submit`, so it is the cost of the folding path.
+#[cfg(test)]
 pub fn fold_key(d: &Detection) -> String {
-    let e = &d.event;
-    let key = FoldKey {
-        rule: &d.rule_id,
-        policy: &d.policy,
-        policy_version: d.policy_version,
-        policy_set_version: d.policy_set_version,
-        mode: d.mode,
-        action: d.action,
-        outcome: d.outcome,
-        outcome_detail: &d.outcome_detail,
-        exe: &d.process.exe,
-        argv: &d.process.argv,
-        container_id: &d.container_id,
-        pod_uid: &d.pod_uid,
-        uid: e.uid,
-        gid: e.gid,
-        comm: &e.comm,
-        cgroup_id: e.cgroup_id,
-        cgroup: &e.cgroup,
-        detail: &e.detail,
-    };
     // Only fails for maps with non-string keys, which none of these types has; an empty key
     // would merely fold more eagerly, never lose a detection.
-    serde_json::to_string(&key).unwrap_or_default()
+    serde_json::to_string(&FoldKey::of(d)).unwrap_or_default()
+}
+
+/// `fold_key` written into `buf` (cleared first), for lookups without a new string.
+fn fold_key_into(d: &Detection, buf: &mut Vec<u8>) {
+    buf.clear();
+    // As in `fold_key`; writing to a Vec cannot fail otherwise.
+    let _ = serde_json::to_writer(&mut *buf, &FoldKey::of(d));
+}
+
+impl<'a> FoldKey<'a> {
+    fn of(d: &'a Detection) -> Self {
+        let e = &d.event;
+        FoldKey {
+            rule: &d.rule_id,
+            policy: &d.policy,
+            policy_version: d.policy_version,
+            policy_set_version: d.policy_set_version,
+            mode: d.mode,
+            action: d.action,
+            outcome: d.outcome,
+            outcome_detail: &d.outcome_detail,
+            exe: &d.process.exe,
+            argv: &d.process.argv,
+            container_id: &d.container_id,
+            pod_uid: &d.pod_uid,
+            uid: e.uid,
+            gid: e.gid,
+            comm: &e.comm,
+            cgroup_id: e.cgroup_id,
+            cgroup: &e.cgroup,
+            detail: &e.detail,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -98,7 +111,12 @@ struct Window {
 pub struct Aggregator {
     window: Duration,
     max_keys: usize,
-    open: HashMap<String, Window>,
+    /// Keyed by `fold_key`'s bytes.
+    open: HashMap<Box<[u8]>, Window>,
+    /// Where `offer` builds the key: in a storm of identical detections every one is keyed
+    /// and then folded, and allocating, hashing and freeing a fresh key string each time
+    /// showed at ~25% of the agent's CPU. A key is copied only to open a window.
+    scratch: Vec<u8>,
     /// Aggregates of windows found closed by `offer`, handed out by the next `expire`.
     ready: Vec<Detection>,
     stats: FoldStats,
@@ -112,6 +130,7 @@ impl Aggregator {
             window,
             max_keys,
             open: HashMap::new(),
+            scratch: Vec::new(),
             ready: Vec::new(),
             stats: FoldStats::default(),
         }
@@ -120,8 +139,15 @@ impl Aggregator {
     /// `Some(d)`: write it now (a first occurrence, or unfoldable). `None`: it was folded and
     /// will be reported by an aggregate when its window closes.
     pub fn offer(&mut self, d: Detection, now: Instant) -> Option<Detection> {
-        let key = fold_key(&d);
-        if let Some(w) = self.open.get_mut(&key) {
+        let mut key = std::mem::take(&mut self.scratch);
+        fold_key_into(&d, &mut key);
+        let pass = self.offer_keyed(d, &key, now);
+        self.scratch = key;
+        pass
+    }
+
+    fn offer_keyed(&mut self, d: Detection, key: &[u8], now: Instant) -> Option<Detection> {
+        if let Some(w) = self.open.get_mut(key) {
             if now < w.closes {
                 w.folded += 1;
                 w.last_time = Some(d.time);
@@ -129,7 +155,7 @@ impl Aggregator {
                 return None;
             }
             // Its window closed before anyone called `expire`: report it, start a new one.
-            if let Some(w) = self.open.remove(&key) {
+            if let Some(w) = self.open.remove(key) {
                 self.close(w);
             }
         }
@@ -138,7 +164,7 @@ impl Aggregator {
             return Some(d);
         }
         self.open.insert(
-            key,
+            key.into(),
             Window {
                 first: d.clone(),
                 closes: now + self.window,
@@ -151,7 +177,7 @@ impl Aggregator {
 
     /// Aggregates of the windows closed by `now`, oldest window first.
     pub fn expire(&mut self, now: Instant) -> Vec<Detection> {
-        let mut due: Vec<(Instant, String)> = self
+        let mut due: Vec<(Instant, Box<[u8]>)> = self
             .open
             .iter()
             .filter(|(_, w)| w.closes <= now)
@@ -285,11 +311,12 @@ mod tests {
 
         // Same behaviour from another pid at another time, other latency: folds.
         let mut same = sample(1, "r", "/bin/sh");
-        same.event.pid = 999;
-        same.event.tid = 999;
-        same.event.ppid = 998;
-        same.event.ts_boot_ns = 12345;
-        same.event.time = "2026-02-02T00:00:00Z".into();
+        let ev = std::sync::Arc::make_mut(&mut same.event);
+        ev.pid = 999;
+        ev.tid = 999;
+        ev.ppid = 998;
+        ev.ts_boot_ns = 12345;
+        ev.time = "2026-02-02T00:00:00Z".into();
         same.process.pid = 999;
         same.latency_us = 77;
         assert_eq!(fold_key(&same), fold_key(&base));
@@ -308,9 +335,13 @@ mod tests {
             variant(5, |d| d.container_id = Some("abc".into())),
             variant(6, |d| d.outcome = Outcome::Failed),
             variant(7, |d| d.policy_set_version += 1),
-            variant(8, |d| d.event.cgroup = Some("/other.slice".into())),
+            variant(8, |d| {
+                std::sync::Arc::make_mut(&mut d.event).cgroup = Some("/other.slice".into())
+            }),
             variant(9, |d| {
-                if let crate::events::EventDetail::Exec(e) = &mut d.event.detail {
+                if let crate::events::EventDetail::Exec(e) =
+                    &mut std::sync::Arc::make_mut(&mut d.event).detail
+                {
                     e.cwd = Some("/elsewhere".into());
                 }
             }),

@@ -564,7 +564,7 @@ pub(crate) mod tests {
             outcome: Outcome::Audited,
             outcome_detail: Some("audit mode: would kill".to_string()),
             description: Some("a shell spawned by a network server".to_string()),
-            event: Event {
+            event: Arc::new(Event {
                 time,
                 ts_boot_ns: 5_000_000_000 + i,
                 pid,
@@ -583,7 +583,7 @@ pub(crate) mod tests {
                     cwd: Some("/var/www".to_string()),
                     incomplete: Vec::new(),
                 }),
-            },
+            }),
             process: ProcessSummary {
                 pid,
                 comm,
