@@ -250,7 +250,9 @@ fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWal
 
 /// Attached to `syscalls/sys_enter_mmap`. ld.so maps each library's code segment with
 /// PROT_EXEC from the library's descriptor; the main executable and ld.so itself are mapped
-/// by the kernel at exec and never pass here.
+/// by the kernel at exec and never pass here. Under the shipped policies only libraries
+/// below `tmp`/`shm` directories and memfds (`LIB_MEMFD`) are sent: an ordinary dynamic
+/// exec's mappings cost a walk each and no record.
 #[tracepoint]
 pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     let prot: u64 = tp_field(&ctx, TP_MMAP_PROT);

@@ -23,6 +23,10 @@ const REPORT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a short-lived child may take to run.
 const CHILD_DEADLINE: Duration = Duration::from_secs(10);
 const PYTHON: &str = "/usr/bin/python3";
+/// `--event-buffer` for these agents: the checks read a process's events back from the
+/// agent's recent-events buffer, which another workload on the machine (an open storm on a
+/// watched file) could otherwise cycle through before they are read.
+const AGENT_ARGS: &[&str] = &["--event-buffer", "262144"];
 
 fn require_program(path: &str, package: &str) {
     if !Path::new(path).exists() {
@@ -78,7 +82,7 @@ fn events_before_exit(agent: &Agent, pid: u32, kind: &str) -> Vec<Value> {
 #[test]
 fn ordinary_exec_mappings_send_no_library_records() {
     require_root();
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(AGENT_ARGS);
     // Several execs, so one lucky miss cannot pass the test.
     for _ in 0..5 {
         let pid = run("/bin/true", &[]);
@@ -102,7 +106,10 @@ fn ordinary_exec_mappings_send_no_library_records() {
          \x20   action: alert\n",
     )
     .expect("write the control policy");
-    let control = Agent::start(&["--policies", &policies.to_string_lossy()]);
+    let policies = policies.to_string_lossy();
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend(["--policies", &policies]);
+    let control = Agent::start(&args);
     let pid = run("/bin/true", &[]);
     let loads = events_before_exit(&control, pid, "library_load");
     assert!(
@@ -118,25 +125,31 @@ fn ordinary_exec_mappings_send_no_library_records() {
 fn memfd_library_load_is_still_detected() {
     require_root();
     require_program(PYTHON, "python3");
-    let agent = Agent::start(&[]);
-    let name = unique_name("rasp-kf-lib");
+    let agent = Agent::start(AGENT_ARGS);
+    // A short name is stored in the dentry itself, a long one outside it: both are read.
+    let short = unique_name("rasp-kf-lib");
+    let long = format!("{short}-{}", "x".repeat(80));
     let script = format!(
         "import os, ctypes\n\
-         fd = os.memfd_create({name:?}, 0)\n\
-         os.write(fd, open({lib:?}, 'rb').read())\n\
-         ctypes.CDLL('/proc/self/fd/%d' % fd)\n",
+         for name in [{short:?}, {long:?}]:\n\
+         \x20   fd = os.memfd_create(name, 0)\n\
+         \x20   os.write(fd, open({lib:?}, 'rb').read())\n\
+         \x20   ctypes.CDLL('/proc/self/fd/%d' % fd)\n",
         lib = harmless_library()
     );
     let pid = run(PYTHON, &["-c", &script]);
     let loads = events_before_exit(&agent, pid, "library_load");
-    let want = format!("/memfd:{name}");
-    assert!(
-        loads
-            .iter()
-            .any(|e| e["path"].as_str().is_some_and(|p| p.starts_with(&want))),
-        "the memfd library load must be sent as {want}:\n{}",
-        show(&loads)
-    );
+    for name in [&short, &long] {
+        let want = format!("/memfd:{name}");
+        assert!(
+            loads
+                .iter()
+                .any(|e| e["path"].as_str().is_some_and(|p| p.starts_with(&want))),
+            "the memfd library load must be sent as {want}:\n{}\nlibrary_load counters: {}",
+            show(&loads),
+            agent.status()["events"]["library_load"]
+        );
+    }
     let pid_arg = pid.to_string();
     let detected = wait_for(REPORT_DEADLINE, || {
         let d = agent.detections(&["--rule", "library-load-from-shm-or-memfd"]);
@@ -178,7 +191,7 @@ fn paths(events: &[Value]) -> Vec<String> {
 #[test]
 fn writes_below_var_lib_send_nothing_writes_below_lib_and_etc_do() {
     require_root();
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(AGENT_ARGS);
     let mut scratch = Scratch::new();
     // `lib`, `etc`, `usr`, `bin` and `boot` are watched right below the root only.
     let var = scratch.unique_dir("/var/lib");
@@ -226,7 +239,7 @@ fn writes_below_var_lib_send_nothing_writes_below_lib_and_etc_do() {
 fn writes_below_lib_inside_a_chroot_are_sent() {
     require_root();
     require_program(PYTHON, "python3");
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(AGENT_ARGS);
     let mut scratch = Scratch::new();
     // The chroot sits below /tmp: on the host its `lib` is not right below the root, but
     // the process sees /lib/..., which is what the rules match.
