@@ -240,7 +240,9 @@ fn latency_cell(l: Option<Latency>) -> String {
 }
 
 fn us(v: f64) -> String {
-    if v >= 1000.0 {
+    if v.is_infinite() {
+        "> 10 s".into()
+    } else if v >= 1000.0 {
         format!("{:.1} ms", v / 1000.0)
     } else {
         format!("{v:.0} µs")

@@ -30,7 +30,7 @@ const STEP_SECONDS: f64 = 2.0;
 /// Live processes for the idle-memory measurement.
 const HOLD_PROCESSES: u32 = 10_000;
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EventTotals {
     pub received: u64,
     pub dropped: u64,
@@ -48,17 +48,21 @@ pub fn event_totals(status: &Value) -> EventTotals {
     totals
 }
 
-/// A cumulative latency histogram out of `status --json` (`latency.<which>`).
+/// A latency histogram since the agent started, out of `status --json`: bucket bounds are
+/// `latency.bounds_us`, counts `latency.<which>.buckets` with one more entry for "> last
+/// bound" (given an infinite bound here).
 pub fn latency_histogram(status: &Value, which: &str) -> Option<Histogram> {
-    let h = status.get("latency")?.get(which)?;
-    let bounds_us = h
+    let latency = status.get("latency")?;
+    let mut bounds_us = latency
         .get("bounds_us")?
         .as_array()?
         .iter()
         .map(Value::as_f64)
         .collect::<Option<Vec<f64>>>()?;
-    let counts = h
-        .get("counts")?
+    bounds_us.push(f64::INFINITY);
+    let counts = latency
+        .get(which)?
+        .get("buckets")?
         .as_array()?
         .iter()
         .map(Value::as_u64)
@@ -325,4 +329,32 @@ fn idle_with_processes(tools: &Tools, workload_bin: &Path) -> Result<IdleReport>
     agent.stop()?;
     waited.context("waiting for rasp-workload hold")?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counters_and_latency() {
+        let before: Value = serde_json::json!({
+            "events": {"exec": {"received": 5, "dropped": 1}, "file_open": {"received": 10, "dropped": 0}},
+            "latency": {"bounds_us": [10, 100], "events": {"buckets": [1, 0, 0]}}
+        });
+        let after: Value = serde_json::json!({
+            "events": {"exec": {"received": 6, "dropped": 1}, "file_open": {"received": 110, "dropped": 3}},
+            "latency": {"bounds_us": [10, 100], "events": {"buckets": [51, 49, 1]}}
+        });
+        assert_eq!(
+            event_totals(&after),
+            EventTotals {
+                received: 116,
+                dropped: 4
+            }
+        );
+        let l = latency_between(&before, &after, "events").expect("window");
+        assert_eq!((l.count, l.p50_us, l.p99_us), (100, 10.0, 100.0));
+        assert!(l.max_us.is_infinite());
+        assert!(latency_between(&before, &after, "detections").is_none());
+    }
 }
