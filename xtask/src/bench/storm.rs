@@ -95,6 +95,8 @@ fn latency_between(before: &Value, after: &Value, which: &str) -> Option<Latency
 pub struct StormStep {
     /// Paced rate asked of the generator (None: as fast as it goes).
     pub target: Option<f64>,
+    /// Generator threads.
+    pub threads: u32,
     /// Opens per second the generator achieved.
     pub generated: f64,
     /// Records per second the agent received.
@@ -108,6 +110,15 @@ pub struct StormStep {
 }
 
 impl StormStep {
+    /// "50000/s" or "unpaced, 2 threads".
+    pub fn pacing(&self) -> String {
+        match self.target {
+            Some(t) => format!("{t:.0}/s"),
+            None if self.threads == 1 => "unpaced".into(),
+            None => format!("unpaced, {} threads", self.threads),
+        }
+    }
+
     pub fn drop_pct(&self) -> f64 {
         let total = self.received + self.dropped;
         if total == 0 {
@@ -211,29 +222,21 @@ fn ramp(
     notes: &mut Vec<String>,
 ) -> Result<Vec<StormStep>> {
     let mut steps = Vec::new();
-    for target in RAMP.iter().copied().map(Some).chain([None]) {
-        let step = storm_step(agent, workload_bin, path, target)?;
-        eprintln!(
-            "bench:   target {:>9} generated {:>9.0}/s drained {:>9.0}/s dropped {} ({:.2}%)",
-            target.map_or("max".to_string(), |t| format!("{t:.0}")),
-            step.generated,
-            step.drained,
-            step.dropped,
-            step.drop_pct()
-        );
-        let saturated = target.is_some_and(|t| step.generated < 0.8 * t);
+    for &target in RAMP {
+        let step = storm_step(agent, workload_bin, path, Some(target), 1)?;
+        let saturated = step.generated < 0.8 * target;
         steps.push(step);
         if saturated {
-            // The generator can't go faster: the unpaced step is the last one worth running.
+            // The generator can't go faster: the unpaced steps are the ones left to run.
             notes.push(format!(
-                "storm on {path}: the generator saturated below {:.0} opens/s",
-                target.unwrap_or_default()
+                "storm on {path}: one generator thread saturated below {target:.0} opens/s"
             ));
-            let step = storm_step(agent, workload_bin, path, None)?;
-            steps.push(step);
             break;
         }
     }
+    // Beyond: one thread as fast as it goes, then two (the generator takes both cores).
+    steps.push(storm_step(agent, workload_bin, path, None, 1)?);
+    steps.push(storm_step(agent, workload_bin, path, None, 2)?);
     Ok(steps)
 }
 
@@ -242,6 +245,7 @@ fn storm_step(
     workload_bin: &Path,
     path: &str,
     target: Option<f64>,
+    threads: u32,
 ) -> Result<StormStep> {
     let pid = agent.pid().context("agent has no pid")?;
     // Let the previous step's backlog drain before the counters are read.
@@ -257,7 +261,7 @@ fn storm_step(
         "--rate".to_string(),
         format!("{rate:.0}"),
         "--threads".to_string(),
-        "1".to_string(),
+        threads.to_string(),
     ];
     let measured = workload::run_tool(workload_bin, &args, STEP_SECONDS)?;
     // The ring buffer may still hold the tail of the storm.
@@ -267,8 +271,9 @@ fn storm_step(
     let cpu_after = procfs::cpu_seconds(pid)?;
     let (b, a) = (event_totals(&before), event_totals(&after));
     let received = a.received.saturating_sub(b.received);
-    Ok(StormStep {
+    let step = StormStep {
         target,
+        threads,
         generated: measured.rate,
         drained: received as f64 / wall_secs.max(1e-3),
         received,
@@ -277,7 +282,16 @@ fn storm_step(
         wall_secs,
         events_latency: latency_between(&before, &after, "events"),
         detections_latency: latency_between(&before, &after, "detections"),
-    })
+    };
+    eprintln!(
+        "bench:   {} generated {:>9.0}/s drained {:>9.0}/s dropped {} ({:.2}%)",
+        step.pacing(),
+        step.generated,
+        step.drained,
+        step.dropped,
+        step.drop_pct()
+    );
+    Ok(step)
 }
 
 /// The agent's RSS idle, then with `HOLD_PROCESSES` sleeping processes it tracks.
