@@ -288,9 +288,31 @@ fn storm_section(
         let best = series.max_without_drops();
         let _ = writeln!(
             out,
-            "\nHighest rate drained without a drop: {}.\n",
+            "\nHighest rate drained without a drop: {}.",
             best.map_or("none".into(), |b| format!("{b:.0} events/s"))
         );
+        // What the CPU cost per event allows if the agent had a core to itself (the storm
+        // generator takes the other): the agent's drain capacity, as opposed to the rate this
+        // machine can generate.
+        let cheapest = series
+            .steps
+            .iter()
+            .filter(|s| s.received >= 10_000)
+            .filter_map(|s| s.cpu_us_per_event())
+            .min_by(f64::total_cmp);
+        let fastest_generator = series
+            .steps
+            .iter()
+            .map(|s| s.generated)
+            .max_by(f64::total_cmp);
+        if let (Some(cpu), Some(generated)) = (cheapest, fastest_generator) {
+            let _ = writeln!(
+                out,
+                "At its lowest cost here, {cpu:.2} µs of agent CPU per event, one core of agent time drains ≈ {:.0} events/s; the generator peaked at {generated:.0} opens/s.",
+                1e6 / cpu
+            );
+        }
+        let _ = writeln!(out);
         if let Some(b) = best {
             best_drain = Some(best_drain.map_or(b, |x: f64| x.max(b)));
         }
