@@ -104,38 +104,113 @@ pub const CONNECT_ENABLED: u32 = 1 << 0;
 /// Every AF_INET/AF_INET6 connect attempt is sent.
 pub const CONNECT_ALL: u32 = 1 << 1;
 
+// ---- Which bits each depth of a walk tests ------------------------------------------------
+
+/// The interest bits a walk tests at the leaf, at the parent, and at every component above.
+/// Each includes `top`, the bits that count only at the first component below the task's
+/// root: any component may turn out to be that one when the walk reaches the root, so each
+/// is looked up for them too (one length word, one hint test per component). The same
+/// function runs in the kernel (from the open's mode) and in the agent (for every mode, to
+/// know which masks the kernel can ask with: `FILTER_LENGTHS` and the hints are kept per
+/// mask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepthMasks {
+    pub leaf: u32,
+    pub parent: u32,
+    pub above: u32,
+    pub top: u32,
+}
+
+/// `value` if `bit` is 1, 0 if it is 0, without a branch.
+#[inline(always)]
+const fn all_if(bit: u32, value: u32) -> u32 {
+    0u32.wrapping_sub(bit) & value
+}
+
+/// The masks of a file open. `read`, `write`, `created` (the open's FMODE bits) and
+/// `full_walk` (`FILE_READ_FULL_WALK` in the switches) are 0 or 1. Without branches: each
+/// branch would hand the verifier another set of constant masks to walk the whole path
+/// with (8 combinations of read, write and created), which overflowed its 1M-instruction
+/// budget.
+#[inline(always)]
+pub const fn file_open_masks(read: u32, write: u32, created: u32, full_walk: u32) -> DepthMasks {
+    let top = all_if(write, WRITE_AT_TOP) | all_if(created, CREATE_AT_TOP);
+    let change = all_if(write, WRITE_ANY_DEPTH) | all_if(created, CREATE_ANY_DEPTH) | top;
+    DepthMasks {
+        leaf: all_if(read, READ_AT_LEAF | READ_ANY_DEPTH) | change,
+        parent: all_if(read, READ_AT_PARENT | READ_ANY_DEPTH) | change,
+        above: all_if(read & full_walk, READ_ANY_DEPTH) | change,
+        top,
+    }
+}
+
+/// The masks of an executable mapping; `full_walk` (`LIB_FULL_WALK`) is 0 or 1.
+#[inline(always)]
+pub const fn library_masks(full_walk: u32) -> DepthMasks {
+    DepthMasks {
+        leaf: LIB_AT_LEAF | LIB_ANY_DEPTH,
+        parent: LIB_AT_PARENT | LIB_ANY_DEPTH,
+        above: all_if(full_walk, LIB_ANY_DEPTH),
+        top: 0,
+    }
+}
+
+/// Every mask a walk can test with for the file hook (`file_open_masks` over every mode
+/// and both walk settings) and for the library hook: what the agent builds the per-mask
+/// summaries for.
+pub fn file_open_mask_set() -> impl Iterator<Item = u32> {
+    (0..16u32).flat_map(|i| {
+        let m = file_open_masks(i & 1, (i >> 1) & 1, (i >> 2) & 1, (i >> 3) & 1);
+        [m.leaf, m.parent, m.above]
+    })
+}
+
+pub fn library_mask_set() -> impl Iterator<Item = u32> {
+    (0..2u32).flat_map(|w| {
+        let m = library_masks(w);
+        [m.leaf, m.parent, m.above]
+    })
+}
+
 // ---- The `FILE_FILTER` / `LIB_FILTER` arrays (`CONNECT_FILTER` has only the flags) ------
 
 /// The `*_ENABLED | *_ALL...` switches.
 pub const FILTER_FLAGS: u32 = 0;
-/// Bit `min(len, 31)` set for every installed name of `len` bytes: a path component of
-/// another length is never looked up (most are not, so most cost no hash lookup).
-pub const FILTER_NAME_LENGTHS: u32 = 1;
-/// The union of the installed names' interest bits: depths no name asks for are not walked
-/// (with only write rules, a read-only open reads no dentry at all).
-pub const FILTER_NAME_BITS: u32 = 2;
-/// First of `NAME_HINT_WORDS` words, a 1024-bit set: for every installed name, the bit of
-/// `name_hint` (its length and first two bytes, hashed). Tested, for names stored inline
-/// in the dentry (shorter than ~40 bytes), with a plain load before a name's bytes are read
-/// for the lookup: with the shipped policies' ~40 names, ~4% of unrelated components pass.
-pub const FILTER_NAME_HINTS: u32 = 3;
-pub const NAME_HINT_WORDS: u32 = 32;
+/// First of `MASK_SLOTS` words, one per mask a walk can test with (masks are below
+/// `MASK_SLOTS`: 7 name bits): word `FILTER_LENGTHS + mask` has bit `min(len, 31)` set for
+/// every installed name of `len` bytes whose bits meet `mask`. A component of another
+/// length is never looked up, and a depth whose word is 0 is not walked: for a read-only
+/// open, `etc` (installed for writes below /etc) is not a length or hint the read masks
+/// know, so it costs no lookup; with only write rules a read-only open reads no dentry.
+pub const FILTER_LENGTHS: u32 = 1;
+pub const MASK_SLOTS: u32 = 128;
+/// First of `NAME_HINT_WORDS` words, an 8192-bit set: for every installed name and every
+/// mask its bits meet, the bit of `name_hint` (its length, first two bytes and the mask,
+/// hashed). Tested, for names stored inline in the dentry (shorter than ~40 bytes), with a
+/// plain load before a name's bytes are read for the lookup: a name installed for writes
+/// only does not pass for a read, and with the shipped policies' ~300 (name, mask) pairs
+/// ~4% of unrelated components pass.
+pub const FILTER_NAME_HINTS: u32 = FILTER_LENGTHS + MASK_SLOTS;
+pub const NAME_HINT_WORDS: u32 = 256;
 /// Words in `FILE_FILTER` and `LIB_FILTER`.
 pub const FILTER_WORDS: u32 = FILTER_NAME_HINTS + NAME_HINT_WORDS;
 
 /// The `FILTER_NAME_HINTS` (word index, bit) of a name of `len` bytes starting with `b0`,
-/// `b1` (`b1` is 0 for a one-byte name: names are NUL-terminated). Lengths are capped at 31
-/// as keys are. The same function runs in the kernel and in the agent.
-pub const fn name_hint(len: u32, b0: u8, b1: u8) -> (u32, u32) {
+/// `b1` (`b1` is 0 for a one-byte name: names are NUL-terminated), looked up for `mask`.
+/// Lengths are capped at 31 as keys are. The same function runs in the kernel and in the
+/// agent.
+#[inline(always)]
+pub const fn name_hint(len: u32, b0: u8, b1: u8, mask: u32) -> (u32, u32) {
     let len = if len < 31 { len } else { 31 };
     let h = len.wrapping_mul(0x9e37_79b1)
         ^ (b0 as u32).wrapping_mul(0x85eb_ca6b)
-        ^ (b1 as u32).wrapping_mul(0xc2b2_ae35);
-    let index = h >> 22; // the top 10 bits: 0..1024
+        ^ (b1 as u32).wrapping_mul(0xc2b2_ae35)
+        ^ mask.wrapping_mul(0x27d4_eb2f);
+    let index = h >> 19; // the top 13 bits: 0..8192
     (FILTER_NAME_HINTS + (index >> 5), 1 << (index & 31))
 }
 
-/// The `FILTER_NAME_LENGTHS` bit of a name.
+/// The `FILTER_LENGTHS` bit of a name.
 pub const fn name_length_bit(len: usize) -> u32 {
     1 << if len < 31 { len } else { 31 }
 }
@@ -173,17 +248,38 @@ mod tests {
             "tmp", "etc", "usr", "bin", "lib", "ssh", ".ssh", "shadow", "x",
         ] {
             let b = name.as_bytes();
-            let (word, bit) = name_hint(b.len() as u32, b[0], *b.get(1).unwrap_or(&0));
+            let (word, bit) = name_hint(b.len() as u32, b[0], *b.get(1).unwrap_or(&0), 5);
             assert!((FILTER_NAME_HINTS..FILTER_WORDS).contains(&word));
             assert_eq!(bit.count_ones(), 1);
             seen[(word - FILTER_NAME_HINTS) as usize] |= bit;
         }
         let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
         assert!(distinct >= 8, "{distinct} distinct bits for 9 names");
+        assert_ne!(
+            name_hint(3, b'e', b't', 5),
+            name_hint(3, b'e', b't', 6),
+            "the mask is part of the hint"
+        );
         assert_eq!(
-            name_hint(40, b'a', b'b'),
-            name_hint(31, b'a', b'b'),
+            name_hint(40, b'a', b'b', 5),
+            name_hint(31, b'a', b'b', 5),
             "lengths cap at 31"
         );
+    }
+
+    #[test]
+    fn masks_stay_below_the_slots_and_read_masks_ignore_writes() {
+        for m in file_open_mask_set().chain(library_mask_set()) {
+            assert!(m < MASK_SLOTS, "{m:#x}");
+        }
+        let read_only = file_open_masks(1, 0, 0, 1);
+        assert_eq!(read_only.leaf, READ_AT_LEAF | READ_ANY_DEPTH);
+        assert_eq!(read_only.parent, READ_AT_PARENT | READ_ANY_DEPTH);
+        assert_eq!(read_only.above, READ_ANY_DEPTH);
+        assert_eq!(read_only.top, 0);
+        assert_eq!(file_open_masks(1, 0, 0, 0).above, 0);
+        let write = file_open_masks(0, 1, 0, 0);
+        assert_eq!(write.above, WRITE_ANY_DEPTH | WRITE_AT_TOP);
+        assert_eq!(write.top, WRITE_AT_TOP);
     }
 }

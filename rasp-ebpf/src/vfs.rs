@@ -8,7 +8,7 @@
 //! An unwatched open pays for the pre-filter, so its reads are counted. Measured here
 //! (bpf_stats): `bpf_probe_read_kernel` ~40 ns for 8 bytes, a plain load through a BTF
 //! pointer ~1 ns. The pre-filter therefore reads with `Btf` loads: the fd table from
-//! `bpf_get_current_task_btf`, the file (one helper read from the fd array) and mounts cast
+//! `bpf_get_current_task_btf`, the file (a cast of its fd slot, see `file_of_fd`) and mounts cast
 //! with `bpf_rdonly_cast`. Records are rare and rebuilt with helper reads (`Probe`), which
 //! work on any pointer.
 
@@ -17,12 +17,11 @@ use core::mem::MaybeUninit;
 use aya_ebpf::maps::{Array, HashMap};
 
 use crate::kernel::{
-    btf_load, current_task_btf, fresh, rdonly_cast, read_kernel, read_kernel_str, read_ptr,
-    read_u32, Kptr,
+    btf_load, fresh, rdonly_cast, read_kernel, read_kernel_str, read_ptr, read_u32, Kptr,
 };
 use crate::maps::filter_word;
 use rasp_common::{
-    interest::{name_hint, NameKey},
+    interest::{name_hint, DepthMasks, NameKey, FILTER_LENGTHS, MASK_SLOTS},
     limits::{NAME_KEY_LEN, NAME_SLOT, PATH_CAP, PATH_DEPTH},
     KernelOffsets,
 };
@@ -81,27 +80,40 @@ impl Mem for Btf {
     }
 }
 
-/// `current->files->fdt->fd[fd]`, bounds-checked against `fdt->max_fds` as `fcheck` does,
-/// as a BTF pointer; `None` when no file is open there. Read at a syscall tracepoint of the
-/// task that owns the table, so the slot holds the file the syscall just installed or is
-/// about to use; a close racing from another thread can at worst show a newer file or
-/// garbage, and garbage read through a BTF pointer reads as zeroes, never faults. One
-/// helper call: the fd array is a `struct file **`, which BTF loads cannot index.
+/// `current->files->fdt->fd[fd]` (`task` is the current task as a BTF pointer),
+/// bounds-checked against `fdt->max_fds` as `fcheck` does, as a BTF pointer; `None` when no
+/// file is open there. Read at a syscall tracepoint of the task that owns the table, so the
+/// slot holds the file the syscall just installed or is about to use; a close racing from
+/// another thread can at worst show a newer file or garbage, and garbage read through a BTF
+/// pointer reads as zeroes, never faults.
+///
+/// No helper call: the fd array is a `struct file **`, which BTF loads cannot index (the
+/// verifier refuses a variable offset on a BTF pointer), so the slot's address is cast to
+/// some struct whose first member is a pointer, and that pointer loaded: the verifier
+/// checks the load against the struct's BTF, the JIT makes it a fault-safe load, and the
+/// 8 bytes are the slot's `struct file *`. `struct mount` serves (its first member,
+/// `mnt_hash.next`, has been a pointer on every kernel); `struct file`'s first member is
+/// 4 bytes since 6.13. A `bpf_probe_read_kernel` here cost as much as the rest of an
+/// unwatched open's walk.
 #[inline(always)]
-pub fn file_of_fd(o: &KernelOffsets, fd: u32) -> Result<Option<Kptr>, i32> {
-    let files: Kptr = btf_load(current_task_btf(), fresh(&o.task_files));
+pub fn file_of_fd(o: &KernelOffsets, task: Kptr, fd: u32) -> Option<Kptr> {
+    let files: Kptr = btf_load(task, fresh(&o.task_files));
     let fdt: Kptr = btf_load(files, fresh(&o.files_fdt));
     let max_fds: u32 = btf_load(fdt, fresh(&o.fdtable_max_fds));
     if fd >= max_fds {
-        return Ok(None);
+        return None;
     }
     let fds: Kptr = btf_load(fdt, fresh(&o.fdtable_fd));
     // max_fds ≤ NR_OPEN (1 << 20), so fd * 8 fits in u32.
-    let file = read_ptr(fds, fd.wrapping_mul(8))?;
+    let slot = rdonly_cast(
+        fds.wrapping_add(fd.wrapping_mul(8) as usize),
+        fresh(&o.btf_mount),
+    );
+    let file: Kptr = btf_load(slot, 0);
     if file.is_null() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(rdonly_cast(file, fresh(&o.btf_file))))
+    Some(rdonly_cast(file, fresh(&o.btf_file)))
 }
 
 /// What the hooks need from a `struct file` (a BTF pointer). `repr(C)` with the pointers
@@ -351,34 +363,35 @@ pub fn walk_from(
     })
 }
 
-/// Interest bits to test at each depth of a path: the leaf (the file itself), its parent,
-/// and every component above; `top` bits count only for the first component below the
-/// task's root (`/lib` of `/lib/x`, not of `/var/lib/x`), and with `memfd` set that
-/// component also counts when its name starts with `interest::MEMFD_PREFIX`.
-pub struct DepthMasks {
-    pub leaf: u32,
-    pub parent: u32,
-    pub above: u32,
-    pub top: u32,
-    /// 0 or 1 (a flag without a branch for the verifier to split on).
+/// Interest bits to test at each depth of a path (`interest::DepthMasks`: the leaf, its
+/// parent, every component above; `top` bits count only for the first component below the
+/// task's root, `/lib` of `/lib/x`, not of `/var/lib/x`); with `memfd` set (0 or 1, a flag
+/// without a branch for the verifier to split on) that component also counts when its name
+/// starts with `interest::MEMFD_PREFIX`.
+pub struct WalkMasks {
+    pub depth: DepthMasks,
     pub memfd: u32,
 }
 
-/// What userspace says about the names it installed (`*_FILTER[FILTER_NAME_*]`): a
-/// component whose length is not in `lengths`, or whose hint (`interest::name_hint`) is
-/// not in the hint set, is not looked up; a depth whose mask shares no bit with `bits` is
-/// not walked.
+/// A `*_FILTER` array's summary of the installed names, per mask (`FILTER_LENGTHS`,
+/// `FILTER_NAME_HINTS`): a component whose length, or whose hint (`interest::name_hint`),
+/// no name installed for the mask has is not looked up; a depth whose mask has no length
+/// at all is not walked.
 pub struct NameSummary<'f> {
     pub filter: &'f Array<u32>,
-    pub lengths: u32,
-    pub bits: u32,
 }
 
 impl NameSummary<'_> {
-    /// Could a watched name have this length and first two bytes?
+    /// The lengths of the names installed for `mask` (0: nothing to find with it).
     #[inline(always)]
-    fn hinted(&self, len: u32, first_two: u16) -> bool {
-        let (word, bit) = name_hint(len, first_two as u8, (first_two >> 8) as u8);
+    fn lengths(&self, mask: u32) -> u32 {
+        filter_word(self.filter, FILTER_LENGTHS + (mask & (MASK_SLOTS - 1)))
+    }
+
+    /// Could a name installed for `mask` have this length and first two bytes?
+    #[inline(always)]
+    fn hinted(&self, len: u32, first_two: u16, mask: u32) -> bool {
+        let (word, bit) = name_hint(len, first_two as u8, (first_two >> 8) as u8, mask);
         filter_word(self.filter, word) & bit != 0
     }
 }
@@ -389,8 +402,8 @@ impl NameSummary<'_> {
 /// A task without `fs` (exiting) reads as (null, null), which no position equals: its walk
 /// goes on to the namespace root.
 #[inline(always)]
-fn task_root_btf(o: &KernelOffsets) -> (Kptr, Kptr) {
-    let fs: Kptr = btf_load(current_task_btf(), fresh(&o.task_fs));
+fn task_root_btf(o: &KernelOffsets, task: Kptr) -> (Kptr, Kptr) {
+    let fs: Kptr = btf_load(task, fresh(&o.task_fs));
     let root = fresh(&o.fs_root);
     (
         btf_load(fs, root + fresh(&o.path_mnt)),
@@ -416,30 +429,34 @@ fn is_memfd_name(name: Kptr, len: u32) -> Result<bool, i32> {
 
 /// Does some component of the path at (`mnt`, `dentry`), BTF pointers, carry one of the
 /// bits `masks` asks for at its depth in `names`? Climbs to the task's root (see
-/// `task_root_btf`). Per component: plain loads, a length test, and a hash lookup only for
-/// lengths some watched name has. Stops where no mask is left, so a read-only open without
-/// `*_ANY_DEPTH` interest looks at two names at most; `top` bits and `memfd` need the last
-/// component before the root, so with either the walk goes up to it.
+/// `task_root_btf`; `task` is the current task as a BTF pointer). Per component: plain
+/// loads, a length test, a hint test on the first two bytes (one array word), and a hash
+/// lookup only for names that pass both for the depth's mask. Stops where no mask has a
+/// name left to find, so a read-only open without `*_ANY_DEPTH` interest looks at two
+/// names at most; `top` bits and `memfd` need the last component before the root, so with
+/// either the walk goes up to it.
 #[inline(always)]
 pub fn names_interest(
     o: &KernelOffsets,
+    task: Kptr,
     mnt: Kptr,
     dentry: Kptr,
     names: &HashMap<NameKey, u32>,
     summary: &NameSummary,
-    masks: &DepthMasks,
+    masks: &WalkMasks,
 ) -> Result<bool, i32> {
-    // Only bits some installed name has can match.
-    let mut mask = masks.leaf & summary.bits;
-    let mut next = masks.parent & summary.bits;
-    let above = masks.above & summary.bits;
-    let top = masks.top & summary.bits;
-    // Nonzero while the walk must reach the root to decide.
-    let to_root = top | masks.memfd;
-    if mask | next | above | to_root == 0 {
+    let top = masks.depth.top;
+    // The lengths of the names each depth can find; 0 where there is none. `top` bits are
+    // in every mask, so with top names the walk goes to the root.
+    let mut lengths = summary.lengths(masks.depth.leaf);
+    let mut next_lengths = summary.lengths(masks.depth.parent);
+    let above_lengths = summary.lengths(masks.depth.above);
+    if lengths | next_lengths | above_lengths | masks.memfd == 0 {
         return Ok(false);
     }
-    let mut up = Ascent::<Btf>::new(o, mnt, dentry, Some(task_root_btf(o)))?;
+    let mut mask = masks.depth.leaf;
+    let mut next = masks.depth.parent;
+    let mut up = Ascent::<Btf>::new(o, mnt, dentry, Some(task_root_btf(o, task)))?;
     // The last component seen: its `top` bits (from its lookup), its name and length.
     // Assigned on every component, so they hold the top one when the root is reached.
     let mut last_top = 0u32;
@@ -450,7 +467,7 @@ pub fn names_interest(
     // depth counter compared against constants gave it one per (iteration, depth) pair and
     // blew the 1M-instruction budget.
     for _ in 0..walk_depth() {
-        if mask | next | above | to_root == 0 {
+        if lengths | next_lengths | above_lengths | masks.memfd == 0 {
             return Ok(false);
         }
         let (dentry, name, len) = match up.step(o)? {
@@ -473,24 +490,26 @@ pub fn names_interest(
         // A name stored in the dentry can be tested on its first two bytes with a plain
         // load; a long one (stored outside) passes, its read decides.
         let inline = fresh(&o.dentry_inline_name);
-        if (mask | top) != 0
-            && summary.lengths & (1 << bucket) != 0
+        if lengths & (1 << bucket) != 0
             && (name != dentry.wrapping_add(inline as usize)
-                || summary.hinted(len, btf_load(dentry, inline)))
+                || summary.hinted(len, btf_load(dentry, inline), mask))
         {
             let mut slot = MaybeUninit::uninit();
             let key = AlignedKey::fill(&mut slot, name, len)?;
             // SAFETY: the value is a plain u32 read at once.
             if let Some(bits) = unsafe { names.get(key.as_name_key()) } {
                 let bits = *bits;
-                if bits & mask != 0 {
+                // `top` bits are in the mask but count only at the root (below).
+                if bits & mask & !top != 0 {
                     return Ok(true);
                 }
                 last_top = bits & top;
             }
         }
         mask = next;
-        next = above;
+        next = masks.depth.above;
+        lengths = next_lengths;
+        next_lengths = above_lengths;
     }
     Ok(false)
 }

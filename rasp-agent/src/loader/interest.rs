@@ -15,8 +15,9 @@ use aya::{
 };
 use rasp_common::{
     interest::{
-        self as bits, name_hint, name_key, name_length_bit, NameKey, FILTER_FLAGS,
-        FILTER_NAME_BITS, FILTER_NAME_HINTS, FILTER_NAME_LENGTHS, NAME_HINT_WORDS, PRESENT,
+        self as bits, file_open_mask_set, library_mask_set, name_hint, name_key, name_length_bit,
+        NameKey, FILTER_FLAGS, FILTER_LENGTHS, FILTER_NAME_HINTS, MASK_SLOTS, NAME_HINT_WORDS,
+        PRESENT,
     },
     limits::{MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES},
 };
@@ -91,25 +92,31 @@ struct Compiled {
     v6: BTreeSet<(u32, [u8; 16])>,
 }
 
-/// `FILTER_NAME_LENGTHS`, `FILTER_NAME_BITS` and the `FILTER_NAME_HINTS` set of a name map.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The `FILTER_LENGTHS` words and the `FILTER_NAME_HINTS` set of a name map: for every
+/// mask the kernel can test a depth with, what the names whose bits meet it look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Summary {
-    lengths: u32,
-    bits: u32,
+    lengths: [u32; MASK_SLOTS as usize],
     hints: [u32; NAME_HINT_WORDS as usize],
 }
 
 impl Summary {
-    fn of(names: &BTreeMap<NameKey, u32>) -> Self {
-        let mut s = Summary::default();
+    /// `masks`: every mask the hook's program can compute (`interest::*_mask_set`).
+    fn of(names: &BTreeMap<NameKey, u32>, masks: impl Iterator<Item = u32>) -> Self {
+        let mut s = Summary {
+            lengths: [0; MASK_SLOTS as usize],
+            hints: [0; NAME_HINT_WORDS as usize],
+        };
+        let masks: BTreeSet<u32> = masks.filter(|&m| m != 0).collect();
         for (key, &interest) in names {
             // Keys hold at most NAME_KEY_LEN - 1 bytes; a cut name has bit 31, as the
             // kernel files every component of 31 bytes or more.
             let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
-            s.lengths |= name_length_bit(len);
-            s.bits |= interest;
-            let (word, bit) = name_hint(len as u32, key[0], key[1]);
-            s.hints[(word - FILTER_NAME_HINTS) as usize] |= bit;
+            for &mask in masks.iter().filter(|&&m| m & interest != 0) {
+                s.lengths[(mask % MASK_SLOTS) as usize] |= name_length_bit(len);
+                let (word, bit) = name_hint(len as u32, key[0], key[1], mask);
+                s.hints[(word - FILTER_NAME_HINTS) as usize] |= bit;
+            }
         }
         s
     }
@@ -245,10 +252,10 @@ impl Interest {
             connect_flags |= bits::CONNECT_ENABLED;
         }
         Ok(Compiled {
-            file_summary: Summary::of(&file_names),
+            file_summary: Summary::of(&file_names, file_open_mask_set()),
             file_names,
             file_flags,
-            lib_summary: Summary::of(&lib_names),
+            lib_summary: Summary::of(&lib_names, library_mask_set()),
             lib_names,
             lib_flags,
             connect_flags,
@@ -378,12 +385,11 @@ impl InterestMaps {
                 c.lib_flags,
             ),
         ] {
-            filter
-                .set(FILTER_NAME_LENGTHS, summary.lengths, 0)
-                .map_err(map_err(name))?;
-            filter
-                .set(FILTER_NAME_BITS, summary.bits, 0)
-                .map_err(map_err(name))?;
+            for (i, &word) in summary.lengths.iter().enumerate() {
+                filter
+                    .set(FILTER_LENGTHS + i as u32, word, 0)
+                    .map_err(map_err(name))?;
+            }
             for (i, &word) in summary.hints.iter().enumerate() {
                 filter
                     .set(FILTER_NAME_HINTS + i as u32, word, 0)
@@ -440,21 +446,36 @@ mod tests {
         assert_eq!(c.lib_flags, bits::LIB_ENABLED | bits::LIB_FULL_WALK);
         assert_eq!(c.connect_flags, bits::CONNECT_ENABLED);
         assert_eq!(c.ports.len(), 2);
-        // "shadow" (6) and "etc" (3); bits are the union.
-        assert_eq!(c.file_summary.lengths, (1 << 6) | (1 << 3));
+        // What a read-only open tests at its leaf, parent and above, and a write at its top.
+        let read = bits::file_open_masks(1, 0, 0, 0);
+        let write = bits::file_open_masks(0, 1, 0, 0);
+        let lengths = |mask: u32| c.file_summary.lengths[mask as usize];
+        // "shadow" (6) is read at the leaf and written anywhere; "etc" (3) only written.
+        assert_eq!(lengths(read.leaf), 1 << 6);
         assert_eq!(
-            c.file_summary.bits,
-            bits::READ_AT_LEAF | bits::WRITE_ANY_DEPTH
+            lengths(read.parent),
+            0,
+            "nothing to find at a read's parent"
         );
-        assert_eq!(c.lib_summary.lengths, 1 << 3);
-        // One hint bit per name, where the kernel will look for it.
-        let mut hints = [0u32; NAME_HINT_WORDS as usize];
-        for name in ["shadow", "etc"] {
+        assert_eq!(lengths(read.above), 0);
+        assert_eq!(lengths(write.leaf), (1 << 6) | (1 << 3));
+        assert_eq!(
+            c.lib_summary.lengths[bits::library_masks(1).above as usize],
+            1 << 3
+        );
+        // A hint bit per (name, mask) the kernel will look for, and no other.
+        let hinted = |name: &str, mask: u32| {
             let b = name.as_bytes();
-            let (word, bit) = name_hint(b.len() as u32, b[0], b[1]);
-            hints[(word - FILTER_NAME_HINTS) as usize] |= bit;
-        }
-        assert_eq!(c.file_summary.hints, hints);
+            let (word, bit) = name_hint(b.len() as u32, b[0], b[1], mask);
+            c.file_summary.hints[(word - FILTER_NAME_HINTS) as usize] & bit != 0
+        };
+        assert!(hinted("shadow", read.leaf));
+        assert!(hinted("shadow", write.above));
+        assert!(hinted("etc", write.leaf));
+        assert!(
+            !hinted("etc", read.parent) && !hinted("etc", read.leaf),
+            "a write-only name costs reads no lookup"
+        );
         let c = Interest::default().compile().unwrap();
         assert_eq!((c.file_flags, c.lib_flags, c.connect_flags), (0, 0, 0));
         let c = Interest::all().compile().unwrap();
@@ -476,10 +497,12 @@ mod tests {
             bits::FILE_ENABLED,
             "top bits need no full walk flag"
         );
-        assert_eq!(
-            c.file_summary.bits,
-            bits::WRITE_AT_TOP | bits::CREATE_AT_TOP
-        );
+        // Any component may be the top one: every depth of a creation looks for "lib", none
+        // of a read.
+        let created = bits::file_open_masks(0, 0, 1, 0);
+        assert_eq!(c.file_summary.lengths[created.above as usize], 1 << 3);
+        let read = bits::file_open_masks(1, 0, 0, 1);
+        assert_eq!(c.file_summary.lengths[read.leaf as usize], 0);
         assert_eq!(c.lib_flags, bits::LIB_ENABLED | bits::LIB_MEMFD);
         assert!(c.lib_names.is_empty());
         let e = Interest {
@@ -504,7 +527,8 @@ mod tests {
             ..Interest::default()
         };
         let c = interest.compile().unwrap();
-        assert_eq!(c.file_summary.lengths, (1 << 31) | (1 << 30));
+        let leaf = bits::file_open_masks(1, 0, 0, 0).leaf;
+        assert_eq!(c.file_summary.lengths[leaf as usize], (1 << 31) | (1 << 30));
         assert!(c.file_names.contains_key(&name_key(&long.as_bytes()[..31])));
     }
 

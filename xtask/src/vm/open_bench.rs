@@ -534,6 +534,26 @@ impl fmt::Display for VmOpenBench {
 mod tests {
     use super::*;
 
+    /// Not a unit test: boots QEMU for ~3.5 min, as root. For tuning the agent's open()
+    /// program without the whole `cargo xtask bench`: `RASP_AGENT_BIN=... cargo test -p
+    /// xtask -- --ignored vm_open --nocapture` (binaries default to target/release).
+    #[test]
+    #[ignore = "boots a QEMU guest for minutes; run by hand as root"]
+    fn vm_open_instructions() {
+        let ws = Workspace::locate();
+        let bin = |var: &str, name: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| ws.host_target_dir().join("release").join(name))
+        };
+        let agent = bin("RASP_AGENT_BIN", "rasp-agent");
+        let workload = bin("RASP_WORKLOAD_BIN", "rasp-workload");
+        match open_bench(&ws, &agent, &workload, 3, 2.0) {
+            Ok(bench) => println!("{bench}"),
+            Err(e) => panic!("open bench: {e:#}"),
+        }
+    }
+
     fn bench(results: &[&str]) -> VmOpenBench {
         let mut bench = VmOpenBench {
             kernel_release: "6.12.117+deb12-cloud-amd64".into(),
