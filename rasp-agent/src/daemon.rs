@@ -372,7 +372,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// Ring buffer → decode → cgroup path → process table → rules → hub, enforcement, store.
 /// Runs on a thread of its own (see `events::reader`), one batch at a time: one process table
-/// lock per batch, and the batch buffers are reused, not reallocated per wakeup.
+/// lock per batch, and the batch buffers are reused, not reallocated per wakeup. A match that
+/// repeats an open fold window is only counted (`DetectionStore::fold`): a storm of identical
+/// detections costs about what the same events cost without a rule.
 fn pipeline(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     agent: Arc<Agent>,
@@ -399,12 +401,25 @@ fn pipeline(
                 let mut table = agent.table.write().unwrap_or_else(|p| p.into_inner());
                 for ev in &shared {
                     table.apply(ev);
-                    detections.extend(agent.engine.evaluate(&set, ev, &table));
+                    agent.engine.for_each_match(&set, ev, &table, |m| {
+                        agent.latency.detections.record_ns(m.latency_us * 1000);
+                        // Nothing to do to the process: the outcome is known, so a repeat of
+                        // an open fold window is counted there and never built. An action
+                        // that acts always gets its own detection and acts.
+                        let folded = Outcome::without_acting(m.action(), m.mode())
+                            .is_some_and(|(outcome, detail)| {
+                                agent
+                                    .store
+                                    .fold(&m.fold_key(outcome, detail), SystemTime::now())
+                            });
+                        if !folded {
+                            detections.push(m.detection());
+                        }
+                    });
                 }
             }
             agent.hub.publish(&mut shared);
             for mut d in detections.drain(..) {
-                agent.latency.detections.record_ns(d.latency_us * 1000);
                 (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
                 if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
                     tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");

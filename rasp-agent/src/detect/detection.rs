@@ -67,6 +67,29 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The outcome (and its detail) of a rule whose action does nothing to the process — an
+    /// alert, or any action in audit mode — known before the detection is built, so that
+    /// its fold key can be checked first. `None`: the action acts, and only acting tells
+    /// the outcome. The details are the enforcer's words (a test holds them equal).
+    pub fn without_acting(action: Action, mode: Mode) -> Option<(Outcome, Option<&'static str>)> {
+        match (action, mode) {
+            (Action::Alert, _) => Some((Outcome::Alerted, None)),
+            (Action::Block, Mode::Audit) => {
+                Some((Outcome::Audited, Some("audit mode: would block")))
+            }
+            (Action::Kill, Mode::Audit) => {
+                Some((Outcome::Audited, Some("audit mode: would kill the process")))
+            }
+            (Action::Quarantine, Mode::Audit) => Some((
+                Outcome::Audited,
+                Some("audit mode: would quarantine the workload"),
+            )),
+            (_, Mode::Enforce) => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSummary {
     pub pid: u32,
@@ -76,4 +99,50 @@ pub struct ProcessSummary {
     pub argv: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        enforce::Enforcer,
+        events::{Event, EventDetail, ForkDetail},
+    };
+
+    /// The fold key checked before a detection exists carries these details; the detection
+    /// carries the enforcer's. Unequal, storms would never fold early (only slower, not wrong).
+    #[test]
+    fn outcomes_without_acting_are_the_enforcers() {
+        let enforcer = Enforcer::new("/nonexistent-cgroup2".into());
+        // Audit and alert never look at the event; a pid no one has keeps it that way.
+        let ev = Event {
+            time: String::new(),
+            ts_boot_ns: 0,
+            pid: u32::MAX,
+            tid: u32::MAX,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            comm: "t".into(),
+            cgroup_id: 0,
+            cgroup: None,
+            detail: EventDetail::Fork(ForkDetail { parent_tid: 1 }),
+        };
+        for action in [
+            Action::Alert,
+            Action::Block,
+            Action::Kill,
+            Action::Quarantine,
+        ] {
+            for mode in [Mode::Audit, Mode::Enforce] {
+                let Some((outcome, detail)) = Outcome::without_acting(action, mode) else {
+                    assert_eq!(mode, Mode::Enforce);
+                    assert_ne!(action, Action::Alert);
+                    continue;
+                };
+                let (o, d) = enforcer.act(action, mode, &ev);
+                assert_eq!((outcome, detail), (o, d.as_deref()), "{action:?} {mode:?}");
+            }
+        }
+    }
 }

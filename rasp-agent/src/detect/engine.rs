@@ -1,7 +1,9 @@
 //! Rule evaluation. For each event a rule can look at, build the `Subject` (the event plus
 //! what the process table knows: parent, ancestors, container), run every policy whose
-//! selector applies, and turn each matching rule into a `Detection`. The outcome is filled
-//! in by the caller once the action has been taken.
+//! selector applies, and hand each matching rule to the caller as a `Match`: borrowed, so
+//! that in a storm the caller can check the match's fold key and build a `Detection` only
+//! for the first occurrence. The outcome is filled in by the caller once the action has been
+//! taken.
 
 use std::{
     collections::HashMap,
@@ -14,11 +16,16 @@ use std::{
 
 use crate::{
     events::{BootClock, Event, EventDetail},
-    policy::{active::PolicySet, vocab::EventType, Access, Policy, Subject},
+    policy::{
+        active::PolicySet,
+        vocab::{Action, EventType, Mode},
+        Access, Policy, Rule, Subject,
+    },
     process::{
         container::{self, ContainerIdentity},
         for_each_ancestor, InlineVec, Process, ProcessTable,
     },
+    store::FoldKey,
 };
 
 use super::{Detection, Outcome, ProcessSummary};
@@ -77,18 +84,33 @@ impl Engine {
         id
     }
 
-    /// Every rule of `set` that matches `ev`. `table` must already reflect `ev`.
-    ///
-    /// This runs for every event that reaches userspace, so the common case (no rule for
-    /// this kind of event, or no match) allocates nothing: policies without a rule for the
-    /// event type are skipped before their selector runs, and the ancestry lives on the
-    /// stack.
+    /// Every rule of `set` that matches `ev`, as detections. `table` must already reflect
+    /// `ev`.
     pub fn evaluate(
         &self,
         set: &PolicySet,
         ev: &Arc<Event>,
         table: &ProcessTable,
     ) -> Vec<Detection> {
+        let mut out = Vec::new();
+        self.for_each_match(set, ev, table, |m| out.push(m.detection()));
+        out
+    }
+
+    /// Call `visit` with every rule of `set` that matches `ev`. `table` must already reflect
+    /// `ev`.
+    ///
+    /// This runs for every event that reaches userspace, so the common case (no rule for
+    /// this kind of event, or no match) allocates nothing: policies without a rule for the
+    /// event type are skipped before their selector runs, and the ancestry lives on the
+    /// stack. A match allocates nothing either until `Match::detection` is called.
+    pub fn for_each_match(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        mut visit: impl FnMut(&Match<'_>),
+    ) {
         let (event_type, path, access, dest) = match &ev.detail {
             EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
             EventDetail::FileOpen(d) => (
@@ -104,11 +126,11 @@ impl Engine {
                 None,
             ),
             EventDetail::Connect(d) => (EventType::Connect, None, Access::default(), d.dest()),
-            EventDetail::Fork(_) | EventDetail::Exit(_) => return Vec::new(),
+            EventDetail::Fork(_) | EventDetail::Exit(_) => return,
         };
         let wanted = |p: &&Policy| p.rules.iter().any(|r| r.event == event_type);
         if !set.policies.iter().any(|p| wanted(&p)) {
-            return Vec::new();
+            return;
         }
         // The image and arguments: the exec's own, or what the table knows of the process.
         let (exe, argv) = match &ev.detail {
@@ -143,7 +165,8 @@ impl Engine {
             dest,
         };
 
-        let mut out = Vec::new();
+        // Read once per event, not per matching rule: they are the same decision.
+        let mut latency_us = None;
         for policy in set
             .policies
             .iter()
@@ -151,58 +174,127 @@ impl Engine {
             .filter(|p| p.applies_to(&subject))
         {
             for rule in policy.rules.iter().filter(|r| r.matches(&subject)) {
-                let latency_us = if self.live {
-                    BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
-                } else {
-                    0
-                };
-                out.push(Detection {
-                    id: format!(
-                        "{:x}-{}",
-                        self.run_id,
-                        self.seq.fetch_add(1, Ordering::Relaxed)
-                    ),
-                    time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-                    rule_id: rule.id.clone(),
-                    policy: policy.name.clone(),
-                    policy_version: policy.version,
-                    policy_set_version: set.version,
-                    mode: rule.effective_mode(policy),
-                    severity: rule.severity,
-                    action: rule.action,
-                    outcome: Outcome::Alerted,
-                    outcome_detail: None,
-                    description: rule.description.clone(),
-                    event: ev.clone(),
-                    process: ProcessSummary {
-                        pid: ev.pid,
-                        comm: ev.comm.clone(),
-                        exe: exe.map(String::from),
-                        argv: argv.to_vec(),
-                        uid: Some(ev.uid),
-                    },
-                    ancestry: {
-                        let mut summaries = Vec::new();
-                        for_each_in_chain(table, parent, ev.pid, |p| {
-                            summaries.push(ProcessSummary {
-                                pid: p.pid,
-                                comm: p.comm.clone(),
-                                exe: p.exe.clone(),
-                                argv: Vec::new(),
-                                uid: Some(p.uid),
-                            })
-                        });
-                        summaries
-                    },
-                    container_id: identity.container_id.clone(),
-                    pod_uid: identity.pod_uid.clone(),
+                let latency_us = *latency_us.get_or_insert_with(|| {
+                    if self.live {
+                        BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
+                    } else {
+                        0
+                    }
+                });
+                visit(&Match {
+                    engine: self,
+                    set_version: set.version,
+                    policy,
+                    rule,
+                    event: ev,
+                    exe,
+                    argv,
+                    table,
+                    parent,
+                    identity: &identity,
                     latency_us,
-                    count: 1,
-                    last_time: None,
                 });
             }
         }
-        out
+    }
+}
+
+/// A rule that matched an event, with what the evaluation borrowed to decide it: enough to
+/// key it for folding (`fold_key`) or to build its `Detection`.
+pub struct Match<'a> {
+    engine: &'a Engine,
+    set_version: u64,
+    pub policy: &'a Policy,
+    pub rule: &'a Rule,
+    pub event: &'a Arc<Event>,
+    exe: Option<&'a str>,
+    argv: &'a [String],
+    table: &'a ProcessTable,
+    parent: Option<&'a Process>,
+    identity: &'a ContainerIdentity,
+    /// From the kernel timestamp of the event to this decision (0 for replays).
+    pub latency_us: u64,
+}
+
+impl<'a> Match<'a> {
+    pub fn mode(&self) -> Mode {
+        self.rule.effective_mode(self.policy)
+    }
+
+    pub fn action(&self) -> Action {
+        self.rule.action
+    }
+
+    /// The fold key of the detection this match would become, with this outcome: equal to
+    /// `FoldKey::of` that detection once its outcome is set.
+    pub fn fold_key<'k>(&'k self, outcome: Outcome, detail: Option<&'k str>) -> FoldKey<'k> {
+        FoldKey {
+            rule: &self.rule.id,
+            policy: &self.policy.name,
+            policy_version: self.policy.version,
+            policy_set_version: self.set_version,
+            mode: self.mode(),
+            action: self.rule.action,
+            outcome,
+            outcome_detail: detail,
+            ..FoldKey::event(
+                self.event,
+                self.exe,
+                self.argv,
+                self.identity.container_id.as_deref(),
+                self.identity.pod_uid.as_deref(),
+            )
+        }
+    }
+
+    /// The full detection (outcome `Alerted` until the caller has acted): a fresh id, the
+    /// time, copies of the process and its ancestry.
+    pub fn detection(&self) -> Detection {
+        let (ev, engine) = (self.event, self.engine);
+        Detection {
+            id: format!(
+                "{:x}-{}",
+                engine.run_id,
+                engine.seq.fetch_add(1, Ordering::Relaxed)
+            ),
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            rule_id: self.rule.id.clone(),
+            policy: self.policy.name.clone(),
+            policy_version: self.policy.version,
+            policy_set_version: self.set_version,
+            mode: self.mode(),
+            severity: self.rule.severity,
+            action: self.rule.action,
+            outcome: Outcome::Alerted,
+            outcome_detail: None,
+            description: self.rule.description.clone(),
+            event: ev.clone(),
+            process: ProcessSummary {
+                pid: ev.pid,
+                comm: ev.comm.clone(),
+                exe: self.exe.map(String::from),
+                argv: self.argv.to_vec(),
+                uid: Some(ev.uid),
+            },
+            ancestry: {
+                let mut summaries = Vec::new();
+                for_each_in_chain(self.table, self.parent, ev.pid, |p| {
+                    summaries.push(ProcessSummary {
+                        pid: p.pid,
+                        comm: p.comm.clone(),
+                        exe: p.exe.clone(),
+                        argv: Vec::new(),
+                        uid: Some(p.uid),
+                    })
+                });
+                summaries
+            },
+            container_id: self.identity.container_id.clone(),
+            pod_uid: self.identity.pod_uid.clone(),
+            latency_us: self.latency_us,
+            count: 1,
+            last_time: None,
+        }
     }
 }
 
@@ -233,4 +325,79 @@ fn access_of(names: &[String]) -> Access {
         .iter()
         .filter(|(name, _)| names.iter().any(|n| n == name))
         .fold(Access::empty(), |set, &(_, a)| set | a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        events::{ExecDetail, FileOpenDetail},
+        policy,
+    };
+
+    fn event(pid: u32, ppid: u32, detail: EventDetail) -> Arc<Event> {
+        Arc::new(Event {
+            time: "2026-01-01T00:00:00Z".into(),
+            ts_boot_ns: u64::from(pid),
+            pid,
+            tid: pid,
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            comm: "cat".into(),
+            cgroup_id: 7,
+            cgroup: Some("/user.slice".into()),
+            detail,
+        })
+    }
+
+    /// The key the pipeline checks before building a detection must be the key of the
+    /// detection it would build: otherwise a storm is never folded early (and every
+    /// occurrence is built, as before this existed).
+    #[test]
+    fn a_matchs_fold_key_is_its_detections() {
+        let set = PolicySet::offline(
+            policy::default_policies().expect("defaults parse"),
+            "test".into(),
+        );
+        let mut table = ProcessTable::new(64, std::time::Duration::from_secs(30));
+        let exec = event(
+            500,
+            1,
+            EventDetail::Exec(ExecDetail {
+                exe: Some("/usr/bin/cat".into()),
+                filename: "cat".into(),
+                argv: vec!["cat".into(), "/etc/shadow".into()],
+                argv_truncated: false,
+                cwd: Some("/".into()),
+                incomplete: Vec::new(),
+            }),
+        );
+        table.apply(&exec);
+        let open = event(
+            500,
+            1,
+            EventDetail::FileOpen(FileOpenDetail {
+                path: Some("/etc/shadow".into()),
+                fd: 3,
+                flags: Some(0),
+                file_flags: 0,
+                access: vec!["read".into()],
+                incomplete: Vec::new(),
+            }),
+        );
+        table.apply(&open);
+        let engine = Engine::replay();
+        let mut seen = Vec::new();
+        engine.for_each_match(&set, &open, &table, |m| {
+            let (outcome, detail) = Outcome::without_acting(m.action(), m.mode())
+                .unwrap_or((Outcome::After, Some("killed after the event")));
+            let mut d = m.detection();
+            d.outcome = outcome;
+            d.outcome_detail = detail.map(String::from);
+            assert_eq!(m.fold_key(outcome, detail), FoldKey::of(&d));
+            seen.push(d.rule_id);
+        });
+        assert_eq!(seen, ["read-shadow-file"]);
+    }
 }

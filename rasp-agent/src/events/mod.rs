@@ -34,7 +34,7 @@ pub struct Event {
     pub detail: EventDetail,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventDetail {
     Exec(ExecDetail),
@@ -45,7 +45,7 @@ pub enum EventDetail {
     Connect(ConnectDetail),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -61,13 +61,13 @@ pub struct ExecDetail {
     pub incomplete: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ForkDetail {
     /// Thread of the parent that called fork/clone.
     pub parent_tid: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExitDetail {
     /// exit(2) status, when the process exited normally.
     pub exit_code: Option<i32>,
@@ -97,7 +97,7 @@ impl ExitDetail {
 }
 
 /// A successful open that the kernel pre-filter let through (some rule may care about it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileOpenDetail {
     /// The opened file as the process sees it from its own root (symlinks resolved; a path
     /// that did not reach the root starts with "..."). `None` if it could not be read.
@@ -121,7 +121,7 @@ pub struct FileOpenDetail {
 
 /// A file mapped executable from a descriptor: a shared library loaded by ld.so or dlopen.
 /// The main executable and ld.so are mapped by the kernel at exec and do not appear.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LibraryLoadDetail {
     /// As in `FileOpenDetail::path`.
     pub path: Option<String>,
@@ -131,7 +131,7 @@ pub struct LibraryLoadDetail {
 
 /// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it
 /// succeeded is unknown (non-blocking connects complete later, refused ones fail).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConnectDetail {
     /// "inet" or "inet6" (the socket's address family; a v4-mapped v6 destination stays
     /// "inet6" with an `::ffff:a.b.c.d` address).

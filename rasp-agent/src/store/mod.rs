@@ -17,7 +17,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use tokio::{
 
 use crate::detect::Detection;
 
-pub use aggregate::Aggregator;
+pub use aggregate::{Aggregator, FoldKey};
 pub use index::{DetectionIndex, DetectionQuery};
 pub use journal::{load_recent, Journal};
 
@@ -206,6 +206,21 @@ impl DetectionStore {
             errors: ErrorLog::default(),
         };
         Ok((store, writer))
+    }
+
+    /// The cheap path of a detection storm: if a fold window is open for `key`, count one
+    /// more occurrence (at `at`) in it and return `true` — the detection is submitted and
+    /// folded without ever being built. `false`: build it and `submit` it. Never blocks on
+    /// anything but the fold lock.
+    pub fn fold(&self, key: &FoldKey<'_>, at: SystemTime) -> bool {
+        let folded = {
+            let mut folds = lock(&self.folds);
+            !folds.closed && folds.agg.fold(key, Instant::now(), at)
+        };
+        if folded {
+            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        }
+        folded
     }
 
     /// Never blocks, never waits on disk: folds, indexes, broadcasts to followers, and queues
