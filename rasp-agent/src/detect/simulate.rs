@@ -76,16 +76,14 @@ pub fn replay(set: &PolicySet, file: &str, input: impl BufRead) -> Result<Replay
     Ok(out)
 }
 
+/// What the live agent would report for an action that does nothing, and for one that acts
+/// what it would have done.
 fn dry_run(action: Action, mode: Mode) -> (Outcome, Option<String>) {
-    match (action, mode) {
-        (Action::Alert, _) => (Outcome::Alerted, None),
-        (a, Mode::Audit) => (
+    match Outcome::without_acting(action, mode) {
+        Some((outcome, detail)) => (outcome, detail.map(String::from)),
+        None => (
             Outcome::Audited,
-            Some(format!("audit mode: would {}", a.effect())),
-        ),
-        (a, Mode::Enforce) => (
-            Outcome::Audited,
-            Some(format!("simulation: would {}", a.effect())),
+            Some(format!("simulation: would {}", action.effect())),
         ),
     }
 }
