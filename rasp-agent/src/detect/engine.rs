@@ -25,10 +25,9 @@ use crate::{
         container::{self, ContainerIdentity},
         for_each_ancestor, InlineVec, Process, ProcessTable,
     },
-    store::FoldKey,
 };
 
-use super::{Detection, Outcome, ProcessSummary};
+use super::{Detection, FoldKey, Outcome, ProcessSummary};
 
 /// Bound on cached container identities (one per cgroup seen); cleared when reached.
 const IDENTITY_CACHE: usize = 4096;

@@ -3,6 +3,8 @@
 
 pub mod detection;
 pub mod engine;
+pub mod fold;
 pub mod simulate;
 
 pub use detection::{Detection, Outcome, ProcessSummary};
+pub use fold::FoldKey;

@@ -17,99 +17,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{
-    detect::{Detection, Outcome},
-    events::{Event, EventDetail},
-    policy::vocab::{Action, Mode},
-};
-
-/// What makes two detections "identical" for folding: the same rule of the same policy
-/// version and policy set, with the same mode, action and outcome (including its detail), by
-/// the same program (`process.exe` + `process.argv`) in the same container/pod, on the same
-/// event minus its volatile fields (`time`, `ts_boot_ns`, `pid`, `tid`, `ppid`: they differ
-/// between occurrences of the same behaviour), i.e. uid, gid, comm, cgroup id and path, and
-/// the whole kind-specific detail (kind, then exe/argv/cwd of an exec, a file path, a
-/// destination...), so future event kinds fold correctly without touching this type.
-/// Not in the key: `id`, `time`, `latency_us`, `description` (rule text), `ancestry` (it
-/// carries pids; a rule that cares about the parent already matched on it), `process.pid`.
-///
-/// Borrowed, compared field by field and hashed (never serialized on the event path): it is
-/// built for every detection of a storm, from a `Detection` (`of`) or, before one exists,
-/// from the event and the matching rule (`detect::engine::Match::fold_key`). Both must give
-/// equal keys for equal detections; the engine's tests check that they do.
-#[derive(Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct FoldKey<'a> {
-    pub rule: &'a str,
-    pub policy: &'a str,
-    pub policy_version: u32,
-    pub policy_set_version: u64,
-    pub mode: Mode,
-    pub action: Action,
-    pub outcome: Outcome,
-    pub outcome_detail: Option<&'a str>,
-    pub exe: Option<&'a str>,
-    pub argv: &'a [String],
-    pub container_id: Option<&'a str>,
-    pub pod_uid: Option<&'a str>,
-    pub uid: u32,
-    pub gid: u32,
-    pub comm: &'a str,
-    pub cgroup_id: u64,
-    pub cgroup: Option<&'a str>,
-    pub detail: &'a EventDetail,
-}
-
-impl<'a> FoldKey<'a> {
-    pub fn of(d: &'a Detection) -> Self {
-        FoldKey {
-            rule: &d.rule_id,
-            policy: &d.policy,
-            policy_version: d.policy_version,
-            policy_set_version: d.policy_set_version,
-            mode: d.mode,
-            action: d.action,
-            outcome: d.outcome,
-            outcome_detail: d.outcome_detail.as_deref(),
-            ..FoldKey::event(
-                &d.event,
-                d.process.exe.as_deref(),
-                &d.process.argv,
-                d.container_id.as_deref(),
-                d.pod_uid.as_deref(),
-            )
-        }
-    }
-
-    /// The process and event fields; the rule fields are placeholders for the caller to set.
-    pub fn event(
-        ev: &'a Event,
-        exe: Option<&'a str>,
-        argv: &'a [String],
-        container_id: Option<&'a str>,
-        pod_uid: Option<&'a str>,
-    ) -> Self {
-        FoldKey {
-            rule: "",
-            policy: "",
-            policy_version: 0,
-            policy_set_version: 0,
-            mode: Mode::Audit,
-            action: Action::Alert,
-            outcome: Outcome::Alerted,
-            outcome_detail: None,
-            exe,
-            argv,
-            container_id,
-            pod_uid,
-            uid: ev.uid,
-            gid: ev.gid,
-            comm: &ev.comm,
-            cgroup_id: ev.cgroup_id,
-            cgroup: ev.cgroup.as_deref(),
-            detail: &ev.detail,
-        }
-    }
-}
+use crate::detect::{Detection, FoldKey};
 
 /// The key as JSON: what the tests look at to see which fields it covers.
 #[cfg(test)]
@@ -347,6 +255,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::Outcome;
     use crate::store::tests::sample;
     use std::time::UNIX_EPOCH;
 

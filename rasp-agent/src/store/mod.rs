@@ -26,9 +26,9 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use crate::detect::Detection;
+use crate::detect::{Detection, FoldKey};
 
-pub use aggregate::{Aggregator, FoldKey};
+pub use aggregate::Aggregator;
 pub use index::{DetectionIndex, DetectionQuery};
 pub use journal::{load_recent, Journal};
 
