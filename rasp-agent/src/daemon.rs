@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// aggregate with a count.
     #[arg(long, default_value_t = 10)]
     pub fold_window: u64,
+    /// Nice value of the thread that drains the ring buffer (-20..=19). Below the default 0
+    /// so a storm from the workloads it watches cannot starve it into dropping events (as
+    /// auditd's priority_boost); it only takes CPU when there are events to drain.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub drain_nice: i32,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -370,6 +376,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Gives the calling thread (only it: a thread id, not the process) nice value `nice`; a
+/// refusal is logged, and the agent runs on at the default priority.
+fn set_thread_nice(nice: i32) {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let tid = unsafe { libc::gettid() };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(nice, error = %e, "could not set the ring-buffer reader's priority");
+    } else {
+        tracing::debug!(nice, tid, "ring-buffer reader priority set");
+    }
+}
+
 /// Ring buffer → decode → cgroup path → process table → rules → hub, enforcement, store.
 /// Runs on a thread of its own (see `events::reader`), one batch at a time: one process table
 /// lock per batch, and the batch buffers are reused, not reallocated per wakeup. A match that
@@ -381,6 +401,7 @@ fn pipeline(
     mut cgroups: CgroupResolver,
     stop: &StopSignal,
 ) -> Result<()> {
+    set_thread_nice(agent.args.drain_nice);
     let clock = BootClock::now();
     let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
     let mut detections = Vec::new();
