@@ -30,6 +30,9 @@ use crate::workspace::{Profile, Workspace};
 use config::{Config, Running, Tools};
 use workload::{Measured, Runner, Workload};
 
+/// Pause between a configuration's start and its first workload.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Seconds of each open() run in the guest: its clock counts emulated instructions, so
 /// rounds repeat to within 0.1% and short runs suffice.
 const VM_SECONDS: f64 = 2.0;
@@ -37,7 +40,7 @@ const VM_SECONDS: f64 = 2.0;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Rounds of every configuration × workload (medians and spreads are over rounds).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Seconds each workload runs per configuration and round.
     #[arg(long, default_value_t = 3.0)]
@@ -164,6 +167,9 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
                     continue;
                 }
             };
+            // Let what a start does (BTF parsing, /proc seeding, compiling a script) finish
+            // before the first workload is timed.
+            std::thread::sleep(SETTLE);
             for w in &workloads {
                 match measure(&runner, &running, w, args.seconds) {
                     Ok(sample) => {

@@ -14,6 +14,29 @@ const MAX_IDLE_RSS_KIB: u64 = 64 * 1024;
 /// Unwatched opens: the agent's cost over the floor at most this many times the floor's.
 const MAX_COST_OVER_FLOOR: f64 = 1.5;
 
+/// One target's line: what, the measurement, the verdict.
+type Target = (String, String, Verdict);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Verdict {
+    Met,
+    NotMet,
+    /// Behind on the median, but the two configurations' per-round ratios overlap: this run
+    /// cannot tell them apart.
+    WithinNoise,
+    NotMeasured,
+}
+
+impl From<Option<bool>> for Verdict {
+    fn from(met: Option<bool>) -> Self {
+        match met {
+            Some(true) => Verdict::Met,
+            Some(false) => Verdict::NotMet,
+            None => Verdict::NotMeasured,
+        }
+    }
+}
+
 pub fn render(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
@@ -28,7 +51,7 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(out, "- design: {}; each round starts every configuration in turn (order rotated per round) and runs every workload under it; ratios are per round against that round's no-agent run, then the median over rounds.", r.args_summary);
     let _ = writeln!(out, "- configurations: **no agent**; **floor** = `rasp-agent floor`, the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs; **bpftrace peer** = `xtask/assets/bpftrace-peer.bt`, the same probes printing one line per event to /dev/null; **rasp-agent** = `rasp-agent run` on its built-in default policies (audit mode).\n");
 
-    let mut targets: Vec<(String, String, Option<bool>)> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     throughput_table(&mut out, r, &mut targets);
     cost_table(&mut out, r);
     if let Some(storm) = &r.storm {
@@ -49,9 +72,10 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(out, "|---|---|---|");
     for (what, measured, met) in &targets {
         let mark = match met {
-            Some(true) => "met",
-            Some(false) => "**not met**",
-            None => "not measured",
+            Verdict::Met => "met",
+            Verdict::NotMet => "**not met**",
+            Verdict::WithinNoise => "not met on the median; within this run's noise",
+            Verdict::NotMeasured => "not measured",
         };
         let _ = writeln!(out, "| {what} | {measured} | {mark} |");
     }
@@ -88,11 +112,7 @@ fn ratio(r: &Results, workload: &'static str, config: Config) -> Option<Summary>
     )
 }
 
-fn throughput_table(
-    out: &mut String,
-    r: &Results,
-    targets: &mut Vec<(String, String, Option<bool>)>,
-) {
+fn throughput_table(out: &mut String, r: &Results, targets: &mut Vec<Target>) {
     let _ = writeln!(
         out,
         "## Throughput: ratio to no agent (median over rounds, spread = (max − min)/median)\n"
@@ -129,7 +149,7 @@ fn throughput_table(
             targets.push((
                 format!("{}: rasp-agent ≥ {t:.2} of no agent", w.key),
                 agent.map_or("—".into(), |s| format!("{:.3}", s.median)),
-                agent.map(|s| s.median >= t),
+                agent.map(|s| s.median >= t).into(),
             ));
         }
         let peer = ratio(r, w.key, Config::Bpftrace);
@@ -139,7 +159,12 @@ fn throughput_table(
                 (Some(a), Some(p)) => format!("{:.3} vs {:.3}", a.median, p.median),
                 _ => "—".into(),
             },
-            agent.zip(peer).map(|(a, p)| a.median >= p.median),
+            match (agent, peer) {
+                (Some(a), Some(p)) if a.median >= p.median => Verdict::Met,
+                (Some(a), Some(p)) if a.max >= p.min => Verdict::WithinNoise,
+                (Some(_), Some(_)) => Verdict::NotMet,
+                _ => Verdict::NotMeasured,
+            },
         ));
         if w.key == "open-unwatched" {
             let floor = ratio(r, w.key, Config::Floor);
@@ -155,10 +180,10 @@ fn throughput_table(
                             own * 100.0,
                             allowed * 100.0
                         ),
-                        Some(own <= allowed),
+                        Verdict::from(Some(own <= allowed)),
                     )
                 }
-                _ => ("—".into(), None),
+                _ => ("—".into(), Verdict::NotMeasured),
             };
             targets.push((
                 format!(
@@ -249,11 +274,7 @@ fn us(v: f64) -> String {
     }
 }
 
-fn storm_section(
-    out: &mut String,
-    storm: &StormReport,
-    targets: &mut Vec<(String, String, Option<bool>)>,
-) {
+fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target>) {
     let _ = writeln!(out, "## Event storm: what the agent drains\n");
     let _ = writeln!(out, "`rasp-workload storm` paces open+close from one thread at each rate until it can't keep up, then runs unpaced with one thread and with two (then the generator competes with the agent for both cores); drained = records the agent received per second; latency = kernel timestamp to userspace (events) and to the decision (detections), p50 / p99 / max over the step, bucket upper bounds.\n");
     let mut best_drain: Option<f64> = None;
@@ -320,7 +341,7 @@ fn storm_section(
     targets.push((
         format!("≥ {MIN_DRAIN_EVENTS_PER_SEC:.0} events/s drained without drops (2 cores)"),
         best_drain.map_or("—".into(), |b| format!("{b:.0} events/s")),
-        best_drain.map(|b| b >= MIN_DRAIN_EVENTS_PER_SEC),
+        best_drain.map(|b| b >= MIN_DRAIN_EVENTS_PER_SEC).into(),
     ));
     targets.push((
         format!(
@@ -328,7 +349,7 @@ fn storm_section(
             us(MAX_DETECTION_P99_US)
         ),
         worst_p99.map_or("—".into(), |p| format!("worst step p99 ≤ {}", us(p))),
-        worst_p99.map(|p| p < MAX_DETECTION_P99_US),
+        worst_p99.map(|p| p < MAX_DETECTION_P99_US).into(),
     ));
 
     if let Some(idle) = &storm.idle {
@@ -348,7 +369,7 @@ fn storm_section(
                 idle.held
             ),
             format!("{:.1} MiB", idle.rss_kib_with_processes as f64 / 1024.0),
-            Some(idle.rss_kib_with_processes < MAX_IDLE_RSS_KIB),
+            Verdict::from(Some(idle.rss_kib_with_processes < MAX_IDLE_RSS_KIB)),
         ));
     }
     for note in &storm.notes {
