@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rasp_tests::{require_root, show, unique_name, wait_child, wait_for, Agent, Scratch};
+use rasp_tests::{
+    harmless_library, require_root, show, unique_name, wait_child, wait_for, Agent, Scratch,
+};
 use serde_json::Value;
 
 /// How long after an event happens the agent may take to show it.
@@ -32,20 +34,6 @@ fn require_program(path: &str, package: &str) {
     if !Path::new(path).exists() {
         panic!("this test needs {path}: apt-get install -y {package}");
     }
-}
-
-/// A shared library any program can load harmlessly.
-fn harmless_library() -> &'static str {
-    [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-        "/lib/aarch64-linux-gnu/libm.so.6",
-        "/usr/lib/aarch64-linux-gnu/libm.so.6",
-        "/lib64/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("no libm.so.6 to load")
 }
 
 /// Runs `program args` to completion (it must succeed) and returns its pid.

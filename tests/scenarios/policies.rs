@@ -18,8 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rasp_tests::{
-    agent_bin, output_within, parse_json_lines, process_gone, require_root, send_signal, show,
-    spawn_detached, unique_name, wait_child, wait_for, workspace_root, Agent, Cgroup, Scratch,
+    agent_bin, harmless_library, output_within, parse_json_lines, process_gone, require_root,
+    send_signal, show, spawn_detached, unique_name, wait_child, wait_for, workspace_root, Agent,
+    Cgroup, Scratch,
 };
 use serde_json::{json, Value};
 
@@ -406,20 +407,6 @@ impl Fixtures {
     fn s(path: &Path) -> String {
         path.to_string_lossy().into_owned()
     }
-}
-
-/// A shared library any system program can preload harmlessly.
-fn harmless_library() -> &'static str {
-    [
-        "/lib/x86_64-linux-gnu/libm.so.6",
-        "/usr/lib/x86_64-linux-gnu/libm.so.6",
-        "/lib/aarch64-linux-gnu/libm.so.6",
-        "/usr/lib/aarch64-linux-gnu/libm.so.6",
-        "/lib64/libm.so.6",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("no libm.so.6 to preload")
 }
 
 const MEMFD_EXEC: &str =

@@ -58,6 +58,21 @@ pub fn agent_bin() -> PathBuf {
 
 /// Scenarios load eBPF programs through the agent: without root they cannot say anything,
 /// so they fail loudly rather than pass by skipping.
+/// A shared library any program can load or preload harmlessly (libm), wherever this
+/// distribution keeps it.
+pub fn harmless_library() -> &'static str {
+    [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+        "/usr/lib/aarch64-linux-gnu/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("no libm.so.6 to load")
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {

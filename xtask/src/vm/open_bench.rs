@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use super::guest::{Guest, GuestClock};
+use super::guest::{Guest, GuestClock, GuestRun};
 use crate::command::human;
 use crate::workspace::Workspace;
 
@@ -113,6 +113,31 @@ pub struct VmOpenBench {
 }
 
 impl VmOpenBench {
+    /// What one guest boot is, before its result lines are taken in.
+    fn empty(run: &GuestRun, rounds: usize, seconds: f64) -> VmOpenBench {
+        VmOpenBench {
+            kernel_release: run.kernel_release.clone(),
+            lsms: run.lsms.clone(),
+            boot: run.boot,
+            elapsed: run.elapsed,
+            rounds,
+            seconds,
+            clock: CLOCK,
+            configs: OpenConfig::ALL
+                .into_iter()
+                .map(|config| ConfigRates {
+                    config,
+                    rates: Vec::new(),
+                })
+                .collect(),
+            failures: Vec::new(),
+            floor_reports: Vec::new(),
+            agent_status: None,
+            notes: Vec::new(),
+            serial_log: run.serial_log.clone(),
+        }
+    }
+
     pub fn rates(&self, config: OpenConfig) -> &[f64] {
         self.configs
             .iter()
@@ -187,27 +212,7 @@ pub fn open_bench(
         );
     }
 
-    let mut bench = VmOpenBench {
-        kernel_release: run.kernel_release,
-        lsms: run.lsms,
-        boot: run.boot,
-        elapsed: run.elapsed,
-        rounds,
-        seconds,
-        clock: CLOCK,
-        configs: OpenConfig::ALL
-            .into_iter()
-            .map(|config| ConfigRates {
-                config,
-                rates: Vec::new(),
-            })
-            .collect(),
-        failures: Vec::new(),
-        floor_reports: Vec::new(),
-        agent_status: None,
-        notes: Vec::new(),
-        serial_log: run.serial_log,
-    };
+    let mut bench = VmOpenBench::empty(&run, rounds, seconds);
     for line in &run.results {
         bench.take(line);
     }
@@ -555,27 +560,16 @@ mod tests {
     }
 
     fn bench(results: &[&str]) -> VmOpenBench {
-        let mut bench = VmOpenBench {
+        let run = GuestRun {
             kernel_release: "6.12.117+deb12-cloud-amd64".into(),
             lsms: "bpf".into(),
             boot: Duration::from_secs(4),
             elapsed: Duration::from_secs(60),
-            rounds: 2,
-            seconds: 2.0,
-            clock: CLOCK,
-            configs: OpenConfig::ALL
-                .into_iter()
-                .map(|config| ConfigRates {
-                    config,
-                    rates: Vec::new(),
-                })
-                .collect(),
-            failures: Vec::new(),
-            floor_reports: Vec::new(),
-            agent_status: None,
-            notes: Vec::new(),
+            results: Vec::new(),
+            script_status: 0,
             serial_log: PathBuf::from("x.log"),
         };
+        let mut bench = VmOpenBench::empty(&run, 2, 2.0);
         for line in results {
             bench.take(line);
         }
