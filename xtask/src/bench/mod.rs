@@ -72,6 +72,8 @@ pub struct Sample {
     pub peak_rss_kib: Option<u64>,
     /// Events the agent's kernel side dropped during the run.
     pub dropped: Option<u64>,
+    /// The workload's own CPU per operation (µs), children included, if it reports it.
+    pub workload_cpu_us_per_op: Option<f64>,
 }
 
 /// Everything measured, for the report.
@@ -262,7 +264,11 @@ fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Re
     let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
     let drops_before = agent_drops(running);
     let began = Instant::now();
-    let Measured { rate, ops } = runner.run(w, seconds)?;
+    let Measured {
+        rate,
+        ops,
+        cpu_secs: workload_cpu,
+    } = runner.run(w, seconds)?;
     let wall_secs = began.elapsed().as_secs_f64();
     let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
     let peak_rss_kib = pid
@@ -279,6 +285,9 @@ fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Re
         cpu_secs: cpu_before.zip(cpu_after).map(|(b, a)| a - b),
         peak_rss_kib,
         dropped,
+        workload_cpu_us_per_op: workload_cpu
+            .filter(|_| ops > 0)
+            .map(|cpu| cpu * 1e6 / ops as f64),
     })
 }
 

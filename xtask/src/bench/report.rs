@@ -53,6 +53,7 @@ pub fn render(r: &Results) -> String {
 
     let mut targets: Vec<Target> = Vec::new();
     throughput_table(&mut out, r, &mut targets);
+    workload_cpu_table(&mut out, r);
     cost_table(&mut out, r);
     if let Some(storm) = &r.storm {
         storm_section(&mut out, storm, &mut targets);
@@ -194,6 +195,56 @@ fn throughput_table(out: &mut String, r: &Results, targets: &mut Vec<Target>) {
                 met,
             ));
         }
+    }
+    let _ = writeln!(out);
+}
+
+/// The workload's own CPU per operation, as a ratio no-agent / configuration (1.0 = free,
+/// like the throughput ratios): what the hooks add to each operation, less sensitive than
+/// throughput to the other tenants of a shared machine.
+fn workload_cpu_table(out: &mut String, r: &Results) {
+    let per_op = |key: &'static str, config: Config| -> Vec<f64> {
+        samples(r, key, config)
+            .iter()
+            .map(|s| s.workload_cpu_us_per_op.unwrap_or(f64::NAN))
+            .collect()
+    };
+    let rows: Vec<_> = r
+        .workloads
+        .iter()
+        .filter(|w| Summary::of(&per_op(w.key, Config::None)).is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Workload CPU per operation: no agent ÷ configuration (median over rounds)\n"
+    );
+    let _ = writeln!(out, "The workload's own user+system time per operation (children included), so hook costs charged to it show even when the machine's other tenants move the throughput. 1.000 = nothing added.\n");
+    let _ = writeln!(
+        out,
+        "| workload | no agent | floor | bpftrace peer | rasp-agent |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for w in rows {
+        let base = per_op(w.key, Config::None);
+        let cell = |config| {
+            // Inverted so that, like throughput, lower means costlier.
+            let cost = per_op(w.key, config);
+            paired_ratio(&base, &cost).map_or("—".into(), |s: Summary| {
+                format!("{:.3} ±{:.1}%", s.median, s.spread_pct())
+            })
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            w.key,
+            Summary::of(&base).map_or("—".into(), |s| format!("{:.2} µs/op", s.median)),
+            cell(Config::Floor),
+            cell(Config::Bpftrace),
+            cell(Config::Agent)
+        );
     }
     let _ = writeln!(out);
 }

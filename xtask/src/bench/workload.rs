@@ -94,6 +94,9 @@ pub fn all() -> Vec<Workload> {
 pub struct Measured {
     pub rate: f64,
     pub ops: u64,
+    /// CPU seconds the workload itself spent (its children's included), when it reports
+    /// them: hook costs land here whether or not the machine was busy.
+    pub cpu_secs: Option<f64>,
 }
 
 pub struct Runner<'a> {
@@ -117,7 +120,11 @@ impl Runner<'_> {
                     bail!("{}: no PostgreSQL cluster was started", workload.key);
                 };
                 let (rate, ops) = pg.pgbench_tps(args, seconds)?;
-                Ok(Measured { rate, ops })
+                Ok(Measured {
+                    rate,
+                    ops,
+                    cpu_secs: None,
+                })
             }
         }
     }
@@ -158,7 +165,17 @@ pub fn parse_line(line: &str) -> Result<Measured> {
         .and_then(Value::as_f64)
         .context("no numeric `rate`")?;
     let ops = value.get("ops").and_then(Value::as_u64).unwrap_or(0);
-    Ok(Measured { rate, ops })
+    let cpu_secs = value.get("cpu_seconds").and_then(Value::as_f64).map(|own| {
+        own + value
+            .get("children_cpu_seconds")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    });
+    Ok(Measured {
+        rate,
+        ops,
+        cpu_secs,
+    })
 }
 
 #[cfg(test)]
