@@ -66,6 +66,25 @@ pub struct Running {
 }
 
 impl Running {
+    fn new(config: Config, tools: &Tools) -> Running {
+        Running {
+            config,
+            child: None,
+            log: None,
+            socket: None,
+            agent: tools.agent.clone(),
+        }
+    }
+
+    /// Fails, with the end of its log, if the started process has already exited.
+    fn fail_if_exited(&mut self, what: &str) -> Result<()> {
+        if let Some(child) = &mut self.child {
+            if let Some(status) = child.try_wait()? {
+                bail!("{what} ({status}){}", log_tail(self.log.as_deref()));
+            }
+        }
+        Ok(())
+    }
     /// The process whose CPU and memory the workload's cost is charged to, if any.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -122,13 +141,7 @@ impl Drop for Running {
 }
 
 pub fn start(config: Config, tools: &Tools) -> Result<Running> {
-    let mut running = Running {
-        config,
-        child: None,
-        log: None,
-        socket: None,
-        agent: tools.agent.clone(),
-    };
+    let mut running = Running::new(config, tools);
     match config {
         Config::None => {}
         Config::Floor => start_floor(&mut running, tools)?,
@@ -199,14 +212,7 @@ fn start_bpftrace(running: &mut Running, tools: &Tools) -> Result<()> {
     let started = Instant::now();
     let mut last = (0, Instant::now());
     while started.elapsed() < READY_TIMEOUT {
-        if let Some(child) = &mut running.child {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "bpftrace exited ({status}){}",
-                    log_tail(running.log.as_deref())
-                );
-            }
-        }
+        running.fail_if_exited("bpftrace exited")?;
         let fds = procfs::perf_event_fds(pid).unwrap_or(0);
         if fds != last.0 {
             last = (fds, Instant::now());
@@ -223,13 +229,7 @@ fn start_bpftrace(running: &mut Running, tools: &Tools) -> Result<()> {
 
 /// The agent with extra environment (e.g. `RASP_INTEREST_ALL=1` for a pure event storm).
 pub fn start_agent_with_env(tools: &Tools, env: &[(&str, &str)]) -> Result<Running> {
-    let mut running = Running {
-        config: Config::Agent,
-        child: None,
-        log: None,
-        socket: None,
-        agent: tools.agent.clone(),
-    };
+    let mut running = Running::new(Config::Agent, tools);
     start_agent(&mut running, tools, env)?;
     Ok(running)
 }
@@ -261,14 +261,7 @@ fn start_agent(running: &mut Running, tools: &Tools, env: &[(&str, &str)]) -> Re
     let started = Instant::now();
     let mut last_error = String::new();
     while started.elapsed() < READY_TIMEOUT {
-        if let Some(child) = &mut running.child {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "rasp-agent exited during start ({status}){}",
-                    log_tail(running.log.as_deref())
-                );
-            }
-        }
+        running.fail_if_exited("rasp-agent exited during start")?;
         match agent_status(&tools.agent, &socket) {
             Ok(_) => return Ok(()),
             Err(e) => last_error = format!("{e:#}"),

@@ -93,10 +93,17 @@ pub fn render(r: &Results) -> String {
 }
 
 fn rates(r: &Results, workload: &'static str, config: Config) -> Vec<f64> {
-    r.samples
-        .get(&(workload, config.key()))
-        .map(|s| s.iter().map(|s| s.rate).collect())
-        .unwrap_or_default()
+    samples(r, workload, config)
+        .iter()
+        .map(|s| s.rate)
+        .collect()
+}
+
+/// A ratio's table cell: median and spread over rounds.
+fn ratio_cell(ratio: Option<Summary>) -> String {
+    ratio.map_or("—".into(), |s| {
+        format!("{:.3} ±{:.1}%", s.median, s.spread_pct())
+    })
 }
 
 fn samples<'a>(r: &'a Results, workload: &'static str, config: Config) -> &'a [Sample] {
@@ -128,11 +135,7 @@ fn throughput_table(out: &mut String, r: &Results, targets: &mut Vec<Target>) {
         let base_cell = base.map_or("—".into(), |s| {
             format!("{:.0} {} ±{:.1}%", s.median, w.unit, s.spread_pct())
         });
-        let cell = |config| {
-            ratio(r, w.key, config).map_or("—".into(), |s: Summary| {
-                format!("{:.3} ±{:.1}%", s.median, s.spread_pct())
-            })
-        };
+        let cell = |config| ratio_cell(ratio(r, w.key, config));
         let target = w.target.map_or("—".into(), |t| format!("≥ {t:.2}"));
         let _ = writeln!(
             out,
@@ -229,13 +232,8 @@ fn workload_cpu_table(out: &mut String, r: &Results) {
     let _ = writeln!(out, "|---|---|---|---|---|");
     for w in rows {
         let base = per_op(w.key, Config::None);
-        let cell = |config| {
-            // Inverted so that, like throughput, lower means costlier.
-            let cost = per_op(w.key, config);
-            paired_ratio(&base, &cost).map_or("—".into(), |s: Summary| {
-                format!("{:.3} ±{:.1}%", s.median, s.spread_pct())
-            })
-        };
+        // Inverted so that, like throughput, lower means costlier.
+        let cell = |config| ratio_cell(paired_ratio(&base, &per_op(w.key, config)));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} |",
