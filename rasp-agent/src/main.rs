@@ -1,18 +1,8 @@
 //! rasp-agent: the per-node daemon (`run`) and the CLI that talks to it over its unix socket
 //! (`status`, `events`, `processes`), in one binary.
 
-mod api;
-mod cli;
-mod daemon;
-mod detect;
-mod enforce;
-mod events;
-mod loader;
-mod policy;
-mod process;
-mod store;
-
 use clap::{Parser, Subcommand};
+use rasp_agent::{cli, daemon, loader};
 
 #[derive(Parser, Debug)]
 #[command(
