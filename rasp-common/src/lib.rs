@@ -5,9 +5,11 @@
 
 pub mod interest;
 pub mod limits;
+pub mod loss;
 pub mod offsets;
 pub mod record;
 
+pub use loss::LossSite;
 pub use offsets::{KernelOffsets, SyscallNumbers};
 pub use record::{
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,

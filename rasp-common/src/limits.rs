@@ -21,9 +21,6 @@ pub const FILENAME_CAP: usize = 256;
 /// Length of `task_struct.comm`.
 pub const COMM_LEN: usize = 16;
 
-/// Slots in the per-CPU drop and error counters: one per `EventKind` value, 0 unused.
-pub const KIND_SLOTS: u32 = 16;
-
 /// Bytes of a path component as an interest-map key (`FILE_NAMES`, `LIB_NAMES`): the name,
 /// NUL, zero padding. Names longer than `NAME_KEY_LEN - 1` (31) bytes are cut to their first
 /// 31 bytes on both sides (`interest::name_key` in userspace, a bounded string read in the

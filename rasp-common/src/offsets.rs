@@ -52,6 +52,14 @@ pub struct KernelOffsets {
     /// (`bpf_rdonly_cast`) and read them with plain loads instead of helper calls.
     pub btf_file: u32,
     pub btf_mount: u32,
+    /// `task->cred` and the fields of `struct cred` the header carries.
+    pub task_cred: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    pub cred_cap_effective: u32,
+    /// `task->group_leader` and `task->start_boottime`: the process's start, half its exec id.
+    pub task_group_leader: u32,
+    pub task_start_time: u32,
 }
 
 /// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
@@ -102,6 +110,12 @@ impl KernelOffsets {
             dentry_inline_name: 0,
             btf_file: 0,
             btf_mount: 0,
+            task_cred: 0,
+            cred_euid: 0,
+            cred_egid: 0,
+            cred_cap_effective: 0,
+            task_group_leader: 0,
+            task_start_time: 0,
         }
     }
 }

@@ -1,11 +1,15 @@
 //! Records the kernel submits to the one `EVENTS` ring buffer. Each starts with a
 //! `RecordHeader` whose `kind` says which struct follows and whose `version` changes when any
-//! layout here changes. All fixed size, `#[repr(C)]`, explicit padding, 8-byte aligned.
+//! layout here changes. The structs are the fixed part, `#[repr(C)]`, explicit padding,
+//! 8-byte aligned; records with strings (exec, file open, library load) are followed by a
+//! packed payload of exactly the bytes used, in the order and with the lengths the fixed part
+//! gives: the kernel builds them in a per-CPU scratch buffer and sends only `header.size`
+//! bytes, never a padded maximum.
 
-use crate::limits::{ARGV_CAP, COMM_LEN, FILENAME_CAP, NAME_SLOT, PATH_CAP};
+use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 2;
+pub const RECORD_VERSION: u16 = 3;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -55,6 +59,7 @@ impl EventKind {
 
 /// Common to every record. `tid`/`pid` are the kernel's pid/tgid: `pid` is the process id
 /// user space knows, `tid` the thread. `ppid` is the real parent's process id.
+/// `(start_ns, pid)` is the process's exec id: unlike the pid it is never reused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RecordHeader {
@@ -67,42 +72,48 @@ pub struct RecordHeader {
     pub tid: u32,
     pub pid: u32,
     pub ppid: u32,
+    /// Real ids.
     pub uid: u32,
     pub gid: u32,
-    pub _pad0: u32,
+    /// Effective ids (`cred->euid/egid`): differ from the real ones after a setuid exec.
+    pub euid: u32,
+    pub egid: u32,
+    /// Bytes of this record as sent: the fixed part plus its payload.
+    pub size: u32,
     /// cgroup v2 id (the inode number of the cgroup's directory in the cgroup2 mount).
     pub cgroup_id: u64,
+    /// The process's start (`group_leader->start_boottime`, CLOCK_BOOTTIME ns, as
+    /// `/proc/<pid>/stat` field 22 counts it in ticks).
+    pub start_ns: u64,
+    /// `cred->cap_effective`: a non-root process holding capabilities is visible.
+    pub cap_effective: u64,
     pub comm: [u8; COMM_LEN],
 }
 
 /// The parent pid could not be read (kernel memory read failed).
 pub const HEADER_PPID_UNKNOWN: u32 = 1 << 0;
+/// The credentials (euid, egid, capabilities) could not be read.
+pub const HEADER_CREDS_UNKNOWN: u32 = 1 << 1;
+/// The process start time could not be read: `start_ns` is 0.
+pub const HEADER_START_UNKNOWN: u32 = 1 << 2;
 
-/// A successful execve/execveat, seen from the new image (`sched_process_exec`).
+/// A successful execve/execveat, seen from the new image (`sched_process_exec`). Payload:
+/// `exe_len` bytes of exe, `cwd_len` of cwd (paths as components leaf first, each
+/// NUL-terminated), `filename_len` of the name passed to execve (NUL-terminated),
+/// `argv_len` of argv (NUL separated, trailing NUL included).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct ExecRecord {
     pub header: RecordHeader,
     /// `EXEC_*` flags.
     pub flags: u32,
-    /// Bytes of `argv` filled (NUL separated, trailing NUL included).
     pub argv_len: u32,
     /// Full size of the argv block in the new process (`arg_end - arg_start`).
     pub argv_total: u32,
     pub filename_len: u32,
-    /// Bytes of `exe` filled: path components, leaf first, each NUL-terminated.
+    /// The executable actually mapped (the interpreter for #! scripts).
     pub exe_len: u32,
-    /// Bytes of `cwd` filled, same encoding as `exe`.
     pub cwd_len: u32,
-    pub exe: [u8; PATH_CAP],
-    pub cwd: [u8; PATH_CAP],
-    /// Slack after the path buffers: the verifier checks a component read against the
-    /// whole record, so a masked offset plus `NAME_SLOT` must stay inside it. The walk itself
-    /// never writes past `PATH_CAP` (it stops and flags truncation first).
-    pub _slack: [u8; NAME_SLOT],
-    /// The name passed to execve, NUL-terminated (may be relative, or a symlink).
-    pub filename: [u8; FILENAME_CAP],
-    pub argv: [u8; ARGV_CAP],
 }
 
 pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
@@ -112,6 +123,8 @@ pub const EXEC_EXE_FAILED: u32 = 1 << 3;
 pub const EXEC_CWD_TRUNCATED: u32 = 1 << 4;
 pub const EXEC_CWD_FAILED: u32 = 1 << 5;
 pub const EXEC_FILENAME_FAILED: u32 = 1 << 6;
+/// No rule needs the working directory: it was not walked (`cwd_len` is 0).
+pub const EXEC_CWD_SKIPPED: u32 = 1 << 7;
 
 /// A new process (threads are filtered out in the kernel). The header describes the child;
 /// `header.ppid` is the parent that forked it.
@@ -135,9 +148,10 @@ pub struct ExitRecord {
 }
 
 /// A successful open (open, openat, creat, openat2), seen at syscall exit with the new fd,
-/// sent only when the interest maps say some rule may care (see `interest`).
+/// sent only when the interest maps say some rule may care (see `interest`). Payload:
+/// `path_len` bytes of path (components leaf first, each NUL-terminated).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct FileOpenRecord {
     pub header: RecordHeader,
     /// `FILE_*` flags.
@@ -152,11 +166,7 @@ pub struct FileOpenRecord {
     /// The flags the caller passed (creat: O_CREAT|O_WRONLY|O_TRUNC), valid with
     /// `FILE_OPEN_FLAGS_KNOWN`.
     pub open_flags: u32,
-    /// Bytes of `path` filled: components leaf first, each NUL-terminated.
     pub path_len: u32,
-    pub path: [u8; PATH_CAP],
-    /// See `ExecRecord::_slack`.
-    pub _slack: [u8; NAME_SLOT],
 }
 
 pub const FILE_PATH_TRUNCATED: u32 = 1 << 0;
@@ -171,9 +181,9 @@ pub const FMODE_CREATED: u32 = 1 << 20;
 
 /// A file mapped executable (`mmap` with PROT_EXEC of a file descriptor): a shared library
 /// being loaded by ld.so or dlopen. The main executable and ld.so itself are mapped by the
-/// kernel at exec and produce no record.
+/// kernel at exec and produce no record. Payload: `path_len` bytes of path.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct LibraryLoadRecord {
     pub header: RecordHeader,
     /// `LIB_*` flags.
@@ -182,8 +192,6 @@ pub struct LibraryLoadRecord {
     /// mmap's `prot` argument.
     pub prot: u32,
     pub path_len: u32,
-    pub path: [u8; PATH_CAP],
-    pub _slack: [u8; NAME_SLOT],
 }
 
 pub const LIB_PATH_TRUNCATED: u32 = 1 << 0;
@@ -220,14 +228,24 @@ mod pod {
     unsafe impl aya::Pod for super::ConnectRecord {}
 }
 
-// Layout checks: the kernel reserves these sizes and the agent decodes by them.
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 64);
-const _: () = assert!(core::mem::size_of::<ExecRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<ForkRecord>() == 72);
-const _: () = assert!(core::mem::size_of::<ExitRecord>() == 72);
-const _: () = assert!(core::mem::offset_of!(ExecRecord, exe).is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<FileOpenRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::offset_of!(FileOpenRecord, path).is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>().is_multiple_of(8));
-const _: () = assert!(core::mem::offset_of!(LibraryLoadRecord, path).is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 88);
+/// Per-CPU scratch where a record with a payload is built before `bpf_ringbuf_output`
+/// sends its used bytes. A power of two so a length can be masked for the verifier; large
+/// enough for the biggest exec (fixed part, two paths of up to `PATH_CAP` each with a
+/// component slot of slack, filename, argv) with room for the application-layer records
+/// (query text, TLS plaintext chunks) that come next.
+pub const SCRATCH_BYTES: usize = 16384;
+
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub bytes: [u8; SCRATCH_BYTES],
+}
+
+// Layout checks: the kernel sends these sizes (plus payloads) and the agent decodes by them.
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 88);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<ForkRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 112);

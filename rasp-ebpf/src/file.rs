@@ -15,7 +15,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use core::ptr::addr_of_mut;
+use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
     interest::*,
     record::{
@@ -23,7 +23,7 @@ use rasp_common::{
         FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_PATH_FAILED,
         LIB_PATH_TRUNCATED,
     },
-    EventKind, KernelOffsets,
+    EventKind, KernelOffsets, LossSite,
 };
 
 use crate::{
@@ -32,10 +32,7 @@ use crate::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
         tp_field, Kptr,
     },
-    maps::{
-        count_drop, count_read_error, filter_flags, EVENTS, FILE_FILTER, FILE_NAMES, LIB_FILTER,
-        LIB_NAMES,
-    },
+    maps::{filter_flags, loss, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
 
@@ -64,7 +61,10 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
     if filter & FILE_ENABLED == 0 {
         return 0;
     }
-    let Some(o) = offsets() else { return 0 };
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
     let fd = ret as u32;
     let task = current_task_btf();
     let Some(file) = file_of_fd(o, task, fd) else {
@@ -76,7 +76,7 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
         Verdict::Skip => return 0,
         Verdict::Unknown => {
             // Cannot tell: counted, not sent (a systematic failure must not flood).
-            count_read_error(EventKind::FileOpen);
+            loss(LossSite::FileFilterRead, line!());
             return 0;
         }
     }
@@ -146,13 +146,45 @@ fn verdict(r: Result<bool, i32>) -> Verdict {
 }
 
 /// Out of line, see `file_interest`.
+const FILE_FIXED: u32 = size_of::<FileOpenRecord>() as u32;
+const LIB_FIXED: u32 = size_of::<LibraryLoadRecord>() as u32;
+const _: () = assert!(
+    (FILE_FIXED as usize) + rasp_common::limits::PATH_CAP + rasp_common::limits::NAME_SLOT
+        < rasp_common::record::SCRATCH_BYTES
+);
+
+/// Rebuild the opened file's path right after a record's fixed part (`fixed` bytes into the
+/// draft); returns the path's length, setting `truncated`/`failed` in `flags`.
+#[inline(always)]
+fn path_payload(
+    o: &KernelOffsets,
+    view: &FileView,
+    draft: &Draft,
+    fixed: u32,
+    flags: &mut u32,
+    (truncated, failed): (u32, u32),
+    site: LossSite,
+) -> u32 {
+    // SAFETY: `fixed` + a walk's bound (`PATH_CAP` + a component slot) is inside the draft.
+    let dst = unsafe { draft.base().add(fixed as usize) };
+    match file_path(o, view, dst) {
+        Ok(w) => {
+            if w.truncated {
+                *flags |= truncated;
+            }
+            w.len & (2 * rasp_common::limits::PATH_CAP as u32 - 1)
+        }
+        Err(_) => {
+            *flags |= failed;
+            loss(site, line!());
+            0
+        }
+    }
+}
+
 #[inline(never)]
 fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
-    let Some(mut entry) = EVENTS.reserve::<FileOpenRecord>(0) else {
-        count_drop(EventKind::FileOpen);
-        return;
-    };
-    let rec = entry.as_mut_ptr();
+    let Some(draft) = Draft::begin() else { return };
     let mut flags = 0u32;
     let open_flags = match requested_flags(o, nr) {
         Some(v) => {
@@ -161,43 +193,30 @@ fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
         }
         None => 0,
     };
-    // SAFETY: `rec` points at a reserved FileOpenRecord; fields are written through raw
-    // pointers because the memory is not initialised.
-    let path_len = unsafe {
-        addr_of_mut!((*rec).header).write(current_header(EventKind::FileOpen, o));
+    let path_len = path_payload(
+        o,
+        view,
+        &draft,
+        FILE_FIXED,
+        &mut flags,
+        (FILE_PATH_TRUNCATED, FILE_PATH_FAILED),
+        LossSite::FilePathWalk,
+    );
+    let total = FILE_FIXED + path_len;
+    let rec = draft.base() as *mut FileOpenRecord;
+    // SAFETY: the fixed part lies at the start of the draft.
+    unsafe {
+        addr_of_mut!((*rec).header).write(current_header(EventKind::FileOpen, o, total as usize));
+        addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).fd).write(fd as i32);
         addr_of_mut!((*rec).f_flags).write(view.flags);
-        // Failing that, the access mode's bits: FMODE_CREATED is then unknown (unset).
         addr_of_mut!((*rec).f_mode).write(view.mode(o));
         addr_of_mut!((*rec).open_flags).write(open_flags);
-        let dst = addr_of_mut!((*rec).path) as *mut u8;
-        match file_path(o, view, dst) {
-            Ok(w) => {
-                if w.truncated {
-                    flags |= FILE_PATH_TRUNCATED;
-                }
-                w.len
-            }
-            Err(_) => {
-                flags |= FILE_PATH_FAILED;
-                0
-            }
-        }
-    };
-    // SAFETY: as above.
-    unsafe {
         addr_of_mut!((*rec).path_len).write(path_len);
-        addr_of_mut!((*rec).flags).write(flags);
     }
-    if flags & FILE_PATH_FAILED != 0 {
-        count_read_error(EventKind::FileOpen);
-    }
-    entry.submit(0);
+    draft.send(total, LossSite::FileSend, line!());
 }
 
-/// The flags the caller passed. The kernel clears O_CREAT/O_EXCL/O_NOCTTY/O_TRUNC from
-/// `f_flags`, but the syscall's arguments are still in its saved user registers at exit:
-/// read them only for opens already chosen to be sent, so filtered opens pay nothing.
 #[inline(always)]
 fn requested_flags(o: &KernelOffsets, nr: i32) -> Option<u32> {
     let sys = syscalls();
@@ -261,7 +280,10 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     if filter & LIB_ENABLED == 0 {
         return 0;
     }
-    let Some(o) = offsets() else { return 0 };
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
     let task = current_task_btf();
     let Some(file) = file_of_fd(o, task, fd as u32) else {
         return 0; // mmap will fail with EBADF
@@ -271,7 +293,7 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
         Verdict::Send => {}
         Verdict::Skip => return 0,
         Verdict::Unknown => {
-            count_read_error(EventKind::LibraryLoad);
+            loss(LossSite::LibFilterRead, line!());
             return 0;
         }
     }
@@ -309,35 +331,30 @@ fn lib_interest(o: &KernelOffsets, task: Kptr, view: &FileView, filter: u32) -> 
 
 #[inline(never)]
 fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
-    let Some(mut entry) = EVENTS.reserve::<LibraryLoadRecord>(0) else {
-        count_drop(EventKind::LibraryLoad);
-        return;
-    };
-    let rec = entry.as_mut_ptr();
+    let Some(draft) = Draft::begin() else { return };
     let mut flags = 0u32;
-    // SAFETY: `rec` points at a reserved LibraryLoadRecord (see send_file_open).
+    let path_len = path_payload(
+        o,
+        view,
+        &draft,
+        LIB_FIXED,
+        &mut flags,
+        (LIB_PATH_TRUNCATED, LIB_PATH_FAILED),
+        LossSite::LibPathWalk,
+    );
+    let total = LIB_FIXED + path_len;
+    let rec = draft.base() as *mut LibraryLoadRecord;
+    // SAFETY: the fixed part lies at the start of the draft.
     unsafe {
-        addr_of_mut!((*rec).header).write(current_header(EventKind::LibraryLoad, o));
+        addr_of_mut!((*rec).header).write(current_header(
+            EventKind::LibraryLoad,
+            o,
+            total as usize,
+        ));
+        addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).fd).write(fd);
         addr_of_mut!((*rec).prot).write(prot);
-        let dst = addr_of_mut!((*rec).path) as *mut u8;
-        let path_len = match file_path(o, view, dst) {
-            Ok(w) => {
-                if w.truncated {
-                    flags |= LIB_PATH_TRUNCATED;
-                }
-                w.len
-            }
-            Err(_) => {
-                flags |= LIB_PATH_FAILED;
-                0
-            }
-        };
         addr_of_mut!((*rec).path_len).write(path_len);
-        addr_of_mut!((*rec).flags).write(flags);
     }
-    if flags & LIB_PATH_FAILED != 0 {
-        count_read_error(EventKind::LibraryLoad);
-    }
-    entry.submit(0);
+    draft.send(total, LossSite::LibSend, line!());
 }

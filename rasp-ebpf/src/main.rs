@@ -3,6 +3,9 @@
 //! embeds the object and fills `OFFSETS` from the running kernel's BTF before loading it.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for per-CPU counters a preempted program must not lose (maps.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod event;
 mod file;

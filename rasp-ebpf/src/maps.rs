@@ -4,47 +4,149 @@
 //! (`rasp_common::interest` has the bits).
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::generated::bpf_ringbuf_output,
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use rasp_common::{
     interest::{NameKey, FILTER_FLAGS, FILTER_WORDS},
     limits::{
-        DEFAULT_RING_BYTES, KIND_SLOTS, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES,
-        MAX_LIB_NAMES,
+        DEFAULT_RING_BYTES, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES,
     },
-    EventKind,
+    loss::LOSS_SLOTS,
+    record::{Scratch, SCRATCH_BYTES},
+    LossSite,
 };
 
 /// One ring buffer for all events; the agent sets its size at load (`--ring-buffer-size`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
-/// Records that could not be reserved (ring buffer full), per event kind.
+/// Events lost or sent incomplete, per `LossSite` (per CPU, atomic adds).
 #[map]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_SLOTS, 0);
 
-/// Records sent with a field that could not be read (flagged in the record), per event kind.
+/// The source line (in rasp-ebpf) of the last loss at each site, so `status` can say where.
 #[map]
-pub static READ_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+pub static LOSS_LINES: Array<u32> = Array::with_max_entries(LOSS_SLOTS, 0);
 
+/// Count a loss at `site` (`line`: `line!()` where it happened).
 #[inline(always)]
-fn bump(counters: &PerCpuArray<u64>, kind: EventKind) {
-    if let Some(slot) = counters.get_ptr_mut(kind as u32) {
-        // SAFETY: per-CPU slot, programs on one CPU do not preempt each other here.
-        unsafe { *slot += 1 };
+pub fn loss(site: LossSite, line: u32) {
+    if let Some(slot) = LOSSES.get_ptr_mut(site as u32) {
+        // SAFETY: a valid per-CPU slot of our map. Atomic (the BPF target's core has no
+        // atomic types with fetch_add, hence the intrinsic; it compiles to BPF_XADD): a program preempted on this CPU
+        // (uprobes run preemptible, with only migration disabled) must not lose a count.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+    }
+    if let Some(slot) = LOSS_LINES.get_ptr_mut(site as u32) {
+        // SAFETY: a valid slot; a racing store of another line is harmless (either is true).
+        unsafe { core::ptr::write_volatile(slot, line) };
     }
 }
 
-#[inline(always)]
-pub fn count_drop(kind: EventKind) {
-    bump(&DROPS, kind);
+/// Scratch buffers for records with payloads: two per CPU, so a program preempted while it
+/// builds a record (possible for uprobes, which run with only migration disabled) does not
+/// share its buffer with the program that preempted it. `SCRATCH_DEPTH` says how many are
+/// in use on this CPU.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
+
+#[map]
+static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// A record being built in a scratch buffer; sent with `send`, released on drop.
+pub struct Draft {
+    base: *mut u8,
+    depth: *mut u32,
+    level: u32,
 }
 
-#[inline(always)]
-pub fn count_read_error(kind: EventKind) {
-    bump(&READ_ERRORS, kind);
+impl Draft {
+    /// Take this CPU's free scratch buffer, or count `ScratchBusy` and give up.
+    #[inline(always)]
+    pub fn begin() -> Option<Draft> {
+        let depth = SCRATCH_DEPTH.get_ptr_mut(0)?;
+        // SAFETY: a valid per-CPU slot. Load and store are not one atomic step: a preemption
+        // exactly between them can hand both programs the same buffer; the window is two
+        // instructions wide, and such a record is at worst garbled, never out of bounds
+        // (every length is bounded when it is used, and decoding checks them again).
+        let level = unsafe { core::ptr::read_volatile(depth) };
+        if level >= 2 {
+            loss(LossSite::ScratchBusy, line!());
+            return None;
+        }
+        let Some(slot) = SCRATCH.get_ptr_mut(level) else {
+            loss(LossSite::ScratchBusy, line!());
+            return None;
+        };
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(depth, level + 1) };
+        Some(Draft {
+            base: slot as *mut u8,
+            depth,
+            level,
+        })
+    }
+
+    /// The start of the buffer (`SCRATCH_BYTES` long).
+    #[inline(always)]
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Send the first `len` bytes (bounded to the buffer for the verifier) as one record,
+    /// waking the reader as `wake_flags` decides; a full ring counts a loss at `site`.
+    #[inline(always)]
+    pub fn send(self, len: u32, site: LossSite, line: u32) {
+        let len = len & (SCRATCH_BYTES as u32 - 1);
+        // SAFETY: `base..base+len` lies inside this CPU's scratch slot (masked above).
+        let r = unsafe {
+            bpf_ringbuf_output(
+                core::ptr::addr_of!(EVENTS) as *mut _,
+                self.base as *mut _,
+                len as u64,
+                wake_flags(),
+            )
+        };
+        if r < 0 {
+            loss(site, line);
+        }
+    }
 }
+
+impl Drop for Draft {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the per-CPU slot taken in `begin`.
+        unsafe { core::ptr::write_volatile(self.depth, self.level) };
+    }
+}
+
+/// Unconsumed bytes below which a record forces a wakeup (see `wake_flags`).
+const FORCE_WAKE_BELOW: u64 = 8192;
+
+/// Wakeup policy for records that matter now (exec, file, library, connect). The kernel's
+/// default wakes the reader only when this record is the first it has not consumed; with
+/// fork/exit records sent without a wakeup (`QUIET`) in front, an exec would then wait for
+/// the reader's deadline. So: if a little data is already pending (the reader is asleep
+/// with a few quiet records), force the wakeup; if a lot is pending, the reader is draining
+/// or was already woken, and the default (no extra interrupt) is right.
+#[inline(always)]
+pub fn wake_flags() -> u64 {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if pending > 0 && pending < FORCE_WAKE_BELOW {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        0
+    }
+}
+
+/// For low-value records (fork, exit): no wakeup; the next record that matters, or the
+/// reader's deadline, brings them in. Each avoided wakeup is an interrupt (an IPI in a VM).
+pub const QUIET: u64 = BPF_RB_NO_WAKEUP as u64;
 
 // Interest maps hold twice the entries userspace may install, so a reload can add the new
 // set before removing the old one (never a moment with less watched than either set).

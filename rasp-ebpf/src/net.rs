@@ -6,15 +6,15 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use rasp_common::{
     interest::{CONNECT_ALL, CONNECT_ENABLED},
     record::{ConnectRecord, AF_INET, AF_INET6},
-    EventKind,
+    EventKind, LossSite,
 };
 
 use crate::{
     event::current_header,
     kernel::{is_agent, offsets, read_user, tp_field},
     maps::{
-        count_drop, count_read_error, filter_flags, watched_v4, watched_v6, CONNECT_FILTER,
-        CONNECT_PORTS, EVENTS,
+        filter_flags, loss, wake_flags, watched_v4, watched_v6, CONNECT_FILTER, CONNECT_PORTS,
+        EVENTS,
     },
 };
 
@@ -52,7 +52,7 @@ pub fn rasp_connect(ctx: TracePointContext) -> u32 {
         return 0; // too short for either family: EINVAL, or AF_UNIX/AF_UNSPEC
     };
     if read.is_err() {
-        count_read_error(EventKind::Connect);
+        loss(LossSite::ConnectRead, line!());
         return 0;
     }
     // SAFETY: the first 16 bytes were read; the last 8 only matter (and were read) for
@@ -81,19 +81,22 @@ pub fn rasp_connect(ctx: TracePointContext) -> u32 {
     if !watched || is_agent() {
         return 0;
     }
-    let Some(o) = offsets() else { return 0 };
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
     let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
-        count_drop(EventKind::Connect);
+        loss(LossSite::ConnectReserve, line!());
         return 0;
     };
     entry.write(ConnectRecord {
-        header: current_header(EventKind::Connect, &o),
+        header: current_header(EventKind::Connect, o, core::mem::size_of::<ConnectRecord>()),
         family,
         port,
         fd,
         addr,
     });
-    entry.submit(0);
+    entry.submit(wake_flags());
     0
 }
 

@@ -4,11 +4,11 @@
 //! syscall of every task on the tracing slow path.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use core::ptr::addr_of_mut;
+use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
-    limits::{ARGV_CAP, ARGV_READ_MAX, FILENAME_CAP},
+    limits::{ARGV_CAP, ARGV_READ_MAX, FILENAME_CAP, PATH_CAP},
     record::*,
-    EventKind,
+    EventKind, LossSite,
 };
 
 use crate::{
@@ -16,27 +16,119 @@ use crate::{
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{count_drop, count_read_error, EVENTS},
-    vfs::walk_path,
+    maps::{loss, Draft, EVENTS, QUIET},
+    vfs::{walk_path, PathWalk},
 };
+
+const EXEC_FIXED: u32 = size_of::<ExecRecord>() as u32;
+/// Masks that bound each payload segment's length for the verifier: a walk writes at most
+/// `PATH_CAP` bytes, the filename at most `FILENAME_CAP`; the masks are the next powers of
+/// two, so the bounds the verifier sees add up inside `SCRATCH_BYTES` (checked below).
+const PATH_LEN_MASK: u32 = 2 * PATH_CAP as u32 - 1;
+const FILENAME_LEN_MASK: u32 = 2 * FILENAME_CAP as u32 - 1;
+const _: () = assert!(
+    EXEC_FIXED as usize
+        + 2 * (PATH_LEN_MASK as usize)
+        + rasp_common::limits::NAME_SLOT
+        + FILENAME_LEN_MASK as usize
+        + ARGV_CAP
+        < SCRATCH_BYTES
+);
+
+/// A path walk's length, flags set for truncation or failure (and the failure counted).
+#[inline(always)]
+fn walked(
+    r: Result<PathWalk, i32>,
+    flags: &mut u32,
+    truncated: u32,
+    failed: u32,
+    site: LossSite,
+) -> u32 {
+    match r {
+        Ok(w) => {
+            if w.truncated {
+                *flags |= truncated;
+            }
+            w.len & PATH_LEN_MASK
+        }
+        Err(_) => {
+            *flags |= failed;
+            loss(site, line!());
+            0
+        }
+    }
+}
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let task: Kptr = ctx.arg(0);
     let bprm: Kptr = ctx.arg(2);
-    let Some(o) = offsets() else { return 0 };
-    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count_drop(EventKind::Exec);
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    let Some(draft) = Draft::begin() else {
+        return 0;
+    };
+    let base = draft.base();
+    let rec = base as *mut ExecRecord;
     let mut flags = 0u32;
 
-    // SAFETY: `rec` points at a reserved ExecRecord; fields are written through raw
-    // pointers because the memory is not initialised.
-    unsafe {
-        addr_of_mut!((*rec).header).write(header(EventKind::Exec, &o, task));
+    // SAFETY: `base` is this CPU's scratch buffer (`SCRATCH_BYTES`); every write below is at
+    // an offset bounded so that it stays inside it (see the assertion above).
+    let total = unsafe {
+        let fs = read_ptr(task, o.task_fs);
+        let root = fs.map(|fs| fs.wrapping_add(o.fs_root as usize));
+        let mut at = EXEC_FIXED;
+
+        // The executable actually mapped (the interpreter for #! scripts).
+        let exe = root.and_then(|root| {
+            let file = read_ptr(bprm, o.binprm_file)?;
+            walk_path(
+                o,
+                file.wrapping_add(o.file_f_path as usize),
+                root,
+                base.add(at as usize),
+            )
+        });
+        let exe_len = walked(
+            exe,
+            &mut flags,
+            EXEC_EXE_TRUNCATED,
+            EXEC_EXE_FAILED,
+            LossSite::ExecExeWalk,
+        );
+        at += exe_len;
+
+        let cwd = fs.and_then(|fs| {
+            walk_path(
+                o,
+                fs.wrapping_add(o.fs_pwd as usize),
+                fs.wrapping_add(o.fs_root as usize),
+                base.add(at as usize),
+            )
+        });
+        let cwd_len = walked(
+            cwd,
+            &mut flags,
+            EXEC_CWD_TRUNCATED,
+            EXEC_CWD_FAILED,
+            LossSite::ExecCwdWalk,
+        );
+        at += cwd_len;
+
+        let filename_len = match read_ptr(bprm, o.binprm_filename)
+            .and_then(|p| read_kernel_str(base.add(at as usize), FILENAME_CAP as u32, p))
+        {
+            Ok(n) => n & FILENAME_LEN_MASK,
+            Err(_) => {
+                flags |= EXEC_FILENAME_FAILED;
+                loss(LossSite::ExecFilenameRead, line!());
+                0
+            }
+        };
+        at += filename_len;
 
         // argv as the new image sees it: mm->arg_start..arg_end in its own memory.
         let (argv_len, argv_total) = match read_ptr(task, o.task_mm)
@@ -53,86 +145,33 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
                 if total > len as u64 {
                     flags |= EXEC_ARGV_TRUNCATED;
                 }
-                let dst = addr_of_mut!((*rec).argv) as *mut u8;
-                match read_user(dst, len, start) {
+                match read_user(base.add(at as usize), len, start) {
                     Ok(()) => (len, total as u32),
                     Err(_) => {
                         flags |= EXEC_ARGV_FAILED;
+                        loss(LossSite::ExecArgvRead, line!());
                         (0, total as u32)
                     }
                 }
             }
             _ => {
                 flags |= EXEC_ARGV_FAILED;
+                loss(LossSite::ExecArgvRead, line!());
                 (0, 0)
             }
         };
+        at += argv_len;
+
+        addr_of_mut!((*rec).header).write(header(EventKind::Exec, o, task, at as usize));
+        addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).argv_len).write(argv_len);
         addr_of_mut!((*rec).argv_total).write(argv_total);
-
-        let filename_dst = addr_of_mut!((*rec).filename) as *mut u8;
-        let filename_len = match read_ptr(bprm, o.binprm_filename)
-            .and_then(|p| read_kernel_str(filename_dst, FILENAME_CAP as u32, p))
-        {
-            Ok(n) => n,
-            Err(_) => {
-                flags |= EXEC_FILENAME_FAILED;
-                0
-            }
-        };
         addr_of_mut!((*rec).filename_len).write(filename_len);
-
-        let fs = read_ptr(task, o.task_fs);
-        let root = fs.map(|fs| fs.wrapping_add(o.fs_root as usize));
-
-        // The executable actually mapped (the interpreter for #! scripts).
-        let exe_dst = addr_of_mut!((*rec).exe) as *mut u8;
-        let exe = root.and_then(|root| {
-            let file = read_ptr(bprm, o.binprm_file)?;
-            walk_path(&o, file.wrapping_add(o.file_f_path as usize), root, exe_dst)
-        });
-        let exe_len = match exe {
-            Ok(w) => {
-                if w.truncated {
-                    flags |= EXEC_EXE_TRUNCATED;
-                }
-                w.len
-            }
-            Err(_) => {
-                flags |= EXEC_EXE_FAILED;
-                0
-            }
-        };
         addr_of_mut!((*rec).exe_len).write(exe_len);
-
-        let cwd_dst = addr_of_mut!((*rec).cwd) as *mut u8;
-        let cwd = fs.and_then(|fs| {
-            walk_path(
-                &o,
-                fs.wrapping_add(o.fs_pwd as usize),
-                fs.wrapping_add(o.fs_root as usize),
-                cwd_dst,
-            )
-        });
-        let cwd_len = match cwd {
-            Ok(w) => {
-                if w.truncated {
-                    flags |= EXEC_CWD_TRUNCATED;
-                }
-                w.len
-            }
-            Err(_) => {
-                flags |= EXEC_CWD_FAILED;
-                0
-            }
-        };
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
-        addr_of_mut!((*rec).flags).write(flags);
-    }
-    if flags & (EXEC_ARGV_FAILED | EXEC_EXE_FAILED | EXEC_CWD_FAILED | EXEC_FILENAME_FAILED) != 0 {
-        count_read_error(EventKind::Exec);
-    }
-    entry.submit(0);
+        at
+    };
+    draft.send(total, LossSite::ExecSend, line!());
     0
 }
 
@@ -140,28 +179,31 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
 pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
     let child: Kptr = ctx.arg(1);
-    let Some(o) = offsets() else { return 0 };
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
     // A new thread shares its tgid with the caller: not a new process, not our business.
     let (Ok(child_tid), Ok(child_pid)) =
         (read_u32(child, o.task_pid), read_u32(child, o.task_tgid))
     else {
-        count_read_error(EventKind::Fork);
+        loss(LossSite::ForkRead, line!());
         return 0;
     };
     if child_tid != child_pid {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count_drop(EventKind::Fork);
+        loss(LossSite::ForkReserve, line!());
         return 0;
     };
     let parent_tid = read_u32(current_task(), o.task_pid).unwrap_or(0);
     entry.write(ForkRecord {
-        header: header(EventKind::Fork, &o, child),
+        header: header(EventKind::Fork, o, child, size_of::<ForkRecord>()),
         parent_tid,
         _pad: 0,
     });
-    entry.submit(0);
+    entry.submit(QUIET);
     0
 }
 
@@ -169,7 +211,10 @@ pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
 pub fn rasp_exit(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exit(struct task_struct *p[, bool group_dead]): fires for every thread.
     let task: Kptr = ctx.arg(0);
-    let Some(o) = offsets() else { return 0 };
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
     // do_exit() decrements signal->live before this tracepoint: zero means this is the
     // last thread, so the process is gone. Works on kernels without the group_dead arg.
     let live = read_ptr(task, o.task_signal).and_then(|s| read_u32(s, o.signal_live));
@@ -177,20 +222,20 @@ pub fn rasp_exit(ctx: BtfTracePointContext) -> i32 {
         Ok(0) => {}
         Ok(_) => return 0,
         Err(_) => {
-            count_read_error(EventKind::Exit);
+            loss(LossSite::ExitRead, line!());
             return 0;
         }
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_drop(EventKind::Exit);
+        loss(LossSite::ExitReserve, line!());
         return 0;
     };
     let exit_code = read_u32(task, o.task_exit_code).unwrap_or(0);
     entry.write(ExitRecord {
-        header: header(EventKind::Exit, &o, task),
+        header: header(EventKind::Exit, o, task, size_of::<ExitRecord>()),
         exit_code,
         _pad: 0,
     });
-    entry.submit(0);
+    entry.submit(QUIET);
     0
 }

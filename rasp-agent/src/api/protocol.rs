@@ -115,8 +115,9 @@ pub struct Status {
     pub lsm: LsmStatus,
     pub programs: Vec<ProgramStatus>,
     pub ring_buffer_bytes: u32,
-    /// Per event kind: received by the agent, dropped in the kernel (ring buffer full), and
-    /// records sent with a field the kernel could not read.
+    /// Per event kind: received by the agent, dropped in the kernel (ring buffer full, or a
+    /// read the pre-filter needed failed), and records sent with a field the kernel could not
+    /// read. `losses` says where.
     pub events: BTreeMap<String, KindStats>,
     /// Records the agent could not decode.
     pub decode_errors: u64,
@@ -138,6 +139,28 @@ pub struct Status {
     /// since start (percentiles, and raw bucket counts a client can diff between snapshots).
     #[serde(default)]
     pub latency: LatencyReport,
+    /// Where the kernel side lost or damaged events: every site with a count since load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<LossReport>,
+    /// The event pipeline's health: `running`, or why it stopped (the agent then exits).
+    #[serde(default)]
+    pub pipeline: String,
+}
+
+/// One kernel loss site: which program, what failed, how often, where last.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LossReport {
+    pub site: String,
+    pub program: String,
+    /// The event kind lost, when the site is specific to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// `dropped` (the event never arrived) or `incomplete` (sent with a field missing).
+    pub effect: String,
+    pub what: String,
+    pub count: u64,
+    /// Source line in rasp-ebpf of the last occurrence.
+    pub line: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]

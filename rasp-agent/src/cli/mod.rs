@@ -186,6 +186,7 @@ fn render_status(s: &Status) -> String {
         format!("{} events, {} live followers", s.event_buffer, s.followers),
     ]);
     facts.row(vec!["decode errors".into(), s.decode_errors.to_string()]);
+    facts.row(vec!["pipeline".into(), s.pipeline.clone()]);
     facts.row(vec![
         "policy set".into(),
         format!("v{} from {}", s.policy_set_version, s.policy_source),
@@ -236,6 +237,21 @@ fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&kinds.render());
+    if !s.losses.is_empty() {
+        let mut losses = Table::new(&["LOSS SITE", "PROGRAM", "EFFECT", "COUNT", "LINE", "WHAT"]);
+        for l in &s.losses {
+            losses.row(vec![
+                l.site.clone(),
+                l.program.clone(),
+                l.effect.clone(),
+                l.count.to_string(),
+                l.line.to_string(),
+                l.what.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&losses.render());
+    }
     if !s.policy_reload_errors.is_empty() {
         out.push_str("\nlast policy reload refused (the active set stayed):\n");
         for e in &s.policy_reload_errors {
@@ -609,6 +625,9 @@ mod tests {
             cwd: None,
             uid: 0,
             gid: 0,
+            euid: None,
+            egid: None,
+            start_ns: 0,
             cgroup_id: 0,
             cgroup: None,
             start_boot_ns: None,

@@ -9,6 +9,7 @@ use std::{
 };
 
 use rasp_common::{
+    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP},
     record::{self, RECORD_VERSION},
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
     LibraryLoadRecord, RecordHeader,
@@ -99,6 +100,44 @@ fn read_record<T: aya::Pod>(bytes: &[u8], what: &'static str) -> Result<T, Decod
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
 }
 
+/// A record's payload: the bytes after its fixed part, handed out in the order the kernel
+/// packed them, each segment checked against what is left.
+struct Payload<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Payload<'a> {
+    fn after<T>(bytes: &'a [u8], what: &'static str) -> Self {
+        Payload {
+            rest: bytes.get(std::mem::size_of::<T>()..).unwrap_or(&[]),
+            what,
+        }
+    }
+
+    /// The next `len` bytes, capped at `cap` (a length the kernel cannot produce is an
+    /// error, not a longer read).
+    fn take(&mut self, len: u32, cap: usize) -> Result<&'a [u8], DecodeError> {
+        let len = len as usize;
+        if len > cap {
+            return Err(DecodeError::Invalid {
+                what: self.what,
+                value: len as u64,
+            });
+        }
+        if len > self.rest.len() {
+            return Err(DecodeError::Short {
+                what: self.what,
+                len: self.rest.len(),
+                need: len,
+            });
+        }
+        let (field, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(field)
+    }
+}
+
 /// Decode one ring-buffer record. `cgroup` is left `None`: the pipeline resolves it.
 pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
     let header: RecordHeader = read_record(bytes, "header")?;
@@ -108,12 +147,17 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             expected: RECORD_VERSION,
         });
     }
+    // The ring hands back exactly the bytes sent; the header says how many that was.
+    let bytes = bytes
+        .get(..header.size as usize)
+        .ok_or(DecodeError::Short {
+            what: "record (header.size)",
+            len: bytes.len(),
+            need: header.size as usize,
+        })?;
     let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     let detail = match kind {
-        EventKind::Exec => {
-            // ExecRecord is large: decode in place instead of copying it to the stack.
-            exec_detail(bytes)?
-        }
+        EventKind::Exec => exec_detail(bytes)?,
         EventKind::Fork => {
             let r: ForkRecord = read_record(bytes, "fork record")?;
             EventDetail::Fork(ForkDetail {
@@ -126,14 +170,18 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         }
         EventKind::FileOpen => {
             let r: FileOpenRecord = read_record(bytes, "file open record")?;
-            EventDetail::FileOpen(file_open_detail(&r))
+            let path = Payload::after::<FileOpenRecord>(bytes, "file open path")
+                .take(r.path_len, PATH_CAP)?;
+            EventDetail::FileOpen(file_open_detail(&r, path))
         }
         EventKind::LibraryLoad => {
             let r: LibraryLoadRecord = read_record(bytes, "library load record")?;
+            let path = Payload::after::<LibraryLoadRecord>(bytes, "library load path")
+                .take(r.path_len, PATH_CAP)?;
             let failed = r.flags & record::LIB_PATH_FAILED != 0;
             let truncated = r.flags & record::LIB_PATH_TRUNCATED != 0;
             EventDetail::LibraryLoad(LibraryLoadDetail {
-                path: record_path(&r.path, r.path_len, failed, truncated),
+                path: record_path(path, failed, truncated),
                 incomplete: if failed || truncated {
                     vec!["path".into()]
                 } else {
@@ -146,6 +194,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             EventDetail::Connect(connect_detail(&r)?)
         }
     };
+    let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;
     Ok(Event {
         time: clock.rfc3339(header.ts_boot_ns),
         ts_boot_ns: header.ts_boot_ns,
@@ -154,6 +203,10 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         ppid: header.ppid,
         uid: header.uid,
         gid: header.gid,
+        euid: creds_known.then_some(header.euid),
+        egid: creds_known.then_some(header.egid),
+        cap_effective: creds_known.then_some(header.cap_effective),
+        start_ns: header.start_ns,
         comm: c_string(&header.comm),
         cgroup_id: header.cgroup_id,
         cgroup: None,
@@ -162,43 +215,14 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
 }
 
 fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
-    let need = std::mem::size_of::<ExecRecord>();
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            what: "exec record",
-            len: bytes.len(),
-            need,
-        });
-    }
-    let field = |offset: usize, len: usize| &bytes[offset..offset + len];
-    let u32_at = |offset: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(field(offset, 4));
-        u32::from_ne_bytes(b)
-    };
-    use std::mem::offset_of;
-    let flags = u32_at(offset_of!(ExecRecord, flags));
-    let argv_len = u32_at(offset_of!(ExecRecord, argv_len)) as usize;
-    let filename_len = u32_at(offset_of!(ExecRecord, filename_len)) as usize;
-    let exe_len = u32_at(offset_of!(ExecRecord, exe_len)) as usize;
-    let cwd_len = u32_at(offset_of!(ExecRecord, cwd_len)) as usize;
-
-    let argv = field(
-        offset_of!(ExecRecord, argv),
-        argv_len.min(rasp_common::limits::ARGV_CAP),
-    );
-    let filename = field(
-        offset_of!(ExecRecord, filename),
-        filename_len.min(rasp_common::limits::FILENAME_CAP),
-    );
-    let exe = field(
-        offset_of!(ExecRecord, exe),
-        exe_len.min(rasp_common::limits::PATH_CAP),
-    );
-    let cwd = field(
-        offset_of!(ExecRecord, cwd),
-        cwd_len.min(rasp_common::limits::PATH_CAP),
-    );
+    let r: ExecRecord = read_record(bytes, "exec record")?;
+    let flags = r.flags;
+    let mut payload = Payload::after::<ExecRecord>(bytes, "exec payload");
+    // The kernel's packing order: exe, cwd, filename, argv.
+    let exe = payload.take(r.exe_len, PATH_CAP)?;
+    let cwd = payload.take(r.cwd_len, PATH_CAP)?;
+    let filename = payload.take(r.filename_len, FILENAME_CAP)?;
+    let argv = payload.take(r.argv_len, ARGV_CAP)?;
 
     let mut incomplete = Vec::new();
     let mut note = |bit: u32, name: &str| {
@@ -224,12 +248,11 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
 }
 
 /// A leaf-first path buffer and its flags → the path, `None` when the kernel could not read it.
-fn record_path(buf: &[u8], len: u32, failed: bool, truncated: bool) -> Option<String> {
-    let len = (len as usize).min(buf.len());
-    (!failed).then(|| leaf_first_path(&buf[..len], truncated))
+fn record_path(buf: &[u8], failed: bool, truncated: bool) -> Option<String> {
+    (!failed).then(|| leaf_first_path(buf, truncated))
 }
 
-fn file_open_detail(r: &FileOpenRecord) -> FileOpenDetail {
+fn file_open_detail(r: &FileOpenRecord, path: &[u8]) -> FileOpenDetail {
     let failed = r.flags & record::FILE_PATH_FAILED != 0;
     let truncated = r.flags & record::FILE_PATH_TRUNCATED != 0;
     let flags = (r.flags & record::FILE_OPEN_FLAGS_KNOWN != 0).then_some(r.open_flags);
@@ -256,7 +279,7 @@ fn file_open_detail(r: &FileOpenRecord) -> FileOpenDetail {
         incomplete.push("flags".to_string());
     }
     FileOpenDetail {
-        path: record_path(&r.path, r.path_len, failed, truncated),
+        path: record_path(path, failed, truncated),
         fd: r.fd,
         flags,
         file_flags: r.f_flags,
@@ -343,15 +366,34 @@ mod tests {
             ppid: 7,
             uid: 1000,
             gid: 100,
-            _pad0: 0,
+            euid: 0,
+            egid: 100,
+            size: 0,
             cgroup_id: 99,
+            start_ns: 123_456,
+            cap_effective: 0,
             comm,
         }
     }
 
-    fn bytes_of<T>(v: &T) -> Vec<u8> {
+    /// A record as the kernel sends it: the fixed part, then the payload segments, with
+    /// `header.size` set to the total (the header is every record's first member).
+    fn sent<T>(fixed: &T, payload: &[&[u8]]) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) value's bytes.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+        let mut out =
+            unsafe { std::slice::from_raw_parts(fixed as *const T as *const u8, size_of::<T>()) }
+                .to_vec();
+        for p in payload {
+            out.extend_from_slice(p);
+        }
+        let size = (out.len() as u32).to_ne_bytes();
+        let at = offset_of!(RecordHeader, size);
+        out[at..at + 4].copy_from_slice(&size);
+        out
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        sent(v, &[])
     }
 
     #[test]
@@ -382,39 +424,23 @@ mod tests {
 
     #[test]
     fn exec_record_decodes_paths_and_argv() {
-        let mut buf = vec![0u8; size_of::<ExecRecord>()];
-        let h = header(EventKind::Exec);
-        buf[..size_of::<RecordHeader>()].copy_from_slice(&bytes_of(&h));
-        let put = |buf: &mut Vec<u8>, off: usize, data: &[u8]| {
-            buf[off..off + data.len()].copy_from_slice(data)
+        let argv: &[u8] = b"/bin/sh\0-c\0exit 7\0";
+        let exe: &[u8] = b"dash\0bin\0usr\0";
+        let cwd: &[u8] = b"";
+        let filename: &[u8] = b"/bin/sh\0";
+        let r = ExecRecord {
+            header: header(EventKind::Exec),
+            flags: 0,
+            argv_len: argv.len() as u32,
+            argv_total: argv.len() as u32,
+            filename_len: filename.len() as u32,
+            exe_len: exe.len() as u32,
+            cwd_len: cwd.len() as u32,
         };
-        let argv = b"/bin/sh\0-c\0exit 7\0";
-        let exe = b"dash\0bin\0usr\0";
-        let cwd = b"";
-        put(&mut buf, offset_of!(ExecRecord, argv), argv);
-        put(&mut buf, offset_of!(ExecRecord, exe), exe);
-        put(&mut buf, offset_of!(ExecRecord, filename), b"/bin/sh\0");
-        put(
-            &mut buf,
-            offset_of!(ExecRecord, argv_len),
-            &(argv.len() as u32).to_ne_bytes(),
-        );
-        put(
-            &mut buf,
-            offset_of!(ExecRecord, exe_len),
-            &(exe.len() as u32).to_ne_bytes(),
-        );
-        put(
-            &mut buf,
-            offset_of!(ExecRecord, cwd_len),
-            &(cwd.len() as u32).to_ne_bytes(),
-        );
-        put(
-            &mut buf,
-            offset_of!(ExecRecord, filename_len),
-            &8u32.to_ne_bytes(),
-        );
+        let buf = sent(&r, &[exe, cwd, filename, argv]);
         let ev = decode(&buf, BootClock::now()).unwrap();
+        assert_eq!(ev.start_ns, 123_456);
+        assert_eq!((ev.euid, ev.egid), (Some(0), Some(100)));
         let EventDetail::Exec(d) = ev.detail else {
             panic!("not exec")
         };
@@ -424,12 +450,29 @@ mod tests {
         assert_eq!(d.filename, "/bin/sh");
         assert!(!d.argv_truncated);
         assert!(d.incomplete.is_empty());
-    }
 
-    fn path_buf(leaf_first: &[u8]) -> [u8; rasp_common::limits::PATH_CAP] {
-        let mut buf = [0u8; rasp_common::limits::PATH_CAP];
-        buf[..leaf_first.len()].copy_from_slice(leaf_first);
-        buf
+        // Lengths that claim more than was sent, or more than the kernel can produce, are
+        // errors, never reads past the record.
+        let short = &buf[..buf.len() - 1];
+        let mut cut = short.to_vec();
+        let at = offset_of!(RecordHeader, size);
+        cut[at..at + 4].copy_from_slice(&(short.len() as u32).to_ne_bytes());
+        assert!(matches!(
+            decode(&cut, BootClock::now()),
+            Err(DecodeError::Short { .. })
+        ));
+        assert!(matches!(
+            decode(short, BootClock::now()),
+            Err(DecodeError::Short { .. })
+        ));
+        let huge = ExecRecord {
+            argv_len: u32::MAX,
+            ..r
+        };
+        assert!(matches!(
+            decode(&sent(&huge, &[exe, cwd, filename, argv]), BootClock::now()),
+            Err(DecodeError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -443,10 +486,8 @@ mod tests {
             f_mode: record::FMODE_WRITE | record::FMODE_CREATED,
             open_flags: (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u32,
             path_len: path.len() as u32,
-            path: path_buf(path),
-            _slack: [0; rasp_common::limits::NAME_SLOT],
         };
-        let ev = decode(&bytes_of(&r), BootClock::now()).unwrap();
+        let ev = decode(&sent(&r, &[path]), BootClock::now()).unwrap();
         assert_eq!(ev.kind(), crate::events::Kind::FileOpen);
         let EventDetail::FileOpen(d) = ev.detail else {
             panic!("not a file open")
@@ -466,7 +507,7 @@ mod tests {
             open_flags: libc::O_TRUNC as u32, // not flagged known: ignored
             ..r
         };
-        let EventDetail::FileOpen(d) = decode(&bytes_of(&r), BootClock::now()).unwrap().detail
+        let EventDetail::FileOpen(d) = decode(&sent(&r, &[path]), BootClock::now()).unwrap().detail
         else {
             panic!("not a file open")
         };
@@ -479,7 +520,7 @@ mod tests {
             flags: record::FILE_PATH_FAILED | record::FILE_OPEN_FLAGS_KNOWN,
             ..r
         };
-        let EventDetail::FileOpen(d) = decode(&bytes_of(&r), BootClock::now()).unwrap().detail
+        let EventDetail::FileOpen(d) = decode(&sent(&r, &[path]), BootClock::now()).unwrap().detail
         else {
             panic!("not a file open")
         };
@@ -496,10 +537,8 @@ mod tests {
             fd: 3,
             prot: 5,
             path_len: path.len() as u32,
-            path: path_buf(path),
-            _slack: [0; rasp_common::limits::NAME_SLOT],
         };
-        let ev = decode(&bytes_of(&r), BootClock::now()).unwrap();
+        let ev = decode(&sent(&r, &[path]), BootClock::now()).unwrap();
         assert_eq!(
             ev.detail,
             EventDetail::LibraryLoad(LibraryLoadDetail {
@@ -556,7 +595,7 @@ mod tests {
                 value: 1
             })
         );
-        // A header alone is too short for any of the new records.
+        // A header alone is too short for any of the other records.
         for kind in [
             EventKind::FileOpen,
             EventKind::LibraryLoad,

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod hub;
 pub mod latency;
+pub mod pipeline;
 pub mod reader;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,18 @@ pub struct Event {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Effective ids and capabilities (`None`: the kernel could not read the credentials).
+    /// An euid other than the uid is a setuid/setgid transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_effective: Option<u64>,
+    /// The process's start (CLOCK_BOOTTIME ns, 0 when unknown): with `pid`, its exec id,
+    /// which a reused pid does not share.
+    #[serde(default)]
+    pub start_ns: u64,
     pub comm: String,
     pub cgroup_id: u64,
     /// Path inside the cgroup2 hierarchy ("/system.slice/x.service"), when resolvable.
@@ -200,9 +213,17 @@ impl Kind {
         }
     }
 
-    /// Slot of this kind in the kernel's per-CPU counters.
-    pub fn kernel_slot(self) -> u32 {
-        self.kernel_kind() as u32
+    /// The userspace kind of a kernel record kind.
+    pub fn from_kernel(kind: rasp_common::EventKind) -> Kind {
+        use rasp_common::EventKind as K;
+        match kind {
+            K::Exec => Kind::Exec,
+            K::Fork => Kind::Fork,
+            K::Exit => Kind::Exit,
+            K::FileOpen => Kind::FileOpen,
+            K::LibraryLoad => Kind::LibraryLoad,
+            K::Connect => Kind::Connect,
+        }
     }
 }
 
@@ -255,7 +276,7 @@ mod tests {
     fn kinds_agree_with_the_kernel_and_serde() {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
-            assert!(k.kernel_slot() < rasp_common::limits::KIND_SLOTS);
+            assert_eq!(Kind::from_kernel(k.kernel_kind()), *k);
             let json = serde_json::to_value(k).unwrap();
             assert_eq!(json, k.name(), "CLI/JSON name and kernel name agree");
             let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();
@@ -291,6 +312,10 @@ mod tests {
             ppid: 1,
             uid: 0,
             gid: 0,
+            euid: Some(0),
+            egid: None,
+            cap_effective: Some(u64::MAX >> 23),
+            start_ns: 77,
             comm: "sh".into(),
             cgroup_id: 1,
             cgroup: Some("/".into()),

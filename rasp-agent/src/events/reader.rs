@@ -16,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use rasp_common::{loss::LossEffect, LossSite};
 
 use super::{decode, latency::Histogram, BootClock, DecodeError, Event, Kind};
 
@@ -130,28 +131,57 @@ pub fn drain(
     }
 }
 
-/// The kernel's per-CPU counters (drops on failed reserve, fields it could not read).
+/// The kernel's loss counters: per `LossSite`, summed over CPUs, with the line of the last
+/// loss at each site.
 pub struct KernelCounters {
-    drops: PerCpuArray<MapData, u64>,
-    read_errors: PerCpuArray<MapData, u64>,
+    losses: PerCpuArray<MapData, u64>,
+    lines: Array<MapData, u32>,
+}
+
+/// One site's losses since the programs were loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SiteLoss {
+    pub site: LossSite,
+    pub count: u64,
+    /// Source line in rasp-ebpf of the most recent loss there.
+    pub line: u32,
 }
 
 impl KernelCounters {
-    pub fn new(drops: PerCpuArray<MapData, u64>, read_errors: PerCpuArray<MapData, u64>) -> Self {
-        KernelCounters { drops, read_errors }
+    pub fn new(losses: PerCpuArray<MapData, u64>, lines: Array<MapData, u32>) -> Self {
+        KernelCounters { losses, lines }
     }
 
-    fn sum(map: &PerCpuArray<MapData, u64>, kind: Kind) -> u64 {
-        map.get(&kind.kernel_slot(), 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+    /// Every site that lost something (a map read that fails counts as nothing lost there:
+    /// the maps are ours and fixed-size, so that would be an agent bug, logged).
+    pub fn sites(&self) -> Vec<SiteLoss> {
+        LossSite::ALL
+            .iter()
+            .filter_map(|&site| {
+                let count: u64 = match self.losses.get(&(site as u32), 0) {
+                    Ok(v) => v.iter().sum(),
+                    Err(e) => {
+                        tracing::warn!(site = site.name(), error = %e, "loss counter unreadable");
+                        0
+                    }
+                };
+                (count > 0).then(|| SiteLoss {
+                    site,
+                    count,
+                    line: self.lines.get(&(site as u32), 0).unwrap_or(0),
+                })
+            })
+            .collect()
     }
+}
 
-    pub fn dropped(&self, kind: Kind) -> u64 {
-        Self::sum(&self.drops, kind)
-    }
-
-    pub fn read_errors(&self, kind: Kind) -> u64 {
-        Self::sum(&self.read_errors, kind)
-    }
+/// Per-kind totals of `sites`: (events dropped, events sent incomplete).
+pub fn per_kind(sites: &[SiteLoss], kind: Kind) -> (u64, u64) {
+    sites
+        .iter()
+        .filter(|s| s.site.kind().map(Kind::from_kernel) == Some(kind))
+        .fold((0, 0), |(d, i), s| match s.site.effect() {
+            LossEffect::Dropped => (d + s.count, i),
+            LossEffect::Incomplete => (d, i + s.count),
+        })
 }

@@ -576,6 +576,14 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         dentry_inline_name: at("dentry", "d_shortname").or_else(|_| at("dentry", "d_iname"))?,
         btf_file: btf.struct_id("file")?,
         btf_mount: btf.struct_id("mount")?,
+        task_cred: at("task_struct", "cred")?,
+        // kuid_t/kgid_t wrap the id in `val` at +0; kernel_cap_t is 8 bytes either way
+        // (a u64 since 6.3, two u32 words before).
+        cred_euid: at("cred", "euid")?,
+        cred_egid: at("cred", "egid")?,
+        cred_cap_effective: at("cred", "cap_effective")?,
+        task_group_leader: at("task_struct", "group_leader")?,
+        task_start_time: at("task_struct", "start_boottime")?,
     })
 }
 
@@ -1133,6 +1141,12 @@ mod tests {
             regs_arg3,
             dentry_name_len,
             dentry_inline_name,
+            task_cred,
+            cred_euid,
+            cred_egid,
+            cred_cap_effective,
+            task_group_leader,
+            task_start_time,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1164,6 +1178,12 @@ mod tests {
             ("regs_arg3", regs_arg3),
             ("dentry_name_len", dentry_name_len),
             ("dentry_inline_name", dentry_inline_name),
+            ("task_cred", task_cred),
+            ("cred_euid", cred_euid),
+            ("cred_egid", cred_egid),
+            ("cred_cap_effective", cred_cap_effective),
+            ("task_group_leader", task_group_leader),
+            ("task_start_time", task_start_time),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

@@ -421,8 +421,10 @@ fn probe_lsm(ebpf: &mut Ebpf, btf: &Btf) -> (LsmStatus, ProgramStatus) {
 /// The maps the agent reads: the ring buffer and the kernel's loss counters.
 pub struct EventMaps {
     pub ring: RingBuf<MapData>,
-    pub drops: PerCpuArray<MapData, u64>,
-    pub read_errors: PerCpuArray<MapData, u64>,
+    /// Per-CPU loss counts per `rasp_common::LossSite`.
+    pub losses: PerCpuArray<MapData, u64>,
+    /// The source line of each site's last loss.
+    pub loss_lines: aya::maps::Array<MapData, u32>,
 }
 
 /// Take the ring buffer and the counters out of the loaded object.
@@ -432,19 +434,19 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<EventMaps, LoadError> {
         name: "EVENTS",
         source,
     })?;
-    let drops = PerCpuArray::try_from(take("DROPS")?).map_err(|source| LoadError::Map {
-        name: "DROPS",
+    let losses = PerCpuArray::try_from(take("LOSSES")?).map_err(|source| LoadError::Map {
+        name: "LOSSES",
         source,
     })?;
-    let read_errors =
-        PerCpuArray::try_from(take("READ_ERRORS")?).map_err(|source| LoadError::Map {
-            name: "READ_ERRORS",
+    let loss_lines =
+        aya::maps::Array::try_from(take("LOSS_LINES")?).map_err(|source| LoadError::Map {
+            name: "LOSS_LINES",
             source,
         })?;
     Ok(EventMaps {
         ring,
-        drops,
-        read_errors,
+        losses,
+        loss_lines,
     })
 }
 

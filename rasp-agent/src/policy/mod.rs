@@ -9,6 +9,7 @@ mod defaults;
 pub mod glob;
 pub mod matcher;
 pub mod net;
+pub mod reload;
 mod schema;
 pub mod vocab;
 mod yaml;

@@ -32,6 +32,15 @@ pub struct Process {
     pub cwd: Option<String>,
     pub uid: u32,
     pub gid: u32,
+    /// Effective ids from the kernel's last record of this process (`None` if unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egid: Option<u32>,
+    /// The process's start (CLOCK_BOOTTIME ns; 0 when unknown): with `pid`, its exec id.
+    /// An exit whose start differs belongs to another process that had the same pid.
+    #[serde(default)]
+    pub start_ns: u64,
     pub cgroup_id: u64,
     pub cgroup: Option<String>,
     /// When the process (or its current image) appeared, CLOCK_BOOTTIME ns.
@@ -121,6 +130,12 @@ impl<T: Copy> InlineVec<T> {
 }
 
 impl Process {
+    /// Is a record with process start `start_ns` about this process, not an earlier or later
+    /// one with the same pid? Unknown starts (0) cannot tell and say yes.
+    pub fn same_incarnation(&self, start_ns: u64) -> bool {
+        self.start_ns == 0 || start_ns == 0 || self.start_ns == start_ns
+    }
+
     /// A process (or a new image of one) that `ev` just started, running `exe`.
     fn started(ev: &Event, exe: Option<String>, argv: Vec<String>, cwd: Option<String>) -> Self {
         Process {
@@ -132,6 +147,9 @@ impl Process {
             cwd,
             uid: ev.uid,
             gid: ev.gid,
+            euid: ev.euid,
+            egid: ev.egid,
+            start_ns: ev.start_ns,
             cgroup_id: ev.cgroup_id,
             cgroup: ev.cgroup.clone(),
             start_boot_ns: Some(ev.ts_boot_ns),
@@ -238,7 +256,11 @@ impl ProcessTable {
                 self.insert(child);
             }
             EventDetail::Exit(d) => {
-                if let Some(p) = self.procs.get_mut(&ev.pid) {
+                if let Some(p) = self
+                    .procs
+                    .get_mut(&ev.pid)
+                    .filter(|p| p.same_incarnation(ev.start_ns))
+                {
                     p.exited = Some(Exited {
                         exit_code: d.exit_code,
                         signal: d.signal,
@@ -292,6 +314,10 @@ impl ProcessTable {
         self.procs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
     pub fn exited(&self) -> usize {
         self.procs.values().filter(|p| p.exited.is_some()).count()
     }
@@ -315,6 +341,10 @@ mod tests {
             ppid,
             uid: 0,
             gid: 0,
+            euid: None,
+            egid: None,
+            cap_effective: None,
+            start_ns: 0,
             comm: format!("c{pid}"),
             cgroup_id: 1,
             cgroup: Some("/".into()),

@@ -32,6 +32,11 @@ pub fn read_process(proc: &Path, pid: u32) -> Option<Process> {
         cgroup_id: 0,
         cgroup: super::cgroup::proc_cgroup_path(proc, pid),
         start_boot_ns: Some(ticks_to_ns(stat.start_ticks)),
+        // /proc has the start in ticks only; the kernel's records carry nanoseconds, so a
+        // seeded process's start stays unknown rather than never matching.
+        euid: None,
+        egid: None,
+        start_ns: 0,
         exited: None,
         from_proc: true,
         exited_at: None,

@@ -333,7 +333,8 @@ mod tests {
     }
 
     /// Top-level event fields left out of the key on purpose.
-    const VOLATILE_EVENT_FIELDS: [&str; 5] = ["time", "ts_boot_ns", "pid", "tid", "ppid"];
+    const VOLATILE_EVENT_FIELDS: [&str; 6] =
+        ["time", "ts_boot_ns", "pid", "tid", "ppid", "start_ns"];
 
     /// A new top-level `Event` field must be placed: in `FoldKey` or in the volatile list.
     #[test]

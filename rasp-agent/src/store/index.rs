@@ -110,6 +110,10 @@ impl DetectionIndex {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// `Option<SystemTime>` as an RFC 3339 string (what the CLI and people read), not serde's

@@ -1,0 +1,224 @@
+//! The agent's state: everything the event pipeline updates and clients ask about, shared
+//! between the pipeline thread, the socket server and the housekeeping tasks. Each field is
+//! one concern with its own lock (or none), held briefly; `daemon` wires it together.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Instant, SystemTime},
+};
+
+use tokio::sync::broadcast;
+
+use crate::{
+    api::{
+        protocol::{KindStats, LossReport, PolicyFile, PolicyListing, ProcessStats, Status},
+        Backend, DetectionFilter,
+    },
+    detect::{engine::Engine, Detection},
+    enforce::Enforcer,
+    events::{
+        hub::EventFilter,
+        latency::Latencies,
+        reader::{self, SiteLoss},
+        Event, EventHub, Kind,
+    },
+    loader::{self, env, LsmStatus, ProgramStatus},
+    policy::{active::PolicySetSummary, reload::PolicyControl},
+    process::{Process, ProcessTable},
+    store::{index::DetectionQuery, DetectionStore},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Unix socket the CLI talks to.
+    #[arg(long, default_value = crate::cli::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Directory for the agent's state (lock, later the detection journal).
+    #[arg(long, default_value = "/var/lib/rasp")]
+    pub state_dir: PathBuf,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    #[arg(long, default_value_t = rasp_common::limits::DEFAULT_RING_BYTES, value_parser = loader::parse_ring_bytes)]
+    pub ring_buffer_size: u32,
+    /// Recent events kept in memory for `rasp-agent events`.
+    #[arg(long, default_value_t = 4096)]
+    pub event_buffer: usize,
+    /// Events a live follower may fall behind before it starts losing them.
+    #[arg(long, default_value_t = 8192)]
+    pub follower_queue: usize,
+    /// Seconds an exited process stays in the process table.
+    #[arg(long, default_value_t = 30)]
+    pub exit_grace: u64,
+    /// Upper bound on the process table.
+    #[arg(long, default_value_t = 65536)]
+    pub max_processes: usize,
+    /// Members of this group (gid) may use the socket besides root (socket mode 0660).
+    #[arg(long)]
+    pub socket_group: Option<u32>,
+    /// Policy directory (*.yaml): loaded at start, reloaded on SIGHUP and when its files
+    /// change. Without it the shipped default policies run (audit mode).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Rotate the detection journal when it reaches this many bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub journal_max_bytes: u64,
+    /// Rotated journal files kept.
+    #[arg(long, default_value_t = 4)]
+    pub journal_keep: usize,
+    /// Identical detections within this many seconds of the first are folded into one
+    /// aggregate with a count.
+    #[arg(long, default_value_t = 10)]
+    pub fold_window: u64,
+    /// Nice value of the thread that drains the ring buffer (-20..=19). Below the default 0
+    /// so a storm from the workloads it watches cannot starve it into dropping events (as
+    /// auditd's priority_boost); it only takes CPU when there are events to drain.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub drain_nice: i32,
+    /// Test builds of scenarios only: panic the event pipeline on an exec with this comm, to
+    /// prove a dead pipeline takes the agent down.
+    #[arg(long, hide = true)]
+    pub fault_panic_on_exec_comm: Option<String>,
+}
+
+/// Everything clients can ask about, shared between the event path and the API.
+pub struct Agent {
+    pub started: Instant,
+    pub args: RunArgs,
+    pub kernel_release: String,
+    pub environment: env::Environment,
+    pub programs: Vec<ProgramStatus>,
+    pub lsm: LsmStatus,
+    pub hub: EventHub,
+    /// Kernel→dequeue (events) and kernel→decision (detections) latencies since start.
+    pub latency: Latencies,
+    pub table: RwLock<ProcessTable>,
+    pub counters: Mutex<reader::KernelCounters>,
+    pub policies: PolicyControl,
+    pub engine: Engine,
+    pub enforcer: Enforcer,
+    pub store: Arc<DetectionStore>,
+    /// `running`, or why the pipeline stopped.
+    pub pipeline: Mutex<String>,
+}
+
+fn loss_report(s: &SiteLoss) -> LossReport {
+    LossReport {
+        site: s.site.name().to_string(),
+        program: s.site.program().to_string(),
+        kind: s.site.kind().map(|k| k.name().to_string()),
+        effect: match s.site.effect() {
+            rasp_common::loss::LossEffect::Dropped => "dropped",
+            rasp_common::loss::LossEffect::Incomplete => "incomplete",
+        }
+        .to_string(),
+        what: s.site.what().to_string(),
+        count: s.count,
+        line: s.line,
+    }
+}
+
+impl Backend for Agent {
+    fn status(&self) -> Status {
+        let sites = crate::lock(&self.counters).sites();
+        let events: BTreeMap<String, KindStats> = Kind::ALL
+            .iter()
+            .map(|&k| {
+                let (dropped, read_errors) = reader::per_kind(&sites, k);
+                let stats = KindStats {
+                    received: self.hub.received(k),
+                    dropped,
+                    read_errors,
+                };
+                (k.name().to_string(), stats)
+            })
+            .collect();
+        let losses = sites.iter().map(loss_report).collect();
+        let (tracked, exited, evicted) = {
+            let table = crate::read(&self.table);
+            (table.len(), table.exited(), table.evicted())
+        };
+        let policy = self.policies.registry().current();
+        Status {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            kernel_release: self.kernel_release.clone(),
+            lsm: self.lsm.clone(),
+            programs: self.programs.clone(),
+            ring_buffer_bytes: self.args.ring_buffer_size,
+            events,
+            decode_errors: self.hub.decode_errors(),
+            event_buffer: self.hub.capacity(),
+            followers: self.hub.followers(),
+            processes: ProcessStats {
+                tracked,
+                exited,
+                evicted,
+            },
+            cgroup2_mount: self.environment.cgroup2.display().to_string(),
+            socket: self.args.socket.display().to_string(),
+            state_dir: self.args.state_dir.display().to_string(),
+            environment: self.environment.notes.clone(),
+            policy_set_version: policy.version,
+            policy_source: policy.source.clone(),
+            policy_reload_errors: self.policies.reload_errors(),
+            detections: self.store.stats(),
+            latency: self.latency.report(),
+            losses,
+            pipeline: crate::lock(&self.pipeline).clone(),
+        }
+    }
+
+    fn recent_events(&self, filter: EventFilter, limit: Option<usize>) -> Vec<Arc<Event>> {
+        self.hub.recent(filter, limit.unwrap_or(usize::MAX))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.hub.subscribe()
+    }
+
+    fn processes(&self) -> Vec<Process> {
+        crate::read(&self.table).iter().cloned().collect()
+    }
+
+    fn detections(&self, filter: &DetectionFilter) -> Result<Vec<Arc<Detection>>, String> {
+        let since = match &filter.since {
+            Some(s) => {
+                Some(DetectionQuery::parse_since(s, SystemTime::now()).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        let query = DetectionQuery {
+            since,
+            min_severity: filter.severity,
+            rule: filter.rule.clone(),
+            limit: filter.limit,
+        };
+        Ok(self.store.query(&query))
+    }
+
+    fn subscribe_detections(&self) -> broadcast::Receiver<Arc<Detection>> {
+        self.store.subscribe()
+    }
+
+    fn policy_listing(&self) -> PolicyListing {
+        let registry = self.policies.registry();
+        PolicyListing {
+            active: registry.current().summary(),
+            history: registry.history().iter().map(|s| s.summary()).collect(),
+        }
+    }
+
+    fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>> {
+        let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        let files: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.text)).collect();
+        self.policies
+            .apply(&files, format!("policy apply ({})", names.join(", ")))
+    }
+
+    fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
+        self.policies.rollback()
+    }
+}

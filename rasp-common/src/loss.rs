@@ -1,0 +1,155 @@
+//! Where the kernel side can lose or damage an event: every failed reserve, failed read,
+//! missing offset table or busy scratch buffer has a `LossSite`, counted per CPU (atomic
+//! adds) in `LOSSES` with the source line of its last occurrence in `LOSS_LINES`. The agent
+//! sums them per kind for `status` and turns sustained losses into agent-health detections:
+//! a drop is never silent.
+
+use crate::record::EventKind;
+
+/// One place a program can lose (or send incomplete) an event. The value indexes the maps.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossSite {
+    /// The offset table was not filled: nothing can be read.
+    OffsetsUnset = 1,
+    /// Both per-CPU scratch slots were in use (a program preempted twice over).
+    ScratchBusy = 2,
+    ExecSend = 3,
+    ExecArgvRead = 4,
+    ExecFilenameRead = 5,
+    ExecExeWalk = 6,
+    ExecCwdWalk = 7,
+    ForkRead = 8,
+    ForkReserve = 9,
+    ExitRead = 10,
+    ExitReserve = 11,
+    FileFilterRead = 12,
+    FileSend = 13,
+    FilePathWalk = 14,
+    LibFilterRead = 15,
+    LibSend = 16,
+    LibPathWalk = 17,
+    ConnectRead = 18,
+    ConnectReserve = 19,
+}
+
+/// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
+pub const LOSS_SLOTS: u32 = 32;
+
+/// Whether a site loses the whole event or sends it with a field missing (flagged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossEffect {
+    /// The event never reached the agent.
+    Dropped,
+    /// The event was sent with a field missing (and a flag saying which).
+    Incomplete,
+}
+
+impl LossSite {
+    pub const ALL: [LossSite; 19] = [
+        LossSite::OffsetsUnset,
+        LossSite::ScratchBusy,
+        LossSite::ExecSend,
+        LossSite::ExecArgvRead,
+        LossSite::ExecFilenameRead,
+        LossSite::ExecExeWalk,
+        LossSite::ExecCwdWalk,
+        LossSite::ForkRead,
+        LossSite::ForkReserve,
+        LossSite::ExitRead,
+        LossSite::ExitReserve,
+        LossSite::FileFilterRead,
+        LossSite::FileSend,
+        LossSite::FilePathWalk,
+        LossSite::LibFilterRead,
+        LossSite::LibSend,
+        LossSite::LibPathWalk,
+        LossSite::ConnectRead,
+        LossSite::ConnectReserve,
+    ];
+
+    /// The event kind it loses, `None` for sites shared by every program.
+    pub const fn kind(self) -> Option<EventKind> {
+        use LossSite::*;
+        Some(match self {
+            OffsetsUnset | ScratchBusy => return None,
+            ExecSend | ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk => {
+                EventKind::Exec
+            }
+            ForkRead | ForkReserve => EventKind::Fork,
+            ExitRead | ExitReserve => EventKind::Exit,
+            FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
+            LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
+            ConnectRead | ConnectReserve => EventKind::Connect,
+        })
+    }
+
+    /// The program (by its name in the object) the site is in.
+    pub const fn program(self) -> &'static str {
+        match self.kind() {
+            None => "any",
+            Some(EventKind::Exec) => "rasp_exec",
+            Some(EventKind::Fork) => "rasp_fork",
+            Some(EventKind::Exit) => "rasp_exit",
+            Some(EventKind::FileOpen) => "rasp_file_open",
+            Some(EventKind::LibraryLoad) => "rasp_library_load",
+            Some(EventKind::Connect) => "rasp_connect",
+        }
+    }
+
+    pub const fn effect(self) -> LossEffect {
+        use LossSite::*;
+        match self {
+            ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
+            | LibPathWalk => LossEffect::Incomplete,
+            _ => LossEffect::Dropped,
+        }
+    }
+
+    /// What went wrong, for people.
+    pub const fn what(self) -> &'static str {
+        use LossSite::*;
+        match self {
+            OffsetsUnset => "kernel offset table not filled",
+            ScratchBusy => "per-CPU scratch buffer busy",
+            ExecSend | FileSend | LibSend => "ring buffer full (output failed)",
+            ForkReserve | ExitReserve | ConnectReserve => "ring buffer full (reserve failed)",
+            ExecArgvRead => "argv read failed",
+            ExecFilenameRead => "exec filename read failed",
+            ExecExeWalk => "exe path walk failed",
+            ExecCwdWalk => "cwd path walk failed",
+            ForkRead => "child task read failed",
+            ExitRead => "exiting task read failed",
+            FileFilterRead | LibFilterRead => "pre-filter path walk failed",
+            FilePathWalk | LibPathWalk => "path walk failed",
+            ConnectRead => "socket address read failed",
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        use LossSite::*;
+        match self {
+            OffsetsUnset => "offsets_unset",
+            ScratchBusy => "scratch_busy",
+            ExecSend => "exec_send",
+            ExecArgvRead => "exec_argv_read",
+            ExecFilenameRead => "exec_filename_read",
+            ExecExeWalk => "exec_exe_walk",
+            ExecCwdWalk => "exec_cwd_walk",
+            ForkRead => "fork_read",
+            ForkReserve => "fork_reserve",
+            ExitRead => "exit_read",
+            ExitReserve => "exit_reserve",
+            FileFilterRead => "file_filter_read",
+            FileSend => "file_send",
+            FilePathWalk => "file_path_walk",
+            LibFilterRead => "lib_filter_read",
+            LibSend => "lib_send",
+            LibPathWalk => "lib_path_walk",
+            ConnectRead => "connect_read",
+            ConnectReserve => "connect_reserve",
+        }
+    }
+}
+
+const _: () = assert!((LossSite::ConnectReserve as u32) < LOSS_SLOTS);
