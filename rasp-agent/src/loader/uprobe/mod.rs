@@ -6,3 +6,9 @@
 pub mod elf;
 pub mod prologue;
 pub mod targets;
+
+pub use prologue::{AttachPoint, EmulationModel};
+pub use targets::{
+    AttachPlan, FileId, LibraryKind, PlannedProbe, TargetAction, TargetId, TargetRegistry,
+    TargetStatus,
+};

@@ -13,6 +13,11 @@
 //! (len 1..=8, `66 90`, `0f 1f 44 00 00`...) is emulated too, prefix or not. `endbr64` is
 //! none of these: it is single-stepped, so a function opening with it is probed after it.
 //! `uprobe_init_insn` refuses the ES/CS/SS/DS segment and LOCK prefixes outright.
+//!
+//! Measured on this 6.18 kernel (tracefs uprobe events, 200k calls of a one-instruction
+//! function each): `push %rbp` 3.6 µs, `jmp` 3.1, `nop` 1.9, `nopl 0(%rax,%rax)` (5 bytes)
+//! 2.2, `nopw` (6 bytes) 2.0, `66 90` 2.3 — emulated; `endbr64` 39 µs and `sub $0x18,%rsp`
+//! 43 µs — single-stepped. So 6.18 does emulate the canonical nops (`CanonicalNops`).
 
 use std::fmt;
 
@@ -277,7 +282,7 @@ impl fmt::Display for AttachReason {
             AttachReason::EntryEmulated => f.write_str("entry instruction is emulated"),
             AttachReason::AfterPrologue { skipped } => write!(
                 f,
-                "first emulated instruction; the {skipped} before it leave the arguments intact"
+                "first emulated instruction, after {skipped} that leave the arguments intact"
             ),
             AttachReason::Fallback { stop } => {
                 write!(f, "no emulated instruction usable (")?;
@@ -387,7 +392,10 @@ fn point(
     if instruction.is_invalid() {
         text.push_str("(undecodable)");
     } else {
-        GasFormatter::new().format(instruction, &mut text);
+        let mut formatter = GasFormatter::new();
+        formatter.options_mut().set_uppercase_hex(false);
+        formatter.options_mut().set_branch_leading_zeros(false);
+        formatter.format(instruction, &mut text);
     }
     AttachPoint {
         symbol: function.name.clone(),
@@ -635,6 +643,29 @@ mod tests {
             let point = choose_attach_point(&function(code), QUERY, MODEL);
             assert_eq!(point.offset_in_symbol, 0);
             assert!(!point.emulated);
+        }
+    }
+
+    #[test]
+    fn random_code_never_panics_and_keeps_the_invariants() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut code = vec![0u8; 40];
+            for byte in &mut code {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *byte = state as u8;
+            }
+            let code = &code[..(state as usize % 41)];
+            for req in [QUERY, TLS_WRITE] {
+                let f = function(code);
+                let point = choose_attach_point(&f, req, MODEL);
+                assert!(point.offset_in_symbol < WINDOW_BYTES as u64 || code.is_empty());
+                if !code.is_empty() {
+                    assert_invariants(&f, req, &point);
+                }
+            }
         }
     }
 

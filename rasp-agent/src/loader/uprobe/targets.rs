@@ -1006,3 +1006,49 @@ garbage line";
         assert!(registry.status().is_empty());
     }
 }
+
+#[cfg(test)]
+mod static_ssl_tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Builds an executable that defines OpenSSL's entry points itself, as a statically
+    /// linked server does; `-rdynamic` puts them in `.dynsym`, without it only the unstripped
+    /// `.symtab` has them.
+    fn build(dir: &Path, rdynamic: bool) -> PathBuf {
+        let source = dir.join("server.c");
+        std::fs::write(
+            &source,
+            "int SSL_write(void *s, const void *b, int n) { return n + (s != b); }\n\
+             int SSL_read(void *s, void *b, int n) { return n - (s != b); }\n\
+             void SSL_free(void *s) { (void)s; }\n\
+             int main(void) { return SSL_write(0, 0, 1) + SSL_read(0, 0, 1); }\n",
+        )
+        .unwrap();
+        let output = dir.join(if rdynamic { "exported" } else { "local" });
+        let mut command = Command::new("cc");
+        command.arg("-O1").arg("-o").arg(&output).arg(&source);
+        if rdynamic {
+            command.arg("-rdynamic");
+        }
+        let status = command.status().expect("this test needs a C compiler (cc)");
+        assert!(status.success());
+        output
+    }
+
+    #[test]
+    fn executables_carrying_openssl_are_static_ssl_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        for rdynamic in [true, false] {
+            let path = build(dir.path(), rdynamic);
+            let Inspection::Target(image) =
+                inspect_file(&path, EmulationModel::CanonicalNops).unwrap()
+            else {
+                panic!("{} not recognised", path.display());
+            };
+            assert_eq!(image.kind, LibraryKind::StaticSsl);
+            let names: Vec<_> = image.probes.iter().map(|p| p.function).collect();
+            assert_eq!(names, ["SSL_write", "SSL_read", "SSL_free"]);
+        }
+    }
+}
