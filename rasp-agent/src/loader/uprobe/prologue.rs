@@ -18,6 +18,9 @@
 //! function each): `push %rbp` 3.6 µs, `jmp` 3.1, `nop` 1.9, `nopl 0(%rax,%rax)` (5 bytes)
 //! 2.2, `nopw` (6 bytes) 2.0, `66 90` 2.3 — emulated; `endbr64` 39 µs and `sub $0x18,%rsp`
 //! 43 µs — single-stepped. So 6.18 does emulate the canonical nops (`CanonicalNops`).
+//! On the system libraries, a ctypes loop of 100k calls: `PQsendQuery` at +0 36.5 µs a call,
+//! at the chosen +5 (`jmp`) 4.8 µs; `SSL_free` at +0 32.5 µs, at the chosen +3 (`je`) 5.0 µs
+//! (0.75 and 0.47 µs unprobed); every call hit exactly once at the chosen points.
 
 use std::fmt;
 

@@ -674,6 +674,26 @@ impl TargetRegistry {
             .collect())
     }
 
+    /// Every process in `/proc` (at agent start). Processes that exit meanwhile, and kernel
+    /// threads (no maps), are skipped. Blocking, and the slowest call here: each distinct
+    /// executable file on the node is read once.
+    pub fn scan_all_processes(&mut self) -> Vec<TargetAction> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let pids: Vec<u32> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let mut actions = Vec::new();
+        for pid in pids {
+            match self.scan_process(pid) {
+                Ok(found) => actions.extend(found),
+                Err(error) => tracing::debug!(pid, %error, "process not scanned"),
+            }
+        }
+        actions
+    }
+
     /// The process is gone (or exec'd: its old mappings are gone too; scan it again after).
     /// Returns `Detach` for each target no other process maps.
     pub fn on_process_exit(&mut self, pid: u32) -> Vec<TargetAction> {
@@ -995,6 +1015,21 @@ garbage line";
         assert!(line.probes.iter().any(|p| p.function == "SSL_write"));
         // Scanning again adds nothing.
         assert_eq!(registry.scan_process(pid).unwrap(), vec![]);
+
+        // The whole-node scan finds the same file (once), whoever else maps it.
+        let mut node = TargetRegistry::new(MODEL, RegistryLimits::default());
+        let node_actions = node.scan_all_processes();
+        let node_ssl = node
+            .status()
+            .into_iter()
+            .find(|s| s.file == ssl.file)
+            .expect("whole-node scan found libssl");
+        assert!(node_ssl.processes >= 1);
+        let attaches = node_actions
+            .iter()
+            .filter(|a| matches!(a, TargetAction::Attach(p) if p.file == ssl.file))
+            .count();
+        assert_eq!(attaches, 1);
 
         child.0.kill().unwrap();
         child.0.wait().unwrap();
