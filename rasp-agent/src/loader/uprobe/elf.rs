@@ -8,6 +8,7 @@ use std::{
     collections::HashSet,
     fmt,
     fs::File,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -29,6 +30,8 @@ const MAX_DYNAMIC_TABLE_BYTES: u64 = 16 << 20;
 const MAX_STATIC_TABLE_BYTES: u64 = 64 << 20;
 /// Note sections, version definitions.
 const MAX_SMALL_SECTION_BYTES: u64 = 1 << 20;
+/// Note sections looked at for the build id (real files have 2-4).
+const MAX_NOTE_SECTIONS: usize = 16;
 /// Code kept per function: enough to decode the prologue and to find branches back into it.
 pub const MAX_CODE_BYTES: u64 = 4096;
 
@@ -39,6 +42,8 @@ pub enum ElfError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is not a regular file")]
+    NotRegular { path: PathBuf },
     #[error("{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte inspection bound")]
     TooLarge { path: PathBuf, size: u64 },
     #[error("{path} is not a 64-bit x86-64 ELF file")]
@@ -123,17 +128,31 @@ impl ElfImage {
 /// `.symtab` only when `.dynsym` has none of them, for statically linked executables that are
 /// not stripped). Blocking file I/O: run it on a blocking task, not on the event path.
 pub fn read_image(path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
-    let file = File::open(path).map_err(|source| ElfError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    let size = file
-        .metadata()
+    // Non-blocking: a path swapped for a FIFO must not hang the reader (regular files
+    // ignore the flag).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
         .map_err(|source| ElfError::Open {
             path: path.to_owned(),
             source,
-        })?
-        .len();
+        })?;
+    read_image_from(file, path, wanted)
+}
+
+/// As `read_image`, from a file already opened (`path` names it in errors).
+pub fn read_image_from(file: File, path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
+    let metadata = file.metadata().map_err(|source| ElfError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !metadata.is_file() {
+        return Err(ElfError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    let size = metadata.len();
     if size > MAX_FILE_BYTES {
         return Err(ElfError::TooLarge {
             path: path.to_owned(),
@@ -338,7 +357,13 @@ impl<'a> ImageReader<'a> {
         endian: Endianness,
         sections: &SectionTable<'a, Header, Data<'a>>,
     ) -> Result<Option<BuildId>, ElfError> {
-        for section in sections.iter() {
+        // A crafted file can declare thousands of overlapping note sections, each read into
+        // the cache separately: look at the first few only.
+        let notes = sections
+            .iter()
+            .filter(|section| section.sh_type(endian) == elf::SHT_NOTE)
+            .take(MAX_NOTE_SECTIONS);
+        for section in notes {
             if section.sh_type(endian) != elf::SHT_NOTE
                 || section.sh_size(endian) > MAX_SMALL_SECTION_BYTES
             {
@@ -404,7 +429,7 @@ impl<'a> ImageReader<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::io::Write;
+    use std::{io::Write, process::Command};
 
     pub(crate) const LIBPQ: &str = "/usr/lib/x86_64-linux-gnu/libpq.so.5";
     pub(crate) const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
@@ -468,6 +493,22 @@ pub(crate) mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(bytes).unwrap();
         file
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let error = read_image(Path::new("/proc/self"), &["SSL_write"]).unwrap_err();
+        assert!(matches!(error, ElfError::NotRegular { .. }), "{error}");
+        // A FIFO would block a plain open; this one returns at once.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let error = read_image(&fifo, &["SSL_write"]).unwrap_err();
+        assert!(matches!(error, ElfError::NotRegular { .. }), "{error}");
     }
 
     #[test]

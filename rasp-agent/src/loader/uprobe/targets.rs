@@ -13,13 +13,14 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
 use serde::Serialize;
 
 use super::{
-    elf::{read_image, BuildId, ElfError, ElfImage, SymbolTable},
+    elf::{read_image, read_image_from, BuildId, ElfError, ElfImage, SymbolTable},
     prologue::{
         choose_attach_point, ArgRegister, AttachPoint, EmulationModel, ProbeRequirements,
         RegisterSet,
@@ -338,13 +339,70 @@ pub enum TargetError {
     Maps { pid: u32, source: std::io::Error },
 }
 
-/// Reads `path` and decides whether it is a target; blocking I/O, no registry state.
+/// Reads `path` (in the agent's view) and decides whether it is a target; blocking I/O, no
+/// registry state.
 pub fn inspect_file(path: &Path, model: EmulationModel) -> Result<Inspection, ElfError> {
-    let image = read_image(path, &wanted_names())?;
+    classify_image(read_image(path, &wanted_names())?, model)
+}
+
+/// Reads `path` as process `pid` sees it and decides whether it is a target. Returns the
+/// `/proc/<pid>/root/...` path too (what `record` and the attach plan take). Blocking I/O.
+pub fn inspect_in_process(
+    pid: u32,
+    path: &Path,
+    model: EmulationModel,
+) -> (PathBuf, Result<Inspection, ElfError>) {
+    let open_path = path_in_process_root(pid, path);
+    let inspection = open_in_process_root(pid, path)
+        .map_err(|source| ElfError::Open {
+            path: open_path.clone(),
+            source,
+        })
+        .and_then(|file| read_image_from(file, &open_path, &wanted_names()))
+        .and_then(|image| classify_image(image, model));
+    (open_path, inspection)
+}
+
+fn classify_image(image: ElfImage, model: EmulationModel) -> Result<Inspection, ElfError> {
     Ok(match identify(&image) {
         Some(kind) => Inspection::Target(plan_image(kind, image, model)),
         None => Inspection::Uninteresting,
     })
+}
+
+/// Opens `path` inside the process's root with `RESOLVE_IN_ROOT`, so a symlink a container
+/// planted (`/usr/lib/libssl.so.3 -> /etc/shadow`) resolves inside the container, not on the
+/// host as a plain open of `/proc/<pid>/root/...` would. Non-blocking, in case the path is
+/// now a FIFO. Kernels before 5.6 lack openat2: there the plain open is the fallback.
+pub fn open_in_process_root(pid: u32, path: &Path) -> std::io::Result<std::fs::File> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    open_in_root(&root, path).or_else(|error| {
+        if error.raw_os_error() == Some(libc::ENOSYS) {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path_in_process_root(pid, path))
+        } else {
+            Err(error)
+        }
+    })
+}
+
+/// `path` resolved with `root` as `/`.
+fn open_in_root(root: &std::fs::File, path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rustix::fs::openat2(
+        &root,
+        relative,
+        flags,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// The kind of library `image` is, from the identifying functions it defines.
@@ -656,8 +714,7 @@ impl TargetRegistry {
             }
             MappingLookup::Uninteresting => None,
             MappingLookup::Unknown => {
-                let open_path = path_in_process_root(pid, path);
-                let inspection = inspect_file(&open_path, self.model);
+                let (open_path, inspection) = inspect_in_process(pid, path, self.model);
                 self.record(pid, &open_path, file, inspection)
             }
         }
@@ -809,6 +866,27 @@ garbage line";
             path_in_process_root(42, Path::new("/usr/lib/libpq.so.5")),
             PathBuf::from("/proc/42/root/usr/lib/libpq.so.5")
         );
+    }
+
+    #[test]
+    fn process_root_opens_resolve_symlinks_inside_that_root() {
+        // A "container root" whose library is an absolute symlink to a host file: resolved
+        // inside the root, the host file is out of reach.
+        let root_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(LIBSSL, root_dir.path().join("planted.so")).unwrap();
+        assert!(std::fs::File::open(root_dir.path().join("planted.so")).is_ok());
+        let root = std::fs::File::open(root_dir.path()).unwrap();
+        let error = open_in_root(&root, Path::new("/planted.so")).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+        // Magic links are refused: /proc/self/root would lead back out of any root.
+        let pid = std::process::id();
+        let magic = format!("/proc/self/root{LIBSSL}");
+        assert!(std::fs::File::open(&magic).is_ok());
+        assert!(open_in_process_root(pid, Path::new(&magic)).is_err());
+        // Our own root is `/`: the real library opens and parses.
+        let file = open_in_process_root(pid, Path::new(LIBSSL)).unwrap();
+        let image = read_image_from(file, Path::new(LIBSSL), &["SSL_write"]).unwrap();
+        assert!(image.function("SSL_write").is_some());
     }
 
     #[test]
