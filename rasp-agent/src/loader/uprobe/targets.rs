@@ -394,7 +394,7 @@ fn open_in_root(root: &std::fs::File, path: &Path) -> std::io::Result<std::fs::F
     let relative = path.strip_prefix("/").unwrap_or(path);
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     match rustix::fs::openat2(
-        &root,
+        root,
         relative,
         flags,
         Mode::empty(),
