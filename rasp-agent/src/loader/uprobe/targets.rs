@@ -1091,6 +1091,12 @@ garbage line";
         let line = status.iter().find(|s| s.id == ssl.id).unwrap();
         assert_eq!(line.processes, 1);
         assert!(line.probes.iter().any(|p| p.function == "SSL_write"));
+        let json = serde_json::to_value(&status).unwrap();
+        let probes = json[0]["probes"].as_array().unwrap();
+        assert!(probes.iter().all(|p| p["point"]["file_offset"].is_u64()));
+        assert!(probes
+            .iter()
+            .all(|p| p["point"]["reason"]["kind"].is_string()));
         // Scanning again adds nothing.
         assert_eq!(registry.scan_process(pid).unwrap(), vec![]);
 
