@@ -9,6 +9,7 @@ pub mod env;
 pub mod floor;
 pub mod interest;
 pub mod kfunc;
+pub mod uprobe;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
