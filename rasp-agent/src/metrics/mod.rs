@@ -23,7 +23,8 @@ use crate::{
 
 pub use endpoint::{serve, MetricsServer, DEFAULT_ADDR};
 pub use source::{
-    KindCounts, MetricsSource, PolicyState, ProcessCounts, ProgramCounts, Readiness, SourceSnapshot,
+    DeferredSource, KindCounts, MetricsSource, PolicyState, ProcessCounts, ProgramCounts,
+    Readiness, SourceSnapshot,
 };
 
 /// Errors of the metrics endpoint.

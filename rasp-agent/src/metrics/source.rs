@@ -26,6 +26,33 @@ pub trait MetricsSource: Send + Sync {
     fn snapshot(&self) -> SourceSnapshot;
 }
 
+/// A source that exists before the daemon does: the endpoint can serve from the first
+/// moment (`/healthz` 200, `/readyz` 503 "no eBPF program is attached") while the programs
+/// load, and reports the daemon's numbers once it is [`set`](DeferredSource::set).
+#[derive(Default)]
+pub struct DeferredSource {
+    inner: std::sync::OnceLock<std::sync::Arc<dyn MetricsSource>>,
+}
+
+impl DeferredSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands over to `source`; later calls are ignored (the first daemon stays).
+    pub fn set(&self, source: std::sync::Arc<dyn MetricsSource>) {
+        let _ = self.inner.set(source);
+    }
+}
+
+impl MetricsSource for DeferredSource {
+    fn snapshot(&self) -> SourceSnapshot {
+        self.inner
+            .get()
+            .map_or_else(SourceSnapshot::default, |s| s.snapshot())
+    }
+}
+
 /// One kind's event counts since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KindCounts {

@@ -206,6 +206,22 @@ fn readiness_needs_programs_and_policies() {
     assert_eq!(snapshot_with(0, 0, 3, true).readiness(), Readiness::Ready);
 }
 
+#[test]
+fn a_deferred_source_is_not_ready_until_the_daemon_is_set() {
+    let deferred = DeferredSource::new();
+    assert_eq!(
+        deferred.snapshot().readiness(),
+        Readiness::NotReady("no eBPF program is attached")
+    );
+    let daemon = Arc::new(FakeSource::default());
+    daemon.attached.store(true, Ordering::Relaxed);
+    daemon.exec.store(5, Ordering::Relaxed);
+    deferred.set(daemon);
+    let s = deferred.snapshot();
+    assert_eq!(s.readiness(), Readiness::Ready);
+    assert_eq!(s.events[Kind::Exec.index()].received, 5);
+}
+
 /// A daemon stand-in whose numbers the test moves.
 #[derive(Default)]
 struct FakeSource {
