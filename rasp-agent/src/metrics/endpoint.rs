@@ -28,7 +28,7 @@ use super::{Metrics, MetricsError, MetricsSource, Readiness};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 
 /// Connections served at once; more are closed at accept. A scraper and two probes need 3.
-const MAX_CONNECTIONS: usize = 32;
+pub(super) const MAX_CONNECTIONS: usize = 32;
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a connection (keep-alive included) may live.

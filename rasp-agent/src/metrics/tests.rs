@@ -236,15 +236,29 @@ impl MetricsSource for FakeSource {
     }
 }
 
-/// One request over a fresh connection; the raw response (status line, headers, body).
+/// Polls `probe` every 20 ms for up to 5 s.
+fn poll<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// One request over a fresh connection; the raw response (status line, headers, body),
+/// empty when the server closed the connection without answering.
 fn http(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream.write_all(request).unwrap();
+    // A refused connection may be reset under our feet: that is an empty answer.
+    let _ = stream.write_all(request);
     let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap();
+    let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -334,6 +348,22 @@ async fn the_endpoint_serves_metrics_health_and_readiness_over_http() {
             let huge = http(addr, huge.as_bytes());
             assert_eq!(status(&huge), 431, "{huge}");
             assert_eq!(status(&get(addr, "/healthz")), 200);
+
+            // Connections past the cap are closed unanswered; freed slots serve again.
+            let idle: Vec<TcpStream> = (0..endpoint::MAX_CONNECTIONS)
+                .map(|_| TcpStream::connect(addr).unwrap())
+                .collect();
+            let refused = poll(|| {
+                let answer = get(addr, "/healthz");
+                answer.is_empty().then_some(())
+            });
+            assert!(refused.is_some(), "a connection past the cap was served");
+            drop(idle);
+            let served = poll(|| {
+                let answer = get(addr, "/healthz");
+                (!answer.is_empty()).then_some(answer)
+            });
+            assert_eq!(served.map(|a| status(&a)), Some(200));
         })
     };
     checks.await.unwrap();
