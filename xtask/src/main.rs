@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod build_ebpf;
 mod command;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -66,6 +67,10 @@ enum Task {
     /// Benchmarks (root): every workload under no agent, the floor, the bpftrace peer and
     /// the agent, side by side; the event storm; writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// The agent as a container image from local files (static binary on scratch when
+    /// possible) into target/image/ and Docker; `--policy-configmap N` writes deploy's
+    /// policy ConfigMap instead.
+    Image(image::ImageArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +100,6 @@ fn dispatch(task: Task) -> Result<()> {
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
         Task::Bench(args) => bench::run(&ws, &args),
+        Task::Image(args) => image::run(&ws, &args),
     }
 }

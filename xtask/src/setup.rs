@@ -88,6 +88,15 @@ pub fn run_for_bench() -> Result<()> {
     step(|| apt_install(BENCH_APT_PACKAGES))
 }
 
+/// What `cargo xtask image` needs to build and check a container image: the Docker daemon
+/// (Debian's docker.io; there is no registry, images are imported from local files).
+const IMAGE_APT_PACKAGES: &[&str] = &["docker.io"];
+
+/// The image task's packages (setup itself is run by the build it starts).
+pub fn image_tools() -> Result<()> {
+    step(|| apt_install(IMAGE_APT_PACKAGES))
+}
+
 /// Installs whichever of `packages` dpkg does not list as installed (needs root then).
 fn apt_install(packages: &[&str]) -> Result<Outcome> {
     let missing = missing_packages(packages)?;
