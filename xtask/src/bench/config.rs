@@ -25,6 +25,8 @@ pub enum Config {
 
 impl Config {
     pub const ALL: [Config; 4] = [Config::None, Config::Floor, Config::Bpftrace, Config::Agent];
+    /// The other tracers the agent is compared with, head to head.
+    pub const PEERS: [Config; 1] = [Config::Bpftrace];
 
     pub fn label(self) -> &'static str {
         match self {

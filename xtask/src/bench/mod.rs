@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what the agent costs the workloads it protects, measured side by
 //! side in one run. Each round starts every configuration in turn (order rotated per round)
-//! and runs every workload under it, so a slow minute of this noisy machine hits all
-//! configurations alike; ratios are taken per round against that round's no-agent run.
+//! and runs every workload under it (order rotated too), so a slow minute of this noisy
+//! machine hits all configurations alike; ratios are taken per round against that round's
+//! no-agent run, and targets are decided on a rank-based interval over those paired rounds.
 //! Then the agent alone: an event storm ramp (the highest rate drained with no drop, the drop
 //! rate beyond, latency under load), its idle memory with 10k live processes, and the
 //! BPF-LSM guest's open() comparison. The report goes to BENCHMARKS.md.
@@ -63,6 +64,8 @@ pub struct BenchArgs {
 /// One workload run under one configuration in one round.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
+    /// The round it ran in (0-based): ratios pair samples by this, never by position.
+    pub round: usize,
     pub rate: f64,
     pub ops: u64,
     pub wall_secs: f64,
@@ -172,8 +175,13 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             // Let what a start does (BTF parsing, /proc seeding, compiling a script) finish
             // before the first workload is timed.
             std::thread::sleep(SETTLE);
-            for w in &workloads {
-                match measure(&runner, &running, w, args.seconds) {
+            // Rotated too, so no workload always runs first after the settle (or last,
+            // after its configuration has run the longest).
+            let mut workload_order: Vec<&Workload> = workloads.iter().collect();
+            let count = workload_order.len();
+            workload_order.rotate_left(round % count);
+            for w in workload_order {
+                match measure(&runner, &running, w, round, args.seconds) {
                     Ok(sample) => {
                         eprintln!("bench:   {:<16} {:>12.0} {}", w.key, sample.rate, w.unit);
                         samples
@@ -256,7 +264,13 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
 
 /// One workload under one running configuration, with what the configuration's process
 /// spent on it.
-fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Result<Sample> {
+fn measure(
+    runner: &Runner,
+    running: &Running,
+    w: &Workload,
+    round: usize,
+    seconds: f64,
+) -> Result<Sample> {
     let pid = running.pid();
     if let Some(pid) = pid {
         procfs::reset_peak_rss(pid)?;
@@ -279,6 +293,7 @@ fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Re
         _ => None,
     };
     Ok(Sample {
+        round,
         rate,
         ops,
         wall_secs,
