@@ -84,6 +84,8 @@ pub struct Results {
     pub command_line: String,
     pub args_summary: String,
     pub machine: String,
+    /// The peers' versions as installed (`bpftrace --version`, the Debian package's).
+    pub peer_versions: String,
     pub commit: String,
     pub started: String,
     pub duration: String,
@@ -131,7 +133,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         .with_context(|| format!("writing {}", unwatched.display()))?;
     let tools = Tools {
         agent: artifacts.agent_bin.clone(),
-        bpftrace_script: ws.root().join("xtask/assets/bpftrace-peer.bt"),
+        assets: ws.root().join("xtask/assets"),
         scratch: scratch.clone(),
     };
 
@@ -241,6 +243,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             args.rounds, args.seconds
         ),
         machine: procfs::machine_summary()?,
+        peer_versions: peer_versions(),
         commit: commit(ws),
         started: started_at,
         duration: human(started.elapsed()),
@@ -271,11 +274,22 @@ fn measure(
     round: usize,
     seconds: f64,
 ) -> Result<Sample> {
-    let pid = running.pid();
-    if let Some(pid) = pid {
-        procfs::reset_peak_rss(pid)?;
+    let pids = running.pids();
+    for pid in &pids {
+        procfs::reset_peak_rss(*pid)?;
     }
-    let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
+    // Summed over the configuration's processes (libbpf-tools runs two).
+    let cpu = |pids: &[u32]| -> Result<Option<f64>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0.0;
+        for pid in pids {
+            total += procfs::cpu_seconds(*pid)?;
+        }
+        Ok(Some(total))
+    };
+    let cpu_before = cpu(&pids)?;
     let drops_before = agent_drops(running);
     let began = Instant::now();
     let Measured {
@@ -284,10 +298,16 @@ fn measure(
         cpu_secs: workload_cpu,
     } = runner.run(w, seconds)?;
     let wall_secs = began.elapsed().as_secs_f64();
-    let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
-    let peak_rss_kib = pid
-        .map(|pid| procfs::status_kib(pid, "VmHWM"))
-        .transpose()?;
+    let cpu_after = cpu(&pids)?;
+    let peak_rss_kib = if pids.is_empty() {
+        None
+    } else {
+        let mut total = 0;
+        for pid in &pids {
+            total += procfs::status_kib(*pid, "VmHWM")?;
+        }
+        Some(total)
+    };
     let dropped = match (drops_before, agent_drops(running)) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
@@ -335,6 +355,20 @@ fn build_workload(ws: &Workspace) -> Result<PathBuf> {
         bail!("{} was not built", bin.display());
     }
     Ok(bin)
+}
+
+fn peer_versions() -> String {
+    let bpftrace = Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|_| "bpftrace not runnable".into());
+    let libbpf_tools = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "libbpf-tools"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{bpftrace}; libbpf-tools {libbpf_tools} (Debian)")
 }
 
 /// The command as typed: `cargo xtask bench` and the arguments after `bench`.

@@ -79,7 +79,25 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(out, "- commit: {}", r.commit);
     let _ = writeln!(out, "- machine: {}", r.machine);
     let _ = writeln!(out, "- design: {}; each round starts every configuration in turn (order rotated per round) and runs every workload under it (order rotated per round too); ratios pair each sample with the no-agent sample of the same round (a round where a configuration failed to start is left out, not shifted), then the median over paired rounds with a rank-based interval.", r.args_summary);
-    let _ = writeln!(out, "- configurations: **no agent**; **floor** = `rasp-agent floor`, the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs; **bpftrace peer** = `xtask/assets/bpftrace-peer.bt`, the same probes printing one line per event to /dev/null; **rasp-agent** = `rasp-agent run` on its built-in default policies (audit mode).\n");
+    let _ = writeln!(out, "- peers as installed: {}", r.peer_versions);
+    let _ = writeln!(out, "- configurations, exactly as started:");
+    for c in Config::ALL {
+        let what = match c {
+            Config::None => "the baseline",
+            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs",
+            Config::Bpftrace => "the same probes as the agent, every event printed (no in-kernel filter)",
+            Config::BpftraceFiltered => "the same probes, sending only what the default policies could match (exec/fork/exit all; watched credential reads; writes under /etc and the system trees; tmp/shm library maps; metadata-address connects), decided in the kernel",
+            Config::LibbpfTools => "the minimal CO-RE tracers (every exec and every open printed, ring/perf buffer, no policy)",
+            Config::Agent => "on its built-in default policies (audit mode)",
+        };
+        let _ = writeln!(
+            out,
+            "  - **{}**: `{}` — {what}",
+            c.label(),
+            c.command_line()
+        );
+    }
+    let _ = writeln!(out);
 
     let mut targets: Vec<Target> = Vec::new();
     throughput_table(&mut out, r, &mut targets);
@@ -314,26 +332,32 @@ fn cost_table(out: &mut String, r: &Results) {
         out,
         "## What the tracer itself spends (median over rounds)\n"
     );
-    let _ = writeln!(out, "CPU is the tracer process's user+system time during the workload (% of one core; µs per workload operation); peak RSS is its VmHWM, reset before each workload. Kernel-side program time is charged to the workload and shows in the ratios above.\n");
+    let _ = writeln!(out, "CPU is the tracer's user+system time during the workload (% of one core; µs per workload operation), summed over its processes; peak RSS is their VmHWM, reset before each workload. Kernel-side program time is charged to the workload and shows in the ratios above.\n");
+    let mut header = String::from("| workload | rasp-agent CPU | rasp-agent peak RSS | drops |");
+    for peer in Config::PEERS {
+        let _ = write!(header, " {} CPU; peak RSS |", peer.label());
+    }
+    let _ = writeln!(out, "{header}");
     let _ = writeln!(
         out,
-        "| workload | rasp-agent CPU | rasp-agent peak RSS | drops | bpftrace CPU | bpftrace peak RSS |"
+        "|---|---|---|---|{}",
+        "---|".repeat(Config::PEERS.len())
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for w in &r.workloads {
         let agent = samples(r, w.key, Config::Agent);
-        let peer = samples(r, w.key, Config::Bpftrace);
         let drops: u64 = agent.iter().filter_map(|s| s.dropped).sum();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
+        let mut row = format!(
+            "| {} | {} | {} | {} |",
             w.key,
             cpu_cell(agent),
             rss_cell(agent),
-            drops,
-            cpu_cell(peer),
-            rss_cell(peer)
+            drops
         );
+        for peer in Config::PEERS {
+            let peer = samples(r, w.key, peer);
+            let _ = write!(row, " {}; {} |", cpu_cell(peer), rss_cell(peer));
+        }
+        let _ = writeln!(out, "{row}");
     }
     let _ = writeln!(out);
 }
