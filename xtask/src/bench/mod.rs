@@ -46,8 +46,10 @@ pub struct BenchArgs {
     /// Seconds each workload runs per configuration and round.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Only these workloads (comma-separated keys: exec, open-unwatched, open-watched, tcp,
-    /// tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb).
+    /// Only these workloads (comma-separated keys: exec, open-unwatched, open-unwatched-etc,
+    /// open-unwatched-usrlib, open-unwatched-distinct, open-watched-distinct, open-watched,
+    /// tcp, tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb; or a family prefix
+    /// no workload is named: `open` = every open-*, `pgbench`, `tls`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Leave out the event storm and the 10k-process idle measurement.
@@ -110,10 +112,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let artifacts = build::build_all(ws, Profile::Release)?;
     let workload_bin = build_workload(ws)?;
 
-    let workloads: Vec<Workload> = workload::all()
-        .into_iter()
-        .filter(|w| args.only.is_empty() || args.only.iter().any(|k| k == w.key))
-        .collect();
+    let workloads: Vec<Workload> = workload::select(&args.only);
     if workloads.is_empty() {
         let keys: Vec<_> = workload::all().iter().map(|w| w.key).collect();
         bail!(
@@ -131,6 +130,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let unwatched = scratch.join("unwatched.txt");
     fs::write(&unwatched, "nothing watches this file\n")
         .with_context(|| format!("writing {}", unwatched.display()))?;
+    let distinct = workload::DistinctFiles::create(&scratch, workload::DISTINCT_FILES)?;
     let tools = Tools {
         agent: artifacts.agent_bin.clone(),
         assets: ws.root().join("xtask/assets"),
@@ -147,6 +147,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let runner = Runner {
         workload_bin: workload_bin.clone(),
         unwatched,
+        files: &distinct,
         postgres: pg.as_ref(),
     };
 
@@ -209,7 +210,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let storm = if args.no_storm {
         None
     } else {
-        match storm::run(&tools, &workload_bin) {
+        match storm::run(&tools, &workload_bin, &distinct) {
             Ok(report) => Some(report),
             Err(e) => {
                 notes.push(format!("storm: {e:#}"));
