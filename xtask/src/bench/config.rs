@@ -101,6 +101,8 @@ pub struct Tools {
     pub agent: PathBuf,
     /// `xtask/assets`, where the bpftrace scripts are.
     pub assets: PathBuf,
+    /// The workspace's `policies/`, the shipped defaults as files.
+    pub default_policies: PathBuf,
     pub scratch: PathBuf,
 }
 
@@ -219,7 +221,7 @@ pub fn start(config: Config, tools: &Tools) -> Result<Running> {
         Config::Bpftrace => start_bpftrace(&mut running, tools, BPFTRACE_SCRIPT)?,
         Config::BpftraceFiltered => start_bpftrace(&mut running, tools, BPFTRACE_FILTERED_SCRIPT)?,
         Config::LibbpfTools => start_libbpf_tools(&mut running, tools)?,
-        Config::Agent => start_agent(&mut running, tools, &[])?,
+        Config::Agent => start_agent(&mut running, tools, &[], &[])?,
     }
     Ok(running)
 }
@@ -331,13 +333,23 @@ fn wait_attached(running: &mut Running) -> Result<()> {
 
 /// The agent with extra environment (e.g. `RASP_INTEREST_ALL=1` for a pure event storm).
 pub fn start_agent_with_env(tools: &Tools, env: &[(&str, &str)]) -> Result<Running> {
+    start_agent_with(tools, env, &[])
+}
+
+/// The agent with extra environment and extra `run` arguments (e.g. `--policies DIR`).
+pub fn start_agent_with(tools: &Tools, env: &[(&str, &str)], args: &[&str]) -> Result<Running> {
     let mut running = Running::new(Config::Agent, tools);
-    start_agent(&mut running, tools, env)?;
+    start_agent(&mut running, tools, env, args)?;
     Ok(running)
 }
 
 /// The agent on its built-in default policies, with a private socket and state directory.
-fn start_agent(running: &mut Running, tools: &Tools, env: &[(&str, &str)]) -> Result<()> {
+fn start_agent(
+    running: &mut Running,
+    tools: &Tools,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<()> {
     let (log, log_handle) = log_file(tools, Config::Agent.key())?;
     let dir = tools.scratch.join("agent");
     if dir.exists() {
@@ -351,6 +363,7 @@ fn start_agent(running: &mut Running, tools: &Tools, env: &[(&str, &str)]) -> Re
         .arg(&socket)
         .arg("--state-dir")
         .arg(dir.join("state"))
+        .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log_handle.try_clone()?)

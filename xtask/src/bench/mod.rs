@@ -11,6 +11,7 @@ mod config;
 mod postgres;
 mod procfs;
 mod report;
+mod scaling;
 mod stats;
 mod storm;
 mod workload;
@@ -55,6 +56,9 @@ pub struct BenchArgs {
     /// Leave out the event storm and the 10k-process idle measurement.
     #[arg(long)]
     pub no_storm: bool,
+    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules).
+    #[arg(long)]
+    pub no_scaling: bool,
     /// Leave out the BPF-LSM QEMU guest.
     #[arg(long)]
     pub no_vm: bool,
@@ -94,6 +98,7 @@ pub struct Results {
     pub workloads: Vec<Workload>,
     pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
     pub storm: Option<storm::StormReport>,
+    pub scaling: Option<scaling::ScalingReport>,
     /// The BPF-LSM guest's open() comparison, as `vm::VmOpenBench` prints it.
     pub vm: Option<String>,
     pub notes: Vec<String>,
@@ -134,6 +139,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let tools = Tools {
         agent: artifacts.agent_bin.clone(),
         assets: ws.root().join("xtask/assets"),
+        default_policies: ws.root().join("policies"),
         scratch: scratch.clone(),
     };
 
@@ -218,6 +224,17 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             }
         }
     };
+    let scaling = if args.no_scaling {
+        None
+    } else {
+        match scaling::run(&tools, &workload_bin, &distinct) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("rule scaling: {e:#}"));
+                None
+            }
+        }
+    };
     let vm = if args.no_vm {
         None
     } else {
@@ -251,6 +268,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         workloads,
         samples,
         storm,
+        scaling,
         vm,
         notes,
     };

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::config::Config;
+use super::scaling::{self, ScalingReport};
 use super::stats::{self, overhead, paired, paired_ratios, ByRound, Interval, Summary, CONFIDENCE};
 use super::storm::{Latency, StormReport};
 use super::{Results, Sample};
@@ -105,6 +106,10 @@ pub fn render(r: &Results) -> String {
     cost_table(&mut out, r);
     if let Some(storm) = &r.storm {
         storm_section(&mut out, storm, &mut targets);
+    }
+
+    if let Some(scaling) = &r.scaling {
+        scaling_section(&mut out, scaling, &mut targets);
     }
 
     if let Some(vm) = &r.vm {
@@ -512,5 +517,71 @@ fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target
     }
     if !storm.notes.is_empty() {
         let _ = writeln!(out);
+    }
+}
+
+/// Per-event cost flat in the number of rules: the ×100 set at most this much dearer
+/// per event than the defaults (a rule loop would make it ~100×).
+const MAX_COST_GROWTH_X100: f64 = 1.5;
+
+fn scaling_section(out: &mut String, scaling: &ScalingReport, targets: &mut Vec<Target>) {
+    let _ = writeln!(out, "## Rule-count scaling: agent CPU per event\n");
+    let _ = writeln!(out, "The agent on `--policies DIR`: the shipped files, then with generated rules of the same kinds added (exec by exe or cmdline, file_open reads, library_load and connect prefixes, on literals nothing here touches) to ×10 and ×100 the count. exec = agent CPU per `rasp-workload exec` fork+exec; watched = per event of a {:.0}/s paced storm on /etc/shadow (the rate it reached in brackets: the generator shares the 2 cores); distinct = the same over 4096 distinct `.aws/credentials` files. One run each, so read small differences as noise.\n", scaling::PACE);
+    let _ = writeln!(
+        out,
+        "| rules | exec | watched open | distinct watched open |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    let cell = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2} µs"));
+    let storm_cell = |v: Option<(f64, f64)>| {
+        v.map_or("—".into(), |(cost, rate)| {
+            format!("{cost:.2} µs (at {rate:.0}/s)")
+        })
+    };
+    for row in &scaling.rows {
+        let _ = writeln!(
+            out,
+            "| {} (×{}) | {} | {} | {} |",
+            row.rules,
+            row.factor,
+            cell(row.exec_us),
+            storm_cell(row.watched_us),
+            storm_cell(row.distinct_us)
+        );
+    }
+    let _ = writeln!(out);
+    for note in &scaling.notes {
+        let _ = writeln!(out, "- {}", note.replace('\n', " "));
+    }
+    if !scaling.notes.is_empty() {
+        let _ = writeln!(out);
+    }
+    let base = scaling.rows.iter().find(|r| r.factor == 1);
+    let top = scaling
+        .rows
+        .iter()
+        .max_by_key(|r| r.factor)
+        .filter(|r| r.factor > 1);
+    if let (Some(base), Some(top)) = (base, top) {
+        let growth = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+            _ => None,
+        };
+        let worst = [
+            growth(base.exec_us, top.exec_us),
+            growth(base.watched_us.map(|v| v.0), top.watched_us.map(|v| v.0)),
+            growth(base.distinct_us.map(|v| v.0), top.distinct_us.map(|v| v.0)),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by(f64::total_cmp);
+        targets.push((
+            format!(
+                "per-event agent CPU flat in rules: ×{} at most {MAX_COST_GROWTH_X100}× the defaults'",
+                top.factor
+            ),
+            worst.map_or("—".into(), |g| format!("worst growth {g:.2}× (one run)")),
+            worst.map(|g| g <= MAX_COST_GROWTH_X100).into(),
+        ));
     }
 }
