@@ -150,6 +150,16 @@ impl Running {
         self.children.iter().map(|(child, _)| child.id()).collect()
     }
 
+    /// The first line of a process's log that contains `needle`, without terminal colours.
+    pub fn log_line_with(&self, needle: &str) -> Option<String> {
+        self.children.iter().find_map(|(_, log)| {
+            let text = std::fs::read_to_string(log).ok()?;
+            text.lines()
+                .find(|line| line.contains(needle))
+                .map(strip_ansi)
+        })
+    }
+
     /// `rasp-agent status --json` of the running agent.
     pub fn agent_status(&self) -> Result<Value> {
         let Some(socket) = &self.socket else {
@@ -407,6 +417,25 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
+/// `line` without ANSI escape sequences (tracing colours its output).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn log_tail(log: Option<&Path>) -> String {
     let Some(log) = log else {
         return String::new();
@@ -415,4 +444,26 @@ fn log_tail(log: Option<&Path>) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
     format!("; last lines of {}:\n{tail}", log.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        let line = "\u{1b}[2m2026-12-03T07:20:23Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m not updated";
+        assert_eq!(strip_ansi(line), "2026-12-03T07:20:23Z ERROR not updated");
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
+
+    #[test]
+    fn every_configuration_has_its_own_key_and_a_command_line() {
+        let keys: std::collections::BTreeSet<_> = Config::ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(keys.len(), Config::ALL.len());
+        assert!(Config::PEERS.iter().all(|p| Config::ALL.contains(p)));
+        assert!(Config::LibbpfTools
+            .command_line()
+            .contains("/usr/sbin/opensnoop"));
+    }
 }

@@ -227,7 +227,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let scaling = if args.no_scaling {
         None
     } else {
-        match scaling::run(&tools, &workload_bin, &distinct) {
+        match scaling::run(&tools, &workload_bin, &distinct, args.rounds) {
             Ok(report) => Some(report),
             Err(e) => {
                 notes.push(format!("rule scaling: {e:#}"));

@@ -520,33 +520,38 @@ fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target
     }
 }
 
-/// Per-event cost flat in the number of rules: the ×100 set at most this much dearer
-/// per event than the defaults (a rule loop would make it ~100×).
-const MAX_COST_GROWTH_X100: f64 = 1.5;
+/// Per-event cost flat in the number of rules: the defaults' cost over the ×100 set's at
+/// least this (1 = flat; a rule loop would make it ~0.01).
+const MIN_COST_RATIO_X100: f64 = 1.0 / 1.5;
 
 fn scaling_section(out: &mut String, scaling: &ScalingReport, targets: &mut Vec<Target>) {
     let _ = writeln!(out, "## Rule-count scaling: agent CPU per event\n");
-    let _ = writeln!(out, "The agent on `--policies DIR`: the shipped files, then with generated rules of the same kinds added (exec by exe or cmdline, file_open reads, library_load and connect prefixes, on literals nothing here touches) to ×10 and ×100 the count. exec = agent CPU per `rasp-workload exec` fork+exec; watched = per event of a {:.0}/s paced storm on /etc/shadow (the rate it reached in brackets: the generator shares the 2 cores); distinct = the same over 4096 distinct `.aws/credentials` files. One run each, so read small differences as noise.\n", scaling::PACE);
+    let _ = writeln!(out, "The agent on `--policies DIR`: the shipped files, then with generated rules of the same kinds added (exec by exe or cmdline, file_open reads of a literal path each, library_load and connect prefixes, on literals nothing here touches) to ×10 and ×100 the count; each round runs every set (order rotated). exec = agent CPU per `rasp-workload exec` fork+exec; watched = per event of a {:.0}/s paced storm on /etc/shadow (the median rate it reached in brackets: the generator shares the 2 cores); distinct = the same over 4096 distinct `.aws/credentials` files. Median over rounds [interval].\n", scaling::PACE);
     let _ = writeln!(
         out,
         "| rules | exec | watched open | distinct watched open |"
     );
     let _ = writeln!(out, "|---|---|---|---|");
-    let cell = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2} µs"));
-    let storm_cell = |v: Option<(f64, f64)>| {
-        v.map_or("—".into(), |(cost, rate)| {
-            format!("{cost:.2} µs (at {rate:.0}/s)")
+    let values = |m: &ByRound| m.values().copied().collect::<Vec<f64>>();
+    let cell = |m: &ByRound| {
+        Interval::of_median(&values(m), CONFIDENCE).map_or("—".into(), |i| {
+            format!("{:.2} µs [{:.2}, {:.2}]", i.median, i.low, i.high)
         })
+    };
+    let rate = |rates: &[f64]| {
+        Summary::of(rates).map_or(String::new(), |s| format!(" (at {:.0}/s)", s.median))
     };
     for row in &scaling.rows {
         let _ = writeln!(
             out,
-            "| {} (×{}) | {} | {} | {} |",
+            "| {} (×{}) | {} | {}{} | {}{} |",
             row.rules,
             row.factor,
-            cell(row.exec_us),
-            storm_cell(row.watched_us),
-            storm_cell(row.distinct_us)
+            cell(&row.exec_us),
+            cell(&row.watched_us),
+            rate(&row.watched_rate),
+            cell(&row.distinct_us),
+            rate(&row.distinct_rate)
         );
     }
     let _ = writeln!(out);
@@ -562,26 +567,125 @@ fn scaling_section(out: &mut String, scaling: &ScalingReport, targets: &mut Vec<
         .iter()
         .max_by_key(|r| r.factor)
         .filter(|r| r.factor > 1);
-    if let (Some(base), Some(top)) = (base, top) {
-        let growth = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
-            _ => None,
-        };
-        let worst = [
-            growth(base.exec_us, top.exec_us),
-            growth(base.watched_us.map(|v| v.0), top.watched_us.map(|v| v.0)),
-            growth(base.distinct_us.map(|v| v.0), top.distinct_us.map(|v| v.0)),
-        ]
-        .into_iter()
-        .flatten()
-        .max_by(f64::total_cmp);
+    let (Some(base), Some(top)) = (base, top) else {
+        return;
+    };
+    let metrics: [(&str, &ByRound, &ByRound); 3] = [
+        ("exec", &base.exec_us, &top.exec_us),
+        ("watched open", &base.watched_us, &top.watched_us),
+        ("distinct watched open", &base.distinct_us, &top.distinct_us),
+    ];
+    let top_factor = top.factor;
+    for (what, base, top) in metrics {
+        let (measured, verdict) = decide(&paired_ratios(base, top), MIN_COST_RATIO_X100);
         targets.push((
             format!(
-                "per-event agent CPU flat in rules: ×{} at most {MAX_COST_GROWTH_X100}× the defaults'",
-                top.factor
+                "{what}: agent CPU per event flat in rules (defaults ÷ ×{top_factor} ≥ {MIN_COST_RATIO_X100:.2}, 1 = flat)"
             ),
-            worst.map_or("—".into(), |g| format!("worst growth {g:.2}× (one run)")),
-            worst.map(|g| g <= MAX_COST_GROWTH_X100).into(),
+            measured,
+            verdict,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bench::workload;
+
+    fn sample(round: usize, rate: f64) -> Sample {
+        Sample {
+            round,
+            rate,
+            ops: 1000,
+            wall_secs: 1.0,
+            cpu_secs: None,
+            peak_rss_kib: None,
+            dropped: None,
+            workload_cpu_us_per_op: None,
+        }
+    }
+
+    fn results(samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>) -> Results {
+        Results {
+            command_line: "cargo xtask bench".into(),
+            args_summary: String::new(),
+            machine: String::new(),
+            peer_versions: String::new(),
+            commit: String::new(),
+            started: String::new(),
+            duration: String::new(),
+            workloads: workload::select(&["exec".to_string()]),
+            samples,
+            storm: None,
+            scaling: None,
+            vm: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn targets_pair_by_round_and_decide_on_the_interval() {
+        let none: Vec<Sample> = (0..6)
+            .map(|r| sample(r, 1000.0 + r as f64 * 100.0))
+            .collect();
+        // The agent failed to start in round 1: its other rounds still pair with their own
+        // baseline, every one at 0.99 of it.
+        let agent: Vec<Sample> = [0, 2, 3, 4, 5]
+            .iter()
+            .map(|&r| sample(r, 0.99 * (1000.0 + r as f64 * 100.0)))
+            .collect();
+        // The peer is far costlier in every round.
+        let peer: Vec<Sample> = (0..6).map(|r| sample(r, 500.0)).collect();
+        let mut samples = BTreeMap::new();
+        samples.insert(("exec", Config::None.key()), none);
+        samples.insert(("exec", Config::Agent.key()), agent);
+        samples.insert(("exec", Config::Bpftrace.key()), peer);
+        let text = render(&results(samples));
+        let line = |needle: &str| -> String {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in\n{text}"))
+                .to_string()
+        };
+        let absolute = line("exec: rasp-agent ≥ 0.97 of no agent");
+        assert!(absolute.contains("0.990 [0.990, 0.990] (n=5"), "{absolute}");
+        assert!(absolute.ends_with("| met |"), "{absolute}");
+        let peer = line("than the bpftrace peer (every event)");
+        assert!(peer.ends_with("| met |"), "{peer}");
+        // No samples for the other peers: not measured, not a verdict.
+        let libbpf = line("than the libbpf-tools");
+        assert!(libbpf.ends_with("| not measured |"), "{libbpf}");
+    }
+
+    #[test]
+    fn too_few_rounds_are_undecided_and_a_clear_miss_is_not_met() {
+        let mut samples = BTreeMap::new();
+        samples.insert(
+            ("exec", Config::None.key()),
+            (0..2).map(|r| sample(r, 1000.0)).collect(),
+        );
+        samples.insert(
+            ("exec", Config::Agent.key()),
+            (0..2).map(|r| sample(r, 990.0)).collect(),
+        );
+        let text = render(&results(samples.clone()));
+        assert!(text.contains("undecided: too few rounds"), "{text}");
+        samples.insert(
+            ("exec", Config::None.key()),
+            (0..5).map(|r| sample(r, 1000.0)).collect(),
+        );
+        samples.insert(
+            ("exec", Config::Agent.key()),
+            (0..5).map(|r| sample(r, 500.0 + r as f64)).collect(),
+        );
+        let text = render(&results(samples));
+        let absolute = text
+            .lines()
+            .find(|l| l.contains("exec: rasp-agent ≥ 0.97"))
+            .expect("target line");
+        assert!(absolute.ends_with("| **not met** |"), "{absolute}");
     }
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{self, Tools};
 use super::procfs;
+use super::stats::ByRound;
 use super::storm::{self, StormFiles};
 use super::workload::{self, DistinctFiles, WATCHED_FILE};
 
@@ -24,16 +25,20 @@ pub const FACTORS: [u32; 3] = [1, 10, 100];
 pub const PACE: f64 = 50_000.0;
 const EXEC_SECONDS: f64 = 2.0;
 
-/// One rule set's measurements.
+/// One rule set's measurements, each keyed by round (rounds rotate the order of the sets,
+/// so per-round ratios between sets pair measurements taken side by side).
 pub struct ScalingRow {
     pub factor: u32,
     pub rules: usize,
     /// Agent CPU per exec of `rasp-workload exec` (µs): every exec goes through the rules.
-    pub exec_us: Option<f64>,
-    /// Agent CPU per event of a paced storm on /etc/shadow (µs), and the rate drained.
-    pub watched_us: Option<(f64, f64)>,
+    pub exec_us: ByRound,
+    /// Agent CPU per event of a paced storm on /etc/shadow (µs).
+    pub watched_us: ByRound,
     /// The same over the distinct `.aws/credentials` files.
-    pub distinct_us: Option<(f64, f64)>,
+    pub distinct_us: ByRound,
+    /// Events per second those two storms drained (the generator shares the cores).
+    pub watched_rate: Vec<f64>,
+    pub distinct_rate: Vec<f64>,
 }
 
 pub struct ScalingReport {
@@ -158,71 +163,131 @@ fn validate(agent: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<ScalingReport> {
+pub fn run(
+    tools: &Tools,
+    workload_bin: &Path,
+    distinct: &DistinctFiles,
+    rounds: usize,
+) -> Result<ScalingReport> {
     let events = default_rule_events(&tools.default_policies)?;
-    let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let mut sets = Vec::new();
     for factor in FACTORS {
-        let started = write_policy_dir(tools, &events, factor).and_then(|(dir, rules)| {
-            validate(&tools.agent, &dir)?;
-            eprintln!("bench: rule scaling ×{factor} ({rules} rules)");
-            let dir_text = dir.to_string_lossy().into_owned();
-            let agent = config::start_agent_with(tools, &[], &["--policies", &dir_text])?;
-            Ok((agent, rules))
-        });
-        let (agent, rules) = match started {
-            Ok(started) => started,
-            Err(e) => {
-                notes.push(format!("rule scaling ×{factor}: {e:#}"));
-                continue;
-            }
-        };
-        thread::sleep(Duration::from_secs(1));
-        let mut row = ScalingRow {
-            factor,
-            rules,
-            exec_us: None,
-            watched_us: None,
-            distinct_us: None,
-        };
-        let mut notes_for = |what: &str, e: anyhow::Error| {
-            notes.push(format!("rule scaling ×{factor}, {what}: {e:#}"));
-        };
-        row.exec_us = exec_cost(&agent, workload_bin)
-            .map_err(|e| notes_for("exec", e))
-            .ok();
-        let watched = StormFiles {
-            path: WATCHED_FILE.to_string(),
-            distinct: 1,
-        };
-        row.watched_us = storm_cost(&agent, workload_bin, &watched)
-            .map_err(|e| notes_for("watched opens", e))
-            .ok();
-        let spread = StormFiles {
-            path: distinct.watched.clone(),
-            distinct: distinct.count,
-        };
-        row.distinct_us = storm_cost(&agent, workload_bin, &spread)
-            .map_err(|e| notes_for("distinct watched opens", e))
-            .ok();
-        if let Err(e) = agent.stop() {
-            notes.push(format!("rule scaling ×{factor}: {e:#}"));
+        match write_policy_dir(tools, &events, factor)
+            .and_then(|(dir, rules)| validate(&tools.agent, &dir).map(|()| (dir, rules)))
+        {
+            Ok((dir, rules)) => sets.push((
+                dir,
+                ScalingRow {
+                    factor,
+                    rules,
+                    exec_us: ByRound::new(),
+                    watched_us: ByRound::new(),
+                    distinct_us: ByRound::new(),
+                    watched_rate: Vec::new(),
+                    distinct_rate: Vec::new(),
+                },
+            )),
+            Err(e) => notes.push(format!("rule scaling ×{factor}: {e:#}")),
         }
-        rows.push(row);
     }
-    Ok(ScalingReport { rows, notes })
+    let watched = StormFiles {
+        path: WATCHED_FILE.to_string(),
+        distinct: 1,
+    };
+    let spread = StormFiles {
+        path: distinct.watched.clone(),
+        distinct: distinct.count,
+    };
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..sets.len()).collect();
+        let count = order.len().max(1);
+        order.rotate_left(round % count);
+        for index in order {
+            let (dir, row) = &mut sets[index];
+            let factor = row.factor;
+            eprintln!(
+                "bench: rule scaling round {}/{rounds}, ×{factor} ({} rules)",
+                round + 1,
+                row.rules
+            );
+            let dir_text = dir.to_string_lossy().into_owned();
+            let agent = match config::start_agent_with(tools, &[], &["--policies", &dir_text]) {
+                Ok(agent) => agent,
+                Err(e) => {
+                    notes.push(format!(
+                        "rule scaling round {}, ×{factor}: {e:#}",
+                        round + 1
+                    ));
+                    continue;
+                }
+            };
+            thread::sleep(Duration::from_secs(1));
+            let mut note = |what: &str, e: anyhow::Error| {
+                notes.push(format!(
+                    "rule scaling round {}, ×{factor}, {what}: {e:#}",
+                    round + 1
+                ));
+            };
+            match exec_cost(&agent, workload_bin) {
+                Ok(cost) => {
+                    row.exec_us.insert(round, cost);
+                }
+                Err(e) => note("exec", e),
+            }
+            match storm_cost(&agent, workload_bin, &watched) {
+                Ok((cost, rate)) => {
+                    row.watched_us.insert(round, cost);
+                    row.watched_rate.push(rate);
+                }
+                Err(e) => note("watched opens", e),
+            }
+            match storm_cost(&agent, workload_bin, &spread) {
+                Ok((cost, rate)) => {
+                    row.distinct_us.insert(round, cost);
+                    row.distinct_rate.push(rate);
+                }
+                Err(e) => note("distinct watched opens", e),
+            }
+            if let Err(e) = agent.stop() {
+                notes.push(format!(
+                    "rule scaling round {}, ×{factor}: {e:#}",
+                    round + 1
+                ));
+            }
+        }
+    }
+    Ok(ScalingReport {
+        rows: sets.into_iter().map(|(_, row)| row).collect(),
+        notes,
+    })
 }
 
-/// Agent CPU per event (µs) and events drained per second over one paced storm step.
+/// Agent CPU per event (µs) and events drained per second over one paced storm step. A
+/// step where the agent received well under what was opened is refused: those opens were
+/// not reported at all (e.g. the kernel filter refused), so a cost per event means nothing.
 fn storm_cost(
     agent: &config::Running,
     workload_bin: &Path,
     files: &StormFiles,
 ) -> Result<(f64, f64)> {
     let step = storm::storm_step(agent, workload_bin, files, Some(PACE), 1)?;
+    if step.drained < 0.5 * step.generated {
+        bail!(
+            "the agent received {:.0} events/s of {:.0} opens/s, all watched: the kernel did not report them{}",
+            step.drained,
+            step.generated,
+            agent
+                .log_line_with(REFUSED_INTEREST)
+                .map_or(String::new(), |line| format!(" (agent log: {line})"))
+        );
+    }
     let cost = step.cpu_us_per_event().context("no events received")?;
     Ok((cost, step.drained))
 }
+
+/// What the agent logs when a policy set's kernel interest does not fit its maps.
+const REFUSED_INTEREST: &str = "kernel pre-filters NOT updated";
 
 /// The agent's CPU per exec while `rasp-workload exec` runs.
 fn exec_cost(agent: &config::Running, workload_bin: &Path) -> Result<f64> {
