@@ -4,8 +4,9 @@
 //! machine hits all configurations alike; ratios are taken per round against that round's
 //! no-agent run, and targets are decided on a rank-based interval over those paired rounds.
 //! Then the agent alone: an event storm ramp (the highest rate drained with no drop, the drop
-//! rate beyond, latency under load), its idle memory with 10k live processes, and the
-//! BPF-LSM guest's open() comparison. The report goes to BENCHMARKS.md.
+//! rate beyond, latency under load), its idle memory with 10k live processes, its cost per
+//! event as the rule count grows, and the BPF-LSM guest's open() comparison. The report
+//! goes to BENCHMARKS.md.
 
 mod config;
 mod postgres;
