@@ -70,11 +70,13 @@ fn apt_packages() -> Result<Outcome> {
     apt_install(APT_PACKAGES)
 }
 
-/// What `cargo xtask bench` needs beyond the build and the tests: the bpftrace peer, perf
-/// for profiles, `openssl` for the TLS server, and QEMU with cpio for the BPF-LSM guest.
+/// What `cargo xtask bench` needs beyond the build and the tests: the bpftrace and
+/// libbpf-tools (execsnoop, opensnoop) peers, perf for profiles, `openssl` for the TLS
+/// server, and QEMU with cpio for the BPF-LSM guest.
 /// Kept out of `setup` so CI's test run does not download an emulator it never starts.
 const BENCH_APT_PACKAGES: &[&str] = &[
     "bpftrace",
+    "libbpf-tools",
     "linux-perf",
     "openssl",
     "qemu-system-x86",

@@ -37,9 +37,12 @@ pub enum Workload {
     Exec(Timed),
     /// openat(P, O_RDONLY|O_CLOEXEC) + close; ops = opens.
     Open {
-        /// File to open (must be readable).
+        /// File to open (must be readable); with --distinct, `{}` in it is the file's index.
         #[arg(long)]
         path: PathBuf,
+        /// Cycle through this many files (`{}` in --path = 0..N-1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        distinct: u32,
         #[command(flatten)]
         timed: Timed,
     },
@@ -58,9 +61,13 @@ pub enum Workload {
     TlsHandshakes(Timed),
     /// open + close of P from several threads, paced to a total rate; ops = opens.
     Storm {
-        /// File to open (a file a policy watches, so every open is an event).
+        /// File to open (a file a policy watches, so every open is an event); with
+        /// --distinct, `{}` in it is the file's index.
         #[arg(long)]
         path: PathBuf,
+        /// Cycle through this many files (`{}` in --path = 0..N-1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        distinct: u32,
         /// Target opens per second over all threads; 0 = as fast as possible.
         #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
         rate: f64,
@@ -108,16 +115,21 @@ pub fn run(workload: Workload) -> Result<Option<Report>> {
     let name = workload.name();
     let report = match workload {
         Workload::Exec(timed) => exec::run(timed.duration),
-        Workload::Open { path, timed } => open::run(&path, timed.duration),
+        Workload::Open {
+            path,
+            distinct,
+            timed,
+        } => open::run(&path, distinct, timed.duration),
         Workload::Tcp(timed) => tcp::run(timed.duration),
         Workload::TlsWrites { size, timed } => tls::run_writes(size, timed.duration),
         Workload::TlsHandshakes(timed) => tls::run_handshakes(timed.duration),
         Workload::Storm {
             path,
+            distinct,
             rate,
             threads,
             timed,
-        } => storm::run(&path, rate, threads, timed.duration),
+        } => storm::run(&path, distinct, rate, threads, timed.duration),
         Workload::Hold { count } => return hold::run(count),
     }?;
     Ok(Some(report.named(name)))
@@ -324,11 +336,13 @@ mod tests {
             parse(&["open", "--path", "/etc/hostname", "--seconds", "1"]).unwrap(),
             Workload::Open {
                 path: "/etc/hostname".into(),
+                distinct: 1,
                 timed: Timed {
                     duration: Duration::from_secs(1)
                 }
             }
         );
+        assert!(parse(&["open", "--path", "/tmp/{}", "--distinct", "0"]).is_err());
     }
 
     #[test]

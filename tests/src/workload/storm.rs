@@ -1,7 +1,7 @@
-//! `storm`: open + close of one watched path from several threads, paced to a total rate,
-//! to find the highest event rate the agent drains without drops.
+//! `storm`: open + close of one watched path (or many distinct ones in turn) from several
+//! threads, paced to a total rate, to find the highest event rate the agent drains without
+//! drops.
 
-use std::ffi::CString;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::open::{c_path, open_close};
+use super::open::{open_close, PathCycle};
 use super::pacing::{per_thread_rate, Pacer, Step};
 use super::{process_cpu_time, Report, Tally};
 
@@ -20,23 +20,30 @@ struct ThreadTally {
     missed: u64,
 }
 
-pub fn run(path: &Path, rate: f64, threads: u32, duration: Duration) -> Result<Report> {
-    let path_c = Arc::new(c_path(path)?);
-    open_close(&path_c).with_context(|| format!("opening {}", path.display()))?;
+pub fn run(
+    path: &Path,
+    distinct: u32,
+    rate: f64,
+    threads: u32,
+    duration: Duration,
+) -> Result<Report> {
+    let paths = Arc::new(PathCycle::new(path, distinct)?);
     let thread_rate = per_thread_rate(rate, threads);
     // Every thread and this one start the clock together.
     let start_line = Arc::new(Barrier::new(threads as usize + 1));
     let mut workers = Vec::with_capacity(threads as usize);
     for index in 0..threads {
-        let path_c = Arc::clone(&path_c);
+        let paths = Arc::clone(&paths);
         let start_line = Arc::clone(&start_line);
+        // Threads start spread over the cycle, so they do not open the same file in step.
+        let first = u64::from(index) * paths.count() as u64 / u64::from(threads);
         // If a spawn fails, the threads already started wait at the barrier until the
         // process exits, which returning the error here leads to.
         let worker = thread::Builder::new()
             .name(format!("storm-{index}"))
             .spawn(move || {
                 start_line.wait();
-                storm_thread(&path_c, thread_rate, duration)
+                storm_thread(&paths, first, thread_rate, duration)
             })
             .with_context(|| format!("starting storm thread {index}"))?;
         workers.push(worker);
@@ -74,11 +81,17 @@ pub fn run(path: &Path, rate: f64, threads: u32, duration: Duration) -> Result<R
     Ok(Report::timed(tally)
         .with("target_rate", rate)
         .with("threads", threads)
+        .with("distinct", distinct)
         .with("missed", missed))
 }
 
 /// One thread's paced loop; the clock is read once per batch, not per op.
-fn storm_thread(path: &CString, rate: f64, duration: Duration) -> io::Result<ThreadTally> {
+fn storm_thread(
+    paths: &PathCycle,
+    first: u64,
+    rate: f64,
+    duration: Duration,
+) -> io::Result<ThreadTally> {
     let mut pacer = Pacer::new(rate);
     let start = Instant::now();
     let mut ops = 0u64;
@@ -89,8 +102,8 @@ fn storm_thread(path: &CString, rate: f64, duration: Duration) -> io::Result<Thr
         }
         match pacer.next(ops, elapsed) {
             Step::Run(n) => {
-                for _ in 0..n {
-                    open_close(path)?;
+                for i in 0..n {
+                    open_close(paths.get(first + ops + i))?;
                 }
                 ops += n;
             }

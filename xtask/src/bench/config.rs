@@ -1,6 +1,7 @@
 //! The configurations each workload runs under, started and stopped around a round's
-//! workloads: nothing, the floor (the agent's hooks with empty programs), the bpftrace peer
-//! printing every event to /dev/null, and the real agent on its default policies.
+//! workloads: nothing, the floor (the agent's hooks with empty programs), the peers (bpftrace
+//! printing every event, bpftrace filtering in the kernel like the default policies,
+//! libbpf-tools' execsnoop + opensnoop), all to /dev/null, and the agent on its defaults.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,17 +21,40 @@ pub enum Config {
     None,
     Floor,
     Bpftrace,
+    BpftraceFiltered,
+    LibbpfTools,
     Agent,
 }
 
+/// The filtered bpftrace peer's script, beside the unfiltered one.
+const BPFTRACE_FILTERED_SCRIPT: &str = "bpftrace-peer-filtered.bt";
+/// libbpf-tools' CO-RE tracers as packaged by Debian (`/usr/sbin`), default options: every
+/// exec and every open printed, filtered in the kernel only by what their flags select.
+const LIBBPF_TOOLS: [&str; 2] = ["execsnoop", "opensnoop"];
+
 impl Config {
-    pub const ALL: [Config; 4] = [Config::None, Config::Floor, Config::Bpftrace, Config::Agent];
+    pub const ALL: [Config; 6] = [
+        Config::None,
+        Config::Floor,
+        Config::Bpftrace,
+        Config::BpftraceFiltered,
+        Config::LibbpfTools,
+        Config::Agent,
+    ];
+    /// The other tracers the agent is compared with, head to head.
+    pub const PEERS: [Config; 3] = [
+        Config::Bpftrace,
+        Config::BpftraceFiltered,
+        Config::LibbpfTools,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Config::None => "no agent",
             Config::Floor => "floor (empty programs)",
-            Config::Bpftrace => "bpftrace peer",
+            Config::Bpftrace => "bpftrace peer (every event)",
+            Config::BpftraceFiltered => "bpftrace peer (filtered in kernel)",
+            Config::LibbpfTools => "libbpf-tools execsnoop + opensnoop",
             Config::Agent => "rasp-agent",
         }
     }
@@ -40,15 +64,45 @@ impl Config {
             Config::None => "none",
             Config::Floor => "floor",
             Config::Bpftrace => "bpftrace",
+            Config::BpftraceFiltered => "bpftrace-filtered",
+            Config::LibbpfTools => "libbpf-tools",
             Config::Agent => "agent",
+        }
+    }
+
+    /// The configuration exactly as it is started (paths relative to the workspace), for
+    /// the report.
+    pub fn command_line(self) -> String {
+        match self {
+            Config::None => "nothing".into(),
+            Config::Floor => "rasp-agent floor".into(),
+            Config::Bpftrace => format!("bpftrace xtask/assets/{BPFTRACE_SCRIPT} > /dev/null"),
+            Config::BpftraceFiltered => {
+                format!("bpftrace xtask/assets/{BPFTRACE_FILTERED_SCRIPT} > /dev/null")
+            }
+            Config::LibbpfTools => LIBBPF_TOOLS
+                .iter()
+                .map(|tool| format!("/usr/sbin/{tool} > /dev/null"))
+                .collect::<Vec<_>>()
+                .join(" & "),
+            Config::Agent => {
+                "rasp-agent run --socket DIR/agent.sock --state-dir DIR/state (built-in default policies)"
+                    .into()
+            }
         }
     }
 }
 
+/// The unfiltered bpftrace peer's script, in `xtask/assets`.
+pub const BPFTRACE_SCRIPT: &str = "bpftrace-peer.bt";
+
 /// Binaries and files the configurations need.
 pub struct Tools {
     pub agent: PathBuf,
-    pub bpftrace_script: PathBuf,
+    /// `xtask/assets`, where the bpftrace scripts are.
+    pub assets: PathBuf,
+    /// The workspace's `policies/`, the shipped defaults as files.
+    pub default_policies: PathBuf,
     pub scratch: PathBuf,
 }
 
@@ -56,11 +110,12 @@ pub struct Tools {
 /// the agent parses the kernel's BTF twice).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A started configuration; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A started configuration (one process, or several for libbpf-tools); stopped (SIGTERM,
+/// then SIGKILL) when dropped.
 pub struct Running {
     pub config: Config,
-    child: Option<Child>,
-    log: Option<PathBuf>,
+    /// Each process with its log file.
+    children: Vec<(Child, PathBuf)>,
     socket: Option<PathBuf>,
     agent: PathBuf,
 }
@@ -69,25 +124,40 @@ impl Running {
     fn new(config: Config, tools: &Tools) -> Running {
         Running {
             config,
-            child: None,
-            log: None,
+            children: Vec::new(),
             socket: None,
             agent: tools.agent.clone(),
         }
     }
 
-    /// Fails, with the end of its log, if the started process has already exited.
+    /// Fails, with the end of its log, if a started process has already exited.
     fn fail_if_exited(&mut self, what: &str) -> Result<()> {
-        if let Some(child) = &mut self.child {
+        for (child, log) in &mut self.children {
             if let Some(status) = child.try_wait()? {
-                bail!("{what} ({status}){}", log_tail(self.log.as_deref()));
+                bail!("{what} ({status}){}", log_tail(Some(log)));
             }
         }
         Ok(())
     }
-    /// The process whose CPU and memory the workload's cost is charged to, if any.
+
+    /// The (first) process whose CPU and memory the workload's cost is charged to.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.children.first().map(|(child, _)| child.id())
+    }
+
+    /// Every process of the configuration: their CPU and memory add up.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(child, _)| child.id()).collect()
+    }
+
+    /// The first line of a process's log that contains `needle`, without terminal colours.
+    pub fn log_line_with(&self, needle: &str) -> Option<String> {
+        self.children.iter().find_map(|(_, log)| {
+            let text = std::fs::read_to_string(log).ok()?;
+            text.lines()
+                .find(|line| line.contains(needle))
+                .map(strip_ansi)
+        })
     }
 
     /// `rasp-agent status --json` of the running agent.
@@ -104,36 +174,49 @@ impl Running {
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if let Some(status) = child.try_wait()? {
+        let mut died = Vec::new();
+        for (child, log) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                died.push(format!(
+                    "exited during the run ({status}){}",
+                    log_tail(Some(log))
+                ));
+            } else {
+                signal(child.id(), libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut stuck = false;
+        for (mut child, _) in self.children.drain(..) {
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    child.kill().ok();
+                    child.wait().ok();
+                    stuck = true;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if !died.is_empty() {
+            bail!("{}: {}", self.config.label(), died.join("; "));
+        }
+        if stuck {
             bail!(
-                "{} exited during the run ({status}){}",
-                self.config.label(),
-                log_tail(self.log.as_deref())
+                "{} did not stop within 15 s of SIGTERM",
+                self.config.label()
             );
         }
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().ok();
-        child.wait().ok();
-        bail!(
-            "{} did not stop within 15 s of SIGTERM",
-            self.config.label()
-        )
+        Ok(())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
+        for (child, _) in &mut self.children {
             child.kill().ok();
             child.wait().ok();
         }
@@ -145,21 +228,23 @@ pub fn start(config: Config, tools: &Tools) -> Result<Running> {
     match config {
         Config::None => {}
         Config::Floor => start_floor(&mut running, tools)?,
-        Config::Bpftrace => start_bpftrace(&mut running, tools)?,
-        Config::Agent => start_agent(&mut running, tools, &[])?,
+        Config::Bpftrace => start_bpftrace(&mut running, tools, BPFTRACE_SCRIPT)?,
+        Config::BpftraceFiltered => start_bpftrace(&mut running, tools, BPFTRACE_FILTERED_SCRIPT)?,
+        Config::LibbpfTools => start_libbpf_tools(&mut running, tools)?,
+        Config::Agent => start_agent(&mut running, tools, &[], &[])?,
     }
     Ok(running)
 }
 
-fn log_file(tools: &Tools, config: Config) -> Result<(PathBuf, File)> {
-    let path = tools.scratch.join(format!("{}.log", config.key()));
+fn log_file(tools: &Tools, name: &str) -> Result<(PathBuf, File)> {
+    let path = tools.scratch.join(format!("{name}.log"));
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     Ok((path, file))
 }
 
 /// `rasp-agent floor`: prints one JSON line once every hook is attached.
 fn start_floor(running: &mut Running, tools: &Tools) -> Result<()> {
-    let (log, log_handle) = log_file(tools, Config::Floor)?;
+    let (log, log_handle) = log_file(tools, Config::Floor.key())?;
     let mut child = Command::new(&tools.agent)
         .arg("floor")
         .stdin(Stdio::null())
@@ -168,8 +253,7 @@ fn start_floor(running: &mut Running, tools: &Tools) -> Result<()> {
         .spawn()
         .with_context(|| format!("starting {} floor", tools.agent.display()))?;
     let stdout = child.stdout.take().context("floor stdout")?;
-    running.child = Some(child);
-    running.log = Some(log);
+    running.children.push((child, log.clone()));
     let (send, recv) = mpsc::channel();
     thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
@@ -182,7 +266,7 @@ fn start_floor(running: &mut Running, tools: &Tools) -> Result<()> {
         Ok(Some(Ok(line))) => line,
         Ok(_) => bail!(
             "rasp-agent floor exited before attaching{}",
-            log_tail(running.log.as_deref())
+            log_tail(Some(&log))
         ),
         Err(_) => bail!("rasp-agent floor did not attach within {READY_TIMEOUT:?}"),
     };
@@ -195,48 +279,88 @@ fn start_floor(running: &mut Running, tools: &Tools) -> Result<()> {
 }
 
 /// bpftrace writes "Attaching N probes..." and every event to stdout, which must go to
-/// /dev/null for a fair peer; readiness is seen instead in its perf-event fds (one per
-/// attached probe), once their number has stopped growing.
-fn start_bpftrace(running: &mut Running, tools: &Tools) -> Result<()> {
-    let (log, log_handle) = log_file(tools, Config::Bpftrace)?;
+/// /dev/null for a fair peer; readiness is seen instead in its perf-event fds.
+fn start_bpftrace(running: &mut Running, tools: &Tools, script: &str) -> Result<()> {
+    let (log, log_handle) = log_file(tools, running.config.key())?;
     let child = Command::new("bpftrace")
-        .arg(&tools.bpftrace_script)
+        .arg(tools.assets.join(script))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_handle)
         .spawn()
         .context("starting bpftrace (apt package bpftrace; `cargo xtask bench` installs it)")?;
-    let pid = child.id();
-    running.child = Some(child);
-    running.log = Some(log);
+    running.children.push((child, log));
+    wait_attached(running)
+}
+
+/// execsnoop and opensnoop side by side, the pair covering what the agent's exec and open
+/// hooks see; their stdout (a header once attached, then one line per event) to /dev/null.
+fn start_libbpf_tools(running: &mut Running, tools: &Tools) -> Result<()> {
+    for tool in LIBBPF_TOOLS {
+        let (log, log_handle) = log_file(tools, tool)?;
+        let child = Command::new(format!("/usr/sbin/{tool}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_handle)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {tool} (apt package libbpf-tools; `cargo xtask bench` installs it)"
+                )
+            })?;
+        running.children.push((child, log));
+    }
+    wait_attached(running)
+}
+
+/// Ready once every process holds perf-event fds (one per attached probe or perf-buffer
+/// CPU) and their number has not grown for a second.
+fn wait_attached(running: &mut Running) -> Result<()> {
+    let label = running.config.label();
     let started = Instant::now();
-    let mut last = (0, Instant::now());
+    let mut last = (Vec::new(), Instant::now());
     while started.elapsed() < READY_TIMEOUT {
-        running.fail_if_exited("bpftrace exited")?;
-        let fds = procfs::perf_event_fds(pid).unwrap_or(0);
+        running.fail_if_exited(&format!("{label} exited while attaching"))?;
+        let fds: Vec<usize> = running
+            .pids()
+            .into_iter()
+            .map(|pid| procfs::perf_event_fds(pid).unwrap_or(0))
+            .collect();
         if fds != last.0 {
             last = (fds, Instant::now());
-        } else if fds > 0 && last.1.elapsed() > Duration::from_secs(1) {
+        } else if fds.iter().all(|n| *n > 0) && last.1.elapsed() > Duration::from_secs(1) {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(100));
     }
-    bail!(
-        "bpftrace attached no probes within {READY_TIMEOUT:?}{}",
-        log_tail(running.log.as_deref())
-    )
+    let logs: String = running
+        .children
+        .iter()
+        .map(|(_, log)| log_tail(Some(log)))
+        .collect();
+    bail!("{label} attached no probes within {READY_TIMEOUT:?}{logs}")
 }
 
 /// The agent with extra environment (e.g. `RASP_INTEREST_ALL=1` for a pure event storm).
 pub fn start_agent_with_env(tools: &Tools, env: &[(&str, &str)]) -> Result<Running> {
+    start_agent_with(tools, env, &[])
+}
+
+/// The agent with extra environment and extra `run` arguments (e.g. `--policies DIR`).
+pub fn start_agent_with(tools: &Tools, env: &[(&str, &str)], args: &[&str]) -> Result<Running> {
     let mut running = Running::new(Config::Agent, tools);
-    start_agent(&mut running, tools, env)?;
+    start_agent(&mut running, tools, env, args)?;
     Ok(running)
 }
 
 /// The agent on its built-in default policies, with a private socket and state directory.
-fn start_agent(running: &mut Running, tools: &Tools, env: &[(&str, &str)]) -> Result<()> {
-    let (log, log_handle) = log_file(tools, Config::Agent)?;
+fn start_agent(
+    running: &mut Running,
+    tools: &Tools,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<()> {
+    let (log, log_handle) = log_file(tools, Config::Agent.key())?;
     let dir = tools.scratch.join("agent");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -249,14 +373,14 @@ fn start_agent(running: &mut Running, tools: &Tools, env: &[(&str, &str)]) -> Re
         .arg(&socket)
         .arg("--state-dir")
         .arg(dir.join("state"))
+        .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log_handle.try_clone()?)
         .stderr(log_handle)
         .spawn()
         .with_context(|| format!("starting {} run", tools.agent.display()))?;
-    running.child = Some(child);
-    running.log = Some(log);
+    running.children.push((child, log));
     running.socket = Some(socket.clone());
     let started = Instant::now();
     let mut last_error = String::new();
@@ -293,6 +417,25 @@ pub fn signal(pid: u32, signal: i32) {
     }
 }
 
+/// `line` without ANSI escape sequences (tracing colours its output).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn log_tail(log: Option<&Path>) -> String {
     let Some(log) = log else {
         return String::new();
@@ -301,4 +444,26 @@ fn log_tail(log: Option<&Path>) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(20)..].join("\n");
     format!("; last lines of {}:\n{tail}", log.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        let line = "\u{1b}[2m2026-12-03T07:20:23Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m not updated";
+        assert_eq!(strip_ansi(line), "2026-12-03T07:20:23Z ERROR not updated");
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
+
+    #[test]
+    fn every_configuration_has_its_own_key_and_a_command_line() {
+        let keys: std::collections::BTreeSet<_> = Config::ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(keys.len(), Config::ALL.len());
+        assert!(Config::PEERS.iter().all(|p| Config::ALL.contains(p)));
+        assert!(Config::LibbpfTools
+            .command_line()
+            .contains("/usr/sbin/opensnoop"));
+    }
 }

@@ -1,15 +1,18 @@
 //! `cargo xtask bench`: what the agent costs the workloads it protects, measured side by
 //! side in one run. Each round starts every configuration in turn (order rotated per round)
-//! and runs every workload under it, so a slow minute of this noisy machine hits all
-//! configurations alike; ratios are taken per round against that round's no-agent run.
+//! and runs every workload under it (order rotated too), so a slow minute of this noisy
+//! machine hits all configurations alike; ratios are taken per round against that round's
+//! no-agent run, and targets are decided on a rank-based interval over those paired rounds.
 //! Then the agent alone: an event storm ramp (the highest rate drained with no drop, the drop
-//! rate beyond, latency under load), its idle memory with 10k live processes, and the
-//! BPF-LSM guest's open() comparison. The report goes to BENCHMARKS.md.
+//! rate beyond, latency under load), its idle memory with 10k live processes, its cost per
+//! event as the rule count grows, and the BPF-LSM guest's open() comparison. The report
+//! goes to BENCHMARKS.md.
 
 mod config;
 mod postgres;
 mod procfs;
 mod report;
+mod scaling;
 mod stats;
 mod storm;
 mod workload;
@@ -45,13 +48,18 @@ pub struct BenchArgs {
     /// Seconds each workload runs per configuration and round.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
-    /// Only these workloads (comma-separated keys: exec, open-unwatched, open-watched, tcp,
-    /// tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb).
+    /// Only these workloads (comma-separated keys: exec, open-unwatched, open-unwatched-etc,
+    /// open-unwatched-usrlib, open-unwatched-distinct, open-watched-distinct, open-watched,
+    /// tcp, tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb; or a family prefix
+    /// no workload is named: `open` = every open-*, `pgbench`, `tls`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Leave out the event storm and the 10k-process idle measurement.
     #[arg(long)]
     pub no_storm: bool,
+    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules).
+    #[arg(long)]
+    pub no_scaling: bool,
     /// Leave out the BPF-LSM QEMU guest.
     #[arg(long)]
     pub no_vm: bool,
@@ -63,6 +71,8 @@ pub struct BenchArgs {
 /// One workload run under one configuration in one round.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
+    /// The round it ran in (0-based): ratios pair samples by this, never by position.
+    pub round: usize,
     pub rate: f64,
     pub ops: u64,
     pub wall_secs: f64,
@@ -81,12 +91,15 @@ pub struct Results {
     pub command_line: String,
     pub args_summary: String,
     pub machine: String,
+    /// The peers' versions as installed (`bpftrace --version`, the Debian package's).
+    pub peer_versions: String,
     pub commit: String,
     pub started: String,
     pub duration: String,
     pub workloads: Vec<Workload>,
     pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
     pub storm: Option<storm::StormReport>,
+    pub scaling: Option<scaling::ScalingReport>,
     /// The BPF-LSM guest's open() comparison, as `vm::VmOpenBench` prints it.
     pub vm: Option<String>,
     pub notes: Vec<String>,
@@ -105,10 +118,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let artifacts = build::build_all(ws, Profile::Release)?;
     let workload_bin = build_workload(ws)?;
 
-    let workloads: Vec<Workload> = workload::all()
-        .into_iter()
-        .filter(|w| args.only.is_empty() || args.only.iter().any(|k| k == w.key))
-        .collect();
+    let workloads: Vec<Workload> = workload::select(&args.only);
     if workloads.is_empty() {
         let keys: Vec<_> = workload::all().iter().map(|w| w.key).collect();
         bail!(
@@ -126,9 +136,11 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let unwatched = scratch.join("unwatched.txt");
     fs::write(&unwatched, "nothing watches this file\n")
         .with_context(|| format!("writing {}", unwatched.display()))?;
+    let distinct = workload::DistinctFiles::create(&scratch, workload::DISTINCT_FILES)?;
     let tools = Tools {
         agent: artifacts.agent_bin.clone(),
-        bpftrace_script: ws.root().join("xtask/assets/bpftrace-peer.bt"),
+        assets: ws.root().join("xtask/assets"),
+        default_policies: ws.root().join("policies"),
         scratch: scratch.clone(),
     };
 
@@ -142,6 +154,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let runner = Runner {
         workload_bin: workload_bin.clone(),
         unwatched,
+        files: &distinct,
         postgres: pg.as_ref(),
     };
 
@@ -172,8 +185,13 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             // Let what a start does (BTF parsing, /proc seeding, compiling a script) finish
             // before the first workload is timed.
             std::thread::sleep(SETTLE);
-            for w in &workloads {
-                match measure(&runner, &running, w, args.seconds) {
+            // Rotated too, so no workload always runs first after the settle (or last,
+            // after its configuration has run the longest).
+            let mut workload_order: Vec<&Workload> = workloads.iter().collect();
+            let count = workload_order.len();
+            workload_order.rotate_left(round % count);
+            for w in workload_order {
+                match measure(&runner, &running, w, round, args.seconds) {
                     Ok(sample) => {
                         eprintln!("bench:   {:<16} {:>12.0} {}", w.key, sample.rate, w.unit);
                         samples
@@ -199,10 +217,21 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let storm = if args.no_storm {
         None
     } else {
-        match storm::run(&tools, &workload_bin) {
+        match storm::run(&tools, &workload_bin, &distinct) {
             Ok(report) => Some(report),
             Err(e) => {
                 notes.push(format!("storm: {e:#}"));
+                None
+            }
+        }
+    };
+    let scaling = if args.no_scaling {
+        None
+    } else {
+        match scaling::run(&tools, &workload_bin, &distinct, args.rounds) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("rule scaling: {e:#}"));
                 None
             }
         }
@@ -233,12 +262,14 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             args.rounds, args.seconds
         ),
         machine: procfs::machine_summary()?,
+        peer_versions: peer_versions(),
         commit: commit(ws),
         started: started_at,
         duration: human(started.elapsed()),
         workloads,
         samples,
         storm,
+        scaling,
         vm,
         notes,
     };
@@ -256,12 +287,29 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
 
 /// One workload under one running configuration, with what the configuration's process
 /// spent on it.
-fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Result<Sample> {
-    let pid = running.pid();
-    if let Some(pid) = pid {
-        procfs::reset_peak_rss(pid)?;
+fn measure(
+    runner: &Runner,
+    running: &Running,
+    w: &Workload,
+    round: usize,
+    seconds: f64,
+) -> Result<Sample> {
+    let pids = running.pids();
+    for pid in &pids {
+        procfs::reset_peak_rss(*pid)?;
     }
-    let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
+    // Summed over the configuration's processes (libbpf-tools runs two).
+    let cpu = |pids: &[u32]| -> Result<Option<f64>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0.0;
+        for pid in pids {
+            total += procfs::cpu_seconds(*pid)?;
+        }
+        Ok(Some(total))
+    };
+    let cpu_before = cpu(&pids)?;
     let drops_before = agent_drops(running);
     let began = Instant::now();
     let Measured {
@@ -270,15 +318,22 @@ fn measure(runner: &Runner, running: &Running, w: &Workload, seconds: f64) -> Re
         cpu_secs: workload_cpu,
     } = runner.run(w, seconds)?;
     let wall_secs = began.elapsed().as_secs_f64();
-    let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
-    let peak_rss_kib = pid
-        .map(|pid| procfs::status_kib(pid, "VmHWM"))
-        .transpose()?;
+    let cpu_after = cpu(&pids)?;
+    let peak_rss_kib = if pids.is_empty() {
+        None
+    } else {
+        let mut total = 0;
+        for pid in &pids {
+            total += procfs::status_kib(*pid, "VmHWM")?;
+        }
+        Some(total)
+    };
     let dropped = match (drops_before, agent_drops(running)) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
     Ok(Sample {
+        round,
         rate,
         ops,
         wall_secs,
@@ -320,6 +375,20 @@ fn build_workload(ws: &Workspace) -> Result<PathBuf> {
         bail!("{} was not built", bin.display());
     }
     Ok(bin)
+}
+
+fn peer_versions() -> String {
+    let bpftrace = Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|_| "bpftrace not runnable".into());
+    let libbpf_tools = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "libbpf-tools"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{bpftrace}; libbpf-tools {libbpf_tools} (Debian)")
 }
 
 /// The command as typed: `cargo xtask bench` and the arguments after `bench`.

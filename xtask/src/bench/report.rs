@@ -1,9 +1,11 @@
-//! BENCHMARKS.md: the tables and every target marked met or not, out of `Results`.
+//! BENCHMARKS.md: the tables and every target marked met, not met or undecided (on a
+//! paired-round interval), out of `Results`.
 
 use std::fmt::Write as _;
 
 use super::config::Config;
-use super::stats::{overhead, paired_ratio, Summary};
+use super::scaling::{self, ScalingReport};
+use super::stats::{self, overhead, paired, paired_ratios, ByRound, Interval, Summary, CONFIDENCE};
 use super::storm::{Latency, StormReport};
 use super::{Results, Sample};
 
@@ -21,9 +23,11 @@ type Target = (String, String, Verdict);
 enum Verdict {
     Met,
     NotMet,
-    /// Behind on the median, but the two configurations' per-round ratios overlap: this run
-    /// cannot tell them apart.
-    WithinNoise,
+    /// The paired-round interval straddles the threshold, or there were too few rounds for
+    /// the interval to reach `CONFIDENCE`: this run cannot tell.
+    Undecided {
+        coverage: f64,
+    },
     NotMeasured,
 }
 
@@ -37,6 +41,33 @@ impl From<Option<bool>> for Verdict {
     }
 }
 
+/// "At least `threshold`", decided on the interval of the median of `values` (paired
+/// per-round quantities): the one rule for absolute targets and peer comparisons alike.
+fn decide(values: &[f64], threshold: f64) -> (String, Verdict) {
+    let Some(i) = Interval::of_median(values, CONFIDENCE) else {
+        return ("—".into(), Verdict::NotMeasured);
+    };
+    let verdict = match i.verdict(threshold, CONFIDENCE) {
+        stats::Verdict::Met => Verdict::Met,
+        stats::Verdict::NotMet => Verdict::NotMet,
+        stats::Verdict::Undecided => Verdict::Undecided {
+            coverage: i.coverage,
+        },
+    };
+    (interval_text(&i), verdict)
+}
+
+fn interval_text(i: &Interval) -> String {
+    format!(
+        "{:.3} [{:.3}, {:.3}] (n={}, {:.0}%)",
+        i.median,
+        i.low,
+        i.high,
+        i.samples,
+        i.coverage * 100.0
+    )
+}
+
 pub fn render(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
@@ -48,8 +79,26 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(out, "- when: {} (took {})", r.started, r.duration);
     let _ = writeln!(out, "- commit: {}", r.commit);
     let _ = writeln!(out, "- machine: {}", r.machine);
-    let _ = writeln!(out, "- design: {}; each round starts every configuration in turn (order rotated per round) and runs every workload under it; ratios are per round against that round's no-agent run, then the median over rounds.", r.args_summary);
-    let _ = writeln!(out, "- configurations: **no agent**; **floor** = `rasp-agent floor`, the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs; **bpftrace peer** = `xtask/assets/bpftrace-peer.bt`, the same probes printing one line per event to /dev/null; **rasp-agent** = `rasp-agent run` on its built-in default policies (audit mode).\n");
+    let _ = writeln!(out, "- design: {}; each round starts every configuration in turn (order rotated per round) and runs every workload under it (order rotated per round too); ratios pair each sample with the no-agent sample of the same round (a round where a configuration failed to start is left out, not shifted), then the median over paired rounds with a rank-based interval.", r.args_summary);
+    let _ = writeln!(out, "- peers as installed: {}", r.peer_versions);
+    let _ = writeln!(out, "- configurations, exactly as started:");
+    for c in Config::ALL {
+        let what = match c {
+            Config::None => "the baseline",
+            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs",
+            Config::Bpftrace => "the same probes as the agent, every event printed (no in-kernel filter)",
+            Config::BpftraceFiltered => "the same probes, sending only what the default policies could match (exec/fork/exit all; watched credential reads; writes under /etc and the system trees; tmp/shm library maps; metadata-address connects), decided in the kernel",
+            Config::LibbpfTools => "the minimal CO-RE tracers (every exec and every open printed, ring/perf buffer, no policy)",
+            Config::Agent => "on its built-in default policies (audit mode)",
+        };
+        let _ = writeln!(
+            out,
+            "  - **{}**: `{}` — {what}",
+            c.label(),
+            c.command_line()
+        );
+    }
+    let _ = writeln!(out);
 
     let mut targets: Vec<Target> = Vec::new();
     throughput_table(&mut out, r, &mut targets);
@@ -57,6 +106,10 @@ pub fn render(r: &Results) -> String {
     cost_table(&mut out, r);
     if let Some(storm) = &r.storm {
         storm_section(&mut out, storm, &mut targets);
+    }
+
+    if let Some(scaling) = &r.scaling {
+        scaling_section(&mut out, scaling, &mut targets);
     }
 
     if let Some(vm) = &r.vm {
@@ -69,13 +122,17 @@ pub fn render(r: &Results) -> String {
     }
 
     let _ = writeln!(out, "## Targets\n");
+    let _ = writeln!(out, "Each measured value is the median of per-round paired values with a rank-based (sign-test) interval for it: [low, high] (rounds, coverage). A target is met when the whole interval clears it, not met when the whole interval misses it, undecided otherwise or when the rounds are too few for {:.0}% coverage (5 rounds at least).\n", CONFIDENCE * 100.0);
     let _ = writeln!(out, "| target | measured | |");
     let _ = writeln!(out, "|---|---|---|");
     for (what, measured, met) in &targets {
         let mark = match met {
             Verdict::Met => "met",
             Verdict::NotMet => "**not met**",
-            Verdict::WithinNoise => "not met on the median; within this run's noise",
+            Verdict::Undecided { coverage } if *coverage < CONFIDENCE => {
+                "undecided: too few rounds for a 90% interval"
+            }
+            Verdict::Undecided { .. } => "undecided: the interval straddles the target",
             Verdict::NotMeasured => "not measured",
         };
         let _ = writeln!(out, "| {what} | {measured} | {mark} |");
@@ -92,20 +149,6 @@ pub fn render(r: &Results) -> String {
     out
 }
 
-fn rates(r: &Results, workload: &'static str, config: Config) -> Vec<f64> {
-    samples(r, workload, config)
-        .iter()
-        .map(|s| s.rate)
-        .collect()
-}
-
-/// A ratio's table cell: median and spread over rounds.
-fn ratio_cell(ratio: Option<Summary>) -> String {
-    ratio.map_or("—".into(), |s| {
-        format!("{:.3} ±{:.1}%", s.median, s.spread_pct())
-    })
-}
-
 fn samples<'a>(r: &'a Results, workload: &'static str, config: Config) -> &'a [Sample] {
     r.samples
         .get(&(workload, config.key()))
@@ -113,136 +156,178 @@ fn samples<'a>(r: &'a Results, workload: &'static str, config: Config) -> &'a [S
         .unwrap_or(&[])
 }
 
-fn ratio(r: &Results, workload: &'static str, config: Config) -> Option<Summary> {
-    paired_ratio(
+/// `f` of each of a configuration's samples, keyed by round (`None` leaves the round out).
+fn by_round(
+    r: &Results,
+    workload: &'static str,
+    config: Config,
+    f: impl Fn(&Sample) -> Option<f64>,
+) -> ByRound {
+    samples(r, workload, config)
+        .iter()
+        .filter_map(|s| f(s).map(|v| (s.round, v)))
+        .collect()
+}
+
+fn rates(r: &Results, workload: &'static str, config: Config) -> ByRound {
+    by_round(r, workload, config, |s| Some(s.rate))
+}
+
+/// Per-round throughput of `config` over the same round's no-agent run.
+fn ratios(r: &Results, workload: &'static str, config: Config) -> Vec<f64> {
+    paired_ratios(
         &rates(r, workload, config),
         &rates(r, workload, Config::None),
     )
 }
 
+/// A ratio's table cell: median over paired rounds and its interval.
+fn ratio_cell(values: &[f64]) -> String {
+    Interval::of_median(values, CONFIDENCE).map_or("—".into(), |i| {
+        format!("{:.3} [{:.3}, {:.3}]", i.median, i.low, i.high)
+    })
+}
+
 fn throughput_table(out: &mut String, r: &Results, targets: &mut Vec<Target>) {
     let _ = writeln!(
         out,
-        "## Throughput: ratio to no agent (median over rounds, spread = (max − min)/median)\n"
+        "## Throughput: ratio to no agent (median over paired rounds [{:.0}% interval])\n",
+        CONFIDENCE * 100.0
     );
-    let _ = writeln!(
-        out,
-        "| workload | no agent | floor | bpftrace peer | rasp-agent | target |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "The no-agent column is the rate (median, spread = (max − min)/median); the others are the per-round ratio to that round's no-agent run.\n");
+    let traced = &Config::ALL[1..];
+    let mut header = String::from("| workload | no agent |");
+    for c in traced {
+        let _ = write!(header, " {} |", c.label());
+    }
+    let _ = writeln!(out, "{header} target |");
+    let _ = writeln!(out, "|---|---|{}---|", "---|".repeat(traced.len()));
     for w in &r.workloads {
-        let base = Summary::of(&rates(r, w.key, Config::None));
+        let base = Summary::of(
+            &rates(r, w.key, Config::None)
+                .into_values()
+                .collect::<Vec<_>>(),
+        );
         let base_cell = base.map_or("—".into(), |s| {
             format!("{:.0} {} ±{:.1}%", s.median, w.unit, s.spread_pct())
         });
-        let cell = |config| ratio_cell(ratio(r, w.key, config));
+        let mut row = format!("| {} — {} | {} |", w.key, w.about, base_cell);
+        for c in traced {
+            let _ = write!(row, " {} |", ratio_cell(&ratios(r, w.key, *c)));
+        }
         let target = w.target.map_or("—".into(), |t| format!("≥ {t:.2}"));
-        let _ = writeln!(
-            out,
-            "| {} — {} | {} | {} | {} | {} | {} |",
-            w.key,
-            w.about,
-            base_cell,
-            cell(Config::Floor),
-            cell(Config::Bpftrace),
-            cell(Config::Agent),
-            target
-        );
-        let agent = ratio(r, w.key, Config::Agent);
+        let _ = writeln!(out, "{row} {target} |");
+
+        let agent = ratios(r, w.key, Config::Agent);
         if let Some(t) = w.target {
+            let (measured, verdict) = decide(&agent, t);
             targets.push((
                 format!("{}: rasp-agent ≥ {t:.2} of no agent", w.key),
-                agent.map_or("—".into(), |s| format!("{:.3}", s.median)),
-                agent.map(|s| s.median >= t).into(),
+                measured,
+                verdict,
             ));
         }
-        let peer = ratio(r, w.key, Config::Bpftrace);
-        targets.push((
-            format!("{}: rasp-agent cheaper than the bpftrace peer", w.key),
-            match (agent, peer) {
-                (Some(a), Some(p)) => format!("{:.3} vs {:.3}", a.median, p.median),
-                _ => "—".into(),
-            },
-            match (agent, peer) {
-                (Some(a), Some(p)) if a.median >= p.median => Verdict::Met,
-                (Some(a), Some(p)) if a.max >= p.min => Verdict::WithinNoise,
-                (Some(_), Some(_)) => Verdict::NotMet,
-                _ => Verdict::NotMeasured,
-            },
-        ));
-        if w.key == "open-unwatched" {
-            let floor = ratio(r, w.key, Config::Floor);
-            let (measured, met) = match (agent, floor) {
-                (Some(a), Some(f)) => {
-                    let floor_cost = overhead(f.median);
-                    let own = overhead(a.median) - floor_cost;
-                    let allowed = MAX_COST_OVER_FLOOR * floor_cost.max(0.0);
-                    (
-                        format!(
-                            "floor adds {:.1}% per open, the agent {:.1}% more (allowed {:.1}%)",
-                            floor_cost * 100.0,
-                            own * 100.0,
-                            allowed * 100.0
-                        ),
-                        Verdict::from(Some(own <= allowed)),
-                    )
-                }
-                _ => ("—".into(), Verdict::NotMeasured),
-            };
+        // Against a peer: the agent's throughput over the peer's, round by round (≥ 1 =
+        // the agent costs the workload no more than the peer does).
+        for peer in Config::PEERS {
+            let head_to_head =
+                paired_ratios(&rates(r, w.key, Config::Agent), &rates(r, w.key, peer));
+            let (measured, verdict) = decide(&head_to_head, 1.0);
             targets.push((
                 format!(
-                    "{}: agent's cost over the floor ≤ {MAX_COST_OVER_FLOOR}× the floor's",
-                    w.key
+                    "{}: rasp-agent no costlier than the {} (agent ÷ peer throughput ≥ 1)",
+                    w.key,
+                    peer.label()
                 ),
                 measured,
-                met,
+                verdict,
             ));
+        }
+        if w.key.starts_with("open-unwatched") {
+            targets.push(cost_over_floor(r, w.key));
         }
     }
     let _ = writeln!(out);
+}
+
+/// Unwatched opens: the agent's cost beyond the floor's at most `MAX_COST_OVER_FLOOR` times
+/// the floor's own, i.e. per round `(1 + MAX) · floor overhead − agent overhead ≥ 0`.
+fn cost_over_floor(r: &Results, key: &'static str) -> Target {
+    let none = rates(r, key, Config::None);
+    let floor_overhead: ByRound = by_round(r, key, Config::Floor, |s| {
+        none.get(&s.round)
+            .filter(|b| **b > 0.0)
+            .map(|b| overhead(s.rate / b))
+    });
+    let agent_overhead: ByRound = by_round(r, key, Config::Agent, |s| {
+        none.get(&s.round)
+            .filter(|b| **b > 0.0)
+            .map(|b| overhead(s.rate / b))
+    });
+    let slack = paired(&floor_overhead, &agent_overhead, |f, a| {
+        Some((1.0 + MAX_COST_OVER_FLOOR) * f - a)
+    });
+    let (interval, verdict) = decide(&slack, 0.0);
+    let median = |m: &ByRound| {
+        Summary::of(&m.values().copied().collect::<Vec<_>>()).map(|s| s.median * 100.0)
+    };
+    let measured = match (median(&floor_overhead), median(&agent_overhead)) {
+        (Some(f), Some(a)) => format!(
+            "floor adds {f:.1}% per open, the agent {a:.1}% in all; slack (1+{MAX_COST_OVER_FLOOR})·floor − agent: {interval}"
+        ),
+        _ => "—".into(),
+    };
+    (
+        format!("{key}: agent's cost over the floor ≤ {MAX_COST_OVER_FLOOR}× the floor's"),
+        measured,
+        verdict,
+    )
 }
 
 /// The workload's own CPU per operation, as a ratio no-agent / configuration (1.0 = free,
 /// like the throughput ratios): what the hooks add to each operation, less sensitive than
 /// throughput to the other tenants of a shared machine.
 fn workload_cpu_table(out: &mut String, r: &Results) {
-    let per_op = |key: &'static str, config: Config| -> Vec<f64> {
-        samples(r, key, config)
-            .iter()
-            .map(|s| s.workload_cpu_us_per_op.unwrap_or(f64::NAN))
-            .collect()
+    let per_op = |key: &'static str, config: Config| -> ByRound {
+        by_round(r, key, config, |s| s.workload_cpu_us_per_op)
     };
     let rows: Vec<_> = r
         .workloads
         .iter()
-        .filter(|w| Summary::of(&per_op(w.key, Config::None)).is_some())
+        .filter(|w| !per_op(w.key, Config::None).is_empty())
         .collect();
     if rows.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "## Workload CPU per operation: no agent ÷ configuration (median over rounds)\n"
+        "## Workload CPU per operation: no agent ÷ configuration (median over paired rounds [interval])\n"
     );
     let _ = writeln!(out, "The workload's own user+system time per operation (children included), so hook costs charged to it show even when the machine's other tenants move the throughput. 1.000 = nothing added.\n");
-    let _ = writeln!(
-        out,
-        "| workload | no agent | floor | bpftrace peer | rasp-agent |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let traced = &Config::ALL[1..];
+    let mut header = String::from("| workload | no agent |");
+    for c in traced {
+        let _ = write!(header, " {} |", c.label());
+    }
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "|---|---|{}", "---|".repeat(traced.len()));
     for w in rows {
         let base = per_op(w.key, Config::None);
-        // Inverted so that, like throughput, lower means costlier.
-        let cell = |config| ratio_cell(paired_ratio(&base, &per_op(w.key, config)));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
+        let base_median = Summary::of(&base.values().copied().collect::<Vec<_>>());
+        let mut row = format!(
+            "| {} | {} |",
             w.key,
-            Summary::of(&base).map_or("—".into(), |s| format!("{:.2} µs/op", s.median)),
-            cell(Config::Floor),
-            cell(Config::Bpftrace),
-            cell(Config::Agent)
+            base_median.map_or("—".into(), |s| format!("{:.2} µs/op", s.median))
         );
+        for c in traced {
+            // Inverted so that, like throughput, lower means costlier.
+            let _ = write!(
+                row,
+                " {} |",
+                ratio_cell(&paired_ratios(&base, &per_op(w.key, *c)))
+            );
+        }
+        let _ = writeln!(out, "{row}");
     }
     let _ = writeln!(out);
 }
@@ -252,26 +337,32 @@ fn cost_table(out: &mut String, r: &Results) {
         out,
         "## What the tracer itself spends (median over rounds)\n"
     );
-    let _ = writeln!(out, "CPU is the tracer process's user+system time during the workload (% of one core; µs per workload operation); peak RSS is its VmHWM, reset before each workload. Kernel-side program time is charged to the workload and shows in the ratios above.\n");
+    let _ = writeln!(out, "CPU is the tracer's user+system time during the workload (% of one core; µs per workload operation), summed over its processes; peak RSS is their VmHWM, reset before each workload. Kernel-side program time is charged to the workload and shows in the ratios above.\n");
+    let mut header = String::from("| workload | rasp-agent CPU | rasp-agent peak RSS | drops |");
+    for peer in Config::PEERS {
+        let _ = write!(header, " {} CPU; peak RSS |", peer.label());
+    }
+    let _ = writeln!(out, "{header}");
     let _ = writeln!(
         out,
-        "| workload | rasp-agent CPU | rasp-agent peak RSS | drops | bpftrace CPU | bpftrace peak RSS |"
+        "|---|---|---|---|{}",
+        "---|".repeat(Config::PEERS.len())
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for w in &r.workloads {
         let agent = samples(r, w.key, Config::Agent);
-        let peer = samples(r, w.key, Config::Bpftrace);
         let drops: u64 = agent.iter().filter_map(|s| s.dropped).sum();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
+        let mut row = format!(
+            "| {} | {} | {} | {} |",
             w.key,
             cpu_cell(agent),
             rss_cell(agent),
-            drops,
-            cpu_cell(peer),
-            rss_cell(peer)
+            drops
         );
+        for peer in Config::PEERS {
+            let peer = samples(r, w.key, peer);
+            let _ = write!(row, " {}; {} |", cpu_cell(peer), rss_cell(peer));
+        }
+        let _ = writeln!(out, "{row}");
     }
     let _ = writeln!(out);
 }
@@ -426,5 +517,175 @@ fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target
     }
     if !storm.notes.is_empty() {
         let _ = writeln!(out);
+    }
+}
+
+/// Per-event cost flat in the number of rules: the defaults' cost over the ×100 set's at
+/// least this (1 = flat; a rule loop would make it ~0.01).
+const MIN_COST_RATIO_X100: f64 = 1.0 / 1.5;
+
+fn scaling_section(out: &mut String, scaling: &ScalingReport, targets: &mut Vec<Target>) {
+    let _ = writeln!(out, "## Rule-count scaling: agent CPU per event\n");
+    let _ = writeln!(out, "The agent on `--policies DIR`: the shipped files, then with generated rules of the same kinds added (exec by exe or cmdline, file_open reads of a literal path each, library_load and connect prefixes, on literals nothing here touches) to ×10 and ×100 the count; each round runs every set (order rotated). exec = agent CPU per `rasp-workload exec` fork+exec; watched = per event of a {:.0}/s paced storm on /etc/shadow (the median rate it reached in brackets: the generator shares the 2 cores); distinct = the same over 4096 distinct `.aws/credentials` files. Median over rounds [interval].\n", scaling::PACE);
+    let _ = writeln!(
+        out,
+        "| rules | exec | watched open | distinct watched open |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    let values = |m: &ByRound| m.values().copied().collect::<Vec<f64>>();
+    let cell = |m: &ByRound| {
+        Interval::of_median(&values(m), CONFIDENCE).map_or("—".into(), |i| {
+            format!("{:.2} µs [{:.2}, {:.2}]", i.median, i.low, i.high)
+        })
+    };
+    let rate = |rates: &[f64]| {
+        Summary::of(rates).map_or(String::new(), |s| format!(" (at {:.0}/s)", s.median))
+    };
+    for row in &scaling.rows {
+        let _ = writeln!(
+            out,
+            "| {} (×{}) | {} | {}{} | {}{} |",
+            row.rules,
+            row.factor,
+            cell(&row.exec_us),
+            cell(&row.watched_us),
+            rate(&row.watched_rate),
+            cell(&row.distinct_us),
+            rate(&row.distinct_rate)
+        );
+    }
+    let _ = writeln!(out);
+    for note in &scaling.notes {
+        let _ = writeln!(out, "- {}", note.replace('\n', " "));
+    }
+    if !scaling.notes.is_empty() {
+        let _ = writeln!(out);
+    }
+    let base = scaling.rows.iter().find(|r| r.factor == 1);
+    let top = scaling
+        .rows
+        .iter()
+        .max_by_key(|r| r.factor)
+        .filter(|r| r.factor > 1);
+    let (Some(base), Some(top)) = (base, top) else {
+        return;
+    };
+    let metrics: [(&str, &ByRound, &ByRound); 3] = [
+        ("exec", &base.exec_us, &top.exec_us),
+        ("watched open", &base.watched_us, &top.watched_us),
+        ("distinct watched open", &base.distinct_us, &top.distinct_us),
+    ];
+    let top_factor = top.factor;
+    for (what, base, top) in metrics {
+        let (measured, verdict) = decide(&paired_ratios(base, top), MIN_COST_RATIO_X100);
+        targets.push((
+            format!(
+                "{what}: agent CPU per event flat in rules (defaults ÷ ×{top_factor} ≥ {MIN_COST_RATIO_X100:.2}, 1 = flat)"
+            ),
+            measured,
+            verdict,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bench::workload;
+
+    fn sample(round: usize, rate: f64) -> Sample {
+        Sample {
+            round,
+            rate,
+            ops: 1000,
+            wall_secs: 1.0,
+            cpu_secs: None,
+            peak_rss_kib: None,
+            dropped: None,
+            workload_cpu_us_per_op: None,
+        }
+    }
+
+    fn results(samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>) -> Results {
+        Results {
+            command_line: "cargo xtask bench".into(),
+            args_summary: String::new(),
+            machine: String::new(),
+            peer_versions: String::new(),
+            commit: String::new(),
+            started: String::new(),
+            duration: String::new(),
+            workloads: workload::select(&["exec".to_string()]),
+            samples,
+            storm: None,
+            scaling: None,
+            vm: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn targets_pair_by_round_and_decide_on_the_interval() {
+        let none: Vec<Sample> = (0..6)
+            .map(|r| sample(r, 1000.0 + r as f64 * 100.0))
+            .collect();
+        // The agent failed to start in round 1: its other rounds still pair with their own
+        // baseline, every one at 0.99 of it.
+        let agent: Vec<Sample> = [0, 2, 3, 4, 5]
+            .iter()
+            .map(|&r| sample(r, 0.99 * (1000.0 + r as f64 * 100.0)))
+            .collect();
+        // The peer is far costlier in every round.
+        let peer: Vec<Sample> = (0..6).map(|r| sample(r, 500.0)).collect();
+        let mut samples = BTreeMap::new();
+        samples.insert(("exec", Config::None.key()), none);
+        samples.insert(("exec", Config::Agent.key()), agent);
+        samples.insert(("exec", Config::Bpftrace.key()), peer);
+        let text = render(&results(samples));
+        let line = |needle: &str| -> String {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?} in\n{text}"))
+                .to_string()
+        };
+        let absolute = line("exec: rasp-agent ≥ 0.97 of no agent");
+        assert!(absolute.contains("0.990 [0.990, 0.990] (n=5"), "{absolute}");
+        assert!(absolute.ends_with("| met |"), "{absolute}");
+        let peer = line("than the bpftrace peer (every event)");
+        assert!(peer.ends_with("| met |"), "{peer}");
+        // No samples for the other peers: not measured, not a verdict.
+        let libbpf = line("than the libbpf-tools");
+        assert!(libbpf.ends_with("| not measured |"), "{libbpf}");
+    }
+
+    #[test]
+    fn too_few_rounds_are_undecided_and_a_clear_miss_is_not_met() {
+        let mut samples = BTreeMap::new();
+        samples.insert(
+            ("exec", Config::None.key()),
+            (0..2).map(|r| sample(r, 1000.0)).collect(),
+        );
+        samples.insert(
+            ("exec", Config::Agent.key()),
+            (0..2).map(|r| sample(r, 990.0)).collect(),
+        );
+        let text = render(&results(samples.clone()));
+        assert!(text.contains("undecided: too few rounds"), "{text}");
+        samples.insert(
+            ("exec", Config::None.key()),
+            (0..5).map(|r| sample(r, 1000.0)).collect(),
+        );
+        samples.insert(
+            ("exec", Config::Agent.key()),
+            (0..5).map(|r| sample(r, 500.0 + r as f64)).collect(),
+        );
+        let text = render(&results(samples));
+        let absolute = text
+            .lines()
+            .find(|l| l.contains("exec: rasp-agent ≥ 0.97"))
+            .expect("target line");
+        assert!(absolute.ends_with("| **not met** |"), "{absolute}");
     }
 }

@@ -1,5 +1,8 @@
 //! Summaries of repeated measurements: median and spread over rounds, ratios to the
-//! no-agent baseline, and percentiles out of a latency histogram window.
+//! no-agent baseline paired by round, rank-based intervals for their median with a
+//! met / not met / undecided verdict, and percentiles out of a latency histogram window.
+
+use std::collections::BTreeMap;
 
 /// Median, extremes and count of one configuration's samples of one workload.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,16 +44,101 @@ impl Summary {
     }
 }
 
-/// Per-round ratios `config[i] / baseline[i]` (rounds ran side by side, so each pair saw the
-/// same machine state), summarised. Rounds missing on either side are left out.
-pub fn paired_ratio(config: &[f64], baseline: &[f64]) -> Option<Summary> {
-    let ratios: Vec<f64> = config
-        .iter()
-        .zip(baseline)
-        .filter(|(_, b)| **b > 0.0)
-        .map(|(c, b)| c / b)
-        .collect();
-    Summary::of(&ratios)
+/// One measurement per round, keyed by the round it was taken in: a round where a
+/// configuration failed to start simply has no entry, so pairs never shift.
+pub type ByRound = BTreeMap<usize, f64>;
+
+/// `f(a, b)` for every round both series have (`None` from `f` drops that round too).
+pub fn paired(a: &ByRound, b: &ByRound, f: impl Fn(f64, f64) -> Option<f64>) -> Vec<f64> {
+    a.iter()
+        .filter_map(|(round, x)| b.get(round).and_then(|y| f(*x, *y)))
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+/// Per-round ratios `num / den`, rounds matched by id (each pair ran side by side and saw
+/// the same machine state); rounds missing on either side, or with `den ≤ 0`, are left out.
+pub fn paired_ratios(num: &ByRound, den: &ByRound) -> Vec<f64> {
+    paired(num, den, |n, d| (d > 0.0).then(|| n / d))
+}
+
+/// Confidence the intervals aim for. With the rank-based interval below it takes 5 rounds
+/// (min..max then covers the median with 93.75%); fewer rounds decide nothing.
+pub const CONFIDENCE: f64 = 0.90;
+
+/// A distribution-free interval for the median of paired values: the k-th smallest and
+/// k-th largest values, k the largest for which the sign test's coverage
+/// `1 − 2·P(Binomial(n, ½) < k)` still reaches the wanted confidence. No assumption about
+/// how this machine's noise is shaped, only that rounds are independent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+    /// The probability that [low, high] holds the true median (exact, from the binomial).
+    pub coverage: f64,
+    pub samples: usize,
+}
+
+/// What an interval says about "the value is at least `threshold`".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The whole interval is at or above the threshold.
+    Met,
+    /// The whole interval is below it.
+    NotMet,
+    /// The interval straddles it, or too few rounds for the wanted confidence.
+    Undecided,
+}
+
+impl Interval {
+    /// `None` for no values or any non-finite one.
+    pub fn of_median(values: &[f64], confidence: f64) -> Option<Interval> {
+        let median = Summary::of(values)?.median;
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        // k = 1 (min..max) is the widest there is; take it even when it falls short, so the
+        // report can show what the rounds span, and let `verdict` refuse to decide.
+        let mut k = 1;
+        for candidate in (1..=n.div_ceil(2)).rev() {
+            if sign_coverage(n, candidate) >= confidence {
+                k = candidate;
+                break;
+            }
+        }
+        Some(Interval {
+            median,
+            low: sorted[k - 1],
+            high: sorted[n - k],
+            coverage: sign_coverage(n, k),
+            samples: n,
+        })
+    }
+
+    /// Met / not met / undecided for "at least `threshold`", at `confidence`.
+    pub fn verdict(&self, threshold: f64, confidence: f64) -> Verdict {
+        if self.coverage < confidence {
+            Verdict::Undecided
+        } else if self.low >= threshold {
+            Verdict::Met
+        } else if self.high < threshold {
+            Verdict::NotMet
+        } else {
+            Verdict::Undecided
+        }
+    }
+}
+
+/// `1 − 2·P(B ≤ k − 1)` for B ~ Binomial(n, ½): the coverage of [x₍ₖ₎, x₍ₙ₋ₖ₊₁₎].
+fn sign_coverage(n: usize, k: usize) -> f64 {
+    let mut tail = 0.0;
+    let mut choose = 1.0; // C(n, 0)
+    for i in 0..k {
+        tail += choose;
+        choose = choose * (n - i) as f64 / (i + 1) as f64;
+    }
+    (1.0 - 2.0 * tail * 0.5f64.powi(n as i32)).max(0.0)
 }
 
 /// Time an operation takes under `config` beyond the baseline, per operation, as a
@@ -139,12 +227,60 @@ mod tests {
         assert_eq!(Summary::of(&[1.0, f64::NAN]), None);
     }
 
+    fn rounds(values: &[(usize, f64)]) -> ByRound {
+        values.iter().copied().collect()
+    }
+
     #[test]
-    fn ratios_pair_rounds() {
-        let r = paired_ratio(&[90.0, 45.0, 80.0], &[100.0, 50.0, 100.0]).expect("ratio");
-        assert!((r.median - 0.9).abs() < 1e-9);
-        assert!((r.min - 0.8).abs() < 1e-9);
+    fn ratios_pair_rounds_by_id_across_a_missing_round() {
+        // Round 1 of the configuration failed to start: by position, 45/50 would meet 80/100
+        // and every later pair would be off by one.
+        let config = rounds(&[(0, 90.0), (2, 80.0), (3, 30.0)]);
+        let base = rounds(&[(0, 100.0), (1, 50.0), (2, 100.0), (3, 60.0)]);
+        let ratios = paired_ratios(&config, &base);
+        assert_eq!(ratios.len(), 3);
+        for (got, want) in ratios.iter().zip([0.9, 0.8, 0.5]) {
+            assert!((got - want).abs() < 1e-12, "{ratios:?}");
+        }
+        // A zero baseline is no ratio.
+        let zero = rounds(&[(0, 0.0)]);
+        assert!(paired_ratios(&config, &zero).is_empty());
         assert!((overhead(0.8) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sign_coverage_is_the_binomial_tail() {
+        assert!((sign_coverage(5, 1) - 0.9375).abs() < 1e-12);
+        assert!((sign_coverage(4, 1) - 0.875).abs() < 1e-12);
+        // n = 10: k = 2 leaves 2·(1 + 10)/1024 outside.
+        assert!((sign_coverage(10, 2) - (1.0 - 22.0 / 1024.0)).abs() < 1e-12);
+        assert!((sign_coverage(10, 3) - (1.0 - 112.0 / 1024.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn interval_takes_the_innermost_ranks_with_enough_coverage() {
+        let values: Vec<f64> = (1..=10).map(f64::from).collect();
+        let i = Interval::of_median(&values, 0.90).expect("interval");
+        // k = 3 covers only 89%, so k = 2: the 2nd smallest and 2nd largest.
+        assert_eq!((i.low, i.high, i.median), (2.0, 9.0, 5.5));
+        assert!(i.coverage > 0.97);
+        let five = Interval::of_median(&[0.9, 1.1, 0.95, 1.0, 1.05], 0.90).expect("interval");
+        assert_eq!((five.low, five.high, five.median), (0.9, 1.1, 1.0));
+        assert_eq!(Interval::of_median(&[], 0.9), None);
+        assert_eq!(Interval::of_median(&[1.0, f64::NAN], 0.9), None);
+    }
+
+    #[test]
+    fn verdicts() {
+        let i = Interval::of_median(&[0.96, 0.97, 0.98, 0.99, 1.0], CONFIDENCE).expect("interval");
+        assert_eq!(i.verdict(0.95, CONFIDENCE), Verdict::Met);
+        assert_eq!(i.verdict(0.96, CONFIDENCE), Verdict::Met);
+        assert_eq!(i.verdict(1.01, CONFIDENCE), Verdict::NotMet);
+        assert_eq!(i.verdict(0.975, CONFIDENCE), Verdict::Undecided);
+        // Four rounds cannot reach 90%, however tight they are.
+        let four = Interval::of_median(&[1.0, 1.0, 1.0, 1.0], CONFIDENCE).expect("interval");
+        assert_eq!(four.verdict(0.5, CONFIDENCE), Verdict::Undecided);
+        assert_eq!(four.verdict(0.5, 0.85), Verdict::Met);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::config::{self, Running, Tools};
 use super::procfs;
 use super::stats::Histogram;
-use super::workload::{self, WATCHED_FILE};
+use super::workload::{self, DistinctFiles, WATCHED_FILE};
 
 /// Paced storm rates tried in order (opens/s); the ramp ends with an unpaced step.
 const RAMP: &[f64] = &[
@@ -168,30 +168,51 @@ pub struct StormReport {
     pub notes: Vec<String>,
 }
 
-/// A storm series: title, what it is, the agent's extra environment, the file opened.
-type StormPlan<'a> = (&'static str, &'static str, &'a [(&'a str, &'a str)], String);
+/// The files a storm opens: a path, or a `{}` pattern and how many files it names.
+pub struct StormFiles {
+    pub path: String,
+    pub distinct: u32,
+}
 
-pub fn run(tools: &Tools, workload_bin: &Path) -> Result<StormReport> {
+/// A storm series: title, what it is, the agent's extra environment, the files opened.
+type StormPlan<'a> = (
+    &'static str,
+    &'static str,
+    &'a [(&'a str, &'a str)],
+    StormFiles,
+);
+
+pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<StormReport> {
     let mut notes = Vec::new();
     let mut series = Vec::new();
-    let plans: [StormPlan; 2] = [
+    let one = |path: String| StormFiles { path, distinct: 1 };
+    let plans: [StormPlan; 3] = [
         (
             "detections",
             "opens of /etc/shadow: every one an event, a rule match and a (folded) detection",
             &[],
-            WATCHED_FILE.to_string(),
+            one(WATCHED_FILE.to_string()),
+        ),
+        (
+            "detections, distinct files",
+            "opens cycling 4096 distinct `*/.aws/credentials` files: every one an event and a match of read-cloud-credentials with its own path, so each file opens its own fold window (a new detection per file every 10 s window, not one for the storm)",
+            &[],
+            StormFiles {
+                path: distinct.watched.clone(),
+                distinct: distinct.count,
+            },
         ),
         (
             "events only",
             "opens of an unwatched file with RASP_INTEREST_ALL=1: every open an event, no rule matches",
             &[("RASP_INTEREST_ALL", "1")],
-            tools.scratch.join("unwatched.txt").display().to_string(),
+            one(tools.scratch.join("unwatched.txt").display().to_string()),
         ),
     ];
-    for (title, about, env, path) in plans {
+    for (title, about, env, files) in plans {
         eprintln!("bench: storm ramp ({title})");
         let agent = config::start_agent_with_env(tools, env)?;
-        let steps = ramp(&agent, workload_bin, &path, &mut notes);
+        let steps = ramp(&agent, workload_bin, &files, &mut notes);
         if let Err(e) = agent.stop() {
             notes.push(format!("storm ({title}): {e:#}"));
         }
@@ -218,12 +239,13 @@ pub fn run(tools: &Tools, workload_bin: &Path) -> Result<StormReport> {
 fn ramp(
     agent: &Running,
     workload_bin: &Path,
-    path: &str,
+    files: &StormFiles,
     notes: &mut Vec<String>,
 ) -> Result<Vec<StormStep>> {
+    let path = &files.path;
     let mut steps = Vec::new();
     for &target in RAMP {
-        let step = storm_step(agent, workload_bin, path, Some(target), 1)?;
+        let step = storm_step(agent, workload_bin, files, Some(target), 1)?;
         let saturated = step.generated < 0.8 * target;
         steps.push(step);
         if saturated {
@@ -235,15 +257,15 @@ fn ramp(
         }
     }
     // Beyond: one thread as fast as it goes, then two (the generator takes both cores).
-    steps.push(storm_step(agent, workload_bin, path, None, 1)?);
-    steps.push(storm_step(agent, workload_bin, path, None, 2)?);
+    steps.push(storm_step(agent, workload_bin, files, None, 1)?);
+    steps.push(storm_step(agent, workload_bin, files, None, 2)?);
     Ok(steps)
 }
 
-fn storm_step(
+pub fn storm_step(
     agent: &Running,
     workload_bin: &Path,
-    path: &str,
+    files: &StormFiles,
     target: Option<f64>,
     threads: u32,
 ) -> Result<StormStep> {
@@ -257,7 +279,9 @@ fn storm_step(
     let args = [
         "storm".to_string(),
         "--path".to_string(),
-        path.to_string(),
+        files.path.clone(),
+        "--distinct".to_string(),
+        files.distinct.to_string(),
         "--rate".to_string(),
         format!("{rate:.0}"),
         "--threads".to_string(),

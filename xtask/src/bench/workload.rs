@@ -12,6 +12,13 @@ use super::postgres::Postgres;
 /// A file no default rule watches (created in the scratch directory) and one that the
 /// default `read-shadow-file` rule does: every open of it is an event and a detection.
 pub const WATCHED_FILE: &str = "/etc/shadow";
+/// Unwatched files outside /tmp: the kernel filter walks /etc and /usr paths further (the
+/// default rules watch writes below both), so their reads cost it more than a /tmp read.
+pub const UNWATCHED_ETC: &str = "/etc/passwd";
+pub const UNWATCHED_USR_LIB: &str = "/usr/lib/os-release";
+/// Distinct files the distinct-path workloads cycle through (`{}` in a path is the index),
+/// so no per-path cache or detection fold sees one path over and over.
+pub const DISTINCT_FILES: u32 = 4096;
 
 pub struct Workload {
     pub key: &'static str,
@@ -22,8 +29,30 @@ pub struct Workload {
     how: How,
 }
 
+/// The workloads `--only` names (all of them for none): a workload's key, or a family
+/// prefix no workload is named (`open` for every open-* workload, `pgbench`).
+pub fn select(only: &[String]) -> Vec<Workload> {
+    let all = all();
+    let keys: Vec<&str> = all.iter().map(|w| w.key).collect();
+    let exact = |k: &str| keys.contains(&k);
+    all.into_iter()
+        .filter(|w| {
+            only.is_empty()
+                || only.iter().any(|k| {
+                    w.key == k
+                        || (!exact(k)
+                            && w.key
+                                .strip_prefix(k.as_str())
+                                .is_some_and(|rest| rest.starts_with('-')))
+                })
+        })
+        .collect()
+}
+
 enum How {
-    /// `rasp-workload ARGS --seconds S`; `{unwatched}` stands for the unwatched file.
+    /// `rasp-workload ARGS --seconds S`; `{unwatched}` stands for the unwatched file,
+    /// `{distinct_unwatched}` / `{distinct_watched}` for the distinct-file patterns and
+    /// `{distinct}` for their count.
     Tool(&'static [&'static str]),
     PgBench(&'static [&'static str]),
 }
@@ -43,6 +72,34 @@ pub fn all() -> Vec<Workload> {
             unit: "opens/s",
             target: Some(0.80),
             how: How::Tool(&["open", "--path", "{unwatched}"]),
+        },
+        Workload {
+            key: "open-unwatched-etc",
+            about: "openat+close of /etc/passwd (no rule watches its reads)",
+            unit: "opens/s",
+            target: Some(0.80),
+            how: How::Tool(&["open", "--path", UNWATCHED_ETC]),
+        },
+        Workload {
+            key: "open-unwatched-usrlib",
+            about: "openat+close of /usr/lib/os-release (no rule watches its reads)",
+            unit: "opens/s",
+            target: Some(0.80),
+            how: How::Tool(&["open", "--path", UNWATCHED_USR_LIB]),
+        },
+        Workload {
+            key: "open-unwatched-distinct",
+            about: "openat+close cycling 4096 distinct unwatched files under /tmp",
+            unit: "opens/s",
+            target: Some(0.80),
+            how: How::Tool(&["open", "--path", "{distinct_unwatched}", "--distinct", "{distinct}"]),
+        },
+        Workload {
+            key: "open-watched-distinct",
+            about: "openat+close cycling 4096 distinct `*/.aws/credentials` files (each a match of its own)",
+            unit: "opens/s",
+            target: None,
+            how: How::Tool(&["open", "--path", "{distinct_watched}", "--distinct", "{distinct}"]),
         },
         Workload {
             key: "open-watched",
@@ -102,7 +159,41 @@ pub struct Measured {
 pub struct Runner<'a> {
     pub workload_bin: PathBuf,
     pub unwatched: PathBuf,
+    pub files: &'a DistinctFiles,
     pub postgres: Option<&'a Postgres>,
+}
+
+/// The distinct files, created under the scratch directory: `DIR/unwatched/N/file.txt`
+/// (no rule watches them) and `DIR/watched/N/.aws/credentials` (the default
+/// `read-cloud-credentials` rule matches every one, each with its own path).
+pub struct DistinctFiles {
+    pub unwatched: String,
+    pub watched: String,
+    pub count: u32,
+}
+
+impl DistinctFiles {
+    pub fn create(scratch: &Path, count: u32) -> Result<DistinctFiles> {
+        let unwatched = scratch.join("distinct/unwatched/{}/file.txt");
+        let watched = scratch.join("distinct/watched/{}/.aws/credentials");
+        let files = DistinctFiles {
+            unwatched: unwatched.to_string_lossy().into_owned(),
+            watched: watched.to_string_lossy().into_owned(),
+            count,
+        };
+        for pattern in [&files.unwatched, &files.watched] {
+            for i in 0..count {
+                let path = PathBuf::from(pattern.replace("{}", &i.to_string()));
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                std::fs::write(&path, "a bench file\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Ok(files)
+    }
 }
 
 impl Runner<'_> {
@@ -111,7 +202,12 @@ impl Runner<'_> {
             How::Tool(args) => {
                 let args: Vec<String> = args
                     .iter()
-                    .map(|arg| arg.replace("{unwatched}", &self.unwatched.to_string_lossy()))
+                    .map(|arg| {
+                        arg.replace("{unwatched}", &self.unwatched.to_string_lossy())
+                            .replace("{distinct_unwatched}", &self.files.unwatched)
+                            .replace("{distinct_watched}", &self.files.watched)
+                            .replace("{distinct}", &self.files.count.to_string())
+                    })
                     .collect();
                 run_tool(&self.workload_bin, &args, seconds)
             }
@@ -189,6 +285,21 @@ mod tests {
         assert_eq!((m.rate, m.ops), (5.0, 10));
         assert!(parse_line(r#"{"workload":"open"}"#).is_err());
         assert!(parse_line("garbage").is_err());
+    }
+
+    #[test]
+    fn only_selects_a_key_or_its_family() {
+        let picked = |keys: &[&str]| -> Vec<&'static str> {
+            let only: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            select(&only).iter().map(|w| w.key).collect()
+        };
+        assert_eq!(picked(&["exec"]), ["exec"]);
+        // A key that names a workload is that workload, not a family.
+        assert_eq!(picked(&["open-watched"]), ["open-watched"]);
+        assert!(picked(&["open"]).len() >= 6);
+        assert!(picked(&["open"]).iter().all(|k| k.starts_with("open-")));
+        assert!(picked(&["ope"]).is_empty());
+        assert_eq!(picked(&[]).len(), all().len());
     }
 
     #[test]
