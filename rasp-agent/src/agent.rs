@@ -24,7 +24,11 @@ use crate::{
         reader::{self, SiteLoss},
         Event, EventHub, Kind,
     },
-    loader::{self, env, LsmStatus, ProgramStatus},
+    loader::{self, env, LsmStatus, ProgramState, ProgramStatus},
+    metrics::{
+        KindCounts, Metrics, MetricsSource, PolicyState, ProcessCounts, ProgramCounts,
+        SourceSnapshot,
+    },
     policy::{active::PolicySetSummary, reload::PolicyControl},
     process::{Process, ProcessTable},
     store::{index::DetectionQuery, DetectionStore},
@@ -80,6 +84,9 @@ pub struct RunArgs {
     /// prove a dead pipeline takes the agent down.
     #[arg(long, hide = true)]
     pub fault_panic_on_exec_comm: Option<String>,
+    /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, default_value = crate::metrics::DEFAULT_ADDR)]
+    pub metrics: std::net::SocketAddr,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -101,6 +108,59 @@ pub struct Agent {
     pub store: Arc<DetectionStore>,
     /// `running`, or why the pipeline stopped.
     pub pipeline: Mutex<String>,
+    /// Counters the producers increment directly; the rest is read at scrape time
+    /// (`MetricsSource` below).
+    pub metrics: Arc<Metrics>,
+    /// Where the metrics endpoint listens (the bound address: port 0 resolved).
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl MetricsSource for Agent {
+    /// Scrape-time numbers: atomics and the loss counters (a map read, not on the event
+    /// path); the process table's read lock is taken for its counts only, and the pipeline
+    /// holds its write lock per event, never per batch.
+    fn snapshot(&self) -> SourceSnapshot {
+        let sites = crate::lock(&self.counters).sites();
+        let mut events = [KindCounts::default(); Kind::ALL.len()];
+        for k in Kind::ALL {
+            let (dropped, read_errors) = reader::per_kind(&sites, k);
+            events[k.index()] = KindCounts {
+                received: self.hub.received(k),
+                dropped,
+                read_errors,
+            };
+        }
+        let processes = {
+            let table = crate::read(&self.table);
+            ProcessCounts {
+                tracked: table.len() as u64,
+                exited: table.exited() as u64,
+                evicted: table.evicted(),
+            }
+        };
+        let set = self.policies.registry().current();
+        let count =
+            |state: ProgramState| self.programs.iter().filter(|p| p.state == state).count() as u64;
+        SourceSnapshot {
+            events,
+            decode_errors: self.hub.decode_errors(),
+            processes,
+            policy: PolicyState {
+                loaded: true,
+                set_version: set.version,
+                rules: set.policies.iter().map(|p| p.rules.len() as u64).sum(),
+                last_reload_errors: self.policies.reload_errors().len() as u64,
+            },
+            programs: ProgramCounts {
+                attached: count(ProgramState::Attached),
+                loaded: count(ProgramState::Loaded),
+                failed: count(ProgramState::Failed),
+                uprobe_targets: 0,
+            },
+            event_latency: self.latency.events.snapshot(),
+            decision_latency: self.latency.detections.snapshot(),
+        }
+    }
 }
 
 fn loss_report(s: &SiteLoss) -> LossReport {
@@ -168,6 +228,7 @@ impl Backend for Agent {
             latency: self.latency.report(),
             losses,
             pipeline: crate::lock(&self.pipeline).clone(),
+            metrics_addr: self.metrics_addr.to_string(),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::{
         EventHub,
     },
     loader::{self, env},
+    metrics::{self, Metrics},
     policy::reload::PolicyControl,
     process::{cgroup::CgroupResolver, ProcessTable},
     store::{DetectionStore, StoreOptions},
@@ -40,9 +41,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     // Policies before the kernel: a broken policy directory stops the agent here, with every
     // problem listed, before anything is loaded.
-    let policies = PolicyControl::load_initial(args.policies.clone()).map_err(|problems| {
-        anyhow::anyhow!("the policies do not validate:\n{}", problems.join("\n"))
-    })?;
+    let metrics = Arc::new(Metrics::new());
+    let policies = PolicyControl::load_initial(args.policies.clone(), metrics.clone()).map_err(
+        |problems| anyhow::anyhow!("the policies do not validate:\n{}", problems.join("\n")),
+    )?;
+    // The endpoint answers from before the programs load: /healthz 200, /readyz 503 until
+    // the agent's own numbers are handed over below.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let scrape_source = Arc::new(metrics::DeferredSource::new());
+    let metrics_server = metrics::MetricsServer::bind(args.metrics)
+        .await
+        .with_context(|| format!("metrics endpoint on {}", args.metrics))?;
+    let metrics_addr = metrics_server.local_addr();
+    let metrics_task =
+        tokio::spawn(metrics_server.run(metrics.clone(), scrape_source.clone(), stop_rx.clone()));
     let mut store_opts = StoreOptions::in_dir(&args.state_dir);
     store_opts.max_bytes = args.journal_max_bytes;
     store_opts.keep = args.journal_keep;
@@ -62,7 +74,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
     // megabytes of freed heap behind; hand it back before settling in for the long run.
     // SAFETY: malloc_trim only releases free memory.
-    unsafe { libc::malloc_trim(0) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
 
     // Seed after attaching: a process born in between is seen by both, never by neither.
     let mut cgroups = CgroupResolver::new(environment.cgroup2.clone());
@@ -81,6 +96,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         lsm,
         policies,
         pipeline: Mutex::new("running".to_string()),
+        metrics,
+        metrics_addr,
         engine: Engine::live(),
         enforcer: Enforcer::new(environment.cgroup2.clone()),
         store,
@@ -92,7 +109,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    scrape_source.set(agent.clone());
     let stop_reader = Arc::new(StopSignal::new().context("creating the reader's stop eventfd")?);
     let faults = FaultInjection {
         panic_on_exec_comm: args.fault_panic_on_exec_comm.clone(),
@@ -144,6 +161,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     pipeline.await.context("event pipeline task")??;
     reaper.await.context("reaper task")?;
     reloader.await.context("policy watcher task")?;
+    metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
     drop(ebpf); // detaches every program
     tracing::info!("stopped");

@@ -168,6 +168,16 @@ pub fn show(values: &[Value]) -> String {
     values.iter().map(|v| format!("  {v}\n")).collect()
 }
 
+/// Agents run side by side in tests: each gets its own metrics port (the kernel picks one;
+/// `status` says which) unless the test names one.
+fn metrics_default(extra_args: &[&str]) -> &'static [&'static str] {
+    if extra_args.contains(&"--metrics") {
+        &[]
+    } else {
+        &["--metrics", "127.0.0.1:0"]
+    }
+}
+
 /// A running `rasp-agent run` with its own socket, state directory and log, in a fresh
 /// directory under /tmp. Dropping it stops the agent (SIGTERM, then SIGKILL); when the
 /// test is failing, the agent's log is printed and the directory kept.
@@ -198,6 +208,7 @@ impl Agent {
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .args(metrics_default(extra_args))
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -247,6 +258,11 @@ impl Agent {
                 self.log_text()
             );
         }
+    }
+
+    /// Wait up to `timeout` for the agent to exit on its own; its status, or `None`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
     }
 
     /// The agent's process id.
@@ -718,6 +734,7 @@ impl Agent {
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(self.state_dir())
+            .args(metrics_default(extra_args))
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

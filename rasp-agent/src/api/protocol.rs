@@ -145,6 +145,9 @@ pub struct Status {
     /// The event pipeline's health: `running`, or why it stopped (the agent then exits).
     #[serde(default)]
     pub pipeline: String,
+    /// The Prometheus endpoint's address.
+    #[serde(default)]
+    pub metrics_addr: String,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

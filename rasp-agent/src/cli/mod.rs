@@ -207,6 +207,7 @@ fn render_status(s: &Status) -> String {
     }
     facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
+    facts.row(vec!["metrics".into(), s.metrics_addr.clone()]);
     facts.row(vec!["state dir".into(), s.state_dir.clone()]);
     // The header row of a key/value table is empty: skip it.
     out.extend(facts.render().lines().skip(1).map(|l| format!("{l}\n")));

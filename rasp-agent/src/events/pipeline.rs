@@ -59,14 +59,21 @@ pub fn run(
                 let table = crate::read(&agent.table);
                 agent.engine.for_each_match(&set, ev, &table, |m| {
                     agent.latency.detections.record_ns(m.latency_us * 1000);
+                    agent
+                        .metrics
+                        .detection(&m.rule.id, m.rule.severity, m.mode());
                     // Nothing to do to the process: the outcome is known, so a repeat of an
                     // open fold window is counted there and never built. An action that acts
                     // always gets its own detection and acts.
                     let folded = Outcome::without_acting(m.action(), m.mode()).is_some_and(
                         |(outcome, detail)| {
-                            agent
+                            let folded = agent
                                 .store
-                                .fold(&m.fold_key(outcome, detail), SystemTime::now())
+                                .fold(&m.fold_key(outcome, detail), SystemTime::now());
+                            if folded {
+                                agent.metrics.action(m.action(), outcome);
+                            }
+                            folded
                         },
                     );
                     if !folded {
@@ -77,6 +84,7 @@ pub fn run(
             agent.hub.publish(&mut shared);
             for mut d in detections.drain(..) {
                 (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+                agent.metrics.action(d.action, d.outcome);
                 if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
                     tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
                 }

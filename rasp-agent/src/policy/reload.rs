@@ -15,7 +15,10 @@ use super::{
     active::{PolicyRegistry, PolicySet, PolicySetSummary},
     Policy,
 };
-use crate::loader::InterestMaps;
+use crate::{
+    loader::InterestMaps,
+    metrics::{Metrics, ReloadResult},
+};
 
 pub struct PolicyControl {
     registry: PolicyRegistry,
@@ -25,6 +28,7 @@ pub struct PolicyControl {
     interest: Mutex<Option<InterestMaps>>,
     /// Problems of the last reload that was refused (the previous set stayed active).
     reload_errors: Mutex<Vec<String>>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 /// What the policies' sources say, as a list of `file:line:column` problems.
@@ -33,13 +37,17 @@ pub type Problems = Vec<String>;
 impl PolicyControl {
     /// Load the directory (or the defaults) for the start: a broken set stops the agent
     /// before anything is loaded into the kernel.
-    pub fn load_initial(dir: Option<PathBuf>) -> Result<Self, Problems> {
+    pub fn load_initial(
+        dir: Option<PathBuf>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<Self, Problems> {
         let initial = load(dir.as_deref()).map_err(|errors| to_strings(&errors))?;
         Ok(PolicyControl {
             registry: PolicyRegistry::new(initial, source(dir.as_deref(), "start")),
             dir,
             interest: Mutex::new(None),
             reload_errors: Mutex::new(Vec::new()),
+            metrics,
         })
     }
 
@@ -63,7 +71,11 @@ impl PolicyControl {
         files: &[(String, String)],
         why: String,
     ) -> Result<PolicySetSummary, Problems> {
-        let policies = super::parse_files(files).map_err(|errors| to_strings(&errors))?;
+        let policies = super::parse_files(files).map_err(|errors| {
+            self.metrics.policy_reload(ReloadResult::Refused);
+            to_strings(&errors)
+        })?;
+        self.metrics.policy_reload(ReloadResult::Applied);
         Ok(self.swap(policies, why).summary())
     }
 
@@ -71,6 +83,7 @@ impl PolicyControl {
         let mut interest = crate::lock(&self.interest);
         let set = self.registry.rollback()?;
         Self::compile_into(&mut interest, &set);
+        self.metrics.policy_reload(ReloadResult::RolledBack);
         tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
         Ok(set.summary())
     }
@@ -82,6 +95,7 @@ impl PolicyControl {
             Ok(policies) => {
                 let set = self.swap(policies, source(self.dir.as_deref(), why));
                 crate::lock(&self.reload_errors).clear();
+                self.metrics.policy_reload(ReloadResult::Applied);
                 tracing::info!(version = set.version, why, "policies reloaded");
             }
             Err(errors) => {
@@ -89,6 +103,7 @@ impl PolicyControl {
                     tracing::error!(error = %e, "policy reload refused; the active set stays");
                 }
                 *crate::lock(&self.reload_errors) = to_strings(&errors);
+                self.metrics.policy_reload(ReloadResult::Refused);
             }
         }
     }

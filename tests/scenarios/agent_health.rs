@@ -1,0 +1,201 @@
+//! The agent's own health, as an operator sees it: a dead event pipeline takes the agent
+//! down loudly; kernel-side losses are counted and located in `status`; the Prometheus
+//! endpoint answers and agrees with `status` during a real workload.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use rasp_tests::{require_root, send_signal, wait_for, Agent, Scratch};
+
+/// A panic on the pipeline thread (injected: the hidden fault flag) must end the agent with
+/// an error, not leave the socket answering while nothing is detected any more.
+#[test]
+fn a_dead_pipeline_takes_the_agent_down() {
+    require_root();
+    let comm = "rasp-boom";
+    let mut agent = Agent::start(&["--fault-panic-on-exec-comm", comm]);
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let bin = scratch.copy("/bin/true", dir.join(comm));
+    let ran = Command::new(&bin).status().expect("run the trigger");
+    assert!(ran.success());
+    let status = agent.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| {
+        panic!(
+            "agent still running after its pipeline panicked; log:\n{}",
+            agent.log_text()
+        )
+    });
+    assert!(!status.success(), "agent exited successfully: {status}");
+    let log = agent.log_text();
+    assert!(
+        log.contains("event pipeline panicked"),
+        "log does not say why the agent stopped:\n{log}"
+    );
+}
+
+/// Records the ring buffer has no room for are counted where they were lost (site, program,
+/// source line) and added to the kind's drops; the agent catches up afterwards.
+#[test]
+fn ring_buffer_losses_are_counted_and_located() {
+    require_root();
+    // One page of ring: a few dozen records.
+    let agent = Agent::start(&["--ring-buffer-size", "4096"]);
+    // Freeze the reader so the ring fills, then exec far more than it holds.
+    send_signal(agent.pid(), libc::SIGSTOP);
+    let burst = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done",
+        ])
+        .status();
+    send_signal(agent.pid(), libc::SIGCONT);
+    assert!(burst.expect("run the exec burst").success());
+
+    let status = wait_for(Duration::from_secs(10), || {
+        let s = agent.status();
+        let dropped = s["events"]["exec"]["dropped"].as_u64().unwrap_or(0)
+            + s["events"]["fork"]["dropped"].as_u64().unwrap_or(0)
+            + s["events"]["exit"]["dropped"].as_u64().unwrap_or(0);
+        (dropped > 0).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no drops counted after a 300-exec burst into a 4 KiB ring: {}",
+            agent.status()
+        )
+    });
+    let losses = status["losses"].as_array().cloned().unwrap_or_default();
+    let located: Vec<_> = losses
+        .iter()
+        .filter(|l| l["effect"] == "dropped" && l["line"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    assert!(
+        located
+            .iter()
+            .any(|l| ["exec_send", "fork_reserve", "exit_reserve"]
+                .contains(&l["site"].as_str().unwrap_or(""))),
+        "losses not located at a ring-buffer site: {losses:?}"
+    );
+    for l in &located {
+        assert!(
+            l["program"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("rasp_")),
+            "{l}"
+        );
+        assert!(l["count"].as_u64().unwrap_or(0) > 0, "{l}");
+    }
+    // Drops per kind are the sum of that kind's dropped sites.
+    let exec_sites: u64 = losses
+        .iter()
+        .filter(|l| l["kind"] == "exec" && l["effect"] == "dropped")
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        status["events"]["exec"]["dropped"].as_u64(),
+        Some(exec_sites)
+    );
+
+    // And the agent still sees what happens next.
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let bin = scratch.copy("/bin/true", dir.join("after-burst"));
+    Command::new(&bin).status().expect("run after the burst");
+    let seen = wait_for(Duration::from_secs(5), || {
+        let execs = agent.events(&["--kind", "exec"]);
+        execs
+            .iter()
+            .any(|e| e["exe"].as_str() == bin.to_str())
+            .then_some(())
+    });
+    assert!(seen.is_some(), "exec after the burst not seen");
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    (code, text)
+}
+
+/// The value of a sample line `name{labels} value` in an exposition.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_serves_and_agrees_with_status() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let addr = agent.status()["metrics_addr"]
+        .as_str()
+        .expect("status names the metrics address")
+        .to_string();
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let (code, body) = http_get(&addr, "/readyz");
+    assert_eq!(
+        code, 200,
+        "not ready with programs attached and policies loaded: {body}"
+    );
+
+    let before = agent.status()["events"]["exec"]["received"]
+        .as_u64()
+        .unwrap_or(0);
+    let ran = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 50 ]; do /bin/true; i=$((i+1)); done",
+        ])
+        .status()
+        .expect("run execs");
+    assert!(ran.success());
+    let exec_metric = |text: &str| sample(text, "rasp_events_received_total{kind=\"exec\"}");
+    let scraped = wait_for(Duration::from_secs(10), || {
+        let (_, text) = http_get(&addr, "/metrics");
+        exec_metric(&text)
+            .filter(|&v| v >= (before + 50) as f64)
+            .map(|_| text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "scraped exec count never reached {}: {}",
+            before + 50,
+            http_get(&addr, "/metrics").1
+        )
+    });
+    let after = agent.status()["events"]["exec"]["received"]
+        .as_u64()
+        .unwrap_or(0);
+    let value = exec_metric(&scraped).unwrap_or(0.0);
+    assert!(
+        value <= after as f64,
+        "scrape ({value}) ahead of a later status ({after})"
+    );
+    for family in [
+        "rasp_event_latency_seconds",
+        "rasp_process_table",
+        "rasp_policy_set_version",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(scraped.contains(family), "no {family} in:\n{scraped}");
+    }
+    assert!(scraped.trim_end().ends_with("# EOF"));
+}
