@@ -102,6 +102,7 @@ pub struct Agent {
     pub latency: Latencies,
     pub table: RwLock<ProcessTable>,
     pub counters: Mutex<reader::KernelCounters>,
+    pub record_bytes: reader::RecordBytes,
     pub policies: PolicyControl,
     pub engine: Engine,
     pub enforcer: Enforcer,
@@ -190,6 +191,7 @@ impl Backend for Agent {
                     received: self.hub.received(k),
                     dropped,
                     read_errors,
+                    bytes: self.record_bytes.get(k),
                 };
                 (k.name().to_string(), stats)
             })

@@ -91,6 +91,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         hub: EventHub::new(args.event_buffer, args.follower_queue),
         latency: Latencies::default(),
         table: RwLock::new(table),
+        record_bytes: reader::RecordBytes::default(),
         counters: Mutex::new(reader::KernelCounters::new(maps.losses, maps.loss_lines)),
         programs,
         lsm,

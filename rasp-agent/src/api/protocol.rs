@@ -171,6 +171,9 @@ pub struct KindStats {
     pub received: u64,
     pub dropped: u64,
     pub read_errors: u64,
+    /// Ring-buffer bytes of the records received (records are sent at their used length).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// The active policy set and the ones `policy rollback` can go back to (newest last).

@@ -227,13 +227,20 @@ fn render_status(s: &Status) -> String {
     out.push('\n');
     out.push_str(&programs.render());
 
-    let mut kinds = Table::new(&["EVENTS", "RECEIVED", "DROPPED", "READ ERRORS"]);
+    let mut kinds = Table::new(&[
+        "EVENTS",
+        "RECEIVED",
+        "DROPPED",
+        "READ ERRORS",
+        "BYTES/RECORD",
+    ]);
     for (kind, k) in &s.events {
         kinds.row(vec![
             kind.clone(),
             k.received.to_string(),
             k.dropped.to_string(),
             k.read_errors.to_string(),
+            k.bytes.checked_div(k.received).unwrap_or(0).to_string(),
         ]);
     }
     out.push('\n');

@@ -41,6 +41,7 @@ pub fn run(
         clock,
         stop,
         &agent.latency.events,
+        &agent.record_bytes,
         |batch| {
             shared.extend(batch.drain(..).map(|mut ev| {
                 // The exiting process's /proc entry is going away; the id is enough.

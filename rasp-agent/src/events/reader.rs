@@ -34,6 +34,21 @@ pub const MAX_BATCH: usize = 256;
 /// 1M events/s a millisecond of ~1.4 KiB file records is ~1.4 MiB, well inside the ring.
 pub const COALESCE: Duration = Duration::from_millis(1);
 
+/// Bytes taken off the ring per event kind: with the received counts, the mean record
+/// size, and so how many events the ring holds.
+#[derive(Default)]
+pub struct RecordBytes([std::sync::atomic::AtomicU64; Kind::ALL.len()]);
+
+impl RecordBytes {
+    fn add(&self, kind: Kind, n: usize) {
+        self.0[kind.index()].fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, kind: Kind) -> u64 {
+        self.0[kind.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Wakes the reader out of `poll` for shutdown (an eventfd).
 pub struct StopSignal {
     fd: OwnedFd,
@@ -70,6 +85,7 @@ pub fn drain(
     clock: BootClock,
     stop: &StopSignal,
     latency: &Histogram,
+    bytes: &RecordBytes,
     mut deliver: impl FnMut(&mut Vec<Event>),
     mut on_error: impl FnMut(DecodeError),
 ) -> io::Result<()> {
@@ -108,6 +124,7 @@ pub fn drain(
         while let Some(item) = ring.next() {
             match decode(&item, clock) {
                 Ok(ev) => {
+                    bytes.add(ev.kind(), item.len());
                     if ev.ts_boot_ns >= started_ns {
                         latency.record_since(ev.ts_boot_ns, BootClock::boot_now_ns());
                     }
