@@ -9,6 +9,7 @@ pub mod detect;
 pub mod enforce;
 pub mod events;
 pub mod loader;
+pub mod mask;
 pub mod policy;
 pub mod process;
 pub mod store;
