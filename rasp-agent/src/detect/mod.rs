@@ -4,6 +4,7 @@
 pub mod detection;
 pub mod engine;
 pub mod fold;
+pub mod http;
 pub mod simulate;
 
 pub use detection::{Detection, Outcome, ProcessSummary};
