@@ -3,7 +3,9 @@
 //! injection payloads) and login floods per client (`flood`).
 
 pub mod parse;
+pub mod secrets;
 
 pub use parse::{
     Direction, HttpLimits, HttpMessage, HttpRequest, HttpResponse, HttpStream, Protocol,
 };
+pub use secrets::{HttpFinding, HttpFindingKind, RequestInspector, SecretLeakDetector};
