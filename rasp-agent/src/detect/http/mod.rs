@@ -2,9 +2,11 @@
 //! (`parse`), detections over messages and plaintext (`secrets`: secrets leaving, admin paths,
 //! injection payloads) and login floods per client (`flood`).
 
+pub mod flood;
 pub mod parse;
 pub mod secrets;
 
+pub use flood::{Clock, FloodAlert, FloodConfig, LoginFloodDetector, MonotonicClock};
 pub use parse::{
     Direction, HttpLimits, HttpMessage, HttpRequest, HttpResponse, HttpStream, Protocol,
 };
