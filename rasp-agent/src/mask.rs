@@ -339,6 +339,21 @@ impl SecretScanner {
 
     fn at_upper(&self, bytes: &[u8], i: usize, out: &mut Vec<SecretSpan>) -> Option<usize> {
         let rest = &bytes[i..];
+        // Dispatch on the first letter: most capitals start ordinary words.
+        match rest[0] {
+            b'A' => {}
+            b'B' => {
+                if starts_with_ci(bytes, i, b"bearer ") || starts_with_ci(bytes, i, b"basic ") {
+                    return self.at_auth_scheme(bytes, i, out);
+                }
+            }
+            _ => {
+                if rest.len() >= 15 && rest[1].is_ascii_uppercase() {
+                    return self.at_iban(bytes, i, out);
+                }
+                return None;
+            }
+        }
         if rest.starts_with(b"AKIA") || rest.starts_with(b"ASIA") {
             let n = run_len(bytes, i + 4, 17, |b| {
                 b.is_ascii_uppercase() || b.is_ascii_digit()
@@ -363,9 +378,6 @@ impl SecretScanner {
                 });
                 return Some(i + 39);
             }
-        }
-        if starts_with_ci(bytes, i, b"bearer ") || starts_with_ci(bytes, i, b"basic ") {
-            return self.at_auth_scheme(bytes, i, out);
         }
         if rest.len() >= 15 && rest[1].is_ascii_uppercase() {
             return self.at_iban(bytes, i, out);
@@ -1145,6 +1157,17 @@ impl Masker {
         out
     }
 
+    /// Serializes `value` and masks the result: the one call for evidence, journal lines and
+    /// socket replies built from serde types.
+    pub fn to_masked_json<T: serde::Serialize>(
+        &self,
+        value: &T,
+    ) -> Result<serde_json::Value, serde_json::Error> {
+        let mut v = serde_json::to_value(value)?;
+        self.mask_json(&mut v);
+        Ok(v)
+    }
+
     /// Masks every string of a JSON value in place; under a secret-naming key the whole value
     /// (string or number) is masked.
     pub fn mask_json(&self, value: &mut serde_json::Value) {
@@ -1302,9 +1325,12 @@ fn flag_takes_secret(arg: &str, program: &str) -> bool {
     if arg.starts_with("--") && !arg.contains('=') {
         return secret_key_kind(flag.as_bytes()).is_some();
     }
-    // Single-dash `-p X`: sshpass and redis-cli's `-a X` take a password; mysql's bare `-p`
-    // prompts instead, so its next entry is a database name and stays.
-    (arg == "-p" && program == "sshpass") || (arg == "-a" && program == "redis-cli")
+    // Single-dash `-p X`: sshpass and redis-cli's `-a X` take a password, curl's `-u X` is
+    // `user:password`; mysql's bare `-p` prompts instead, so its next entry is a database
+    // name and stays.
+    (arg == "-p" && program == "sshpass")
+        || (arg == "-a" && program == "redis-cli")
+        || ((arg == "-u" || arg == "--user") && program == "curl")
 }
 
 /// End (index of the closing quote, or the text's end) of a SQL string starting at `from`.
@@ -1706,6 +1732,14 @@ mod tests {
                 "--verbose"
             ]
         );
+        let curl: Vec<String> = ["curl", "-u", "bob:pw1234", "https://x.example/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            m.mask_argv(&curl),
+            ["curl", "-u", "****", "https://x.example/"]
+        );
         let sshpass: Vec<String> = ["sshpass", "-p", "pw123", "ssh", "host"]
             .iter()
             .map(|s| s.to_string())
@@ -1732,6 +1766,31 @@ mod tests {
         assert_eq!(v["note"], "card 4111********1111");
         assert_eq!(v["password"], "****");
         assert_eq!(v["count"], 3);
+
+        #[derive(serde::Serialize)]
+        struct Evidence {
+            argv: Vec<String>,
+            query: String,
+        }
+        let e = Evidence {
+            argv: vec![
+                "app".into(),
+                "--api-key=AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q".into(),
+            ],
+            query: "token=ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789".into(),
+        };
+        let out = m
+            .to_masked_json(&e)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        assert!(
+            out.contains("--api-key=****") && out.contains("token=****"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("SyA1b2C3") && !out.contains("aBcDeFgH"),
+            "{out}"
+        );
     }
 
     #[test]
