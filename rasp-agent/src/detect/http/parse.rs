@@ -447,7 +447,7 @@ impl HttpStream {
             direction: dir,
             method: method.to_owned(),
             path: truncate_string(
-                String::from_utf8_lossy(&percent_decode(raw_path.as_bytes(), false)).into_owned(),
+                decode_component(raw_path.as_bytes(), false),
                 limits.max_value_len,
             ),
             raw_target: truncate_string(target.to_owned(), limits.max_value_len),
@@ -802,6 +802,15 @@ pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     out
 }
 
+/// A decoded URL component as text: one allocation when there is nothing to decode.
+fn decode_component(raw: &[u8], plus_is_space: bool) -> String {
+    if raw.contains(&b'%') || plus_is_space && raw.contains(&b'+') {
+        String::from_utf8_lossy(&percent_decode(raw, plus_is_space)).into_owned()
+    } else {
+        String::from_utf8_lossy(raw).into_owned()
+    }
+}
+
 fn parse_urlencoded(input: &[u8], limits: &HttpLimits, out: &mut Vec<(String, String)>) {
     for pair in input.split(|&b| b == b'&') {
         if out.len() >= limits.max_params {
@@ -816,10 +825,7 @@ fn parse_urlencoded(input: &[u8], limits: &HttpLimits, out: &mut Vec<(String, St
         };
         let decode = |b: &[u8]| {
             let raw = &b[..b.len().min(limits.max_value_len * 3)];
-            truncate_string(
-                String::from_utf8_lossy(&percent_decode(raw, true)).into_owned(),
-                limits.max_value_len,
-            )
+            truncate_string(decode_component(raw, true), limits.max_value_len)
         };
         out.push((decode(k), decode(v)));
     }
