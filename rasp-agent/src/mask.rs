@@ -294,6 +294,7 @@ impl SecretScanner {
         let mut n = 0usize;
         let mut j = i;
         let mut sep: Option<u8> = None;
+        let mut group = 0usize;
         loop {
             match bytes.get(j) {
                 Some(d) if d.is_ascii_digit() => {
@@ -303,16 +304,20 @@ impl SecretScanner {
                     }
                     digits[n] = d - b'0';
                     n += 1;
+                    group += 1;
                     j += 1;
                 }
                 Some(&s) if (s == b' ' || s == b'-') && n > 0 => {
-                    // One separator kind, single, between digits.
-                    if sep.is_some_and(|p| p != s)
+                    // One separator kind, single, between groups of at least three digits
+                    // (cards print as 4-4-4-4, 4-6-5, 4-6-4): "4 1 1 1 …" is a list.
+                    if group < 3
+                        || sep.is_some_and(|p| p != s)
                         || !bytes.get(j + 1).is_some_and(|d| d.is_ascii_digit())
                     {
                         break;
                     }
                     sep = Some(s);
+                    group = 0;
                     j += 1;
                 }
                 _ => break,
@@ -1681,6 +1686,11 @@ mod tests {
             "https://example.com/path?q=1",
             "select * from users where id = 42",
             "user@localhost",
+            "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+            "ids 4111111111111111111111 and 0x4111111111111111",
+            "uuid 41111111-1111-1111-1111-111111111111",
+            "version 4.111111111111111",
+            "epoch ns 1733212345123456789",
         ];
         for b in benign {
             let out = m.mask_str(b);

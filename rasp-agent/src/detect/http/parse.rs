@@ -87,9 +87,12 @@ pub struct HttpRequest {
     pub path: String,
     /// The raw target as sent (what traversal checks look at before normalisation).
     pub raw_target: String,
+    #[serde(serialize_with = "params_as_objects")]
     pub query: Vec<(String, String)>,
+    #[serde(serialize_with = "params_as_objects")]
     pub form: Vec<(String, String)>,
     /// Top-level string values of a JSON object body.
+    #[serde(serialize_with = "params_as_objects")]
     pub json: Vec<(String, String)>,
     pub headers: HeaderSubset,
     /// The head or the captured body was cut by a bound.
@@ -113,6 +116,29 @@ impl HttpRequest {
             .map(|(k, v)| (ParamSource::Json, k.as_str(), v.as_str()));
         q.chain(f).chain(j)
     }
+}
+
+/// Parameters serialize as `[{"name": "value"}, …]`: order and repeats are kept, and the
+/// masking layer's rule for secret-named keys (`Masker::mask_json`) sees each name, so a
+/// `password` form field is masked whatever its value looks like.
+fn params_as_objects<S: serde::Serializer>(
+    params: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{SerializeMap, SerializeSeq};
+    struct One<'a>(&'a str, &'a str);
+    impl serde::Serialize for One<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(1))?;
+            m.serialize_entry(self.0, self.1)?;
+            m.end()
+        }
+    }
+    let mut seq = serializer.serialize_seq(Some(params.len()))?;
+    for (k, v) in params {
+        seq.serialize_element(&One(k, v))?;
+    }
+    seq.end()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -494,6 +494,21 @@ mod tests {
     }
 
     #[test]
+    fn serialized_requests_leave_masked() {
+        let r = request(b"POST /login?token=abc123 HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 46\r\n\r\nuser=bob&password=hunter2&pan=4111111111111111");
+        assert_eq!(r.form[1], ("password".into(), "hunter2".into()));
+        assert_eq!(r.form[2], ("pan".into(), "4111111111111111".into()));
+        let out = Masker::default()
+            .to_masked_json(&r)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        assert!(out.contains(r#"{"user":"bob"}"#), "{out}");
+        for secret in ["hunter2", "abc123", "4111111111111111"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+    }
+
+    #[test]
     fn admin_paths_on_segment_boundaries() {
         let i = RequestInspector::default();
         for p in [
