@@ -92,6 +92,11 @@ impl SecretKind {
         }
     }
 
+    /// The kind a policy names (`SecretKind::name`).
+    pub fn from_name(name: &str) -> Option<SecretKind> {
+        SecretKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Personal data rather than a credential.
     pub fn is_personal_data(self) -> bool {
         matches!(
@@ -677,7 +682,8 @@ impl SecretScanner {
                 })
             }
         };
-        if end > body {
+        // Line breaks alone are not key material (and keep re-masking a masked block a no-op).
+        if bytes[body..end].iter().any(|b| b.is_ascii_alphanumeric()) {
             out.push(SecretSpan {
                 kind: SecretKind::PrivateKey,
                 start: body,
@@ -1060,6 +1066,14 @@ impl MaskPolicy {
     pub fn mask(mut self, kind: SecretKind) -> Self {
         self.keep &= !kind.bit();
         self
+    }
+
+    /// A policy's opt-in list (`keep_unmasked: [email, payment_card]`); an unknown name is
+    /// returned as the error so the policy loader can point at it.
+    pub fn keeping<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, &'a str> {
+        names.into_iter().try_fold(MaskPolicy::mask_all(), |p, n| {
+            SecretKind::from_name(n).map(|k| p.keep(k)).ok_or(n)
+        })
     }
 
     pub fn action(&self, kind: SecretKind) -> MaskAction {
@@ -1458,7 +1472,9 @@ fn render_masked(kind: SecretKind, value: &str, out: &mut String) {
             };
             out.push_str(lead);
             out.push_str("****(masked private key)****");
-            out.push_str(lead);
+            if !lead.is_empty() && value.ends_with(lead) {
+                out.push_str(lead);
+            }
         }
         SecretKind::AwsSecretKey
         | SecretKind::AuthorizationHeader
@@ -1711,6 +1727,28 @@ mod tests {
     }
 
     #[test]
+    fn masking_masked_text_changes_nothing() {
+        // Exports re-mask what the journal already masked: samples must not be re-detected
+        // into something else.
+        let m = masker();
+        for (name, text, _) in secrets() {
+            let once = m.mask_str(&text).into_owned();
+            let twice = m.mask_str(&once).into_owned();
+            assert_eq!(once, twice, "{name}");
+        }
+    }
+
+    #[test]
+    fn policy_names_round_trip() {
+        for k in SecretKind::ALL {
+            assert_eq!(SecretKind::from_name(k.name()), Some(k));
+        }
+        let p = MaskPolicy::keeping(["email", "iban"]);
+        assert_eq!(p.map(|p| p.action(SecretKind::Iban)), Ok(MaskAction::Keep));
+        assert_eq!(MaskPolicy::keeping(["email", "bogus"]), Err("bogus"));
+    }
+
+    #[test]
     fn argv_split_and_glued_passwords() {
         let m = masker();
         let argv: Vec<String> = [
@@ -1871,6 +1909,12 @@ mod tests {
             let text = String::from_utf8_lossy(&buf);
             let _ = m.mask_str(&text);
             let _ = m.mask_sql(&text);
+            let argv: Vec<String> = text.split(' ').map(str::to_owned).collect();
+            let masked = m.mask_argv(&argv);
+            assert_eq!(masked.len(), argv.len());
+            let mut v = serde_json::json!({ "password": text.clone(), "a": [text.clone()] });
+            m.mask_json(&mut v);
+            assert_eq!(v["password"], "****");
         }
     }
 
