@@ -1430,27 +1430,30 @@ fn render_masked(kind: SecretKind, value: &str, out: &mut String) {
         SecretKind::StripeKey => keep_prefix(value, 8, out),
         SecretKind::Jwt => {
             // The first 8 characters only say `{"alg"`; the rest is claims and signature.
-            let p = value.char_indices().nth(8).map_or(value.len(), |(k, _)| k);
-            out.push_str(&value[..p.min(value.len() / 2)]);
+            // A merged span may hold non-ASCII text: cut on a char boundary.
+            let mut p = value.len().min(8).min(value.len() / 2);
+            while !value.is_char_boundary(p) {
+                p -= 1;
+            }
+            out.push_str(&value[..p]);
             out.push('…');
             out.push_str(STARS);
         }
         SecretKind::PaymentCard | SecretKind::Iban => {
-            // First four and last four alphanumerics shown, separators kept (PCI allows
-            // first six / last four; we show less).
-            let total = value.bytes().filter(|b| b.is_ascii_alphanumeric()).count();
+            // First four and last four characters shown, the separators of the printed form
+            // kept (PCI allows first six / last four; we show less). Anything else is masked:
+            // a merged span may carry more than digits.
+            let is_sep = |c: char| c == ' ' || c == '-';
+            let total = value.chars().filter(|&c| !is_sep(c)).count();
             let mut seen = 0;
             for c in value.chars() {
-                if c.is_ascii_alphanumeric() {
-                    seen += 1;
-                    if seen <= 4 || seen > total.saturating_sub(4) && total >= 12 {
-                        out.push(c);
-                    } else {
-                        out.push('*');
-                    }
-                } else {
+                if is_sep(c) {
                     out.push(c);
+                    continue;
                 }
+                seen += 1;
+                let shown = total >= 12 && (seen <= 4 || seen > total - 4);
+                out.push(if shown { c } else { '*' });
             }
         }
         SecretKind::Email => {
@@ -1735,6 +1738,29 @@ mod tests {
             let once = m.mask_str(&text).into_owned();
             let twice = m.mask_str(&once).into_owned();
             assert_eq!(once, twice, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_rendering_takes_any_text() {
+        // Overlapping finds merge, and the merged span is rendered as its most specific kind
+        // whatever it holds: no rendering may assume ASCII or a length.
+        let values = [
+            "",
+            "é",
+            "éééééééééééééééééé",
+            "a",
+            "ab€cd€ef€gh€",
+            "\u{10FFFF}x",
+        ];
+        for kind in SecretKind::ALL {
+            for v in values {
+                let mut out = String::new();
+                render_masked(kind, v, &mut out);
+                if v.chars().count() > 8 {
+                    assert_ne!(out, v, "{kind:?}");
+                }
+            }
         }
     }
 
