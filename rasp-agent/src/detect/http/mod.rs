@@ -10,4 +10,4 @@ pub use flood::{Clock, FloodAlert, FloodConfig, LoginFloodDetector, MonotonicClo
 pub use parse::{
     Direction, HttpLimits, HttpMessage, HttpRequest, HttpResponse, HttpStream, Protocol,
 };
-pub use secrets::{HttpFinding, HttpFindingKind, RequestInspector, SecretLeakDetector};
+pub use secrets::{HttpFinding, HttpFindingKind, LeakCarry, RequestInspector, SecretLeakDetector};

@@ -72,7 +72,27 @@ impl SecretLeakDetector {
     /// Findings in one outbound chunk; one per kind (the first), so a dump of a million cards
     /// is one finding per chunk, not a million.
     pub fn scan_outbound(&self, plaintext: &[u8]) -> Vec<HttpFinding> {
-        let bytes = &plaintext[..plaintext.len().min(self.max_scan)];
+        self.scan_from(plaintext, 0)
+    }
+
+    /// As `scan_outbound` for consecutive chunks of one connection's direction: the tail of
+    /// the previous chunk is scanned again with this one, so a key split by two `SSL_write`s
+    /// is still found; finds wholly inside that tail were reported last time.
+    pub fn scan_outbound_stream(&self, carry: &mut LeakCarry, chunk: &[u8]) -> Vec<HttpFinding> {
+        let chunk = &chunk[..chunk.len().min(self.max_scan)];
+        let tail_len = carry.tail.len();
+        carry.tail.extend_from_slice(chunk);
+        let findings = self.scan_from(&carry.tail, tail_len);
+        let keep = carry.tail.len().min(LeakCarry::TAIL);
+        carry.tail.drain(..carry.tail.len() - keep);
+        findings
+    }
+
+    /// Scans `bytes`, reporting finds that end past `reported_up_to`.
+    fn scan_from(&self, bytes: &[u8], reported_up_to: usize) -> Vec<HttpFinding> {
+        let bytes = &bytes[..bytes.len().min(self.max_scan + LeakCarry::TAIL)];
+        // Lossy decoding keeps byte offsets only for valid UTF-8; where it replaced bytes the
+        // offset test is approximate, which at worst repeats a finding.
         let text = String::from_utf8_lossy(bytes);
         let mut spans: Vec<SecretSpan> = Vec::new();
         self.scanner.scan_into(&text, &mut spans);
@@ -80,7 +100,7 @@ impl SecretLeakDetector {
         let mut out = Vec::new();
         for s in spans {
             let bit = 1 << (s.kind as u32);
-            if self.kinds & bit == 0 || seen & bit != 0 {
+            if self.kinds & bit == 0 || seen & bit != 0 || s.end <= reported_up_to {
                 continue;
             }
             seen |= bit;
@@ -93,6 +113,18 @@ impl SecretLeakDetector {
         }
         out
     }
+}
+
+/// The end of the previous chunk, per connection direction (see `scan_outbound_stream`).
+#[derive(Debug, Clone, Default)]
+pub struct LeakCarry {
+    tail: Vec<u8>,
+}
+
+impl LeakCarry {
+    /// Longer than every structured secret but PEM bodies (a GitHub fine-grained token is 93
+    /// bytes, a JWT a few hundred), and than a PEM header, so a split block is still seen.
+    const TAIL: usize = 512;
 }
 
 /// Admin and internal endpoints an outside client has no business requesting; each is where
@@ -491,6 +523,31 @@ mod tests {
             .is_empty());
         let only_pw = SecretLeakDetector::with_kinds(&[SecretKind::KeyValueSecret]);
         assert_eq!(only_pw.scan_outbound(body).len(), 1);
+    }
+
+    #[test]
+    fn secrets_split_across_writes_are_found_once() {
+        let d = SecretLeakDetector::default();
+        let mut carry = LeakCarry::default();
+        let msg = b"x-upload: AKIAIOSFODNN7EXAMPLE and more text after it to fill the chunk";
+        let mut found = Vec::new();
+        for (k, c) in msg.chunks(13).enumerate() {
+            for f in d.scan_outbound_stream(&mut carry, c) {
+                found.push((k, f.kind));
+            }
+        }
+        assert_eq!(
+            found,
+            [(
+                2,
+                HttpFindingKind::SecretLeaving(SecretKind::AwsAccessKeyId)
+            )]
+        );
+        assert!(carry.tail.len() <= LeakCarry::TAIL);
+        for _ in 0..50 {
+            assert!(d.scan_outbound_stream(&mut carry, &[b'z'; 100]).is_empty());
+        }
+        assert_eq!(carry.tail.len(), LeakCarry::TAIL);
     }
 
     #[test]
