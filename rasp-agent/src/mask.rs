@@ -807,7 +807,7 @@ fn secret_key_kind(key: &[u8]) -> Option<SecretKind> {
     if contains(key, b"aws_secret") || contains(key, b"aws-secret") {
         return Some(SecretKind::AwsSecretKey);
     }
-    const EXACT: [&[u8]; 6] = [b"pwd", b"pass", b"pw", b"db_pass", b"x-api-key", b"session"];
+    const EXACT: [&[u8]; 6] = [b"pwd", b"pass", b"pw", b"db_pass", b"x-api-key", b"sid"];
     if EXACT.contains(&key) || names_secret(key) {
         Some(SecretKind::KeyValueSecret)
     } else {
@@ -828,7 +828,8 @@ fn names_secret(key: &[u8]) -> bool {
                 b"private_key",
                 b"private-key",
             ],
-            b's' => &[b"secret"],
+            // Session cookies are bearer credentials: `session`, `sessionid`, `jsessionid`.
+            b's' => &[b"secret", b"session"],
             b't' => &[b"token"],
             b'a' => &[
                 b"api_key",
@@ -1590,6 +1591,11 @@ mod tests {
             ("passwd env", "MYSQL_PASSWD=s3cr3tpass".into(), SecretKind::KeyValueSecret),
             ("json secret", "{\"client_secret\": \"abc123xyz\"}".into(), SecretKind::KeyValueSecret),
             ("yaml token", "api_token: tok_9f8e7d6c".into(), SecretKind::KeyValueSecret),
+            (
+                "cookie",
+                "Cookie: lang=en; JSESSIONID=8F3A2B1C9D; sid=s%3Aabc".into(),
+                SecretKind::KeyValueSecret,
+            ),
             ("flag", "--password=Sup3rS3cret!".into(), SecretKind::KeyValueSecret),
             (
                 "url creds",
