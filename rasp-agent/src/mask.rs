@@ -215,9 +215,22 @@ fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
+/// Word bytes (ASCII letters, digits, `_`) as a table: the scan's inner loop asks for every
+/// byte, and a lookup is a fraction of the comparisons (measured with callgrind).
+const WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
+
 /// Part of a token for boundary purposes: a prefix match inside a longer word is not a token.
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    WORD[b as usize]
 }
 
 fn is_b64url(b: u8) -> bool {
@@ -229,11 +242,14 @@ fn is_b64(b: u8) -> bool {
 }
 
 fn run_len(bytes: &[u8], from: usize, max: usize, pred: impl Fn(u8) -> bool) -> usize {
-    bytes[from.min(bytes.len())..]
-        .iter()
-        .take(max)
-        .take_while(|&&b| pred(b))
-        .count()
+    // A plain loop: the iterator chain (take + take_while + count) did not fold into one here.
+    let rest = &bytes[from.min(bytes.len())..];
+    let limit = rest.len().min(max);
+    let mut n = 0;
+    while n < limit && pred(rest[n]) {
+        n += 1;
+    }
+    n
 }
 
 fn starts_with_ci(bytes: &[u8], at: usize, pat: &[u8]) -> bool {
@@ -263,15 +279,27 @@ impl SecretScanner {
         while i < bytes.len() {
             let b = bytes[i];
             let class = TRIGGER[b as usize];
+            if is_word(b) {
+                // Word detectors fire only where a word starts; inside a word nothing can
+                // (separators are not word bytes), so the rest of the word is skipped whole.
+                let boundary = i == 0 || !is_word(bytes[i - 1]);
+                let next = match class {
+                    T_DIGIT if boundary => self.at_digits(bytes, i, out),
+                    T_UPPER if boundary => self.at_upper(bytes, i, out),
+                    T_LOWER if boundary => self.at_lower(bytes, i, out),
+                    _ => None,
+                };
+                match next {
+                    Some(n) if n > i => i = n,
+                    _ => i += 1 + run_len(bytes, i + 1, usize::MAX, is_word),
+                }
+                continue;
+            }
             if class == 0 {
                 i += 1;
                 continue;
             }
-            let boundary = i == 0 || !is_word(bytes[i - 1]);
             let next = match class {
-                T_DIGIT if boundary => self.at_digits(bytes, i, out),
-                T_UPPER if boundary => self.at_upper(bytes, i, out),
-                T_LOWER if boundary => self.at_lower(bytes, i, out),
                 T_EQ => self.at_separator(bytes, i, out),
                 T_AT => self.at_at(bytes, i, out),
                 T_DASH => self.at_dash(bytes, i, out),
@@ -794,33 +822,35 @@ impl SecretScanner {
 
 /// The kind a key name gives its value, if the name says it holds a secret.
 fn secret_key_kind(key: &[u8]) -> Option<SecretKind> {
-    let mut lower = [0u8; 64];
-    let n = key.len().min(64);
-    for (d, s) in lower.iter_mut().zip(key) {
-        *d = s.to_ascii_lowercase();
-    }
-    let key = lower[..n].trim_ascii_start();
+    let key = key[..key.len().min(64)].trim_ascii_start();
     let key = key.strip_prefix(b"--").unwrap_or(key);
-    if key == b"authorization" || key == b"proxy-authorization" {
+    let is = |w: &[u8]| key.eq_ignore_ascii_case(w);
+    if is(b"authorization") || is(b"proxy-authorization") {
         return Some(SecretKind::AuthorizationHeader);
     }
-    if contains(key, b"aws_secret") || contains(key, b"aws-secret") {
-        return Some(SecretKind::AwsSecretKey);
-    }
     const EXACT: [&[u8]; 6] = [b"pwd", b"pass", b"pw", b"db_pass", b"x-api-key", b"sid"];
-    if EXACT.contains(&key) || names_secret(key) {
-        Some(SecretKind::KeyValueSecret)
+    if EXACT.iter().any(|w| is(w)) {
+        return Some(SecretKind::KeyValueSecret);
+    }
+    if !names_secret(key) {
+        return None;
+    }
+    let aws = key
+        .windows(10)
+        .any(|w| w.eq_ignore_ascii_case(b"aws_secret") || w.eq_ignore_ascii_case(b"aws-secret"));
+    if aws {
+        Some(SecretKind::AwsSecretKey)
     } else {
-        None
+        Some(SecretKind::KeyValueSecret)
     }
 }
 
-/// Whether a lower-cased key contains a secret-naming word. One pass keyed on the first
-/// letter: this runs at every `=` and `:` of every string the agent writes.
+/// Whether a key contains a secret-naming word, in any case. One pass keyed on the first
+/// letter, no copy: this runs at every `=` and `:` of every string the agent writes.
 fn names_secret(key: &[u8]) -> bool {
     (0..key.len()).any(|k| {
         let rest = &key[k..];
-        let words: &[&[u8]] = match key[k] {
+        let words: &[&[u8]] = match key[k].to_ascii_lowercase() {
             b'p' => &[
                 b"password",
                 b"passwd",
@@ -841,7 +871,10 @@ fn names_secret(key: &[u8]) -> bool {
             b'c' => &[b"credential"],
             _ => return false,
         };
-        words.iter().any(|w| rest.starts_with(w))
+        words.iter().any(|w| {
+            rest.get(..w.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(w))
+        })
     })
 }
 
@@ -1969,9 +2002,20 @@ mod tests {
         let benign = &benign.repeat(2)[..200];
         let plain = "the quick brown fox jumps over the lazy dog while the agent watches every process on this node and reports what it does to the operator, who reads the journal in the morning over coffee ok";
         let plain = &plain.repeat(2)[..200];
+        // RASP_BENCH_ITERS lowers the count for instruction counting under callgrind.
+        let iters: u32 = std::env::var("RASP_BENCH_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        // RASP_BENCH_CASE picks one case (http-ish, prose, sql) for per-case counts.
+        let case = std::env::var("RASP_BENCH_CASE").unwrap_or_default();
+        let wanted = |name: &str| case.is_empty() || case == name;
         for (name, text) in [("http-ish", benign), ("prose", plain)] {
+            if !wanted(name) {
+                continue;
+            }
             // The machine is shared: the best of several rounds is the code's cost.
-            let n = 100_000;
+            let n = iters;
             let mut best = f64::MAX;
             let mut owned = 0;
             for _ in 0..7 {
@@ -1986,8 +2030,11 @@ mod tests {
             println!("mask_str {name} 200 B: {best:.0} ns/string (best of 7, owned {owned})");
             assert_eq!(owned, 0);
         }
+        if !wanted("sql") {
+            return;
+        }
         let query = "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'shipped' AND o.created_at > '2024-01-01' AND c.region = $1 ORDER BY o.created_at DESC LIMIT 50";
-        let n = 100_000;
+        let n = iters;
         let mut best = f64::MAX;
         let mut owned = 0;
         for _ in 0..7 {
