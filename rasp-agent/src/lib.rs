@@ -10,6 +10,7 @@ pub mod detect;
 pub mod enforce;
 pub mod events;
 pub mod loader;
+pub mod mask;
 pub mod metrics;
 pub mod policy;
 pub mod process;

@@ -5,6 +5,7 @@ pub mod analyzer;
 pub mod detection;
 pub mod engine;
 pub mod fold;
+pub mod http;
 pub mod simulate;
 
 pub use detection::{Detection, Outcome, ProcessSummary};
