@@ -2053,3 +2053,10 @@ mod tests {
         assert_eq!(owned, 0);
     }
 }
+
+/// The masker every output of the agent goes through (journal lines, socket replies). One
+/// instance: its scanner tables are built once.
+pub fn shared() -> &'static Masker {
+    static SHARED: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Masker::default)
+}

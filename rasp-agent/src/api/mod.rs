@@ -216,10 +216,14 @@ async fn reject(mut stream: UnixStream, why: String) {
     let _ = stream.write_all(&line(&Reply::error(why))).await;
 }
 
+/// Every reply, event and detection leaves through here, masked (`crate::mask`).
 fn line<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut out = serde_json::to_vec(value).unwrap_or_else(|e| {
-        format!(r#"{{"ok":false,"error":"reply could not be encoded: {e}"}}"#).into_bytes()
-    });
+    let masked = crate::mask::shared().to_masked_json(value);
+    let mut out = masked
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_else(|e| {
+            format!(r#"{{"ok":false,"error":"reply could not be encoded: {e}"}}"#).into_bytes()
+        });
     out.push(b'\n');
     out
 }

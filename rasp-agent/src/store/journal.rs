@@ -101,7 +101,9 @@ impl Journal {
         let mut lines = 0u64;
         for d in batch {
             line.clear();
-            if let Err(e) = serde_json::to_writer(&mut line, &**d) {
+            // Secrets in evidence (argv, paths) are masked before they reach the disk.
+            let masked = crate::mask::shared().to_masked_json(&**d);
+            if let Err(e) = masked.and_then(|v| serde_json::to_writer(&mut line, &v)) {
                 out.lost += 1;
                 out.errors.push(StoreError::Encode {
                     id: d.id.clone(),
