@@ -1538,6 +1538,13 @@ fn keep_prefix(value: &str, prefix: usize, out: &mut String) {
     out.extend(std::iter::repeat_n('*', value[p..].chars().count()));
 }
 
+/// The masker every output of the agent goes through (journal lines, socket replies). One
+/// instance: its scanner tables are built once.
+pub fn shared() -> &'static Masker {
+    static SHARED: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
+    SHARED.get_or_init(Masker::default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2052,11 +2059,4 @@ mod tests {
         );
         assert_eq!(owned, 0);
     }
-}
-
-/// The masker every output of the agent goes through (journal lines, socket replies). One
-/// instance: its scanner tables are built once.
-pub fn shared() -> &'static Masker {
-    static SHARED: std::sync::OnceLock<Masker> = std::sync::OnceLock::new();
-    SHARED.get_or_init(Masker::default)
 }

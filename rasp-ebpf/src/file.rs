@@ -32,7 +32,7 @@ use crate::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
         tp_field, Kptr,
     },
-    maps::{filter_flags, loss, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
+    maps::{filter_flags, loss, wake_flags, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
 
@@ -214,7 +214,7 @@ fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
         addr_of_mut!((*rec).open_flags).write(open_flags);
         addr_of_mut!((*rec).path_len).write(path_len);
     }
-    draft.send(total, LossSite::FileSend, line!());
+    draft.send(total, wake_flags(), LossSite::FileSend, line!());
 }
 
 #[inline(always)]
@@ -356,5 +356,5 @@ fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
         addr_of_mut!((*rec).prot).write(prot);
         addr_of_mut!((*rec).path_len).write(path_len);
     }
-    draft.send(total, LossSite::LibSend, line!());
+    draft.send(total, wake_flags(), LossSite::LibSend, line!());
 }

@@ -16,7 +16,7 @@ use crate::{
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{loss, Draft, EVENTS, QUIET},
+    maps::{loss, quiet_flags, Draft, EVENTS},
     vfs::{walk_path, PathWalk},
 };
 
@@ -171,7 +171,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
         at
     };
-    draft.send(total, LossSite::ExecSend, line!());
+    draft.send(total, quiet_flags(), LossSite::ExecSend, line!());
     0
 }
 
@@ -203,7 +203,7 @@ pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
         parent_tid,
         _pad: 0,
     });
-    entry.submit(QUIET);
+    entry.submit(quiet_flags());
     0
 }
 
@@ -236,6 +236,6 @@ pub fn rasp_exit(ctx: BtfTracePointContext) -> i32 {
         exit_code,
         _pad: 0,
     });
-    entry.submit(QUIET);
+    entry.submit(quiet_flags());
     0
 }

@@ -34,6 +34,12 @@ pub const MAX_BATCH: usize = 256;
 /// 1M events/s a millisecond of ~1.4 KiB file records is ~1.4 MiB, well inside the ring.
 pub const COALESCE: Duration = Duration::from_millis(1);
 
+/// Longest the reader sleeps with records pending: exec, fork and exit records are sent
+/// without a wakeup (a wakeup is an interrupt per record), so this bounds their latency
+/// when no file, library or connect record comes along to wake the reader. An idle agent
+/// pays 100 empty wakeups a second for it.
+pub const DEADLINE: Duration = Duration::from_millis(10);
+
 /// Bytes taken off the ring per event kind: with the received counts, the mean record
 /// size, and so how many events the ring holds.
 #[derive(Default)]
@@ -108,7 +114,13 @@ pub fn drain(
             },
         ];
         // SAFETY: two valid pollfds, and their count.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                DEADLINE.as_millis() as libc::c_int,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
