@@ -5,6 +5,7 @@ pub mod detection;
 pub mod engine;
 pub mod fold;
 pub mod simulate;
+pub mod sql;
 
 pub use detection::{Detection, Outcome, ProcessSummary};
 pub use fold::FoldKey;
