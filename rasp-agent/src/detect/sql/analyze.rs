@@ -1138,6 +1138,14 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                 depth = 0;
             }
         } else if t.is_punct(b';') {
+            if depth > 0 {
+                f.add(
+                    FindingKind::Malformed,
+                    t,
+                    "a statement ends inside parentheses",
+                    0.85,
+                );
+            }
             depth = 0;
         }
         if let Some(next) = code.get(i + 1) {
@@ -1329,11 +1337,16 @@ fn statement_findings(
             );
         }
         if code.calls(i, &["generate_series"])
-            && code.depth[i] > 0
-            && code.clause.get(s).is_some()
+            && code.depth[i] > code.depth[s]
             && matches!(
-                code.clause[i],
-                Clause::Where | Clause::Having | Clause::Order | Clause::On | Clause::Limit
+                outer_clause(code, i, s),
+                Clause::Where
+                    | Clause::Having
+                    | Clause::Order
+                    | Clause::On
+                    | Clause::Limit
+                    | Clause::Values
+                    | Clause::Set
             )
         {
             f.add(
@@ -1540,6 +1553,15 @@ fn statement_findings(
 }
 
 /// Only numbers and booleans: a builder's `1=1`, `0 = 1`, `true`.
+/// The clause of the statement's top level that position `i` sits in.
+fn outer_clause(code: &Code<'_>, i: usize, s: usize) -> Clause {
+    let base = code.depth[s];
+    (s..=i)
+        .rev()
+        .find(|&k| code.depth[k] == base)
+        .map_or(Clause::None, |k| code.clause[k])
+}
+
 fn all_01(code: &Code<'_>, s: usize, e: usize) -> bool {
     (s..e).all(|i| {
         let t = &code.toks[i];
@@ -1670,6 +1692,17 @@ fn predicate_findings(code: &Code<'_>, at: usize, e: usize, f: &mut Findings) {
             }
         }
     }
+    // `CASE x WHEN 'r' THEN ...` compares x with a value: the WHEN holds no predicate.
+    if t.is_word("when") {
+        let base = code.depth[at];
+        let case = (0..at)
+            .rev()
+            .take_while(|&k| code.depth[k] >= base)
+            .find(|&k| code.depth[k] == base && code.word(k, "case"));
+        if case.is_some_and(|c| !code.word(c + 1, "when")) {
+            return;
+        }
+    }
     let start = at + 1;
     let end = code.operand_end(start, e);
     let op = classify_operand(code, start, end);
@@ -1747,10 +1780,17 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     let mut item_probe = false;
     let mut k = i;
     let list_end = loop {
-        let Some(tok) = code.get(k) else { break k };
-        if k >= e {
-            break k;
-        }
+        let tok = match code.get(k) {
+            Some(tok) if k < e => tok,
+            _ => {
+                if k > item_start {
+                    items += 1;
+                    data_items += usize::from(item_data && !item_probe);
+                    probe_items += usize::from(item_probe);
+                }
+                break k;
+            }
+        };
         let d = code.depth[k];
         if d < base
             || (d == base
@@ -1833,7 +1873,15 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     if !left_user {
         return;
     }
-    if items > 0 && data_items == 0 && (no_from_or_func || from_catalog) {
+    if items > 0 && data_items > 0 && !code.word(list_end, "from") {
+        // Columns with nothing to select them from: the arm swallowed the template's tail.
+        f.add(
+            FindingKind::UnionExtraction,
+            t,
+            "UNION SELECT naming columns without FROM",
+            0.85,
+        );
+    } else if items > 0 && data_items == 0 && (no_from_or_func || from_catalog) {
         f.add(
             FindingKind::UnionExtraction,
             t,

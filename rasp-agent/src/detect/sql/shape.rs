@@ -50,13 +50,24 @@ pub struct Shape {
 }
 
 /// The residue a swallowing comment leaves: its body starts with what closes the literal or
-/// the clause it cut (`admin'--'`, `1)-- )`).
+/// the clause it cut (`admin'--'`, `1)-- )`, `x'-- -'`), or holds a quote outside a word
+/// (`don't` is prose; `abcd'` closes the template's literal).
 pub(crate) fn line_comment_swallows(text: &str) -> bool {
-    let body = text.get(2..).unwrap_or("").trim_start();
-    matches!(
-        body.as_bytes().first(),
+    let body = text.get(2..).unwrap_or("");
+    let head = body.trim_start_matches(|c: char| c == '-' || c.is_whitespace());
+    if matches!(
+        head.as_bytes().first(),
         Some(b'\'' | b'"' | b')' | b';' | b'%')
-    )
+    ) {
+        return true;
+    }
+    let b = body.as_bytes();
+    (0..b.len()).any(|i| {
+        matches!(b[i], b'\'' | b'"')
+            && !(i > 0
+                && b[i - 1].is_ascii_alphabetic()
+                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()))
+    })
 }
 
 /// A block comment glued to the tokens on both sides (`UN/**/ION`, `SELECT/**/1`): code
