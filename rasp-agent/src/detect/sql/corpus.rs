@@ -192,7 +192,7 @@ fn random_case(s: &str, seed: usize) -> String {
     s.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i * 7 + seed) % 3 == 0 {
+            if (i * 7 + seed).is_multiple_of(3) {
                 c.to_ascii_lowercase()
             } else {
                 c.to_ascii_uppercase()
@@ -482,9 +482,10 @@ pub(crate) fn benign_corpus() -> Vec<String> {
              IF NEW.note = '' OR 1=1 THEN RAISE NOTICE 'x'; END IF;\n  RETURN NEW;\nEND;\n$$ LANGUAGE plpgsql;\n\
              CREATE TRIGGER {t}_touch BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {t}_touch();"
         ));
-        out.push(format!(
+        out.push(
             "DO $do$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'app') THEN CREATE ROLE app; END IF; END $do$;"
-        ));
+                .to_owned(),
+        );
         out.push(format!(
             "SELECT c.relname, a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
              WHERE c.relname = '{t}' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
