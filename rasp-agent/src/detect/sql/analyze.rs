@@ -80,10 +80,14 @@ pub enum FindingKind {
     /// What no application sends: an unterminated literal, two literals side by side,
     /// a `)` with no `(`, a statement starting with a literal.
     Malformed,
+    /// Another engine's functions or syntax (`group_concat`, `user()`, `SELECT TOP`): an
+    /// application written for PostgreSQL does not send them, a scanner fingerprinting the
+    /// engine does.
+    ForeignDialect,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 11] = [
+    pub const ALL: [FindingKind; 12] = [
         FindingKind::Tautology,
         FindingKind::UnionExtraction,
         FindingKind::StackedStatement,
@@ -95,6 +99,7 @@ impl FindingKind {
         FindingKind::Obfuscation,
         FindingKind::InlineQuery,
         FindingKind::Malformed,
+        FindingKind::ForeignDialect,
     ];
 
     fn bit(self) -> u16 {
@@ -300,6 +305,50 @@ const PROBE_FUNCS: &[&str] = &[
     "database",
     "schema",
 ];
+/// Functions PostgreSQL does not have and scanners send (MySQL, SQL Server, SQLite).
+/// Some could exist as user-defined compatibility functions, so they stay under the
+/// injection score alone.
+const FOREIGN_FUNCS: &[&str] = &[
+    "group_concat",
+    "elt",
+    "json_keys",
+    "make_set",
+    "extractvalue",
+    "updatexml",
+    "ifnull",
+    "hex",
+    "unhex",
+    "mid",
+    "if",
+    "iif",
+    "isnull",
+    "nvl",
+    "quotename",
+    "db_name",
+    "user_name",
+    "sqlite_version",
+    "randomblob",
+    "load_extension",
+    "char",
+    "schema",
+    "database",
+    "user",
+    "system_user",
+    "connection_id",
+    "last_insert_id",
+    "row_count",
+    "found_rows",
+    "uuid_short",
+    "geometrycollection",
+    "multipoint",
+    "linestring",
+    "multilinestring",
+    "multipolygon",
+    "name_const",
+    "rand",
+    "crc32",
+];
+
 /// Value keywords that read the session (`OR current_user = 'x'` is constant to the query).
 const SESSION_VALUES: &[&str] = &[
     "current_user",
@@ -550,7 +599,7 @@ fn normalise_name(parts: &[Token<'_>]) -> String {
 fn is_catalog_name(parts: &[Token<'_>]) -> bool {
     parts.iter().any(|p| {
         let b = bare(p);
-        b.len() > 3 && b[..3].eq_ignore_ascii_case("pg_")
+        b.len() > 3 && b.as_bytes()[..3].eq_ignore_ascii_case(b"pg_")
             || b.eq_ignore_ascii_case("information_schema")
             || in_list(b, FOREIGN_CATALOG)
     }) || (parts.len() >= 2 && bare(&parts[0]).eq_ignore_ascii_case("mysql"))
@@ -1077,8 +1126,12 @@ pub fn analyze_tokens(all: &[Token<'_>], capped: bool) -> Analysis {
 }
 
 fn comment_findings(all: &[Token<'_>], capped: bool, f: &mut Findings) {
+    let mut after_code = false;
     for (i, t) in all.iter().enumerate() {
-        let after_code = all[..i].iter().any(|p| !p.is_comment());
+        if !t.is_comment() {
+            after_code = true;
+            continue;
+        }
         match t.kind {
             TokenKind::LineComment if after_code && line_comment_swallows(t.text) => {
                 f.add(
@@ -1171,13 +1224,21 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                     0.85,
                 );
             }
-            if lit(t)
-                && next.kind == TokenKind::Ident
-                && matches!(
-                    code.clause[i],
-                    Clause::Where | Clause::Having | Clause::On | Clause::Limit
-                )
-            {
+            let predicate = matches!(
+                code.clause[i],
+                Clause::Where
+                    | Clause::Having
+                    | Clause::On
+                    | Clause::Limit
+                    | Clause::Values
+                    | Clause::Set
+            );
+            let name_follows = match next.kind {
+                TokenKind::Ident | TokenKind::QuotedIdent => true,
+                TokenKind::Keyword => !tok_in(next, AFTER_LITERAL),
+                _ => false,
+            };
+            if lit(t) && predicate && name_follows {
                 f.add(
                     FindingKind::Malformed,
                     next,
@@ -1185,9 +1246,132 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                     0.8,
                 );
             }
+            // `x 1`: no PostgreSQL construct puts a number after a plain name.
+            if t.kind == TokenKind::Ident && next.kind == TokenKind::Number {
+                f.add(
+                    FindingKind::Malformed,
+                    next,
+                    "a number right after a name",
+                    0.8,
+                );
+            }
+            // (`arr[1:2]` slices after a number, so `:` and `.` count after strings only.)
+            let string = matches!(t.kind, TokenKind::String(_));
+            if (lit(t) && next.is_punct(b'('))
+                || (string && (next.is_punct(b'.') || next.is_punct(b':')))
+            {
+                f.add(
+                    FindingKind::Malformed,
+                    next,
+                    "a literal followed by a call, field or slice",
+                    0.8,
+                );
+            }
+            // Arithmetic or bitwise operators on an untyped string literal (`'a'|'b'`,
+            // `''-''`): MySQL idioms, type errors here.
+            let typed = i > 0 && code.toks[i - 1].is_name();
+            if matches!(t.kind, TokenKind::String(_))
+                && !typed
+                && next.kind == TokenKind::Operator
+                && STRING_ARITHMETIC.contains(&next.text)
+            {
+                f.add(
+                    FindingKind::Malformed,
+                    next,
+                    "arithmetic on a string literal",
+                    0.8,
+                );
+            }
+            // An operator with nothing on its right, a clause word where a value belongs.
+            // (`OPERATOR(pg_catalog.~)` names an operator: `.` or `(` before it.)
+            if next.kind == TokenKind::Operator
+                && next.text != "*"
+                && !(t.is_punct(b'.') || t.is_punct(b'('))
+                && code.get(i + 2).is_none_or(|after| {
+                    after.is_punct(b')')
+                        || after.is_punct(b',')
+                        || after.is_punct(b';')
+                        || tok_in(after, EMPTY_CLAUSE_FOLLOWERS)
+                })
+            {
+                f.add(
+                    FindingKind::Malformed,
+                    next,
+                    "an operator without a right operand",
+                    0.8,
+                );
+            }
+            let value_slot = (t.kind == TokenKind::Operator && COMPARISONS.contains(&t.text))
+                || (t.kind == TokenKind::Keyword
+                    && tok_in(t, &["where", "by", "limit", "offset", "having"]));
+            if value_slot && tok_in(next, EMPTY_CLAUSE_FOLLOWERS) {
+                f.add(
+                    FindingKind::Malformed,
+                    next,
+                    "a clause word where a value belongs",
+                    0.8,
+                );
+            }
+            // Literal compared with literal outside a builder's WHERE idiom (`'a' <= 'b'`
+            // in a VALUES list, `'1'='1'` anywhere).
+            if matches!(t.kind, TokenKind::String(_))
+                && next.kind == TokenKind::Operator
+                && COMPARISONS.contains(&next.text)
+            {
+                let mut k = i + 2;
+                while code.get(k).is_some_and(|u| u.is_op("+") || u.is_op("-")) {
+                    k += 1;
+                }
+                // `payload->>'k' = 'v'`: the first literal belongs to the operator before it.
+                let operand_of_op =
+                    i > 0 && matches!(code.toks[i - 1].kind, TokenKind::Operator | TokenKind::Cast);
+                if code
+                    .get(k)
+                    .is_some_and(|u| matches!(u.kind, TokenKind::String(_)))
+                    && !typed
+                    && !operand_of_op
+                {
+                    f.add(FindingKind::Tautology, next, "two literals compared", 0.8);
+                }
+            }
         }
     }
 }
+
+/// Words that may follow a literal in a predicate.
+#[rustfmt::skip]
+const AFTER_LITERAL: &[&str] = &[
+    "and", "or", "is", "not", "in", "like", "ilike", "similar", "between", "as", "from",
+    "where", "group", "order", "limit", "offset", "union", "intersect", "except", "then",
+    "else", "end", "when", "asc", "desc", "nulls", "collate", "at", "escape", "on", "join",
+    "left", "right", "inner", "full", "cross", "natural", "returning", "for", "fetch",
+    "having", "window", "into", "using", "isnull", "notnull", "overlaps", "uescape", "do",
+    "set", "rows", "row", "only", "first", "next", "symmetric", "with", "default",
+    // routine and role options after a SET or a body, frame and locking clauses
+    "language", "immutable", "stable", "volatile", "strict", "security", "cost", "parallel",
+    "leakproof", "called", "returns", "valid", "cascade", "restrict", "no", "deferrable",
+    "initially", "over", "filter", "within", "preceding", "following", "unbounded",
+    "current", "range", "groups", "exclude", "ties", "others", "nowait", "skip", "locked",
+    "share", "key", "update", "of", "zone", "time", "second", "minute", "hour", "day",
+    "month", "year", "to",
+];
+const STRING_ARITHMETIC: &[&str] = &[
+    "+", "-", "*", "/", "%", "&", "|", "^", "&&", "<<", ">>", "#",
+];
+const COMPARISONS: &[&str] = &["=", "<>", "!=", "<", ">", "<=", ">="];
+const EMPTY_CLAUSE_FOLLOWERS: &[&str] = &[
+    "select",
+    "having",
+    "order",
+    "group",
+    "union",
+    "from",
+    "where",
+    "limit",
+    "offset",
+    "intersect",
+    "except",
+];
 
 fn ends_in_value(code: &Code<'_>, st: &Statement) -> bool {
     st.end > st.start
@@ -1366,6 +1550,36 @@ fn statement_findings(
         }
         if (t.is_word("outfile") || t.is_word("dumpfile")) && code.word(i.wrapping_sub(1), "into") {
             f.add(FindingKind::FileAccess, t, "INTO OUTFILE", 0.9);
+        }
+        if code.calls(i, FOREIGN_FUNCS) {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "a function PostgreSQL does not have",
+                0.7,
+            );
+        }
+        if t.is_word("top")
+            && code.word(i.wrapping_sub(1), "select")
+            && code
+                .get(i + 1)
+                .is_some_and(|n| n.kind == TokenKind::Number || n.is_punct(b'('))
+        {
+            f.add(FindingKind::ForeignDialect, t, "SELECT TOP", 0.85);
+        }
+        if t.kind == TokenKind::Operator
+            && (t.text == "@" || t.text == "@@")
+            && code.get(i + 1).is_some_and(|n| n.kind == TokenKind::Ident)
+            && !code.get(i.wrapping_sub(1)).is_some_and(|p| {
+                p.is_name() || p.is_literal() || p.is_punct(b')') || p.kind == TokenKind::Param
+            })
+        {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "a session variable of another engine",
+                0.8,
+            );
         }
         if code.calls(i, XML_ERROR_FUNCS) {
             f.add(FindingKind::ErrorBased, t, "XML query function", 0.85);
@@ -1763,6 +1977,20 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     if !code.word(i, "select") {
         return;
     }
+    // A set operation after ORDER BY or LIMIT of the same query level is a syntax error:
+    // the payload landed in the ORDER BY or LIMIT.
+    if matches!(
+        code.clause[at.saturating_sub(1)],
+        Clause::Order | Clause::Limit
+    ) && code.depth[at.saturating_sub(1)] == code.depth[at]
+    {
+        f.add(
+            FindingKind::UnionExtraction,
+            t,
+            "UNION after ORDER BY or LIMIT",
+            0.85,
+        );
+    }
     // A union after a query on the application's own tables, not inside psql's catalog
     // queries or a report over constants.
     let left_user = refs.user.is_some_and(|u| u < at);
@@ -1774,6 +2002,7 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     let mut items = 0usize;
     let mut data_items = 0usize;
     let mut probe_items = 0usize;
+    let mut number_items = 0usize;
     let mut secret = false;
     let mut item_start = i;
     let mut item_data = false;
@@ -1787,6 +2016,9 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
                     items += 1;
                     data_items += usize::from(item_data && !item_probe);
                     probe_items += usize::from(item_probe);
+                    number_items += usize::from(
+                        k == item_start + 1 && code.toks[item_start].kind == TokenKind::Number,
+                    );
                 }
                 break k;
             }
@@ -1819,6 +2051,9 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
                 items += 1;
                 data_items += usize::from(item_data && !item_probe);
                 probe_items += usize::from(item_probe);
+                number_items += usize::from(
+                    k == item_start + 1 && code.toks[item_start].kind == TokenKind::Number,
+                );
             }
             if !(d == base && tok.is_punct(b',')) {
                 break k;
@@ -1900,6 +2135,14 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
             FindingKind::UnionExtraction,
             t,
             "UNION SELECT of server information",
+            0.85,
+        );
+    } else if number_items >= 2 {
+        // `UNION SELECT 1,2,username,4`: numbers padding the column count.
+        f.add(
+            FindingKind::UnionExtraction,
+            t,
+            "UNION SELECT padded with numbers",
             0.85,
         );
     } else if secret {

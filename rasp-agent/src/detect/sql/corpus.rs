@@ -424,6 +424,7 @@ pub(crate) fn benign_corpus() -> Vec<String> {
             out.push(format!(
                 "SELECT * FROM {t} WHERE {c1} = $1 AND {c2} = ANY($2) LIMIT $3"
             ));
+            out.push(format!("SELECT id FROM {t} WHERE payload->>'user' = {q} AND payload #>> '{{a,b}}' <> {q} ORDER BY ts"));
             out.push(
                 format!("SELECT * FROM {t} WHERE {c1} = $${value}$$ AND id = {n}")
                     .replace("$$$$dollar$$$$", "$q$x$q$"),
@@ -526,6 +527,14 @@ pub(crate) fn benign_corpus() -> Vec<String> {
         "EXPLAIN ANALYZE SELECT * FROM orders WHERE id = 5",
         "LISTEN jobs",
         "NOTIFY jobs, 'payload; DROP TABLE x --'",
+        "SELECT tags[1:2], (ARRAY[1,2,3])[2] FROM posts WHERE name % 'postgres' ORDER BY similarity(name, 'postgres') DESC",
+        "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql IMMUTABLE SET search_path = 'public' AS $$ SELECT a + 1 $$",
+        "SELECT * FROM events WHERE ts > now() - '7 days'::interval AND ts < now() - interval '1 hour' * 2",
+        "SELECT * FROM jobs WHERE run_at <= now() AND status = 'queued' ORDER BY run_at LIMIT 10 FOR UPDATE SKIP LOCKED",
+        "SELECT * FROM t WHERE created AT TIME ZONE 'UTC' > '2024-01-01' AND note LIKE 'a!%' ESCAPE '!'",
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders WHERE status = 'paid'",
+        "ALTER SEQUENCE orders_id_seq RESTART WITH 1000 INCREMENT BY 1",
+        "SELECT x FROM t WHERE a IS DISTINCT FROM 'b' AND c IS NOT TRUE",
     ] {
         out.push(q.to_owned());
     }
@@ -604,9 +613,11 @@ fn hostile_input_is_bounded() {
         state ^= state << 17;
         state
     };
-    let alphabet: Vec<char> = "'\"$-/*()[];:,.=<>!|&E U&xb0123_aZé\n\\e".chars().collect();
+    let alphabet: Vec<char> = "'\"$-/*()[];:,.=<>!|&E U&xb0123_aZéÀä€\n\\e"
+        .chars()
+        .collect();
     let started = Instant::now();
-    for _ in 0..2000 {
+    for _ in 0..4000 {
         let len = (next() % 300) as usize;
         let s: String = (0..len)
             .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
@@ -707,6 +718,9 @@ fn public_payload_lists() {
                     if shape == plain_shape {
                         total_benign += 1;
                         total_fp += usize::from(injected);
+                        if injected {
+                            misses.push(format!("[false positive {}] {query}", ctx.name));
+                        }
                     }
                     continue;
                 }
@@ -717,7 +731,7 @@ fn public_payload_lists() {
                 att += 1;
                 if injected {
                     hit += 1;
-                } else if misses.len() < 400 {
+                } else if misses.len() < 200_000 {
                     misses.push(format!("[{}] {query}", ctx.name));
                 }
             }
