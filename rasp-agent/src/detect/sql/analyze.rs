@@ -349,6 +349,63 @@ const FOREIGN_FUNCS: &[&str] = &[
     "crc32",
 ];
 
+/// The foreign functions no PostgreSQL schema plausibly defines.
+const FOREIGN_FUNCS_SURE: &[&str] = &[
+    "group_concat",
+    "elt",
+    "json_keys",
+    "make_set",
+    "extractvalue",
+    "updatexml",
+    "load_extension",
+    "sqlite_version",
+    "randomblob",
+    "name_const",
+    "binary",
+];
+/// Packages of other engines (`utl_http.request(...)`).
+const FOREIGN_PACKAGES: &[&str] = &[
+    "utl_http",
+    "utl_inaddr",
+    "utl_file",
+    "dbms_pipe",
+    "dbms_lock",
+    "dbms_xmlgen",
+    "dbms_java",
+    "ctxsys",
+    "sys",
+    "master",
+    "xp",
+];
+const TYPE_WORDS: &[&str] = &[
+    "date",
+    "time",
+    "timestamp",
+    "interval",
+    "char",
+    "character",
+    "varchar",
+    "numeric",
+    "decimal",
+    "int",
+    "integer",
+    "bigint",
+    "smallint",
+    "real",
+    "float",
+    "double",
+    "boolean",
+    "bit",
+    "text",
+    "json",
+    "xml",
+    "nchar",
+    "national",
+    "varying",
+    "precision",
+    "zone",
+];
+
 /// Value keywords that read the session (`OR current_user = 'x'` is constant to the query).
 const SESSION_VALUES: &[&str] = &[
     "current_user",
@@ -668,6 +725,8 @@ struct Code<'q> {
     clause: Vec<Clause>,
     /// Index of the matching `)` for each `(` (usize::MAX when unclosed).
     close: Vec<usize>,
+    /// Whether token i calls a function (computed once: the checks ask it many times).
+    call: Vec<bool>,
 }
 
 impl<'q> Code<'q> {
@@ -706,12 +765,19 @@ impl<'q> Code<'q> {
                 clauses.push(inherited);
             }
         }
-        Code {
+        let mut code = Code {
             toks,
             depth,
             clause,
             close,
-        }
+            call: Vec::new(),
+        };
+        code.call = (0..n).map(|i| code.compute_call(i)).collect();
+        code
+    }
+
+    fn is_call(&self, i: usize) -> bool {
+        self.call.get(i).copied().unwrap_or(false)
     }
 
     fn get(&self, i: usize) -> Option<&Token<'q>> {
@@ -726,7 +792,7 @@ impl<'q> Code<'q> {
         self.toks.get(i).is_some_and(|t| t.is_punct(c))
     }
 
-    fn is_call(&self, i: usize) -> bool {
+    fn compute_call(&self, i: usize) -> bool {
         let Some(t) = self.toks.get(i) else {
             return false;
         };
@@ -867,6 +933,12 @@ fn classify_operand(code: &Code<'_>, s: usize, e: usize) -> Operand {
                 for k in i..close {
                     if code.calls(k, INFERENCE_FUNCS) {
                         op.inference = true;
+                    }
+                    if code.calls(k, PROBE_FUNCS)
+                        || (code.toks[k].kind == TokenKind::Keyword
+                            && tok_in(&code.toks[k], SESSION_VALUES))
+                    {
+                        op.catalog = true;
                     }
                     if code.calls(k, SLEEP_FUNCS) || code.calls(k, FOREIGN_SLEEP) {
                         op.sleep = true;
@@ -1227,6 +1299,8 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
             let predicate = matches!(
                 code.clause[i],
                 Clause::Where
+                    | Clause::Order
+                    | Clause::Group
                     | Clause::Having
                     | Clause::On
                     | Clause::Limit
@@ -1238,7 +1312,10 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                 TokenKind::Keyword => !tok_in(next, AFTER_LITERAL),
                 _ => false,
             };
-            if lit(t) && predicate && name_follows {
+            let name_name = matches!(t.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                && matches!(next.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                && !matches!(code.clause[i], Clause::Order | Clause::Group);
+            if (lit(t) || name_name) && predicate && name_follows {
                 f.add(
                     FindingKind::Malformed,
                     next,
@@ -1269,7 +1346,11 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
             }
             // Arithmetic or bitwise operators on an untyped string literal (`'a'|'b'`,
             // `''-''`): MySQL idioms, type errors here.
-            let typed = i > 0 && code.toks[i - 1].is_name();
+            let typed = i > 0 && {
+                let p = &code.toks[i - 1];
+                matches!(p.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                    || (p.kind == TokenKind::Keyword && tok_in(p, TYPE_WORDS))
+            };
             if matches!(t.kind, TokenKind::String(_))
                 && !typed
                 && next.kind == TokenKind::Operator
@@ -1286,7 +1367,8 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
             // (`OPERATOR(pg_catalog.~)` names an operator: `.` or `(` before it.)
             if next.kind == TokenKind::Operator
                 && next.text != "*"
-                && !(t.is_punct(b'.') || t.is_punct(b'('))
+                && !(t.is_punct(b'.')
+                    || (t.is_punct(b'(') && code.word(i.wrapping_sub(1), "operator")))
                 && code.get(i + 2).is_none_or(|after| {
                     after.is_punct(b')')
                         || after.is_punct(b',')
@@ -1333,6 +1415,56 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                 {
                     f.add(FindingKind::Tautology, next, "two literals compared", 0.8);
                 }
+            }
+        }
+    }
+    if depth > 0 && !capped {
+        if let Some(t) = code.toks.last() {
+            f.add(
+                FindingKind::Malformed,
+                t,
+                "the query ends inside parentheses",
+                0.8,
+            );
+        }
+    }
+    chained_comparisons(code, f);
+}
+
+fn is_comparison(t: &Token<'_>) -> bool {
+    (t.kind == TokenKind::Operator && COMPARISONS.contains(&t.text))
+        || (t.kind == TokenKind::Keyword && tok_in(t, &["like", "ilike", "similar"]))
+}
+
+/// `a = 'x' != 'y'`, `a = 'x' NOT LIKE 'y'`: comparisons do not chain in PostgreSQL;
+/// a second one in the same operand is a payload's (MySQL style) continuation.
+fn chained_comparisons(code: &Code<'_>, f: &mut Findings) {
+    for (i, t) in code.toks.iter().enumerate() {
+        if !is_comparison(t) || code.clause[i] == Clause::Set {
+            continue;
+        }
+        let d = code.depth[i];
+        let mut k = i;
+        while k > 0 {
+            k -= 1;
+            let p = &code.toks[k];
+            if code.depth[k] < d || p.is_punct(b';') {
+                break;
+            }
+            if code.depth[k] > d {
+                continue;
+            }
+            if p.is_punct(b',')
+                || p.is_punct(b'(')
+                || (p.kind == TokenKind::Keyword
+                    && (tok_in(p, CLAUSE_WORDS)
+                        || tok_in(p, &["and", "or", "case", "between", "is", "escape"])))
+            {
+                break;
+            }
+            if is_comparison(p) {
+                f.add(FindingKind::Malformed, t, "chained comparisons", 0.8);
+                break;
             }
         }
     }
@@ -1551,13 +1683,66 @@ fn statement_findings(
         if (t.is_word("outfile") || t.is_word("dumpfile")) && code.word(i.wrapping_sub(1), "into") {
             f.add(FindingKind::FileAccess, t, "INTO OUTFILE", 0.9);
         }
-        if code.calls(i, FOREIGN_FUNCS) {
+        if code.calls(i, FOREIGN_FUNCS) || code.calls(i, FOREIGN_FUNCS_SURE) {
             f.add(
                 FindingKind::ForeignDialect,
                 t,
                 "a function PostgreSQL does not have",
-                0.7,
+                if code.calls(i, FOREIGN_FUNCS_SURE) {
+                    0.8
+                } else {
+                    0.7
+                },
             );
+        }
+        if t.kind == TokenKind::Ident
+            && tok_in(t, &["regexp", "rlike", "xor", "div", "sounds"])
+            && !code.punct(i + 1, b'(')
+            && !code.punct(i.wrapping_sub(1), b'.')
+            && i > s
+        {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "another engine's operator word",
+                0.8,
+            );
+        }
+        if t.is_op("<=>") {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "another engine's operator",
+                0.8,
+            );
+        }
+        if code.is_call(i)
+            && i >= s + 2
+            && code.punct(i - 1, b'.')
+            && tok_in(&code.toks[i - 2], FOREIGN_PACKAGES)
+        {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "another engine's package",
+                0.85,
+            );
+        }
+        // ASCII(SUBSTRING((SELECT ...), 1, 1)), LENGTH(version()): reading a value out one
+        // property at a time.
+        if code.calls(i, INFERENCE_FUNCS) {
+            let close = code.close.get(i + 1).copied().unwrap_or(usize::MAX).min(e);
+            let inner = (i + 2..close).any(|k| {
+                (code.punct(k, b'(') && code.word(k + 1, "select")) || code.calls(k, PROBE_FUNCS)
+            });
+            if inner {
+                f.add(
+                    FindingKind::InlineQuery,
+                    t,
+                    "inference function over a subquery or server information",
+                    0.85,
+                );
+            }
         }
         if t.is_word("top")
             && code.word(i.wrapping_sub(1), "select")
@@ -1569,7 +1754,7 @@ fn statement_findings(
         }
         if t.kind == TokenKind::Operator
             && (t.text == "@" || t.text == "@@")
-            && code.get(i + 1).is_some_and(|n| n.kind == TokenKind::Ident)
+            && code.get(i + 1).is_some_and(|n| n.is_name())
             && !code.get(i.wrapping_sub(1)).is_some_and(|p| {
                 p.is_name() || p.is_literal() || p.is_punct(b')') || p.kind == TokenKind::Param
             })
