@@ -11,8 +11,8 @@
 use super::{
     lexer::{tokenize, LexLimits, StringKind, Token, TokenKind},
     shape::{
-        block_comment_inline, block_comment_versioned, line_comment_swallows, shape_of, ShapeCache,
-        ShapeHash,
+        block_comment_inline, block_comment_versioned, line_comment_swallows, shape_of,
+        string_continues, ShapeCache, ShapeHash,
     },
 };
 
@@ -1281,13 +1281,7 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                 )
             };
             // 'a'\n'b' is one literal (continuation); 'a' 'b' on one line is an error.
-            let continuation = matches!(
-                (t.kind, next.kind),
-                (
-                    TokenKind::String(StringKind::Standard),
-                    TokenKind::String(StringKind::Standard)
-                )
-            ) && next.newline_before;
+            let continuation = string_continues(t, next);
             if lit(t) && lit(next) && !continuation {
                 f.add(
                     FindingKind::Malformed,
@@ -1368,6 +1362,8 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
             if next.kind == TokenKind::Operator
                 && next.text != "*"
                 && !(t.is_punct(b'.')
+                    || t.kind == TokenKind::Operator
+                    || t.is_word("using")
                     || (t.is_punct(b'(') && code.word(i.wrapping_sub(1), "operator")))
                 && code.get(i + 2).is_none_or(|after| {
                     after.is_punct(b')')

@@ -179,7 +179,7 @@ fn emit_one(out: &mut String, tokens: &[Token<'_>], i: usize) -> usize {
         // 'a'\n'b' is one literal to PostgreSQL.
         let mut j = i + 1;
         while let Some(t) = tokens.get(j) {
-            if matches!(t.kind, TokenKind::String(StringKind::Standard)) && t.newline_before {
+            if string_continues(&tokens[j - 1], t) {
                 j += 1;
                 if t.unterminated {
                     out.push('!');
@@ -251,6 +251,17 @@ fn emit_token(out: &mut String, tokens: &[Token<'_>], i: usize) {
     if tok.is_punct(b';') && tokens.get(i + 1).is_some_and(|t| t.newline_before) {
         out.push('\n');
     }
+}
+
+/// `'a'` then `'b'` on the next line: one literal to PostgreSQL (a standard string may
+/// continue an `E''`, `U&''` or standard one across a newline).
+pub(crate) fn string_continues(prev: &Token<'_>, next: &Token<'_>) -> bool {
+    matches!(
+        prev.kind,
+        TokenKind::String(StringKind::Standard | StringKind::Escape | StringKind::Unicode)
+    ) && !prev.unterminated
+        && next.kind == TokenKind::String(StringKind::Standard)
+        && next.newline_before
 }
 
 /// A zero the analyzer reads: the divisor of `x/0` or `x/(SELECT 0)`.
