@@ -470,6 +470,13 @@ const FOREIGN_CATALOG: &[&str] = &[
     "all_users",
     "all_tab_columns",
     "v$version",
+    "sysibm",
+    "systables",
+    "rdb$fields",
+    "rdb$types",
+    "rdb$collations",
+    "rdb$relations",
+    "msysaccessobjects",
     "msysobjects",
 ];
 /// Columns an extraction goes for.
@@ -1189,7 +1196,8 @@ pub fn analyze_tokens(all: &[Token<'_>], capped: bool) -> Analysis {
     analysis.statements = statements.iter().map(|st| st.kind).collect();
 
     lexical_findings(&code, capped, &mut f);
-    stacked_findings(&code, &statements, &mut f);
+    let ends_in_comment = all.last().is_some_and(|t| t.kind == TokenKind::LineComment);
+    stacked_findings(&code, &statements, ends_in_comment, &mut f);
     for st in &statements {
         statement_findings(&code, st, statements.len(), &mut f, &mut analysis);
     }
@@ -1425,6 +1433,74 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
         }
     }
     chained_comparisons(code, f);
+    clause_order(code, f);
+}
+
+/// `... ORDER BY 1 HAVING 1=2`, `ORDER BY 1 ORDER BY 2`, `LIMIT 1 WHERE`: clauses of one
+/// query level come in a fixed order; a clause after a later one is where a payload
+/// landed.
+fn clause_order(code: &Code<'_>, f: &mut Findings) {
+    let mut rank: Vec<u8> = vec![0];
+    for (i, t) in code.toks.iter().enumerate() {
+        let d = code.depth[i] as usize;
+        if rank.len() <= d + 1 {
+            rank.resize(d + 2, 0);
+        }
+        // A new parenthesis level starts fresh.
+        if t.is_punct(b'(') {
+            rank[d + 1] = 0;
+            continue;
+        }
+        if t.is_punct(b';') {
+            rank.iter_mut().for_each(|r| *r = 0);
+            continue;
+        }
+        if t.kind != TokenKind::Keyword {
+            continue;
+        }
+        let by = code.word(i + 1, "by");
+        let r = if t.is_word("where") {
+            3
+        } else if t.is_word("group") && by && !code.word(i.wrapping_sub(1), "within") {
+            4
+        } else if t.is_word("having") {
+            5
+        } else if t.is_word("order") && by {
+            7
+        } else if t.is_word("limit") || t.is_word("offset") {
+            8
+        } else {
+            if tok_in(
+                t,
+                &[
+                    "union",
+                    "intersect",
+                    "except",
+                    "select",
+                    "on",
+                    "do",
+                    "set",
+                    "returning",
+                    "values",
+                    "conflict",
+                    "from",
+                    "join",
+                    "when",
+                    "then",
+                    "else",
+                ],
+            ) {
+                rank[d] = 0;
+            }
+            continue;
+        };
+        let seen = rank[d];
+        // LIMIT and OFFSET may come in either order; every other clause once, in order.
+        if seen > r || (seen == r && r != 8) {
+            f.add(FindingKind::Malformed, t, "a clause out of order", 0.8);
+        }
+        rank[d] = seen.max(r);
+    }
 }
 
 fn is_comparison(t: &Token<'_>) -> bool {
@@ -1508,7 +1584,14 @@ fn ends_in_value(code: &Code<'_>, st: &Statement) -> bool {
         })
 }
 
-fn stacked_findings(code: &Code<'_>, statements: &[Statement], f: &mut Findings) {
+/// `ends_in_comment`: the query's last token is a line comment (the payload's `--` eating
+/// the template's tail after the stacked statement).
+fn stacked_findings(
+    code: &Code<'_>,
+    statements: &[Statement],
+    ends_in_comment: bool,
+    f: &mut Findings,
+) {
     let Some(first) = statements.first() else {
         return;
     };
@@ -1534,6 +1617,8 @@ fn stacked_findings(code: &Code<'_>, statements: &[Statement], f: &mut Findings)
             0.3
         } else if first.kind.is_dml() && ends_in_value(code, first) && st.kind != first.kind {
             0.9
+        } else if first.kind.is_dml() && ends_in_comment {
+            0.85
         } else if first.kind.is_dml() {
             0.55
         } else {
@@ -1679,6 +1764,34 @@ fn statement_findings(
         if (t.is_word("outfile") || t.is_word("dumpfile")) && code.word(i.wrapping_sub(1), "into") {
             f.add(FindingKind::FileAccess, t, "INTO OUTFILE", 0.9);
         }
+        if t.kind == TokenKind::Ident && in_list(t.text, FOREIGN_CATALOG) {
+            f.add(
+                FindingKind::CatalogProbe,
+                t,
+                "another engine's catalog",
+                0.85,
+            );
+        }
+        if t.kind == TokenKind::Ident && tok_in(t, &["xp_cmdshell", "sp_executesql", "sp_oacreate"])
+        {
+            f.add(
+                FindingKind::FileAccess,
+                t,
+                "another engine's command execution",
+                0.9,
+            );
+        }
+        if t.is_word("limit")
+            && code.get(i + 1).is_some_and(|n| n.kind == TokenKind::Number)
+            && code.punct(i + 2, b',')
+        {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "MySQL's LIMIT offset, count",
+                0.85,
+            );
+        }
         if code.calls(i, FOREIGN_FUNCS) || code.calls(i, FOREIGN_FUNCS_SURE) {
             f.add(
                 FindingKind::ForeignDialect,
@@ -1729,7 +1842,10 @@ fn statement_findings(
         if code.calls(i, INFERENCE_FUNCS) {
             let close = code.close.get(i + 1).copied().unwrap_or(usize::MAX).min(e);
             let inner = (i + 2..close).any(|k| {
-                (code.punct(k, b'(') && code.word(k + 1, "select")) || code.calls(k, PROBE_FUNCS)
+                (code.punct(k, b'(') && code.word(k + 1, "select"))
+                    || code.calls(k, PROBE_FUNCS)
+                    || (code.toks[k].kind == TokenKind::Keyword
+                        && tok_in(&code.toks[k], SESSION_VALUES))
             });
             if inner {
                 f.add(
@@ -1749,11 +1865,12 @@ fn statement_findings(
             f.add(FindingKind::ForeignDialect, t, "SELECT TOP", 0.85);
         }
         if t.kind == TokenKind::Operator
-            && (t.text == "@" || t.text == "@@")
+            && t.text.ends_with('@')
             && code.get(i + 1).is_some_and(|n| n.is_name())
-            && !code.get(i.wrapping_sub(1)).is_some_and(|p| {
-                p.is_name() || p.is_literal() || p.is_punct(b')') || p.kind == TokenKind::Param
-            })
+            && (t.text.len() > 2
+                || !code.get(i.wrapping_sub(1)).is_some_and(|p| {
+                    p.is_name() || p.is_literal() || p.is_punct(b')') || p.kind == TokenKind::Param
+                }))
         {
             f.add(
                 FindingKind::ForeignDialect,
@@ -2155,9 +2272,6 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     while code.punct(i, b'(') {
         i += 1;
     }
-    if !code.word(i, "select") {
-        return;
-    }
     // A set operation after ORDER BY or LIMIT of the same query level is a syntax error:
     // the payload landed in the ORDER BY or LIMIT.
     if matches!(
@@ -2171,6 +2285,9 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
             "UNION after ORDER BY or LIMIT",
             0.85,
         );
+    }
+    if !code.word(i, "select") {
+        return;
     }
     // A union after a query on the application's own tables, not inside psql's catalog
     // queries or a report over constants.

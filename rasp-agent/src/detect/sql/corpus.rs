@@ -535,6 +535,12 @@ pub(crate) fn benign_corpus() -> Vec<String> {
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders WHERE status = 'paid'",
         "ALTER SEQUENCE orders_id_seq RESTART WITH 1000 INCREMENT BY 1",
         "SELECT x FROM t WHERE a IS DISTINCT FROM 'b' AND c IS NOT TRUE",
+        "SELECT region FROM sales GROUP BY region ORDER BY percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) DESC LIMIT 5 OFFSET 10",
+        "INSERT INTO counters (k, n) SELECT k, 1 FROM src WHERE k > 0 ON CONFLICT (k) WHERE k IS NOT NULL DO UPDATE SET n = counters.n + 1 WHERE counters.k = excluded.k",
+        "SELECT id, row_number() OVER (PARTITION BY a ORDER BY b) FROM t WHERE x IN (SELECT y FROM u WHERE z = 1 ORDER BY y LIMIT 3) ORDER BY id LIMIT 10",
+        "SELECT * FROM t OFFSET 20 LIMIT 10",
+        "(SELECT a FROM t1 ORDER BY a LIMIT 1) UNION ALL (SELECT a FROM t2 ORDER BY a LIMIT 1) ORDER BY 1",
+        "SELECT string_agg(name, ', ' ORDER BY name) FROM users WHERE active GROUP BY team HAVING count(*) > 1 ORDER BY 1",
         // What ORM connections and introspection send (SQLAlchemy, Django, Peewee, psycopg2).
         "select pg_catalog.version()",
         "select current_schema()",
