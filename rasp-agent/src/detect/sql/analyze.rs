@@ -1213,7 +1213,7 @@ fn comment_findings(all: &[Token<'_>], capped: bool, f: &mut Findings) {
             continue;
         }
         match t.kind {
-            TokenKind::LineComment if after_code && line_comment_swallows(t.text) => {
+            TokenKind::LineComment if after_code && line_comment_swallows(t) => {
                 f.add(
                     FindingKind::CommentTruncation,
                     t,

@@ -535,6 +535,7 @@ pub(crate) fn benign_corpus() -> Vec<String> {
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders WHERE status = 'paid'",
         "ALTER SEQUENCE orders_id_seq RESTART WITH 1000 INCREMENT BY 1",
         "SELECT x FROM t WHERE a IS DISTINCT FROM 'b' AND c IS NOT TRUE",
+        "SELECT customer_id, sum(total) -- customers' totals, 'paid' ones only below\nFROM orders\nWHERE status = 'paid' -- refunds aren't revenue\nGROUP BY 1",
         "SELECT region FROM sales GROUP BY region ORDER BY percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) DESC LIMIT 5 OFFSET 10",
         "INSERT INTO counters (k, n) SELECT k, 1 FROM src WHERE k > 0 ON CONFLICT (k) WHERE k IS NOT NULL DO UPDATE SET n = counters.n + 1 WHERE counters.k = excluded.k",
         "SELECT id, row_number() OVER (PARTITION BY a ORDER BY b) FROM t WHERE x IN (SELECT y FROM u WHERE z = 1 ORDER BY y LIMIT 3) ORDER BY id LIMIT 10",
@@ -751,6 +752,7 @@ fn public_payload_lists() {
     let (mut total_att, mut total_hit, mut total_benign, mut total_fp) =
         (0usize, 0usize, 0usize, 0usize);
     let mut misses: Vec<String> = Vec::new();
+    let mut by_context = vec![(0usize, 0usize); CONTEXTS.len()];
     for path in files {
         let text = std::fs::read(&path).unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
@@ -765,7 +767,7 @@ fn public_payload_lists() {
             if payload.trim().is_empty() || payload.starts_with('#') {
                 continue;
             }
-            for ctx in CONTEXTS {
+            for (c, ctx) in CONTEXTS.iter().enumerate() {
                 // A payload that reads as one plain value (a word, a number, a string, a
                 // quoted name) in this context changed nothing.
                 let plain_shapes: Vec<_> = ["x", "1", "'x'", "\"x\""]
@@ -793,8 +795,10 @@ fn public_payload_lists() {
                     continue;
                 }
                 att += 1;
+                by_context[c].0 += 1;
                 if injected {
                     hit += 1;
+                    by_context[c].1 += 1;
                 } else if misses.len() < 200_000 {
                     misses.push(format!("[{}] {query}", ctx.name));
                 }
@@ -811,6 +815,13 @@ fn public_payload_lists() {
     }
     for m in &misses {
         println!("missed: {m}");
+    }
+    for (ctx, (att, hit)) in CONTEXTS.iter().zip(&by_context) {
+        println!(
+            "context {}: {att} break-outs, recall {:.4}",
+            ctx.name,
+            *hit as f64 / (*att).max(1) as f64
+        );
     }
     println!(
         "public lists: {total_att} break-outs, recall {:.4}; benign values {total_benign}, false positives {total_fp}",

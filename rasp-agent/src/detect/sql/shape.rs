@@ -50,10 +50,11 @@ pub struct Shape {
 }
 
 /// The residue a swallowing comment leaves: its body starts with what closes the literal or
-/// the clause it cut (`admin'--'`, `1)-- )`, `x'-- -'`), or holds a quote outside a word
-/// (`don't` is prose; `abcd'` closes the template's literal).
-pub(crate) fn line_comment_swallows(text: &str) -> bool {
-    let body = text.get(2..).unwrap_or("");
+/// the clause it cut (`admin'--'`, `1)-- )`, `x'-- -'`), or, glued to the code before it
+/// (`1=1--x'`), holds a quote outside a word. A spaced comment with an apostrophe in its
+/// prose (`-- customers' totals`, `-- don't`) is a comment.
+pub(crate) fn line_comment_swallows(tok: &Token<'_>) -> bool {
+    let body = tok.text.get(2..).unwrap_or("");
     let head = body.trim_start_matches(|c: char| c == '-' || c.is_whitespace());
     if matches!(
         head.as_bytes().first(),
@@ -62,12 +63,13 @@ pub(crate) fn line_comment_swallows(text: &str) -> bool {
         return true;
     }
     let b = body.as_bytes();
-    (0..b.len()).any(|i| {
-        matches!(b[i], b'\'' | b'"')
-            && !(i > 0
-                && b[i - 1].is_ascii_alphabetic()
-                && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()))
-    })
+    !tok.space_before
+        && (0..b.len()).any(|i| {
+            matches!(b[i], b'\'' | b'"')
+                && !(i > 0
+                    && b[i - 1].is_ascii_alphabetic()
+                    && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()))
+        })
 }
 
 /// A block comment glued to the tokens on both sides (`UN/**/ION`, `SELECT/**/1`): code
@@ -225,7 +227,7 @@ fn emit_token(out: &mut String, tokens: &[Token<'_>], i: usize) {
             "?"
         }),
         TokenKind::Param => out.push_str("$?"),
-        TokenKind::LineComment => out.push_str(if line_comment_swallows(tok.text) {
+        TokenKind::LineComment => out.push_str(if line_comment_swallows(tok) {
             "--'"
         } else {
             "--"
