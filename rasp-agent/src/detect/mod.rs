@@ -7,6 +7,7 @@ pub mod engine;
 pub mod fold;
 pub mod http;
 pub mod simulate;
+pub mod sql;
 
 pub use detection::{Detection, Outcome, ProcessSummary};
 pub use fold::FoldKey;
