@@ -250,7 +250,7 @@ fn assemble_rootfs(out: &Path, binary: &Path) -> Result<PathBuf> {
         if !ldd.status.success() {
             bail!("ldd {} failed", binary.display());
         }
-        for lib in ldd_paths(&String::from_utf8_lossy(&ldd.stdout)) {
+        for lib in crate::vm::initramfs::parse_ldd(&String::from_utf8_lossy(&ldd.stdout)) {
             let dest = rootfs.join(lib.strip_prefix("/").unwrap_or(&lib));
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent)?;
@@ -260,20 +260,6 @@ fn assemble_rootfs(out: &Path, binary: &Path) -> Result<PathBuf> {
         }
     }
     Ok(rootfs)
-}
-
-/// Absolute library paths in `ldd` output (`libc.so.6 => /lib/.../libc.so.6 (0x...)` and
-/// the loader's own `/lib64/ld-linux-x86-64.so.2 (0x...)`); the vDSO has no file.
-fn ldd_paths(ldd: &str) -> Vec<PathBuf> {
-    ldd.lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
 }
 
 fn dockerfile(linkage: Linkage) -> String {
@@ -427,22 +413,6 @@ fn policy_configmap(dir: &Path, version: u32) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldd_output_gives_the_files_to_copy() {
-        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f1)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f3)\n";
-        assert_eq!(
-            ldd_paths(ldd),
-            vec![
-                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-            ]
-        );
-    }
 
     #[test]
     fn a_dynamic_executable_has_an_interpreter() {

@@ -87,8 +87,8 @@ pub fn detection_row(d: &Detection) -> Vec<String> {
     let time = d.time.get(11..19).unwrap_or(&d.time).to_string();
     let outcome = match (&d.outcome, &d.outcome_detail) {
         (Outcome::Alerted, _) => "alerted".to_string(),
-        (o, Some(detail)) => format!("{}: {detail}", outcome_name(*o)),
-        (o, None) => outcome_name(*o).to_string(),
+        (o, Some(detail)) => format!("{}: {detail}", o.name()),
+        (o, None) => o.name().to_string(),
     };
     let process = match (&d.process.exe, d.process.argv.is_empty()) {
         (Some(exe), false) => format!("{exe} {}", shell_words(&d.process.argv)),
@@ -105,15 +105,4 @@ pub fn detection_row(d: &Detection) -> Vec<String> {
         d.process.pid.to_string(),
         process,
     ]
-}
-
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Alerted => "alerted",
-        Outcome::Audited => "audited",
-        Outcome::Prevented => "prevented",
-        Outcome::Held => "held",
-        Outcome::After => "after",
-        Outcome::Failed => "failed",
-    }
 }

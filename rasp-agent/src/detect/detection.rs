@@ -68,6 +68,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome's name, as in JSON and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Alerted => "alerted",
+            Outcome::Audited => "audited",
+            Outcome::Prevented => "prevented",
+            Outcome::Held => "held",
+            Outcome::After => "after",
+            Outcome::Failed => "failed",
+        }
+    }
+
     /// The outcome (and its detail) of a rule whose action does nothing to the process — an
     /// alert, or any action in audit mode — known before the detection is built, so that
     /// its fold key can be checked first. `None`: the action acts, and only acting tells

@@ -147,17 +147,6 @@ fn action_label(a: Action) -> &'static str {
     }
 }
 
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Alerted => "alerted",
-        Outcome::Audited => "audited",
-        Outcome::Prevented => "prevented",
-        Outcome::Held => "held",
-        Outcome::After => "after",
-        Outcome::Failed => "failed",
-    }
-}
-
 fn action_index(a: Action) -> usize {
     match a {
         Action::Alert => 0,
@@ -261,7 +250,7 @@ impl Metrics {
             OUTCOMES.map(|o| {
                 action_family.get_or_create_owned(&ActionLabels {
                     action: action_label(a),
-                    outcome: outcome_label(o),
+                    outcome: o.name(),
                 })
             })
         });

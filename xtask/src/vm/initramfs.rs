@@ -147,7 +147,7 @@ fn libraries(host: &Path) -> Result<Vec<PathBuf>> {
 
 /// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2
 /// (0x…)` give a path; `linux-vdso.so.1 (0x…)` is the kernel's and has none.
-fn parse_ldd(listing: &str) -> Vec<PathBuf> {
+pub(crate) fn parse_ldd(listing: &str) -> Vec<PathBuf> {
     listing
         .lines()
         .filter_map(|line| {

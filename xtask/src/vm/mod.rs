@@ -6,7 +6,7 @@
 
 mod cpio;
 pub mod guest;
-mod initramfs;
+pub(crate) mod initramfs;
 pub mod kernel;
 pub mod open_bench;
 
