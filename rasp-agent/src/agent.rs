@@ -24,7 +24,9 @@ use crate::{
         reader::{self, SiteLoss},
         Event, EventHub, Kind,
     },
-    loader::{self, env, LsmStatus, ProgramState, ProgramStatus},
+    loader::{
+        self, env, uprobe::attach::UprobeTargetReport, LsmStatus, ProgramState, ProgramStatus,
+    },
     metrics::{
         KindCounts, Metrics, MetricsSource, PolicyState, ProcessCounts, ProgramCounts,
         SourceSnapshot,
@@ -114,6 +116,10 @@ pub struct Agent {
     pub metrics: Arc<Metrics>,
     /// Where the metrics endpoint listens (the bound address: port 0 resolved).
     pub metrics_addr: std::net::SocketAddr,
+    /// libpq/OpenSSL files found and what is attached to them (refreshed by the uprobe task).
+    pub uprobe_targets: Mutex<Vec<UprobeTargetReport>>,
+    /// The SQL analyzer's queue counters, once the pipeline started it.
+    pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
 }
 
 impl MetricsSource for Agent {
@@ -156,7 +162,10 @@ impl MetricsSource for Agent {
                 attached: count(ProgramState::Attached),
                 loaded: count(ProgramState::Loaded),
                 failed: count(ProgramState::Failed),
-                uprobe_targets: 0,
+                uprobe_targets: crate::lock(&self.uprobe_targets)
+                    .iter()
+                    .filter(|t| !t.attached.is_empty())
+                    .count() as u64,
             },
             event_latency: self.latency.events.snapshot(),
             decision_latency: self.latency.detections.snapshot(),
@@ -231,6 +240,13 @@ impl Backend for Agent {
             losses,
             pipeline: crate::lock(&self.pipeline).clone(),
             metrics_addr: self.metrics_addr.to_string(),
+            uprobe_targets: crate::lock(&self.uprobe_targets).clone(),
+            analyzers: self
+                .sql_analyzer
+                .get()
+                .map(|h| ("sql".to_string(), h.stats()))
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::{
         reader::{self, StopSignal},
         EventHub,
     },
-    loader::{self, env},
+    loader::{self, env, uprobe::attach::Uprobes},
     metrics::{self, Metrics},
     policy::reload::PolicyControl,
     process::{cgroup::CgroupResolver, ProcessTable},
@@ -71,6 +71,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ring_bytes: args.ring_buffer_size,
     })?;
     let maps = loader::take_maps(&mut ebpf)?;
+    let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
+    let mut programs = programs;
+    programs.extend(uprobe_programs);
     // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
     // megabytes of freed heap behind; hand it back before settling in for the long run.
     // SAFETY: malloc_trim only releases free memory.
@@ -99,6 +102,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pipeline: Mutex::new("running".to_string()),
         metrics,
         metrics_addr,
+        uprobe_targets: Mutex::new(Vec::new()),
+        sql_analyzer: std::sync::OnceLock::new(),
         engine: Engine::live(),
         enforcer: Enforcer::new(environment.cgroup2.clone()),
         store,
@@ -111,6 +116,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     scrape_source.set(agent.clone());
+    // The eBPF object moves behind a lock: the uprobe task attaches to libraries as they
+    // are found; dropping it at the end detaches everything.
+    let probes = Arc::new(Mutex::new((ebpf, uprobes)));
+    let uprobe_task = {
+        let (probes, agent, stop) = (probes.clone(), agent.clone(), stop_rx.clone());
+        tokio::task::spawn_blocking(move || track_uprobe_targets(&probes, &agent, &stop))
+    };
     let stop_reader = Arc::new(StopSignal::new().context("creating the reader's stop eventfd")?);
     let faults = FaultInjection {
         panic_on_exec_comm: args.fault_panic_on_exec_comm.clone(),
@@ -156,7 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     served?;
     drop(endpoint); // removes the socket and its lock
     if let Some(why) = pipeline_died {
-        drop(ebpf);
+        drop(probes);
         anyhow::bail!("{why}");
     }
     pipeline.await.context("event pipeline task")??;
@@ -164,7 +176,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
-    drop(ebpf); // detaches every program
+    uprobe_task.await.context("uprobe target task")?;
+    drop(probes); // detaches every program
     tracing::info!("stopped");
     Ok(())
 }
@@ -179,6 +192,37 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
         let reaped = crate::write(&agent.table).reap(Instant::now());
         if reaped > 0 {
             tracing::trace!(reaped, "exited processes reaped");
+        }
+    }
+}
+
+/// How often running processes are rescanned for libraries that need probes (a bundled
+/// libpq dlopened after start, a container's own copy).
+const UPROBE_RESCAN: Duration = Duration::from_secs(5);
+
+/// Find libpq (and OpenSSL) targets at start and every `UPROBE_RESCAN`, attach to new ones,
+/// and publish the list for `status`. Blocking (reads /proc and ELF files): its own thread,
+/// never the event path; the eBPF object's lock is held only while this scans.
+fn track_uprobe_targets(
+    probes: &Mutex<(aya::Ebpf, Uprobes)>,
+    agent: &Agent,
+    stop: &watch::Receiver<bool>,
+) {
+    let mut first = true;
+    loop {
+        {
+            let mut guard = crate::lock(probes);
+            let (ebpf, uprobes) = &mut *guard;
+            uprobes.scan(ebpf, first);
+            *crate::lock(&agent.uprobe_targets) = uprobes.report();
+        }
+        first = false;
+        let until = Instant::now() + UPROBE_RESCAN;
+        while Instant::now() < until {
+            if *stop.borrow() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

@@ -37,3 +37,7 @@ pub const MAX_CONNECT_CIDRS: u32 = 512;
 
 /// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Bytes of query text captured per libpq call (a power of two: the read length is masked
+/// for the verifier). Longer queries are cut and flagged `SQL_QUERY_TRUNCATED`.
+pub const SQL_QUERY_CAP: usize = 8192;

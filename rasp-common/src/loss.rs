@@ -31,6 +31,8 @@ pub enum LossSite {
     LibPathWalk = 17,
     ConnectRead = 18,
     ConnectReserve = 19,
+    SqlSend = 20,
+    SqlRead = 21,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -46,7 +48,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 19] = [
+    pub const ALL: [LossSite; 21] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -66,6 +68,8 @@ impl LossSite {
         LossSite::LibPathWalk,
         LossSite::ConnectRead,
         LossSite::ConnectReserve,
+        LossSite::SqlSend,
+        LossSite::SqlRead,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -81,6 +85,7 @@ impl LossSite {
             FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
+            SqlSend | SqlRead => EventKind::SqlQuery,
         })
     }
 
@@ -94,6 +99,7 @@ impl LossSite {
             Some(EventKind::FileOpen) => "rasp_file_open",
             Some(EventKind::LibraryLoad) => "rasp_library_load",
             Some(EventKind::Connect) => "rasp_connect",
+            Some(EventKind::SqlQuery) => "rasp_pq_*",
         }
     }
 
@@ -101,7 +107,7 @@ impl LossSite {
         use LossSite::*;
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
-            | LibPathWalk => LossEffect::Incomplete,
+            | LibPathWalk | SqlRead => LossEffect::Incomplete,
             _ => LossEffect::Dropped,
         }
     }
@@ -112,7 +118,7 @@ impl LossSite {
         match self {
             OffsetsUnset => "kernel offset table not filled",
             ScratchBusy => "per-CPU scratch buffer busy",
-            ExecSend | FileSend | LibSend => "ring buffer full (output failed)",
+            ExecSend | FileSend | LibSend | SqlSend => "ring buffer full (output failed)",
             ForkReserve | ExitReserve | ConnectReserve => "ring buffer full (reserve failed)",
             ExecArgvRead => "argv read failed",
             ExecFilenameRead => "exec filename read failed",
@@ -123,6 +129,7 @@ impl LossSite {
             FileFilterRead | LibFilterRead => "pre-filter path walk failed",
             FilePathWalk | LibPathWalk => "path walk failed",
             ConnectRead => "socket address read failed",
+            SqlRead => "query text read failed",
         }
     }
 
@@ -148,8 +155,10 @@ impl LossSite {
             LibPathWalk => "lib_path_walk",
             ConnectRead => "connect_read",
             ConnectReserve => "connect_reserve",
+            SqlSend => "sql_send",
+            SqlRead => "sql_read",
         }
     }
 }
 
-const _: () = assert!((LossSite::ConnectReserve as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::SqlRead as u32) < LOSS_SLOTS);

@@ -21,16 +21,18 @@ pub enum EventKind {
     FileOpen = 4,
     LibraryLoad = 5,
     Connect = 6,
+    SqlQuery = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
         EventKind::FileOpen,
         EventKind::LibraryLoad,
         EventKind::Connect,
+        EventKind::SqlQuery,
     ];
 
     pub const fn from_u16(v: u16) -> Option<Self> {
@@ -41,6 +43,7 @@ impl EventKind {
             4 => Some(EventKind::FileOpen),
             5 => Some(EventKind::LibraryLoad),
             6 => Some(EventKind::Connect),
+            7 => Some(EventKind::SqlQuery),
             _ => None,
         }
     }
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::FileOpen => "file_open",
             EventKind::LibraryLoad => "library_load",
             EventKind::Connect => "connect",
+            EventKind::SqlQuery => "sql_query",
         }
     }
 }
@@ -212,6 +216,32 @@ pub struct ConnectRecord {
     pub addr: [u8; 16],
 }
 
+/// A query handed to libpq (uprobe on `PQsendQuery`, `PQsendQueryParams` or
+/// `PQsendPrepare`, which `PQexec`, `PQexecParams` and `PQprepare` call: each query is seen
+/// once). Payload: `query_len` bytes of query text, without its NUL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SqlQueryRecord {
+    pub header: RecordHeader,
+    /// `SQL_FN_*`: which libpq function.
+    pub function: u32,
+    /// `SQL_*` flags.
+    pub flags: u32,
+    /// The `PGconn *`: one connection's queries share it.
+    pub conn: u64,
+    pub query_len: u32,
+    pub _pad: u32,
+}
+
+pub const SQL_FN_SEND_QUERY: u32 = 1;
+pub const SQL_FN_SEND_QUERY_PARAMS: u32 = 2;
+pub const SQL_FN_SEND_PREPARE: u32 = 3;
+
+/// The query was longer than the capture bound (`limits::SQL_QUERY_CAP`).
+pub const SQL_QUERY_TRUNCATED: u32 = 1 << 0;
+/// The query text could not be read from the process's memory (or was a null pointer).
+pub const SQL_QUERY_FAILED: u32 = 1 << 1;
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -226,6 +256,7 @@ mod pod {
     unsafe impl aya::Pod for super::FileOpenRecord {}
     unsafe impl aya::Pod for super::LibraryLoadRecord {}
     unsafe impl aya::Pod for super::ConnectRecord {}
+    unsafe impl aya::Pod for super::SqlQueryRecord {}
 }
 
 /// Per-CPU scratch where a record with a payload is built before `bpf_ringbuf_output`
@@ -249,3 +280,4 @@ const _: () = assert!(core::mem::size_of::<ExitRecord>() == 96);
 const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 104);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 112);

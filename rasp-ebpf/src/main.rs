@@ -14,6 +14,7 @@ mod lsm;
 mod maps;
 mod net;
 mod process;
+mod sql;
 mod vfs;
 
 #[cfg(not(test))]

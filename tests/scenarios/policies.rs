@@ -889,9 +889,10 @@ fn every_shipped_rule_has_a_scenario() {
         let rule = shipped_rule(case.rule);
         covered.insert(rule.id.clone());
     }
+    // `sql_query` rules need a database server: scenarios/sql.rs triggers them.
     let uncovered: Vec<&str> = rules
         .iter()
-        .filter(|r| !covered.contains(&r.id))
+        .filter(|r| !covered.contains(&r.id) && r.event != "sql_query")
         .map(|r| r.id.as_str())
         .collect();
     assert!(

@@ -148,6 +148,12 @@ pub struct Status {
     /// The Prometheus endpoint's address.
     #[serde(default)]
     pub metrics_addr: String,
+    /// libpq/OpenSSL files found by their symbols, with the probes attached to each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uprobe_targets: Vec<crate::loader::uprobe::attach::UprobeTargetReport>,
+    /// Per analyzer (`sql`): work queued, dropped because its queue was full, done.
+    #[serde(default)]
+    pub analyzers: BTreeMap<String, crate::detect::analyzer::AnalyzerStats>,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

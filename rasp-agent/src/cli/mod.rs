@@ -245,6 +245,31 @@ fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&kinds.render());
+    if !s.uprobe_targets.is_empty() {
+        let mut targets = Table::new(&["UPROBE TARGET", "KIND", "BUILD ID", "PROBES"]);
+        for t in &s.uprobe_targets {
+            let probes: Vec<String> = t
+                .attached
+                .iter()
+                .map(|p| {
+                    let how = if p.emulated { "" } else { " single-step" };
+                    format!("{}+{}{how}", p.function, p.offset_in_symbol)
+                })
+                .collect();
+            targets.row(vec![
+                t.path.clone(),
+                t.kind.clone(),
+                t.build_id.clone().unwrap_or_default(),
+                if probes.is_empty() {
+                    "none (no programs for this kind yet)".to_string()
+                } else {
+                    probes.join(", ")
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&targets.render());
+    }
     if !s.losses.is_empty() {
         let mut losses = Table::new(&["LOSS SITE", "PROGRAM", "EFFECT", "COUNT", "LINE", "WHAT"]);
         for l in &s.losses {
@@ -378,6 +403,13 @@ fn event_row(e: &Event) -> Vec<String> {
             Some(dest) => format!("connect {dest} (attempt)"),
             None => format!("connect {} port {} (attempt)", d.addr, d.port),
         },
+        EventDetail::SqlQuery(d) => format!(
+            "{} conn {:#x}: {}{}",
+            d.function,
+            d.conn,
+            escape_control(&d.query),
+            if d.truncated { " [truncated]" } else { "" }
+        ),
     };
     vec![
         time,
@@ -404,6 +436,19 @@ fn exit_text(code: Option<i32>, signal: Option<i32>, core: bool) -> String {
     }
 }
 
+/// Control characters would break a table row: shown escaped (`\n`, `\u{1b}`).
+fn escape_control(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// argv for display: quote what a shell would need quoted.
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
@@ -414,16 +459,7 @@ fn shell_words(argv: &[String]) -> String {
             {
                 a.clone()
             } else {
-                // Control characters would break the table: show them escaped.
-                let mut shown = String::with_capacity(a.len());
-                for c in a.chars() {
-                    if c.is_control() {
-                        shown.extend(c.escape_default());
-                    } else {
-                        shown.push(c);
-                    }
-                }
-                format!("'{}'", shown.replace('\'', r"'\''"))
+                format!("'{}'", escape_control(a).replace('\'', r"'\''"))
             }
         })
         .collect::<Vec<_>>()

@@ -101,6 +101,27 @@ impl<W: Send + 'static> AnalyzerQueue<W> {
     }
 
     pub fn stats(&self) -> AnalyzerStats {
+        self.stats_handle().stats()
+    }
+
+    /// A handle `status` and metrics read the counters through, from any thread.
+    pub fn stats_handle(&self) -> AnalyzerStatsHandle {
+        AnalyzerStatsHandle {
+            counters: self.counters.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// Reads an analyzer's counters without its queue.
+#[derive(Clone)]
+pub struct AnalyzerStatsHandle {
+    counters: Arc<Counters>,
+    capacity: usize,
+}
+
+impl AnalyzerStatsHandle {
+    pub fn stats(&self) -> AnalyzerStats {
         AnalyzerStats {
             queued: self.counters.queued.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),

@@ -110,6 +110,10 @@ impl Engine {
         table: &ProcessTable,
         mut visit: impl FnMut(&Match<'_>),
     ) {
+        let (query, sql_findings) = match &ev.detail {
+            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice()),
+            _ => (None, &[][..]),
+        };
         let (event_type, path, access, dest) = match &ev.detail {
             EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
             EventDetail::FileOpen(d) => (
@@ -125,7 +129,12 @@ impl Engine {
                 None,
             ),
             EventDetail::Connect(d) => (EventType::Connect, None, Access::default(), d.dest()),
-            EventDetail::Fork(_) | EventDetail::Exit(_) => return,
+            // A query is judged by the SQL analyzer first (`events::pipeline`); rules see
+            // it with the findings filled in.
+            EventDetail::SqlQuery(d) if d.analyzed => {
+                (EventType::SqlQuery, None, Access::default(), None)
+            }
+            EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::SqlQuery(_) => return,
         };
         let wanted = |p: &&Policy| p.rules.iter().any(|r| r.event == event_type);
         if !set.policies.iter().any(|p| wanted(&p)) {
@@ -162,6 +171,8 @@ impl Engine {
             path,
             access,
             dest,
+            query,
+            sql_findings,
         };
 
         // Read once per event, not per matching rule: they are the same decision.

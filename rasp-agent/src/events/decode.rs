@@ -8,8 +8,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use rasp_common::record::SqlQueryRecord;
 use rasp_common::{
-    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP},
+    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP, SQL_QUERY_CAP},
     record::{self, RECORD_VERSION},
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
     LibraryLoadRecord, RecordHeader,
@@ -17,7 +18,7 @@ use rasp_common::{
 
 use super::{
     ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, FileOpenDetail, ForkDetail,
-    LibraryLoadDetail,
+    LibraryLoadDetail, SqlQueryDetail,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -192,6 +193,33 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         EventKind::Connect => {
             let r: ConnectRecord = read_record(bytes, "connect record")?;
             EventDetail::Connect(connect_detail(&r)?)
+        }
+        EventKind::SqlQuery => {
+            let r: SqlQueryRecord = read_record(bytes, "sql query record")?;
+            let query = Payload::after::<SqlQueryRecord>(bytes, "sql query text")
+                .take(r.query_len, SQL_QUERY_CAP)?;
+            let function = match r.function {
+                record::SQL_FN_SEND_QUERY => "PQsendQuery",
+                record::SQL_FN_SEND_QUERY_PARAMS => "PQsendQueryParams",
+                record::SQL_FN_SEND_PREPARE => "PQsendPrepare",
+                other => {
+                    return Err(DecodeError::Invalid {
+                        what: "libpq function",
+                        value: other.into(),
+                    })
+                }
+            };
+            EventDetail::SqlQuery(SqlQueryDetail {
+                function: function.to_string(),
+                conn: r.conn,
+                query: String::from_utf8_lossy(query).into_owned(),
+                truncated: r.flags & record::SQL_QUERY_TRUNCATED != 0,
+                unreadable: r.flags & record::SQL_QUERY_FAILED != 0,
+                analyzed: false,
+                findings: Vec::new(),
+                score_permille: None,
+                shape: None,
+            })
         }
     };
     let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;

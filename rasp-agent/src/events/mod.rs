@@ -56,6 +56,35 @@ pub enum EventDetail {
     FileOpen(FileOpenDetail),
     LibraryLoad(LibraryLoadDetail),
     Connect(ConnectDetail),
+    SqlQuery(SqlQueryDetail),
+}
+
+/// A query an application handed to libpq.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SqlQueryDetail {
+    /// `PQsendQuery`, `PQsendQueryParams` or `PQsendPrepare`.
+    pub function: String,
+    /// The `PGconn *` (as a number): the connection the query goes out on.
+    pub conn: u64,
+    pub query: String,
+    /// Longer than the capture bound (`limits::SQL_QUERY_CAP`): `query` is its start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The text could not be read (or was a null pointer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+    /// Set once the SQL analyzer has judged the query; then `findings` are its finding
+    /// names (`policy::vocab::SQL_FINDINGS`, `injection` for its verdict) and
+    /// `score_permille` its injection score.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub analyzed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_permille: Option<u16>,
+    /// The query's shape (literals normalised) as a stable 64-bit hash, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,16 +202,18 @@ pub enum Kind {
     FileOpen,
     LibraryLoad,
     Connect,
+    SqlQuery,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
         Kind::FileOpen,
         Kind::LibraryLoad,
         Kind::Connect,
+        Kind::SqlQuery,
     ];
 
     pub fn name(self) -> &'static str {
@@ -198,6 +229,7 @@ impl Kind {
             Kind::FileOpen => 3,
             Kind::LibraryLoad => 4,
             Kind::Connect => 5,
+            Kind::SqlQuery => 6,
         }
     }
 
@@ -210,6 +242,7 @@ impl Kind {
             Kind::FileOpen => K::FileOpen,
             Kind::LibraryLoad => K::LibraryLoad,
             Kind::Connect => K::Connect,
+            Kind::SqlQuery => K::SqlQuery,
         }
     }
 
@@ -223,6 +256,7 @@ impl Kind {
             K::FileOpen => Kind::FileOpen,
             K::LibraryLoad => Kind::LibraryLoad,
             K::Connect => Kind::Connect,
+            K::SqlQuery => Kind::SqlQuery,
         }
     }
 }
@@ -236,6 +270,7 @@ impl Event {
             EventDetail::FileOpen(_) => Kind::FileOpen,
             EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
             EventDetail::Connect(_) => Kind::Connect,
+            EventDetail::SqlQuery(_) => Kind::SqlQuery,
         }
     }
 }

@@ -11,11 +11,16 @@ use std::{sync::Arc, time::SystemTime};
 
 use anyhow::{Context, Result};
 
+use super::EventDetail;
 use super::{
     reader::{self, StopSignal},
     BootClock, Event, Kind,
 };
-use crate::{agent::Agent, detect::Outcome, process::cgroup::CgroupResolver};
+use crate::{
+    agent::Agent,
+    detect::{analyzer::AnalyzerQueue, sql, Outcome},
+    process::cgroup::CgroupResolver,
+};
 
 /// Test-only fault injection: the pipeline panics on an exec whose comm is this, so a
 /// scenario can prove that a dead pipeline takes the agent down instead of leaving the
@@ -25,6 +30,12 @@ pub struct FaultInjection {
     pub panic_on_exec_comm: Option<String>,
 }
 
+/// Queries waiting for the SQL analyzer; past this the analyzer drops (and counts) its own
+/// work, never the kernel's events.
+const SQL_QUEUE: usize = 4096;
+/// Query shapes whose verdict is kept: a shape already judged costs a hash lookup.
+const SQL_SHAPES: usize = 16384;
+
 pub fn run(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     agent: Arc<Agent>,
@@ -33,10 +44,12 @@ pub fn run(
     faults: FaultInjection,
 ) -> Result<()> {
     set_thread_nice(agent.args.drain_nice);
+    let sql = sql_analyzer(agent.clone()).context("starting the SQL analyzer")?;
+    let _ = agent.sql_analyzer.set(sql.stats_handle());
     let clock = BootClock::now();
     let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
     let mut detections = Vec::new();
-    reader::drain(
+    let drained = reader::drain(
         ring,
         clock,
         stop,
@@ -56,48 +69,107 @@ pub fn run(
                         panic!("fault injection: pipeline panic on exec of {comm}");
                     }
                 }
-                crate::write(&agent.table).apply(ev);
-                let table = crate::read(&agent.table);
-                agent.engine.for_each_match(&set, ev, &table, |m| {
-                    agent.latency.detections.record_ns(m.latency_us * 1000);
-                    agent
-                        .metrics
-                        .detection(&m.rule.id, m.rule.severity, m.mode());
-                    // Nothing to do to the process: the outcome is known, so a repeat of an
-                    // open fold window is counted there and never built. An action that acts
-                    // always gets its own detection and acts.
-                    let folded = Outcome::without_acting(m.action(), m.mode()).is_some_and(
-                        |(outcome, detail)| {
-                            let folded = agent
-                                .store
-                                .fold(&m.fold_key(outcome, detail), SystemTime::now());
-                            if folded {
-                                agent.metrics.action(m.action(), outcome);
-                            }
-                            folded
-                        },
-                    );
-                    if !folded {
-                        detections.push(m.detection());
+                if ev.kind() == Kind::SqlQuery {
+                    // Judged off this thread; the rules see it with the analyzer's findings.
+                    if !sql.offer(ev.clone()) {
+                        agent
+                            .metrics
+                            .analyzer_dropped(crate::metrics::Analyzer::Sql);
                     }
-                });
+                    continue;
+                }
+                crate::write(&agent.table).apply(ev);
+                decide(&agent, &set, ev, &mut detections);
             }
             agent.hub.publish(&mut shared);
-            for mut d in detections.drain(..) {
-                (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
-                agent.metrics.action(d.action, d.outcome);
-                if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
-                    tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
-                }
-                agent.store.submit(d);
-            }
+            settle(&agent, &mut detections);
         },
         |e| {
             tracing::warn!(error = %e, "undecodable record");
             agent.hub.count_decode_error();
         },
     )
-    .context("draining the ring buffer")
+    .context("draining the ring buffer");
+    drop(sql); // lets the analyzer finish what is queued
+    drained
+}
+
+/// Evaluate the rules on `ev` (the process table under its read lock) into `detections`.
+/// A match whose action does nothing to the process has a known outcome, so a repeat of an
+/// open fold window is counted there and never built; an action that acts always gets its
+/// own detection and acts.
+fn decide(
+    agent: &Agent,
+    set: &crate::policy::active::PolicySet,
+    ev: &Arc<Event>,
+    detections: &mut Vec<crate::detect::Detection>,
+) {
+    let table = crate::read(&agent.table);
+    agent.engine.for_each_match(set, ev, &table, |m| {
+        agent.latency.detections.record_ns(m.latency_us * 1000);
+        agent
+            .metrics
+            .detection(&m.rule.id, m.rule.severity, m.mode());
+        let folded =
+            Outcome::without_acting(m.action(), m.mode()).is_some_and(|(outcome, detail)| {
+                let folded = agent
+                    .store
+                    .fold(&m.fold_key(outcome, detail), SystemTime::now());
+                if folded {
+                    agent.metrics.action(m.action(), outcome);
+                }
+                folded
+            });
+        if !folded {
+            detections.push(m.detection());
+        }
+    });
+}
+
+/// Act on each detection (enforce mode) and hand it to the store.
+fn settle(agent: &Agent, detections: &mut Vec<crate::detect::Detection>) {
+    for mut d in detections.drain(..) {
+        (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+        agent.metrics.action(d.action, d.outcome);
+        if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
+            tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
+        }
+        agent.store.submit(d);
+    }
+}
+
+/// The SQL analyzer stage: judge each query (a known shape is a cache hit), attach the
+/// findings, publish the analyzed event, and run the `sql_query` rules on it.
+fn sql_analyzer(
+    agent: Arc<Agent>,
+) -> Result<AnalyzerQueue<Arc<Event>>, crate::detect::analyzer::AnalyzerStartError> {
+    let analyzer = sql::Analyzer::default();
+    let mut cache = sql::ShapeCache::new(SQL_SHAPES);
+    let mut detections = Vec::new();
+    let queue = AnalyzerQueue::start("sql", SQL_QUEUE, move |ev: Arc<Event>| {
+        let EventDetail::SqlQuery(d) = &ev.detail else {
+            return;
+        };
+        let judged = analyzer.judge(&mut cache, &d.query, d.truncated);
+        let v = judged.verdict;
+        let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
+        if v.injection {
+            findings.insert(0, "injection".to_string());
+        }
+        let mut analyzed = (*ev).clone();
+        if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
+            d.analyzed = true;
+            d.findings = findings;
+            d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
+            d.shape = Some(format!("{:016x}", judged.shape.0));
+        }
+        let analyzed = Arc::new(analyzed);
+        let set = agent.policies.registry().current();
+        decide(&agent, &set, &analyzed, &mut detections);
+        agent.hub.publish(&mut vec![analyzed]);
+        settle(&agent, &mut detections);
+    })?;
+    Ok(queue)
 }
 
 /// Gives the calling thread (only it: a thread id, not the process) nice value `nice`; a

@@ -452,7 +452,7 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<EventMaps, LoadError> {
 }
 
 /// aya errors keep the kernel's verifier log and errno in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

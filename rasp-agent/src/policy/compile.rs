@@ -27,6 +27,8 @@ pub fn interest(policies: &[Policy]) -> Interest {
             EventType::FileOpen => file_interest(rule, &mut out),
             EventType::LibraryLoad => library_interest(rule, &mut out),
             EventType::Connect => connect_interest(rule, &mut out),
+            // Queries are captured for every libpq; no kernel filter to widen.
+            EventType::SqlQuery => {}
         }
     }
     out.file_names.sort();

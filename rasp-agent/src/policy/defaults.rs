@@ -37,6 +37,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         "policies/cloud-metadata.yaml",
         include_str!("../../../policies/cloud-metadata.yaml"),
     ),
+    (
+        "policies/sql-injection.yaml",
+        include_str!("../../../policies/sql-injection.yaml"),
+    ),
 ];
 
 /// The shipped default set, validated like any other.
@@ -64,6 +68,8 @@ mod tests {
         path: Option<&'static str>,
         access: Access,
         dest: Option<SocketAddr>,
+        query: Option<&'static str>,
+        sql_findings: Vec<String>,
     }
 
     fn base(event: EventType, exe: &'static str, ancestors: &[&'static str]) -> Ev {
@@ -79,6 +85,8 @@ mod tests {
             path: None,
             access: Access::empty(),
             dest: None,
+            query: None,
+            sql_findings: Vec::new(),
         }
     }
 
@@ -144,6 +152,8 @@ mod tests {
             path: e.path,
             access: e.access,
             dest: e.dest,
+            query: e.query,
+            sql_findings: &e.sql_findings,
         };
         policies
             .iter()

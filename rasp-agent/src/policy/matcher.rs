@@ -35,6 +35,9 @@ pub struct Subject<'a> {
     pub access: Access,
     /// connect.
     pub dest: Option<SocketAddr>,
+    /// SQL events: the query text and the analyzer's finding names (`vocab::SQL_FINDINGS`).
+    pub query: Option<&'a str>,
+    pub sql_findings: &'a [String],
 }
 
 /// How a file is opened: any combination of read, write, create, truncate.
@@ -100,10 +103,12 @@ pub enum Field {
     Access,
     Port,
     Cidr,
+    Query,
+    SqlFinding,
 }
 
 impl Field {
-    pub const ALL: [Field; 15] = [
+    pub const ALL: [Field; 17] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -119,6 +124,8 @@ impl Field {
         Field::Access,
         Field::Port,
         Field::Cidr,
+        Field::Query,
+        Field::SqlFinding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +145,8 @@ impl Field {
             Field::Access => "access",
             Field::Port => "port",
             Field::Cidr => "cidr",
+            Field::Query => "query",
+            Field::SqlFinding => "sql_finding",
         }
     }
 
@@ -164,6 +173,7 @@ impl Field {
             Field::Path => Some(&[EventType::FileOpen, EventType::LibraryLoad]),
             Field::Access => Some(&[EventType::FileOpen]),
             Field::Port | Field::Cidr => Some(&[EventType::Connect]),
+            Field::Query | Field::SqlFinding => Some(&[EventType::SqlQuery]),
             _ => None,
         }
     }
@@ -174,9 +184,13 @@ impl Field {
             Field::Exe | Field::ParentExe | Field::AncestorExe | Field::Path | Field::Cgroup => {
                 Some(GlobMode::Path)
             }
-            Field::Comm | Field::Argv | Field::Cmdline | Field::ContainerId | Field::PodUid => {
-                Some(GlobMode::Text)
-            }
+            Field::Comm
+            | Field::Argv
+            | Field::Cmdline
+            | Field::ContainerId
+            | Field::PodUid
+            | Field::Query
+            | Field::SqlFinding => Some(GlobMode::Text),
             _ => None,
         }
     }
@@ -252,6 +266,8 @@ pub struct Conditions {
     container_id: Option<PatternSet>,
     pod_uid: Option<PatternSet>,
     path: Option<PatternSet>,
+    query: Option<PatternSet>,
+    sql_finding: Option<PatternSet>,
     uid: Option<Vec<u32>>,
     in_container: Option<bool>,
     access: Option<Access>,
@@ -285,6 +301,8 @@ impl Conditions {
             Field::ContainerId => &mut self.container_id,
             Field::PodUid => &mut self.pod_uid,
             Field::Path => &mut self.path,
+            Field::Query => &mut self.query,
+            Field::SqlFinding => &mut self.sql_finding,
             _ => return,
         };
         *slot = Some(set);
@@ -376,6 +394,14 @@ impl Conditions {
             && one(&self.pod_uid, s.pod_uid))
         {
             return false;
+        }
+        if !one(&self.query, s.query) {
+            return false;
+        }
+        if let Some(set) = &self.sql_finding {
+            if !s.sql_findings.iter().any(|f| set.matches(f)) {
+                return false;
+            }
         }
         if let Some(set) = &self.ancestor_exe {
             if !s.ancestor_exes.iter().any(|a| set.matches(a)) {

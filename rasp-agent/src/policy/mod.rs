@@ -326,6 +326,8 @@ rules:
             path: None,
             access: Access::empty(),
             dest: None,
+            query: None,
+            sql_findings: &[],
         }
     }
 

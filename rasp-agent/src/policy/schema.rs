@@ -46,6 +46,7 @@ const EVENTS: &[(&str, EventType)] = &[
     ("file_open", EventType::FileOpen),
     ("connect", EventType::Connect),
     ("library_load", EventType::LibraryLoad),
+    ("sql_query", EventType::SqlQuery),
 ];
 const ACTIONS: &[(&str, Action)] = &[
     ("alert", Action::Alert),
@@ -935,6 +936,17 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry) 
 /// One pattern of a glob field, checked for what can never match.
 fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
     let t = item_text(item);
+    let wild = |c: char| matches!(c, '*' | '?' | '[');
+    if field == Field::SqlFinding && !t.contains(wild) && !super::vocab::SQL_FINDINGS.contains(&t) {
+        ctx.err(
+            item.pos,
+            format!(
+                "`sql_finding` {t:?} is not a finding the SQL analyzer reports; one of: {}",
+                super::vocab::SQL_FINDINGS.join(", ")
+            ),
+        );
+        return None;
+    }
     let name = field.name();
     let mode = field.glob_mode().unwrap_or(GlobMode::Text);
     let g = match Glob::new(t, mode) {

@@ -54,7 +54,28 @@ pub enum EventType {
     FileOpen,
     Connect,
     LibraryLoad,
+    /// A query sent through libpq, with the SQL analyzer's findings.
+    SqlQuery,
 }
+
+/// What `sql_finding` can name: the SQL analyzer's finding kinds (`detect::sql`, a test
+/// there keeps the lists equal) and `injection`, its verdict that the findings together
+/// make the query an injection.
+pub const SQL_FINDINGS: &[&str] = &[
+    "injection",
+    "tautology",
+    "union_extraction",
+    "stacked_statement",
+    "comment_truncation",
+    "time_based",
+    "error_based",
+    "catalog_probe",
+    "file_access",
+    "obfuscation",
+    "inline_query",
+    "malformed",
+    "foreign_dialect",
+];
 
 impl Action {
     /// What the action does, for "would ..." in audit mode and simulation.

@@ -270,7 +270,10 @@ impl ProcessTable {
                 }
             }
             // What a process touches does not change what it is.
-            EventDetail::FileOpen(_) | EventDetail::LibraryLoad(_) | EventDetail::Connect(_) => {}
+            EventDetail::FileOpen(_)
+            | EventDetail::LibraryLoad(_)
+            | EventDetail::Connect(_)
+            | EventDetail::SqlQuery(_) => {}
         }
     }
 

@@ -87,6 +87,24 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// The name policies use (`sql_finding`), as in `policy::vocab::SQL_FINDINGS`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FindingKind::Tautology => "tautology",
+            FindingKind::UnionExtraction => "union_extraction",
+            FindingKind::StackedStatement => "stacked_statement",
+            FindingKind::CommentTruncation => "comment_truncation",
+            FindingKind::TimeBased => "time_based",
+            FindingKind::ErrorBased => "error_based",
+            FindingKind::CatalogProbe => "catalog_probe",
+            FindingKind::FileAccess => "file_access",
+            FindingKind::Obfuscation => "obfuscation",
+            FindingKind::InlineQuery => "inline_query",
+            FindingKind::Malformed => "malformed",
+            FindingKind::ForeignDialect => "foreign_dialect",
+        }
+    }
+
     pub const ALL: [FindingKind; 12] = [
         FindingKind::Tautology,
         FindingKind::UnionExtraction,
@@ -2456,6 +2474,21 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_names_are_the_policy_vocabulary_and_serde() {
+        for k in FindingKind::ALL {
+            assert!(
+                crate::policy::vocab::SQL_FINDINGS.contains(&k.name()),
+                "{k:?}"
+            );
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+        assert_eq!(
+            crate::policy::vocab::SQL_FINDINGS.len(),
+            FindingKind::ALL.len() + 1
+        );
+    }
 
     fn analyze(q: &str) -> Analysis {
         Analyzer::default().analyze(q, false)

@@ -3,6 +3,7 @@
 //! attachments to make or drop as processes map and unmap them (`targets.rs`). The eBPF
 //! programs and the aya attach calls live with the loader; this module only plans.
 
+pub mod attach;
 pub mod elf;
 pub mod prologue;
 pub mod targets;

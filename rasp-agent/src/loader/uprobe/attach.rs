@@ -1,0 +1,274 @@
+//! Attaching the libpq programs to the targets the registry finds, and keeping their links:
+//! the one place that turns an `AttachPlan` into aya calls. The three send functions carry
+//! every query (`PQexec`, `PQexecParams` and `PQprepare` call them), so only they get a
+//! program: each query is reported once. OpenSSL targets are found and listed, but have no
+//! programs yet.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        UProbe,
+    },
+    Ebpf,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    targets::{inspect_file, RegistryLimits},
+    EmulationModel, FileId, LibraryKind, TargetAction, TargetId, TargetRegistry, TargetStatus,
+};
+use crate::loader::{ProgramState, ProgramStatus};
+
+/// libpq function → the program that reads its query argument.
+pub const LIBPQ_PROGRAMS: [(&str, &str); 3] = [
+    ("PQsendQuery", "rasp_pq_send_query"),
+    ("PQsendQueryParams", "rasp_pq_send_query_params"),
+    ("PQsendPrepare", "rasp_pq_send_prepare"),
+];
+
+/// Where a system's own libpq lives before any process maps it: looked at once at start so
+/// the first `psql` after the agent starts is already covered (a uprobe is per file, for
+/// every process that maps it later). Names are only the candidates; symbols decide.
+const LIBRARY_DIRS: [&str; 5] = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// One attached probe, for `status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachedProbe {
+    pub function: String,
+    pub offset_in_symbol: u64,
+    pub file_offset: u64,
+    pub instruction: String,
+    /// The kernel emulates the probed instruction (cheap) rather than single-stepping it.
+    pub emulated: bool,
+}
+
+/// A target as `status` shows it: what the registry knows and what is really attached.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UprobeTargetReport {
+    /// `libpq`, `libssl`, `static_ssl`.
+    pub kind: String,
+    /// Where the agent opened it from (`/proc/<pid>/root/...` for a process's copy).
+    pub path: String,
+    /// `major:minor inode`: one attachment per distinct file.
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Processes known to map it.
+    pub processes: usize,
+    pub attached: Vec<AttachedProbe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+pub struct Uprobes {
+    registry: TargetRegistry,
+    links: HashMap<TargetId, Vec<(&'static str, UProbeLinkId)>>,
+    attached: HashMap<TargetId, Vec<AttachedProbe>>,
+    errors: HashMap<TargetId, Vec<String>>,
+}
+
+impl Uprobes {
+    /// Load (not attach) the libpq programs; one status line each.
+    pub fn load(ebpf: &mut Ebpf) -> (Uprobes, Vec<ProgramStatus>) {
+        let statuses = LIBPQ_PROGRAMS
+            .iter()
+            .map(|(_, name)| {
+                let loaded = program(ebpf, name).and_then(|p| p.load().map_err(|e| e.to_string()));
+                match loaded {
+                    Ok(()) => ProgramStatus {
+                        name: (*name).to_string(),
+                        hook: "uprobe/libpq (attached per library file)".to_string(),
+                        state: ProgramState::Loaded,
+                        error: None,
+                    },
+                    Err(e) => {
+                        tracing::error!(program = name, error = %e, "uprobe program did not load");
+                        ProgramStatus {
+                            name: (*name).to_string(),
+                            hook: "uprobe/libpq".to_string(),
+                            state: ProgramState::Failed,
+                            error: Some(e),
+                        }
+                    }
+                }
+            })
+            .collect();
+        let uprobes = Uprobes {
+            registry: TargetRegistry::new(
+                EmulationModel::of_running_kernel(),
+                RegistryLimits::default(),
+            ),
+            links: HashMap::new(),
+            attached: HashMap::new(),
+            errors: HashMap::new(),
+        };
+        (uprobes, statuses)
+    }
+
+    /// Find targets in every running process and (`with_library_dirs`) the system library
+    /// directories, and attach to new ones. Blocking: reads /proc and ELF files.
+    pub fn scan(&mut self, ebpf: &mut Ebpf, with_library_dirs: bool) {
+        let mut actions = self.registry.scan_all_processes();
+        if with_library_dirs {
+            actions.extend(self.library_dir_candidates());
+        }
+        for action in actions {
+            self.apply(ebpf, action);
+        }
+    }
+
+    fn library_dir_candidates(&mut self) -> Vec<TargetAction> {
+        let agent = std::process::id();
+        let mut actions = Vec::new();
+        for dir in LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with("libpq") && name.contains(".so")) {
+                    continue;
+                }
+                let path: PathBuf = entry.path();
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let file = FileId {
+                    major: libc::major(meta.dev()),
+                    minor: libc::minor(meta.dev()),
+                    inode: meta.ino(),
+                };
+                if !matches!(
+                    self.registry.lookup(file),
+                    super::targets::MappingLookup::Unknown
+                ) {
+                    continue;
+                }
+                let inspected = inspect_file(&path, self.registry_model());
+                // Held by the agent itself: a file on disk stays attached while it runs.
+                if let Some(action) = self.registry.record(agent, &path, file, inspected) {
+                    actions.push(action);
+                }
+            }
+        }
+        actions
+    }
+
+    fn registry_model(&self) -> EmulationModel {
+        EmulationModel::of_running_kernel()
+    }
+
+    fn apply(&mut self, ebpf: &mut Ebpf, action: TargetAction) {
+        match action {
+            TargetAction::Attach(plan) => {
+                if plan.image.kind != LibraryKind::Libpq {
+                    return; // found and listed; no programs for it yet
+                }
+                let mut links = Vec::new();
+                let mut attached = Vec::new();
+                let mut errors = Vec::new();
+                for probe in &plan.image.probes {
+                    let Some((_, name)) = LIBPQ_PROGRAMS.iter().find(|(f, _)| *f == probe.function)
+                    else {
+                        continue;
+                    };
+                    match attach_one(ebpf, name, &plan.path, probe.point.file_offset) {
+                        Ok(link) => {
+                            links.push((*name, link));
+                            attached.push(AttachedProbe {
+                                function: probe.function.to_string(),
+                                offset_in_symbol: probe.point.offset_in_symbol,
+                                file_offset: probe.point.file_offset,
+                                instruction: probe.point.instruction.clone(),
+                                emulated: probe.point.emulated,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(function = probe.function, path = %plan.path.display(), error = %e, "uprobe attach failed");
+                            errors.push(format!("{}: {e}", probe.function));
+                        }
+                    }
+                }
+                tracing::info!(target = plan.id.0, path = %plan.path.display(), probes = attached.len(), "libpq probes attached");
+                self.links.insert(plan.id, links);
+                self.attached.insert(plan.id, attached);
+                self.errors.insert(plan.id, errors);
+            }
+            TargetAction::Detach(id) => {
+                for (name, link) in self.links.remove(&id).unwrap_or_default() {
+                    if let Ok(p) = program(ebpf, name) {
+                        if let Err(e) = p.detach(link) {
+                            tracing::warn!(program = name, error = %e, "uprobe detach failed");
+                        }
+                    }
+                }
+                self.attached.remove(&id);
+                self.errors.remove(&id);
+            }
+        }
+    }
+
+    /// A process exited: drop what only it mapped.
+    pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        for action in self.registry.on_process_exit(pid) {
+            self.apply(ebpf, action);
+        }
+    }
+
+    pub fn report(&self) -> Vec<UprobeTargetReport> {
+        self.registry
+            .status()
+            .into_iter()
+            .map(|t: TargetStatus| UprobeTargetReport {
+                kind: serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                path: t.path.display().to_string(),
+                file: t.file.to_string(),
+                build_id: t.build_id.clone(),
+                version: t.version.clone(),
+                processes: t.processes,
+                attached: self.attached.get(&t.id).cloned().unwrap_or_default(),
+                errors: self.errors.get(&t.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} not in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    name: &str,
+    path: &Path,
+    file_offset: u64,
+) -> Result<UProbeLinkId, String> {
+    program(ebpf, name)?
+        .attach(
+            UProbeAttachLocation::AbsoluteOffset(file_offset),
+            path,
+            UProbeScope::AllProcesses,
+        )
+        .map_err(|e| crate::loader::error_chain(&e))
+}
