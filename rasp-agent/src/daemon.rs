@@ -21,12 +21,12 @@ use crate::{
     enforce::Enforcer,
     events::{
         latency::Latencies,
-        pipeline::{self, FaultInjection},
         reader::{self, StopSignal},
         EventHub,
     },
     loader::{self, env, uprobe::attach::Uprobes},
     metrics::{self, Metrics},
+    pipeline::{self, FaultInjection},
     policy::reload::PolicyControl,
     process::{cgroup::CgroupResolver, ProcessTable},
     store::{DetectionStore, StoreOptions},

@@ -12,6 +12,7 @@ pub mod events;
 pub mod loader;
 pub mod mask;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod store;

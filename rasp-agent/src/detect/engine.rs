@@ -129,7 +129,7 @@ impl Engine {
                 None,
             ),
             EventDetail::Connect(d) => (EventType::Connect, None, Access::default(), d.dest()),
-            // A query is judged by the SQL analyzer first (`events::pipeline`); rules see
+            // A query is judged by the SQL analyzer first (`crate::pipeline`); rules see
             // it with the findings filled in.
             EventDetail::SqlQuery(d) if d.analyzed => {
                 (EventType::SqlQuery, None, Access::default(), None)

@@ -5,7 +5,6 @@
 pub mod decode;
 pub mod hub;
 pub mod latency;
-pub mod pipeline;
 pub mod reader;
 
 use serde::{Deserialize, Serialize};

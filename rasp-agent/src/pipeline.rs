@@ -11,14 +11,13 @@ use std::{sync::Arc, time::SystemTime};
 
 use anyhow::{Context, Result};
 
-use super::EventDetail;
-use super::{
-    reader::{self, StopSignal},
-    BootClock, Event, Kind,
-};
 use crate::{
     agent::Agent,
     detect::{analyzer::AnalyzerQueue, sql, Outcome},
+    events::{
+        reader::{self, StopSignal},
+        BootClock, Event, EventDetail, Kind,
+    },
     process::cgroup::CgroupResolver,
 };
 
