@@ -1341,15 +1341,24 @@ mod tests {
             Access::READ,
         ));
         only(
-            open("/usr/bin/grep", "/proc/812/maps", Access::READ),
+            exec(
+                "/usr/bin/cat",
+                &["cat", "/proc/812/maps"],
+                &["/usr/bin/bash"],
+            ),
             "read-process-maps-by-tool",
         );
-        none(open(
-            "/usr/lib/jvm/bin/java",
-            "/proc/812/maps",
-            Access::READ,
+        only(
+            sh_c("for p in $(pgrep sshd); do grep rw-p /proc/$p/maps; done"),
+            "read-process-maps-by-tool",
+        );
+        none(exec(
+            "/usr/bin/cat",
+            &["cat", "/proc/self/maps"],
+            &["/usr/bin/bash"],
         ));
-        none(open("/usr/bin/cat", "/proc/self/maps", Access::READ));
+        // glibc programs read their own map (reported as /proc/<pid>/maps): no rule's.
+        none(open("/usr/bin/grep", "/proc/812/maps", Access::READ));
         none(open("/usr/bin/cat", "/proc/812/status", Access::READ));
         only(
             exec(
