@@ -1284,8 +1284,10 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// What a developer's or a database host's day looks like: file tools, git, python, a C
-/// build whose result runs from a normal directory, shell scripts, and a real PostgreSQL
+/// What a developer's or a database host's day looks like: file tools, git (in /tmp too),
+/// python, modes and timestamps set the ordinary way, base64 decoding to a file, shells
+/// reading their rc files, a C build whose result runs from a normal directory, shell
+/// scripts, and a real PostgreSQL
 /// (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not under /tmp),
 /// TMP, PGBIN, PORT.
 const WORKLOAD: &str = r#"set -eu
@@ -1299,6 +1301,15 @@ git --version > /dev/null
 python3 -c 'print(1)' > /dev/null
 env > /dev/null
 id > /dev/null
+chmod 755 "$work"
+touch "$tmp/stamp"
+echo aGk= | base64 -d > /dev/null
+python3 -c 'import base64; print(base64.b64encode(b"x"))' > /dev/null
+cat "${HOME:-/root}/.bashrc" > /dev/null 2>&1 || true
+systemctl --version > /dev/null 2>&1 || true
+printf 'import sys\nprint(sys.argv)\n' > "$work/t.py"
+python3 "$work/t.py" "$tmp" > /dev/null
+git init -q "$tmp/repo" && git -C "$tmp/repo" status > /dev/null
 cat /etc/hostname > /dev/null
 sleep 0.1
 sh -c 'for i in 1 2 3; do echo "line $i"; done' | wc -l > /dev/null

@@ -1656,6 +1656,60 @@ mod tests {
     }
 
     #[test]
+    fn exceptions_are_anchored_to_installed_paths() {
+        // A payload whose parent was renamed after a build tool.
+        only(
+            exec("/tmp/x", &[], &["/tmp/make", "/usr/bin/bash"]),
+            "exec-from-tmp",
+        );
+        none(exec(
+            "/tmp/cc-build/a.out",
+            &[],
+            &["/usr/bin/make", "/usr/bin/bash"],
+        ));
+        // A program named crontab or dpkg somewhere else.
+        only(
+            open("/tmp/crontab", "/var/spool/cron/crontabs/root", W),
+            "write-persistence-location",
+        );
+        let mut fake_dpkg = open("/usr/bin/sed", "/etc/cron.d/x", W | Access::CREATE);
+        fake_dpkg.ancestors = vec!["/dev/shm/dpkg", "/usr/bin/bash"];
+        only(fake_dpkg, "write-persistence-location");
+        // A script named pip: comm says pip, argv[1] says where the script really is.
+        let mut fake_pip = with_comm(
+            open(
+                "/usr/bin/python3.11",
+                "/usr/local/bin/ls",
+                W | Access::CREATE,
+            ),
+            "pip",
+        );
+        fake_pip.argv = vec!["/usr/bin/python3".into(), "/tmp/pip".into()];
+        only(fake_pip, "write-below-binary-dirs");
+        let mut real_pip = with_comm(
+            open(
+                "/usr/bin/python3.11",
+                "/usr/local/lib/python3.11/dist-packages/x/__init__.py",
+                W | Access::CREATE,
+            ),
+            "pip",
+        );
+        real_pip.argv = vec![
+            "/usr/bin/python3".into(),
+            "/usr/bin/pip".into(),
+            "install".into(),
+            "x".into(),
+        ];
+        none(real_pip);
+        // A JVM unpacking its native libraries, and a fake one in /tmp.
+        none(load(
+            "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+            "/tmp/libnetty_transport_native_epoll_x86_6412.so",
+        ));
+        only(load("/tmp/java", "/tmp/libx.so"), "library-load-from-tmp");
+    }
+
+    #[test]
     fn ordinary_activity_is_quiet() {
         none(exec(
             "/usr/bin/ls",
