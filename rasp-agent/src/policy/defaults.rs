@@ -960,6 +960,27 @@ mod tests {
             ),
             "script-from-writable-dir",
         );
+        // A virtualenv in /tmp: its console scripts run through the venv's interpreter.
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/tmp/b/venv/bin/python3",
+                "/tmp/b/venv/bin/pytest",
+                "-q",
+                "/tmp/b/proj",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/tmp/b/venv/bin/python3",
+                "/tmp/b/venv/bin/pip",
+                "install",
+                "pytest",
+            ],
+            &["/usr/bin/bash"],
+        ));
         none(sh_c("cat /tmp/build.log | grep error"));
         none(exec(
             "/usr/bin/dash",
