@@ -1677,6 +1677,20 @@ mod tests {
     }
 
     #[test]
+    fn package_installs_read_shadow_quietly() {
+        // debconf's preconfigure step of `apt-get install` (seen on this host).
+        let mut debconf = with_comm(
+            open("/usr/bin/perl", "/etc/shadow", Access::READ),
+            "dpkg-preconfigu",
+        );
+        debconf.ancestors = vec!["/usr/bin/dash", "/usr/bin/apt-get", "/usr/bin/bash"];
+        none(debconf);
+        let mut fake = open("/usr/bin/perl", "/etc/shadow", Access::READ);
+        fake.ancestors = vec!["/usr/bin/dash", "/tmp/apt-get", "/usr/bin/bash"];
+        only(fake, "read-shadow-file");
+    }
+
+    #[test]
     fn exceptions_are_anchored_to_installed_paths() {
         // A payload whose parent was renamed after a build tool.
         only(
