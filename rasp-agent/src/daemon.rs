@@ -216,6 +216,12 @@ fn track_uprobe_targets(
             uprobes.scan(ebpf, first);
             *crate::lock(&agent.uprobe_targets) = uprobes.report();
         }
+        // A scan reads ELF sections of files it has not seen; give that heap back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe {
+            libc::malloc_trim(0)
+        };
         first = false;
         let until = Instant::now() + UPROBE_RESCAN;
         while Instant::now() < until {

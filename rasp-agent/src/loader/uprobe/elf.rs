@@ -211,7 +211,10 @@ impl<'a> ImageReader<'a> {
             &wanted,
             SymbolTable::Dynsym,
         )?;
-        if functions.is_empty() {
+        // `.symtab` only for executables (a statically linked OpenSSL): shared libraries
+        // export what can be probed in `.dynsym`, and reading the full symbol table of every
+        // unstripped library on the node cost the agent tens of MiB of peak memory.
+        if functions.is_empty() && is_executable {
             functions = self.functions(
                 endian,
                 &sections,
