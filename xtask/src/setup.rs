@@ -35,6 +35,13 @@ const APT_PACKAGES: &[&str] = &[
     "socat",
     "busybox-static",
     "nodejs",
+    // The attack-technique scenarios run the real tools: module loaders, setcap, a debugger
+    // attach, an editor saving a start-up file, systemctl.
+    "kmod",
+    "libcap2-bin",
+    "strace",
+    "vim",
+    "systemd",
 ];
 
 /// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).
