@@ -199,3 +199,31 @@ fn metrics_endpoint_serves_and_agrees_with_status() {
     }
     assert!(scraped.trim_end().ends_with("# EOF"));
 }
+
+/// Issue 22's reproduced crash: 100 KB of nested `- - - … x` applied over the socket killed
+/// the running agent (a stack overflow in the YAML loader). Now it is refused with its
+/// position, the active set stays, and the agent keeps serving.
+#[test]
+fn a_hostile_policy_file_is_refused_and_the_agent_lives() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let deep = format!("{}x\n", "- ".repeat(50_000));
+    let file = scratch.file(dir.join("deep.yaml"), deep.as_bytes(), 0o644);
+    let before = agent.status()["policy_set_version"].clone();
+    let out = agent.cli(&["policy", "apply", file.to_str().unwrap_or_default()]);
+    assert!(!out.status.success(), "a hostile policy was applied");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("deep.yaml:1:") && said.contains("nested deeper"),
+        "the refusal does not say what and where: {said}"
+    );
+    let status = agent.status();
+    assert_eq!(
+        status["policy_set_version"], before,
+        "the active set changed"
+    );
+    assert_eq!(status["pipeline"], "running");
+}

@@ -167,6 +167,10 @@ pub fn parse(text: &str) -> (Vec<Node>, Vec<YamlError>) {
         alias_nodes: 0,
         errors: Vec::new(),
     };
+    if let Some(e) = too_deep(text) {
+        b.errors.push(e);
+        return (b.docs, b.errors);
+    }
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut b, true) {
         let pos = Pos::from_marker(e.marker());
@@ -176,6 +180,38 @@ pub fn parse(text: &str) -> (Vec<Node>, Vec<YamlError>) {
         });
     }
     (b.docs, b.errors)
+}
+
+/// Deeper nesting than any policy needs (policies nest four or five levels). The YAML
+/// loader recurses once per level, so a hostile file (`- - - … x`, 100 KB of it) would
+/// overflow the stack and kill the process before anything could be reported.
+const MAX_DEPTH: usize = 64;
+
+/// Walks the document's events without building anything (the event stream itself is
+/// produced iteratively) and reports where nesting passes `MAX_DEPTH`. Syntax errors are
+/// left to the real parse, which explains them.
+fn too_deep(text: &str) -> Option<YamlError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, marker) = parser.next_token().ok()?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(YamlError {
+                        pos: Pos::from_marker(&marker),
+                        message: format!(
+                            "lists and maps nested deeper than {MAX_DEPTH} levels; no policy needs that: flatten it"
+                        ),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => return None,
+            _ => {}
+        }
+    }
 }
 
 fn syntax_message(info: &str, text: &str, pos: Pos) -> String {
@@ -373,6 +409,37 @@ impl MarkedEventReceiver for Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 100 KB of `- - - … x` overflowed the stack in the loader (issue 22): now an error at
+    /// the line where nesting passes the bound, and the process lives.
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}x\n", "- ".repeat(50_000));
+        let (docs, errors) = parse(&deep);
+        assert!(docs.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].pos.line, 1);
+        assert!(
+            errors[0].message.contains("nested deeper than 64"),
+            "{errors:?}"
+        );
+        let flow = format!("a: {}1{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        // Flow nesting: the YAML scanner's own recursion limit answers first; an error either way.
+        let (docs, errors) = parse(&flow);
+        assert!(docs.is_empty());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.message.contains("nested deeper")
+                    || e.message.contains("recursion limit")),
+            "{errors:?}"
+        );
+        // Real policies nest a handful of levels and are untouched.
+        let ok = format!("a: {}1{}\n", "[".repeat(20), "]".repeat(20));
+        let (docs, errors) = parse(&ok);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(docs.len(), 1);
+    }
 
     fn map(n: &Node) -> &[Entry] {
         match &n.kind {
