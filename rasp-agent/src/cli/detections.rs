@@ -92,8 +92,8 @@ pub fn detection_row(d: &Detection) -> Vec<String> {
     };
     let process = match (&d.process.exe, d.process.argv.is_empty()) {
         (Some(exe), false) => format!("{exe} {}", shell_words(&d.process.argv)),
-        (Some(exe), true) => exe.clone(),
-        (None, _) => d.process.comm.clone(),
+        (Some(exe), true) => exe.to_string(),
+        (None, _) => d.process.comm.to_string(),
     };
     vec![
         time,

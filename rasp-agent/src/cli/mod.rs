@@ -379,7 +379,8 @@ fn event_table() -> Table {
 
 fn event_row(e: &Event) -> Vec<String> {
     // "2026-11-25T18:07:44.123456789Z" → "18:07:44.123"
-    let time = e.time.get(11..23).unwrap_or(&e.time).to_string();
+    let time = e.time.to_string();
+    let time = time.get(11..23).unwrap_or(&time).to_string();
     let detail = match &e.detail {
         EventDetail::Exec(d) => {
             let exe = d.exe.as_deref().unwrap_or("?");
@@ -395,17 +396,14 @@ fn event_row(e: &Event) -> Vec<String> {
         EventDetail::FileOpen(d) => format!(
             "{} [{}] fd {}",
             d.path.as_deref().unwrap_or("?"),
-            d.access.join(","),
+            d.access,
             d.fd
         ),
         EventDetail::LibraryLoad(d) => d.path.as_deref().unwrap_or("?").to_string(),
-        EventDetail::Connect(d) => match d.dest() {
-            Some(dest) => format!("connect {dest} (attempt)"),
-            None => format!("connect {} port {} (attempt)", d.addr, d.port),
-        },
+        EventDetail::Connect(d) => format!("connect {} (attempt)", d.dest()),
         EventDetail::SqlQuery(d) => format!(
             "{} conn {:#x}: {}{}",
-            d.function,
+            d.function.name(),
             d.conn,
             escape_control(&d.query),
             if d.truncated { " [truncated]" } else { "" }
@@ -417,10 +415,10 @@ fn event_row(e: &Event) -> Vec<String> {
         e.pid.to_string(),
         e.ppid.to_string(),
         e.uid.to_string(),
-        e.comm.clone(),
+        e.comm.to_string(),
         e.cgroup
-            .clone()
-            .unwrap_or_else(|| format!("id:{}", e.cgroup_id)),
+            .as_deref()
+            .map_or_else(|| format!("id:{}", e.cgroup_id), str::to_string),
         detail,
     ]
 }
@@ -450,14 +448,14 @@ fn escape_control(text: &str) -> String {
 }
 
 /// argv for display: quote what a shell would need quoted.
-fn shell_words(argv: &[String]) -> String {
+fn shell_words(argv: &crate::events::Argv) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()
                 && a.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c))
             {
-                a.clone()
+                a.to_string()
             } else {
                 format!("'{}'", escape_control(a).replace('\'', r"'\''"))
             }
@@ -634,8 +632,8 @@ fn process_row(p: &Process) -> Vec<String> {
         p.pid.to_string(),
         p.ppid.to_string(),
         p.uid.to_string(),
-        p.cgroup.clone().unwrap_or_else(|| "?".into()),
-        p.comm.clone(),
+        p.cgroup.as_deref().unwrap_or("?").to_string(),
+        p.comm.to_string(),
         state_text(p),
         command_text(p),
     ]
@@ -663,9 +661,9 @@ mod tests {
         Process {
             pid,
             ppid,
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").as_str().into(),
             exe: None,
-            argv: vec![format!("p{pid}")],
+            argv: vec![format!("p{pid}")].into(),
             cwd: None,
             uid: 0,
             gid: 0,
@@ -720,7 +718,7 @@ mod tests {
             "exit 7".into(),
             "it's".into(),
         ];
-        assert_eq!(shell_words(&argv), r"sh -c 'exit 7' 'it'\''s'");
-        assert_eq!(shell_words(&["a\nb".to_string()]), r"'a\nb'");
+        assert_eq!(shell_words(&argv.into()), r"sh -c 'exit 7' 'it'\''s'");
+        assert_eq!(shell_words(&["a\nb"].into()), r"'a\nb'");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    events::Event,
+    events::{Argv, Comm, Event, Text},
     policy::vocab::{Action, Mode, Severity},
 };
 
@@ -105,10 +105,10 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessSummary {
     pub pid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub argv: Vec<String>,
+    pub comm: Comm,
+    pub exe: Option<Text>,
+    #[serde(default, skip_serializing_if = "Argv::is_empty")]
+    pub argv: Argv,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
 }
@@ -128,7 +128,7 @@ mod tests {
         let enforcer = Enforcer::new("/nonexistent-cgroup2".into());
         // Audit and alert never look at the event; a pid no one has keeps it that way.
         let ev = Event {
-            time: String::new(),
+            time: Default::default(),
             ts_boot_ns: 0,
             pid: u32::MAX,
             tid: u32::MAX,

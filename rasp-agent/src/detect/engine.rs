@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    events::{BootClock, Event, EventDetail},
+    events::{Argv, BootClock, Event, EventDetail, Text},
     policy::{
         active::PolicySet,
         vocab::{Action, EventType, Mode},
@@ -116,19 +116,16 @@ impl Engine {
         };
         let (event_type, path, access, dest) = match &ev.detail {
             EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
-            EventDetail::FileOpen(d) => (
-                EventType::FileOpen,
-                d.path.as_deref(),
-                access_of(&d.access),
-                None,
-            ),
+            EventDetail::FileOpen(d) => (EventType::FileOpen, d.path.as_deref(), d.access, None),
             EventDetail::LibraryLoad(d) => (
                 EventType::LibraryLoad,
                 d.path.as_deref(),
                 Access::default(),
                 None,
             ),
-            EventDetail::Connect(d) => (EventType::Connect, None, Access::default(), d.dest()),
+            EventDetail::Connect(d) => {
+                (EventType::Connect, None, Access::default(), Some(d.dest()))
+            }
             // A query is judged by the SQL analyzer first (`crate::pipeline`); rules see
             // it with the findings filled in.
             EventDetail::SqlQuery(d) if d.analyzed => {
@@ -136,16 +133,15 @@ impl Engine {
             }
             EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::SqlQuery(_) => return,
         };
-        let wanted = |p: &&Policy| p.rules.iter().any(|r| r.event == event_type);
-        if !set.policies.iter().any(|p| wanted(&p)) {
+        if !set.index.has(event_type) {
             return;
         }
         // The image and arguments: the exec's own, or what the table knows of the process.
         let (exe, argv) = match &ev.detail {
-            EventDetail::Exec(d) => (d.exe.as_deref(), d.argv.as_slice()),
+            EventDetail::Exec(d) => (d.exe.as_ref(), &d.argv),
             _ => match table.get(ev.pid) {
-                Some(p) => (p.exe.as_deref(), p.argv.as_slice()),
-                None => (None, &[][..]),
+                Some(p) => (p.exe.as_ref(), &p.argv),
+                None => (None, &Argv::EMPTY),
             },
         };
         // Parents from the table, nearest first (the parent itself included).
@@ -159,7 +155,7 @@ impl Engine {
         let identity = self.identity(ev);
         let subject = Subject {
             event: event_type,
-            exe,
+            exe: exe.map(|e| &**e),
             comm: &ev.comm,
             argv,
             uid: ev.uid,
@@ -177,37 +173,48 @@ impl Engine {
 
         // Read once per event, not per matching rule: they are the same decision.
         let mut latency_us = None;
-        for policy in set
-            .policies
-            .iter()
-            .filter(wanted)
-            .filter(|p| p.applies_to(&subject))
-        {
-            for rule in policy.rules.iter().filter(|r| r.matches(&subject)) {
-                let latency_us = *latency_us.get_or_insert_with(|| {
-                    if self.live {
-                        BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
-                    } else {
-                        0
+        // Each policy's selector is judged once per event, however many of its rules are
+        // candidates (states: 0 not yet, 1 applies, 2 does not).
+        let mut applies = [0u8; SELECTOR_MEMO];
+        set.index
+            .for_each_candidate(&set.policies, &subject, |slot, policy, rule| {
+                let applies_here = match applies.get_mut(slot) {
+                    Some(state) => {
+                        if *state == 0 {
+                            *state = if policy.applies_to(&subject) { 1 } else { 2 };
+                        }
+                        *state == 1
                     }
-                });
-                visit(&Match {
-                    engine: self,
-                    set_version: set.version,
-                    policy,
-                    rule,
-                    event: ev,
-                    exe,
-                    argv,
-                    table,
-                    parent,
-                    identity: &identity,
-                    latency_us,
-                });
-            }
-        }
+                    None => policy.applies_to(&subject),
+                };
+                if applies_here && rule.matches(&subject) {
+                    let latency_us = *latency_us.get_or_insert_with(|| {
+                        if self.live {
+                            BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
+                        } else {
+                            0
+                        }
+                    });
+                    visit(&Match {
+                        engine: self,
+                        set_version: set.version,
+                        policy,
+                        rule,
+                        event: ev,
+                        exe,
+                        argv,
+                        table,
+                        parent,
+                        identity: &identity,
+                        latency_us,
+                    });
+                }
+            });
     }
 }
+
+/// Policies whose selector verdict is remembered per event; beyond, it is judged per rule.
+const SELECTOR_MEMO: usize = 256;
 
 /// A rule that matched an event, with what the evaluation borrowed to decide it: enough to
 /// key it for folding (`fold_key`) or to build its `Detection`.
@@ -217,8 +224,8 @@ pub struct Match<'a> {
     pub policy: &'a Policy,
     pub rule: &'a Rule,
     pub event: &'a Arc<Event>,
-    exe: Option<&'a str>,
-    argv: &'a [String],
+    exe: Option<&'a Text>,
+    argv: &'a Argv,
     table: &'a ProcessTable,
     parent: Option<&'a Process>,
     identity: &'a ContainerIdentity,
@@ -249,7 +256,7 @@ impl<'a> Match<'a> {
             outcome_detail: detail,
             ..FoldKey::event(
                 self.event,
-                self.exe,
+                self.exe.map(|e| &**e),
                 self.argv,
                 self.identity.container_id.as_deref(),
                 self.identity.pod_uid.as_deref(),
@@ -281,9 +288,9 @@ impl<'a> Match<'a> {
             event: ev.clone(),
             process: ProcessSummary {
                 pid: ev.pid,
-                comm: ev.comm.clone(),
-                exe: self.exe.map(String::from),
-                argv: self.argv.to_vec(),
+                comm: ev.comm,
+                exe: self.exe.cloned(),
+                argv: self.argv.clone(),
                 uid: Some(ev.uid),
             },
             ancestry: {
@@ -291,9 +298,9 @@ impl<'a> Match<'a> {
                 for_each_in_chain(self.table, self.parent, ev.pid, |p| {
                     summaries.push(ProcessSummary {
                         pid: p.pid,
-                        comm: p.comm.clone(),
+                        comm: p.comm,
                         exe: p.exe.clone(),
-                        argv: Vec::new(),
+                        argv: Argv::default(),
                         uid: Some(p.uid),
                     })
                 });
@@ -329,14 +336,6 @@ fn for_each_in_chain<'t>(
     );
 }
 
-/// The event's access names ("read", "write", ...) as the policy's `Access` set.
-fn access_of(names: &[String]) -> Access {
-    Access::NAMES
-        .iter()
-        .filter(|(name, _)| names.iter().any(|n| n == name))
-        .fold(Access::empty(), |set, &(_, a)| set | a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,7 +346,7 @@ mod tests {
 
     fn event(pid: u32, ppid: u32, detail: EventDetail) -> Arc<Event> {
         Arc::new(Event {
-            time: "2026-01-01T00:00:00Z".into(),
+            time: Default::default(),
             ts_boot_ns: u64::from(pid),
             pid,
             tid: pid,
@@ -381,7 +380,7 @@ mod tests {
             EventDetail::Exec(ExecDetail {
                 exe: Some("/usr/bin/cat".into()),
                 filename: "cat".into(),
-                argv: vec!["cat".into(), "/etc/shadow".into()],
+                argv: ["cat", "/etc/shadow"].into(),
                 argv_truncated: false,
                 cwd: Some("/".into()),
                 incomplete: Vec::new(),
@@ -396,7 +395,7 @@ mod tests {
                 fd: 3,
                 flags: Some(0),
                 file_flags: 0,
-                access: vec!["read".into()],
+                access: crate::events::Access::READ,
                 incomplete: Vec::new(),
             }),
         );
@@ -413,5 +412,99 @@ mod tests {
             seen.push(d.rule_id);
         });
         assert_eq!(seen, ["read-shadow-file"]);
+    }
+}
+
+/// What rule evaluation costs per event on the default policies, for instruction counts
+/// (`valgrind --tool=callgrind` on this test, `--ignored`): an exec of an ordinary program
+/// with a realistic command line under a shell, and an open no rule matches.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::events::{Access, ExecDetail, FileOpenDetail};
+
+    fn ev(pid: u32, ppid: u32, comm: &str, detail: EventDetail) -> Arc<Event> {
+        Arc::new(Event {
+            time: Default::default(),
+            ts_boot_ns: u64::from(pid),
+            pid,
+            tid: pid,
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            euid: Some(1000),
+            egid: Some(1000),
+            cap_effective: Some(0),
+            start_ns: u64::from(pid),
+            comm: comm.into(),
+            cgroup_id: 7,
+            cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
+            detail,
+        })
+    }
+
+    fn exec(pid: u32, ppid: u32, exe: &str, argv: &[&str]) -> Arc<Event> {
+        ev(
+            pid,
+            ppid,
+            exe.rsplit('/').next().unwrap_or(exe),
+            EventDetail::Exec(ExecDetail {
+                exe: Some(exe.into()),
+                filename: exe.into(),
+                argv: Argv::new(argv),
+                argv_truncated: false,
+                cwd: Some("/home/dev/src/app".into()),
+                incomplete: Vec::new(),
+            }),
+        )
+    }
+
+    #[test]
+    #[ignore = "measurement: run under callgrind"]
+    fn rule_evaluation_per_event() {
+        let n: u32 = std::env::var("RASP_COST_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let set = PolicySet::offline(
+            crate::policy::default_policies().expect("defaults parse"),
+            "cost".into(),
+        );
+        let mut table = ProcessTable::new(65_536, std::time::Duration::from_secs(30));
+        let engine = Engine::replay();
+        table.apply(&exec(100, 1, "/usr/bin/bash", &["-bash"]));
+        let mut matched = 0usize;
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let pid = 1000 + i;
+            let e = exec(
+                pid,
+                100,
+                "/usr/bin/git",
+                &["git", "log", "--oneline", "-n", "20", "--format=%h %s"],
+            );
+            table.apply(&e);
+            engine.for_each_match(&set, &e, &table, |_| matched += 1);
+            let o = ev(
+                pid,
+                100,
+                "git",
+                EventDetail::FileOpen(FileOpenDetail {
+                    path: Some("/etc/gitconfig".into()),
+                    fd: 3,
+                    flags: Some(0),
+                    file_flags: 0,
+                    access: Access::READ,
+                    incomplete: Vec::new(),
+                }),
+            );
+            engine.for_each_match(&set, &o, &table, |_| matched += 1);
+        }
+        let per = started.elapsed() / n;
+        eprintln!("{n} exec+open pairs, {matched} matches, {per:?} a pair");
+        assert_eq!(
+            matched, 0,
+            "an ordinary git command matches no default rule"
+        );
     }
 }

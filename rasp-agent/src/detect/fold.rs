@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Detection, Outcome};
 use crate::{
-    events::{Event, EventDetail},
+    events::{Argv, Event, EventDetail},
     policy::vocab::{Action, Mode},
 };
 
@@ -35,7 +35,7 @@ pub struct FoldKey<'a> {
     pub outcome: Outcome,
     pub outcome_detail: Option<&'a str>,
     pub exe: Option<&'a str>,
-    pub argv: &'a [String],
+    pub argv: &'a Argv,
     pub container_id: Option<&'a str>,
     pub pod_uid: Option<&'a str>,
     pub uid: u32,
@@ -74,7 +74,7 @@ impl<'a> FoldKey<'a> {
     pub fn event(
         ev: &'a Event,
         exe: Option<&'a str>,
-        argv: &'a [String],
+        argv: &'a Argv,
         container_id: Option<&'a str>,
         pod_uid: Option<&'a str>,
     ) -> Self {

@@ -17,8 +17,8 @@ use rasp_common::{
 };
 
 use super::{
-    ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, FileOpenDetail, ForkDetail,
-    LibraryLoadDetail, SqlQueryDetail,
+    Access, Argv, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, Family,
+    FileOpenDetail, ForkDetail, LibraryLoadDetail, SqlFunction, SqlQueryDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,8 +67,10 @@ impl BootClock {
         }
     }
 
-    pub fn rfc3339(self, boot_ns: u64) -> String {
-        humantime::format_rfc3339_nanos(self.to_system_time(boot_ns)).to_string()
+    /// The wall-clock time of a CLOCK_BOOTTIME stamp (an integer: formatted at the edge).
+    pub fn wall(self, boot_ns: u64) -> WallTime {
+        let real = boot_ns as i128 + self.offset_ns;
+        WallTime(real.clamp(0, u64::MAX as i128) as u64)
     }
 
     /// CLOCK_BOOTTIME now, in ns: what the kernel stamps events with.
@@ -199,9 +201,9 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             let query = Payload::after::<SqlQueryRecord>(bytes, "sql query text")
                 .take(r.query_len, SQL_QUERY_CAP)?;
             let function = match r.function {
-                record::SQL_FN_SEND_QUERY => "PQsendQuery",
-                record::SQL_FN_SEND_QUERY_PARAMS => "PQsendQueryParams",
-                record::SQL_FN_SEND_PREPARE => "PQsendPrepare",
+                record::SQL_FN_SEND_QUERY => SqlFunction::SendQuery,
+                record::SQL_FN_SEND_QUERY_PARAMS => SqlFunction::SendQueryParams,
+                record::SQL_FN_SEND_PREPARE => SqlFunction::SendPrepare,
                 other => {
                     return Err(DecodeError::Invalid {
                         what: "libpq function",
@@ -210,7 +212,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 }
             };
             EventDetail::SqlQuery(SqlQueryDetail {
-                function: function.to_string(),
+                function,
                 conn: r.conn,
                 query: String::from_utf8_lossy(query).into_owned(),
                 truncated: r.flags & record::SQL_QUERY_TRUNCATED != 0,
@@ -224,7 +226,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
     };
     let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;
     Ok(Event {
-        time: clock.rfc3339(header.ts_boot_ns),
+        time: clock.wall(header.ts_boot_ns),
         ts_boot_ns: header.ts_boot_ns,
         pid: header.pid,
         tid: header.tid,
@@ -235,7 +237,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         egid: creds_known.then_some(header.egid),
         cap_effective: creds_known.then_some(header.cap_effective),
         start_ns: header.start_ns,
-        comm: c_string(&header.comm),
+        comm: Comm::from_kernel(&header.comm),
         cgroup_id: header.cgroup_id,
         cgroup: None,
         detail,
@@ -265,12 +267,13 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
 
     Ok(EventDetail::Exec(ExecDetail {
         exe: (flags & record::EXEC_EXE_FAILED == 0)
-            .then(|| leaf_first_path(exe, flags & record::EXEC_EXE_TRUNCATED != 0)),
+            .then(|| leaf_first_path(exe, flags & record::EXEC_EXE_TRUNCATED != 0).into()),
         filename: c_string(filename),
-        argv: split_argv(argv),
+        argv: Argv::from_nul_separated(argv),
         argv_truncated: flags & record::EXEC_ARGV_TRUNCATED != 0,
-        cwd: (flags & record::EXEC_CWD_FAILED == 0)
-            .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0)),
+        // A cwd no rule needs is not walked: none, not "unreadable".
+        cwd: (flags & (record::EXEC_CWD_FAILED | record::EXEC_CWD_SKIPPED) == 0)
+            .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
         incomplete,
     }))
 }
@@ -284,20 +287,20 @@ fn file_open_detail(r: &FileOpenRecord, path: &[u8]) -> FileOpenDetail {
     let failed = r.flags & record::FILE_PATH_FAILED != 0;
     let truncated = r.flags & record::FILE_PATH_TRUNCATED != 0;
     let flags = (r.flags & record::FILE_OPEN_FLAGS_KNOWN != 0).then_some(r.open_flags);
-    let mut access = Vec::new();
-    let mut grant = |yes: bool, name: &str| {
+    let mut access = Access::empty();
+    let mut grant = |yes: bool, a: Access| {
         if yes {
-            access.push(name.to_string());
+            access = access | a;
         }
     };
     let write = r.f_mode & record::FMODE_WRITE != 0;
-    grant(r.f_mode & record::FMODE_READ != 0, "read");
-    grant(write, "write");
-    grant(r.f_mode & record::FMODE_CREATED != 0, "create");
+    grant(r.f_mode & record::FMODE_READ != 0, Access::READ);
+    grant(write, Access::WRITE);
+    grant(r.f_mode & record::FMODE_CREATED != 0, Access::CREATE);
     // O_TRUNC without write access is ignored by the kernel (and undefined by POSIX).
     grant(
         write && flags.is_some_and(|f| f & libc::O_TRUNC as u32 != 0),
-        "truncate",
+        Access::TRUNCATE,
     );
     let mut incomplete = Vec::new();
     if failed || truncated {
@@ -320,9 +323,9 @@ fn connect_detail(r: &ConnectRecord) -> Result<ConnectDetail, DecodeError> {
     let (family, addr) = match r.family {
         record::AF_INET => {
             let [a, b, c, d, ..] = r.addr;
-            ("inet", Ipv4Addr::new(a, b, c, d).to_string())
+            (Family::Inet, Ipv4Addr::new(a, b, c, d).into())
         }
-        record::AF_INET6 => ("inet6", Ipv6Addr::from(r.addr).to_string()),
+        record::AF_INET6 => (Family::Inet6, Ipv6Addr::from(r.addr).into()),
         other => {
             return Err(DecodeError::Invalid {
                 what: "connect address family",
@@ -331,7 +334,7 @@ fn connect_detail(r: &ConnectRecord) -> Result<ConnectDetail, DecodeError> {
         }
     };
     Ok(ConnectDetail {
-        family: family.to_string(),
+        family,
         addr,
         port: r.port,
         fd: r.fd,
@@ -342,19 +345,6 @@ fn connect_detail(r: &ConnectRecord) -> Result<ConnectDetail, DecodeError> {
 pub fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// NUL-separated argv (as in /proc/<pid>/cmdline) → arguments. A trailing NUL ends the
-/// last argument; a block cut short keeps its partial last argument.
-pub fn split_argv(bytes: &[u8]) -> Vec<String> {
-    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    bytes
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
 }
 
 /// The kernel writes path components leaf first, each NUL-terminated ("dash\0bin\0usr\0").
@@ -439,7 +429,7 @@ mod tests {
         assert_eq!(ev.pid, 42);
         assert_eq!(ev.ppid, 7);
         assert_eq!(ev.comm, "bash");
-        assert_eq!(ev.time, "2001-09-09T01:46:45.000000000Z");
+        assert_eq!(ev.time.to_string(), "2001-09-09T01:46:45.000000000Z");
         assert_eq!(
             ev.detail,
             EventDetail::Exit(ExitDetail {
@@ -522,7 +512,7 @@ mod tests {
         };
         assert_eq!(d.path.as_deref(), Some("/etc/passwd"));
         assert_eq!(d.fd, 5);
-        assert_eq!(d.access, ["write", "create", "truncate"]);
+        assert_eq!(d.access, Access::WRITE | Access::CREATE | Access::TRUNCATE);
         assert_eq!(d.flags, Some(r.open_flags));
         assert_eq!(d.file_flags, libc::O_WRONLY as u32);
         assert!(d.incomplete.is_empty());
@@ -540,7 +530,7 @@ mod tests {
             panic!("not a file open")
         };
         assert_eq!(d.path.as_deref(), Some(".../etc/passwd"));
-        assert_eq!(d.access, ["read"]);
+        assert_eq!(d.access, Access::READ);
         assert_eq!(d.flags, None);
         assert_eq!(d.incomplete, ["path", "flags"]);
 
@@ -611,7 +601,7 @@ mod tests {
             panic!("not a connect")
         };
         assert_eq!(
-            (d.family.as_str(), d.addr.as_str(), d.port),
+            (d.family.name(), d.addr.to_string().as_str(), d.port),
             ("inet6", "2001:db8::1", 443)
         );
 
@@ -664,9 +654,9 @@ mod tests {
 
     #[test]
     fn argv_and_path_edge_cases() {
-        assert!(split_argv(b"").is_empty());
-        assert_eq!(split_argv(b"a\0\0b\0"), ["a", "", "b"]);
-        assert_eq!(split_argv(b"a\0partia"), ["a", "partia"]);
+        assert!(Argv::from_nul_separated(b"").is_empty());
+        assert_eq!(Argv::from_nul_separated(b"a\0\0b\0"), ["a", "", "b"]);
+        assert_eq!(Argv::from_nul_separated(b"a\0partia"), ["a", "partia"]);
         assert_eq!(leaf_first_path(b"", false), "/");
         assert_eq!(leaf_first_path(b"c\0b\0", true), ".../b/c");
     }

@@ -121,7 +121,7 @@ mod tests {
 
     fn ev(pid: u32, fork: bool) -> Arc<Event> {
         Arc::new(Event {
-            time: String::new(),
+            time: Default::default(),
             ts_boot_ns: pid as u64,
             pid,
             tid: pid,
@@ -132,7 +132,7 @@ mod tests {
             egid: None,
             cap_effective: None,
             start_ns: 0,
-            comm: String::new(),
+            comm: Default::default(),
             cgroup_id: 0,
             cgroup: None,
             detail: if fork {

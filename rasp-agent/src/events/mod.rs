@@ -6,17 +6,21 @@ pub mod decode;
 pub mod hub;
 pub mod latency;
 pub mod reader;
+pub mod values;
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 pub use decode::{decode, BootClock, DecodeError};
 pub use hub::EventHub;
+pub use values::{Access, Argv, Comm, Family, SqlFunction, Text, WallTime};
 
 /// One thing a process did, as the kernel saw it, enriched with its cgroup path.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Wall-clock time (RFC 3339), from the boot-time timestamp.
-    pub time: String,
+    /// Wall-clock time (RFC 3339 in JSON), from the boot-time timestamp.
+    pub time: WallTime,
     /// CLOCK_BOOTTIME nanoseconds from the kernel.
     pub ts_boot_ns: u64,
     /// Process id (the kernel's tgid).
@@ -38,10 +42,10 @@ pub struct Event {
     /// which a reused pid does not share.
     #[serde(default)]
     pub start_ns: u64,
-    pub comm: String,
+    pub comm: Comm,
     pub cgroup_id: u64,
     /// Path inside the cgroup2 hierarchy ("/system.slice/x.service"), when resolvable.
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Text>,
     #[serde(flatten)]
     pub detail: EventDetail,
 }
@@ -62,7 +66,7 @@ pub enum EventDetail {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SqlQueryDetail {
     /// `PQsendQuery`, `PQsendQueryParams` or `PQsendPrepare`.
-    pub function: String,
+    pub function: SqlFunction,
     /// The `PGconn *` (as a number): the connection the query goes out on.
     pub conn: u64,
     pub query: String,
@@ -90,13 +94,13 @@ pub struct SqlQueryDetail {
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
-    pub exe: Option<String>,
+    pub exe: Option<Text>,
     /// The name passed to execve, possibly relative or a symlink.
     pub filename: String,
-    pub argv: Vec<String>,
+    pub argv: Argv,
     /// argv was longer than the capture bound (`rasp_common::limits::ARGV_CAP`).
     pub argv_truncated: bool,
-    pub cwd: Option<String>,
+    pub cwd: Option<Text>,
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
@@ -154,7 +158,7 @@ pub struct FileOpenDetail {
     /// What the open granted and did: "read", "write" (from the file's mode), "create" (this
     /// open created the file), "truncate" (O_TRUNC with write access; only known when
     /// `flags` is).
-    pub access: Vec<String>,
+    pub access: Access,
     /// Fields the kernel could not read completely ("path", "flags").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
@@ -176,17 +180,17 @@ pub struct LibraryLoadDetail {
 pub struct ConnectDetail {
     /// "inet" or "inet6" (the socket's address family; a v4-mapped v6 destination stays
     /// "inet6" with an `::ffff:a.b.c.d` address).
-    pub family: String,
-    pub addr: String,
+    pub family: Family,
+    #[serde(with = "values::ip_text")]
+    pub addr: IpAddr,
     pub port: u16,
     pub fd: i32,
 }
 
 impl ConnectDetail {
     /// The destination, with v4-mapped IPv6 addresses as the IPv4 they are.
-    pub fn dest(&self) -> Option<std::net::SocketAddr> {
-        let ip: std::net::IpAddr = self.addr.parse().ok()?;
-        Some(std::net::SocketAddr::new(ip.to_canonical(), self.port))
+    pub fn dest(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.addr.to_canonical(), self.port)
     }
 }
 
@@ -321,25 +325,28 @@ mod tests {
     #[test]
     fn connect_dest_unmaps_v4_mapped_addresses() {
         let d = ConnectDetail {
-            family: "inet6".into(),
-            addr: "::ffff:169.254.169.254".into(),
+            family: Family::Inet6,
+            addr: "::ffff:169.254.169.254".parse().unwrap(),
             port: 80,
             fd: 3,
         };
-        assert_eq!(d.dest().unwrap().to_string(), "169.254.169.254:80");
+        assert_eq!(d.dest().to_string(), "169.254.169.254:80");
         let d = ConnectDetail {
-            family: "inet6".into(),
-            addr: "2001:db8::1".into(),
+            family: Family::Inet6,
+            addr: "2001:db8::1".parse().unwrap(),
             port: 443,
             fd: 3,
         };
-        assert_eq!(d.dest().unwrap().to_string(), "[2001:db8::1]:443");
+        assert_eq!(d.dest().to_string(), "[2001:db8::1]:443");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["addr"], "2001:db8::1");
+        assert_eq!(json["family"], "inet6");
     }
 
     #[test]
     fn event_json_round_trips_with_kind_tag() {
         let ev = Event {
-            time: "2026-01-01T00:00:00Z".into(),
+            time: WallTime(1_767_225_600_000_000_000),
             ts_boot_ns: 1,
             pid: 10,
             tid: 10,
@@ -350,7 +357,7 @@ mod tests {
             egid: None,
             cap_effective: Some(u64::MAX >> 23),
             start_ns: 77,
-            comm: "sh".into(),
+            comm: Comm::new("sh"),
             cgroup_id: 1,
             cgroup: Some("/".into()),
             detail: EventDetail::Exit(ExitDetail {

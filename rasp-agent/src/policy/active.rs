@@ -11,6 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    index::RuleIndex,
     vocab::{Action, EventType, Mode, Severity},
     Policy,
 };
@@ -21,6 +22,8 @@ const HISTORY: usize = 16;
 pub struct PolicySet {
     pub version: u64,
     pub policies: Arc<Vec<Policy>>,
+    /// The rules compiled into per-event-type pre-filters (`index`), built with the set.
+    pub index: Arc<RuleIndex>,
     /// Where it came from: "built-in defaults", a directory, "apply over the socket", ...
     pub source: String,
     pub applied_at: SystemTime,
@@ -66,6 +69,7 @@ impl PolicySet {
     pub fn offline(policies: Vec<Policy>, source: String) -> Self {
         PolicySet {
             version: 0,
+            index: Arc::new(RuleIndex::build(&policies)),
             policies: Arc::new(policies),
             source,
             applied_at: SystemTime::now(),
@@ -116,6 +120,7 @@ impl PolicyRegistry {
     pub fn new(policies: Vec<Policy>, source: String) -> Self {
         let set = PolicySet {
             version: 1,
+            index: Arc::new(RuleIndex::build(&policies)),
             policies: Arc::new(policies),
             source,
             applied_at: SystemTime::now(),
@@ -163,9 +168,12 @@ impl PolicyRegistry {
         source: String,
         restored_from: Option<u64>,
     ) -> Arc<PolicySet> {
+        // Compiled before the lock: readers of the current set never wait for it.
+        let index = Arc::new(RuleIndex::build(&policies));
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let set = Arc::new(PolicySet {
             version: current.version + 1,
+            index,
             policies,
             source,
             applied_at: SystemTime::now(),

@@ -166,7 +166,7 @@ mod tests {
             event: e.event,
             exe: Some(e.exe),
             comm: e.comm,
-            argv: &e.argv,
+            argv: &crate::events::Argv::new(&e.argv),
             uid: e.uid,
             parent_exe: e.ancestors.first().copied(),
             ancestor_exes: &e.ancestors,

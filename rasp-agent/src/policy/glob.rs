@@ -127,6 +127,16 @@ impl Glob {
         self.min_len
     }
 
+    /// A string every match contains (the longest literal run), if the pattern has one:
+    /// what a multi-pattern scan looks for before the pattern itself runs.
+    pub fn required_literal(&self) -> Option<&str> {
+        let lit = match &self.shape {
+            Shape::Exact(s) | Shape::Prefix(s) | Shape::DirSuffix(s) | Shape::Suffix(s) => s,
+            Shape::General { runs, .. } => runs.first()?,
+        };
+        (!lit.is_empty()).then_some(lit.as_str())
+    }
+
     pub fn is_match(&self, s: &str) -> bool {
         match &self.shape {
             Shape::Exact(lit) => s == lit,

@@ -5,8 +5,10 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::SocketAddr,
-    ops::BitOr,
 };
+
+pub use crate::events::Access;
+use crate::events::Argv;
 
 use super::{
     glob::{Glob, GlobMode},
@@ -20,7 +22,7 @@ pub struct Subject<'a> {
     pub event: EventType,
     pub exe: Option<&'a str>,
     pub comm: &'a str,
-    pub argv: &'a [String],
+    pub argv: &'a Argv,
     pub uid: u32,
     pub parent_exe: Option<&'a str>,
     /// Nearest first, parent included.
@@ -38,51 +40,6 @@ pub struct Subject<'a> {
     /// SQL events: the query text and the analyzer's finding names (`vocab::SQL_FINDINGS`).
     pub query: Option<&'a str>,
     pub sql_findings: &'a [String],
-}
-
-/// How a file is opened: any combination of read, write, create, truncate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Access(u8);
-
-impl Access {
-    pub const READ: Access = Access(1);
-    pub const WRITE: Access = Access(2);
-    pub const CREATE: Access = Access(4);
-    pub const TRUNCATE: Access = Access(8);
-    /// Names as written in policies, in bit order.
-    pub const NAMES: [(&'static str, Access); 4] = [
-        ("read", Access::READ),
-        ("write", Access::WRITE),
-        ("create", Access::CREATE),
-        ("truncate", Access::TRUNCATE),
-    ];
-
-    pub const fn empty() -> Access {
-        Access(0)
-    }
-
-    pub fn contains(self, other: Access) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    pub fn intersects(self, other: Access) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    pub fn names(self) -> Vec<&'static str> {
-        Access::NAMES
-            .iter()
-            .filter(|(_, a)| self.contains(*a))
-            .map(|(n, _)| *n)
-            .collect()
-    }
-}
-
-impl BitOr for Access {
-    type Output = Access;
-    fn bitor(self, rhs: Access) -> Access {
-        Access(self.0 | rhs.0)
-    }
 }
 
 /// A condition key, as written in `match`, `except` and `selector`.
@@ -234,6 +191,17 @@ impl PatternSet {
         set
     }
 
+    /// One string per pattern that every match of that pattern contains; `None` when some
+    /// pattern has no literal at all (`*`), so nothing can be required of the input.
+    fn required_literals(&self) -> Option<Vec<&str>> {
+        let mut out: Vec<&str> = self.exact.iter().map(String::as_str).collect();
+        out.extend(self.basenames.iter().map(String::as_str));
+        for g in &self.globs {
+            out.push(g.required_literal()?);
+        }
+        Some(out)
+    }
+
     fn matches(&self, s: &str) -> bool {
         (!self.exact.is_empty() && self.exact.contains(s))
             || (!self.basenames.is_empty()
@@ -241,13 +209,6 @@ impl PatternSet {
                     .basenames
                     .contains(s.rsplit_once('/').map_or(s, |(_, b)| b)))
             || self.globs.iter().any(|g| g.is_match(s))
-    }
-
-    /// One joined string per evaluation: cheaper than matching every pattern against a
-    /// lazily joined sequence, because the literal pre-checks then run once per pattern.
-    fn matches_joined(&self, parts: &[String]) -> bool {
-        let joined = parts.join(" ");
-        self.matches(&joined)
     }
 }
 
@@ -321,10 +282,8 @@ impl Conditions {
     }
 
     pub(super) fn set_access(&mut self, a: Access) {
-        self.source.insert(
-            Field::Access,
-            a.names().into_iter().map(String::from).collect(),
-        );
+        self.source
+            .insert(Field::Access, a.names().map(String::from).collect());
         self.access = Some(a);
     }
 
@@ -350,6 +309,26 @@ impl Conditions {
                 .get(field)
                 .is_some_and(|theirs| theirs.iter().all(|t| mine.contains(t)))
         })
+    }
+
+    /// Literals that must occur in one field for these conditions to hold: the field (among
+    /// those a multi-pattern scan reads: exe, comm, argv/cmdline, parent_exe, path) whose
+    /// patterns all carry a literal, preferring the one whose shortest literal is longest
+    /// (the most selective). `None`: no such field; the conditions are always evaluated.
+    pub(super) fn required_literals(&self) -> Option<(Field, Vec<&str>)> {
+        let fields = [
+            (Field::Exe, &self.exe),
+            (Field::Comm, &self.comm),
+            (Field::Argv, &self.argv),
+            (Field::Cmdline, &self.cmdline),
+            (Field::ParentExe, &self.parent_exe),
+            (Field::Path, &self.path),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(f, set)| Some((f, set.as_ref()?.required_literals()?)))
+            .filter(|(_, lits)| !lits.is_empty())
+            .max_by_key(|(_, lits)| lits.iter().map(|l| l.len()).min().unwrap_or(0))
     }
 
     pub fn matches(&self, s: &Subject) -> bool {
@@ -413,8 +392,9 @@ impl Conditions {
                 return false;
             }
         }
+        // The arguments are kept joined by spaces: the command line costs nothing to build.
         if let Some(set) = &self.cmdline {
-            if !set.matches_joined(s.argv) {
+            if !set.matches(s.argv.joined()) {
                 return false;
             }
         }

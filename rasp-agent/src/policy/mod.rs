@@ -7,6 +7,7 @@ pub mod active;
 pub mod compile;
 mod defaults;
 pub mod glob;
+pub mod index;
 pub mod matcher;
 pub mod net;
 pub mod reload;
@@ -316,7 +317,7 @@ rules:
             event,
             exe: Some(exe),
             comm: "nginx",
-            argv: &[],
+            argv: &crate::events::Argv::EMPTY,
             uid,
             parent_exe: None,
             ancestor_exes: &[],

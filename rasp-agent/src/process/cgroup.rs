@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::events::Text;
+
 /// Walking the whole hierarchy again sooner than this after a miss is not worth it.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
 /// Bounds for one rescan: a pathological hierarchy cannot stall the event path for long.
@@ -18,7 +20,7 @@ const RESCAN_MAX_DIRS: usize = 100_000;
 
 pub struct CgroupResolver {
     mount: PathBuf,
-    cache: HashMap<u64, String>,
+    cache: HashMap<u64, Text>,
     last_scan: Option<Instant>,
 }
 
@@ -33,13 +35,14 @@ impl CgroupResolver {
 
     /// Path of cgroup `id` inside the hierarchy ("/" for the root), using `pid` (a process
     /// in that cgroup) as a hint.
-    pub fn resolve(&mut self, id: u64, pid: Option<u32>) -> Option<String> {
+    pub fn resolve(&mut self, id: u64, pid: Option<u32>) -> Option<Text> {
         if let Some(p) = self.cache.get(&id) {
             return Some(p.clone());
         }
         if let Some(pid) = pid {
             if let Some(path) = proc_cgroup_path(Path::new("/proc"), pid) {
                 if self.inode_of(&path) == Some(id) {
+                    let path = Text::from(path);
                     self.cache.insert(id, path.clone());
                     return Some(path);
                 }
@@ -63,7 +66,7 @@ impl CgroupResolver {
 
     /// Remember a path we already know (from /proc at seeding time).
     pub fn learn(&mut self, id: u64, path: &str) {
-        self.cache.insert(id, path.to_string());
+        self.cache.insert(id, path.into());
     }
 
     fn rescan(&mut self) {
@@ -84,7 +87,7 @@ impl CgroupResolver {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            self.cache.insert(meta.ino(), rel.clone());
+            self.cache.insert(meta.ino(), rel.as_str().into());
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };

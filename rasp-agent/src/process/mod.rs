@@ -16,20 +16,22 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, EventDetail};
+use crate::events::{Argv, Comm, Event, EventDetail, Text};
 use cgroup::CgroupResolver;
 
 /// Ancestry walks stop here even if the table had a cycle (pid reuse can make one).
 const MAX_ANCESTRY: usize = 128;
+/// A full table frees this fraction of its bound at once (see `evict_batch`).
+const EVICT_FRACTION: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
-    pub comm: String,
-    pub exe: Option<String>,
-    pub argv: Vec<String>,
-    pub cwd: Option<String>,
+    pub comm: Comm,
+    pub exe: Option<Text>,
+    pub argv: Argv,
+    pub cwd: Option<Text>,
     pub uid: u32,
     pub gid: u32,
     /// Effective ids from the kernel's last record of this process (`None` if unknown).
@@ -42,7 +44,7 @@ pub struct Process {
     #[serde(default)]
     pub start_ns: u64,
     pub cgroup_id: u64,
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Text>,
     /// When the process (or its current image) appeared, CLOCK_BOOTTIME ns.
     pub start_boot_ns: Option<u64>,
     pub exited: Option<Exited>,
@@ -137,11 +139,11 @@ impl Process {
     }
 
     /// A process (or a new image of one) that `ev` just started, running `exe`.
-    fn started(ev: &Event, exe: Option<String>, argv: Vec<String>, cwd: Option<String>) -> Self {
+    fn started(ev: &Event, exe: Option<Text>, argv: Argv, cwd: Option<Text>) -> Self {
         Process {
             pid: ev.pid,
             ppid: ev.ppid,
-            comm: ev.comm.clone(),
+            comm: ev.comm,
             exe,
             argv,
             cwd,
@@ -228,7 +230,7 @@ impl ProcessTable {
 
     fn insert(&mut self, p: Process) {
         if self.procs.len() >= self.max && !self.procs.contains_key(&p.pid) {
-            self.evict_one();
+            self.evict_batch();
         }
         self.procs.insert(p.pid, p);
     }
@@ -286,22 +288,40 @@ impl ProcessTable {
         before - self.procs.len()
     }
 
-    fn evict_one(&mut self) {
-        // Oldest exited first; if none has exited, the oldest by start time.
-        let victim = self
+    /// Make room: the oldest exited processes go first, then the oldest by start time. One
+    /// pass over the table frees a batch (1/32 of the bound), so a table held at its bound by
+    /// a fork storm costs a constant amount per insert, not a scan each.
+    fn evict_batch(&mut self) {
+        let want = (self.max / EVICT_FRACTION).max(1);
+        let mut exited: Vec<(Instant, u32)> = self
             .procs
             .values()
-            .filter(|p| p.exited_at.is_some())
-            .min_by_key(|p| p.exited_at)
-            .or_else(|| {
-                self.procs
-                    .values()
-                    .min_by_key(|p| p.start_boot_ns.unwrap_or(0))
-            })
-            .map(|p| p.pid);
-        if let Some(pid) = victim {
-            self.procs.remove(&pid);
-            self.evicted += 1;
+            .filter_map(|p| Some((p.exited_at?, p.pid)))
+            .collect();
+        let mut victims: Vec<u32> = if exited.len() > want {
+            exited.select_nth_unstable(want - 1);
+            exited[..want].iter().map(|&(_, pid)| pid).collect()
+        } else {
+            exited.iter().map(|&(_, pid)| pid).collect()
+        };
+        if victims.len() < want {
+            let more = want - victims.len();
+            let mut live: Vec<(u64, u32)> = self
+                .procs
+                .values()
+                .filter(|p| p.exited_at.is_none())
+                .map(|p| (p.start_boot_ns.unwrap_or(0), p.pid))
+                .collect();
+            if live.len() > more {
+                live.select_nth_unstable(more - 1);
+                live.truncate(more);
+            }
+            victims.extend(live.iter().map(|&(_, pid)| pid));
+        }
+        for pid in victims {
+            if self.procs.remove(&pid).is_some() {
+                self.evicted += 1;
+            }
         }
     }
 
@@ -337,7 +357,7 @@ mod tests {
 
     fn event(pid: u32, ppid: u32, detail: EventDetail) -> Event {
         Event {
-            time: String::new(),
+            time: Default::default(),
             ts_boot_ns: pid as u64,
             pid,
             tid: pid,
@@ -348,7 +368,7 @@ mod tests {
             egid: None,
             cap_effective: None,
             start_ns: 0,
-            comm: format!("c{pid}"),
+            comm: format!("c{pid}").as_str().into(),
             cgroup_id: 1,
             cgroup: Some("/".into()),
             detail,
@@ -362,7 +382,7 @@ mod tests {
             EventDetail::Exec(ExecDetail {
                 exe: Some(exe.into()),
                 filename: exe.into(),
-                argv: vec![exe.into()],
+                argv: [exe].into(),
                 argv_truncated: false,
                 cwd: Some("/".into()),
                 incomplete: vec![],
@@ -450,5 +470,23 @@ mod tests {
         t.apply(&event(3, 0, EventDetail::Exit(exit)));
         assert_eq!(t.reap(Instant::now() + Duration::from_secs(31)), 1);
         assert!(t.get(3).is_none());
+    }
+
+    /// At its bound under a stream of new processes, the table evicts in batches: the
+    /// number of processes stays at or below the bound, the oldest go first, and the count
+    /// of evictions adds up.
+    #[test]
+    fn a_full_table_evicts_oldest_in_batches() {
+        let max = 640;
+        let mut t = ProcessTable::new(max, Duration::from_secs(30));
+        for pid in 1..=(3 * max as u32) {
+            t.apply(&exec(pid, 0, "/x"));
+            assert!(t.len() <= max);
+        }
+        assert_eq!(t.evicted() as usize + t.len(), 3 * max);
+        // The newest processes are all still there.
+        for pid in (3 * max as u32 - max as u32 / 2)..=(3 * max as u32) {
+            assert!(t.get(pid).is_some(), "pid {pid} evicted");
+        }
     }
 }

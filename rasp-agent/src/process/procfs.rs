@@ -13,24 +13,24 @@ pub fn read_process(proc: &Path, pid: u32) -> Option<Process> {
     let status = fs::read_to_string(dir.join("status")).ok()?;
     let (uid, gid) = parse_status_ids(&status);
     let argv = fs::read(dir.join("cmdline"))
-        .map(|b| crate::events::decode::split_argv(&b))
+        .map(|b| crate::events::Argv::from_nul_separated(&b))
         .unwrap_or_default();
     let link = |name: &str| {
         fs::read_link(dir.join(name))
             .ok()
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| crate::events::Text::from(p.to_string_lossy()))
     };
     Some(Process {
         pid,
         ppid: stat.ppid,
-        comm: stat.comm,
+        comm: crate::events::Comm::new(&stat.comm),
         exe: link("exe"),
         argv,
         cwd: link("cwd"),
         uid,
         gid,
         cgroup_id: 0,
-        cgroup: super::cgroup::proc_cgroup_path(proc, pid),
+        cgroup: super::cgroup::proc_cgroup_path(proc, pid).map(Into::into),
         start_boot_ns: Some(ticks_to_ns(stat.start_ticks)),
         // /proc has the start in ticks only; the kernel's records carry nanoseconds, so a
         // seeded process's start stays unknown rather than never matching.

@@ -381,7 +381,7 @@ mod tests {
         ev.tid = 999;
         ev.ppid = 998;
         ev.ts_boot_ns = 12345;
-        ev.time = "2026-02-02T00:00:00Z".into();
+        ev.time = crate::events::WallTime(1_770_000_000_000_000_000);
         same.process.pid = 999;
         same.latency_us = 77;
         assert_eq!(fold_key(&same), fold_key(&base));
@@ -396,7 +396,11 @@ mod tests {
         let others = [
             sample(2, "other-rule", "/bin/sh"),
             sample(3, "r", "/bin/bash"),
-            variant(4, |d| d.process.argv.push("-c".into())),
+            variant(4, |d| {
+                let mut argv = d.process.argv.to_vec();
+                argv.push("-c".into());
+                d.process.argv = argv.into();
+            }),
             variant(5, |d| d.container_id = Some("abc".into())),
             variant(6, |d| d.outcome = Outcome::Failed),
             variant(7, |d| d.policy_set_version += 1),

@@ -564,8 +564,8 @@ pub(crate) mod tests {
     pub fn sample(i: u64, rule: &str, exe: &str) -> Detection {
         let time = humantime::format_rfc3339_micros(t0() + Duration::from_secs(i)).to_string();
         let pid = 4000 + i as u32;
-        let comm = exe.rsplit('/').next().unwrap_or(exe).to_string();
-        let argv = vec![exe.to_string(), "-c".to_string(), "id".to_string()];
+        let comm = crate::events::Comm::new(exe.rsplit('/').next().unwrap_or(exe));
+        let argv = crate::events::Argv::new([exe, "-c", "id"]);
         Detection {
             id: format!("id-{i}"),
             time: time.clone(),
@@ -580,7 +580,7 @@ pub(crate) mod tests {
             outcome_detail: Some("audit mode: would kill".to_string()),
             description: Some("a shell spawned by a network server".to_string()),
             event: Arc::new(Event {
-                time,
+                time: crate::events::WallTime::from_system(t0() + Duration::from_secs(i)),
                 ts_boot_ns: 5_000_000_000 + i,
                 pid,
                 tid: pid,
@@ -591,38 +591,38 @@ pub(crate) mod tests {
                 egid: None,
                 cap_effective: None,
                 start_ns: 0,
-                comm: comm.clone(),
+                comm,
                 cgroup_id: 4242,
-                cgroup: Some("/system.slice/nginx.service".to_string()),
+                cgroup: Some("/system.slice/nginx.service".into()),
                 detail: EventDetail::Exec(ExecDetail {
-                    exe: Some(exe.to_string()),
+                    exe: Some(exe.into()),
                     filename: exe.to_string(),
                     argv: argv.clone(),
                     argv_truncated: false,
-                    cwd: Some("/var/www".to_string()),
+                    cwd: Some("/var/www".into()),
                     incomplete: Vec::new(),
                 }),
             }),
             process: ProcessSummary {
                 pid,
                 comm,
-                exe: Some(exe.to_string()),
+                exe: Some(exe.into()),
                 argv,
                 uid: Some(33),
             },
             ancestry: vec![
                 ProcessSummary {
                     pid: 812,
-                    comm: "nginx".to_string(),
-                    exe: Some("/usr/sbin/nginx".to_string()),
-                    argv: Vec::new(),
+                    comm: "nginx".into(),
+                    exe: Some("/usr/sbin/nginx".into()),
+                    argv: Default::default(),
                     uid: Some(33),
                 },
                 ProcessSummary {
                     pid: 1,
-                    comm: "systemd".to_string(),
-                    exe: Some("/usr/lib/systemd/systemd".to_string()),
-                    argv: Vec::new(),
+                    comm: "systemd".into(),
+                    exe: Some("/usr/lib/systemd/systemd".into()),
+                    argv: Default::default(),
                     uid: Some(0),
                 },
             ],
