@@ -247,6 +247,23 @@ impl Backend for Agent {
                 .map(|h| ("sql".to_string(), h.stats()))
                 .into_iter()
                 .collect(),
+            enforcement: {
+                let caps = self.policies.capabilities();
+                crate::api::protocol::EnforcementReport {
+                    lsm: caps.lsm,
+                    cgroup_socket: caps.cgroup_socket,
+                    rules: self
+                        .policies
+                        .rungs()
+                        .into_iter()
+                        .map(|(rule, rung)| crate::api::protocol::RuleEnforcement {
+                            rule,
+                            description: rung.describe(),
+                            rung,
+                        })
+                        .collect(),
+                }
+            },
         }
     }
 

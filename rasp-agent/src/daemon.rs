@@ -67,8 +67,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         programs,
         lsm,
         interest,
+        deny,
+        caps,
     } = loader::load(&loader::LoadOptions {
         ring_bytes: args.ring_buffer_size,
+        cgroup2: environment.cgroup2.clone(),
     })?;
     let maps = loader::take_maps(&mut ebpf)?;
     let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
@@ -111,6 +114,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args: args.clone(),
     });
     agent.policies.attach_interest(interest);
+    agent.policies.attach_deny(deny, caps);
     if !agent.lsm.available {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
     }

@@ -103,32 +103,77 @@ fn decide(
     ev: &Arc<Event>,
     detections: &mut Vec<crate::detect::Detection>,
 ) {
+    // A kernel program already acted on this event for one rule: that rule's detection
+    // says what the kernel did, and nothing more is done about it here.
+    let kernel = ev
+        .verdict
+        .map(|v| (v, agent.policies.kernel_rule(v.rule_slot)));
+    let kernel_reported = std::cell::Cell::new(false);
     let table = crate::read(&agent.table);
-    agent.engine.for_each_match(set, ev, &table, |m| {
+    let mut on_match = |m: &crate::detect::engine::Match<'_>| {
         agent.latency.detections.record_ns(m.latency_us * 1000);
         agent
             .metrics
             .detection(&m.rule.id, m.rule.severity, m.mode());
-        let folded =
-            Outcome::without_acting(m.action(), m.mode()).is_some_and(|(outcome, detail)| {
-                let folded = agent
-                    .store
-                    .fold(&m.fold_key(outcome, detail), SystemTime::now());
-                if folded {
-                    agent.metrics.action(m.action(), outcome);
-                }
-                folded
-            });
+        let by_kernel = match &kernel {
+            Some((v, Some(r))) if r.rule == m.rule.id && r.policy == m.policy.name => {
+                kernel_reported.set(true);
+                Some(kernel_outcome(v.action))
+            }
+            _ => None,
+        };
+        let known = by_kernel.or_else(|| Outcome::without_acting(m.action(), m.mode()));
+        let folded = known.is_some_and(|(outcome, detail)| {
+            let folded = agent
+                .store
+                .fold(&m.fold_key(outcome, detail), SystemTime::now());
+            if folded {
+                agent.metrics.action(m.action(), outcome);
+            }
+            folded
+        });
         if !folded {
-            detections.push(m.detection());
+            let mut d = m.detection();
+            if let Some((outcome, detail)) = by_kernel {
+                d.outcome = outcome;
+                d.outcome_detail = detail.map(String::from);
+            }
+            detections.push(d);
         }
-    });
+    };
+    agent.engine.for_each_match(set, ev, &table, &mut on_match);
+    match &kernel {
+        Some((_, Some(r))) if !kernel_reported.get() => {
+            // The kernel decided by inode or name what userspace's path globs did not
+            // confirm (a hard link, a renamed copy): the kernel's decision stands.
+            agent
+                .engine
+                .for_named_rule(set, ev, &table, (&r.policy, &r.rule), &mut on_match);
+        }
+        Some((v, None)) => {
+            tracing::warn!(slot = v.rule_slot, pid = ev.pid, action = ?v.action, "kernel verdict for a rule no longer known");
+        }
+        _ => {}
+    }
+}
+
+/// A kernel verdict as the detection's outcome: `prevented` when the act did not happen.
+fn kernel_outcome(action: crate::events::KernelAction) -> (Outcome, Option<&'static str>) {
+    let outcome = if action.prevented() {
+        Outcome::Prevented
+    } else {
+        Outcome::After
+    };
+    (outcome, Some(action.describe()))
 }
 
 /// Act on each detection (enforce mode) and hand it to the store.
 fn settle(agent: &Agent, detections: &mut Vec<crate::detect::Detection>) {
     for mut d in detections.drain(..) {
-        (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+        // An outcome already set is the kernel's: it acted, there is nothing left to do.
+        if d.outcome == Outcome::Alerted {
+            (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+        }
         agent.metrics.action(d.action, d.outcome);
         if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
             tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");

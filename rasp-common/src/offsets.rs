@@ -60,6 +60,13 @@ pub struct KernelOffsets {
     /// `task->group_leader` and `task->start_boottime`: the process's start, half its exec id.
     pub task_group_leader: u32,
     pub task_start_time: u32,
+    /// A file's identity for the deny maps: `dentry->d_inode`, `inode->i_ino`,
+    /// `inode->i_sb`, `super_block->s_dev`; and `vm_area_struct->vm_file` (mprotect).
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub vma_file: u32,
 }
 
 /// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
@@ -116,6 +123,11 @@ impl KernelOffsets {
             cred_cap_effective: 0,
             task_group_leader: 0,
             task_start_time: 0,
+            dentry_inode: 0,
+            inode_ino: 0,
+            inode_sb: 0,
+            sb_dev: 0,
+            vma_file: 0,
         }
     }
 }

@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -92,6 +92,10 @@ pub struct RecordHeader {
     /// `cred->cap_effective`: a non-root process holding capabilities is visible.
     pub cap_effective: u64,
     pub comm: [u8; COMM_LEN],
+    /// What a program did to the act (`deny::VERDICT_*`; 0: nothing).
+    pub verdict: u32,
+    /// With a verdict: the slot of the rule that decided it (`deny::rule_slot`).
+    pub verdict_rule: u32,
 }
 
 /// The parent pid could not be read (kernel memory read failed).
@@ -129,6 +133,9 @@ pub const EXEC_CWD_FAILED: u32 = 1 << 5;
 pub const EXEC_FILENAME_FAILED: u32 = 1 << 6;
 /// No rule needs the working directory: it was not walked (`cwd_len` is 0).
 pub const EXEC_CWD_SKIPPED: u32 = 1 << 7;
+/// The exec was refused before it happened (BPF-LSM `bprm_check_security`): the process
+/// keeps its old image, and the new one's argv and cwd were never read.
+pub const EXEC_REFUSED: u32 = 1 << 8;
 
 /// A new process (threads are filtered out in the kernel). The header describes the child;
 /// `header.ppid` is the parent that forked it.
@@ -273,11 +280,11 @@ pub struct Scratch {
 }
 
 // Layout checks: the kernel sends these sizes (plus payloads) and the agent decodes by them.
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 88);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<ForkRecord>() == 96);
-const _: () = assert!(core::mem::size_of::<ExitRecord>() == 96);
-const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<ForkRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 120);

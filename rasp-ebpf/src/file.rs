@@ -26,13 +26,21 @@ use rasp_common::{
     EventKind, KernelOffsets, LossSite,
 };
 
+use rasp_common::deny::{
+    ACT_MMAP_EXEC, ACT_OPEN_CREATE, ACT_OPEN_READ, ACT_OPEN_WRITE, VERDICT_KILLED_AT_SYSCALL,
+};
+
 use crate::{
+    deny::file_denied,
     event::current_header,
     kernel::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
         tp_field, Kptr,
     },
-    maps::{filter_flags, loss, wake_flags, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
+    maps::{
+        filter_flags, kill_current, loss, wake_flags, wake_flags_now, Draft, FILE_FILTER,
+        FILE_NAMES, LIB_FILTER, LIB_NAMES,
+    },
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
 
@@ -71,6 +79,16 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
         return 0; // closed by another thread already
     };
     let view = FileView::of(o, file);
+    // Enforcement without BPF-LSM: the open has happened; a SIGKILL now lands before the
+    // process returns to user space with the descriptor, so it never reads or writes
+    // through it (a truncation or creation already took effect: the record says so).
+    let denied = file_denied(o, file, open_acts(view.mode(o))).filter(|_| !is_agent());
+    if let Some(rule) = denied {
+        kill_current();
+        let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
+        send_file_open(o, &view, fd, nr, Some((VERDICT_KILLED_AT_SYSCALL, rule)));
+        return 0;
+    }
     match file_interest(o, task, &view, filter) {
         Verdict::Send => {}
         Verdict::Skip => return 0,
@@ -86,8 +104,24 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
-    send_file_open(o, &view, fd, nr);
+    send_file_open(o, &view, fd, nr, None);
     0
+}
+
+/// The deny acts an open with this `f_mode` performs.
+#[inline(always)]
+pub fn open_acts(mode: u32) -> u32 {
+    let mut acts = 0;
+    if mode & FMODE_READ != 0 {
+        acts |= ACT_OPEN_READ;
+    }
+    if mode & FMODE_WRITE != 0 {
+        acts |= ACT_OPEN_WRITE;
+    }
+    if mode & FMODE_CREATED != 0 {
+        acts |= ACT_OPEN_CREATE;
+    }
+    acts
 }
 
 /// A pre-filter's answer.
@@ -183,7 +217,13 @@ fn path_payload(
 }
 
 #[inline(never)]
-fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
+pub fn send_file_open(
+    o: &KernelOffsets,
+    view: &FileView,
+    fd: u32,
+    nr: i32,
+    verdict: Option<(u32, u32)>,
+) {
     let Some(draft) = Draft::begin() else { return };
     let mut flags = 0u32;
     let open_flags = match requested_flags(o, nr) {
@@ -214,7 +254,18 @@ fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
         addr_of_mut!((*rec).open_flags).write(open_flags);
         addr_of_mut!((*rec).path_len).write(path_len);
     }
-    draft.send(total, wake_flags(), LossSite::FileSend, line!());
+    let wake = match verdict {
+        Some((verdict, rule)) => {
+            // SAFETY: as above.
+            unsafe {
+                addr_of_mut!((*rec).header.verdict).write(verdict);
+                addr_of_mut!((*rec).header.verdict_rule).write(rule);
+            }
+            wake_flags_now()
+        }
+        None => wake_flags(),
+    };
+    draft.send(total, wake, LossSite::FileSend, line!());
 }
 
 #[inline(always)]
@@ -289,6 +340,21 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
         return 0; // mmap will fail with EBADF
     };
     let view = FileView::of(o, file);
+    // Enforcement without BPF-LSM: the mapping is made when this syscall runs, and the
+    // SIGKILL lands before the process returns to user space, so no code of the library
+    // runs (ld.so calls its constructors from user space, after mmap returns).
+    let denied = file_denied(o, file, ACT_MMAP_EXEC).filter(|_| !is_agent());
+    if let Some(rule) = denied {
+        kill_current();
+        send_library_load(
+            o,
+            &view,
+            fd,
+            prot as u32,
+            Some((VERDICT_KILLED_AT_SYSCALL, rule)),
+        );
+        return 0;
+    }
     match lib_interest(o, task, &view, filter) {
         Verdict::Send => {}
         Verdict::Skip => return 0,
@@ -300,7 +366,7 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     if is_agent() {
         return 0;
     }
-    send_library_load(o, &view, fd, prot as u32);
+    send_library_load(o, &view, fd, prot as u32, None);
     0
 }
 
@@ -330,7 +396,13 @@ fn lib_interest(o: &KernelOffsets, task: Kptr, view: &FileView, filter: u32) -> 
 }
 
 #[inline(never)]
-fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
+pub fn send_library_load(
+    o: &KernelOffsets,
+    view: &FileView,
+    fd: i32,
+    prot: u32,
+    verdict: Option<(u32, u32)>,
+) {
     let Some(draft) = Draft::begin() else { return };
     let mut flags = 0u32;
     let path_len = path_payload(
@@ -356,5 +428,16 @@ fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
         addr_of_mut!((*rec).prot).write(prot);
         addr_of_mut!((*rec).path_len).write(path_len);
     }
-    draft.send(total, wake_flags(), LossSite::LibSend, line!());
+    let wake = match verdict {
+        Some((verdict, rule)) => {
+            // SAFETY: as above.
+            unsafe {
+                addr_of_mut!((*rec).header.verdict).write(verdict);
+                addr_of_mut!((*rec).header.verdict_rule).write(rule);
+            }
+            wake_flags_now()
+        }
+        None => wake_flags(),
+    };
+    draft.send(total, wake, LossSite::LibSend, line!());
 }

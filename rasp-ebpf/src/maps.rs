@@ -145,6 +145,20 @@ pub fn wake_flags() -> u64 {
     }
 }
 
+/// For records of an act a program just stopped: the reader is woken whatever is pending,
+/// so the detection does not wait for the bulk reader's deadline.
+#[inline(always)]
+pub fn wake_flags_now() -> u64 {
+    BPF_RB_FORCE_WAKEUP as u64
+}
+
+/// SIGKILL the current task's process; delivered on its way back to user space.
+#[inline(always)]
+pub fn kill_current() {
+    // SAFETY: a helper with a plain integer argument.
+    unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) };
+}
+
 /// For the high-volume process records (exec, fork, exit): no wakeup; the next file,
 /// library or connect record, or the reader's deadline (`events::reader::DEADLINE`, 10 ms),
 /// brings them in, in order. Each avoided wakeup is an interrupt (an IPI in this VM,

@@ -1,22 +1,155 @@
-//! Network hooks: connect(2) attempts to AF_INET/AF_INET6 addresses, at syscall entry (the
-//! outcome is not known there; the record is an attempt). Pre-filtered by the interest
-//! maps: a watched destination port or address prefix, or everything with `CONNECT_ALL`.
+//! Network hooks: connect(2) attempts to AF_INET/AF_INET6 addresses. Where the cgroup
+//! socket hooks attach (cgroup2 root: every process), `connect4`/`connect6` see the
+//! kernel's own copy of the address (no race with a thread rewriting it), report the
+//! connects the interest maps select, and refuse the ones a deny rule or a quarantine
+//! names (EPERM); `sendmsg4`/`sendmsg6` refuse datagrams the same way. Otherwise the
+//! `sys_enter_connect` tracepoint reports attempts (it cannot refuse). Either way the
+//! outcome of an allowed connect is not known here: the record is an attempt.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, tracepoint},
+    programs::{SockAddrContext, TracePointContext},
+};
 use rasp_common::{
+    deny::{VERDICT_CGROUP_DENIED, VERDICT_QUARANTINED},
     interest::{CONNECT_ALL, CONNECT_ENABLED},
     record::{ConnectRecord, AF_INET, AF_INET6},
     EventKind, LossSite,
 };
 
 use crate::{
+    deny::{quarantined, v4_denied, v6_denied},
     event::current_header,
     kernel::{is_agent, offsets, read_user, tp_field},
     maps::{
-        filter_flags, loss, wake_flags, watched_v4, watched_v6, CONNECT_FILTER, CONNECT_PORTS,
-        EVENTS,
+        filter_flags, loss, wake_flags, wake_flags_now, watched_v4, watched_v6, CONNECT_FILTER,
+        CONNECT_PORTS, EVENTS,
     },
 };
+
+/// cgroup socket hooks: let the call through / refuse it with EPERM.
+const ALLOW: i32 = 1;
+const REFUSE: i32 = 0;
+
+/// Which call a cgroup socket hook sits on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Connect,
+    Sendmsg,
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn rasp_connect4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, Call::Connect)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn rasp_connect6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, Call::Connect)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn rasp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, Call::Sendmsg)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn rasp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, Call::Sendmsg)
+}
+
+#[inline(always)]
+fn on_v4(ctx: &SockAddrContext, call: Call) -> i32 {
+    // SAFETY: context fields the verifier lets sock_addr programs read.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let v4 = ip.to_ne_bytes();
+    let port = u16::from_be(port as u16);
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&v4);
+    let verdict = quarantined()
+        .map(|rule| (VERDICT_QUARANTINED, rule))
+        .or_else(|| v4_denied(v4, port).map(|rule| (VERDICT_CGROUP_DENIED, rule)));
+    decide(call, AF_INET, port, addr, verdict, || {
+        port_watched(port) || watched_v4(v4)
+    })
+}
+
+#[inline(always)]
+fn on_v6(ctx: &SockAddrContext, call: Call) -> i32 {
+    // SAFETY: as above.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
+    let port = u16::from_be(port as u16);
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = ip[i].to_ne_bytes();
+        addr[4 * i..4 * i + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    let verdict = quarantined()
+        .map(|rule| (VERDICT_QUARANTINED, rule))
+        .or_else(|| v6_denied(addr, port).map(|rule| (VERDICT_CGROUP_DENIED, rule)));
+    decide(call, AF_INET6, port, addr, verdict, || {
+        let mapped = addr[..10].iter().all(|&b| b == 0) && addr[10] == 0xff && addr[11] == 0xff;
+        port_watched(port)
+            || watched_v6(addr)
+            || (mapped && watched_v4([addr[12], addr[13], addr[14], addr[15]]))
+    })
+}
+
+/// Report and refuse what a rule denies; report connects the interest maps select.
+#[inline(always)]
+fn decide(
+    call: Call,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+    verdict: Option<(u32, u32)>,
+    watched: impl FnOnce() -> bool,
+) -> i32 {
+    if let Some((verdict, rule)) = verdict {
+        if is_agent() {
+            return ALLOW; // never cut the agent off (its exporters, its API server)
+        }
+        send_connect(family, port, -1, addr, verdict, rule);
+        return REFUSE;
+    }
+    if call == Call::Connect {
+        let filter = filter_flags(&CONNECT_FILTER);
+        if filter & CONNECT_ENABLED != 0 && (filter & CONNECT_ALL != 0 || watched()) && !is_agent()
+        {
+            send_connect(family, port, -1, addr, 0, 0);
+        }
+    }
+    ALLOW
+}
+
+#[inline(always)]
+fn send_connect(family: u16, port: u16, fd: i32, addr: [u8; 16], verdict: u32, rule: u32) {
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        loss(LossSite::ConnectReserve, line!());
+        return;
+    };
+    let mut header = current_header(EventKind::Connect, o, core::mem::size_of::<ConnectRecord>());
+    header.verdict = verdict;
+    header.verdict_rule = rule;
+    entry.write(ConnectRecord {
+        header,
+        family,
+        port,
+        fd,
+        addr,
+    });
+    entry.submit(if verdict != 0 {
+        wake_flags_now()
+    } else {
+        wake_flags()
+    });
+}
 
 // `sys_enter_connect` record offsets (tracefs `format`).
 const TP_FD: usize = 16;

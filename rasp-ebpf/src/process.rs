@@ -11,12 +11,18 @@ use rasp_common::{
     EventKind, LossSite,
 };
 
+use rasp_common::{
+    deny::{ACT_EXEC, VERDICT_KILLED_AT_EXEC},
+    KernelOffsets,
+};
+
 use crate::{
+    deny::file_denied,
     event::header,
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{loss, quiet_flags, Draft, EVENTS},
+    maps::{kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
     vfs::{walk_path, PathWalk},
 };
 
@@ -171,8 +177,83 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
         at
     };
-    draft.send(total, quiet_flags(), LossSite::ExecSend, line!());
+    // Enforcement without BPF-LSM (with it, `bprm_check_security` refused the exec and this
+    // tracepoint never fires): the exec is committed, and a SIGKILL sent now is delivered
+    // on the way back to user space, before the new image runs one instruction.
+    let denied = read_ptr(bprm, o.binprm_file)
+        .ok()
+        .and_then(|file| file_denied(o, file, ACT_EXEC));
+    let wake = match denied {
+        Some(rule) => {
+            kill_current();
+            // SAFETY: the header lies at the start of the draft, written above.
+            unsafe {
+                addr_of_mut!((*rec).header.verdict).write(VERDICT_KILLED_AT_EXEC);
+                addr_of_mut!((*rec).header.verdict_rule).write(rule);
+            }
+            wake_flags_now()
+        }
+        None => quiet_flags(),
+    };
+    draft.send(total, wake, LossSite::ExecSend, line!());
     0
+}
+
+/// An exec the LSM hook refused: the program that would have run (exe, filename), sent
+/// from the caller's context with the rule's verdict. No argv: the new image's memory is
+/// not the caller's to read.
+#[inline(never)]
+pub fn send_refused_exec(o: &KernelOffsets, bprm: Kptr, verdict: u32, rule: u32) {
+    let Some(draft) = Draft::begin() else {
+        return;
+    };
+    let base = draft.base();
+    let rec = base as *mut ExecRecord;
+    let mut flags = EXEC_REFUSED | EXEC_CWD_SKIPPED | EXEC_ARGV_FAILED;
+    let task = current_task();
+    // SAFETY: as in `rasp_exec`: every write stays inside the scratch buffer.
+    let total = unsafe {
+        let mut at = EXEC_FIXED;
+        let exe = read_ptr(task, o.task_fs).and_then(|fs| {
+            let file = read_ptr(bprm, o.binprm_file)?;
+            walk_path(
+                o,
+                file.wrapping_add(o.file_f_path as usize),
+                fs.wrapping_add(o.fs_root as usize),
+                base.add(at as usize),
+            )
+        });
+        let exe_len = walked(
+            exe,
+            &mut flags,
+            EXEC_EXE_TRUNCATED,
+            EXEC_EXE_FAILED,
+            LossSite::ExecExeWalk,
+        );
+        at += exe_len;
+        let filename_len = match read_ptr(bprm, o.binprm_filename)
+            .and_then(|p| read_kernel_str(base.add(at as usize), FILENAME_CAP as u32, p))
+        {
+            Ok(n) => n & FILENAME_LEN_MASK,
+            Err(_) => {
+                flags |= EXEC_FILENAME_FAILED;
+                0
+            }
+        };
+        at += filename_len;
+        let mut h = header(EventKind::Exec, o, task, at as usize);
+        h.verdict = verdict;
+        h.verdict_rule = rule;
+        addr_of_mut!((*rec).header).write(h);
+        addr_of_mut!((*rec).flags).write(flags);
+        addr_of_mut!((*rec).argv_len).write(0);
+        addr_of_mut!((*rec).argv_total).write(0);
+        addr_of_mut!((*rec).filename_len).write(filename_len);
+        addr_of_mut!((*rec).exe_len).write(exe_len);
+        addr_of_mut!((*rec).cwd_len).write(0);
+        at
+    };
+    draft.send(total, wake_flags_now(), LossSite::ExecSend, line!());
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]

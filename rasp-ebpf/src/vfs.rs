@@ -286,6 +286,20 @@ impl AlignedKey {
     }
 }
 
+/// The name-map key (`interest::name_key`) of `dentry`'s own name, handed to `use_key`.
+#[inline(always)]
+pub fn with_name_key<R>(
+    o: &KernelOffsets,
+    dentry: Kptr,
+    use_key: impl FnOnce(&NameKey) -> R,
+) -> Result<R, i32> {
+    let name = read_ptr(dentry, o.dentry_name_ptr)?;
+    let len = read_u32(dentry, o.dentry_name_len)?;
+    let mut key = MaybeUninit::<AlignedKey>::uninit();
+    let key = AlignedKey::fill(&mut key, name, len)?;
+    Ok(use_key(key.as_name_key()))
+}
+
 pub struct PathWalk {
     /// Bytes written: components leaf first, each NUL-terminated.
     pub len: u32,

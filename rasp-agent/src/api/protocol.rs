@@ -154,6 +154,28 @@ pub struct Status {
     /// Per analyzer (`sql`): work queued, dropped because its queue was full, done.
     #[serde(default)]
     pub analyzers: BTreeMap<String, crate::detect::analyzer::AnalyzerStats>,
+    /// What this kernel lets the agent enforce, and per enforce-mode `block` rule what
+    /// enforcing it does here.
+    #[serde(default)]
+    pub enforcement: EnforcementReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnforcementReport {
+    /// BPF-LSM hooks attached (refuse before the act, -EPERM).
+    pub lsm: bool,
+    /// cgroup connect/sendmsg hooks attached (refuse connects and datagrams, EPERM).
+    pub cgroup_socket: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleEnforcement>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleEnforcement {
+    pub rule: String,
+    #[serde(flatten)]
+    pub rung: crate::policy::deny::Rung,
+    pub description: String,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

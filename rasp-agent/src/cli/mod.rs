@@ -170,6 +170,15 @@ fn render_status(s: &Status) -> String {
     ]);
     facts.row(vec!["kernel".into(), s.kernel_release.clone()]);
     facts.row(vec!["BPF-LSM".into(), lsm]);
+    let e = &s.enforcement;
+    facts.row(vec![
+        "enforcement".into(),
+        match (e.lsm, e.cgroup_socket) {
+            (true, _) => "BPF-LSM refuses denied exec, open, mmap/mprotect and connect".into(),
+            (false, true) => "no BPF-LSM: denied connects refused (cgroup hooks); denied execs killed before they run; denied opens and maps killed after the call".into(),
+            (false, false) => "no kernel enforcement hooks: enforce rules act after the event".into(),
+        },
+    ]);
     facts.row(vec![
         "ring buffer".into(),
         format!("{} bytes", s.ring_buffer_bytes),
@@ -245,6 +254,14 @@ fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&kinds.render());
+    if !s.enforcement.rules.is_empty() {
+        let mut rules = Table::new(&["ENFORCED RULE", "HOW"]);
+        for r in &s.enforcement.rules {
+            rules.row(vec![r.rule.clone(), r.description.clone()]);
+        }
+        out.push('\n');
+        out.push_str(&rules.render());
+    }
     if !s.uprobe_targets.is_empty() {
         let mut targets = Table::new(&["UPROBE TARGET", "KIND", "BUILD ID", "PROBES"]);
         for t in &s.uprobe_targets {

@@ -142,6 +142,7 @@ mod tests {
             comm: "t".into(),
             cgroup_id: 0,
             cgroup: None,
+            verdict: None,
             detail: EventDetail::Fork(ForkDetail { parent_tid: 1 }),
         };
         for action in [

@@ -108,6 +108,31 @@ impl Engine {
         set: &PolicySet,
         ev: &Arc<Event>,
         table: &ProcessTable,
+        visit: impl FnMut(&Match<'_>),
+    ) {
+        self.visit_rules(set, ev, table, None, visit)
+    }
+
+    /// Call `visit` with the rule `policy`/`rule` of `set` as a match of `ev`, whatever
+    /// its conditions say: a kernel program already decided it (the kernel matched by
+    /// inode, userspace by path, and a hard link or a moved file can tell them apart).
+    pub fn for_named_rule(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        (policy, rule): (&str, &str),
+        visit: impl FnMut(&Match<'_>),
+    ) {
+        self.visit_rules(set, ev, table, Some((policy, rule)), visit)
+    }
+
+    fn visit_rules(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        named: Option<(&str, &str)>,
         mut visit: impl FnMut(&Match<'_>),
     ) {
         let (query, sql_findings) = match &ev.detail {
@@ -171,8 +196,39 @@ impl Engine {
             sql_findings,
         };
 
+        let latency_us = || {
+            if self.live {
+                BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
+            } else {
+                0
+            }
+        };
+        let matched = |policy, rule, latency_us| Match {
+            engine: self,
+            set_version: set.version,
+            policy,
+            rule,
+            event: ev,
+            exe,
+            argv,
+            table,
+            parent,
+            identity: &identity,
+            latency_us,
+        };
+        if let Some((policy_name, rule_id)) = named {
+            let found = set
+                .policies
+                .iter()
+                .find(|p| p.name == policy_name)
+                .and_then(|p| p.rules.iter().find(|r| r.id == rule_id).map(|r| (p, r)));
+            if let Some((policy, rule)) = found {
+                visit(&matched(policy, rule, latency_us()));
+            }
+            return;
+        }
         // Read once per event, not per matching rule: they are the same decision.
-        let mut latency_us = None;
+        let mut latency = None;
         // Each policy's selector is judged once per event, however many of its rules are
         // candidates (states: 0 not yet, 1 applies, 2 does not).
         let mut applies = [0u8; SELECTOR_MEMO];
@@ -188,26 +244,8 @@ impl Engine {
                     None => policy.applies_to(&subject),
                 };
                 if applies_here && rule.matches(&subject) {
-                    let latency_us = *latency_us.get_or_insert_with(|| {
-                        if self.live {
-                            BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
-                        } else {
-                            0
-                        }
-                    });
-                    visit(&Match {
-                        engine: self,
-                        set_version: set.version,
-                        policy,
-                        rule,
-                        event: ev,
-                        exe,
-                        argv,
-                        table,
-                        parent,
-                        identity: &identity,
-                        latency_us,
-                    });
+                    let latency_us = *latency.get_or_insert_with(latency_us);
+                    visit(&matched(policy, rule, latency_us));
                 }
             });
     }
@@ -360,6 +398,7 @@ mod tests {
             comm: "cat".into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice".into()),
+            verdict: None,
             detail,
         })
     }
@@ -383,6 +422,7 @@ mod tests {
                 argv: ["cat", "/etc/shadow"].into(),
                 argv_truncated: false,
                 cwd: Some("/".into()),
+                refused: false,
                 incomplete: Vec::new(),
             }),
         );
@@ -439,6 +479,7 @@ mod cost {
             comm: comm.into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
+            verdict: None,
             detail,
         })
     }
@@ -454,6 +495,7 @@ mod cost {
                 argv: Argv::new(argv),
                 argv_truncated: false,
                 cwd: Some("/home/dev/src/app".into()),
+                refused: false,
                 incomplete: Vec::new(),
             }),
         )

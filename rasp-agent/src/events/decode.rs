@@ -18,7 +18,8 @@ use rasp_common::{
 
 use super::{
     Access, Argv, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, Family,
-    FileOpenDetail, ForkDetail, LibraryLoadDetail, SqlFunction, SqlQueryDetail, WallTime,
+    FileOpenDetail, ForkDetail, KernelAction, KernelVerdict, LibraryLoadDetail, SqlFunction,
+    SqlQueryDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -240,6 +241,16 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         comm: Comm::from_kernel(&header.comm),
         cgroup_id: header.cgroup_id,
         cgroup: None,
+        verdict: match header.verdict {
+            0 => None,
+            v => Some(KernelVerdict {
+                action: KernelAction::from_kernel(v).ok_or(DecodeError::Invalid {
+                    what: "kernel verdict",
+                    value: v.into(),
+                })?,
+                rule_slot: header.verdict_rule,
+            }),
+        },
         detail,
     })
 }
@@ -255,12 +266,16 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
     let argv = payload.take(r.argv_len, ARGV_CAP)?;
 
     let mut incomplete = Vec::new();
+    let refused = flags & record::EXEC_REFUSED != 0;
     let mut note = |bit: u32, name: &str| {
         if flags & bit != 0 {
             incomplete.push(name.to_string());
         }
     };
-    note(record::EXEC_ARGV_FAILED, "argv");
+    if !refused {
+        // A refused exec's argv was never there to read.
+        note(record::EXEC_ARGV_FAILED, "argv");
+    }
     note(record::EXEC_EXE_FAILED | record::EXEC_EXE_TRUNCATED, "exe");
     note(record::EXEC_CWD_FAILED | record::EXEC_CWD_TRUNCATED, "cwd");
     note(record::EXEC_FILENAME_FAILED, "filename");
@@ -274,6 +289,7 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
         // A cwd no rule needs is not walked: none, not "unreadable".
         cwd: (flags & (record::EXEC_CWD_FAILED | record::EXEC_CWD_SKIPPED) == 0)
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
+        refused,
         incomplete,
     }))
 }
@@ -391,6 +407,8 @@ mod tests {
             start_ns: 123_456,
             cap_effective: 0,
             comm,
+            verdict: 0,
+            verdict_rule: 0,
         }
     }
 

@@ -135,6 +135,7 @@ mod tests {
             comm: Default::default(),
             cgroup_id: 0,
             cgroup: None,
+            verdict: None,
             detail: if fork {
                 EventDetail::Fork(ForkDetail { parent_tid: 1 })
             } else {

@@ -46,8 +46,65 @@ pub struct Event {
     pub cgroup_id: u64,
     /// Path inside the cgroup2 hierarchy ("/system.slice/x.service"), when resolvable.
     pub cgroup: Option<Text>,
+    /// What a kernel program did to the act, and for which rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<KernelVerdict>,
     #[serde(flatten)]
     pub detail: EventDetail,
+}
+
+/// A kernel program acted on the event itself (`rasp_common::deny`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KernelVerdict {
+    pub action: KernelAction,
+    /// The deciding rule's slot (`rasp_common::deny::rule_slot`): its policy set generation
+    /// and index in that set's kernel rule table.
+    pub rule_slot: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelAction {
+    /// BPF-LSM refused it (-EPERM): it did not happen, the process lives.
+    LsmDenied,
+    /// A cgroup socket hook refused the connect or send (EPERM).
+    CgroupDenied,
+    /// The exec went through but the process was killed before the new program ran.
+    KilledAtExec,
+    /// The call completed; the process was killed before it returned to user space.
+    KilledAtSyscall,
+    /// Refused because the process's cgroup is quarantined.
+    Quarantined,
+}
+
+impl KernelAction {
+    pub fn from_kernel(v: u32) -> Option<KernelAction> {
+        use rasp_common::deny::*;
+        Some(match v {
+            VERDICT_LSM_DENIED => KernelAction::LsmDenied,
+            VERDICT_CGROUP_DENIED => KernelAction::CgroupDenied,
+            VERDICT_KILLED_AT_EXEC => KernelAction::KilledAtExec,
+            VERDICT_KILLED_AT_SYSCALL => KernelAction::KilledAtSyscall,
+            VERDICT_QUARANTINED => KernelAction::Quarantined,
+            _ => return None,
+        })
+    }
+
+    /// Did the act itself not happen?
+    pub fn prevented(self) -> bool {
+        !matches!(self, KernelAction::KilledAtSyscall)
+    }
+
+    /// What happened, in words, for detections.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KernelAction::LsmDenied => "refused in the kernel by BPF-LSM (EPERM); the process lives",
+            KernelAction::CgroupDenied => "refused in the kernel by the cgroup socket hook (EPERM); nothing was sent",
+            KernelAction::KilledAtExec => "stopped in the kernel at exec: the process was killed before the new program ran an instruction (no BPF-LSM on this kernel)",
+            KernelAction::KilledAtSyscall => "the call completed, then the process was killed in the kernel before it returned to user space (no BPF-LSM on this kernel: the act itself happened)",
+            KernelAction::Quarantined => "refused in the kernel: the process's cgroup is quarantined",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,6 +158,9 @@ pub struct ExecDetail {
     /// argv was longer than the capture bound (`rasp_common::limits::ARGV_CAP`).
     pub argv_truncated: bool,
     pub cwd: Option<Text>,
+    /// BPF-LSM refused the exec: the process kept its old image (argv was not read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
@@ -360,6 +420,7 @@ mod tests {
             comm: Comm::new("sh"),
             cgroup_id: 1,
             cgroup: Some("/".into()),
+            verdict: None,
             detail: EventDetail::Exit(ExitDetail {
                 exit_code: Some(3),
                 signal: None,

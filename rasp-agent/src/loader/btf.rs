@@ -584,6 +584,11 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         cred_cap_effective: at("cred", "cap_effective")?,
         task_group_leader: at("task_struct", "group_leader")?,
         task_start_time: at("task_struct", "start_boottime")?,
+        dentry_inode: at("dentry", "d_inode")?,
+        inode_ino: at("inode", "i_ino")?,
+        inode_sb: at("inode", "i_sb")?,
+        sb_dev: at("super_block", "s_dev")?,
+        vma_file: at("vm_area_struct", "vm_file")?,
     })
 }
 
@@ -1147,6 +1152,11 @@ mod tests {
             cred_cap_effective,
             task_group_leader,
             task_start_time,
+            dentry_inode,
+            inode_ino: _,
+            inode_sb,
+            sb_dev,
+            vma_file,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1184,6 +1194,10 @@ mod tests {
             ("cred_cap_effective", cred_cap_effective),
             ("task_group_leader", task_group_leader),
             ("task_start_time", task_start_time),
+            ("dentry_inode", dentry_inode),
+            ("inode_sb", inode_sb),
+            ("sb_dev", sb_dev),
+            ("vma_file", vma_file),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

@@ -5,6 +5,7 @@
 //! out as `InterestMaps` (`interest.rs`).
 
 pub mod btf;
+pub mod deny;
 pub mod env;
 pub mod floor;
 pub mod interest;
@@ -13,7 +14,7 @@ pub mod uprobe;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Lsm, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use rasp_common::{offsets::NO_SYSCALL, SyscallNumbers};
@@ -49,6 +50,29 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
 ];
 
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");
+
+/// BPF-LSM programs that refuse what a deny rule names, attached where the kernel accepts
+/// LSM programs: (program, hook).
+const LSM_HOOKS: &[(&str, &str)] = &[
+    ("rasp_lsm_exec", "bprm_check_security"),
+    ("rasp_lsm_file_open", "file_open"),
+    ("rasp_lsm_mmap_file", "mmap_file"),
+    ("rasp_lsm_file_mprotect", "file_mprotect"),
+    ("rasp_lsm_connect", "socket_connect"),
+];
+
+/// cgroup socket programs, attached to the cgroup2 root (every process): (program, hook).
+/// Where `connect4`/`connect6` attach they also observe connects (the kernel's own copy of
+/// the address), and the `sys_enter_connect` tracepoint is left out.
+const CGROUP_SOCK_HOOKS: &[(&str, &str)] = &[
+    ("rasp_connect4", "connect4"),
+    ("rasp_connect6", "connect6"),
+    ("rasp_sendmsg4", "sendmsg4"),
+    ("rasp_sendmsg6", "sendmsg6"),
+];
+
+/// The tracepoint program the cgroup connect hooks replace.
+const CONNECT_TRACEPOINT_PROGRAM: &str = "rasp_connect";
 
 /// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
 /// mapping and connect (`Interest::all()`), on top of whatever interest the policies later
@@ -112,10 +136,16 @@ pub struct Loaded {
     pub lsm: LsmStatus,
     /// The pre-filters' maps, empty (nothing sent) until `InterestMaps::apply`.
     pub interest: InterestMaps,
+    /// The deny maps, empty (nothing enforced) until a plan is applied.
+    pub deny: deny::DenyMaps,
+    /// Which enforcing hooks attached: what the deny plan can count on.
+    pub caps: crate::policy::deny::KernelCapabilities,
 }
 
 pub struct LoadOptions {
     pub ring_bytes: u32,
+    /// The cgroup2 mount, where the cgroup socket programs attach.
+    pub cgroup2: std::path::PathBuf,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
@@ -166,9 +196,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NothingAttached(why.join("; ")));
     }
 
-    programs.extend(attach_syscall_tracepoints(&mut ebpf, &|name| {
-        name.to_string()
-    }));
+    let cgroup_statuses = attach_cgroup_sock(&mut ebpf, &opts.cgroup2);
+    let cgroup_socket = cgroup_statuses
+        .iter()
+        .all(|p| p.state == ProgramState::Attached);
+    programs.extend(cgroup_statuses);
+    programs.extend(attach_syscall_tracepoints(
+        &mut ebpf,
+        &|name| name.to_string(),
+        cgroup_socket,
+    ));
 
     let mut interest = InterestMaps::take(&mut ebpf)?;
     if std::env::var_os(INTEREST_ALL_ENV).is_some_and(|v| v == "1") {
@@ -181,12 +218,70 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
     programs.push(probe);
+    let mut lsm_attached = false;
+    if lsm.available {
+        let statuses = attach_lsm(&mut ebpf, &aya_btf);
+        lsm_attached = statuses.iter().all(|p| p.state == ProgramState::Attached);
+        programs.extend(statuses);
+    }
+    let deny = deny::DenyMaps::take(&mut ebpf)?;
     Ok(Loaded {
         ebpf,
         programs,
         lsm,
         interest,
+        deny,
+        caps: crate::policy::deny::KernelCapabilities {
+            lsm: lsm_attached,
+            cgroup_socket,
+        },
     })
+}
+
+/// Attach the BPF-LSM enforcing programs (only called when the probe loaded).
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
+    LSM_HOOKS
+        .iter()
+        .map(|(name, hook)| {
+            let result = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} not in the eBPF object"))
+                .and_then(|p| <&mut Lsm>::try_from(p).map_err(|e| e.to_string()))
+                .and_then(|p| {
+                    p.load(hook, btf).map_err(|e| error_chain(&e))?;
+                    p.attach().map_err(|e| error_chain(&e))?;
+                    Ok(())
+                });
+            program_status(name, format!("lsm/{hook}"), result)
+        })
+        .collect()
+}
+
+/// Attach the cgroup socket programs to the cgroup2 root, alongside any other program
+/// there (systemd's, another agent's).
+fn attach_cgroup_sock(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Vec<ProgramStatus> {
+    let root = std::fs::File::open(cgroup2)
+        .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()));
+    CGROUP_SOCK_HOOKS
+        .iter()
+        .map(|(name, hook)| {
+            let result = root.as_ref().map_err(Clone::clone).and_then(|root| {
+                let p: &mut CgroupSockAddr = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| format!("program {name} not in the eBPF object"))?
+                    .try_into()
+                    .map_err(|e| format!("{e}"))?;
+                p.load().map_err(|e| error_chain(&e))?;
+                // As a BPF link (kernel ≥ 5.7) the attachment always coexists with other
+                // programs on the cgroup; link_create takes no ALLOW_MULTI flag (EINVAL), and
+                // aya passes the mode as that flag, so `Single` (0) is the multi-program form.
+                p.attach(root, CgroupAttachMode::Single)
+                    .map_err(|e| error_chain(&e))?;
+                Ok(())
+            });
+            program_status(name, format!("cgroup/{hook}"), result)
+        })
+        .collect()
 }
 
 /// Attach the programs named in `TRACEPOINTS` to their BTF tracepoints. `program` maps the
@@ -212,9 +307,13 @@ fn attach_sched_tracepoints(
 fn attach_syscall_tracepoints(
     ebpf: &mut Ebpf,
     program: &dyn Fn(&str) -> String,
+    cgroup_connect: bool,
 ) -> Vec<ProgramStatus> {
     let mut statuses = Vec::new();
     for (name, tracepoints) in SYSCALL_TRACEPOINTS {
+        if cgroup_connect && *name == CONNECT_TRACEPOINT_PROGRAM {
+            continue; // the cgroup connect hooks observe connects instead
+        }
         let name = program(name);
         match load_tracepoint(ebpf, &name) {
             Ok(loaded) => {

@@ -244,6 +244,11 @@ impl Conditions {
         self.source.is_empty()
     }
 
+    /// The fields given, in `Field` order.
+    pub(super) fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        self.source.keys().copied()
+    }
+
     pub(super) fn values(&self, field: Field) -> Option<&[String]> {
         self.source.get(&field).map(Vec::as_slice)
     }

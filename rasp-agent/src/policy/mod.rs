@@ -6,6 +6,7 @@
 pub mod active;
 pub mod compile;
 mod defaults;
+pub mod deny;
 pub mod glob;
 pub mod index;
 pub mod matcher;

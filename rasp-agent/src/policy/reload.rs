@@ -13,12 +13,25 @@ use tokio::sync::watch;
 
 use super::{
     active::{PolicyRegistry, PolicySet, PolicySetSummary},
+    deny::{DenyPlan, HostFs, KernelCapabilities, KernelRule, Rung},
     Policy,
 };
 use crate::{
-    loader::InterestMaps,
+    loader::{deny::DenyMaps, InterestMaps},
     metrics::{Metrics, ReloadResult},
 };
+
+/// Deny plans kept so a verdict from just before a reload still names its rule.
+const PLAN_HISTORY: usize = 8;
+
+/// The kernel's deny maps and what was put in them. Locked after `interest`, never before.
+#[derive(Default)]
+struct DenyState {
+    maps: Option<DenyMaps>,
+    caps: KernelCapabilities,
+    /// Newest last.
+    plans: std::collections::VecDeque<std::sync::Arc<DenyPlan>>,
+}
 
 pub struct PolicyControl {
     registry: PolicyRegistry,
@@ -26,6 +39,7 @@ pub struct PolicyControl {
     dir: Option<PathBuf>,
     /// The kernel pre-filters; their lock is also the lock every change of set takes.
     interest: Mutex<Option<InterestMaps>>,
+    deny: Mutex<DenyState>,
     /// Problems of the last reload that was refused (the previous set stayed active).
     reload_errors: Mutex<Vec<String>>,
     metrics: std::sync::Arc<Metrics>,
@@ -46,6 +60,7 @@ impl PolicyControl {
             registry: PolicyRegistry::new(initial, source(dir.as_deref(), "start")),
             dir,
             interest: Mutex::new(None),
+            deny: Mutex::new(DenyState::default()),
             reload_errors: Mutex::new(Vec::new()),
             metrics,
         })
@@ -56,6 +71,55 @@ impl PolicyControl {
         let mut interest = crate::lock(&self.interest);
         *interest = Some(maps);
         Self::compile_into(&mut interest, &self.registry.current());
+    }
+
+    /// Hand over the deny maps (after load) with what the kernel accepted, and fill them
+    /// from the active set.
+    pub fn attach_deny(&self, maps: DenyMaps, caps: KernelCapabilities) {
+        let _interest = crate::lock(&self.interest);
+        let mut deny = crate::lock(&self.deny);
+        deny.maps = Some(maps);
+        deny.caps = caps;
+        Self::deny_into(&mut deny, &self.registry.current());
+    }
+
+    /// The rule a kernel verdict names (`rasp_common::deny::rule_slot`).
+    pub fn kernel_rule(&self, slot: u32) -> Option<KernelRule> {
+        let generation = rasp_common::deny::slot_generation(slot);
+        let index = rasp_common::deny::slot_index(slot) as usize;
+        let deny = crate::lock(&self.deny);
+        deny.plans
+            .iter()
+            .rev()
+            .find(|p| p.generation == generation)
+            .and_then(|p| p.rules.get(index).cloned())
+    }
+
+    /// What the kernel does about each enforce-mode `block` rule of the active set.
+    pub fn rungs(&self) -> Vec<(String, Rung)> {
+        let deny = crate::lock(&self.deny);
+        deny.plans
+            .back()
+            .map(|p| p.rungs.clone())
+            .unwrap_or_default()
+    }
+
+    /// What the enforcing hooks the kernel accepted make possible.
+    pub fn capabilities(&self) -> KernelCapabilities {
+        crate::lock(&self.deny).caps
+    }
+
+    /// Cut a cgroup off the network in the kernel (`slot` names the rule).
+    pub fn quarantine_cgroup(&self, cgroup_id: u64, slot: u32) -> Result<(), String> {
+        let mut deny = crate::lock(&self.deny);
+        let maps = deny.maps.as_mut().ok_or("the deny maps are not loaded")?;
+        maps.quarantine(cgroup_id, slot).map_err(|e| e.to_string())
+    }
+
+    pub fn release_cgroup(&self, cgroup_id: u64) -> Result<(), String> {
+        let mut deny = crate::lock(&self.deny);
+        let maps = deny.maps.as_mut().ok_or("the deny maps are not loaded")?;
+        maps.release(cgroup_id).map_err(|e| e.to_string())
     }
 
     pub fn registry(&self) -> &PolicyRegistry {
@@ -83,6 +147,7 @@ impl PolicyControl {
         let mut interest = crate::lock(&self.interest);
         let set = self.registry.rollback()?;
         Self::compile_into(&mut interest, &set);
+        Self::deny_into(&mut crate::lock(&self.deny), &set);
         self.metrics.policy_reload(ReloadResult::RolledBack);
         tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
         Ok(set.summary())
@@ -112,6 +177,7 @@ impl PolicyControl {
         let mut interest = crate::lock(&self.interest);
         let set = self.registry.apply(policies, source);
         Self::compile_into(&mut interest, &set);
+        Self::deny_into(&mut crate::lock(&self.deny), &set);
         tracing::info!(version = set.version, source = %set.source, "policy set active");
         set
     }
@@ -131,6 +197,25 @@ impl PolicyControl {
             Err(e) => {
                 tracing::error!(version = set.version, error = %e, "kernel pre-filters NOT updated")
             }
+        }
+    }
+
+    /// Put what `set` enforces in the kernel into the deny maps. The plan never overflows
+    /// them (rules that do not fit stay in userspace, and say so); a failed map write is
+    /// logged loudly and leaves the old entries (a stricter kernel, never a laxer one).
+    fn deny_into(state: &mut DenyState, set: &PolicySet) {
+        let plan = super::deny::plan(&set.policies, set.version, state.caps, &HostFs::detect());
+        for (rule, rung) in &plan.rungs {
+            tracing::info!(version = set.version, rule = %rule, enforcement = %rung.describe(), "enforce rule");
+        }
+        if let Some(maps) = state.maps.as_mut() {
+            if let Err(e) = maps.apply(&plan) {
+                tracing::error!(version = set.version, error = %e, "kernel deny maps NOT updated");
+            }
+        }
+        state.plans.push_back(std::sync::Arc::new(plan));
+        while state.plans.len() > PLAN_HISTORY {
+            state.plans.pop_front();
         }
     }
 

@@ -238,6 +238,8 @@ impl ProcessTable {
     /// Bring the table up to date with one event.
     pub fn apply(&mut self, ev: &Event) {
         match &ev.detail {
+            // A refused exec changed nothing: the process runs its old image.
+            EventDetail::Exec(d) if d.refused => {}
             EventDetail::Exec(d) => {
                 self.insert(Process::started(
                     ev,
@@ -371,6 +373,7 @@ mod tests {
             comm: format!("c{pid}").as_str().into(),
             cgroup_id: 1,
             cgroup: Some("/".into()),
+            verdict: None,
             detail,
         }
     }
@@ -385,6 +388,7 @@ mod tests {
                 argv: [exe].into(),
                 argv_truncated: false,
                 cwd: Some("/".into()),
+                refused: false,
                 incomplete: vec![],
             }),
         )
