@@ -132,6 +132,9 @@ pub const FILTER_NAME_ACTS: u32 = 2;
 pub const FILTER_NET: u32 = 3;
 /// Non-zero when some cgroup is quarantined (`QUARANTINE`).
 pub const FILTER_QUARANTINE: u32 = 4;
+/// Non-zero when the BPF-LSM hooks enforce: the tracepoint fallbacks (kill at exec, at
+/// syscall) stand down, or a refused mmap would also kill its caller.
+pub const FILTER_LSM_ENFORCES: u32 = 5;
 pub const DENY_FILTER_WORDS: u32 = 8;
 
 /// Directories walked above a file looking for a denied subtree.

@@ -126,6 +126,26 @@ pub fn path_denied(o: &KernelOffsets, path: Kptr, act: u32) -> Option<u32> {
     None
 }
 
+/// What a tracepoint that sees an act before (or after) the LSM hooks should do about it.
+pub enum Fallback {
+    /// Nothing is denied: observe as usual.
+    Allow,
+    /// No BPF-LSM: kill the caller now (the rule's slot).
+    Kill(u32),
+    /// BPF-LSM refuses it and reports it: stay silent, or the act is reported twice (and
+    /// once without its verdict, as if the kernel had let it through).
+    LeftToLsm,
+}
+
+#[inline(always)]
+pub fn fallback_file_denied(o: &KernelOffsets, file: Kptr, act: u32) -> Fallback {
+    match file_denied(o, file, act) {
+        None => Fallback::Allow,
+        Some(_) if filter_word(&DENY_FILTER, FILTER_LSM_ENFORCES) != 0 => Fallback::LeftToLsm,
+        Some(rule) => Fallback::Kill(rule),
+    }
+}
+
 /// `path_denied` for a `struct file`.
 #[inline(always)]
 pub fn file_denied(o: &KernelOffsets, file: Kptr, act: u32) -> Option<u32> {

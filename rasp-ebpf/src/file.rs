@@ -31,7 +31,7 @@ use rasp_common::deny::{
 };
 
 use crate::{
-    deny::file_denied,
+    deny::{fallback_file_denied, Fallback},
     event::current_header,
     kernel::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
@@ -82,7 +82,10 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
     // Enforcement without BPF-LSM: the open has happened; a SIGKILL now lands before the
     // process returns to user space with the descriptor, so it never reads or writes
     // through it (a truncation or creation already took effect: the record says so).
-    let denied = file_denied(o, file, open_acts(view.mode(o))).filter(|_| !is_agent());
+    let denied = match fallback_file_denied(o, file, open_acts(view.mode(o))) {
+        Fallback::Kill(rule) if !is_agent() => Some(rule),
+        _ => None, // an open BPF-LSM refused never reaches its syscall's exit
+    };
     if let Some(rule) = denied {
         kill_current();
         let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
@@ -343,7 +346,12 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     // Enforcement without BPF-LSM: the mapping is made when this syscall runs, and the
     // SIGKILL lands before the process returns to user space, so no code of the library
     // runs (ld.so calls its constructors from user space, after mmap returns).
-    let denied = file_denied(o, file, ACT_MMAP_EXEC).filter(|_| !is_agent());
+    let denied = match fallback_file_denied(o, file, ACT_MMAP_EXEC) {
+        Fallback::Kill(rule) if !is_agent() => Some(rule),
+        // The mmap's LSM hook runs after this tracepoint, refuses it and reports it.
+        Fallback::LeftToLsm => return 0,
+        _ => None,
+    };
     if let Some(rule) = denied {
         kill_current();
         send_library_load(

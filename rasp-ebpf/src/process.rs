@@ -17,7 +17,7 @@ use rasp_common::{
 };
 
 use crate::{
-    deny::file_denied,
+    deny::{fallback_file_denied, Fallback},
     event::header,
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
@@ -180,9 +180,12 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
     // Enforcement without BPF-LSM (with it, `bprm_check_security` refused the exec and this
     // tracepoint never fires): the exec is committed, and a SIGKILL sent now is delivered
     // on the way back to user space, before the new image runs one instruction.
-    let denied = read_ptr(bprm, o.binprm_file)
-        .ok()
-        .and_then(|file| file_denied(o, file, ACT_EXEC));
+    let denied = read_ptr(bprm, o.binprm_file).ok().and_then(|file| {
+        match fallback_file_denied(o, file, ACT_EXEC) {
+            Fallback::Kill(rule) => Some(rule),
+            _ => None,
+        }
+    });
     let wake = match denied {
         Some(rule) => {
             kill_current();

@@ -64,6 +64,10 @@ enum Task {
         #[arg(long)]
         unit: bool,
     },
+    /// BPF-LSM enforcement in a QEMU guest (the host kernel refuses LSM programs): the
+    /// agent with an enforce policy, denied and allowed exec/open/io_uring open/mmap/
+    /// mprotect/connect, detections `prevented`. Part of `test`.
+    VmTest,
     /// Benchmarks (root): every workload under no agent, the floor, the bpftrace peer and
     /// the agent, side by side; the event storm; writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
@@ -99,6 +103,7 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
+        Task::VmTest => test::vm_test(&ws),
         Task::Bench(args) => bench::run(&ws, &args),
         Task::Image(args) => image::run(&ws, &args),
     }

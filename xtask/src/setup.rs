@@ -42,6 +42,9 @@ const APT_PACKAGES: &[&str] = &[
     "strace",
     "vim",
     "systemd",
+    // `cargo xtask vm-test` (part of `test`): BPF-LSM only loads in a QEMU guest here.
+    "qemu-system-x86",
+    "cpio",
 ];
 
 /// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).

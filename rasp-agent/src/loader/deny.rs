@@ -180,6 +180,11 @@ impl DenyMaps {
         Ok(())
     }
 
+    /// Say whether the BPF-LSM hooks enforce (the tracepoint fallbacks then stand down).
+    pub fn set_lsm_enforces(&mut self, yes: bool) -> Result<(), DenyError> {
+        self.set_filter(rasp_common::deny::FILTER_LSM_ENFORCES, u32::from(yes))
+    }
+
     /// Cut `cgroup_id` (and every cgroup below it) off the network; `rule` names why.
     pub fn quarantine(&mut self, cgroup_id: u64, rule: u32) -> Result<(), DenyError> {
         if self.quarantine.keys().count() >= MAX_QUARANTINED as usize {

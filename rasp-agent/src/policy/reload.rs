@@ -75,9 +75,12 @@ impl PolicyControl {
 
     /// Hand over the deny maps (after load) with what the kernel accepted, and fill them
     /// from the active set.
-    pub fn attach_deny(&self, maps: DenyMaps, caps: KernelCapabilities) {
+    pub fn attach_deny(&self, mut maps: DenyMaps, caps: KernelCapabilities) {
         let _interest = crate::lock(&self.interest);
         let mut deny = crate::lock(&self.deny);
+        if let Err(e) = maps.set_lsm_enforces(caps.lsm) {
+            tracing::error!(error = %e, "could not tell the kernel fallbacks that BPF-LSM enforces");
+        }
         deny.maps = Some(maps);
         deny.caps = caps;
         Self::deny_into(&mut deny, &self.registry.current());

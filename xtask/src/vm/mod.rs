@@ -5,9 +5,11 @@
 //! a tracepoint versus an LSM hook.
 
 mod cpio;
+pub mod enforce_test;
 pub mod guest;
 pub(crate) mod initramfs;
 pub mod kernel;
 pub mod open_bench;
 
+pub use enforce_test::enforce_test;
 pub use open_bench::open_bench;
