@@ -89,6 +89,15 @@ pub struct RunArgs {
     /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, default_value = crate::metrics::DEFAULT_ADDR)]
     pub metrics: std::net::SocketAddr,
+    /// cgroups (path globs in the cgroup2 hierarchy) that no kill or quarantine ever touches,
+    /// besides the agent's own, its ancestors', PID 1's and login sessions. Repeatable.
+    #[arg(long = "protect-cgroup", value_name = "GLOB")]
+    pub protect_cgroup: Vec<String>,
+    /// Userspace actions (kill, block after the event, quarantine) one rule may take per
+    /// minute; past it, matches are recorded as `failed: not acted on`. 0: no limit.
+    /// In-kernel denials are not limited.
+    #[arg(long, default_value_t = 30)]
+    pub actions_per_minute: usize,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -252,6 +261,8 @@ impl Backend for Agent {
                 crate::api::protocol::EnforcementReport {
                     lsm: caps.lsm,
                     cgroup_socket: caps.cgroup_socket,
+                    rate_limited: self.enforcer.rate_limited(),
+                    quarantined: self.enforcer.quarantined().len(),
                     rules: self
                         .policies
                         .rungs()
@@ -316,5 +327,40 @@ impl Backend for Agent {
 
     fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
         self.policies.rollback()
+    }
+
+    fn quarantine_list(&self) -> Vec<crate::enforce::Quarantined> {
+        self.enforcer.quarantined()
+    }
+
+    fn quarantine_release(&self, cgroup: &str) -> Result<crate::enforce::Quarantined, String> {
+        let released = self.enforcer.release(cgroup, &self.policies)?;
+        tracing::warn!(cgroup = %released.cgroup, steps = ?released.steps, "quarantine released");
+        Ok(released)
+    }
+}
+
+/// The pipeline's enforcer reaches the kernel's network cut, the recent events and the
+/// active rules through the agent.
+impl crate::enforce::EnforceContext for Agent {
+    fn network(&self) -> &dyn crate::enforce::NetworkCut {
+        &self.policies
+    }
+
+    fn recent_events(&self, cgroup_id: u64) -> Vec<Arc<Event>> {
+        self.hub.recent_of_cgroup(cgroup_id, 200)
+    }
+
+    fn rule_names_cgroups(&self, rule_id: &str) -> bool {
+        let set = self.policies.registry().current();
+        set.policies.iter().any(|p| {
+            p.rules
+                .iter()
+                .any(|r| r.id == rule_id && r.names_cgroups(p))
+        })
+    }
+
+    fn rule_slot(&self, rule_id: &str) -> u32 {
+        self.policies.slot_of(rule_id).unwrap_or(0)
     }
 }

@@ -108,7 +108,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         uprobe_targets: Mutex::new(Vec::new()),
         sql_analyzer: std::sync::OnceLock::new(),
         engine: Engine::live(),
-        enforcer: Enforcer::new(environment.cgroup2.clone()),
+        enforcer: Enforcer::new(
+            environment.cgroup2.clone(),
+            &args.state_dir,
+            &args.protect_cgroup,
+            args.actions_per_minute,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
         store,
         environment,
         args: args.clone(),

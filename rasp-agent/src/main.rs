@@ -30,6 +30,9 @@ enum Command {
     /// Policies: list, validate, apply, rollback, simulate.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Quarantined cgroups: list, release.
+    #[command(subcommand)]
+    Quarantine(cli::quarantine::QuarantineCommand),
     /// Benchmark floor (as root): empty eBPF programs on the agent's hooks until SIGTERM.
     /// Hidden: a reference point for `cargo xtask bench`, not something to run in production.
     #[command(hide = true)]
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Processes(args) => cli::processes(&args),
         Command::Detections(args) => cli::detections::detections(&args),
         Command::Policy(cmd) => cli::policy::run(&cmd),
+        Command::Quarantine(cmd) => cli::quarantine::run(&cmd),
         Command::Floor(args) => {
             init_logging();
             loader::floor::run(&args).map_err(anyhow::Error::from)

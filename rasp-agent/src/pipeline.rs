@@ -172,7 +172,7 @@ fn settle(agent: &Agent, detections: &mut Vec<crate::detect::Detection>) {
     for mut d in detections.drain(..) {
         // An outcome already set is the kernel's: it acted, there is nothing left to do.
         if d.outcome == Outcome::Alerted {
-            (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+            (d.outcome, d.outcome_detail) = agent.enforcer.act(&d, agent);
         }
         agent.metrics.action(d.action, d.outcome);
         if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {

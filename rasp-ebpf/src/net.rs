@@ -7,23 +7,24 @@
 //! outcome of an allowed connect is not known here: the record is an attempt.
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, tracepoint},
-    programs::{SockAddrContext, TracePointContext},
+    helpers::generated::bpf_skb_ancestor_cgroup_id,
+    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, TracePointContext},
 };
 use rasp_common::{
-    deny::{VERDICT_CGROUP_DENIED, VERDICT_QUARANTINED},
+    deny::{FILTER_QUARANTINE, QUARANTINE_DEPTH, VERDICT_CGROUP_DENIED, VERDICT_QUARANTINED},
     interest::{CONNECT_ALL, CONNECT_ENABLED},
     record::{ConnectRecord, AF_INET, AF_INET6},
     EventKind, LossSite,
 };
 
 use crate::{
-    deny::{quarantined, v4_denied, v6_denied},
+    deny::{quarantined, v4_denied, v6_denied, DENY_FILTER, QUARANTINE},
     event::current_header,
     kernel::{is_agent, offsets, read_user, tp_field},
     maps::{
-        filter_flags, loss, wake_flags, wake_flags_now, watched_v4, watched_v6, CONNECT_FILTER,
-        CONNECT_PORTS, EVENTS,
+        filter_flags, filter_word, loss, wake_flags, wake_flags_now, watched_v4, watched_v6,
+        CONNECT_FILTER, CONNECT_PORTS, EVENTS,
     },
 };
 
@@ -36,6 +37,28 @@ const REFUSE: i32 = 0;
 enum Call {
     Connect,
     Sendmsg,
+}
+
+/// Packets leaving sockets of a quarantined cgroup (connections opened before the
+/// quarantine) are dropped at cgroup egress. With no quarantine in effect: one array lookup.
+#[cgroup_skb]
+pub fn rasp_quarantine_egress(ctx: SkBuffContext) -> i32 {
+    if filter_word(&DENY_FILTER, FILTER_QUARANTINE) == 0 {
+        return ALLOW;
+    }
+    let skb = ctx.skb.skb;
+    for level in 1..QUARANTINE_DEPTH {
+        // SAFETY: a helper on the program's own skb; 0 past the socket's cgroup depth.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: presence only.
+        if unsafe { QUARANTINE.get(&id) }.is_some() {
+            return REFUSE;
+        }
+    }
+    ALLOW
 }
 
 #[cgroup_sock_addr(connect4)]

@@ -53,6 +53,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Validate the files as one complete set and swap it in; Err lists every problem.
     fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>>;
     fn policy_rollback(&self) -> Result<PolicySetSummary, String>;
+    fn quarantine_list(&self) -> Vec<crate::enforce::Quarantined>;
+    fn quarantine_release(&self, cgroup: &str) -> Result<crate::enforce::Quarantined, String>;
 }
 
 /// The filters of a `detections` request.
@@ -257,6 +259,8 @@ async fn serve_client(
         reject(stream, why).await;
         return Ok(());
     }
+    // Requests that change what the agent does to workloads are root's alone.
+    let peer_uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
@@ -394,6 +398,31 @@ async fn serve_client(
                 let reply = match backend.policy_rollback() {
                     Ok(set) => active_set_reply(set),
                     Err(e) => Reply::error(e),
+                };
+                wr.write_all(&line(&reply)).await?;
+            }
+            Request::QuarantineList {} => {
+                let reply = Reply {
+                    ok: true,
+                    quarantines: Some(backend.quarantine_list()),
+                    ..Default::default()
+                };
+                wr.write_all(&line(&reply)).await?;
+            }
+            Request::QuarantineRelease { cgroup } => {
+                let reply = if peer_uid != 0 {
+                    Reply::error(format!(
+                        "permission denied: releasing a quarantine needs root (uid {peer_uid})"
+                    ))
+                } else {
+                    match backend.quarantine_release(&cgroup) {
+                        Ok(q) => Reply {
+                            ok: true,
+                            quarantines: Some(vec![q]),
+                            ..Default::default()
+                        },
+                        Err(e) => Reply::error(e),
+                    }
                 };
                 wr.write_all(&line(&reply)).await?;
             }

@@ -54,6 +54,13 @@ pub enum Request {
         files: Vec<PolicyFile>,
     },
     PolicyRollback {},
+    /// Cgroups under quarantine.
+    QuarantineList {},
+    /// Lift a quarantine: restore the cgroup's network and thaw it (root only).
+    QuarantineRelease {
+        /// The cgroup's path in the cgroup2 hierarchy, or its id, as `QuarantineList` shows.
+        cgroup: String,
+    },
 }
 
 /// A policy file sent by the CLI: its name (for error positions) and its text.
@@ -84,6 +91,8 @@ pub struct Reply {
     /// Set on the reply that starts a live stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantines: Option<Vec<crate::enforce::Quarantined>>,
 }
 
 impl Reply {
@@ -168,6 +177,12 @@ pub struct EnforcementReport {
     pub cgroup_socket: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleEnforcement>,
+    /// Userspace actions refused by the per-rule rate limit since start.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Cgroups under quarantine now.
+    #[serde(default)]
+    pub quarantined: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 pub mod detections;
 pub mod policy;
+pub mod quarantine;
 mod table;
 
 use std::{
@@ -178,6 +179,13 @@ fn render_status(s: &Status) -> String {
             (false, true) => "no BPF-LSM: denied connects refused (cgroup hooks); denied execs killed before they run; denied opens and maps killed after the call".into(),
             (false, false) => "no kernel enforcement hooks: enforce rules act after the event".into(),
         },
+    ]);
+    facts.row(vec![
+        "actions".into(),
+        format!(
+            "{} refused by the rate limit, {} cgroups quarantined",
+            e.rate_limited, e.quarantined
+        ),
     ]);
     facts.row(vec![
         "ring buffer".into(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     events::{Argv, Comm, Event, Text},
-    policy::vocab::{Action, Mode, Severity},
+    policy::vocab::{Action, KillScope, Mode, QuarantineMode, Severity},
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +47,12 @@ pub struct Detection {
     /// For an aggregate: time of the last folded occurrence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_time: Option<String>,
+    /// What the rule's action targets: the kill scope of `kill`, the step after the network
+    /// cut of `quarantine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_scope: Option<KillScope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_mode: Option<QuarantineMode>,
 }
 
 /// What happened as a result, honestly: did the kernel stop it, or did we act after?
@@ -117,34 +123,43 @@ pub struct ProcessSummary {
 mod tests {
     use super::*;
     use crate::{
-        enforce::Enforcer,
-        events::{Event, EventDetail, ForkDetail},
+        enforce::{EnforceContext, Enforcer, NetworkCut},
+        events::Event,
     };
+
+    struct NoContext;
+
+    impl NetworkCut for NoContext {
+        fn cut(&self, _: u64, _: u32) -> Result<(), String> {
+            Err("no network in this test".into())
+        }
+        fn restore(&self, _: u64) -> Result<(), String> {
+            Err("no network in this test".into())
+        }
+    }
+
+    impl EnforceContext for NoContext {
+        fn network(&self) -> &dyn NetworkCut {
+            self
+        }
+        fn recent_events(&self, _: u64) -> Vec<Arc<Event>> {
+            Vec::new()
+        }
+        fn rule_names_cgroups(&self, _: &str) -> bool {
+            false
+        }
+        fn rule_slot(&self, _: &str) -> u32 {
+            0
+        }
+    }
 
     /// The fold key checked before a detection exists carries these details; the detection
     /// carries the enforcer's. Unequal, storms would never fold early (only slower, not wrong).
     #[test]
     fn outcomes_without_acting_are_the_enforcers() {
-        let enforcer = Enforcer::new("/nonexistent-cgroup2".into());
-        // Audit and alert never look at the event; a pid no one has keeps it that way.
-        let ev = Event {
-            time: Default::default(),
-            ts_boot_ns: 0,
-            pid: u32::MAX,
-            tid: u32::MAX,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
-            comm: "t".into(),
-            cgroup_id: 0,
-            cgroup: None,
-            verdict: None,
-            detail: EventDetail::Fork(ForkDetail { parent_tid: 1 }),
-        };
+        let state = tempfile::tempdir().expect("tempdir");
+        let enforcer =
+            Enforcer::new("/nonexistent-cgroup2".into(), state.path(), &[], 30).expect("enforcer");
         for action in [
             Action::Alert,
             Action::Block,
@@ -157,9 +172,36 @@ mod tests {
                     assert_ne!(action, Action::Alert);
                     continue;
                 };
-                let (o, d) = enforcer.act(action, mode, &ev);
-                assert_eq!((outcome, detail), (o, d.as_deref()), "{action:?} {mode:?}");
+                // Audit and alert never look at the process; a pid no one has keeps it so.
+                let mut d = crate::store::tests::sample(1, "r", "/bin/sh");
+                Arc::make_mut(&mut d.event).pid = u32::MAX;
+                d.action = action;
+                d.mode = mode;
+                let (o, detail_now) = enforcer.act(&d, &NoContext);
+                assert_eq!(
+                    (outcome, detail),
+                    (o, detail_now.as_deref()),
+                    "{action:?} {mode:?}"
+                );
             }
         }
+    }
+
+    /// A rule over its rate limit records its matches without acting.
+    #[test]
+    fn the_rate_limit_bites_and_says_so() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let enforcer =
+            Enforcer::new("/nonexistent-cgroup2".into(), state.path(), &[], 1).expect("enforcer");
+        let mut d = crate::store::tests::sample(1, "r", "/bin/sh");
+        Arc::make_mut(&mut d.event).pid = u32::MAX; // gone: the first action fails, counted
+        d.action = Action::Kill;
+        d.mode = Mode::Enforce;
+        let (first, _) = enforcer.act(&d, &NoContext);
+        assert_eq!(first, Outcome::Failed);
+        let (second, detail) = enforcer.act(&d, &NoContext);
+        assert_eq!(second, Outcome::Failed);
+        assert!(detail.is_some_and(|s| s.contains("limit of 1 actions a minute")));
+        assert_eq!(enforcer.rate_limited(), 1);
     }
 }

@@ -349,6 +349,9 @@ impl<'a> Match<'a> {
             latency_us: self.latency_us,
             count: 1,
             last_time: None,
+            kill_scope: (self.rule.action == Action::Kill).then_some(self.rule.scope),
+            quarantine_mode: (self.rule.action == Action::Quarantine)
+                .then_some(self.rule.quarantine),
         }
     }
 }

@@ -14,7 +14,10 @@ pub mod uprobe;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
+        TracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use rasp_common::{offsets::NO_SYSCALL, SyscallNumbers};
@@ -201,6 +204,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .iter()
         .all(|p| p.state == ProgramState::Attached);
     programs.extend(cgroup_statuses);
+    programs.push(attach_quarantine_egress(&mut ebpf, &opts.cgroup2));
     programs.extend(attach_syscall_tracepoints(
         &mut ebpf,
         &|name| name.to_string(),
@@ -255,6 +259,26 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
             program_status(name, format!("lsm/{hook}"), result)
         })
         .collect()
+}
+
+/// The egress program that drops packets of quarantined cgroups' existing connections.
+fn attach_quarantine_egress(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> ProgramStatus {
+    const NAME: &str = "rasp_quarantine_egress";
+    let result = std::fs::File::open(cgroup2)
+        .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()))
+        .and_then(|root| {
+            let p: &mut CgroupSkb = ebpf
+                .program_mut(NAME)
+                .ok_or_else(|| format!("program {NAME} not in the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| error_chain(&e))?;
+            // As for the socket hooks: a link, alongside other programs (see there).
+            p.attach(root, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .map_err(|e| error_chain(&e))?;
+            Ok(())
+        });
+    program_status(NAME, "cgroup_skb/egress".to_string(), result)
 }
 
 /// Attach the cgroup socket programs to the cgroup2 root, alongside any other program

@@ -77,6 +77,10 @@ pub struct Rule {
     /// The event is excluded when any block matches fully.
     pub exceptions: Vec<Conditions>,
     pub action: Action,
+    /// What `kill` kills (`scope:`), and what `quarantine` does after the network cut
+    /// (`quarantine:`).
+    pub scope: vocab::KillScope,
+    pub quarantine: vocab::QuarantineMode,
     /// Overrides the policy's mode for this rule.
     pub mode: Option<Mode>,
     pub line: usize,
@@ -86,6 +90,13 @@ pub struct Rule {
 impl Rule {
     pub fn effective_mode(&self, policy: &Policy) -> Mode {
         self.mode.unwrap_or(policy.mode)
+    }
+
+    /// Whether the rule or its policy chooses cgroups itself (a `cgroup` condition): what
+    /// lets an action reach a login session.
+    pub fn names_cgroups(&self, policy: &Policy) -> bool {
+        self.conditions.values(matcher::Field::Cgroup).is_some()
+            || policy.selector.values(matcher::Field::Cgroup).is_some()
     }
 
     /// Same event type, every condition holds, and no exception block matches.

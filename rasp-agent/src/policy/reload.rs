@@ -98,6 +98,17 @@ impl PolicyControl {
             .and_then(|p| p.rules.get(index).cloned())
     }
 
+    /// The kernel slot of a rule in the active deny plan, or a fresh one naming it for a
+    /// quarantine (a rule without kernel entries still needs its verdicts attributed).
+    pub fn slot_of(&self, rule_id: &str) -> Option<u32> {
+        let deny = crate::lock(&self.deny);
+        let plan = deny.plans.back()?;
+        plan.rules
+            .iter()
+            .position(|r| r.rule == rule_id)
+            .map(|i| rasp_common::deny::rule_slot(plan.generation, i as u32))
+    }
+
     /// What the kernel does about each enforce-mode `block` rule of the active set.
     pub fn rungs(&self) -> Vec<(String, Rung)> {
         let deny = crate::lock(&self.deny);
@@ -269,5 +280,15 @@ fn source(dir: Option<&Path>, why: &str) -> String {
     match dir {
         Some(d) => format!("{} ({why})", d.display()),
         None => format!("built-in defaults ({why})"),
+    }
+}
+
+impl crate::enforce::NetworkCut for PolicyControl {
+    fn cut(&self, cgroup_id: u64, rule_slot: u32) -> Result<(), String> {
+        self.quarantine_cgroup(cgroup_id, rule_slot)
+    }
+
+    fn restore(&self, cgroup_id: u64) -> Result<(), String> {
+        self.release_cgroup(cgroup_id)
     }
 }

@@ -6,7 +6,7 @@ use super::{
     glob::{Glob, GlobMode},
     matcher::{Access, Conditions, Field},
     net::{Cidr, PortRange},
-    vocab::{Action, EventType, Mode, Severity},
+    vocab::{Action, EventType, KillScope, Mode, QuarantineMode, Severity},
     yaml::{self, Entry, Kind, Node, Pos},
     Policy, PolicyError, Rule,
 };
@@ -30,6 +30,8 @@ const RULE_KEYS: &[&str] = &[
     "match",
     "except",
     "action",
+    "scope",
+    "quarantine",
     "mode",
 ];
 
@@ -47,6 +49,15 @@ const EVENTS: &[(&str, EventType)] = &[
     ("connect", EventType::Connect),
     ("library_load", EventType::LibraryLoad),
     ("sql_query", EventType::SqlQuery),
+];
+const SCOPES: &[(&str, KillScope)] = &[
+    ("process", KillScope::Process),
+    ("process-group", KillScope::ProcessGroup),
+    ("container", KillScope::Container),
+];
+const QUARANTINE_MODES: &[(&str, QuarantineMode)] = &[
+    ("freeze", QuarantineMode::Freeze),
+    ("kill", QuarantineMode::Kill),
 ];
 const ACTIONS: &[(&str, Action)] = &[
     ("alert", Action::Alert),
@@ -301,6 +312,7 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
     let scope = Scope::Rule(event);
     let (mut id, mut description, mut severity, mut action, mut mode) =
         (None, None, None, None, None);
+    let (mut scope_key, mut quarantine_key) = (None, None);
     let mut matched: Option<Parsed> = None;
     let mut excepts: Vec<Parsed> = Vec::new();
     for e in entries {
@@ -321,6 +333,10 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             "description" => description = text(ctx, e),
             "severity" => severity = enum_value(ctx, e, SEVERITIES),
             "action" => action = enum_value(ctx, e, ACTIONS),
+            "scope" => scope_key = enum_value(ctx, e, SCOPES).map(|s| (s, e.value.pos)),
+            "quarantine" => {
+                quarantine_key = enum_value(ctx, e, QUARANTINE_MODES).map(|q| (q, e.value.pos))
+            }
             "mode" => mode = enum_value(ctx, e, MODES),
             "match" => matched = conditions_entry(ctx, e, scope, "`match`"),
             "except" => excepts = except_blocks(ctx, e, scope),
@@ -353,6 +369,18 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             ),
         ],
     );
+    if let Some((_, pos)) = scope_key.filter(|_| action != Some(Action::Kill)) {
+        ctx.err(
+            pos,
+            "`scope` says what a `kill` kills; this rule's action is not `kill`: remove `scope`, or use `action: kill`",
+        );
+    }
+    if let Some((_, pos)) = quarantine_key.filter(|_| action != Some(Action::Quarantine)) {
+        ctx.err(
+            pos,
+            "`quarantine` says what a quarantine does after cutting the network; this rule's action is not `quarantine`: remove it, or use `action: quarantine`",
+        );
+    }
     // Blocks that cancel the rule: only judged on blocks that parsed cleanly.
     let empty = Parsed {
         conds: Conditions::default(),
@@ -385,6 +413,8 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
         conditions: matched.map(|p| p.conds).unwrap_or_default(),
         exceptions: excepts.into_iter().map(|p| p.conds).collect(),
         action: action.unwrap_or(Action::Alert),
+        scope: scope_key.map(|(s, _)| s).unwrap_or_default(),
+        quarantine: quarantine_key.map(|(q, _)| q).unwrap_or_default(),
         mode,
         line: node.pos.line,
         column: node.pos.col,

@@ -633,6 +633,8 @@ pub(crate) mod tests {
             latency_us: 180,
             count: 1,
             last_time: None,
+            kill_scope: None,
+            quarantine_mode: None,
         }
     }
 
