@@ -122,7 +122,15 @@ fn decide(
             }
             _ => None,
         };
-        let known = by_kernel.or_else(|| Outcome::without_acting(m.action(), m.mode()));
+        // An audit-mode block says what this kernel would have done.
+        let audit_text = (m.action() == crate::policy::vocab::Action::Block
+            && m.mode() == crate::policy::vocab::Mode::Audit)
+            .then(|| agent.policies.audit_text(&m.rule.id))
+            .flatten();
+        let audit = audit_text.as_deref().map(|t| (Outcome::Audited, Some(t)));
+        let known = by_kernel
+            .or(audit)
+            .or_else(|| Outcome::without_acting(m.action(), m.mode()));
         let folded = known.is_some_and(|(outcome, detail)| {
             let folded = agent
                 .store
@@ -134,7 +142,7 @@ fn decide(
         });
         if !folded {
             let mut d = m.detection();
-            if let Some((outcome, detail)) = by_kernel {
+            if let Some((outcome, detail)) = by_kernel.or(audit) {
                 d.outcome = outcome;
                 d.outcome_detail = detail.map(String::from);
             }

@@ -106,6 +106,17 @@ pub struct DenyPlan {
     pub ports: Vec<(u16, DenyEntry)>,
     /// Every enforce-mode `block` rule and what the kernel does about it.
     pub rungs: Vec<(String, Rung)>,
+    /// Every audit-mode `block` rule and what the kernel would do about it in enforce mode
+    /// (nothing is installed for them): the words of their `audited` detections.
+    pub audit_rungs: Vec<(String, Rung)>,
+}
+
+impl DenyPlan {
+    /// "audit mode: would ..." for an audit-mode `block` rule of this plan.
+    pub fn audit_text(&self, rule_id: &str) -> Option<String> {
+        let (_, rung) = self.audit_rungs.iter().find(|(r, _)| r == rule_id)?;
+        Some(format!("audit mode: would block ({})", rung.describe()))
+    }
 }
 
 /// Why a rule stays in userspace.
@@ -223,7 +234,18 @@ pub fn plan(
     };
     for policy in policies {
         for rule in &policy.rules {
-            if rule.action != Action::Block || rule.effective_mode(policy) != Mode::Enforce {
+            if rule.action != Action::Block {
+                continue;
+            }
+            if rule.effective_mode(policy) != Mode::Enforce {
+                // Judged as if enforced, against a scratch plan: nothing is installed.
+                let rung = match rule_entries(policy, rule, 0, out.generation, fs) {
+                    Err(reason) => Rung::Userspace {
+                        reason: reason.to_string(),
+                    },
+                    Ok(_) => kernel_rung(rule.event, caps),
+                };
+                out.audit_rungs.push((rule.id.clone(), rung));
                 continue;
             }
             let rung = match rule_entries(policy, rule, out.rules.len() as u32, out.generation, fs)
@@ -784,6 +806,38 @@ rules:
             matches!(&plan.rungs[2].1, Rung::Userspace { reason } if reason.contains("does not exist"))
         );
         assert_eq!(plan.rules.len(), 1);
+    }
+
+    #[test]
+    fn audit_block_rules_say_what_enforcing_would_do_and_install_nothing() {
+        let p = policies(
+            r#"
+name: t
+version: 1
+mode: audit
+rules:
+  - id: would-block
+    severity: high
+    event: exec
+    match: { exe: ["/usr/bin/nc"] }
+    action: block
+  - id: would-kill-after
+    severity: high
+    event: exec
+    match: { exe: ["/usr/bin/nc"], argv: ["-e"] }
+    action: block
+"#,
+        );
+        let plan = plan(&p, 1, KernelCapabilities::default(), &fs());
+        assert!(plan.rungs.is_empty() && plan.inodes.is_empty() && plan.rules.is_empty());
+        let text = plan.audit_text("would-block").expect("audit text");
+        assert!(
+            text.starts_with("audit mode: would block (process killed in the kernel at exec"),
+            "{text}"
+        );
+        let text = plan.audit_text("would-kill-after").expect("audit text");
+        assert!(text.contains("decided in userspace"), "{text}");
+        assert!(plan.audit_text("nope").is_none());
     }
 
     #[test]

@@ -109,6 +109,13 @@ impl PolicyControl {
             .map(|i| rasp_common::deny::rule_slot(plan.generation, i as u32))
     }
 
+    /// What an audit-mode `block` rule would have done on this kernel, in the words of its
+    /// detection (`None`: not an audit-mode block rule of the active set).
+    pub fn audit_text(&self, rule_id: &str) -> Option<String> {
+        let deny = crate::lock(&self.deny);
+        deny.plans.back()?.audit_text(rule_id)
+    }
+
     /// What the kernel does about each enforce-mode `block` rule of the active set.
     pub fn rungs(&self) -> Vec<(String, Rung)> {
         let deny = crate::lock(&self.deny);
