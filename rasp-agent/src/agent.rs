@@ -364,3 +364,82 @@ impl crate::enforce::EnforceContext for Agent {
         self.policies.slot_of(rule_id).unwrap_or(0)
     }
 }
+
+impl Agent {
+    /// The agent's own blind spot as a detection: journal, exports and metrics see it.
+    pub fn report_health(&self, detail: crate::events::AgentHealthDetail) {
+        use crate::{
+            detect::{Detection, Outcome, ProcessSummary},
+            events::{EventDetail, WallTime},
+            policy::vocab::{Action, Mode, Severity},
+        };
+        let now = std::time::SystemTime::now();
+        let pid = std::process::id();
+        let boot_ns = crate::events::BootClock::boot_now_ns();
+        let summary = detail
+            .losses
+            .iter()
+            .map(|(what, n)| format!("{n} × {what}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let event = Arc::new(Event {
+            time: WallTime::from_system(now),
+            ts_boot_ns: boot_ns,
+            pid,
+            tid: pid,
+            ppid: std::os::unix::process::parent_id(),
+            uid: 0,
+            gid: 0,
+            euid: None,
+            egid: None,
+            cap_effective: None,
+            start_ns: 0,
+            comm: "rasp-agent".into(),
+            cgroup_id: 0,
+            cgroup: None,
+            verdict: None,
+            detail: EventDetail::AgentHealth(detail),
+        });
+        self.hub.publish(&mut vec![event.clone()]);
+        let set = self.policies.registry().current();
+        let d = Detection {
+            id: format!(
+                "health-{}",
+                now.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ),
+            time: humantime::format_rfc3339_micros(now).to_string(),
+            rule_id: "agent-event-loss".into(),
+            policy: "rasp-agent".into(),
+            policy_version: 1,
+            policy_set_version: set.version,
+            mode: Mode::Audit,
+            severity: Severity::High,
+            action: Action::Alert,
+            outcome: Outcome::Alerted,
+            outcome_detail: Some(format!("the agent lost events: {summary}")),
+            description: Some(
+                "The kernel could not hand the agent every event (ring buffer full, reads failed): detections may be missing for this interval. Raise --ring-buffer-size, check the agent's CPU, or look for an event storm.".into(),
+            ),
+            event,
+            process: ProcessSummary {
+                pid,
+                comm: "rasp-agent".into(),
+                exe: None,
+                argv: Default::default(),
+                uid: Some(0),
+            },
+            ancestry: Vec::new(),
+            container_id: None,
+            pod_uid: None,
+            latency_us: 0,
+            count: 1,
+            last_time: None,
+            kill_scope: None,
+            quarantine_mode: None,
+        };
+        self.metrics.detection(&d.rule_id, d.severity, d.mode);
+        self.store.submit(d);
+    }
+}

@@ -142,6 +142,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, cgroups, &stop, faults))
     };
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
+    let health = tokio::spawn(watch_losses(agent.clone(), stop_rx.clone()));
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
     let reloader = {
         let (agent, stop) = (agent.clone(), stop_rx.clone());
@@ -183,6 +184,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     pipeline.await.context("event pipeline task")??;
     reaper.await.context("reaper task")?;
+    health.await.context("loss watch task")?;
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
@@ -203,6 +205,29 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
         if reaped > 0 {
             tracing::trace!(reaped, "exited processes reaped");
         }
+    }
+}
+
+/// How often the kernel's loss counters are sampled for sustained losses.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sustained kernel-side event losses become an agent-health detection (journal, exports,
+/// metrics), not only a counter in `status`.
+async fn watch_losses(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let mut watch = crate::events::health::LossWatch::default();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let sites = crate::lock(&agent.counters).sites();
+        if let Some(detail) = watch.sample(&sites, HEALTH_INTERVAL.as_secs(), first) {
+            tracing::error!(losses = ?detail.losses, "events are being lost");
+            agent.report_health(detail);
+        }
+        first = false;
     }
 }
 

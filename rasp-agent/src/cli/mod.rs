@@ -426,6 +426,16 @@ fn event_row(e: &Event) -> Vec<String> {
         ),
         EventDetail::LibraryLoad(d) => d.path.as_deref().unwrap_or("?").to_string(),
         EventDetail::Connect(d) => format!("connect {} (attempt)", d.dest()),
+        EventDetail::AgentHealth(d) => format!(
+            "agent health: {} over {} s: {}",
+            d.problem,
+            d.interval_secs,
+            d.losses
+                .iter()
+                .map(|(w, n)| format!("{n} × {w}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         EventDetail::SqlQuery(d) => format!(
             "{} conn {:#x}: {}{}",
             d.function.name(),

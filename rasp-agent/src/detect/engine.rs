@@ -156,7 +156,10 @@ impl Engine {
             EventDetail::SqlQuery(d) if d.analyzed => {
                 (EventType::SqlQuery, None, Access::default(), None)
             }
-            EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::SqlQuery(_) => return,
+            EventDetail::Fork(_)
+            | EventDetail::Exit(_)
+            | EventDetail::SqlQuery(_)
+            | EventDetail::AgentHealth(_) => return,
         };
         if !set.index.has(event_type) {
             return;

@@ -3,6 +3,7 @@
 //! events, counts them per kind and fans them out to live followers.
 
 pub mod decode;
+pub mod health;
 pub mod hub;
 pub mod latency;
 pub mod reader;
@@ -117,6 +118,21 @@ pub enum EventDetail {
     LibraryLoad(LibraryLoadDetail),
     Connect(ConnectDetail),
     SqlQuery(SqlQueryDetail),
+    /// Not from the kernel: the agent's own health (sustained event losses), so that a
+    /// blind spot reaches the journal and exports like any detection.
+    AgentHealth(AgentHealthDetail),
+}
+
+/// What the agent noticed about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentHealthDetail {
+    /// "event_loss".
+    pub problem: String,
+    /// Events lost or damaged in the interval, per place ("exec_send: ring buffer full
+    /// (output failed), line 182"), and how many.
+    pub losses: Vec<(String, u64)>,
+    /// The interval the counts cover, in seconds.
+    pub interval_secs: u64,
 }
 
 /// A query an application handed to libpq.
@@ -266,10 +282,11 @@ pub enum Kind {
     LibraryLoad,
     Connect,
     SqlQuery,
+    AgentHealth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -277,10 +294,14 @@ impl Kind {
         Kind::LibraryLoad,
         Kind::Connect,
         Kind::SqlQuery,
+        Kind::AgentHealth,
     ];
 
     pub fn name(self) -> &'static str {
-        self.kernel_kind().name()
+        match self.kernel_kind() {
+            Some(k) => k.name(),
+            None => "agent_health",
+        }
     }
 
     /// Position in `ALL` (and in per-kind counter arrays sized `ALL.len()`).
@@ -293,12 +314,14 @@ impl Kind {
             Kind::LibraryLoad => 4,
             Kind::Connect => 5,
             Kind::SqlQuery => 6,
+            Kind::AgentHealth => 7,
         }
     }
 
-    fn kernel_kind(self) -> rasp_common::EventKind {
+    /// The kernel record kind; `None` for what the agent reports about itself.
+    fn kernel_kind(self) -> Option<rasp_common::EventKind> {
         use rasp_common::EventKind as K;
-        match self {
+        Some(match self {
             Kind::Exec => K::Exec,
             Kind::Fork => K::Fork,
             Kind::Exit => K::Exit,
@@ -306,7 +329,8 @@ impl Kind {
             Kind::LibraryLoad => K::LibraryLoad,
             Kind::Connect => K::Connect,
             Kind::SqlQuery => K::SqlQuery,
-        }
+            Kind::AgentHealth => return None,
+        })
     }
 
     /// The userspace kind of a kernel record kind.
@@ -334,6 +358,7 @@ impl Event {
             EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
             EventDetail::Connect(_) => Kind::Connect,
             EventDetail::SqlQuery(_) => Kind::SqlQuery,
+            EventDetail::AgentHealth(_) => Kind::AgentHealth,
         }
     }
 }
@@ -374,7 +399,9 @@ mod tests {
     fn kinds_agree_with_the_kernel_and_serde() {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
-            assert_eq!(Kind::from_kernel(k.kernel_kind()), *k);
+            if let Some(kernel) = k.kernel_kind() {
+                assert_eq!(Kind::from_kernel(kernel), *k);
+            }
             let json = serde_json::to_value(k).unwrap();
             assert_eq!(json, k.name(), "CLI/JSON name and kernel name agree");
             let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();

@@ -277,7 +277,8 @@ impl ProcessTable {
             EventDetail::FileOpen(_)
             | EventDetail::LibraryLoad(_)
             | EventDetail::Connect(_)
-            | EventDetail::SqlQuery(_) => {}
+            | EventDetail::SqlQuery(_)
+            | EventDetail::AgentHealth(_) => {}
         }
     }
 
