@@ -115,10 +115,10 @@ pub fn render(r: &Results) -> String {
     if let Some(vm) = &r.vm {
         let _ = writeln!(
             out,
-            "## open() in a BPF-LSM guest: tracepoint floor vs `lsm/file_open`\n"
+            "## Kernel budgets per hook: instructions per operation in a BPF-LSM guest\n"
         );
-        let _ = writeln!(out, "The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: `rasp-workload open` on an unwatched file under no programs, the tracepoint floor, the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent. The guest clock counts instructions, so the ratios are instruction budgets, repeatable to 0.1%.\n");
-        let _ = writeln!(out, "```\n{}```\n", vm);
+        let _ = writeln!(out, "The deterministic regression budget for the kernel side. The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: each operation under no programs, the tracepoint floor (`rasp-agent floor`: empty programs on the agent's very hooks), the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent on its default policies (which uses the syscall tracepoints; its LSM program is only a capability probe). \"added\" is instructions per operation over no programs (median over rounds).\n");
+        let _ = writeln!(out, "{vm}");
     }
 
     let _ = writeln!(out, "## Targets\n");
