@@ -9,12 +9,15 @@
 //! goes to BENCHMARKS.md.
 
 mod config;
+mod drain;
 mod postgres;
+mod processes;
 mod procfs;
 mod report;
 mod scaling;
 mod stats;
 mod storm;
+mod userspace;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -57,15 +60,20 @@ pub struct BenchArgs {
     /// no workload is named: `open` = every open-*, `pgbench`, `tls`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Leave out the event storm and the 10k-process idle measurement.
+    /// Leave out the event storm, the drain capacity on one core and the 10k-process idle
+    /// measurement.
     #[arg(long)]
     pub no_storm: bool,
-    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules).
+    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules) and the
+    /// live-process scaling (1k, 10k, 50k processes).
     #[arg(long)]
     pub no_scaling: bool,
     /// Leave out the BPF-LSM QEMU guest.
     #[arg(long)]
     pub no_vm: bool,
+    /// Leave out the agent's userspace cost per event (callgrind and native replay).
+    #[arg(long)]
+    pub no_callgrind: bool,
     /// Where the report goes (relative to the workspace root).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub output: PathBuf,
@@ -102,9 +110,15 @@ pub struct Results {
     pub workloads: Vec<Workload>,
     pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
     pub storm: Option<storm::StormReport>,
+    /// The agent on one core against generators that outrun it.
+    pub drain: Option<drain::DrainReport>,
+    /// Per-event agent CPU with 1k, 10k, 50k live processes.
+    pub processes: Option<processes::ProcessReport>,
     pub scaling: Option<scaling::ScalingReport>,
     /// The BPF-LSM guest's per-hook instruction table, as `vm::hook_bench` prints it.
     pub vm: Option<String>,
+    /// Callgrind and native replay of the agent's pipeline, per event kind.
+    pub userspace: Option<userspace::UserspaceReport>,
     pub notes: Vec<String>,
 }
 
@@ -119,7 +133,10 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let started_at = utc_now();
     setup::run_for_bench()?;
     let artifacts = build::build_all(ws, Profile::Release)?;
-    let workload_bin = build_workload(ws)?;
+    let Binaries {
+        workload: workload_bin,
+        replay: replay_bin,
+    } = build_workload(ws)?;
 
     let workloads: Vec<Workload> = workload::select(&args.only);
     if workloads.is_empty() {
@@ -164,10 +181,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let mut notes = Vec::new();
     let mut samples: BTreeMap<(&'static str, &'static str), Vec<Sample>> = BTreeMap::new();
     for round in 0..args.rounds {
-        let mut order = Config::ALL.to_vec();
-        let len = order.len();
-        order.rotate_left(round % len);
-        for config in order {
+        for config in stats::rotated(&Config::ALL, round) {
             eprintln!(
                 "bench: round {}/{} under {}",
                 round + 1,
@@ -190,10 +204,8 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             std::thread::sleep(SETTLE);
             // Rotated too, so no workload always runs first after the settle (or last,
             // after its configuration has run the longest).
-            let mut workload_order: Vec<&Workload> = workloads.iter().collect();
-            let count = workload_order.len();
-            workload_order.rotate_left(round % count);
-            for w in workload_order {
+            let in_order: Vec<&Workload> = workloads.iter().collect();
+            for w in stats::rotated(&in_order, round) {
                 match measure(&runner, &running, w, round, args.seconds) {
                     Ok(sample) => {
                         eprintln!("bench:   {:<16} {:>12.0} {}", w.key, sample.rate, w.unit);
@@ -228,6 +240,28 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             }
         }
     };
+    let drain = if args.no_storm {
+        None
+    } else {
+        match drain::run(&tools, &workload_bin, &distinct) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("drain capacity: {e:#}"));
+                None
+            }
+        }
+    };
+    let processes = if args.no_scaling {
+        None
+    } else {
+        match processes::run(&tools, &workload_bin) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("live-process scaling: {e:#}"));
+                None
+            }
+        }
+    };
     let scaling = if args.no_scaling {
         None
     } else {
@@ -235,6 +269,17 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             Ok(report) => Some(report),
             Err(e) => {
                 notes.push(format!("rule scaling: {e:#}"));
+                None
+            }
+        }
+    };
+    let userspace = if args.no_callgrind {
+        None
+    } else {
+        match userspace::run(&replay_bin, args.rounds) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                notes.push(format!("userspace per event (callgrind): {e:#}"));
                 None
             }
         }
@@ -272,8 +317,11 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         workloads,
         samples,
         storm,
+        drain,
+        processes,
         scaling,
         vm,
+        userspace,
         notes,
     };
     let text = report::render(&results);
@@ -357,8 +405,17 @@ fn agent_drops(running: &Running) -> Option<u64> {
     Some(storm::event_totals(&status).dropped)
 }
 
-/// The workload driver, built in release (its loops measure per-syscall costs).
-fn build_workload(ws: &Workspace) -> Result<PathBuf> {
+/// The bench's own binaries from the tests crate.
+struct Binaries {
+    /// `rasp-workload`, the workload driver.
+    workload: PathBuf,
+    /// `rasp-replay`, the agent's pipeline without a kernel.
+    replay: PathBuf,
+}
+
+/// The workload driver and the replay harness, built in release (the loops measure
+/// per-syscall costs; the replay, the agent's release code).
+fn build_workload(ws: &Workspace) -> Result<Binaries> {
     let mut cargo = command::host_cargo();
     cargo
         .current_dir(ws.root())
@@ -369,15 +426,26 @@ fn build_workload(ws: &Workspace) -> Result<PathBuf> {
             "rasp-tests",
             "--bin",
             "rasp-workload",
+            "--bin",
+            "rasp-replay",
         ])
         .arg("--target-dir")
-        .arg(ws.host_target_dir());
+        .arg(ws.host_target_dir())
+        // The replay links the agent library: the same object path as the agent's own
+        // build, or its build script reruns and the library is rebuilt every time.
+        .env(build::EBPF_OBJ_VAR, ws.ebpf_object(Profile::Release));
     command::run(&mut cargo)?;
-    let bin = ws.host_target_dir().join("release/rasp-workload");
-    if !bin.exists() {
-        bail!("{} was not built", bin.display());
-    }
-    Ok(bin)
+    let bin = |name: &str| -> Result<PathBuf> {
+        let bin = ws.host_target_dir().join("release").join(name);
+        if !bin.exists() {
+            bail!("{} was not built", bin.display());
+        }
+        Ok(bin)
+    };
+    Ok(Binaries {
+        workload: bin("rasp-workload")?,
+        replay: bin("rasp-replay")?,
+    })
 }
 
 fn peer_versions() -> String {

@@ -200,10 +200,8 @@ pub fn run(
         distinct: distinct.count,
     };
     for round in 0..rounds {
-        let mut order: Vec<usize> = (0..sets.len()).collect();
-        let count = order.len().max(1);
-        order.rotate_left(round % count);
-        for index in order {
+        let indices: Vec<usize> = (0..sets.len()).collect();
+        for index in super::stats::rotated(&indices, round) {
             let (dir, row) = &mut sets[index];
             let factor = row.factor;
             eprintln!(
@@ -266,7 +264,7 @@ pub fn run(
 /// Agent CPU per event (µs) and events drained per second over one paced storm step. A
 /// step where the agent received well under what was opened is refused: those opens were
 /// not reported at all (e.g. the kernel filter refused), so a cost per event means nothing.
-fn storm_cost(
+pub(super) fn storm_cost(
     agent: &config::Running,
     workload_bin: &Path,
     files: &StormFiles,
@@ -290,7 +288,7 @@ fn storm_cost(
 const REFUSED_INTEREST: &str = "kernel pre-filters NOT updated";
 
 /// The agent's CPU per exec while `rasp-workload exec` runs.
-fn exec_cost(agent: &config::Running, workload_bin: &Path) -> Result<f64> {
+pub(super) fn exec_cost(agent: &config::Running, workload_bin: &Path) -> Result<f64> {
     let pid = agent.pid().context("agent has no pid")?;
     let before = procfs::cpu_seconds(pid)?;
     let measured = workload::run_tool(workload_bin, &["exec"], EXEC_SECONDS)?;

@@ -1,6 +1,7 @@
 //! The agent alone under load: a ramp of paced open storms (the highest rate it drains with
 //! no drop, the drop rate beyond, its CPU per event and the latency from kernel to decision
-//! under load), then its idle memory with 10k live processes in the table.
+//! under load), then its idle memory with 10k live processes in the table (each exec'd with
+//! a service-like command line of its own).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -175,18 +176,19 @@ pub struct StormFiles {
 }
 
 /// A storm series: title, what it is, the agent's extra environment, the files opened.
-type StormPlan<'a> = (
+pub type StormPlan = (
     &'static str,
     &'static str,
-    &'a [(&'a str, &'a str)],
+    &'static [(&'static str, &'static str)],
     StormFiles,
 );
 
-pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<StormReport> {
-    let mut notes = Vec::new();
-    let mut series = Vec::new();
+/// The three kinds of storm: a watched file (every open a folded detection), distinct
+/// watched files (a detection each), an unwatched file with every open reported (events
+/// only, no rule).
+pub fn plans(tools: &Tools, distinct: &DistinctFiles) -> [StormPlan; 3] {
     let one = |path: String| StormFiles { path, distinct: 1 };
-    let plans: [StormPlan; 3] = [
+    [
         (
             "detections",
             "opens of /etc/shadow: every one an event, a rule match and a (folded) detection",
@@ -208,8 +210,13 @@ pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Resu
             &[("RASP_INTEREST_ALL", "1")],
             one(tools.scratch.join("unwatched.txt").display().to_string()),
         ),
-    ];
-    for (title, about, env, files) in plans {
+    ]
+}
+
+pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<StormReport> {
+    let mut notes = Vec::new();
+    let mut series = Vec::new();
+    for (title, about, env, files) in plans(tools, distinct) {
         eprintln!("bench: storm ramp ({title})");
         let agent = config::start_agent_with_env(tools, env)?;
         let steps = ramp(&agent, workload_bin, &files, &mut notes);
@@ -326,7 +333,7 @@ fn idle_with_processes(tools: &Tools, workload_bin: &Path) -> Result<IdleReport>
     thread::sleep(Duration::from_secs(2));
     let rss_kib_before = procfs::status_kib(pid, "VmRSS")?;
     let mut hold = Command::new(workload_bin)
-        .args(["hold", "--count", &HOLD_PROCESSES.to_string()])
+        .args(["hold", "--exec", "--count", &HOLD_PROCESSES.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
