@@ -19,7 +19,7 @@ use super::storm::{event_totals, StormFiles};
 use super::workload::{self, DistinctFiles};
 
 /// Seconds each generator step runs.
-const STEP_SECONDS: f64 = 3.0;
+pub const STEP_SECONDS: f64 = 3.0;
 /// The core the agent gets; generators pinned away from it get the other.
 const AGENT_CPU: &str = "0";
 const GENERATOR_CPU: &str = "1";
@@ -41,7 +41,15 @@ pub struct DrainStep {
     pub agent_cpu_pct: f64,
 }
 
+/// Agent CPU (% of its core) from which a step with drops counts as the agent's limit.
+const SATURATED_PCT: f64 = 90.0;
+
 impl DrainStep {
+    /// The agent's CPU per record it received (µs).
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        (self.received > 0 && self.drained > 0.0).then(|| self.agent_cpu_pct * 1e4 / self.drained)
+    }
+
     pub fn drop_pct(&self) -> f64 {
         let total = self.received + self.dropped;
         if total == 0 {
@@ -66,6 +74,14 @@ impl DrainSeries {
             .filter(|s| s.dropped == 0 && s.received > 0)
             .map(|s| s.drained)
             .max_by(f64::total_cmp)
+    }
+
+    /// Some step dropped records with the agent's core (nearly) full: it, not the
+    /// generators, was the limit.
+    pub fn saturated(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.dropped > 0 && s.agent_cpu_pct >= SATURATED_PCT)
     }
 
     /// The highest drained rate of any step (with drops, the agent's core was the limit).

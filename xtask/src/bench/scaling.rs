@@ -18,6 +18,10 @@ use super::stats::ByRound;
 use super::storm::{self, StormFiles};
 use super::workload::{self, DistinctFiles, WATCHED_FILE};
 
+/// Distinct file names the generated file_open rules use (with the defaults' own, well
+/// inside the kernel map's 512).
+const GENERATED_LEAF_NAMES: u32 = 128;
+
 /// Rule-count multiples measured: the defaults, then ×10 and ×100.
 pub const FACTORS: [u32; 3] = [1, 10, 100];
 /// Storm pace for the per-event measurements: well below what the agent drains, so every
@@ -102,10 +106,13 @@ pub fn generated_policy(events: &[String], copies: u32) -> String {
                 // Alternate the two matchers exec rules use most.
                 "exec" if n.is_multiple_of(2) => format!("exe: [\"/opt/bench-{n}/bin/*\"]"),
                 "exec" => format!("cmdline: [\"*bench-marker-{n} *\"]"),
-                // A literal leaf of its own, so every rule adds a kernel interest entry.
-                "file_open" => {
-                    format!("path: [\"/srv/bench-{n}/key-{n}\"]\n      access: [read]")
-                }
+                // A literal path of its own; the leaf names cycle through
+                // `GENERATED_LEAF_NAMES`, because the kernel's file-name interest map holds
+                // 512 names and the agent refuses (does not load) a set that needs more.
+                "file_open" => format!(
+                    "path: [\"/srv/bench-{n}/key-{}\"]\n      access: [read]",
+                    n % GENERATED_LEAF_NAMES
+                ),
                 "library_load" => format!("path: [\"/opt/bench-{n}/lib/**\"]"),
                 "connect" => format!("cidr: [\"10.{}.{}.0/24\"]", n / 256 % 256, n % 256),
                 _ => continue,
