@@ -51,12 +51,7 @@ impl DrainStep {
     }
 
     pub fn drop_pct(&self) -> f64 {
-        let total = self.received + self.dropped;
-        if total == 0 {
-            0.0
-        } else {
-            self.dropped as f64 * 100.0 / total as f64
-        }
+        super::storm::drop_pct(self.received, self.dropped)
     }
 }
 

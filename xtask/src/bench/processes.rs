@@ -125,7 +125,7 @@ fn step(tools: &Tools, workload_bin: &Path, held: u32) -> Result<ProcessStep> {
 }
 
 /// Until the agent's table holds at least `held` processes (the forks and execs are events).
-fn wait_tracked(agent: &Running, held: u32) -> Result<u64> {
+pub fn wait_tracked(agent: &Running, held: u32) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = agent.agent_status()?;
@@ -144,13 +144,13 @@ fn wait_tracked(agent: &Running, held: u32) -> Result<u64> {
 }
 
 /// `rasp-workload hold --exec`, ready.
-struct Hold {
+pub struct Hold {
     child: Child,
     mean_argv_bytes: f64,
 }
 
 impl Hold {
-    fn start(workload_bin: &Path, count: u32) -> Result<Hold> {
+    pub fn start(workload_bin: &Path, count: u32) -> Result<Hold> {
         let mut child = Command::new(workload_bin)
             .args(["hold", "--exec", "--count", &count.to_string()])
             .stdin(Stdio::piped())
@@ -180,7 +180,7 @@ impl Hold {
     }
 
     /// EOF on its stdin: it kills and reaps its children, then exits.
-    fn stop(mut self) -> Result<()> {
+    pub fn stop(mut self) -> Result<()> {
         drop(self.child.stdin.take());
         let status = self
             .child

@@ -3,16 +3,15 @@
 //! under load), then its idle memory with 10k live processes in the table (each exec'd with
 //! a service-like command line of its own).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::config::{self, Running, Tools};
+use super::processes::{wait_tracked, Hold};
 use super::procfs;
 use super::stats::Histogram;
 use super::workload::{self, DistinctFiles, WATCHED_FILE};
@@ -121,12 +120,7 @@ impl StormStep {
     }
 
     pub fn drop_pct(&self) -> f64 {
-        let total = self.received + self.dropped;
-        if total == 0 {
-            0.0
-        } else {
-            self.dropped as f64 * 100.0 / total as f64
-        }
+        drop_pct(self.received, self.dropped)
     }
 
     /// The agent's CPU during the step, in % of one core.
@@ -325,55 +319,40 @@ pub fn storm_step(
     Ok(step)
 }
 
-/// The agent's RSS idle, then with `HOLD_PROCESSES` sleeping processes it tracks.
+/// The agent's RSS idle, then with `HOLD_PROCESSES` live processes it tracks.
 fn idle_with_processes(tools: &Tools, workload_bin: &Path) -> Result<IdleReport> {
     eprintln!("bench: idle RSS with {HOLD_PROCESSES} live processes");
     let agent = config::start_agent_with_env(tools, &[])?;
     let pid = agent.pid().context("agent has no pid")?;
     thread::sleep(Duration::from_secs(2));
     let rss_kib_before = procfs::status_kib(pid, "VmRSS")?;
-    let mut hold = Command::new(workload_bin)
-        .args(["hold", "--exec", "--count", &HOLD_PROCESSES.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting rasp-workload hold")?;
-    let stdout = hold.stdout.take().context("hold stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("reading hold's ready line")?;
-    let result = (|| {
-        if !line.contains("\"ready\"") {
-            bail!("rasp-workload hold printed {line:?} instead of its ready line");
-        }
-        // The forks are events: wait until the table has them, then let the agent settle.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut tracked = 0;
-        while Instant::now() < deadline {
-            let status = agent.agent_status()?;
-            tracked = status
-                .pointer("/processes/tracked")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            if tracked >= u64::from(HOLD_PROCESSES) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+    let result = (|| -> Result<IdleReport> {
+        let hold = Hold::start(workload_bin, HOLD_PROCESSES)?;
+        // The forks and execs are events: wait until the table has them, then let the
+        // agent settle.
+        let tracked = wait_tracked(&agent, HOLD_PROCESSES)?;
         thread::sleep(Duration::from_secs(3));
-        Ok(IdleReport {
+        let idle = IdleReport {
             rss_kib_before,
             rss_kib_with_processes: procfs::status_kib(pid, "VmRSS")?,
             processes_tracked: tracked,
             held: HOLD_PROCESSES,
-        })
+        };
+        hold.stop()?;
+        Ok(idle)
     })();
-    drop(hold.stdin.take());
-    let waited = hold.wait();
     agent.stop()?;
-    waited.context("waiting for rasp-workload hold")?;
     result
+}
+
+/// Share of `received + dropped` that was dropped, in percent.
+pub fn drop_pct(received: u64, dropped: u64) -> f64 {
+    let total = received + dropped;
+    if total == 0 {
+        0.0
+    } else {
+        dropped as f64 * 100.0 / total as f64
+    }
 }
 
 #[cfg(test)]

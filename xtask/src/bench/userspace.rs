@@ -244,17 +244,7 @@ impl Callgrind<'_> {
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(self.replay)
         .args(replay_args(kind, count, population));
-        let output = command::capture(&mut cmd)?;
-        if !output.status.success() {
-            bail!(
-                "{} failed ({}): {}",
-                command::display(&cmd),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        let line = parse_line(&String::from_utf8_lossy(&output.stdout))
-            .with_context(|| format!("rasp-replay --kind {kind} under callgrind"))?;
+        let line = run_replay(&mut cmd)?;
         let text =
             std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
         let total = summary_instructions(&text)
@@ -278,17 +268,22 @@ fn replay_args(kind: &str, count: u32, population: u32) -> Vec<String> {
 fn native(replay: &Path, kind: &str, count: u32) -> Result<ReplayLine> {
     let mut cmd = Command::new(replay);
     cmd.args(replay_args(kind, count, 1_000));
-    let output = command::capture(&mut cmd)?;
+    run_replay(&mut cmd)
+}
+
+/// Runs `rasp-replay` (or valgrind running it) and reads its one JSON line.
+fn run_replay(cmd: &mut Command) -> Result<ReplayLine> {
+    let output = command::capture(cmd)?;
     if !output.status.success() {
         bail!(
             "{} failed ({}): {}",
-            command::display(&cmd),
+            command::display(cmd),
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
     parse_line(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("rasp-replay --kind {kind}"))
+        .with_context(|| format!("{} printed no result line", command::display(cmd)))
 }
 
 /// The `summary: N` line of a callgrind output file (events: Ir only).
