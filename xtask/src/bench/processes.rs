@@ -34,7 +34,14 @@ pub struct ProcessStep {
     pub watched_us: f64,
     pub watched_rate: f64,
     pub rss_kib: u64,
+    /// The agent's CPU while nothing runs, in % of a core, over `IDLE_SECONDS`: what its
+    /// periodic work (the uprobe rescan of every process's maps, reaping) costs with this
+    /// many processes.
+    pub idle_cpu_pct: f64,
 }
+
+/// Long enough to hold two of the agent's 5 s uprobe rescans.
+pub const IDLE_SECONDS: u64 = 10;
 
 pub struct ProcessReport {
     pub steps: Vec<ProcessStep>,
@@ -98,13 +105,16 @@ fn step(tools: &Tools, workload_bin: &Path, held: u32) -> Result<ProcessStep> {
         let tracked = wait_tracked(&agent, held)?;
         // Let the exec burst's events drain and the table settle.
         thread::sleep(Duration::from_secs(2));
+        let pid = agent.pid().context("agent has no pid")?;
+        let idle_before = procfs::cpu_seconds(pid)?;
+        thread::sleep(Duration::from_secs(IDLE_SECONDS));
+        let idle_cpu_pct = (procfs::cpu_seconds(pid)? - idle_before) * 100.0 / IDLE_SECONDS as f64;
         let exec_us = exec_cost(&agent, workload_bin)?;
         let files = StormFiles {
             path: WATCHED_FILE.to_string(),
             distinct: 1,
         };
         let (watched_us, watched_rate) = storm_cost(&agent, workload_bin, &files)?;
-        let pid = agent.pid().context("agent has no pid")?;
         let rss_kib = procfs::status_kib(pid, "VmRSS")?;
         let mean_argv_bytes = hold.mean_argv_bytes;
         hold.stop()?;
@@ -116,6 +126,7 @@ fn step(tools: &Tools, workload_bin: &Path, held: u32) -> Result<ProcessStep> {
             watched_us,
             watched_rate,
             rss_kib,
+            idle_cpu_pct,
         })
     })();
     let stopped = agent.stop();

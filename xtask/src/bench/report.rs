@@ -603,19 +603,21 @@ const MAX_LIVE_GROWTH: f64 = 1.5;
 
 fn processes_section(out: &mut String, p: &ProcessReport, targets: &mut Vec<Target>) {
     let _ = writeln!(out, "## Live-process scaling: agent CPU per event\n");
-    let _ = writeln!(out, "The agent on its defaults with N idle processes held by `rasp-workload hold --exec` (each execs busybox `sh -c 'read -r _'` followed by a service-like command line of its own: a JVM with its classpath, a gunicorn, a node server, cron); exec = agent CPU per `rasp-workload exec` fork+exec over {} s; watched = per event of a {:.0}/s paced storm on /etc/shadow (drained rate in brackets). One measurement per N (host CPU time: noisy, see the callgrind table for the deterministic count).\n", 2, scaling::PACE);
+    let _ = writeln!(out, "The agent on its defaults with N idle processes held by `rasp-workload hold --exec` (each execs busybox `sh -c 'read -r _'` followed by a service-like command line of its own: a JVM with its classpath, a gunicorn, a node server, cron); exec = agent CPU per `rasp-workload exec` fork+exec over {} s; watched = per event of a {:.0}/s paced storm on /etc/shadow (drained rate in brackets). One measurement per N (host CPU time: noisy, see the callgrind table for the deterministic count); CPU per event includes whatever periodic work of the agent falls in the window, which the idle column measures on its own.\n", 2, scaling::PACE);
     let _ = writeln!(
         out,
-        "| live processes | tracked by the agent | mean argv | exec | watched open | agent RSS |"
+        "| live processes | tracked by the agent | mean argv | agent CPU idle ({} s) | exec | watched open | agent RSS |",
+        super::processes::IDLE_SECONDS
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for s in &p.steps {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} B | {:.2} µs | {:.2} µs (at {:.0}/s) | {:.1} MiB |",
+            "| {} | {} | {:.0} B | {:.1}% of a core | {:.2} µs | {:.2} µs (at {:.0}/s) | {:.1} MiB |",
             s.held,
             s.tracked,
             s.mean_argv_bytes,
+            s.idle_cpu_pct,
             s.exec_us,
             s.watched_us,
             s.watched_rate,
