@@ -229,79 +229,37 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     }
     drop(pg);
 
-    let storm = if args.no_storm {
-        None
-    } else {
-        match storm::run(&tools, &workload_bin, &distinct) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("storm: {e:#}"));
-                None
-            }
-        }
-    };
-    let drain = if args.no_storm {
-        None
-    } else {
-        match drain::run(&tools, &workload_bin, &distinct) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("drain capacity: {e:#}"));
-                None
-            }
-        }
-    };
-    let processes = if args.no_scaling {
-        None
-    } else {
-        match processes::run(&tools, &workload_bin) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("live-process scaling: {e:#}"));
-                None
-            }
-        }
-    };
-    let scaling = if args.no_scaling {
-        None
-    } else {
-        match scaling::run(&tools, &workload_bin, &distinct, args.rounds) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("rule scaling: {e:#}"));
-                None
-            }
-        }
-    };
-    let userspace = if args.no_callgrind {
-        None
-    } else {
-        match userspace::run(&replay_bin, args.rounds) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("userspace per event (callgrind): {e:#}"));
-                None
-            }
-        }
-    };
-    let vm = if args.no_vm {
-        None
-    } else {
+    // Each later stage runs unless its flag leaves it out; one that fails is a note in the
+    // report, and the others still run.
+    let storm = stage(args.no_storm, &mut notes, "storm", || {
+        storm::run(&tools, &workload_bin, &distinct)
+    });
+    let drain = stage(args.no_storm, &mut notes, "drain capacity", || {
+        drain::run(&tools, &workload_bin, &distinct)
+    });
+    let processes = stage(args.no_scaling, &mut notes, "live-process scaling", || {
+        processes::run(&tools, &workload_bin)
+    });
+    let scaling = stage(args.no_scaling, &mut notes, "rule scaling", || {
+        scaling::run(&tools, &workload_bin, &distinct, args.rounds)
+    });
+    let userspace = stage(
+        args.no_callgrind,
+        &mut notes,
+        "userspace per event (callgrind)",
+        || userspace::run(&replay_bin, args.rounds),
+    );
+    let vm = stage(args.no_vm, &mut notes, "BPF-LSM guest", || {
         eprintln!("bench: BPF-LSM guest (QEMU): every hook's operation under no programs, tracepoint floor, LSM floor, agent");
-        match crate::vm::hook_bench(
+        crate::vm::hook_bench(
             ws,
             &artifacts.agent_bin,
             &workload_bin,
             VM_ROUNDS,
             VM_SECONDS,
-        ) {
-            Ok(vm) => Some(vm.to_string()),
-            Err(e) => {
-                notes.push(format!("BPF-LSM guest: {e:#}"));
-                None
-            }
-        }
-    };
+        )
+        .map(|vm| vm.to_string())
+    });
 
     let results = Results {
         command_line: command_line(),
@@ -334,6 +292,25 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         human(started.elapsed())
     );
     Ok(())
+}
+
+/// `run()` unless `skip`; an error becomes a note naming `what`.
+fn stage<T>(
+    skip: bool,
+    notes: &mut Vec<String>,
+    what: &str,
+    run: impl FnOnce() -> Result<T>,
+) -> Option<T> {
+    if skip {
+        return None;
+    }
+    match run() {
+        Ok(report) => Some(report),
+        Err(e) => {
+            notes.push(format!("{what}: {e:#}"));
+            None
+        }
+    }
 }
 
 /// One workload under one running configuration, with what the configuration's process
