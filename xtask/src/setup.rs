@@ -92,6 +92,7 @@ const BENCH_APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "cpio",
     "busybox-static",
+    "valgrind",
 ];
 
 /// `setup` plus the benchmark's own packages.
