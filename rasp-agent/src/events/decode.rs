@@ -366,15 +366,18 @@ pub fn c_string(bytes: &[u8]) -> String {
 /// The kernel writes path components leaf first, each NUL-terminated ("dash\0bin\0usr\0").
 /// A truncated walk did not reach the root: the result starts with "...".
 pub fn leaf_first_path(bytes: &[u8], truncated: bool) -> String {
-    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
-    parts.reverse();
+    // One allocation, components taken from the end: no list of parts, and no copy through
+    // a lossy conversion when the name is valid UTF-8 (nearly always).
     let mut path = String::with_capacity(bytes.len() + 4);
     if truncated {
         path.push_str("...");
     }
-    for p in &parts {
+    for p in bytes.rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
         path.push('/');
-        path.push_str(&String::from_utf8_lossy(p));
+        match std::str::from_utf8(p) {
+            Ok(s) => path.push_str(s),
+            Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+        }
     }
     if path.is_empty() {
         path.push('/');
