@@ -108,10 +108,16 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> Result<Reply> {
-        self.send(request)?;
-        let line = self
-            .read_line()?
-            .ok_or_else(|| anyhow!("the agent closed the connection without replying"))?;
+        let sent = self.send(request);
+        // A refused connection gets one error line and is closed, possibly before the
+        // request went out: that line says why, where the failed write only says
+        // "Broken pipe".
+        let line = match (sent, self.read_line()) {
+            (_, Ok(Some(line))) => line,
+            (Err(e), _) => return Err(e),
+            (Ok(()), Ok(None)) => bail!("the agent closed the connection without replying"),
+            (Ok(()), Err(e)) => return Err(e),
+        };
         let reply: Reply =
             serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
         if !reply.ok {
