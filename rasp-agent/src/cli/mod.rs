@@ -294,13 +294,13 @@ fn render_status(s: &Status) -> String {
     if !s.policy_reload_errors.is_empty() {
         out.push_str("\nlast policy reload refused (the active set stayed):\n");
         for e in &s.policy_reload_errors {
-            out.push_str(&format!("  {e}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(e)));
         }
     }
     if !s.environment.is_empty() {
         out.push_str("\nenvironment:\n");
         for n in &s.environment {
-            out.push_str(&format!("  {n}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(n)));
         }
     }
     out
@@ -363,7 +363,7 @@ pub fn events(args: &EventsArgs) -> Result<()> {
             (StreamItem::Lost(n), true) => {
                 json_line(&serde_json::json!({"kind": "lost", "count": n}))?
             }
-            (StreamItem::Event(e), false) => event_row(e).join("  ") + "\n",
+            (StreamItem::Event(e), false) => table::safe_line(&event_row(e)),
             (StreamItem::Lost(n), false) => {
                 format!("-- this client fell behind and lost {n} events --\n")
             }
