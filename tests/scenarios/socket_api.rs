@@ -249,6 +249,26 @@ fn reader_group() -> u32 {
     47_000 + std::process::id() % 1000
 }
 
+/// An agent whose `--socket-group` is `reader_group()`; root is required.
+fn agent_with_readers() -> (Agent, u32) {
+    require_root();
+    let g = reader_group();
+    (Agent::start(&["--socket-group", &g.to_string()]), g)
+}
+
+/// `n` execs of /bin/true, finished.
+fn run_execs(n: u64) {
+    let mut execs = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"),
+        ])
+        .spawn()
+        .expect("spawn the exec loop");
+    let status = wait_child(&mut execs, Duration::from_secs(120)).expect("exec loop finishes");
+    assert!(status.success(), "exec loop: {status}");
+}
+
 /// Run `cmd` as `uid` with primary group `gid` and exactly the supplementary `groups`.
 fn as_user<'a>(cmd: &'a mut Command, uid: u32, gid: u32, groups: &[u32]) -> &'a mut Command {
     use std::os::unix::process::CommandExt;
@@ -385,10 +405,7 @@ fn cli_as(agent: &Agent, user: (u32, u32, &[u32]), args: &[&str]) -> std::proces
 
 #[test]
 fn silent_clients_lock_nobody_out() {
-    require_root();
-    let g = reader_group();
-    let gs = g.to_string();
-    let agent = Agent::start(&["--socket-group", &gs]);
+    let (agent, g) = agent_with_readers();
 
     // 70 silent connections from root and 70 from a reader: more than the old global 64.
     let root_silent: Vec<UnixStream> = (0..70)
@@ -419,10 +436,7 @@ fn silent_clients_lock_nobody_out() {
 
 #[test]
 fn socket_group_members_read_but_cannot_change_policies() {
-    require_root();
-    let g = reader_group();
-    let gs = g.to_string();
-    let agent = Agent::start(&["--socket-group", &gs]);
+    let (agent, g) = agent_with_readers();
     let policy = agent.dir().join("reader.yaml");
     fs::write(
         &policy,
@@ -474,10 +488,7 @@ fn socket_group_members_read_but_cannot_change_policies() {
 
 #[test]
 fn oversized_requests_get_an_error_reply() {
-    require_root();
-    let g = reader_group();
-    let gs = g.to_string();
-    let agent = Agent::start(&["--socket-group", &gs]);
+    let (agent, g) = agent_with_readers();
 
     // Root: past the 4 MiB limit, answered, and the connection still serves.
     let mut stream = UnixStream::connect(agent.socket()).expect("connect");
@@ -577,15 +588,7 @@ fn a_follower_that_never_reads_is_dropped() {
     assert!(subscribed.is_some(), "the follower never subscribed");
 
     // Enough events to fill the socket buffer the client never drains.
-    let mut storm = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done",
-        ])
-        .spawn()
-        .expect("spawn the exec loop");
-    let status = wait_child(&mut storm, Duration::from_secs(120)).expect("exec loop finishes");
-    assert!(status.success());
+    run_execs(2000);
 
     let mut last = 0;
     let dropped = wait_for(Duration::from_secs(40), || {
@@ -602,10 +605,7 @@ fn a_follower_that_never_reads_is_dropped() {
 
 #[test]
 fn thousands_of_connections_starve_neither_clients_nor_events() {
-    require_root();
-    let g = reader_group();
-    let gs = g.to_string();
-    let agent = Agent::start(&["--socket-group", &gs]);
+    let (agent, g) = agent_with_readers();
 
     // 3000 from one reader uid, 1000 from root (this process), all silent.
     let readers = Holder::start(agent.socket(), 3000, Some((65534, 65534, &[g])));
@@ -615,16 +615,7 @@ fn thousands_of_connections_starve_neither_clients_nor_events() {
 
     let before = exec_received(&agent.status());
     let execs = 300;
-    let mut loop_ = Command::new("/bin/sh")
-        .args([
-            "-c",
-            &format!("i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done"),
-        ])
-        .spawn()
-        .expect("spawn the exec loop");
-    assert!(wait_child(&mut loop_, Duration::from_secs(60))
-        .expect("exec loop finishes")
-        .success());
+    run_execs(execs);
     let mut last = Value::Null;
     let counted = wait_for(Duration::from_secs(10), || {
         let out = agent.cli_within(&["status", "--json"], Duration::from_secs(5))?;
