@@ -61,6 +61,7 @@ pub fn run() -> Result<()> {
     step(apt_packages)?;
     step(nightly_rust_src)?;
     step(bpf_linker)?;
+    step(cargo_fuzz)?;
     eprintln!("setup: done in {}", human(started.elapsed()));
     Ok(())
 }
@@ -272,4 +273,21 @@ fn bpf_linker() -> Result<Outcome> {
     }
     command::run(&mut install)?;
     Ok(Outcome::Installed("bpf-linker".into()))
+}
+
+/// cargo-fuzz, for the fuzz stage of `cargo xtask test` (the targets build with nightly).
+fn cargo_fuzz() -> Result<Outcome> {
+    let path = command::tool_path(&[]);
+    if let Some(found) = command::find_program("cargo-fuzz", &path) {
+        let version = command::capture(Command::new(&found).arg("--version"))?;
+        if version.status.success() {
+            let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+            return Ok(Outcome::Present(format!("{version} ({})", found.display())));
+        }
+    }
+    eprintln!("setup: installing cargo-fuzz from crates.io");
+    let mut install = command::host_cargo();
+    install.args(["install", "cargo-fuzz", "--locked"]);
+    command::run(&mut install)?;
+    Ok(Outcome::Installed("cargo-fuzz".into()))
 }

@@ -18,6 +18,8 @@ use crate::{
 /// Longest request line the server reads; longer ones get an error reply.
 /// (Policy sets travel in one request, hence the size.)
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// The same for `--socket-group` members, who cannot send policy sets.
+pub const MAX_READER_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
@@ -61,6 +63,39 @@ pub enum Request {
         /// The cgroup's path in the cgroup2 hierarchy, or its id, as `QuarantineList` shows.
         cgroup: String,
     },
+}
+
+impl Request {
+    /// The `cmd` name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status {} => "status",
+            Request::Events { .. } => "events",
+            Request::Processes {} => "processes",
+            Request::Detections { .. } => "detections",
+            Request::PolicyList {} => "policy_list",
+            Request::PolicyApply { .. } => "policy_apply",
+            Request::PolicyRollback {} => "policy_rollback",
+            Request::QuarantineList {} => "quarantine_list",
+            Request::QuarantineRelease { .. } => "quarantine_release",
+        }
+    }
+
+    /// Requests that change what the agent enforces or detects: root only. Everything else
+    /// only reads (and what it returns has passed the masking layer).
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Request::PolicyApply { .. }
+            | Request::PolicyRollback {}
+            | Request::QuarantineRelease { .. } => true,
+            Request::Status {}
+            | Request::Events { .. }
+            | Request::Processes {}
+            | Request::Detections { .. }
+            | Request::PolicyList {}
+            | Request::QuarantineList {} => false,
+        }
+    }
 }
 
 /// A policy file sent by the CLI: its name (for error positions) and its text.

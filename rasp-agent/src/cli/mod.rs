@@ -109,10 +109,16 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> Result<Reply> {
-        self.send(request)?;
-        let line = self
-            .read_line()?
-            .ok_or_else(|| anyhow!("the agent closed the connection without replying"))?;
+        let sent = self.send(request);
+        // A refused connection gets one error line and is closed, possibly before the
+        // request went out: that line says why, where the failed write only says
+        // "Broken pipe".
+        let line = match (sent, self.read_line()) {
+            (_, Ok(Some(line))) => line,
+            (Err(e), _) => return Err(e),
+            (Ok(()), Ok(None)) => bail!("the agent closed the connection without replying"),
+            (Ok(()), Err(e)) => return Err(e),
+        };
         let reply: Reply =
             serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
         if !reply.ok {
@@ -313,13 +319,13 @@ fn render_status(s: &Status) -> String {
     if !s.policy_reload_errors.is_empty() {
         out.push_str("\nlast policy reload refused (the active set stayed):\n");
         for e in &s.policy_reload_errors {
-            out.push_str(&format!("  {e}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(e)));
         }
     }
     if !s.environment.is_empty() {
         out.push_str("\nenvironment:\n");
         for n in &s.environment {
-            out.push_str(&format!("  {n}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(n)));
         }
     }
     out
@@ -382,7 +388,7 @@ pub fn events(args: &EventsArgs) -> Result<()> {
             (StreamItem::Lost(n), true) => {
                 json_line(&serde_json::json!({"kind": "lost", "count": n}))?
             }
-            (StreamItem::Event(e), false) => event_row(e).join("  ") + "\n",
+            (StreamItem::Event(e), false) => table::safe_line(&event_row(e)),
             (StreamItem::Lost(n), false) => {
                 format!("-- this client fell behind and lost {n} events --\n")
             }

@@ -23,7 +23,7 @@ use aya::{
 use rasp_common::{offsets::NO_SYSCALL, SyscallNumbers};
 use serde::{Deserialize, Serialize};
 
-pub use interest::{Interest, InterestMaps};
+pub use interest::{Interest, InterestMaps, OverCapacity, Usage};
 
 /// The eBPF object built by `cargo xtask build-ebpf` (empty if the agent was built without).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rasp-ebpf.o"));

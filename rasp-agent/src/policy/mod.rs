@@ -140,6 +140,10 @@ pub fn parse_files<N: AsRef<str>, T: AsRef<str>>(
     }
     errors.extend(duplicates(&idents));
     if errors.is_empty() {
+        // Only a set that is valid otherwise: its compiled pre-filter must fit the kernel.
+        errors.extend(compile::capacity_errors(&policies));
+    }
+    if errors.is_empty() {
         return Ok(policies);
     }
     let rank = |f: &str| order.iter().position(|o| *o == f).unwrap_or(usize::MAX);

@@ -199,12 +199,12 @@ impl Uprobes {
                             });
                         }
                         Err(e) => {
-                            tracing::warn!(function = probe.function, path = %plan.path.display(), error = %e, "uprobe attach failed");
+                            tracing::warn!(function = probe.function, path = ?plan.path, error = %e, "uprobe attach failed");
                             errors.push(format!("{}: {e}", probe.function));
                         }
                     }
                 }
-                tracing::info!(target = plan.id.0, path = %plan.path.display(), probes = attached.len(), "libpq probes attached");
+                tracing::info!(target = plan.id.0, path = ?plan.path, probes = attached.len(), "libpq probes attached");
                 self.links.insert(plan.id, links);
                 self.attached.insert(plan.id, attached);
                 self.errors.insert(plan.id, errors);

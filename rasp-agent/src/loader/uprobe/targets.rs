@@ -636,7 +636,7 @@ impl TargetRegistry {
             }
             Err(error) => {
                 self.counters.inspect_errors += 1;
-                tracing::debug!(pid, path = %open_path.display(), %file, %error, "uprobe target not readable");
+                tracing::debug!(pid, path = ?open_path, %file, ?error, "uprobe target not readable");
                 // The process may just have exited before we opened the file: try again on
                 // the next mapping. A file that opens but does not parse stays ignored.
                 if !matches!(error, ElfError::Open { .. }) {
@@ -647,12 +647,12 @@ impl TargetRegistry {
         };
         if self.targets.len() >= self.limits.max_targets {
             self.counters.targets_refused += 1;
-            tracing::warn!(pid, path = %open_path.display(), kind = %image.kind, limit = self.limits.max_targets, "uprobe target bound reached; not attaching");
+            tracing::warn!(pid, path = ?open_path, kind = %image.kind, limit = self.limits.max_targets, "uprobe target bound reached; not attaching");
             return None;
         }
         let id = TargetId(self.next_id);
         self.next_id += 1;
-        tracing::info!(pid, path = %open_path.display(), kind = %image.kind, target = id.0, "uprobe target found");
+        tracing::info!(pid, path = ?open_path, kind = %image.kind, target = id.0, "uprobe target found");
         self.by_file.insert(file, id);
         self.targets.insert(
             id,
@@ -766,7 +766,7 @@ impl TargetRegistry {
             if target.processes.is_empty() && !target.pinned {
                 if let Some(target) = self.targets.remove(&id) {
                     self.by_file.remove(&target.file);
-                    tracing::info!(pid, path = %target.path.display(), target = id.0, "uprobe target released");
+                    tracing::info!(pid, path = ?target.path, target = id.0, "uprobe target released");
                 }
                 actions.push(TargetAction::Detach(id));
             }
