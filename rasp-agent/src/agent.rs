@@ -118,6 +118,8 @@ pub struct Agent {
     pub metrics_addr: std::net::SocketAddr,
     /// libpq/OpenSSL files found and what is attached to them (refreshed by the uprobe task).
     pub uprobe_targets: Mutex<Vec<UprobeTargetReport>>,
+    /// New executable files and target processes' lifecycles, for the uprobe task.
+    pub uprobe_feed: crate::loader::uprobe::discovery::Feed,
     /// The SQL analyzer's queue counters, once the pipeline started it.
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
 }

@@ -78,6 +78,7 @@ pub fn run(
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
+                agent.uprobe_feed.observe(ev);
                 decide(&agent, &set, ev, &mut detections);
             }
             agent.hub.publish(&mut shared);

@@ -3,6 +3,7 @@
 //! free for the kernel side; the `user` feature adds `aya::Pod` impls for userspace.
 #![no_std]
 
+pub mod discovery;
 pub mod interest;
 pub mod limits;
 pub mod loss;

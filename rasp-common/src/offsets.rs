@@ -60,6 +60,11 @@ pub struct KernelOffsets {
     /// `task->group_leader` and `task->start_boottime`: the process's start, half its exec id.
     pub task_group_leader: u32,
     pub task_start_time: u32,
+    // A mapped file's identity for `SEEN_EXEC_FILES`: file->f_inode->{i_ino, i_sb->s_dev}.
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
 }
 
 /// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
@@ -116,6 +121,10 @@ impl KernelOffsets {
             cred_cap_effective: 0,
             task_group_leader: 0,
             task_start_time: 0,
+            file_f_inode: 0,
+            inode_i_ino: 0,
+            inode_i_sb: 0,
+            super_block_s_dev: 0,
         }
     }
 }

@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -129,6 +129,9 @@ pub const EXEC_CWD_FAILED: u32 = 1 << 5;
 pub const EXEC_FILENAME_FAILED: u32 = 1 << 6;
 /// No rule needs the working directory: it was not walked (`cwd_len` is 0).
 pub const EXEC_CWD_SKIPPED: u32 = 1 << 7;
+/// The executable's file (dev+inode) was not in `SEEN_EXEC_FILES` (or is a uprobe target
+/// there): the agent inspects it for libpq/OpenSSL symbols (a statically linked server).
+pub const EXEC_EXE_NEW: u32 = 1 << 8;
 
 /// A new process (threads are filtered out in the kernel). The header describes the child;
 /// `header.ppid` is the parent that forked it.
@@ -185,7 +188,9 @@ pub const FMODE_CREATED: u32 = 1 << 20;
 
 /// A file mapped executable (`mmap` with PROT_EXEC of a file descriptor): a shared library
 /// being loaded by ld.so or dlopen. The main executable and ld.so itself are mapped by the
-/// kernel at exec and produce no record. Payload: `path_len` bytes of path.
+/// kernel at exec and produce no record. Sent when a library rule may care (the interest
+/// maps) or, flagged `LIB_FILE_NEW`, when the file is new to `SEEN_EXEC_FILES`, whatever
+/// the rules. Payload: `path_len` bytes of path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LibraryLoadRecord {
@@ -196,10 +201,18 @@ pub struct LibraryLoadRecord {
     /// mmap's `prot` argument.
     pub prot: u32,
     pub path_len: u32,
+    /// The file: `inode->i_sb->s_dev` (kernel `dev_t`) and `inode->i_ino`.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
 }
 
 pub const LIB_PATH_TRUNCATED: u32 = 1 << 0;
 pub const LIB_PATH_FAILED: u32 = 1 << 1;
+/// The file was not in `SEEN_EXEC_FILES` (first executable mapping since the agent started,
+/// or since the entry was evicted or released), or it is a uprobe target there: the agent's
+/// uprobe task inspects it.
+pub const LIB_FILE_NEW: u32 = 1 << 2;
 
 /// A connect(2) attempt to an AF_INET/AF_INET6 address, seen at syscall entry: whether it
 /// succeeded is not known here.
@@ -278,6 +291,6 @@ const _: () = assert!(core::mem::size_of::<ExecRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 96);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 96);
 const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 112);

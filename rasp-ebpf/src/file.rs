@@ -20,7 +20,7 @@ use rasp_common::{
     interest::*,
     record::{
         FileOpenRecord, LibraryLoadRecord, FILE_OPEN_FLAGS_KNOWN, FILE_PATH_FAILED,
-        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_PATH_FAILED,
+        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_FILE_NEW, LIB_PATH_FAILED,
         LIB_PATH_TRUNCATED,
     },
     EventKind, KernelOffsets, LossSite,
@@ -32,7 +32,10 @@ use crate::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
         tp_field, Kptr,
     },
-    maps::{filter_flags, loss, wake_flags, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
+    maps::{
+        exec_file_news, filter_flags, loss, wake_flags, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER,
+        LIB_NAMES,
+    },
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
 
@@ -261,9 +264,11 @@ fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWal
 
 /// Attached to `syscalls/sys_enter_mmap`. ld.so maps each library's code segment with
 /// PROT_EXEC from the library's descriptor; the main executable and ld.so itself are mapped
-/// by the kernel at exec and never pass here. Under the shipped policies only libraries
-/// below `tmp`/`shm` directories and memfds (`LIB_MEMFD`) are sent: an ordinary dynamic
-/// exec's mappings cost a walk each and no record.
+/// by the kernel at exec and never pass here. Two reasons to send a record: a library rule
+/// may care (under the shipped policies only libraries below `tmp`/`shm` directories and
+/// memfds, `LIB_MEMFD`: an ordinary dynamic exec's mappings cost a walk each and no record),
+/// or the file is new to `SEEN_EXEC_FILES` (flagged `LIB_FILE_NEW`: the agent looks for
+/// libpq/OpenSSL in it; each distinct file once, whatever the rules).
 #[tracepoint]
 pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     let prot: u64 = tp_field(&ctx, TP_MMAP_PROT);
@@ -276,10 +281,6 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let filter = filter_flags(&LIB_FILTER);
-    if filter & LIB_ENABLED == 0 {
-        return 0;
-    }
     let Some(o) = offsets() else {
         loss(LossSite::OffsetsUnset, line!());
         return 0;
@@ -289,18 +290,29 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
         return 0; // mmap will fail with EBADF
     };
     let view = FileView::of(o, file);
-    match lib_interest(o, task, &view, filter) {
-        Verdict::Send => {}
-        Verdict::Skip => return 0,
-        Verdict::Unknown => {
-            loss(LossSite::LibFilterRead, line!());
-            return 0;
+    // The agent's own mappings neither report nor mark a file: another process mapping
+    // the same library later must still be reported.
+    let agent = is_agent();
+    let id = view.identity(o);
+    let new_file = !agent && id.ino != 0 && exec_file_news(&id);
+    let filter = filter_flags(&LIB_FILTER);
+    let wanted = if filter & LIB_ENABLED == 0 {
+        false
+    } else {
+        match lib_interest(o, task, &view, filter) {
+            Verdict::Send => true,
+            Verdict::Skip => false,
+            Verdict::Unknown => {
+                loss(LossSite::LibFilterRead, line!());
+                false
+            }
         }
-    }
-    if is_agent() {
+    };
+    if agent || !(wanted || new_file) {
         return 0;
     }
-    send_library_load(o, &view, fd, prot as u32);
+    let flags = if new_file { LIB_FILE_NEW } else { 0 };
+    send_library_load(o, &view, fd, prot as u32, flags);
     0
 }
 
@@ -330,9 +342,10 @@ fn lib_interest(o: &KernelOffsets, task: Kptr, view: &FileView, filter: u32) -> 
 }
 
 #[inline(never)]
-fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
+fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32, mut flags: u32) {
     let Some(draft) = Draft::begin() else { return };
-    let mut flags = 0u32;
+    // Loaded again rather than passed: BPF calls take at most five arguments.
+    let id = view.identity(o);
     let path_len = path_payload(
         o,
         view,
@@ -355,6 +368,9 @@ fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
         addr_of_mut!((*rec).fd).write(fd);
         addr_of_mut!((*rec).prot).write(prot);
         addr_of_mut!((*rec).path_len).write(path_len);
+        addr_of_mut!((*rec).dev).write(id.dev);
+        addr_of_mut!((*rec)._pad).write(0);
+        addr_of_mut!((*rec).ino).write(id.ino);
     }
     draft.send(total, wake_flags(), LossSite::LibSend, line!());
 }

@@ -7,10 +7,11 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated::bpf_ringbuf_output,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use rasp_common::{
+    discovery::{ExecFileKey, MAX_SEEN_EXEC_FILES, SEEN_QUIET, SEEN_TARGET},
     interest::{NameKey, FILTER_FLAGS, FILTER_WORDS},
     limits::{
         DEFAULT_RING_BYTES, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES,
@@ -218,4 +219,24 @@ pub fn watched_v4(addr: [u8; 4]) -> bool {
 #[inline(always)]
 pub fn watched_v6(addr: [u8; 16]) -> bool {
     CONNECT_V6.get(&Key::new(128, addr)).is_some()
+}
+
+/// Executable files (dev+inode) already reported to the agent (`rasp_common::discovery`):
+/// `SEEN_QUIET` once reported, `SEEN_TARGET` for uprobe targets the agent marked.
+#[map]
+pub static SEEN_EXEC_FILES: LruHashMap<ExecFileKey, u32> =
+    LruHashMap::with_max_entries(MAX_SEEN_EXEC_FILES, 0);
+
+/// Should a mapping of `key` be reported? The first mapping of a file is (it is then
+/// remembered, quiet), and every mapping of a target. Two CPUs racing on a new file: the
+/// `BPF_NOEXIST` insert lets exactly one of them report it.
+#[inline(always)]
+pub fn exec_file_news(key: &ExecFileKey) -> bool {
+    // SAFETY: the value is a plain u32 read once.
+    match unsafe { SEEN_EXEC_FILES.get(key) } {
+        Some(v) => *v == SEEN_TARGET,
+        None => SEEN_EXEC_FILES
+            .insert(key, &SEEN_QUIET, aya_ebpf::bindings::BPF_NOEXIST as u64)
+            .is_ok(),
+    }
 }

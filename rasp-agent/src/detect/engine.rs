@@ -384,6 +384,7 @@ mod tests {
                 argv_truncated: false,
                 cwd: Some("/".into()),
                 incomplete: Vec::new(),
+                exe_new: false,
             }),
         );
         table.apply(&exec);
@@ -455,6 +456,7 @@ mod cost {
                 argv_truncated: false,
                 cwd: Some("/home/dev/src/app".into()),
                 incomplete: Vec::new(),
+                exe_new: false,
             }),
         )
     }

@@ -190,6 +190,9 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 } else {
                     Vec::new()
                 },
+                dev: r.dev,
+                ino: r.ino,
+                new_file: r.flags & record::LIB_FILE_NEW != 0,
             })
         }
         EventKind::Connect => {
@@ -275,6 +278,7 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
         cwd: (flags & (record::EXEC_CWD_FAILED | record::EXEC_CWD_SKIPPED) == 0)
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
         incomplete,
+        exe_new: flags & record::EXEC_EXE_NEW != 0,
     }))
 }
 
@@ -551,10 +555,13 @@ mod tests {
         let path = b"libfoo.so\0tmp\0";
         let r = LibraryLoadRecord {
             header: header(EventKind::LibraryLoad),
-            flags: 0,
+            flags: record::LIB_FILE_NEW,
             fd: 3,
             prot: 5,
             path_len: path.len() as u32,
+            dev: (254 << 20) | 1,
+            _pad: 0,
+            ino: 77,
         };
         let ev = decode(&sent(&r, &[path]), BootClock::now()).unwrap();
         assert_eq!(
@@ -562,6 +569,9 @@ mod tests {
             EventDetail::LibraryLoad(LibraryLoadDetail {
                 path: Some("/tmp/libfoo.so".into()),
                 incomplete: vec![],
+                dev: (254 << 20) | 1,
+                ino: 77,
+                new_file: true,
             })
         );
         let json = serde_json::to_value(&ev).unwrap();

@@ -104,6 +104,10 @@ pub struct ExecDetail {
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The executable's file was new to the kernel's seen-files map (or is a uprobe target):
+    /// the uprobe task inspects it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_new: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -172,6 +176,15 @@ pub struct LibraryLoadDetail {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The file as the kernel names it (`dev` is the kernel's `dev_t`); 0 when unreadable.
+    #[serde(default)]
+    pub dev: u32,
+    #[serde(default)]
+    pub ino: u64,
+    /// First executable mapping of this file the kernel reported (or a uprobe target's):
+    /// sent for the uprobe task whether or not a rule wants library loads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_file: bool,
 }
 
 /// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it

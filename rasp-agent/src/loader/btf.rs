@@ -584,6 +584,10 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         cred_cap_effective: at("cred", "cap_effective")?,
         task_group_leader: at("task_struct", "group_leader")?,
         task_start_time: at("task_struct", "start_boottime")?,
+        file_f_inode: at("file", "f_inode")?,
+        inode_i_ino: at("inode", "i_ino")?,
+        inode_i_sb: at("inode", "i_sb")?,
+        super_block_s_dev: at("super_block", "s_dev")?,
     })
 }
 
@@ -1147,6 +1151,10 @@ mod tests {
             cred_cap_effective,
             task_group_leader,
             task_start_time,
+            file_f_inode,
+            inode_i_ino,
+            inode_i_sb,
+            super_block_s_dev,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1184,6 +1192,10 @@ mod tests {
             ("cred_cap_effective", cred_cap_effective),
             ("task_group_leader", task_group_leader),
             ("task_start_time", task_start_time),
+            ("file_f_inode", file_f_inode),
+            ("inode_i_ino", inode_i_ino),
+            ("inode_i_sb", inode_i_sb),
+            ("super_block_s_dev", super_block_s_dev),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

@@ -386,6 +386,7 @@ mod tests {
                 argv_truncated: false,
                 cwd: Some("/".into()),
                 incomplete: vec![],
+                exe_new: false,
             }),
         )
     }

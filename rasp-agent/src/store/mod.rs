@@ -601,6 +601,7 @@ pub(crate) mod tests {
                     argv_truncated: false,
                     cwd: Some("/var/www".into()),
                     incomplete: Vec::new(),
+                    exe_new: false,
                 }),
             }),
             process: ProcessSummary {
