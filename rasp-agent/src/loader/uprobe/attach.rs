@@ -259,11 +259,15 @@ impl Uprobes {
                     minor: libc::minor(meta.dev()),
                     inode: meta.ino(),
                 };
-                if !matches!(
-                    self.registry.lookup(file),
-                    super::targets::MappingLookup::Unknown
-                ) {
-                    continue;
+                match self.registry.lookup(file) {
+                    super::targets::MappingLookup::Unknown => {}
+                    super::targets::MappingLookup::Target(_) => {
+                        // Found in a process's maps first: held by the agent as well, so
+                        // that process's exit does not release the system's own copy.
+                        self.registry.on_library_mapped(agent, &path, file);
+                        continue;
+                    }
+                    super::targets::MappingLookup::Uninteresting => continue,
                 }
                 let inspected = inspect_file(&path, self.registry_model());
                 // Held by the agent itself: a file on disk stays attached while it runs.
