@@ -163,17 +163,20 @@ impl Uprobes {
     /// Find targets in every running process and (`with_library_dirs`) the system library
     /// directories, and attach to new ones. Blocking: reads /proc and ELF files.
     pub fn scan(&mut self, ebpf: &mut Ebpf, with_library_dirs: bool) {
-        let mut actions = self.registry.scan_all_processes();
-        if with_library_dirs {
-            actions.extend(self.library_dir_candidates());
-        }
         let by = if with_library_dirs {
             FoundBy::StartScan
         } else {
             FoundBy::Rescan
         };
-        for action in actions {
+        for action in self.registry.scan_all_processes() {
             self.apply(ebpf, action, by, None);
+        }
+        // After the processes' targets are attached (or forgotten, when their process
+        // exited before the attach could open the file), so the system's copies are held.
+        if with_library_dirs {
+            for action in self.library_dir_candidates() {
+                self.apply(ebpf, action, by, None);
+            }
         }
     }
 
@@ -321,6 +324,15 @@ impl Uprobes {
                             errors.push(format!("{}: {e}", probe.function));
                         }
                     }
+                }
+                if links.is_empty() && !errors.is_empty() {
+                    // Typically the process whose root the path goes through exited before
+                    // the attach opened it: forget the file, so its next mapping (or the
+                    // system library directories) brings it back.
+                    tracing::info!(target = plan.id.0, path = %plan.path.display(), "no probe attached; target forgotten until mapped again");
+                    self.registry.forget(plan.id);
+                    self.mark_seen(plan.file, false);
+                    return;
                 }
                 let latency_us = since_boot_ns
                     .map(|ts| crate::events::BootClock::boot_now_ns().saturating_sub(ts) / 1000);

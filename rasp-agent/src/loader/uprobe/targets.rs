@@ -780,6 +780,23 @@ impl TargetRegistry {
         }
     }
 
+    /// Drop a target without a detach (nothing was attached to it): its file is unknown
+    /// again, inspected on its next mapping.
+    pub fn forget(&mut self, id: TargetId) {
+        let Some(target) = self.targets.remove(&id) else {
+            return;
+        };
+        self.by_file.remove(&target.file);
+        for pid in target.processes {
+            if let Some(ids) = self.processes.get_mut(&pid) {
+                ids.retain(|t| *t != id);
+                if ids.is_empty() {
+                    self.processes.remove(&pid);
+                }
+            }
+        }
+    }
+
     /// The processes known to map a target (the pipeline forwards only their forks, execs
     /// and exits).
     pub fn tracked_processes(&self) -> HashSet<u32> {
