@@ -18,7 +18,10 @@ use crate::{
     agent::Agent,
     api::{self, Access, Backend, Endpoint},
     detect::engine::Engine,
-    enforce::Enforcer,
+    enforce::{
+        hold::{self, HoldMaps, HoldScope, Holds},
+        Enforcer,
+    },
     events::{
         latency::Latencies,
         reader::{self, StopSignal},
@@ -74,6 +77,45 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ring_bytes: args.ring_buffer_size,
     })?;
     let maps = loader::take_maps(&mut ebpf)?;
+    // Hold and decide on libpq: the maps, and the watchdog that bounds every hold even
+    // if this process dies. Without them queries are still judged, never held.
+    let holding = match HoldMaps::take(&mut ebpf) {
+        Ok(maps) => {
+            let HoldMaps {
+                tgids,
+                held,
+                decisions,
+                held_fd_for_watchdog,
+            } = maps;
+            match hold::spawn_watchdog(held_fd_for_watchdog, hold::DEFAULT_BOUND) {
+                Ok(pid) => {
+                    tracing::info!(
+                        watchdog = pid,
+                        bound_ms = hold::DEFAULT_BOUND.as_millis() as u64,
+                        "hold watchdog started"
+                    );
+                    Some((HoldScope::new(tgids), Holds::new(held), decisions, pid))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no hold watchdog: SQL queries are judged, never held");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no hold maps: SQL queries are judged, never held");
+            None
+        }
+    };
+    let mut sql_hold = crate::api::protocol::SqlHoldReport::default();
+    let (hold_scope, holds) = match holding {
+        Some((scope, holds, ring, watchdog)) => {
+            sql_hold.enabled = true;
+            sql_hold.watchdog_pid = Some(watchdog);
+            (Some(scope), Some((holds, ring)))
+        }
+        None => (None, None),
+    };
     let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
     let mut programs = programs;
     programs.extend(uprobe_programs);
@@ -108,6 +150,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         metrics_addr,
         uprobe_targets: Mutex::new(Vec::new()),
         uprobe_feed,
+        sql_hold: Mutex::new(sql_hold),
+        sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
         sql_analyzer: std::sync::OnceLock::new(),
         engine: Engine::live(),
         enforcer: Enforcer::new(environment.cgroup2.clone()),
@@ -127,13 +171,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let uprobe_task = {
         let (probes, agent, stop) = (probes.clone(), agent.clone(), stop_rx.clone());
         tokio::task::spawn_blocking(move || {
-            track_uprobe_targets(&probes, &agent, &sightings, &stop)
+            track_uprobe_targets(&probes, &agent, &sightings, hold_scope, &stop)
         })
     };
     let stop_reader = Arc::new(StopSignal::new().context("creating the reader's stop eventfd")?);
     let faults = FaultInjection {
         panic_on_exec_comm: args.fault_panic_on_exec_comm.clone(),
     };
+    let decisions = holds.map(|(holds, ring)| {
+        let (agent, stop) = (agent.clone(), stop_reader.clone());
+        tokio::task::spawn_blocking(move || pipeline::run_decisions(ring, holds, agent, &stop))
+    });
     let mut pipeline = {
         let (agent, stop) = (agent.clone(), stop_reader.clone());
         tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, cgroups, &stop, faults))
@@ -179,6 +227,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         anyhow::bail!("{why}");
     }
     pipeline.await.context("event pipeline task")??;
+    if let Some(decisions) = decisions {
+        decisions.await.context("decision task")??;
+    }
     reaper.await.context("reaper task")?;
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
@@ -223,11 +274,22 @@ fn track_uprobe_targets(
     probes: &Mutex<(aya::Ebpf, Uprobes)>,
     agent: &Agent,
     sightings: &std::sync::mpsc::Receiver<Sighting>,
+    hold_scope: Option<HoldScope>,
     stop: &watch::Receiver<bool>,
 ) {
+    let hold_scope = std::cell::RefCell::new(hold_scope);
+    let policy_version = std::cell::Cell::new(0u64);
+    // Also what the hold scope is computed from: processes that map a libpq.
     let publish = |uprobes: &Uprobes| {
         *crate::lock(&agent.uprobe_targets) = uprobes.report();
-        agent.uprobe_feed.set_tracked(uprobes.tracked_processes());
+        let tracked = uprobes.tracked_processes();
+        if let Some(scope) = hold_scope.borrow_mut().as_mut() {
+            let set = agent.policies.registry().current();
+            policy_version.set(set.version);
+            scope.sync(&set, &crate::read(&agent.table), &tracked);
+            crate::lock(&agent.sql_hold).processes = scope.pids();
+        }
+        agent.uprobe_feed.set_tracked(tracked);
     };
     let rescan = |first: bool| {
         let started = Instant::now();
@@ -266,6 +328,10 @@ fn track_uprobe_targets(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // A new policy set may put other processes under hold.
+        if agent.policies.registry().current().version != policy_version.get() {
+            publish(&crate::lock(probes).1);
         }
         if Instant::now() >= next_scan {
             rescan(false);

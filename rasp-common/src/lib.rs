@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod discovery;
+pub mod hold;
 pub mod interest;
 pub mod limits;
 pub mod loss;

@@ -254,6 +254,9 @@ pub const SQL_FN_SEND_PREPARE: u32 = 3;
 pub const SQL_QUERY_TRUNCATED: u32 = 1 << 0;
 /// The query text could not be read from the process's memory (or was a null pointer).
 pub const SQL_QUERY_FAILED: u32 = 1 << 1;
+/// The calling thread is held (stopped) until the agent decides (`hold`); the record came
+/// through the decision ring.
+pub const SQL_QUERY_HELD: u32 = 1 << 2;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

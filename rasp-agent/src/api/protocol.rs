@@ -154,6 +154,25 @@ pub struct Status {
     /// Per analyzer (`sql`): work queued, dropped because its queue was full, done.
     #[serde(default)]
     pub analyzers: BTreeMap<String, crate::detect::analyzer::AnalyzerStats>,
+    /// Hold and decide on libpq: whether it runs, its watchdog, the processes under hold.
+    #[serde(default)]
+    pub sql_hold: SqlHoldReport,
+}
+
+/// `status`'s view of hold and decide (`enforce::hold`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SqlHoldReport {
+    /// Maps loaded and watchdog running: flagged queries of held processes are held.
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_pid: Option<u32>,
+    /// Processes (pids) whose flagged queries are held: they map libpq and an enforcing
+    /// `sql_query` rule's policy selects them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<u32>,
+    /// Held queries decided since start.
+    #[serde(default)]
+    pub decided: u64,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

@@ -110,9 +110,9 @@ impl Engine {
         table: &ProcessTable,
         mut visit: impl FnMut(&Match<'_>),
     ) {
-        let (query, sql_findings) = match &ev.detail {
-            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice()),
-            _ => (None, &[][..]),
+        let (query, sql_findings, sql) = match &ev.detail {
+            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice(), Some(d)),
+            _ => (None, &[][..], None),
         };
         let (event_type, path, access, dest) = match &ev.detail {
             EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
@@ -169,6 +169,7 @@ impl Engine {
             dest,
             query,
             sql_findings,
+            sql,
         };
 
         // Read once per event, not per matching rule: they are the same decision.

@@ -3,6 +3,8 @@
 //! `block` on an event that already happened falls back to killing the process afterwards,
 //! and says so.
 
+pub mod hold;
+
 use std::{fs, path::PathBuf};
 
 use crate::{

@@ -76,6 +76,10 @@ pub struct SqlQueryDetail {
     /// The text could not be read (or was a null pointer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// The kernel's pre-check flagged it and stopped the thread until the agent decided
+    /// (`enforce::hold`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Set once the SQL analyzer has judged the query; then `findings` are its finding
     /// names (`policy::vocab::SQL_FINDINGS`, `injection` for its verdict) and
     /// `score_permille` its injection score.
@@ -88,6 +92,28 @@ pub struct SqlQueryDetail {
     /// The query's shape (literals normalised) as a stable 64-bit hash, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<String>,
+    /// Statement kinds (`policy::vocab::SQL_STATEMENTS`), tables and functions the
+    /// analyzer found, names normalised (unquoted ones lowercased).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Text>,
+    /// Set when this service (its container, or its executable outside containers) had
+    /// never sent a query of this shape before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_shape: Option<NewShape>,
+}
+
+/// A query shape never seen from its service before.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NewShape {
+    /// `container:<id>` or `exe:<path>`.
+    pub service: Text,
+    /// How long the agent had seen the service send queries (a policy's learning window is
+    /// over when this reaches it).
+    pub service_age_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

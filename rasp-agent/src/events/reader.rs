@@ -73,6 +73,11 @@ impl StopSignal {
         })
     }
 
+    /// The eventfd, for a poll of another reader.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Ask the reader to return (idempotent).
     pub fn raise(&self) {
         let one: u64 = 1;

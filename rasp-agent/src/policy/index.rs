@@ -240,6 +240,7 @@ mod tests {
             dest: None,
             query: None,
             sql_findings: &[],
+            sql: None,
         }
     }
 
