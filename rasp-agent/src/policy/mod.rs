@@ -402,27 +402,28 @@ rules:
 ";
         let ps = parse_policies("sql.yaml", text).expect("valid");
         let rules = &ps[0].rules;
-        let detail = |statements: &[&str], tables: &[&str], functions: &[&str], age_ms| {
-            crate::events::SqlQueryDetail {
-                function: crate::events::SqlFunction::SendQuery,
-                conn: 1,
-                query: String::new(),
-                truncated: false,
-                unreadable: false,
-                held: false,
-                analyzed: true,
-                findings: Vec::new(),
-                score_permille: None,
-                shape: None,
-                statements: statements.iter().map(|s| (*s).into()).collect(),
-                tables: tables.iter().map(|s| (*s).into()).collect(),
-                functions: functions.iter().map(|s| (*s).into()).collect(),
-                new_shape: age_ms.map(|service_age_ms| crate::events::NewShape {
-                    service: "exe:/srv/app".into(),
-                    service_age_ms,
-                }),
-            }
-        };
+        let detail =
+            |statements: &[&str], tables: &[&str], functions: &[&str], age_ms: Option<u64>| {
+                crate::events::SqlQueryDetail {
+                    function: crate::events::SqlFunction::SendQuery,
+                    conn: 1,
+                    query: String::new(),
+                    truncated: false,
+                    unreadable: false,
+                    held: false,
+                    analyzed: true,
+                    findings: Vec::new(),
+                    score_permille: None,
+                    shape: None,
+                    statements: statements.iter().map(|s| (*s).into()).collect(),
+                    tables: tables.iter().map(|s| (*s).into()).collect(),
+                    functions: functions.iter().map(|s| (*s).into()).collect(),
+                    new_shape: age_ms.map(|service_age_ms| crate::events::NewShape {
+                        service: "exe:/srv/app".into(),
+                        service_age_ms,
+                    }),
+                }
+            };
         let fires = |rule: &Rule, d: &crate::events::SqlQueryDetail| {
             let mut s = subject(EventType::SqlQuery, "/srv/app", 0);
             s.sql = Some(d);
