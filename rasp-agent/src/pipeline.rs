@@ -217,6 +217,10 @@ fn service_of(agent: &Agent, ev: &Event) -> Option<String> {
     Some(format!("exe:{exe}"))
 }
 
+/// How long the decision thread sleeps between looks at its stop signal: every held
+/// query's record wakes it at once (forced wakeup), so this bounds only shutdown.
+const DECISION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The decision fast path: held queries from their own ring (each record a forced
 /// wakeup), judged here on this thread — analyzer, rules, then the hold's verdict
 /// (`enforce::hold`) — so the held thread waits for one analysis, never for the bulk
@@ -233,29 +237,12 @@ pub fn run_decisions(
     let mut cache = sql::ShapeCache::new(SQL_SHAPES);
     let clock = BootClock::now();
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: ring.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds, and their count.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).context("polling the decision ring");
-        }
-        if fds[1].revents != 0 {
-            return Ok(());
+        match reader::wait(ring.as_fd().as_raw_fd(), stop, DECISION_WAIT)
+            .context("waiting on the decision ring")?
+        {
+            reader::Wake::Stop => return Ok(()),
+            reader::Wake::Interrupted => continue,
+            reader::Wake::Ready => {}
         }
         while let Some(item) = ring.next() {
             let decoded = crate::events::decode(&item, clock);
