@@ -243,7 +243,36 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
     for name in ["apple", "O'Reilly", "it's -- or union select"] {
         assert_eq!(app.get("/safe", name).0, 200);
     }
-    query_containing(&agent, pid, "WHERE name = 'banana'");
+    let banana = query_containing(&agent, pid, "WHERE name = 'banana'");
+    // The analyzer's facts ride on the event: statement kind, tables, shape novelty.
+    assert_eq!(
+        banana["statements"],
+        serde_json::json!(["select"]),
+        "{banana}"
+    );
+    assert_eq!(banana["tables"], serde_json::json!(["items"]), "{banana}");
+    let item_queries: Vec<Value> = queries_of(&agent, pid)
+        .into_iter()
+        .filter(|e| {
+            e["query"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("SELECT id, name, price FROM items WHERE name = '"))
+        })
+        .collect();
+    // The first /item query was a shape new to this service (its executable); the second,
+    // the same shape with another literal, was not.
+    assert!(
+        item_queries.iter().any(|e| e["new_shape"]["service"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("exe:"))),
+        "{}",
+        rasp_tests::show(&item_queries)
+    );
+    assert!(
+        item_queries.iter().any(|e| e["new_shape"].is_null()),
+        "{}",
+        rasp_tests::show(&item_queries)
+    );
     let ordinary = queries_of(&agent, pid).len();
     assert!(ordinary >= 8, "{ordinary} queries seen from the app");
     let flagged = detections_for(&agent, "sql-injection", pid);
