@@ -62,8 +62,10 @@ pub enum EventDetail {
     SqlQuery(SqlQueryDetail),
 }
 
-/// A query an application handed to libpq.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A query an application handed to libpq. Equality and hashing (what folds repeated
+/// detections) leave out `held` and `new_shape`: how this one occurrence was handled, not
+/// what the query was.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SqlQueryDetail {
     /// `PQsendQuery`, `PQsendQueryParams` or `PQsendPrepare`.
     pub function: SqlFunction,
@@ -116,7 +118,10 @@ pub struct NewShape {
     pub service_age_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Equality and hashing leave out `exe_new`: it says whether the kernel had reported the
+/// file before (for the uprobe task), not what happened, so two execs of one program fold
+/// together whichever came first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -196,7 +201,8 @@ pub struct FileOpenDetail {
 
 /// A file mapped executable from a descriptor: a shared library loaded by ld.so or dlopen.
 /// The main executable and ld.so are mapped by the kernel at exec and do not appear.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Equality and hashing leave out `new_file`, as `ExecDetail` leaves out `exe_new`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LibraryLoadDetail {
     /// As in `FileOpenDetail::path`.
     pub path: Option<String>,
@@ -211,6 +217,88 @@ pub struct LibraryLoadDetail {
     /// sent for the uprobe task whether or not a rule wants library loads.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_file: bool,
+}
+
+impl SqlQueryDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            (
+                self.function,
+                self.conn,
+                &self.query,
+                self.truncated,
+                self.unreadable,
+            ),
+            (
+                self.analyzed,
+                &self.findings,
+                self.score_permille,
+                &self.shape,
+            ),
+            (&self.statements, &self.tables, &self.functions),
+        )
+    }
+}
+
+impl PartialEq for SqlQueryDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for SqlQueryDetail {}
+
+impl std::hash::Hash for SqlQueryDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl ExecDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            &self.exe,
+            &self.filename,
+            &self.argv,
+            self.argv_truncated,
+            &self.cwd,
+            &self.incomplete,
+        )
+    }
+}
+
+impl PartialEq for ExecDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ExecDetail {}
+
+impl std::hash::Hash for ExecDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl LibraryLoadDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (&self.path, &self.incomplete, self.dev, self.ino)
+    }
+}
+
+impl PartialEq for LibraryLoadDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for LibraryLoadDetail {}
+
+impl std::hash::Hash for LibraryLoadDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
 }
 
 /// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it
@@ -359,6 +447,32 @@ mod tests {
             let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();
             assert_eq!(parsed, *k);
         }
+    }
+
+    #[test]
+    fn discovery_flags_do_not_make_events_different() {
+        let exec = |exe_new| ExecDetail {
+            exe: Some("/tmp/x".into()),
+            filename: "/tmp/x".into(),
+            argv: ["/tmp/x"].into(),
+            argv_truncated: false,
+            cwd: None,
+            incomplete: Vec::new(),
+            exe_new,
+        };
+        assert_eq!(exec(true), exec(false));
+        let hash = |d: &ExecDetail| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            d.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&exec(true)), hash(&exec(false)));
+        let mut other = exec(false);
+        other.argv = ["/tmp/x", "-v"].into();
+        assert_ne!(exec(false), other);
+        // The JSON still says it.
+        assert_eq!(serde_json::to_value(exec(true)).unwrap()["exe_new"], true);
     }
 
     #[test]
