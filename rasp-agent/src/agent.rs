@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// prove a dead pipeline takes the agent down.
     #[arg(long, hide = true)]
     pub fault_panic_on_exec_comm: Option<String>,
+    /// Test builds of scenarios only: never decide a held query, so a scenario can kill the
+    /// agent during a hold and show the watchdog's bound (fail-open).
+    #[arg(long, hide = true)]
+    pub fault_hold_no_decision: bool,
     /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, default_value = crate::metrics::DEFAULT_ADDR)]
     pub metrics: std::net::SocketAddr,
@@ -127,6 +131,12 @@ pub struct Agent {
     pub metrics_addr: std::net::SocketAddr,
     /// libpq/OpenSSL files found and what is attached to them (refreshed by the uprobe task).
     pub uprobe_targets: Mutex<Vec<UprobeTargetReport>>,
+    /// New executable files and target processes' lifecycles, for the uprobe task.
+    pub uprobe_feed: crate::loader::uprobe::discovery::Feed,
+    /// Query shapes seen per service (container, or executable), for `new_shape`.
+    pub sql_shapes: Mutex<crate::detect::sql::ServiceShapes>,
+    /// Hold and decide's state for `status`.
+    pub sql_hold: Mutex<crate::api::protocol::SqlHoldReport>,
     /// The SQL analyzer's queue counters, once the pipeline started it.
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
 }
@@ -250,6 +260,7 @@ impl Backend for Agent {
             pipeline: crate::lock(&self.pipeline).clone(),
             metrics_addr: self.metrics_addr.to_string(),
             uprobe_targets: crate::lock(&self.uprobe_targets).clone(),
+            sql_hold: crate::lock(&self.sql_hold).clone(),
             analyzers: self
                 .sql_analyzer
                 .get()

@@ -4,6 +4,8 @@
 #![no_std]
 
 pub mod deny;
+pub mod discovery;
+pub mod hold;
 pub mod interest;
 pub mod limits;
 pub mod loss;

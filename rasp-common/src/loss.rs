@@ -33,6 +33,9 @@ pub enum LossSite {
     ConnectReserve = 19,
     SqlSend = 20,
     SqlRead = 21,
+    // Hold and decide (libpq): a flagged query that could not be held ran unheld.
+    HoldTableFull = 22,
+    HoldSend = 23,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -48,7 +51,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 21] = [
+    pub const ALL: [LossSite; 23] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -70,6 +73,8 @@ impl LossSite {
         LossSite::ConnectReserve,
         LossSite::SqlSend,
         LossSite::SqlRead,
+        LossSite::HoldTableFull,
+        LossSite::HoldSend,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -85,7 +90,7 @@ impl LossSite {
             FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
-            SqlSend | SqlRead => EventKind::SqlQuery,
+            SqlSend | SqlRead | HoldTableFull | HoldSend => EventKind::SqlQuery,
         })
     }
 
@@ -107,7 +112,7 @@ impl LossSite {
         use LossSite::*;
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
-            | LibPathWalk | SqlRead => LossEffect::Incomplete,
+            | LibPathWalk | SqlRead | HoldTableFull | HoldSend => LossEffect::Incomplete,
             _ => LossEffect::Dropped,
         }
     }
@@ -130,6 +135,8 @@ impl LossSite {
             FilePathWalk | LibPathWalk => "path walk failed",
             ConnectRead => "socket address read failed",
             SqlRead => "query text read failed",
+            HoldTableFull => "held-query table full: a flagged query ran unheld",
+            HoldSend => "decision ring full: a flagged query ran unheld",
         }
     }
 
@@ -157,8 +164,10 @@ impl LossSite {
             ConnectReserve => "connect_reserve",
             SqlSend => "sql_send",
             SqlRead => "sql_read",
+            HoldTableFull => "hold_table_full",
+            HoldSend => "hold_send",
         }
     }
 }
 
-const _: () = assert!((LossSite::SqlRead as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::HoldSend as u32) < LOSS_SLOTS);

@@ -67,6 +67,9 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     pub sb_dev: u32,
     pub vma_file: u32,
+    /// A mapped file's identity for `SEEN_EXEC_FILES`: `file->f_inode` (then `inode_ino`,
+    /// `inode_sb`, `sb_dev` above).
+    pub file_f_inode: u32,
 }
 
 /// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
@@ -75,6 +78,21 @@ pub struct KernelOffsets {
 /// function's id in the kernel's BTF) before loading. The kernel rejects the placeholder
 /// if the rewrite did not happen ("invalid func").
 pub const KFUNC_RDONLY_CAST_PLACEHOLDER: u32 = 0x7261_6b00; // "rak\0"
+/// The numeric open-coded iterator (`bpf_iter_num_new/next/destroy`, Linux 6.4+), which the
+/// SQL hold pre-check loops with: the verifier checks its body until the loop state
+/// converges instead of once per iteration (a plain 512-byte loop ran out of its
+/// 1M-instruction budget; `bpf_loop` would need BTF func_info this object lacks).
+pub const KFUNC_ITER_NUM_NEW_PLACEHOLDER: u32 = 0x7261_6b01;
+pub const KFUNC_ITER_NUM_NEXT_PLACEHOLDER: u32 = 0x7261_6b02;
+pub const KFUNC_ITER_NUM_DESTROY_PLACEHOLDER: u32 = 0x7261_6b03;
+
+/// Each kfunc placeholder and the kernel function it stands for.
+pub const KFUNC_PLACEHOLDERS: [(u32, &str); 4] = [
+    (KFUNC_RDONLY_CAST_PLACEHOLDER, "bpf_rdonly_cast"),
+    (KFUNC_ITER_NUM_NEW_PLACEHOLDER, "bpf_iter_num_new"),
+    (KFUNC_ITER_NUM_NEXT_PLACEHOLDER, "bpf_iter_num_next"),
+    (KFUNC_ITER_NUM_DESTROY_PLACEHOLDER, "bpf_iter_num_destroy"),
+];
 
 pub const OFFSETS_MAGIC: u32 = 0x7261_7370; // "rasp"
 
@@ -128,6 +146,7 @@ impl KernelOffsets {
             inode_sb: 0,
             sb_dev: 0,
             vma_file: 0,
+            file_f_inode: 0,
         }
     }
 }

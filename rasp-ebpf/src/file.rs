@@ -20,7 +20,7 @@ use rasp_common::{
     interest::*,
     record::{
         FileOpenRecord, LibraryLoadRecord, FILE_OPEN_FLAGS_KNOWN, FILE_PATH_FAILED,
-        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_PATH_FAILED,
+        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_FILE_NEW, LIB_PATH_FAILED,
         LIB_PATH_TRUNCATED,
     },
     EventKind, KernelOffsets, LossSite,
@@ -38,8 +38,8 @@ use crate::{
         tp_field, Kptr,
     },
     maps::{
-        filter_flags, kill_current, loss, wake_flags, wake_flags_now, Draft, FILE_FILTER,
-        FILE_NAMES, LIB_FILTER, LIB_NAMES,
+        exec_file_news, filter_flags, kill_current, loss, wake_flags, wake_flags_now, Draft,
+        FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES,
     },
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
@@ -315,9 +315,11 @@ fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWal
 
 /// Attached to `syscalls/sys_enter_mmap`. ld.so maps each library's code segment with
 /// PROT_EXEC from the library's descriptor; the main executable and ld.so itself are mapped
-/// by the kernel at exec and never pass here. Under the shipped policies only libraries
-/// below `tmp`/`shm` directories and memfds (`LIB_MEMFD`) are sent: an ordinary dynamic
-/// exec's mappings cost a walk each and no record.
+/// by the kernel at exec and never pass here. Two reasons to send a record: a library rule
+/// may care (under the shipped policies only libraries below `tmp`/`shm` directories and
+/// memfds, `LIB_MEMFD`: an ordinary dynamic exec's mappings cost a walk each and no record),
+/// or the file is new to `SEEN_EXEC_FILES` (flagged `LIB_FILE_NEW`: the agent looks for
+/// libpq/OpenSSL in it; each distinct file once, whatever the rules).
 #[tracepoint]
 pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     let prot: u64 = tp_field(&ctx, TP_MMAP_PROT);
@@ -328,10 +330,6 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     // `unsigned long` in the record, an int to the kernel: -1 for anonymous maps.
     let fd = tp_field::<u64>(&ctx, TP_MMAP_FD) as i32;
     if fd < 0 {
-        return 0;
-    }
-    let filter = filter_flags(&LIB_FILTER);
-    if filter & LIB_ENABLED == 0 {
         return 0;
     }
     let Some(o) = offsets() else {
@@ -354,27 +352,33 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     };
     if let Some(rule) = denied {
         kill_current();
-        send_library_load(
-            o,
-            &view,
-            fd,
-            prot as u32,
-            Some((VERDICT_KILLED_AT_SYSCALL, rule)),
-        );
+        let verdict = verdict_word(VERDICT_KILLED_AT_SYSCALL, rule);
+        send_library_load(o, &view, fd, prot, verdict);
         return 0;
     }
-    match lib_interest(o, task, &view, filter) {
-        Verdict::Send => {}
-        Verdict::Skip => return 0,
-        Verdict::Unknown => {
-            loss(LossSite::LibFilterRead, line!());
-            return 0;
+    // The agent's own mappings neither report nor mark a file: another process mapping
+    // the same library later must still be reported.
+    let agent = is_agent();
+    let id = view.identity(o);
+    let new_file = !agent && id.ino != 0 && exec_file_news(&id);
+    let filter = filter_flags(&LIB_FILTER);
+    let wanted = if filter & LIB_ENABLED == 0 {
+        false
+    } else {
+        match lib_interest(o, task, &view, filter) {
+            Verdict::Send => true,
+            Verdict::Skip => false,
+            Verdict::Unknown => {
+                loss(LossSite::LibFilterRead, line!());
+                false
+            }
         }
-    }
-    if is_agent() {
+    };
+    if agent || !(wanted || new_file) {
         return 0;
     }
-    send_library_load(o, &view, fd, prot as u32, None);
+    let flags = if new_file { LIB_FILE_NEW } else { 0 };
+    send_library_load(o, &view, fd, prot | (flags as u64) << 32, 0);
     0
 }
 
@@ -403,16 +407,27 @@ fn lib_interest(o: &KernelOffsets, task: Kptr, view: &FileView, filter: u32) -> 
     ))
 }
 
+/// A verdict and its rule as one call argument (BPF calls take at most five): 0 for none.
+#[inline(always)]
+pub fn verdict_word(verdict: u32, rule: u32) -> u64 {
+    (verdict as u64) << 32 | rule as u64
+}
+
+/// `prot_flags`: mmap's prot in the low half, `LIB_*` flags in the high half; `verdict`:
+/// `verdict_word` or 0 (BPF calls take at most five arguments).
 #[inline(never)]
 pub fn send_library_load(
     o: &KernelOffsets,
     view: &FileView,
     fd: i32,
-    prot: u32,
-    verdict: Option<(u32, u32)>,
+    prot_flags: u64,
+    verdict: u64,
 ) {
+    let prot = prot_flags as u32;
+    let mut flags = (prot_flags >> 32) as u32;
     let Some(draft) = Draft::begin() else { return };
-    let mut flags = 0u32;
+    // Loaded again rather than passed: BPF calls take at most five arguments.
+    let id = view.identity(o);
     let path_len = path_payload(
         o,
         view,
@@ -435,17 +450,19 @@ pub fn send_library_load(
         addr_of_mut!((*rec).fd).write(fd);
         addr_of_mut!((*rec).prot).write(prot);
         addr_of_mut!((*rec).path_len).write(path_len);
+        addr_of_mut!((*rec).dev).write(id.dev);
+        addr_of_mut!((*rec)._pad).write(0);
+        addr_of_mut!((*rec).ino).write(id.ino);
     }
-    let wake = match verdict {
-        Some((verdict, rule)) => {
-            // SAFETY: as above.
-            unsafe {
-                addr_of_mut!((*rec).header.verdict).write(verdict);
-                addr_of_mut!((*rec).header.verdict_rule).write(rule);
-            }
-            wake_flags_now()
+    let wake = if verdict != 0 {
+        // SAFETY: as above.
+        unsafe {
+            addr_of_mut!((*rec).header.verdict).write((verdict >> 32) as u32);
+            addr_of_mut!((*rec).header.verdict_rule).write(verdict as u32);
         }
-        None => wake_flags(),
+        wake_flags_now()
+    } else {
+        wake_flags()
     };
     draft.send(total, wake, LossSite::LibSend, line!());
 }

@@ -17,7 +17,7 @@ use rasp_common::{
 use crate::{
     deny::{file_denied, quarantined, v4_denied, v6_denied},
     event::current_header,
-    file::{open_acts, send_file_open, send_library_load},
+    file::{open_acts, send_file_open, send_library_load, verdict_word},
     kernel::{is_agent, offsets, rdonly_cast, read_kernel, read_ptr, Kptr},
     maps::{loss, wake_flags_now, EVENTS},
     process::send_refused_exec,
@@ -134,7 +134,8 @@ fn exec_mapping_denied(file: Kptr, prot: u64) -> i32 {
     match file_denied(o, file, ACT_MMAP_EXEC) {
         Some(rule) if !is_agent() => {
             let view = FileView::of(o, rdonly_cast(file, o.btf_file));
-            send_library_load(o, &view, -1, prot as u32, Some((VERDICT_LSM_DENIED, rule)));
+            let verdict = verdict_word(VERDICT_LSM_DENIED, rule);
+            send_library_load(o, &view, -1, prot & 0xffff_ffff, verdict);
             -EPERM
         }
         _ => 0,

@@ -22,7 +22,7 @@ use crate::{
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
+    maps::{exec_file_news, kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
     vfs::{walk_path, PathWalk},
 };
 
@@ -168,6 +168,9 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         };
         at += argv_len;
 
+        if exe_is_new(o, bprm) {
+            flags |= EXEC_EXE_NEW;
+        }
         addr_of_mut!((*rec).header).write(header(EventKind::Exec, o, task, at as usize));
         addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).argv_len).write(argv_len);
@@ -257,6 +260,27 @@ pub fn send_refused_exec(o: &KernelOffsets, bprm: Kptr, verdict: u32, rule: u32)
         at
     };
     draft.send(total, wake_flags_now(), LossSite::ExecSend, line!());
+}
+
+/// Is the executable new to `SEEN_EXEC_FILES` (or a uprobe target)? Helper reads, not BTF
+/// loads: those need the `bpf_rdonly_cast` kfunc, which the exec program must not depend
+/// on (it is the one program that has to load everywhere). Four reads, once per exec.
+#[inline(always)]
+fn exe_is_new(o: &rasp_common::KernelOffsets, bprm: Kptr) -> bool {
+    let id = read_ptr(bprm, o.binprm_file)
+        .and_then(|file| read_ptr(file, o.file_f_inode))
+        .and_then(|inode| {
+            let sb = read_ptr(inode, o.inode_sb)?;
+            Ok(rasp_common::discovery::ExecFileKey {
+                dev: read_u32(sb, o.sb_dev)?,
+                _pad: 0,
+                ino: read_u64(inode, o.inode_ino)?,
+            })
+        });
+    match id {
+        Ok(id) if id.ino != 0 => exec_file_news(&id),
+        _ => false,
+    }
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]

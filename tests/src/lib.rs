@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sql;
+
 /// How long the agent gets to answer `status` after `run` was started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the agent gets to exit after SIGTERM before it is killed.

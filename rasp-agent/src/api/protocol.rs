@@ -202,6 +202,9 @@ pub struct Status {
     /// enforcing it does here.
     #[serde(default)]
     pub enforcement: EnforcementReport,
+    /// Hold and decide on libpq: whether it runs, its watchdog, the processes under hold.
+    #[serde(default)]
+    pub sql_hold: SqlHoldReport,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -226,6 +229,22 @@ pub struct RuleEnforcement {
     #[serde(flatten)]
     pub rung: crate::policy::deny::Rung,
     pub description: String,
+}
+
+/// `status`'s view of hold and decide (`enforce::hold`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SqlHoldReport {
+    /// Maps loaded and watchdog running: flagged queries of held processes are held.
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_pid: Option<u32>,
+    /// Processes (pids) whose flagged queries are held: they map libpq and an enforcing
+    /// `sql_query` rule's policy selects them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<u32>,
+    /// Held queries decided since start.
+    #[serde(default)]
+    pub decided: u64,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

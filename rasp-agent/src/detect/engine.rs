@@ -135,9 +135,9 @@ impl Engine {
         named: Option<(&str, &str)>,
         mut visit: impl FnMut(&Match<'_>),
     ) {
-        let (query, sql_findings) = match &ev.detail {
-            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice()),
-            _ => (None, &[][..]),
+        let (query, sql_findings, sql) = match &ev.detail {
+            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice(), Some(d)),
+            _ => (None, &[][..], None),
         };
         let (event_type, path, access, dest) = match &ev.detail {
             EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
@@ -197,6 +197,7 @@ impl Engine {
             dest,
             query,
             sql_findings,
+            sql,
         };
 
         let latency_us = || {
@@ -430,6 +431,7 @@ mod tests {
                 cwd: Some("/".into()),
                 refused: false,
                 incomplete: Vec::new(),
+                exe_new: false,
             }),
         );
         table.apply(&exec);
@@ -503,6 +505,7 @@ mod cost {
                 cwd: Some("/home/dev/src/app".into()),
                 refused: false,
                 incomplete: Vec::new(),
+                exe_new: false,
             }),
         )
     }

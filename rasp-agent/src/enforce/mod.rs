@@ -5,6 +5,7 @@
 //! container), and `quarantine` (network cut, snapshot, freeze or kill of the cgroup).
 //! Every action passes the safety guards (`safety`) and a per-rule rate limit (`limit`).
 
+pub mod hold;
 pub mod limit;
 pub mod quarantine;
 pub mod safety;

@@ -191,6 +191,9 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 } else {
                     Vec::new()
                 },
+                dev: r.dev,
+                ino: r.ino,
+                new_file: r.flags & record::LIB_FILE_NEW != 0,
             })
         }
         EventKind::Connect => {
@@ -218,10 +221,15 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 query: String::from_utf8_lossy(query).into_owned(),
                 truncated: r.flags & record::SQL_QUERY_TRUNCATED != 0,
                 unreadable: r.flags & record::SQL_QUERY_FAILED != 0,
+                held: r.flags & record::SQL_QUERY_HELD != 0,
                 analyzed: false,
                 findings: Vec::new(),
                 score_permille: None,
                 shape: None,
+                statements: Vec::new(),
+                tables: Vec::new(),
+                functions: Vec::new(),
+                new_shape: None,
             })
         }
     };
@@ -291,6 +299,7 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
         refused,
         incomplete,
+        exe_new: flags & record::EXEC_EXE_NEW != 0,
     }))
 }
 
@@ -572,10 +581,13 @@ mod tests {
         let path = b"libfoo.so\0tmp\0";
         let r = LibraryLoadRecord {
             header: header(EventKind::LibraryLoad),
-            flags: 0,
+            flags: record::LIB_FILE_NEW,
             fd: 3,
             prot: 5,
             path_len: path.len() as u32,
+            dev: (254 << 20) | 1,
+            _pad: 0,
+            ino: 77,
         };
         let ev = decode(&sent(&r, &[path]), BootClock::now()).unwrap();
         assert_eq!(
@@ -583,6 +595,9 @@ mod tests {
             EventDetail::LibraryLoad(LibraryLoadDetail {
                 path: Some("/tmp/libfoo.so".into()),
                 incomplete: vec![],
+                dev: (254 << 20) | 1,
+                ino: 77,
+                new_file: true,
             })
         );
         let json = serde_json::to_value(&ev).unwrap();

@@ -135,8 +135,10 @@ pub struct AgentHealthDetail {
     pub interval_secs: u64,
 }
 
-/// A query an application handed to libpq.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A query an application handed to libpq. Equality and hashing (what folds repeated
+/// detections) leave out `held` and `new_shape`: how this one occurrence was handled, not
+/// what the query was.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SqlQueryDetail {
     /// `PQsendQuery`, `PQsendQueryParams` or `PQsendPrepare`.
     pub function: SqlFunction,
@@ -149,6 +151,10 @@ pub struct SqlQueryDetail {
     /// The text could not be read (or was a null pointer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// The kernel's pre-check flagged it and stopped the thread until the agent decided
+    /// (`enforce::hold`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Set once the SQL analyzer has judged the query; then `findings` are its finding
     /// names (`policy::vocab::SQL_FINDINGS`, `injection` for its verdict) and
     /// `score_permille` its injection score.
@@ -161,9 +167,34 @@ pub struct SqlQueryDetail {
     /// The query's shape (literals normalised) as a stable 64-bit hash, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<String>,
+    /// Statement kinds (`policy::vocab::SQL_STATEMENTS`), tables and functions the
+    /// analyzer found, names normalised (unquoted ones lowercased).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Text>,
+    /// Set when this service (its container, or its executable outside containers) had
+    /// never sent a query of this shape before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_shape: Option<NewShape>,
 }
 
+/// A query shape never seen from its service before.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NewShape {
+    /// `container:<id>` or `exe:<path>`.
+    pub service: Text,
+    /// How long the agent had seen the service send queries (a policy's learning window is
+    /// over when this reaches it).
+    pub service_age_ms: u64,
+}
+
+/// Equality and hashing leave out `exe_new`: it says whether the kernel had reported the
+/// file before (for the uprobe task), not what happened, so two execs of one program fold
+/// together whichever came first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -180,6 +211,10 @@ pub struct ExecDetail {
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The executable's file was new to the kernel's seen-files map (or is a uprobe target):
+    /// the uprobe task inspects it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_new: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -242,12 +277,104 @@ pub struct FileOpenDetail {
 
 /// A file mapped executable from a descriptor: a shared library loaded by ld.so or dlopen.
 /// The main executable and ld.so are mapped by the kernel at exec and do not appear.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Equality and hashing leave out `new_file`, as `ExecDetail` leaves out `exe_new`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LibraryLoadDetail {
     /// As in `FileOpenDetail::path`.
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The file as the kernel names it (`dev` is the kernel's `dev_t`); 0 when unreadable.
+    #[serde(default)]
+    pub dev: u32,
+    #[serde(default)]
+    pub ino: u64,
+    /// First executable mapping of this file the kernel reported (or a uprobe target's):
+    /// sent for the uprobe task whether or not a rule wants library loads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_file: bool,
+}
+
+impl SqlQueryDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            (
+                self.function,
+                self.conn,
+                &self.query,
+                self.truncated,
+                self.unreadable,
+            ),
+            (
+                self.analyzed,
+                &self.findings,
+                self.score_permille,
+                &self.shape,
+            ),
+            (&self.statements, &self.tables, &self.functions),
+        )
+    }
+}
+
+impl PartialEq for SqlQueryDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for SqlQueryDetail {}
+
+impl std::hash::Hash for SqlQueryDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl ExecDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            &self.exe,
+            &self.filename,
+            &self.argv,
+            self.argv_truncated,
+            &self.cwd,
+            &self.incomplete,
+        )
+    }
+}
+
+impl PartialEq for ExecDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ExecDetail {}
+
+impl std::hash::Hash for ExecDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl LibraryLoadDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (&self.path, &self.incomplete, self.dev, self.ino)
+    }
+}
+
+impl PartialEq for LibraryLoadDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for LibraryLoadDetail {}
+
+impl std::hash::Hash for LibraryLoadDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
 }
 
 /// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it
@@ -407,6 +534,33 @@ mod tests {
             let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();
             assert_eq!(parsed, *k);
         }
+    }
+
+    #[test]
+    fn discovery_flags_do_not_make_events_different() {
+        let exec = |exe_new| ExecDetail {
+            exe: Some("/tmp/x".into()),
+            filename: "/tmp/x".into(),
+            argv: ["/tmp/x"].into(),
+            argv_truncated: false,
+            cwd: None,
+            refused: false,
+            incomplete: Vec::new(),
+            exe_new,
+        };
+        assert_eq!(exec(true), exec(false));
+        let hash = |d: &ExecDetail| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            d.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&exec(true)), hash(&exec(false)));
+        let mut other = exec(false);
+        other.argv = ["/tmp/x", "-v"].into();
+        assert_ne!(exec(false), other);
+        // The JSON still says it.
+        assert_eq!(serde_json::to_value(exec(true)).unwrap()["exe_new"], true);
     }
 
     #[test]

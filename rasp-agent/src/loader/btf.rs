@@ -589,6 +589,7 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         inode_sb: at("inode", "i_sb")?,
         sb_dev: at("super_block", "s_dev")?,
         vma_file: at("vm_area_struct", "vm_file")?,
+        file_f_inode: at("file", "f_inode")?,
     })
 }
 
@@ -1157,6 +1158,7 @@ mod tests {
             inode_sb,
             sb_dev,
             vma_file,
+            file_f_inode,
         } = offsets;
         for (field, value) in [
             ("task_pid", task_pid),
@@ -1198,6 +1200,7 @@ mod tests {
             ("inode_sb", inode_sb),
             ("sb_dev", sb_dev),
             ("vma_file", vma_file),
+            ("file_f_inode", file_f_inode),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

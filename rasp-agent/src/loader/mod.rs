@@ -160,24 +160,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     tracing::debug!(?offsets, "kernel offsets resolved from BTF");
     let aya_btf = Btf::from_sys_fs()?;
 
-    // The file and library pre-filters call bpf_rdonly_cast. Without it (Linux < 6.2) those
-    // programs keep the placeholder, the verifier refuses them, and `status` says so; the
-    // other programs load as usual.
-    let object = match kernel_btf.func_id("bpf_rdonly_cast") {
-        Ok(id) => {
-            let (object, calls) = kfunc::link(
-                OBJECT,
-                rasp_common::offsets::KFUNC_RDONLY_CAST_PLACEHOLDER,
-                id,
-            )?;
-            tracing::debug!(calls, btf_id = id, "bpf_rdonly_cast calls linked");
-            Some(object)
+    // The file and library pre-filters call bpf_rdonly_cast, the SQL hold pre-check the
+    // numeric iterator. A kernel without one of them (bpf_rdonly_cast: Linux < 6.2, the
+    // iterator: < 6.4) leaves its placeholder, the verifier refuses the programs that call
+    // it, and `status` says so; the other programs load as usual.
+    let mut linked: Option<kfunc::AlignedObject> = None;
+    for (placeholder, name) in rasp_common::offsets::KFUNC_PLACEHOLDERS {
+        match kernel_btf.func_id(name) {
+            Ok(id) => {
+                let from = linked.as_ref().map_or(OBJECT, |o| o.bytes());
+                let (object, calls) = kfunc::link(from, placeholder, id)?;
+                tracing::debug!(calls, btf_id = id, kfunc = name, "kfunc calls linked");
+                linked = Some(object);
+            }
+            Err(e) => {
+                tracing::warn!(kfunc = name, error = %e, "programs calling it will not load");
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "file and library hooks will not load");
-            None
-        }
-    };
+    }
+    let object = linked;
     let object = object.as_ref().map_or(OBJECT, |o| o.bytes());
 
     let agent_tgid = std::process::id();

@@ -182,6 +182,7 @@ mod tests {
             dest: e.dest,
             query: e.query,
             sql_findings: &e.sql_findings,
+            sql: None,
         };
         policies
             .iter()

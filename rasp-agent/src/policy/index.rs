@@ -245,6 +245,7 @@ mod tests {
             dest: None,
             query: None,
             sql_findings: &[],
+            sql: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Subject<'a> {
     /// SQL events: the query text and the analyzer's finding names (`vocab::SQL_FINDINGS`).
     pub query: Option<&'a str>,
     pub sql_findings: &'a [String],
+    /// SQL events: the analyzed query (statements, tables, functions, shape novelty).
+    pub sql: Option<&'a crate::events::SqlQueryDetail>,
 }
 
 /// A condition key, as written in `match`, `except` and `selector`.
@@ -62,10 +64,14 @@ pub enum Field {
     Cidr,
     Query,
     SqlFinding,
+    SqlStatement,
+    SqlTable,
+    SqlFunction,
+    NewShape,
 }
 
 impl Field {
-    pub const ALL: [Field; 17] = [
+    pub const ALL: [Field; 21] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -83,6 +89,10 @@ impl Field {
         Field::Cidr,
         Field::Query,
         Field::SqlFinding,
+        Field::SqlStatement,
+        Field::SqlTable,
+        Field::SqlFunction,
+        Field::NewShape,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +114,10 @@ impl Field {
             Field::Cidr => "cidr",
             Field::Query => "query",
             Field::SqlFinding => "sql_finding",
+            Field::SqlStatement => "sql_statement",
+            Field::SqlTable => "sql_table",
+            Field::SqlFunction => "sql_function",
+            Field::NewShape => "new_shape",
         }
     }
 
@@ -130,7 +144,12 @@ impl Field {
             Field::Path => Some(&[EventType::FileOpen, EventType::LibraryLoad]),
             Field::Access => Some(&[EventType::FileOpen]),
             Field::Port | Field::Cidr => Some(&[EventType::Connect]),
-            Field::Query | Field::SqlFinding => Some(&[EventType::SqlQuery]),
+            Field::Query
+            | Field::SqlFinding
+            | Field::SqlStatement
+            | Field::SqlTable
+            | Field::SqlFunction
+            | Field::NewShape => Some(&[EventType::SqlQuery]),
             _ => None,
         }
     }
@@ -147,7 +166,9 @@ impl Field {
             | Field::ContainerId
             | Field::PodUid
             | Field::Query
-            | Field::SqlFinding => Some(GlobMode::Text),
+            | Field::SqlFinding
+            | Field::SqlTable
+            | Field::SqlFunction => Some(GlobMode::Text),
             _ => None,
         }
     }
@@ -229,6 +250,13 @@ pub struct Conditions {
     path: Option<PatternSet>,
     query: Option<PatternSet>,
     sql_finding: Option<PatternSet>,
+    sql_table: Option<PatternSet>,
+    sql_function: Option<PatternSet>,
+    /// Statement kind names (`vocab::SQL_STATEMENTS`), any of which may match.
+    sql_statement: Option<Vec<String>>,
+    /// `new_shape: true`: a shape its service never sent, once the service has been seen
+    /// this long (the policy's `shape_learning`).
+    new_shape: Option<std::time::Duration>,
     uid: Option<Vec<u32>>,
     in_container: Option<bool>,
     access: Option<Access>,
@@ -269,10 +297,28 @@ impl Conditions {
             Field::Path => &mut self.path,
             Field::Query => &mut self.query,
             Field::SqlFinding => &mut self.sql_finding,
+            Field::SqlTable => &mut self.sql_table,
+            Field::SqlFunction => &mut self.sql_function,
             _ => return,
         };
         *slot = Some(set);
         self.source.insert(field, source);
+    }
+
+    pub(super) fn set_sql_statements(&mut self, kinds: Vec<String>) {
+        self.source.insert(Field::SqlStatement, kinds.clone());
+        self.sql_statement = Some(kinds);
+    }
+
+    pub(super) fn set_new_shape(&mut self, learning: std::time::Duration) {
+        self.source.insert(
+            Field::NewShape,
+            vec![format!(
+                "true after {}",
+                humantime::format_duration(learning)
+            )],
+        );
+        self.new_shape = Some(learning);
     }
 
     pub(super) fn set_uid(&mut self, uids: Vec<u32>) {
@@ -385,6 +431,40 @@ impl Conditions {
         if let Some(set) = &self.sql_finding {
             if !s.sql_findings.iter().any(|f| set.matches(f)) {
                 return false;
+            }
+        }
+        if self.sql_statement.is_some()
+            || self.sql_table.is_some()
+            || self.sql_function.is_some()
+            || self.new_shape.is_some()
+        {
+            let Some(sql) = s.sql else {
+                return false;
+            };
+            if let Some(kinds) = &self.sql_statement {
+                if !sql
+                    .statements
+                    .iter()
+                    .any(|k| kinds.iter().any(|w| **k == **w))
+                {
+                    return false;
+                }
+            }
+            if let Some(set) = &self.sql_table {
+                if !sql.tables.iter().any(|t| set.matches(t)) {
+                    return false;
+                }
+            }
+            if let Some(set) = &self.sql_function {
+                if !sql.functions.iter().any(|f| set.matches(f)) {
+                    return false;
+                }
+            }
+            if let Some(learning) = self.new_shape {
+                match &sql.new_shape {
+                    Some(n) if n.service_age_ms >= learning.as_millis() as u64 => {}
+                    _ => return false,
+                }
             }
         }
         if let Some(set) = &self.ancestor_exe {

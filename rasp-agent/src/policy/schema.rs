@@ -20,8 +20,13 @@ const POLICY_KEYS: &[&str] = &[
     "description",
     "mode",
     "selector",
+    "shape_learning",
     "rules",
 ];
+
+/// How long a service's query shapes are learned before `new_shape: true` fires, when the
+/// policy does not say (`shape_learning`).
+pub const DEFAULT_SHAPE_LEARNING: std::time::Duration = std::time::Duration::from_secs(3600);
 const RULE_KEYS: &[&str] = &[
     "id",
     "description",
@@ -120,6 +125,7 @@ pub(super) fn parse_file(file: &str, text: &str) -> (Vec<Policy>, Vec<PolicyErro
         file,
         errors: Vec::new(),
         idents: Vec::new(),
+        shape_learning: DEFAULT_SHAPE_LEARNING,
     };
     let (docs, yaml_errors) = yaml::parse(text);
     for e in yaml_errors {
@@ -153,6 +159,8 @@ struct Ctx<'f> {
     file: &'f str,
     errors: Vec<PolicyError>,
     idents: Vec<Ident>,
+    /// The policy being parsed's `shape_learning` (for its `new_shape` conditions).
+    shape_learning: std::time::Duration,
 }
 
 impl Ctx<'_> {
@@ -203,8 +211,14 @@ fn policy(ctx: &mut Ctx, node: &Node) -> Option<Policy> {
     let (mut name, mut version, mut description, mut mode, mut selector) =
         (None, None, None, None, None);
     let mut rules_entry = None;
+    ctx.shape_learning = DEFAULT_SHAPE_LEARNING;
     for e in entries {
         match e.key.as_str() {
+            "shape_learning" => {
+                if let Some(d) = duration(ctx, e) {
+                    ctx.shape_learning = d;
+                }
+            }
             "name" => name = slug(ctx, e, "policy name", "server-shells"),
             "version" => version = positive_u32(ctx, e),
             "description" => description = text(ctx, e),
@@ -583,6 +597,22 @@ fn slug(ctx: &mut Ctx, e: &Entry, what: &str, example: &str) -> Option<String> {
     None
 }
 
+/// A duration like `30m`, `1h`, `2h 30m`, `0s`.
+fn duration(ctx: &mut Ctx, e: &Entry) -> Option<std::time::Duration> {
+    let expected = "a duration like `30m`, `1h` or `0s`";
+    let text = scalar(ctx, e, expected)?;
+    match humantime::parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            ctx.err(
+                e.value.pos,
+                format!("`{}` must be {expected}: {text:?} is not ({err})", e.key),
+            );
+            None
+        }
+    }
+}
+
 fn positive_u32(ctx: &mut Ctx, e: &Entry) -> Option<u32> {
     let expected = "a positive integer (1, 2, ...)";
     scalar(ctx, e, expected)?;
@@ -925,6 +955,54 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry) 
             }
             if ctx.errors.len() == before {
                 conds.set_access(access);
+            }
+        }
+        Field::NewShape => match &e.value.kind {
+            Kind::Scalar {
+                text, plain: true, ..
+            } if yaml::parse_bool(text) == Some(true) => {
+                conds.set_new_shape(ctx.shape_learning);
+            }
+            Kind::Scalar {
+                text, plain: true, ..
+            } if yaml::parse_bool(text) == Some(false) => ctx.err(
+                e.value.pos,
+                "`new_shape: false` would match every query (known shapes and shapes still being learned alike); remove the key",
+            ),
+            Kind::Null => ctx.err(
+                e.key_pos,
+                "`new_shape` has no value; write `new_shape: true` (with the policy's `shape_learning: 1h` as the learning window)",
+            ),
+            _ => ctx.err(
+                e.value.pos,
+                format!("`new_shape` must be true, found {}", e.value.describe()),
+            ),
+        },
+        Field::SqlStatement => {
+            let Some(items) = items(ctx, e, "[ddl, delete]") else {
+                return;
+            };
+            let known = super::vocab::SQL_STATEMENTS;
+            let mut kinds = Vec::new();
+            for item in items {
+                let t = item_text(item);
+                if known.contains(&t) {
+                    kinds.push(t.to_string());
+                } else {
+                    let hint = suggest(t, known)
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    ctx.err(
+                        item.pos,
+                        format!(
+                            "unknown statement kind `{t}`; use any of {}{hint}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            if ctx.errors.len() == before {
+                conds.set_sql_statements(kinds);
             }
         }
         Field::Port => {

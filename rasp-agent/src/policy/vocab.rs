@@ -111,6 +111,26 @@ pub const SQL_FINDINGS: &[&str] = &[
     "foreign_dialect",
 ];
 
+/// What `sql_statement` can name: the SQL analyzer's statement kinds (`detect::sql`,
+/// `StatementKind::name`; a test keeps the lists equal). `ddl` is CREATE, ALTER, DROP,
+/// TRUNCATE, GRANT, REVOKE, COMMENT; `transaction` BEGIN/COMMIT/ROLLBACK/SAVEPOINT;
+/// `session` SET/RESET/SHOW.
+pub const SQL_STATEMENTS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "ddl",
+    "copy",
+    "transaction",
+    "session",
+    "do",
+    "call",
+    "explain",
+    "other",
+];
+
 impl Action {
     /// What the action does, for "would ..." in audit mode and simulation.
     pub fn effect(self) -> &'static str {

@@ -391,6 +391,7 @@ mod tests {
                 cwd: Some("/".into()),
                 refused: false,
                 incomplete: vec![],
+                exe_new: false,
             }),
         )
     }

@@ -603,6 +603,7 @@ pub(crate) mod tests {
                     cwd: Some("/var/www".into()),
                     refused: false,
                     incomplete: Vec::new(),
+                    exe_new: false,
                 }),
             }),
             process: ProcessSummary {

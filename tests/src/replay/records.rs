@@ -149,6 +149,9 @@ pub fn library_load(task: &Task, ts: u64, path: &str, fd: i32) -> Vec<u8> {
         fd,
         prot: (libc::PROT_READ | libc::PROT_EXEC) as u32,
         path_len: path.len() as u32,
+        dev: 0,
+        _pad: 0,
+        ino: 0,
     };
     sent(&fixed, &[&path])
 }
