@@ -36,6 +36,11 @@ pub enum LossSite {
     // Hold and decide (libpq): a flagged query that could not be held ran unheld.
     HoldTableFull = 22,
     HoldSend = 23,
+    // Overload: low-value records give way while the ring fills, so what rules match on
+    // (files, libraries, connects, queries, verdicts, new executables) still finds room.
+    ForkShed = 24,
+    ExitShed = 25,
+    ExecShed = 26,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -51,7 +56,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 23] = [
+    pub const ALL: [LossSite; 26] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -75,6 +80,9 @@ impl LossSite {
         LossSite::SqlRead,
         LossSite::HoldTableFull,
         LossSite::HoldSend,
+        LossSite::ForkShed,
+        LossSite::ExitShed,
+        LossSite::ExecShed,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -82,11 +90,11 @@ impl LossSite {
         use LossSite::*;
         Some(match self {
             OffsetsUnset | ScratchBusy => return None,
-            ExecSend | ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk => {
+            ExecSend | ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | ExecShed => {
                 EventKind::Exec
             }
-            ForkRead | ForkReserve => EventKind::Fork,
-            ExitRead | ExitReserve => EventKind::Exit,
+            ForkRead | ForkReserve | ForkShed => EventKind::Fork,
+            ExitRead | ExitReserve | ExitShed => EventKind::Exit,
             FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
@@ -137,6 +145,8 @@ impl LossSite {
             SqlRead => "query text read failed",
             HoldTableFull => "held-query table full: a flagged query ran unheld",
             HoldSend => "decision ring full: a flagged query ran unheld",
+            ForkShed | ExitShed => "shed: ring buffer over half full (low-priority record)",
+            ExecShed => "shed: ring buffer over three quarters full (exec of a known file)",
         }
     }
 
@@ -166,8 +176,11 @@ impl LossSite {
             SqlRead => "sql_read",
             HoldTableFull => "hold_table_full",
             HoldSend => "hold_send",
+            ForkShed => "fork_shed",
+            ExitShed => "exit_shed",
+            ExecShed => "exec_shed",
         }
     }
 }
 
-const _: () = assert!((LossSite::HoldSend as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::ExecShed as u32) < LOSS_SLOTS);

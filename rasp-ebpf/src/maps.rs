@@ -183,6 +183,26 @@ pub fn quiet_flags() -> u64 {
     }
 }
 
+/// Overload priority: how full the ring may be (in eighths) before a record of a tier gives
+/// way. Fork and exit records (the process tree; an exec's header carries its parent, and
+/// the reaper finds the dead) yield past half; execs of files already known past three
+/// quarters; everything rules match on (file, library, connect, query records, verdicts,
+/// new executables) only when the ring is truly full. A storm of processes then leaves a
+/// quarter of the ring for the records that make detections. Each shed record is a counted
+/// loss at its own site.
+pub const SHED_BULK_EIGHTHS: u64 = 4;
+pub const SHED_EXEC_EIGHTHS: u64 = 6;
+
+/// Is more than `eighths`/8 of the ring waiting for the reader?
+#[inline(always)]
+pub fn ring_past(eighths: u64) -> bool {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    // Ring sizes are below 4 GiB: neither side overflows (and BPF has no 128-bit multiply
+    // for a checked one).
+    (pending << 3) > size.wrapping_mul(eighths)
+}
+
 // Interest maps hold twice the entries userspace may install, so a reload can add the new
 // set before removing the old one (never a moment with less watched than either set).
 

@@ -22,7 +22,10 @@ use crate::{
     kernel::{
         current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{exec_file_news, kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
+    maps::{
+        exec_file_news, kill_current, loss, quiet_flags, ring_past, wake_flags_now, Draft, EVENTS,
+        SHED_BULK_EIGHTHS, SHED_EXEC_EIGHTHS,
+    },
     vfs::{walk_path, PathWalk},
 };
 
@@ -74,7 +77,25 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         loss(LossSite::OffsetsUnset, line!());
         return 0;
     };
+    // Enforcement without BPF-LSM (with it, `bprm_check_security` refused the exec and this
+    // tracepoint never fires): the exec is committed, and a SIGKILL sent now is delivered
+    // on the way back to user space, before the new image runs one instruction.
+    let denied = read_ptr(bprm, o.binprm_file).ok().and_then(|file| {
+        match fallback_file_denied(o, file, ACT_EXEC) {
+            Fallback::Kill(rule) => Some(rule),
+            _ => None,
+        }
+    });
+    let new = exe_is_new(o, bprm);
+    // Overload: the record of an exec of a known file gives way (the kill above never does).
+    if denied.is_none() && !new && ring_past(SHED_EXEC_EIGHTHS) {
+        loss(LossSite::ExecShed, line!());
+        return 0;
+    }
     let Some(draft) = Draft::begin() else {
+        if let Some(_rule) = denied {
+            kill_current();
+        }
         return 0;
     };
     let base = draft.base();
@@ -168,7 +189,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         };
         at += argv_len;
 
-        if exe_is_new(o, bprm) {
+        if new {
             flags |= EXEC_EXE_NEW;
         }
         addr_of_mut!((*rec).header).write(header(EventKind::Exec, o, task, at as usize));
@@ -180,15 +201,6 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
         at
     };
-    // Enforcement without BPF-LSM (with it, `bprm_check_security` refused the exec and this
-    // tracepoint never fires): the exec is committed, and a SIGKILL sent now is delivered
-    // on the way back to user space, before the new image runs one instruction.
-    let denied = read_ptr(bprm, o.binprm_file).ok().and_then(|file| {
-        match fallback_file_denied(o, file, ACT_EXEC) {
-            Fallback::Kill(rule) => Some(rule),
-            _ => None,
-        }
-    });
     let wake = match denied {
         Some(rule) => {
             kill_current();
@@ -301,6 +313,10 @@ pub fn rasp_fork(ctx: BtfTracePointContext) -> i32 {
     if child_tid != child_pid {
         return 0;
     }
+    if ring_past(SHED_BULK_EIGHTHS) {
+        loss(LossSite::ForkShed, line!());
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         loss(LossSite::ForkReserve, line!());
         return 0;
@@ -333,6 +349,10 @@ pub fn rasp_exit(ctx: BtfTracePointContext) -> i32 {
             loss(LossSite::ExitRead, line!());
             return 0;
         }
+    }
+    if ring_past(SHED_BULK_EIGHTHS) {
+        loss(LossSite::ExitShed, line!());
+        return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
         loss(LossSite::ExitReserve, line!());

@@ -137,6 +137,63 @@ fn ring_buffer_losses_are_counted_and_located() {
     assert!(seen.is_some(), "exec after the burst not seen");
 }
 
+/// Overload priority: with the reader frozen, a storm of processes fills the ring, and the
+/// process records give way (fork/exit past half, execs of known files past three
+/// quarters), each shed record counted at its own site. The file read a rule matches on,
+/// made by a new executable in the middle of the storm, still finds room and becomes a
+/// detection. Without the shedding the storm's records fill the ring and the read is lost.
+#[test]
+fn a_process_storm_leaves_room_for_what_rules_match() {
+    require_root();
+    let agent = Agent::start(&["--ring-buffer-size", "65536"]);
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let reader = scratch.copy("/bin/cat", dir.join("storm-reader"));
+    let script = format!(
+        "i=0; while [ $i -lt 600 ]; do /bin/true; i=$((i+1)); done; \
+         {} /etc/shadow >/dev/null; \
+         i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done",
+        reader.display()
+    );
+    send_signal(agent.pid(), libc::SIGSTOP);
+    let storm = Command::new("sh").args(["-c", &script]).status();
+    send_signal(agent.pid(), libc::SIGCONT);
+    assert!(storm.expect("run the storm").success());
+
+    let found = wait_for(Duration::from_secs(10), || {
+        agent
+            .detections(&["--rule", "read-shadow-file"])
+            .into_iter()
+            .find(|d| d["process"]["exe"].as_str() == reader.to_str())
+    });
+    let status = agent.status();
+    let losses = status["losses"].as_array().cloned().unwrap_or_default();
+    let shed: u64 = losses
+        .iter()
+        .filter(|l| {
+            ["fork_shed", "exit_shed", "exec_shed"].contains(&l["site"].as_str().unwrap_or(""))
+        })
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum();
+    let found = found.unwrap_or_else(|| {
+        panic!(
+            "the shadow read made during the storm was lost (losses {losses:?}); detections: {:?}",
+            agent.detections(&["--rule", "read-shadow-file"])
+        )
+    });
+    assert!(
+        shed > 0,
+        "800 execs into a frozen 64 KiB ring shed nothing: {losses:?}"
+    );
+    assert_eq!(found["severity"], "high", "{found}");
+    // Shed records are drops of their kind, and sustained drops an agent-health detection.
+    assert!(
+        status["events"]["fork"]["dropped"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        status["events"]
+    );
+}
+
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
