@@ -393,6 +393,18 @@ impl Agent {
             .map(|(what, n)| format!("{n} × {what}"))
             .collect::<Vec<_>>()
             .join("; ");
+        let (rule_id, headline, description) = match detail.problem.as_str() {
+            "journal_write_failed" => (
+                "agent-journal-failure",
+                "detections did not reach the journal",
+                "The detection journal could not be written (disk full, read-only or missing state directory): detections stay in memory (`rasp-agent detections`), reach followers and exports, and are counted as lost from the journal. Free space or fix the state directory; writing resumes by itself.",
+            ),
+            _ => (
+                "agent-event-loss",
+                "the agent lost events",
+                "The kernel could not hand the agent every event (ring buffer full, reads failed): detections may be missing for this interval. Raise --ring-buffer-size, check the agent's CPU, or look for an event storm.",
+            ),
+        };
         let event = Arc::new(Event {
             time: WallTime::from_system(now),
             ts_boot_ns: boot_ns,
@@ -421,7 +433,7 @@ impl Agent {
                     .unwrap_or(0)
             ),
             time: humantime::format_rfc3339_micros(now).to_string(),
-            rule_id: "agent-event-loss".into(),
+            rule_id: rule_id.into(),
             policy: "rasp-agent".into(),
             policy_version: 1,
             policy_set_version: set.version,
@@ -429,10 +441,8 @@ impl Agent {
             severity: Severity::High,
             action: Action::Alert,
             outcome: Outcome::Alerted,
-            outcome_detail: Some(format!("the agent lost events: {summary}")),
-            description: Some(
-                "The kernel could not hand the agent every event (ring buffer full, reads failed): detections may be missing for this interval. Raise --ring-buffer-size, check the agent's CPU, or look for an event storm.".into(),
-            ),
+            outcome_detail: Some(format!("{headline}: {summary}")),
+            description: Some(description.into()),
             event,
             process: ProcessSummary {
                 pid,

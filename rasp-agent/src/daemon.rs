@@ -48,9 +48,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Policies before the kernel: a broken policy directory stops the agent here, with every
     // problem listed, before anything is loaded.
     let metrics = Arc::new(Metrics::new());
-    let policies = PolicyControl::load_initial(args.policies.clone(), metrics.clone()).map_err(
-        |problems| anyhow::anyhow!("the policies do not validate:\n{}", problems.join("\n")),
-    )?;
+    let policies = PolicyControl::load_initial(
+        args.policies.clone(),
+        Some(&args.state_dir),
+        metrics.clone(),
+    )
+    .map_err(|problems| {
+        anyhow::anyhow!("the policies do not validate:\n{}", problems.join("\n"))
+    })?;
     // The endpoint answers from before the programs load: /healthz 200, /readyz 503 until
     // the agent's own numbers are handed over below.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -273,6 +278,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// metrics), not only a counter in `status`.
 async fn watch_losses(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let mut watch = crate::events::health::LossWatch::default();
+    let mut journal = crate::events::health::JournalWatch::default();
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     let mut first = true;
     loop {
@@ -283,6 +289,17 @@ async fn watch_losses(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
         let sites = crate::lock(&agent.counters).sites();
         if let Some(detail) = watch.sample(&sites, HEALTH_INTERVAL.as_secs(), first) {
             tracing::error!(losses = ?detail.losses, "events are being lost");
+            agent.report_health(detail);
+        }
+        let store = agent.store.stats();
+        let failed = journal.sample(
+            store.write_errors,
+            store.write_lost,
+            store.last_write_error.as_deref(),
+            HEALTH_INTERVAL.as_secs(),
+        );
+        if let Some(detail) = failed {
+            tracing::error!(losses = ?detail.losses, "the detection journal is failing");
             agent.report_health(detail);
         }
         first = false;

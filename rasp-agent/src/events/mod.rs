@@ -126,7 +126,7 @@ pub enum EventDetail {
 /// What the agent noticed about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AgentHealthDetail {
-    /// "event_loss".
+    /// "event_loss" (kernel-side drops) or "journal_write_failed".
     pub problem: String,
     /// Events lost or damaged in the interval, per place ("exec_send: ring buffer full
     /// (output failed), line 182"), and how many.

@@ -229,6 +229,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         lsm_attached = statuses.iter().all(|p| p.state == ProgramState::Attached);
         programs.extend(statuses);
     }
+    log_verifier_cost(&ebpf);
     let deny = deny::DenyMaps::take(&mut ebpf)?;
     Ok(Loaded {
         ebpf,
@@ -364,6 +365,20 @@ fn attach_syscall_tracepoints(
         }
     }
     statuses
+}
+
+/// What the verifier walked for each loaded program (the kernel's limit is 1M per program):
+/// the margin a change to a program has left, in the log at start.
+fn log_verifier_cost(ebpf: &Ebpf) {
+    for (name, program) in ebpf.programs() {
+        if let Some(insns) = program
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
+            tracing::debug!(program = name, verified_insns = insns, "verifier cost");
+        }
+    }
 }
 
 fn program_status(name: &str, hook: String, result: Result<(), String>) -> ProgramStatus {

@@ -121,6 +121,9 @@ pub struct StoreStats {
     pub write_errors: u64,
     /// Detections that did not reach the journal because of those errors.
     pub write_lost: u64,
+    /// The most recent of those errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_error: Option<String>,
     /// Journal lines that did not parse when loading at start (e.g. torn by a crash).
     pub skipped_lines_at_load: u64,
     /// Detections loaded from the journal into the index at start.
@@ -151,6 +154,8 @@ struct Counters {
     journal_bytes: AtomicU64,
     /// Seconds after `opened` (+1) of the last queue-full warning; 0 = never.
     last_drop_log: AtomicU64,
+    /// The most recent journal error, for `status` and the agent-health detection.
+    last_write_error: Mutex<Option<String>>,
 }
 
 /// The detections side of the agent, shared via `Arc` by the pipeline (submit), the API
@@ -275,6 +280,7 @@ impl DetectionStore {
             journal_dropped: c.journal_dropped.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
             write_lost: c.write_lost.load(Ordering::Relaxed),
+            last_write_error: lock(&c.last_write_error).clone(),
             skipped_lines_at_load: self.skipped_lines_at_load,
             loaded_at_start: self.loaded_at_start,
             load_error: self.load_error.clone(),
@@ -489,6 +495,7 @@ impl StoreWriter {
         }
         for e in appended.errors.iter().chain(synced.as_ref().err()) {
             c.write_errors.fetch_add(1, Ordering::Relaxed);
+            *lock(&c.last_write_error) = Some(e.to_string());
             self.errors.report(e, c.write_lost.load(Ordering::Relaxed));
         }
     }
