@@ -739,6 +739,13 @@ impl Agent {
                 self.log_text()
             )
         });
+        self.start_again(extra_args);
+        status
+    }
+
+    /// Starts a new agent on the same socket, state directory and log after this one has
+    /// exited (or died), with `extra_args`, and waits until it answers.
+    pub fn start_again(&mut self, extra_args: &[&str]) {
         let log_file = fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
@@ -757,7 +764,6 @@ impl Agent {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
         self.wait_ready();
-        status
     }
 }
 

@@ -11,6 +11,7 @@ pub mod glob;
 pub mod index;
 pub mod matcher;
 pub mod net;
+pub mod persist;
 pub mod reload;
 mod schema;
 pub mod vocab;

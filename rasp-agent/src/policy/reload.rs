@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::{
     active::{PolicyRegistry, PolicySet, PolicySetSummary},
     deny::{DenyPlan, HostFs, KernelCapabilities, KernelRule, Rung},
+    persist::SavedSets,
     Policy,
 };
 use crate::loader::{deny::DenyMaps, Interest, InterestMaps, LoadError};
@@ -69,6 +70,8 @@ pub struct PolicyControl {
     /// Problems of the last reload that was refused (the previous set stayed active).
     reload_errors: Mutex<Vec<String>>,
     metrics: std::sync::Arc<dyn ReloadSink>,
+    /// Where a set applied over the socket is kept across restarts (the state directory).
+    saved: Option<SavedSets>,
 }
 
 /// What the policies' sources say, as a list of `file:line:column` problems.
@@ -76,20 +79,39 @@ pub type Problems = Vec<String>;
 
 impl PolicyControl {
     /// Load the directory (or the defaults) for the start: a broken set stops the agent
-    /// before anything is loaded into the kernel.
+    /// before anything is loaded into the kernel. With a state directory, a set applied
+    /// over the socket before the last stop (or crash) comes back instead, unless the
+    /// policy directory changed since; a saved set that no longer loads is reported and
+    /// the directory's set used.
     pub fn load_initial(
         dir: Option<PathBuf>,
+        state_dir: Option<&Path>,
         metrics: std::sync::Arc<dyn ReloadSink>,
     ) -> Result<Self, Problems> {
-        let initial = load(dir.as_deref()).map_err(|errors| to_strings(&errors))?;
+        let saved = state_dir.map(SavedSets::in_dir);
+        let (initial, origin) = match saved.as_ref().and_then(|s| restore(s, dir.as_deref())) {
+            Some(restored) => restored,
+            None => (
+                load(dir.as_deref()).map_err(|errors| to_strings(&errors))?,
+                source(dir.as_deref(), "start"),
+            ),
+        };
         Ok(PolicyControl {
-            registry: PolicyRegistry::new(initial, source(dir.as_deref(), "start")),
+            registry: PolicyRegistry::new(initial, origin),
             dir,
             interest: Mutex::new(None),
             deny: Mutex::new(DenyState::default()),
             reload_errors: Mutex::new(Vec::new()),
             metrics,
+            saved,
         })
+    }
+
+    /// Forget a saved applied set: the directory (or defaults) is the active source again.
+    fn forget_saved(&self) {
+        if let Some(Err(e)) = self.saved.as_ref().map(SavedSets::clear) {
+            tracing::error!(error = %e, "the saved applied set could not be removed; it may come back at the next start");
+        }
     }
 
     /// Hand over the kernel pre-filters (after load) and point them at the active set.
@@ -190,9 +212,12 @@ impl PolicyControl {
     ) -> Result<PolicySetSummary, Problems> {
         let result = super::parse_files(files)
             .map_err(|errors| to_strings(&errors))
-            .and_then(|policies| self.swap(policies, why).map_err(|e| vec![e]));
+            .and_then(|policies| self.swap(policies, why.clone()).map_err(|e| vec![e]));
         match result {
             Ok(set) => {
+                if let Some(Err(e)) = self.saved.as_ref().map(|s| s.save(files, &why)) {
+                    tracing::error!(error = %e, version = set.version, "the applied set is active but could not be saved: a restart will load the policy directory's set");
+                }
                 self.metrics.policy_reload(ReloadResult::Applied);
                 Ok(set.summary())
             }
@@ -212,6 +237,7 @@ impl PolicyControl {
         self.filter_for(&mut interest, &previous.policies)?;
         let set = self.registry.rollback()?;
         Self::deny_into(&mut crate::lock(&self.deny), &set);
+        self.forget_saved();
         self.metrics.policy_reload(ReloadResult::RolledBack);
         tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
         Ok(set.summary())
@@ -229,6 +255,7 @@ impl PolicyControl {
         match result {
             Ok(set) => {
                 crate::lock(&self.reload_errors).clear();
+                self.forget_saved();
                 self.metrics.policy_reload(ReloadResult::Applied);
                 tracing::info!(version = set.version, why, "policies reloaded");
             }
@@ -340,6 +367,41 @@ fn load(dir: Option<&Path>) -> Result<Vec<Policy>, Vec<super::PolicyError>> {
     }
 }
 
+/// The set saved by `policy apply` before the last stop, parsed, with its origin; `None`
+/// (and why, in the log) when there is none, the directory is newer, or it does not load.
+fn restore(saved: &SavedSets, dir: Option<&Path>) -> Option<(Vec<Policy>, String)> {
+    let set = match saved.load() {
+        Ok(set) => set?,
+        Err(e) => {
+            tracing::error!(error = %e, "the saved applied set cannot be read; starting from the policy directory");
+            return None;
+        }
+    };
+    let newer = dir
+        .and_then(super::persist::newest_mtime)
+        .is_some_and(|t| t > set.saved_unix);
+    if newer {
+        tracing::warn!(dir = ?dir, "the policy directory changed after the last `policy apply`; its set is loaded, the applied one dropped");
+        let _ = saved.clear();
+        return None;
+    }
+    match super::parse_files(&set.files) {
+        Ok(policies) => {
+            tracing::info!(files = set.files.len(), why = %set.why, "restoring the set applied before the last stop");
+            Some((
+                policies,
+                format!("policy apply, restored at start ({})", set.why),
+            ))
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!(error = %e, "the saved applied set no longer validates; starting from the policy directory");
+            }
+            None
+        }
+    }
+}
+
 fn to_strings(errors: &[super::PolicyError]) -> Problems {
     errors.iter().map(|e| e.to_string()).collect()
 }
@@ -397,7 +459,7 @@ mod tests {
     }
 
     fn control(filter: Recorder) -> Arc<PolicyControl> {
-        let c = PolicyControl::load_initial(None, Arc::new(Uncounted)).expect("defaults");
+        let c = PolicyControl::load_initial(None, None, Arc::new(Uncounted)).expect("defaults");
         c.attach_interest(filter);
         Arc::new(c)
     }
@@ -437,6 +499,64 @@ mod tests {
             in_sync(&c, &rec);
             assert!(c.registry().current().version > round);
         }
+    }
+
+    fn policy_names(c: &PolicyControl) -> Vec<String> {
+        let set = c.registry().current();
+        set.policies.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// A set applied over the socket comes back after a restart (or crash); a reload from
+    /// the directory, a rollback, or a directory edited after it make the directory win.
+    #[test]
+    fn an_applied_set_survives_a_restart_until_the_directory_takes_over() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = tmp.path().join("state");
+        let dir = tmp.path().join("policies");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let (name, text) = file("fromdir").remove(0);
+        std::fs::write(dir.join(name), text).expect("write");
+        let start = || {
+            PolicyControl::load_initial(Some(dir.clone()), Some(&state), Arc::new(Uncounted))
+                .expect("loads")
+        };
+        let c = start();
+        assert_eq!(policy_names(&c), ["fromdir"]);
+        c.apply(&file("applied"), "apply applied".into())
+            .expect("applies");
+        drop(c);
+        let c = start();
+        assert_eq!(policy_names(&c), ["applied"], "restored after the restart");
+        assert!(c.registry().current().source.contains("restored"));
+        // A SIGHUP reload: the directory is the source again, also after the next start.
+        c.reload("SIGHUP");
+        assert_eq!(policy_names(&c), ["fromdir"]);
+        drop(c);
+        assert_eq!(policy_names(&start()), ["fromdir"]);
+
+        // Applied, then the directory edited while the agent was down: the directory wins.
+        let c = start();
+        c.apply(&file("applied"), "apply again".into())
+            .expect("applies");
+        drop(c);
+        let saved = SavedSets::in_dir(&state);
+        let mut set = saved.load().expect("loads").expect("saved");
+        set.saved_unix -= 10; // applied ten seconds before the directory's files changed
+        std::fs::write(saved.path(), serde_json::to_vec(&set).expect("json")).expect("write");
+        assert_eq!(policy_names(&start()), ["fromdir"]);
+        assert_eq!(
+            saved.load().expect("loads"),
+            None,
+            "the stale applied set is dropped"
+        );
+
+        // A saved set that no longer validates is reported and the directory used.
+        std::fs::write(
+            saved.path(),
+            br#"{"saved_unix":99999999999,"why":"x","files":[["x.yaml","name: [unclosed"]]}"#,
+        )
+        .expect("write");
+        assert_eq!(policy_names(&start()), ["fromdir"]);
     }
 
     #[test]

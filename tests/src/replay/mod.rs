@@ -90,7 +90,7 @@ impl Pipeline {
     /// store journaling into `state_dir`.
     pub fn new(policies: Option<PathBuf>, state_dir: PathBuf) -> Result<Pipeline> {
         let metrics = Arc::new(Metrics::new());
-        let policies = PolicyControl::load_initial(policies, metrics.clone())
+        let policies = PolicyControl::load_initial(policies, None, metrics.clone())
             .map_err(|problems| anyhow!("policies refused: {}", problems.join("; ")))?;
         let (store, _writer) = DetectionStore::open(StoreOptions::in_dir(&state_dir))
             .context("opening the detection store")?;
