@@ -30,7 +30,7 @@ const RSS_LIMIT_MB: u32 = 1024;
 /// may be larger, which the unit tests cover).
 const MAX_INPUT_BYTES: u32 = 64 * 1024;
 /// The `cargo xtask test` stage: each target this long.
-pub const SHORT_SECS: u32 = 20;
+pub const SHORT_SECS: u32 = 10;
 
 #[derive(clap::Args, Debug)]
 pub struct FuzzArgs {
