@@ -74,10 +74,16 @@ fn ring_buffer_losses_are_counted_and_located() {
         .filter(|l| l["effect"] == "dropped" && l["line"].as_u64().unwrap_or(0) > 0)
         .collect();
     assert!(
-        located
-            .iter()
-            .any(|l| ["exec_send", "fork_reserve", "exit_reserve"]
-                .contains(&l["site"].as_str().unwrap_or(""))),
+        located.iter().any(|l| [
+            "exec_send",
+            "fork_reserve",
+            "exit_reserve",
+            // Past half a full ring, process records give way before the ring is full.
+            "exec_shed",
+            "fork_shed",
+            "exit_shed",
+        ]
+        .contains(&l["site"].as_str().unwrap_or(""))),
         "losses not located at a ring-buffer site: {losses:?}"
     );
     for l in &located {
@@ -118,7 +124,7 @@ fn ring_buffer_losses_are_counted_and_located() {
     assert!(
         health["outcome_detail"]
             .as_str()
-            .is_some_and(|s| s.contains("ring buffer full")),
+            .is_some_and(|s| s.contains("ring buffer")),
         "{health}"
     );
 

@@ -2,7 +2,8 @@
 //! happened: a journal on a full filesystem (a real tmpfs, filled), an agent killed with
 //! SIGKILL in the middle of a storm of detections (its journal torn on purpose, as a crash
 //! mid-write leaves it), and what the node does while the agent is dead (it fails open:
-//! a program the policy kills at exec runs, and is killed again once the agent is back).
+//! a program the policy kills at exec runs, and is killed again once the agent is back),
+//! and its policy directory removed or corrupted under it (refused, the set keeps working).
 
 use std::{
     fs,
@@ -191,7 +192,7 @@ fn run_marker(exe: &Path, marker: &Path) -> std::process::ExitStatus {
 }
 
 #[test]
-fn sigkill_fails_open_and_a_restart_recovers_journal_and_policies() {
+fn sigkill_fails_open_a_restart_recovers_and_a_broken_policy_dir_changes_nothing() {
     require_root();
     let mut scratch = Scratch::new();
     let dir = scratch.unique_dir("/tmp");
@@ -287,5 +288,55 @@ fn sigkill_fails_open_and_a_restart_recovers_journal_and_policies() {
         found.is_some(),
         "the detection after the restart is not a whole journal line:\n{}",
         journal_text(&state)
+    );
+
+    // The policy directory vanishes under the running agent (a bad deploy, an attacker):
+    // the reload is refused with the reason, and the active set keeps enforcing.
+    fs::remove_dir_all(&policies).expect("remove the policy directory");
+    let refused = wait_for(WAIT, || {
+        let s = agent.status();
+        s["policy_reload_errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+            .then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "removing the policy directory went unnoticed: {}",
+            agent.status()
+        )
+    });
+    assert_eq!(refused["policy_set_version"], 1, "{refused}");
+    let marker = dir.join("dir-gone.marker");
+    let status = run_marker(&denied, &marker);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "enforcement lapsed: {status:?}"
+    );
+    // It comes back corrupted: refused again, with file:line, the set still in force.
+    fs::create_dir_all(&policies).expect("recreate");
+    fs::write(policies.join("faults.yaml"), "name: faults\nrules: [\n").expect("write");
+    let corrupted = wait_for(WAIT, || {
+        let errors = agent.status()["policy_reload_errors"].clone();
+        errors
+            .as_array()
+            .and_then(|e| {
+                e.iter()
+                    .find(|m| m.as_str().is_some_and(|m| m.contains("faults.yaml:")))
+            })
+            .cloned()
+    });
+    assert!(
+        corrupted.is_some(),
+        "corrupted policy not reported: {}",
+        agent.status()
+    );
+    assert_eq!(agent.status()["policy_set_version"], 1);
+    let status = run_marker(&denied, &dir.join("corrupted.marker"));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "enforcement lapsed: {status:?}"
     );
 }
