@@ -61,6 +61,15 @@ pub fn run(
                 ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
                 Arc::new(ev)
             }));
+            // Queries are judged off this thread, and the analyzer publishes each with its
+            // findings (the rules see that one): only a query the analyzer had no room
+            // for is published, and counted, from here.
+            shared.retain(|ev| {
+                if ev.kind() != Kind::SqlQuery || !sql.offer(ev.clone()) {
+                    return true;
+                }
+                false
+            });
             let set = agent.policies.registry().current();
             for ev in &shared {
                 if let Some(comm) = &faults.panic_on_exec_comm {
@@ -69,12 +78,10 @@ pub fn run(
                     }
                 }
                 if ev.kind() == Kind::SqlQuery {
-                    // Judged off this thread; the rules see it with the analyzer's findings.
-                    if !sql.offer(ev.clone()) {
-                        agent
-                            .metrics
-                            .analyzer_dropped(crate::metrics::Analyzer::Sql);
-                    }
+                    // The analyzer's queue was full: counted, published unjudged.
+                    agent
+                        .metrics
+                        .analyzer_dropped(crate::metrics::Analyzer::Sql);
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
