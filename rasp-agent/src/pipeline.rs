@@ -7,18 +7,26 @@
 //! the same events cost without a rule. Heavy analysis (SQL, HTTP) does not run here: it
 //! goes to `detect::analyzer` queues, which drop their own work when full, never events.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use anyhow::{Context, Result};
 
 use crate::{
     agent::Agent,
-    detect::{analyzer::AnalyzerQueue, sql, Outcome},
+    detect::{analyzer::AnalyzerQueue, engine::Rules, sql, Outcome},
     events::{
+        hooks::TargetInfo,
         reader::{self, StopSignal},
-        BootClock, Event, EventDetail, Kind,
+        BootClock, Event, EventDetail, FdKind, Kind, Peer,
     },
-    process::cgroup::CgroupResolver,
+    process::{
+        self,
+        cgroup::CgroupResolver,
+        pipes::{PipeTable, Writer},
+    },
 };
 
 /// Test-only fault injection: the pipeline panics on an exec whose comm is this, so a
@@ -48,6 +56,8 @@ pub fn run(
     let clock = BootClock::now();
     let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
     let mut detections = Vec::new();
+    // Owned by this thread: which exec feeds which through a pipe.
+    let mut pipes = PipeTable::new();
     let drained = reader::drain(
         ring,
         clock,
@@ -62,7 +72,12 @@ pub fn run(
                 Arc::new(ev)
             }));
             let set = agent.policies.registry().current();
-            for ev in &shared {
+            let peer_rules = set
+                .policies
+                .iter()
+                .flat_map(|p| &p.rules)
+                .any(|r| r.conditions.uses_stdin_peer());
+            for ev in shared.iter_mut() {
                 if let Some(comm) = &faults.panic_on_exec_comm {
                     if ev.kind() == Kind::Exec && &ev.comm == comm {
                         panic!("fault injection: pipeline panic on exec of {comm}");
@@ -78,7 +93,13 @@ pub fn run(
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
-                decide(&agent, &set, ev, &mut detections);
+                let waiting = enrich(&agent, &mut pipes, ev, peer_rules);
+                decide(&agent, &set, ev, Rules::All, &mut detections);
+                if let Some(reader) = waiting {
+                    // A shell's exec that came before its stdin's writer: judged again, by
+                    // the rules on the writer, now that it is known.
+                    decide(&agent, &set, &reader, Rules::StdinPeer, &mut detections);
+                }
             }
             agent.hub.publish(&mut shared);
             settle(&agent, &mut detections);
@@ -93,6 +114,76 @@ pub fn run(
     drained
 }
 
+/// What the agent knows beyond the record, added to the event before rules see it: the
+/// target of a ptrace, whether a setns entered the host's namespaces, the writer of an
+/// exec's stdin pipe. Returns an earlier exec whose stdin pipe this exec writes, with that
+/// writer filled in, for the rules that wait on it.
+fn enrich(
+    agent: &Agent,
+    pipes: &mut PipeTable,
+    ev: &mut Arc<Event>,
+    peer_rules: bool,
+) -> Option<Arc<Event>> {
+    let table = crate::read(&agent.table);
+    let pid = ev.pid;
+    let start_ns = ev.start_ns;
+    // Just built from the record, so not shared yet.
+    let event = Arc::get_mut(ev)?;
+    let mut waiting = None;
+    match &mut event.detail {
+        EventDetail::Ptrace(d) => {
+            d.target = table.get(d.target_pid).map(|t| TargetInfo {
+                exe: t.exe.clone(),
+                uid: t.uid,
+                descendant: process::ancestry(t.pid, |p| table.get(p))
+                    .iter()
+                    .any(|a| a.pid == pid),
+            });
+        }
+        EventDetail::Namespace(d) => {
+            let host = agent.engine.host_namespaces();
+            d.into_host = d.target_ns.map(|ino| host.is_host(ino));
+        }
+        EventDetail::Exec(d) => {
+            let stdio = d.stdio?;
+            if stdio[1].kind == FdKind::Pipe && stdio[1].ino != 0 {
+                let reader = pipes.set_writer(stdio[1].ino, Writer { pid, start_ns });
+                if let Some(reader) = reader {
+                    let mut reader = (*reader).clone();
+                    if let EventDetail::Exec(r) = &mut reader.detail {
+                        r.stdin_peer = Some(Peer {
+                            pid,
+                            exe: d.exe.clone(),
+                            argv: d.argv.clone(),
+                        });
+                    }
+                    waiting = Some(Arc::new(reader));
+                }
+            }
+            if stdio[0].kind == FdKind::Pipe && stdio[0].ino != 0 {
+                let writer = pipes
+                    .writer(stdio[0].ino)
+                    .and_then(|w| table.get(w.pid).filter(|p| p.same_incarnation(w.start_ns)));
+                match writer {
+                    Some(w) => {
+                        d.stdin_peer = Some(Peer {
+                            pid: w.pid,
+                            exe: w.exe.clone(),
+                            argv: w.argv.clone(),
+                        })
+                    }
+                    None if peer_rules => {
+                        pipes.wait_for_writer(stdio[0].ino, Arc::new(event.clone()), Instant::now())
+                    }
+                    None => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    waiting
+}
+
 /// Evaluate the rules on `ev` (the process table under its read lock) into `detections`.
 /// A match whose action does nothing to the process has a known outcome, so a repeat of an
 /// open fold window is counted there and never built; an action that acts always gets its
@@ -101,10 +192,11 @@ fn decide(
     agent: &Agent,
     set: &crate::policy::active::PolicySet,
     ev: &Arc<Event>,
+    which: Rules,
     detections: &mut Vec<crate::detect::Detection>,
 ) {
     let table = crate::read(&agent.table);
-    agent.engine.for_each_match(set, ev, &table, |m| {
+    agent.engine.for_each_match_of(set, ev, &table, which, |m| {
         agent.latency.detections.record_ns(m.latency_us * 1000);
         agent
             .metrics
@@ -164,7 +256,7 @@ fn sql_analyzer(
         }
         let analyzed = Arc::new(analyzed);
         let set = agent.policies.registry().current();
-        decide(&agent, &set, &analyzed, &mut detections);
+        decide(&agent, &set, &analyzed, Rules::All, &mut detections);
         agent.hub.publish(&mut vec![analyzed]);
         settle(&agent, &mut detections);
     })?;

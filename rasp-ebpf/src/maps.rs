@@ -11,11 +11,13 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use rasp_common::{
-    interest::{NameKey, FILTER_FLAGS, FILTER_WORDS},
+    interest::{NameKey, PathHints, FILTER_FLAGS, FILTER_WORDS, HINT_SETS, HOOK_WORDS},
     limits::{
         DEFAULT_RING_BYTES, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES,
+        MAX_PATH_NAMES, SYSCALL_SLOTS,
     },
     loss::LOSS_SLOTS,
+    offsets::SyscallShape,
     record::{Scratch, SCRATCH_BYTES},
     LossSite,
 };
@@ -102,6 +104,14 @@ impl Draft {
     /// loss at `site`.
     #[inline(always)]
     pub fn send(self, len: u32, flags: u64, site: LossSite, line: u32) {
+        self.send_ref(len, flags, site, line);
+    }
+}
+
+impl Draft {
+    /// `send` for a draft borrowed by an out-of-line function (its owner releases it).
+    #[inline(always)]
+    pub fn send_ref(&self, len: u32, flags: u64, site: LossSite, line: u32) {
         let len = len & (SCRATCH_BYTES as u32 - 1);
         // SAFETY: `base..base+len` lies inside this CPU's scratch slot (masked above).
         let r = unsafe {
@@ -218,4 +228,32 @@ pub fn watched_v4(addr: [u8; 4]) -> bool {
 #[inline(always)]
 pub fn watched_v6(addr: [u8; 16]) -> bool {
     CONNECT_V6.get(&Key::new(128, addr)).is_some()
+}
+
+// ---- Issue-19 hooks -------------------------------------------------------------------------
+
+/// `interest::HOOK_*` words: each hook family's switch and attribute filters.
+#[map]
+pub static HOOK_FILTER: Array<u32> = Array::with_max_entries(HOOK_WORDS, 0);
+
+/// Directory names watched for the path hooks (`interest::PATH_*` bits), and their
+/// summary (`FILE_FILTER`'s layout).
+#[map]
+pub static PATH_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(2 * MAX_PATH_NAMES, 0);
+
+#[map]
+pub static PATH_FILTER: Array<u32> = Array::with_max_entries(FILTER_WORDS, 0);
+
+/// Hashed component names (`interest::HINT_*` sets) for names passed to syscalls.
+#[map]
+pub static PATH_HINTS: Array<PathHints> = Array::with_max_entries(HINT_SETS, 0);
+
+/// How each attached syscall passes its arguments, by syscall number (`SyscallShape`).
+#[map]
+pub static SYSCALL_SHAPES: Array<SyscallShape> = Array::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// A `HOOK_FILTER` word (0: nothing wanted).
+#[inline(always)]
+pub fn hook_word(index: u32) -> u32 {
+    filter_word(&HOOK_FILTER, index)
 }

@@ -14,11 +14,13 @@ use rasp_common::{
 use crate::{
     event::header,
     kernel::{
-        current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
+        btf_load, current_task, current_task_btf, fresh, offsets, rdonly_cast, read_kernel_str,
+        read_ptr, read_u32, read_u64, read_user, Kptr,
     },
     maps::{loss, quiet_flags, Draft, EVENTS},
-    vfs::{walk_path, PathWalk},
+    vfs::{file_of_fd, walk_path, PathWalk},
 };
+use rasp_common::KernelOffsets;
 
 const EXEC_FIXED: u32 = size_of::<ExecRecord>() as u32;
 /// Masks that bound each payload segment's length for the verifier: a walk writes at most
@@ -85,7 +87,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         // The executable actually mapped (the interpreter for #! scripts).
         let exe = root.and_then(|root| {
             let file = read_ptr(bprm, o.binprm_file)?;
-            walk_path(
+            walk_path::<true>(
                 o,
                 file.wrapping_add(o.file_f_path as usize),
                 root,
@@ -102,7 +104,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         at += exe_len;
 
         let cwd = fs.and_then(|fs| {
-            walk_path(
+            walk_path::<false>(
                 o,
                 fs.wrapping_add(o.fs_pwd as usize),
                 fs.wrapping_add(o.fs_root as usize),
@@ -162,6 +164,20 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         };
         at += argv_len;
 
+        match crate::ns::current_namespaces(o) {
+            Ok((pid_ns, mnt_ns)) => {
+                addr_of_mut!((*rec).pid_ns).write(pid_ns);
+                addr_of_mut!((*rec).mnt_ns).write(mnt_ns);
+            }
+            Err(_) => {
+                flags |= EXEC_NS_FAILED;
+                loss(LossSite::ExecNsRead, line!());
+                addr_of_mut!((*rec).pid_ns).write(0);
+                addr_of_mut!((*rec).mnt_ns).write(0);
+            }
+        }
+        stdio(o, rec);
+
         addr_of_mut!((*rec).header).write(header(EventKind::Exec, o, task, at as usize));
         addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).argv_len).write(argv_len);
@@ -173,6 +189,32 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
     };
     draft.send(total, quiet_flags(), LossSite::ExecSend, line!());
     0
+}
+
+/// What descriptors 0, 1 and 2 of the new image refer to (the exec tracepoint runs in the
+/// new process, so its own descriptor table). Plain BTF loads: a missing descriptor reads
+/// as mode 0 (not open). Out of line: its own stack frame.
+#[inline(never)]
+fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) {
+    let task = current_task_btf();
+    for fd in 0..3u32 {
+        let mut slot = StdioFd::default();
+        if let Some(file) = file_of_fd(o, task, fd) {
+            let inode: Kptr = btf_load(file, fresh(&o.file_f_inode));
+            slot.mode = btf_load(inode, fresh(&o.inode_i_mode));
+            slot.ino = btf_load(inode, fresh(&o.inode_i_ino));
+            slot.rdev = btf_load(inode, fresh(&o.inode_i_rdev));
+            if slot.mode & S_IFMT == S_IFSOCK {
+                // `private_data` of a socket file is its `struct socket`.
+                let data: Kptr = btf_load(file, fresh(&o.file_private_data));
+                let sock = rdonly_cast(data, fresh(&o.btf_socket));
+                let sk: Kptr = btf_load(sock, fresh(&o.socket_sk));
+                slot.family = btf_load(sk, fresh(&o.sock_family));
+            }
+        }
+        // SAFETY: `rec` is the draft's fixed part; `fd` < 3.
+        unsafe { addr_of_mut!((*rec).stdio[fd as usize]).write(slot) };
+    }
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]

@@ -3,6 +3,7 @@
 //! events, counts them per kind and fans them out to live followers.
 
 pub mod decode;
+pub mod hooks;
 pub mod hub;
 pub mod latency;
 pub mod reader;
@@ -13,6 +14,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{decode, BootClock, DecodeError};
+pub use hooks::{
+    BpfLoadDetail, FdKind, FileChangeDetail, IoUringDetail, KernelModuleDetail, MountDetail,
+    NamespaceDetail, PtraceDetail, StdioFd, UnixConnectDetail,
+};
 pub use hub::EventHub;
 pub use values::{Access, Argv, Comm, Family, SqlFunction, Text, WallTime};
 
@@ -60,6 +65,14 @@ pub enum EventDetail {
     LibraryLoad(LibraryLoadDetail),
     Connect(ConnectDetail),
     SqlQuery(SqlQueryDetail),
+    FileChange(FileChangeDetail),
+    Ptrace(PtraceDetail),
+    Namespace(NamespaceDetail),
+    Mount(MountDetail),
+    UnixConnect(UnixConnectDetail),
+    KernelModule(KernelModuleDetail),
+    BpfLoad(BpfLoadDetail),
+    IoUring(IoUringDetail),
 }
 
 /// A query an application handed to libpq.
@@ -90,7 +103,7 @@ pub struct SqlQueryDetail {
     pub shape: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -104,6 +117,26 @@ pub struct ExecDetail {
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// Descriptors 0, 1 and 2 as the new image starts (stdin, stdout, stderr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<[StdioFd; 3]>,
+    /// The new process's PID and mount namespaces (inode numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u32>,
+    /// When stdin is a pipe: the process that writes into it, as far as the agent saw it
+    /// start (its exec put the same pipe on its stdout). Filled by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_peer: Option<Peer>,
+}
+
+/// Another process an event is linked to (the writer of a shell's stdin pipe).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub pid: u32,
+    pub exe: Option<Text>,
+    pub argv: Argv,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,10 +239,18 @@ pub enum Kind {
     LibraryLoad,
     Connect,
     SqlQuery,
+    FileChange,
+    Ptrace,
+    Namespace,
+    Mount,
+    UnixConnect,
+    KernelModule,
+    BpfLoad,
+    IoUring,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -217,6 +258,14 @@ impl Kind {
         Kind::LibraryLoad,
         Kind::Connect,
         Kind::SqlQuery,
+        Kind::FileChange,
+        Kind::Ptrace,
+        Kind::Namespace,
+        Kind::Mount,
+        Kind::UnixConnect,
+        Kind::KernelModule,
+        Kind::BpfLoad,
+        Kind::IoUring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -233,6 +282,14 @@ impl Kind {
             Kind::LibraryLoad => 4,
             Kind::Connect => 5,
             Kind::SqlQuery => 6,
+            Kind::FileChange => 7,
+            Kind::Ptrace => 8,
+            Kind::Namespace => 9,
+            Kind::Mount => 10,
+            Kind::UnixConnect => 11,
+            Kind::KernelModule => 12,
+            Kind::BpfLoad => 13,
+            Kind::IoUring => 14,
         }
     }
 
@@ -246,6 +303,14 @@ impl Kind {
             Kind::LibraryLoad => K::LibraryLoad,
             Kind::Connect => K::Connect,
             Kind::SqlQuery => K::SqlQuery,
+            Kind::FileChange => K::FileChange,
+            Kind::Ptrace => K::Ptrace,
+            Kind::Namespace => K::Namespace,
+            Kind::Mount => K::Mount,
+            Kind::UnixConnect => K::UnixConnect,
+            Kind::KernelModule => K::KernelModule,
+            Kind::BpfLoad => K::BpfLoad,
+            Kind::IoUring => K::IoUring,
         }
     }
 
@@ -260,6 +325,14 @@ impl Kind {
             K::LibraryLoad => Kind::LibraryLoad,
             K::Connect => Kind::Connect,
             K::SqlQuery => Kind::SqlQuery,
+            K::FileChange => Kind::FileChange,
+            K::Ptrace => Kind::Ptrace,
+            K::Namespace => Kind::Namespace,
+            K::Mount => Kind::Mount,
+            K::UnixConnect => Kind::UnixConnect,
+            K::KernelModule => Kind::KernelModule,
+            K::BpfLoad => Kind::BpfLoad,
+            K::IoUring => Kind::IoUring,
         }
     }
 }
@@ -274,6 +347,14 @@ impl Event {
             EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
             EventDetail::Connect(_) => Kind::Connect,
             EventDetail::SqlQuery(_) => Kind::SqlQuery,
+            EventDetail::FileChange(_) => Kind::FileChange,
+            EventDetail::Ptrace(_) => Kind::Ptrace,
+            EventDetail::Namespace(_) => Kind::Namespace,
+            EventDetail::Mount(_) => Kind::Mount,
+            EventDetail::UnixConnect(_) => Kind::UnixConnect,
+            EventDetail::KernelModule(_) => Kind::KernelModule,
+            EventDetail::BpfLoad(_) => Kind::BpfLoad,
+            EventDetail::IoUring(_) => Kind::IoUring,
         }
     }
 }

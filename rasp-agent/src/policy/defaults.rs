@@ -98,6 +98,22 @@ mod tests {
         dest: Option<SocketAddr>,
         query: Option<&'static str>,
         sql_findings: Vec<String>,
+        /// The issue-19 events' fields (see `Subject`).
+        path2: Option<&'static str>,
+        operation: Option<&'static str>,
+        mode: Option<u32>,
+        xattr: Option<&'static str>,
+        target_exe: Option<&'static str>,
+        target_descendant: Option<bool>,
+        namespaces: Vec<String>,
+        into_host: Option<bool>,
+        mount_source: Option<&'static str>,
+        fstype: Option<&'static str>,
+        prog_type: Option<&'static str>,
+        stdio: Option<[crate::events::StdioFd; 3]>,
+        stdin_peer: Option<(&'static str, Vec<String>)>,
+        argv_truncated: bool,
+        cwd: &'static str,
     }
 
     fn base(event: EventType, exe: &'static str, ancestors: &[&'static str]) -> Ev {
@@ -115,6 +131,21 @@ mod tests {
             dest: None,
             query: None,
             sql_findings: Vec::new(),
+            path2: None,
+            operation: None,
+            mode: None,
+            xattr: None,
+            target_exe: None,
+            target_descendant: None,
+            namespaces: Vec::new(),
+            into_host: None,
+            mount_source: None,
+            fstype: None,
+            prog_type: None,
+            stdio: None,
+            stdin_peer: None,
+            argv_truncated: false,
+            cwd: "/root",
         }
     }
 
@@ -162,11 +193,17 @@ mod tests {
     /// Ids of the default rules that fire on `e`.
     fn fired(e: &Ev) -> Vec<String> {
         let policies = default_policies().expect("defaults load");
+        let argv = crate::events::Argv::new(&e.argv);
+        let peer_argv = e
+            .stdin_peer
+            .as_ref()
+            .map(|(_, a)| crate::events::Argv::new(a));
+        let script = (e.event == EventType::Exec)
+            .then(|| crate::process::script::script_of(e.exe, &argv, Some(e.cwd)))
+            .flatten();
         let s = Subject {
-            event: e.event,
             exe: Some(e.exe),
             comm: e.comm,
-            argv: &crate::events::Argv::new(&e.argv),
             uid: e.uid,
             parent_exe: e.ancestors.first().copied(),
             ancestor_exes: &e.ancestors,
@@ -176,12 +213,30 @@ mod tests {
                 "/system.slice/x.service"
             }),
             container_id: e.container.then_some("3f4e"),
-            pod_uid: None,
+            in_container: e.container,
             path: e.path,
             access: e.access,
             dest: e.dest,
             query: e.query,
             sql_findings: &e.sql_findings,
+            path2: e.path2,
+            operation: e.operation,
+            mode: e.mode,
+            xattr: e.xattr,
+            target_exe: e.target_exe,
+            target_descendant: e.target_descendant,
+            target_same_uid: e.target_exe.map(|_| true),
+            namespaces: &e.namespaces,
+            into_host: e.into_host,
+            mount_source: e.mount_source,
+            fstype: e.fstype,
+            prog_type: e.prog_type,
+            stdio: e.stdio.as_ref(),
+            stdin_peer_exe: e.stdin_peer.as_ref().map(|(x, _)| *x),
+            stdin_peer_argv: peer_argv.as_ref(),
+            argv_truncated: e.argv_truncated,
+            script: script.as_deref(),
+            ..Subject::of(e.event, &argv)
         };
         policies
             .iter()

@@ -598,9 +598,8 @@ pub(crate) mod tests {
                     exe: Some(exe.into()),
                     filename: exe.to_string(),
                     argv: argv.clone(),
-                    argv_truncated: false,
                     cwd: Some("/var/www".into()),
-                    incomplete: Vec::new(),
+                    ..ExecDetail::default()
                 }),
             }),
             process: ProcessSummary {
