@@ -26,6 +26,7 @@ use crate::{
         self,
         cgroup::CgroupResolver,
         pipes::{PipeTable, Writer},
+        provenance::BuiltFiles,
     },
 };
 
@@ -56,8 +57,10 @@ pub fn run(
     let clock = BootClock::now();
     let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
     let mut detections = Vec::new();
-    // Owned by this thread: which exec feeds which through a pipe.
+    // Owned by this thread: which exec feeds which through a pipe, and which program
+    // said it would write which executable.
     let mut pipes = PipeTable::new();
+    let mut built = BuiltFiles::new();
     let drained = reader::drain(
         ring,
         clock,
@@ -93,7 +96,7 @@ pub fn run(
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
-                let waiting = enrich(&agent, &mut pipes, ev, peer_rules);
+                let waiting = enrich(&agent, &mut pipes, &mut built, ev, peer_rules);
                 decide(&agent, &set, ev, Rules::All, &mut detections);
                 if let Some(reader) = waiting {
                     // A shell's exec that came before its stdin's writer: judged again, by
@@ -121,6 +124,7 @@ pub fn run(
 fn enrich(
     agent: &Agent,
     pipes: &mut PipeTable,
+    built: &mut BuiltFiles,
     ev: &mut Arc<Event>,
     peer_rules: bool,
 ) -> Option<Arc<Event>> {
@@ -145,6 +149,11 @@ fn enrich(
             d.into_host = d.target_ns.map(|ino| host.is_host(ino));
         }
         EventDetail::Exec(d) => {
+            let now = Instant::now();
+            if let Some(exe) = &d.exe {
+                d.built_by = built.builder(exe, now).cloned();
+                built.record(exe, &d.argv, d.cwd.as_deref(), now);
+            }
             let stdio = d.stdio?;
             if stdio[1].kind == FdKind::Pipe && stdio[1].ino != 0 {
                 let reader = pipes.set_writer(stdio[1].ino, Writer { pid, start_ns });

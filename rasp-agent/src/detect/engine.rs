@@ -263,6 +263,7 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
                 s.stdin_peer_exe = peer.exe.as_deref();
                 s.stdin_peer_argv = Some(&peer.argv);
             }
+            s.exe_built_by = d.built_by.as_deref();
         }
         EventDetail::FileOpen(d) => {
             s.path = d.path.as_deref();

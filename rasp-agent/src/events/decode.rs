@@ -375,6 +375,7 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
         pid_ns: ns_known.then_some(r.pid_ns),
         mnt_ns: ns_known.then_some(r.mnt_ns),
         stdin_peer: None,
+        built_by: None,
     }))
 }
 

@@ -129,6 +129,10 @@ pub struct ExecDetail {
     /// start (its exec put the same pipe on its stdout). Filled by the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin_peer: Option<Peer>,
+    /// The program that named this executable as its output (`cc -o …`) shortly before,
+    /// when the agent saw it run. Filled by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_by: Option<Text>,
 }
 
 /// Another process an event is linked to (the writer of a shell's stdin pipe).

@@ -523,4 +523,55 @@ mod tests {
             .any(|(a, l)| a.octets() == [169, 254, 169, 254] && *l == 32));
         assert_eq!(i.connect_flags & bits::CONNECT_ALL, 0);
     }
+
+    /// The issue-19 hooks under the defaults: every family switched on, and each filtered
+    /// by what the rules say, never "send everything" for the hot file changes.
+    #[test]
+    fn default_policies_filter_the_new_hooks_in_the_kernel() {
+        use rasp_common::record as r;
+        let policies = super::super::default_policies().expect("defaults load");
+        let h = interest(&policies).hooks;
+        let w = |i: u32| h.words[i as usize];
+        for family in [
+            bits::HOOK_CHANGE,
+            bits::HOOK_UNIX,
+            bits::HOOK_PTRACE,
+            bits::HOOK_NAMESPACE,
+            bits::HOOK_MOUNT,
+            bits::HOOK_MODULE,
+            bits::HOOK_BPF,
+            bits::HOOK_IO_URING,
+        ] {
+            assert_ne!(w(family) & bits::HOOK_ENABLED, 0, "family word {family}");
+        }
+        // Unlinks, renames and truncations are sent only for watched names.
+        for op in [
+            r::CHANGE_OP_UNLINK,
+            r::CHANGE_OP_RENAME,
+            r::CHANGE_OP_TRUNCATE,
+        ] {
+            assert_ne!(w(bits::HOOK_CHANGE) & 1 << op, 0, "op {op} watched");
+            assert_eq!(
+                w(bits::HOOK_CHANGE_ALL) & 1 << op,
+                0,
+                "op {op} path-filtered"
+            );
+        }
+        // chmod by its setuid bit, setxattr by the capability attribute's name.
+        assert_eq!(w(bits::HOOK_CHMOD_MODES), 0o4000);
+        assert_eq!(w(bits::HOOK_XATTR_NAMES), bits::HOOK_ENABLED);
+        let hinted = |set: u32, name: &str| h.hints.iter().any(|(s, n)| *s == set && n == name);
+        assert!(hinted(bits::HINT_XATTR, "security.capability"));
+        assert!(hinted(bits::HINT_CHANGE_LEAF, ".bash_history"));
+        assert!(hinted(bits::HINT_CHANGE_ANY, "log"));
+        assert!(hinted(bits::HINT_UNIX_LEAF, "docker.sock"));
+        assert_eq!(w(bits::HOOK_UNIX) & bits::HOOK_ALL, 0);
+        // Only user namespaces make an unshare worth sending.
+        assert_eq!(w(bits::HOOK_UNSHARE_FLAGS), 0x1000_0000);
+        // io_uring: openat (18) and connect (16), not read (22).
+        let ops = w(bits::HOOK_IO_URING_OPS_LO);
+        assert_ne!(ops & 1 << 18, 0);
+        assert_ne!(ops & 1 << 16, 0);
+        assert_eq!(ops & 1 << 22, 0);
+    }
 }

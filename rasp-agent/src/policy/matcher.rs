@@ -72,6 +72,8 @@ pub struct Subject<'a> {
     pub stdin_peer_exe: Option<&'a str>,
     pub stdin_peer_argv: Option<&'a Argv>,
     pub script: Option<&'a str>,
+    /// exec: the program that named this executable as its output shortly before.
+    pub exe_built_by: Option<&'a str>,
 }
 
 impl<'a> Subject<'a> {
@@ -113,6 +115,7 @@ impl<'a> Subject<'a> {
             stdin_peer_exe: None,
             stdin_peer_argv: None,
             script: None,
+            exe_built_by: None,
         }
     }
 }
@@ -157,10 +160,11 @@ pub enum Field {
     StdinPeerArgv,
     ArgvTruncated,
     Script,
+    ExeBuiltBy,
 }
 
 impl Field {
-    pub const ALL: [Field; 37] = [
+    pub const ALL: [Field; 38] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -198,6 +202,7 @@ impl Field {
         Field::StdinPeerArgv,
         Field::ArgvTruncated,
         Field::Script,
+        Field::ExeBuiltBy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -239,6 +244,7 @@ impl Field {
             Field::StdinPeerArgv => "stdin_peer_argv",
             Field::ArgvTruncated => "argv_truncated",
             Field::Script => "script",
+            Field::ExeBuiltBy => "exe_built_by",
         }
     }
 
@@ -293,7 +299,8 @@ impl Field {
             | Field::Stdio
             | Field::StdinPeerExe
             | Field::StdinPeerArgv
-            | Field::Script => Some(&[E::Exec]),
+            | Field::Script
+            | Field::ExeBuiltBy => Some(&[E::Exec]),
             _ => None,
         }
     }
@@ -337,7 +344,8 @@ impl Field {
             | Field::Cgroup
             | Field::TargetExe
             | Field::StdinPeerExe
-            | Field::Script => Some(GlobMode::Path),
+            | Field::Script
+            | Field::ExeBuiltBy => Some(GlobMode::Path),
             Field::Comm
             | Field::Argv
             | Field::Cmdline
@@ -442,6 +450,7 @@ pub struct Conditions {
     stdin_peer_exe: Option<PatternSet>,
     stdin_peer_argv: Option<PatternSet>,
     script: Option<PatternSet>,
+    exe_built_by: Option<PatternSet>,
     /// Name-list fields: `operation`, `namespaces`, `prog_type`, and the descriptor kinds
     /// of stdin, stdout, stderr and any of them (`stdio`).
     operation: Option<Vec<&'static str>>,
@@ -492,6 +501,7 @@ impl Conditions {
             Field::StdinPeerExe => &mut self.stdin_peer_exe,
             Field::StdinPeerArgv => &mut self.stdin_peer_argv,
             Field::Script => &mut self.script,
+            Field::ExeBuiltBy => &mut self.exe_built_by,
             _ => return,
         };
         *slot = Some(set);
@@ -758,6 +768,7 @@ impl Conditions {
             && one(&self.fstype, s.fstype)
             && one(&self.stdin_peer_exe, s.stdin_peer_exe)
             && one(&self.script, s.script)
+            && one(&self.exe_built_by, s.exe_built_by)
     }
 }
 

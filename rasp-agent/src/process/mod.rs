@@ -8,6 +8,7 @@ pub mod container;
 pub mod namespaces;
 pub mod pipes;
 pub mod procfs;
+pub mod provenance;
 pub mod script;
 
 use std::{
