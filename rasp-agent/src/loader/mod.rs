@@ -389,9 +389,19 @@ fn load_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePo
 }
 
 fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), String> {
-    program
-        .attach("syscalls", tracepoint)
-        .map_err(|e| error_chain(&e))?;
+    program.attach("syscalls", tracepoint).map_err(|e| {
+        let chain = error_chain(&e);
+        if !chain.contains("No such file or directory") {
+            return chain;
+        }
+        // A syscall compiled out of this kernel has no tracepoint: say which and why.
+        let hint = if tracepoint.contains("module") {
+            ": this kernel has no module support (no /proc/modules), so no module can be loaded and there is nothing to watch"
+        } else {
+            ": the syscall is not built into this kernel (or not on this architecture)"
+        };
+        format!("no such tracepoint syscalls/{tracepoint}{hint} ({chain})")
+    })?;
     Ok(())
 }
 

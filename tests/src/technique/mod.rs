@@ -3,6 +3,7 @@
 mod bpf;
 mod io_uring;
 mod memory;
+mod module;
 
 use anyhow::Result;
 
@@ -28,6 +29,9 @@ pub enum Technique {
     /// Read 8 bytes of PID's stack with process_vm_readv and write them back unchanged
     /// with process_vm_writev.
     VmReadWrite { pid: u32 },
+    /// Load the kernel module file PATH with finit_module(2) (compressed files are handed
+    /// to the kernel to decompress), as a rootkit's own loader would.
+    FinitModule { path: String },
 }
 
 pub fn run(t: Technique) -> Result<String> {
@@ -37,5 +41,6 @@ pub fn run(t: Technique) -> Result<String> {
         Technique::BpfLoad => bpf::load(),
         Technique::PtracePoke { pid } => memory::ptrace_poke(pid),
         Technique::VmReadWrite { pid } => memory::vm_read_write(pid),
+        Technique::FinitModule { path } => module::finit(&path),
     }
 }
