@@ -1616,12 +1616,13 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// What a developer's or a database host's day looks like: file tools, git (in /tmp too),
-/// python, modes and timestamps set the ordinary way, base64 decoding to a file, shells
-/// reading their rc files, a C build whose result runs from a normal directory, shell
-/// scripts, and a real PostgreSQL
-/// (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not under /tmp),
-/// TMP, PGBIN, PORT.
+/// What a developer's, an admin's or a database host's day looks like: file tools, git (in
+/// /tmp too), python, modes and timestamps set the ordinary way, base64 decoding to a
+/// file, shells reading their rc files, a C build whose result runs from /tmp and from a
+/// normal directory, pytest in /tmp, sudo, a crontab edited with crontab, systemctl, a
+/// package installed on the host with apt and removed, shell scripts, and a real
+/// PostgreSQL (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not
+/// under /tmp), TMP, PGBIN, PORT.
 const WORKLOAD: &str = r#"set -eu
 work="$1"; tmp="$2"; pgbin="$3"; port="$4"
 cd "$work"
@@ -1647,8 +1648,43 @@ sleep 0.1
 sh -c 'for i in 1 2 3; do echo "line $i"; done' | wc -l > /dev/null
 printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > "$tmp/hello.c"
 cc -O2 -o "$tmp/hello" "$tmp/hello.c"
+"$tmp/hello" > /dev/null
 cp "$tmp/hello" "$work/hello"
 "$work/hello" > /dev/null
+(cd "$tmp" && cc -o hello2 hello.c && ./hello2 > /dev/null)
+# pytest in /tmp, as a module and through its script.
+mkdir "$tmp/proj"
+printf 'def test_sum():\n    assert 1 + 1 == 2\n' > "$tmp/proj/test_sum.py"
+(cd "$tmp/proj" && /usr/bin/python3 -m pytest -q > /dev/null && pytest -q -p no:cacheprovider > /dev/null)
+# git, the whole round: init, add, commit, branch, log.
+git -C "$tmp/repo" -c user.name=rasp -c user.email=rasp@test.invalid commit -q --allow-empty -m one
+printf 'x\n' > "$tmp/repo/f" && git -C "$tmp/repo" add f
+git -C "$tmp/repo" -c user.name=rasp -c user.email=rasp@test.invalid commit -q -m two
+git -C "$tmp/repo" checkout -q -b side && git -C "$tmp/repo" log --oneline > /dev/null
+# sudo to another user and to root, non-interactively.
+sudo -n -u postgres true
+sudo -n true
+# A user's crontab edited with the crontab tool (postgres's: the host's own stay as they are).
+crontab -u postgres -l > "$tmp/cron.saved" 2>/dev/null || true
+(cat "$tmp/cron.saved"; echo '17 3 * * * /bin/true # rasp-benign') | crontab -u postgres -
+crontab -u postgres -l | grep -q rasp-benign
+if [ -s "$tmp/cron.saved" ]; then crontab -u postgres "$tmp/cron.saved"; else crontab -u postgres -r; fi
+# systemctl as admins run it (no systemd as PID 1 here: the queries answer offline).
+systemctl --version > /dev/null
+systemctl is-enabled cron > /dev/null 2>&1 || true
+systemctl list-unit-files --no-pager > /dev/null 2>&1 || true
+# A package installed on the host through apt and removed again: a local .deb whose
+# postinst grants a file capability, as ping's does.
+pkg="$tmp/pkg"
+mkdir -p "$pkg/DEBIAN" "$pkg/usr/local/lib/rasp-benign"
+printf 'Package: rasp-benign-test\nVersion: 1.0\nArchitecture: all\nMaintainer: rasp <rasp@test.invalid>\nDescription: installed and removed by the benign workload\n' > "$pkg/DEBIAN/control"
+printf '#!/bin/sh\nset -e\nsetcap cap_net_raw+ep /usr/local/lib/rasp-benign/helper\n' > "$pkg/DEBIAN/postinst"
+chmod 755 "$pkg/DEBIAN/postinst"
+cp /bin/true "$pkg/usr/local/lib/rasp-benign/helper"
+dpkg-deb --build --root-owner-group "$pkg" "$tmp/rasp-benign.deb" > /dev/null
+apt-get install -y -q -o DPkg::Lock::Timeout=300 "$tmp/rasp-benign.deb" > /dev/null 2>&1
+getcap /usr/local/lib/rasp-benign/helper | grep -q cap_net_raw
+apt-get remove -y -q -o DPkg::Lock::Timeout=300 rasp-benign-test > /dev/null 2>&1
 pgdata="$tmp/pgdata"
 mkdir "$pgdata"
 chown postgres: "$pgdata"
@@ -1670,6 +1706,10 @@ fn normal_workload_produces_no_detection() {
         ("/usr/sbin/runuser", "util-linux"),
         ("/usr/bin/cc", "gcc"),
         ("/usr/bin/ps", "procps"),
+        ("/usr/bin/crontab", "cron"),
+        ("/usr/bin/sudo", "sudo"),
+        ("/usr/bin/pytest", "python3-pytest"),
+        ("/usr/sbin/getcap", "libcap2-bin"),
     ] {
         if let Some(problem) = missing(program, package) {
             panic!("the workload needs {program}: {problem}");

@@ -42,6 +42,12 @@ const APT_PACKAGES: &[&str] = &[
     "strace",
     "vim",
     "systemd",
+    // The benign workload does what admins do (crontab edits, sudo, pytest in /tmp); the
+    // mount scenario formats a scratch image for a loop device.
+    "cron",
+    "sudo",
+    "python3-pytest",
+    "e2fsprogs",
 ];
 
 /// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).
