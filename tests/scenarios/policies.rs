@@ -1584,6 +1584,89 @@ fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Evasions: what used to hide a technique from the rules.
+
+/// A directory `depth` levels below `root`, each level named `name`.
+fn nested(root: &Path, name: &str, depth: usize) -> PathBuf {
+    (0..depth).fold(root.to_path_buf(), |p, _| p.join(name))
+}
+
+/// Paths too long or too deep for the kernel's path buffer keep their top components
+/// (`/tmp/...`), so rules anchored there still match; padding that pushes a command past
+/// the argv capture is a detection of its own (command-line-beyond-capture, in the
+/// suspicious-exec cases); a new PID namespace counts as a container without a container
+/// cgroup.
+#[test]
+fn long_paths_and_private_namespaces_do_not_hide_techniques() {
+    require_root();
+    let agent = Agent::start(&[]);
+    require_hook(&agent, "library_load");
+    let mut fx = Fixtures::new();
+    let s = Fixtures::s;
+    // Four 250-byte directories: 1000+ bytes, more than the 1024-byte buffer holds with
+    // the file's name.
+    let long = ["a", "b", "c", "d"]
+        .iter()
+        .fold(fx.tmp.clone(), |p, c| p.join(c.repeat(250)));
+    let long_lib = fx
+        .scratch
+        .copy(harmless_library(), long.join("librasp-long.so"));
+    let long_payload = fx.scratch.copy("/bin/true", long.join("payload-long"));
+    // Sixty levels: deeper than the walk's 48 copying steps.
+    let deep = nested(&fx.tmp.join("deep"), "d", 60);
+    let deep_lib = fx
+        .scratch
+        .copy(harmless_library(), deep.join("librasp-deep.so"));
+    let app = fx.scratch.copy("/bin/true", fx.opt.join("bin/app-long"));
+    let cases = vec![
+        Case::new(
+            "library-load-from-tmp",
+            format!("env LD_PRELOAD={} {}", s(&long_lib), s(&app)),
+        )
+        .exe(s(&app)),
+        Case::new(
+            "library-load-from-tmp",
+            format!("env LD_PRELOAD={} {}", s(&deep_lib), s(&app)),
+        )
+        .exe(s(&app)),
+        Case::new("exec-from-tmp", s(&long_payload)),
+        // No container cgroup: a private PID namespace is what says "container".
+        Case::new("package-manager-in-container", "unshare -p -f dpkg --version")
+            .descendant()
+            .exe("/usr/bin/dpkg"),
+    ];
+    run_cases(&agent, &cases);
+
+    // What the rules matched on: the top of the path, a gap, its leaf side.
+    let top = s(&fx.tmp);
+    let shown = |rule: &str, leaf: &str| -> Vec<String> {
+        agent
+            .detections(&["--rule", rule])
+            .iter()
+            .filter_map(|d| {
+                let p = d["event"]["path"]
+                    .as_str()
+                    .or(d["event"]["exe"].as_str())?;
+                p.ends_with(leaf).then(|| p.to_string())
+            })
+            .collect()
+    };
+    for (rule, leaf) in [
+        ("library-load-from-tmp", "/librasp-long.so"),
+        ("library-load-from-tmp", "/librasp-deep.so"),
+        ("exec-from-tmp", "/payload-long"),
+    ] {
+        let paths = shown(rule, leaf);
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.starts_with(&format!("{top}/")) && p.contains("/…/")),
+            "{rule}: the path of {leaf} keeps its top ({top}) and marks the gap: {paths:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // A normal workload.
 
 /// The newest PostgreSQL server's bin directory (`/usr/lib/postgresql/<major>/bin`).

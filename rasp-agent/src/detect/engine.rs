@@ -240,6 +240,7 @@ impl Engine {
                         event: ev,
                         exe,
                         argv,
+                        argv_truncated,
                         table,
                         parent,
                         identity: &identity,
@@ -325,6 +326,7 @@ pub struct Match<'a> {
     pub event: &'a Arc<Event>,
     exe: Option<&'a Text>,
     argv: &'a Argv,
+    argv_truncated: bool,
     table: &'a ProcessTable,
     parent: Option<&'a Process>,
     identity: &'a ContainerIdentity,
@@ -390,6 +392,7 @@ impl<'a> Match<'a> {
                 comm: ev.comm,
                 exe: self.exe.cloned(),
                 argv: self.argv.clone(),
+                argv_truncated: self.argv_truncated,
                 uid: Some(ev.uid),
             },
             ancestry: {
@@ -400,6 +403,7 @@ impl<'a> Match<'a> {
                         comm: p.comm,
                         exe: p.exe.clone(),
                         argv: Argv::default(),
+                        argv_truncated: false,
                         uid: Some(p.uid),
                     })
                 });

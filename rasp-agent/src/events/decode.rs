@@ -636,8 +636,10 @@ pub fn c_string(bytes: &[u8]) -> String {
 
 /// The kernel writes path components leaf first, each NUL-terminated ("dash\0bin\0usr\0").
 /// A path too long for the record keeps its top components after a gap (an empty
-/// component): "leaf\0b\0\0x\0tmp\0" is "/tmp/x/.../b/leaf", so `/tmp/**` still matches. A
-/// truncated walk that could not reach the root at all starts with "...".
+/// component): "leaf\0b\0\0x\0tmp\0" is "/tmp/x/…/b/leaf", so `/tmp/**` still matches. The
+/// gap is one "…" (U+2026), not "...": a dot-leading component would read as a hidden
+/// directory to patterns like `/tmp/**/.*`. A truncated walk that could not reach the root at
+/// all starts with "...".
 pub fn leaf_first_path(bytes: &[u8], truncated: bool) -> String {
     let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
     if parts.last().is_some_and(|p| p.is_empty()) {
@@ -652,7 +654,7 @@ pub fn leaf_first_path(bytes: &[u8], truncated: bool) -> String {
     for p in &parts {
         path.push('/');
         if p.is_empty() {
-            path.push_str("...");
+            path.push('…');
         } else {
             path.push_str(&String::from_utf8_lossy(p));
         }
@@ -967,7 +969,7 @@ mod tests {
         // Top components kept after a gap.
         assert_eq!(
             leaf_first_path(b"lib.so\0d4\0\0d1\0tmp\0", true),
-            "/tmp/d1/.../d4/lib.so"
+            "/tmp/d1/…/d4/lib.so"
         );
         assert_eq!(
             join_location(Some("/var/log"), "auth.log", false),

@@ -607,6 +607,7 @@ pub(crate) mod tests {
                 comm,
                 exe: Some(exe.into()),
                 argv,
+                argv_truncated: false,
                 uid: Some(33),
             },
             ancestry: vec![
@@ -615,6 +616,7 @@ pub(crate) mod tests {
                     comm: "nginx".into(),
                     exe: Some("/usr/sbin/nginx".into()),
                     argv: Default::default(),
+                    argv_truncated: false,
                     uid: Some(33),
                 },
                 ProcessSummary {
@@ -622,6 +624,7 @@ pub(crate) mod tests {
                     comm: "systemd".into(),
                     exe: Some("/usr/lib/systemd/systemd".into()),
                     argv: Default::default(),
+                    argv_truncated: false,
                     uid: Some(0),
                 },
             ],
