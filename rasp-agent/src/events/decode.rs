@@ -23,7 +23,7 @@ use rasp_common::{
 };
 
 use super::{
-    hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp},
+    hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, Volatile},
     Access, Argv, BpfLoadDetail, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail,
     Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail,
     KernelModuleDetail, LibraryLoadDetail, MountDetail, NamespaceDetail, PtraceDetail, SqlFunction,
@@ -242,7 +242,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             EventDetail::Ptrace(PtraceDetail {
                 operation,
                 target_pid: r.target,
-                addr: r.addr,
+                addr: Volatile(r.addr),
                 target: None,
             })
         }
@@ -309,7 +309,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                     .map_or_else(|| r.opcode.to_string(), str::to_string),
                 opcode: r.opcode,
                 sq_thread: r.sq_thread != 0,
-                user_data: r.user_data,
+                user_data: Volatile(r.user_data),
             })
         }
     };

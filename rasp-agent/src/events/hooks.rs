@@ -155,6 +155,31 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// A value that differs between occurrences of the same behaviour (an io_uring request's
+/// cookie, a ptrace address): reported, but left out of equality and hashing, so storm
+/// folding (which keys on the whole event detail) takes detections that differ only in it
+/// for one, as it does for pids and times. Without this, every request of a program a
+/// rule flags would be a detection of its own.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Volatile<T>(pub T);
+
+impl<T> PartialEq for Volatile<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Volatile<T> {}
+
+impl<T> std::hash::Hash for Volatile<T> {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+fn is_volatile_zero(v: &Volatile<u64>) -> bool {
+    v.0 == 0
+}
+
 // ---- File changes --------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -526,8 +551,9 @@ pub struct FileChangeDetail {
 pub struct PtraceDetail {
     pub operation: PtraceOp,
     pub target_pid: u32,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub addr: u64,
+    /// POKE*: the address written (not part of the detail's identity: see `Volatile`).
+    #[serde(default, skip_serializing_if = "is_volatile_zero")]
+    pub addr: Volatile<u64>,
     /// The target as the process table knew it when the event arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetInfo>,
@@ -606,7 +632,8 @@ pub struct IoUringDetail {
     /// Submitted by an io_uring worker (SQPOLL) thread of the process.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sq_thread: bool,
-    pub user_data: u64,
+    /// The request's cookie (not part of the detail's identity: see `Volatile`).
+    pub user_data: Volatile<u64>,
 }
 
 #[cfg(test)]
@@ -651,5 +678,32 @@ mod tests {
         let json = serde_json::to_string(&PtraceOp::VmRead).unwrap();
         assert_eq!(json, "\"vm_read\"");
         assert!(serde_json::from_str::<PtraceOp>("\"peek\"").is_err());
+    }
+
+    #[test]
+    fn request_cookies_and_addresses_do_not_split_a_detail() {
+        use std::hash::{BuildHasher, RandomState};
+        let uring = |user_data: u64, opcode: u32| IoUringDetail {
+            operation: "openat".into(),
+            opcode,
+            sq_thread: false,
+            user_data: Volatile(user_data),
+        };
+        let hasher = RandomState::new();
+        assert_eq!(uring(1, 18), uring(2, 18));
+        assert_eq!(hasher.hash_one(uring(1, 18)), hasher.hash_one(uring(2, 18)));
+        assert_ne!(uring(1, 18), uring(1, 16));
+        // Still reported as the number it is.
+        let json = serde_json::to_value(uring(7, 18)).unwrap();
+        assert_eq!(json["user_data"], 7);
+        let poke = |addr: u64, target_pid: u32| PtraceDetail {
+            operation: PtraceOp::Poke,
+            target_pid,
+            addr: Volatile(addr),
+            target: None,
+        };
+        assert_eq!(poke(0x1000, 5), poke(0x2000, 5));
+        assert_ne!(poke(0x1000, 5), poke(0x1000, 6));
+        assert_eq!(serde_json::to_value(poke(0, 5)).unwrap().get("addr"), None);
     }
 }
