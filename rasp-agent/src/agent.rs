@@ -86,9 +86,22 @@ pub struct RunArgs {
     /// prove a dead pipeline takes the agent down.
     #[arg(long, hide = true)]
     pub fault_panic_on_exec_comm: Option<String>,
+    /// Test builds of scenarios only: never decide a held query, so a scenario can kill the
+    /// agent during a hold and show the watchdog's bound (fail-open).
+    #[arg(long, hide = true)]
+    pub fault_hold_no_decision: bool,
     /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, default_value = crate::metrics::DEFAULT_ADDR)]
     pub metrics: std::net::SocketAddr,
+    /// cgroups (path globs in the cgroup2 hierarchy) that no kill or quarantine ever touches,
+    /// besides the agent's own, its ancestors', PID 1's and login sessions. Repeatable.
+    #[arg(long = "protect-cgroup", value_name = "GLOB")]
+    pub protect_cgroup: Vec<String>,
+    /// Userspace actions (kill, block after the event, quarantine) one rule may take per
+    /// minute; past it, matches are recorded as `failed: not acted on`. 0: no limit.
+    /// In-kernel denials are not limited.
+    #[arg(long, default_value_t = 30)]
+    pub actions_per_minute: usize,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -118,6 +131,12 @@ pub struct Agent {
     pub metrics_addr: std::net::SocketAddr,
     /// libpq/OpenSSL files found and what is attached to them (refreshed by the uprobe task).
     pub uprobe_targets: Mutex<Vec<UprobeTargetReport>>,
+    /// New executable files and target processes' lifecycles, for the uprobe task.
+    pub uprobe_feed: crate::loader::uprobe::discovery::Feed,
+    /// Query shapes seen per service (container, or executable), for `new_shape`.
+    pub sql_shapes: Mutex<crate::detect::sql::ServiceShapes>,
+    /// Hold and decide's state for `status`.
+    pub sql_hold: Mutex<crate::api::protocol::SqlHoldReport>,
     /// The SQL analyzer's queue counters, once the pipeline started it.
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
 }
@@ -241,12 +260,32 @@ impl Backend for Agent {
             pipeline: crate::lock(&self.pipeline).clone(),
             metrics_addr: self.metrics_addr.to_string(),
             uprobe_targets: crate::lock(&self.uprobe_targets).clone(),
+            sql_hold: crate::lock(&self.sql_hold).clone(),
             analyzers: self
                 .sql_analyzer
                 .get()
                 .map(|h| ("sql".to_string(), h.stats()))
                 .into_iter()
                 .collect(),
+            enforcement: {
+                let caps = self.policies.capabilities();
+                crate::api::protocol::EnforcementReport {
+                    lsm: caps.lsm,
+                    cgroup_socket: caps.cgroup_socket,
+                    rate_limited: self.enforcer.rate_limited(),
+                    quarantined: self.enforcer.quarantined().len(),
+                    rules: self
+                        .policies
+                        .rungs()
+                        .into_iter()
+                        .map(|(rule, rung)| crate::api::protocol::RuleEnforcement {
+                            rule,
+                            description: rung.describe(),
+                            rung,
+                        })
+                        .collect(),
+                }
+            },
         }
     }
 
@@ -299,5 +338,131 @@ impl Backend for Agent {
 
     fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
         self.policies.rollback()
+    }
+
+    fn quarantine_list(&self) -> Vec<crate::enforce::Quarantined> {
+        self.enforcer.quarantined()
+    }
+
+    fn quarantine_release(&self, cgroup: &str) -> Result<crate::enforce::Quarantined, String> {
+        let released = self.enforcer.release(cgroup, &self.policies)?;
+        tracing::warn!(cgroup = %released.cgroup, steps = ?released.steps, "quarantine released");
+        Ok(released)
+    }
+}
+
+/// The pipeline's enforcer reaches the kernel's network cut, the recent events and the
+/// active rules through the agent.
+impl crate::enforce::EnforceContext for Agent {
+    fn network(&self) -> &dyn crate::enforce::NetworkCut {
+        &self.policies
+    }
+
+    fn recent_events(&self, cgroup_id: u64) -> Vec<Arc<Event>> {
+        self.hub.recent_of_cgroup(cgroup_id, 200)
+    }
+
+    fn rule_names_cgroups(&self, rule_id: &str) -> bool {
+        let set = self.policies.registry().current();
+        set.policies.iter().any(|p| {
+            p.rules
+                .iter()
+                .any(|r| r.id == rule_id && r.names_cgroups(p))
+        })
+    }
+
+    fn rule_slot(&self, rule_id: &str) -> u32 {
+        self.policies.slot_of(rule_id).unwrap_or(0)
+    }
+}
+
+impl Agent {
+    /// The agent's own blind spot as a detection: journal, exports and metrics see it.
+    pub fn report_health(&self, detail: crate::events::AgentHealthDetail) {
+        use crate::{
+            detect::{Detection, Outcome, ProcessSummary},
+            events::{EventDetail, WallTime},
+            policy::vocab::{Action, Mode, Severity},
+        };
+        let now = std::time::SystemTime::now();
+        let pid = std::process::id();
+        let boot_ns = crate::events::BootClock::boot_now_ns();
+        let summary = detail
+            .losses
+            .iter()
+            .map(|(what, n)| format!("{n} × {what}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let event = Arc::new(Event {
+            time: WallTime::from_system(now),
+            ts_boot_ns: boot_ns,
+            pid,
+            tid: pid,
+            ppid: std::os::unix::process::parent_id(),
+            uid: 0,
+            gid: 0,
+            euid: None,
+            egid: None,
+            cap_effective: None,
+            start_ns: 0,
+            comm: "rasp-agent".into(),
+            cgroup_id: 0,
+            cgroup: None,
+            verdict: None,
+            detail: EventDetail::AgentHealth(detail),
+        });
+        self.hub.publish(&mut vec![event.clone()]);
+        let set = self.policies.registry().current();
+        let d = Detection {
+            id: format!(
+                "health-{}",
+                now.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ),
+            time: humantime::format_rfc3339_micros(now).to_string(),
+            rule_id: "agent-event-loss".into(),
+            policy: "rasp-agent".into(),
+            policy_version: 1,
+            policy_set_version: set.version,
+            mode: Mode::Audit,
+            severity: Severity::High,
+            action: Action::Alert,
+            outcome: Outcome::Alerted,
+            outcome_detail: Some(format!("the agent lost events: {summary}")),
+            description: Some(
+                "The kernel could not hand the agent every event (ring buffer full, reads failed): detections may be missing for this interval. Raise --ring-buffer-size, check the agent's CPU, or look for an event storm.".into(),
+            ),
+            event,
+            process: ProcessSummary {
+                pid,
+                comm: "rasp-agent".into(),
+                exe: None,
+                argv: Default::default(),
+                argv_truncated: false,
+                uid: Some(0),
+            },
+            ancestry: Vec::new(),
+            container_id: None,
+            pod_uid: None,
+            latency_us: 0,
+            count: 1,
+            last_time: None,
+            kill_scope: None,
+            quarantine_mode: None,
+        };
+        self.metrics.detection(&d.rule_id, d.severity, d.mode);
+        self.store.submit(d);
+    }
+}
+
+/// The kernel network cut quarantine needs, through the deny maps the policy control owns.
+impl crate::enforce::NetworkCut for crate::policy::reload::PolicyControl {
+    fn cut(&self, cgroup_id: u64, rule_slot: u32) -> Result<(), String> {
+        self.quarantine_cgroup(cgroup_id, rule_slot)
+    }
+
+    fn restore(&self, cgroup_id: u64) -> Result<(), String> {
+        self.release_cgroup(cgroup_id)
     }
 }

@@ -18,13 +18,19 @@ use crate::{
     agent::Agent,
     api::{self, Access, Backend, Endpoint},
     detect::engine::Engine,
-    enforce::Enforcer,
+    enforce::{
+        hold::{self, HoldMaps, HoldScope, Holds},
+        Enforcer,
+    },
     events::{
         latency::Latencies,
         reader::{self, StopSignal},
         EventHub,
     },
-    loader::{self, env, uprobe::attach::Uprobes},
+    loader::{
+        self, env,
+        uprobe::{attach::Uprobes, discovery::Feed, discovery::Sighting},
+    },
     metrics::{self, Metrics},
     pipeline::{self, FaultInjection},
     policy::reload::PolicyControl,
@@ -67,10 +73,52 @@ pub async fn run(args: RunArgs) -> Result<()> {
         programs,
         lsm,
         interest,
+        deny,
+        caps,
     } = loader::load(&loader::LoadOptions {
         ring_bytes: args.ring_buffer_size,
+        cgroup2: environment.cgroup2.clone(),
     })?;
     let maps = loader::take_maps(&mut ebpf)?;
+    // Hold and decide on libpq: the maps, and the watchdog that bounds every hold even
+    // if this process dies. Without them queries are still judged, never held.
+    let holding = match HoldMaps::take(&mut ebpf) {
+        Ok(maps) => {
+            let HoldMaps {
+                tgids,
+                held,
+                decisions,
+                held_fd_for_watchdog,
+            } = maps;
+            match hold::spawn_watchdog(held_fd_for_watchdog, hold::DEFAULT_BOUND) {
+                Ok(pid) => {
+                    tracing::info!(
+                        watchdog = pid,
+                        bound_ms = hold::DEFAULT_BOUND.as_millis() as u64,
+                        "hold watchdog started"
+                    );
+                    Some((HoldScope::new(tgids), Holds::new(held), decisions, pid))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no hold watchdog: SQL queries are judged, never held");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no hold maps: SQL queries are judged, never held");
+            None
+        }
+    };
+    let mut sql_hold = crate::api::protocol::SqlHoldReport::default();
+    let (hold_scope, holds) = match holding {
+        Some((scope, holds, ring, watchdog)) => {
+            sql_hold.enabled = true;
+            sql_hold.watchdog_pid = Some(watchdog);
+            (Some(scope), Some((holds, ring)))
+        }
+        None => (None, None),
+    };
     let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
     let mut programs = programs;
     programs.extend(uprobe_programs);
@@ -87,6 +135,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut table = ProcessTable::new(args.max_processes, Duration::from_secs(args.exit_grace));
     let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &mut cgroups);
     tracing::info!(processes = seeded, "process table seeded from /proc");
+    let (uprobe_feed, sightings) = Feed::new();
 
     let agent = Arc::new(Agent {
         started: Instant::now(),
@@ -103,14 +152,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
         metrics,
         metrics_addr,
         uprobe_targets: Mutex::new(Vec::new()),
+        uprobe_feed,
+        sql_hold: Mutex::new(sql_hold),
+        sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
         sql_analyzer: std::sync::OnceLock::new(),
         engine: Engine::live(),
-        enforcer: Enforcer::new(environment.cgroup2.clone()),
+        enforcer: Enforcer::new(
+            environment.cgroup2.clone(),
+            &args.state_dir,
+            &args.protect_cgroup,
+            args.actions_per_minute,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
         store,
         environment,
         args: args.clone(),
     });
     agent.policies.attach_interest(interest);
+    agent.policies.attach_deny(deny, caps);
     if !agent.lsm.available {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
     }
@@ -121,17 +180,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let probes = Arc::new(Mutex::new((ebpf, uprobes)));
     let uprobe_task = {
         let (probes, agent, stop) = (probes.clone(), agent.clone(), stop_rx.clone());
-        tokio::task::spawn_blocking(move || track_uprobe_targets(&probes, &agent, &stop))
+        tokio::task::spawn_blocking(move || {
+            track_uprobe_targets(&probes, &agent, &sightings, hold_scope, &stop)
+        })
     };
     let stop_reader = Arc::new(StopSignal::new().context("creating the reader's stop eventfd")?);
     let faults = FaultInjection {
         panic_on_exec_comm: args.fault_panic_on_exec_comm.clone(),
     };
+    let decisions = holds.map(|(holds, ring)| {
+        let (agent, stop) = (agent.clone(), stop_reader.clone());
+        tokio::task::spawn_blocking(move || pipeline::run_decisions(ring, holds, agent, &stop))
+    });
     let mut pipeline = {
         let (agent, stop) = (agent.clone(), stop_reader.clone());
         tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, cgroups, &stop, faults))
     };
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
+    let health = tokio::spawn(watch_losses(agent.clone(), stop_rx.clone()));
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
     let reloader = {
         let (agent, stop) = (agent.clone(), stop_rx.clone());
@@ -172,7 +238,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         anyhow::bail!("{why}");
     }
     pipeline.await.context("event pipeline task")??;
+    if let Some(decisions) = decisions {
+        decisions.await.context("decision task")??;
+    }
     reaper.await.context("reaper task")?;
+    health.await.context("loss watch task")?;
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
@@ -196,39 +266,111 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// How often running processes are rescanned for libraries that need probes (a bundled
-/// libpq dlopened after start, a container's own copy).
-const UPROBE_RESCAN: Duration = Duration::from_secs(5);
+/// How often the kernel's loss counters are sampled for sustained losses.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Find libpq (and OpenSSL) targets at start and every `UPROBE_RESCAN`, attach to new ones,
-/// and publish the list for `status`. Blocking (reads /proc and ELF files): its own thread,
-/// never the event path; the eBPF object's lock is held only while this scans.
+/// Sustained kernel-side event losses become an agent-health detection (journal, exports,
+/// metrics), not only a counter in `status`.
+async fn watch_losses(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let mut watch = crate::events::health::LossWatch::default();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let sites = crate::lock(&agent.counters).sites();
+        if let Some(detail) = watch.sample(&sites, HEALTH_INTERVAL.as_secs(), first) {
+            tracing::error!(losses = ?detail.losses, "events are being lost");
+            agent.report_health(detail);
+        }
+        first = false;
+    }
+}
+
+/// The safety net behind library-load discovery: every running process's maps are read
+/// again this often, for a sighting the pipeline dropped (its queue was full) or a mapping
+/// the kernel's seen-files map hid (an eviction raced a release). Library loads are found
+/// from the kernel's records within milliseconds; this only bounds how long a lost one
+/// stays lost. At 5 s the rescan was ~25% of the agent's CPU under an exec storm.
+const UPROBE_SAFETY_NET: Duration = Duration::from_secs(300);
+
+/// Sightings handled per hold of the eBPF object's lock.
+const SIGHTINGS_PER_PASS: usize = 256;
+
+/// Find libpq (and OpenSSL) targets: once at start (every process's maps and the system
+/// library directories), then from the pipeline's sightings (new executable files, and the
+/// forks, execs and exits of processes that map a target), with a rescan every
+/// `UPROBE_SAFETY_NET`. Attaches to new targets, detaches from released ones, and
+/// publishes the list for `status`. Blocking (reads /proc and ELF files): its own thread,
+/// never the event path.
 fn track_uprobe_targets(
     probes: &Mutex<(aya::Ebpf, Uprobes)>,
     agent: &Agent,
+    sightings: &std::sync::mpsc::Receiver<Sighting>,
+    hold_scope: Option<HoldScope>,
     stop: &watch::Receiver<bool>,
 ) {
-    let mut first = true;
-    loop {
-        {
-            let mut guard = crate::lock(probes);
-            let (ebpf, uprobes) = &mut *guard;
-            uprobes.scan(ebpf, first);
-            *crate::lock(&agent.uprobe_targets) = uprobes.report();
+    let hold_scope = std::cell::RefCell::new(hold_scope);
+    let policy_version = std::cell::Cell::new(0u64);
+    // Also what the hold scope is computed from: processes that map a libpq.
+    let publish = |uprobes: &Uprobes| {
+        *crate::lock(&agent.uprobe_targets) = uprobes.report();
+        let tracked = uprobes.tracked_processes();
+        if let Some(scope) = hold_scope.borrow_mut().as_mut() {
+            let set = agent.policies.registry().current();
+            policy_version.set(set.version);
+            scope.sync(&set, &crate::read(&agent.table), &tracked);
+            crate::lock(&agent.sql_hold).processes = scope.pids();
         }
+        agent.uprobe_feed.set_tracked(tracked);
+    };
+    let rescan = |first: bool| {
+        let started = Instant::now();
+        let mut guard = crate::lock(probes);
+        let (ebpf, uprobes) = &mut *guard;
+        uprobes.scan(ebpf, first);
+        publish(uprobes);
+        drop(guard);
         // A scan reads ELF sections of files it has not seen; give that heap back.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory.
         unsafe {
             libc::malloc_trim(0)
         };
-        first = false;
-        let until = Instant::now() + UPROBE_RESCAN;
-        while Instant::now() < until {
-            if *stop.borrow() {
-                return;
+        tracing::info!(
+            first,
+            took_ms = started.elapsed().as_millis() as u64,
+            "uprobe target scan"
+        );
+    };
+    rescan(true);
+    let mut next_scan = Instant::now() + UPROBE_SAFETY_NET;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match sightings.recv_timeout(Duration::from_millis(200)) {
+            Ok(first) => {
+                let mut guard = crate::lock(probes);
+                let (ebpf, uprobes) = &mut *guard;
+                uprobes.on_sighting(ebpf, first);
+                for more in sightings.try_iter().take(SIGHTINGS_PER_PASS) {
+                    uprobes.on_sighting(ebpf, more);
+                }
+                publish(uprobes);
             }
-            std::thread::sleep(Duration::from_millis(200));
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // A new policy set may put other processes under hold.
+        if agent.policies.registry().current().version != policy_version.get() {
+            publish(&crate::lock(probes).1);
+        }
+        if Instant::now() >= next_scan {
+            rescan(false);
+            next_scan = Instant::now() + UPROBE_SAFETY_NET;
         }
     }
 }

@@ -30,10 +30,17 @@ enum Command {
     /// Policies: list, validate, apply, rollback, simulate.
     #[command(subcommand)]
     Policy(cli::policy::PolicyCommand),
+    /// Quarantined cgroups: list, release.
+    #[command(subcommand)]
+    Quarantine(cli::quarantine::QuarantineCommand),
     /// Benchmark floor (as root): empty eBPF programs on the agent's hooks until SIGTERM.
     /// Hidden: a reference point for `cargo xtask bench`, not something to run in production.
     #[command(hide = true)]
     Floor(loader::floor::FloorArgs),
+    /// The bound on held queries, started by `run`: continues threads held too long, and
+    /// all of them when the agent is gone. Hidden: the agent starts it itself.
+    #[command(hide = true)]
+    HoldWatchdog(rasp_agent::enforce::hold::WatchdogArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +55,8 @@ fn main() -> std::process::ExitCode {
         Command::Processes(args) => cli::processes(&args),
         Command::Detections(args) => cli::detections::detections(&args),
         Command::Policy(cmd) => cli::policy::run(&cmd),
+        Command::Quarantine(cmd) => cli::quarantine::run(&cmd),
+        Command::HoldWatchdog(args) => rasp_agent::enforce::hold::run_watchdog(&args),
         Command::Floor(args) => {
             init_logging();
             loader::floor::run(&args).map_err(anyhow::Error::from)

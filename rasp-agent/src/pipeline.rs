@@ -97,6 +97,7 @@ pub fn run(
                 }
                 crate::write(&agent.table).apply(ev);
                 let waiting = enrich(&agent, &mut pipes, &mut built, ev, peer_rules);
+                agent.uprobe_feed.observe(ev);
                 decide(&agent, &set, ev, Rules::All, &mut detections);
                 if let Some(reader) = waiting {
                     // A shell's exec that came before its stdin's writer: judged again, by
@@ -204,32 +205,90 @@ fn decide(
     which: Rules,
     detections: &mut Vec<crate::detect::Detection>,
 ) {
+    // A kernel program already acted on this event for one rule: that rule's detection
+    // says what the kernel did, and nothing more is done about it here.
+    let kernel = ev
+        .verdict
+        .map(|v| (v, agent.policies.kernel_rule(v.rule_slot)));
+    let kernel_reported = std::cell::Cell::new(false);
     let table = crate::read(&agent.table);
-    agent.engine.for_each_match_of(set, ev, &table, which, |m| {
+    let mut on_match = |m: &crate::detect::engine::Match<'_>| {
         agent.latency.detections.record_ns(m.latency_us * 1000);
         agent
             .metrics
             .detection(&m.rule.id, m.rule.severity, m.mode());
-        let folded =
-            Outcome::without_acting(m.action(), m.mode()).is_some_and(|(outcome, detail)| {
-                let folded = agent
-                    .store
-                    .fold(&m.fold_key(outcome, detail), SystemTime::now());
-                if folded {
-                    agent.metrics.action(m.action(), outcome);
-                }
-                folded
-            });
+        let by_kernel = match &kernel {
+            Some((v, Some(r))) if r.rule == m.rule.id && r.policy == m.policy.name => {
+                kernel_reported.set(true);
+                Some(kernel_outcome(v.action))
+            }
+            _ => None,
+        };
+        // An audit-mode block says what this kernel would have done.
+        let audit_text = (m.action() == crate::policy::vocab::Action::Block
+            && m.mode() == crate::policy::vocab::Mode::Audit)
+            .then(|| agent.policies.audit_text(&m.rule.id))
+            .flatten();
+        let audit = audit_text.as_deref().map(|t| (Outcome::Audited, Some(t)));
+        let known = by_kernel
+            .or(audit)
+            .or_else(|| Outcome::without_acting(m.action(), m.mode()));
+        let folded = known.is_some_and(|(outcome, detail)| {
+            let folded = agent
+                .store
+                .fold(&m.fold_key(outcome, detail), SystemTime::now());
+            if folded {
+                agent.metrics.action(m.action(), outcome);
+            }
+            folded
+        });
         if !folded {
-            detections.push(m.detection());
+            let mut d = m.detection();
+            if let Some((outcome, detail)) = by_kernel.or(audit) {
+                d.outcome = outcome;
+                d.outcome_detail = detail.map(String::from);
+            }
+            detections.push(d);
         }
-    });
+    };
+    agent
+        .engine
+        .for_each_match_of(set, ev, &table, which, &mut on_match);
+    if which != Rules::All {
+        return; // a second look at an exec: its kernel verdict was handled the first time
+    }
+    match &kernel {
+        Some((_, Some(r))) if !kernel_reported.get() => {
+            // The kernel decided by inode or name what userspace's path globs did not
+            // confirm (a hard link, a renamed copy): the kernel's decision stands.
+            agent
+                .engine
+                .for_named_rule(set, ev, &table, (&r.policy, &r.rule), &mut on_match);
+        }
+        Some((v, None)) => {
+            tracing::warn!(slot = v.rule_slot, pid = ev.pid, action = ?v.action, "kernel verdict for a rule no longer known");
+        }
+        _ => {}
+    }
+}
+
+/// A kernel verdict as the detection's outcome: `prevented` when the act did not happen.
+fn kernel_outcome(action: crate::events::KernelAction) -> (Outcome, Option<&'static str>) {
+    let outcome = if action.prevented() {
+        Outcome::Prevented
+    } else {
+        Outcome::After
+    };
+    (outcome, Some(action.describe()))
 }
 
 /// Act on each detection (enforce mode) and hand it to the store.
 fn settle(agent: &Agent, detections: &mut Vec<crate::detect::Detection>) {
     for mut d in detections.drain(..) {
-        (d.outcome, d.outcome_detail) = agent.enforcer.act(d.action, d.mode, &d.event);
+        // An outcome already set is the kernel's: it acted, there is nothing left to do.
+        if d.outcome == Outcome::Alerted {
+            (d.outcome, d.outcome_detail) = agent.enforcer.act(&d, agent);
+        }
         agent.metrics.action(d.action, d.outcome);
         if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
             tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
@@ -247,29 +306,176 @@ fn sql_analyzer(
     let mut cache = sql::ShapeCache::new(SQL_SHAPES);
     let mut detections = Vec::new();
     let queue = AnalyzerQueue::start("sql", SQL_QUEUE, move |ev: Arc<Event>| {
-        let EventDetail::SqlQuery(d) = &ev.detail else {
+        let Some(analyzed) = analyzed(&agent, &analyzer, &mut cache, &ev) else {
             return;
         };
-        let judged = analyzer.judge(&mut cache, &d.query, d.truncated);
-        let v = judged.verdict;
-        let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
-        if v.injection {
-            findings.insert(0, "injection".to_string());
-        }
-        let mut analyzed = (*ev).clone();
-        if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
-            d.analyzed = true;
-            d.findings = findings;
-            d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
-            d.shape = Some(format!("{:016x}", judged.shape.0));
-        }
-        let analyzed = Arc::new(analyzed);
         let set = agent.policies.registry().current();
         decide(&agent, &set, &analyzed, Rules::All, &mut detections);
         agent.hub.publish(&mut vec![analyzed]);
         settle(&agent, &mut detections);
     })?;
     Ok(queue)
+}
+
+/// `ev` with the SQL analyzer's verdict filled in (`None` if it is no query): findings,
+/// statement kinds, tables and functions (from the shape cache when the shape was judged
+/// before), and whether its service ever sent this shape.
+fn analyzed(
+    agent: &Agent,
+    analyzer: &sql::Analyzer,
+    cache: &mut sql::ShapeCache,
+    ev: &Event,
+) -> Option<Arc<Event>> {
+    let EventDetail::SqlQuery(d) = &ev.detail else {
+        return None;
+    };
+    let judged = analyzer.judge(cache, &d.query, d.truncated);
+    let v = judged.verdict;
+    let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
+    if v.injection {
+        findings.insert(0, "injection".to_string());
+    }
+    let new_shape = service_of(agent, ev).and_then(|service| {
+        let age = crate::lock(&agent.sql_shapes).observe_age(
+            &service,
+            judged.shape,
+            std::time::Instant::now(),
+        )?;
+        Some(crate::events::NewShape {
+            service: service.into(),
+            service_age_ms: age.as_millis() as u64,
+        })
+    });
+    let mut analyzed = ev.clone();
+    if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
+        d.analyzed = true;
+        d.findings = findings;
+        d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
+        d.shape = Some(format!("{:016x}", judged.shape.0));
+        d.statements = sql::StatementKind::ALL
+            .iter()
+            .filter(|k| v.has_statement(**k))
+            .map(|k| k.name().into())
+            .collect();
+        d.tables = judged.names.tables.clone();
+        d.functions = judged.names.functions.clone();
+        d.new_shape = new_shape;
+    }
+    Some(Arc::new(analyzed))
+}
+
+/// Whose query shapes these are: the container, or outside containers the executable.
+fn service_of(agent: &Agent, ev: &Event) -> Option<String> {
+    if let Some(cgroup) = ev.cgroup.as_deref() {
+        if let Some(id) = crate::process::container::identify(cgroup).container_id {
+            return Some(format!("container:{id}"));
+        }
+    }
+    let table = crate::read(&agent.table);
+    let exe = table.get(ev.pid)?.exe.as_deref()?.to_string();
+    Some(format!("exe:{exe}"))
+}
+
+/// How long the decision thread sleeps between looks at its stop signal: every held
+/// query's record wakes it at once (forced wakeup), so this bounds only shutdown.
+const DECISION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The decision fast path: held queries from their own ring (each record a forced
+/// wakeup), judged here on this thread — analyzer, rules, then the hold's verdict
+/// (`enforce::hold`) — so the held thread waits for one analysis, never for the bulk
+/// ring's deadline or the analyzer's queue. Every rule that matched gets its detection;
+/// the enforcing ones carry the hold's outcome.
+pub fn run_decisions(
+    mut ring: aya::maps::RingBuf<aya::maps::MapData>,
+    mut holds: crate::enforce::hold::Holds,
+    agent: Arc<Agent>,
+    stop: &StopSignal,
+) -> Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let analyzer = sql::Analyzer::default();
+    let mut cache = sql::ShapeCache::new(SQL_SHAPES);
+    let clock = BootClock::now();
+    loop {
+        match reader::wait(ring.as_fd().as_raw_fd(), stop, DECISION_WAIT)
+            .context("waiting on the decision ring")?
+        {
+            reader::Wake::Stop => return Ok(()),
+            reader::Wake::Interrupted => continue,
+            reader::Wake::Ready => {}
+        }
+        while let Some(item) = ring.next() {
+            let decoded = crate::events::decode(&item, clock);
+            drop(item);
+            let mut ev = match decoded {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable held query: the hold bound releases it");
+                    agent.hub.count_decode_error();
+                    continue;
+                }
+            };
+            ev.cgroup = crate::read(&agent.table)
+                .get(ev.pid)
+                .and_then(|p| p.cgroup.clone());
+            decide_held(&agent, &analyzer, &mut cache, &mut holds, ev);
+        }
+    }
+}
+
+fn decide_held(
+    agent: &Agent,
+    analyzer: &sql::Analyzer,
+    cache: &mut sql::ShapeCache,
+    holds: &mut crate::enforce::hold::Holds,
+    ev: Event,
+) {
+    use crate::{enforce::hold, policy::vocab::Action};
+    let Some(analyzed) = analyzed(agent, analyzer, cache, &ev) else {
+        return;
+    };
+    let set = agent.policies.registry().current();
+    let mut detections = Vec::new();
+    {
+        let table = crate::read(&agent.table);
+        agent.engine.for_each_match(&set, &analyzed, &table, |m| {
+            agent.latency.detections.record_ns(m.latency_us * 1000);
+            agent
+                .metrics
+                .detection(&m.rule.id, m.rule.severity, m.mode());
+            detections.push(m.detection());
+        });
+    }
+    let verdict = hold::verdict_of(detections.iter().map(|d| (d.action, d.mode)));
+    let (outcome, detail) = if agent.args.fault_hold_no_decision {
+        // Test builds of scenarios only: leave the thread to the hold's bound.
+        tracing::warn!(
+            pid = analyzed.pid,
+            "fault injection: held query left undecided"
+        );
+        (
+            Outcome::Failed,
+            "fault injection: left undecided for the hold bound".to_string(),
+        )
+    } else {
+        holds.decide(&analyzed, verdict)
+    };
+    crate::lock(&agent.sql_hold).decided += 1;
+    tracing::info!(pid = analyzed.pid, tid = analyzed.tid, ?verdict, ?outcome, detail = %detail, "held query decided");
+    agent.hub.publish(&mut vec![analyzed]);
+    let mut others = Vec::new();
+    for mut d in detections {
+        let acting = d.mode == crate::policy::vocab::Mode::Enforce && d.action != Action::Alert;
+        if acting {
+            d.outcome = outcome;
+            d.outcome_detail = Some(detail.clone());
+            agent.metrics.action(d.action, d.outcome);
+            tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
+            agent.store.submit(d);
+        } else {
+            others.push(d);
+        }
+    }
+    settle(agent, &mut others);
 }
 
 /// Gives the calling thread (only it: a thread id, not the process) nice value `nice`; a

@@ -3,6 +3,9 @@
 //! free for the kernel side; the `user` feature adds `aya::Pod` impls for userspace.
 #![no_std]
 
+pub mod deny;
+pub mod discovery;
+pub mod hold;
 pub mod interest;
 pub mod limits;
 pub mod loss;

@@ -33,6 +33,9 @@ pub enum LossSite {
     ConnectReserve = 19,
     SqlSend = 20,
     SqlRead = 21,
+    // Hold and decide (libpq): a flagged query that could not be held ran unheld.
+    HoldTableFull = 22,
+    HoldSend = 23,
     // Issue-19 hooks: their own block, so sites added above stay unnumbered-around.
     /// A user string (a path, an xattr name) or a directory walk for a file change failed.
     FileChangeRead = 32,
@@ -68,7 +71,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 37] = [
+    pub const ALL: [LossSite; 39] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -90,6 +93,8 @@ impl LossSite {
         LossSite::ConnectReserve,
         LossSite::SqlSend,
         LossSite::SqlRead,
+        LossSite::HoldTableFull,
+        LossSite::HoldSend,
         LossSite::FileChangeRead,
         LossSite::FileChangeSend,
         LossSite::PtraceReserve,
@@ -120,7 +125,7 @@ impl LossSite {
             FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
-            SqlSend | SqlRead => EventKind::SqlQuery,
+            SqlSend | SqlRead | HoldTableFull | HoldSend => EventKind::SqlQuery,
             FileChangeRead | FileChangeSend => EventKind::FileChange,
             PtraceReserve => EventKind::Ptrace,
             NamespaceSend | NamespaceRead => EventKind::Namespace,
@@ -158,8 +163,10 @@ impl LossSite {
         use LossSite::*;
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
-            | LibPathWalk | SqlRead | FileChangeRead | NamespaceRead | MountRead | UnixRead
-            | ModuleRead | BpfRead | ExecStdioRead | ExecNsRead => LossEffect::Incomplete,
+            | LibPathWalk | SqlRead | HoldTableFull | HoldSend | FileChangeRead | NamespaceRead
+            | MountRead | UnixRead | ModuleRead | BpfRead | ExecStdioRead | ExecNsRead => {
+                LossEffect::Incomplete
+            }
             _ => LossEffect::Dropped,
         }
     }
@@ -184,6 +191,8 @@ impl LossSite {
             FilePathWalk | LibPathWalk => "path walk failed",
             ConnectRead => "socket address read failed",
             SqlRead => "query text read failed",
+            HoldTableFull => "held-query table full: a flagged query ran unheld",
+            HoldSend => "decision ring full: a flagged query ran unheld",
             FileChangeRead => "file change name or directory read failed",
             NamespaceRead => "namespace file path or caller namespaces read failed",
             MountRead => "mount source, target or type read failed",
@@ -219,6 +228,8 @@ impl LossSite {
             ConnectReserve => "connect_reserve",
             SqlSend => "sql_send",
             SqlRead => "sql_read",
+            HoldTableFull => "hold_table_full",
+            HoldSend => "hold_send",
             FileChangeRead => "file_change_read",
             FileChangeSend => "file_change_send",
             PtraceReserve => "ptrace_reserve",

@@ -60,13 +60,21 @@ pub struct KernelOffsets {
     /// `task->group_leader` and `task->start_boottime`: the process's start, half its exec id.
     pub task_group_leader: u32,
     pub task_start_time: u32,
-    // ---- Issue-19 hooks -------------------------------------------------------------------
-    /// `file->f_inode`, `file->private_data` (a socket file's `struct socket`), and the
-    /// inode fields a descriptor's kind and identity come from.
+    /// A file's identity for the deny maps: `dentry->d_inode`, `inode->i_ino`,
+    /// `inode->i_sb`, `super_block->s_dev`; and `vm_area_struct->vm_file` (mprotect).
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub vma_file: u32,
+    /// A mapped file's identity for `SEEN_EXEC_FILES`: `file->f_inode` (then `inode_ino`,
+    /// `inode_sb`, `sb_dev` above).
     pub file_f_inode: u32,
+    // ---- Issue-19 hooks -------------------------------------------------------------------
+    /// `file->private_data` (a socket file's `struct socket`) and the inode fields a
+    /// descriptor's kind comes from (with `file_f_inode` and `inode_ino` above).
     pub file_private_data: u32,
     pub inode_i_mode: u32,
-    pub inode_i_ino: u32,
     pub inode_i_rdev: u32,
     /// `socket->sk`, `sock.__sk_common.skc_family`, and the BTF id of `struct socket` (to
     /// cast `private_data`).
@@ -105,6 +113,21 @@ pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 /// function's id in the kernel's BTF) before loading. The kernel rejects the placeholder
 /// if the rewrite did not happen ("invalid func").
 pub const KFUNC_RDONLY_CAST_PLACEHOLDER: u32 = 0x7261_6b00; // "rak\0"
+/// The numeric open-coded iterator (`bpf_iter_num_new/next/destroy`, Linux 6.4+), which the
+/// SQL hold pre-check loops with: the verifier checks its body until the loop state
+/// converges instead of once per iteration (a plain 512-byte loop ran out of its
+/// 1M-instruction budget; `bpf_loop` would need BTF func_info this object lacks).
+pub const KFUNC_ITER_NUM_NEW_PLACEHOLDER: u32 = 0x7261_6b01;
+pub const KFUNC_ITER_NUM_NEXT_PLACEHOLDER: u32 = 0x7261_6b02;
+pub const KFUNC_ITER_NUM_DESTROY_PLACEHOLDER: u32 = 0x7261_6b03;
+
+/// Each kfunc placeholder and the kernel function it stands for.
+pub const KFUNC_PLACEHOLDERS: [(u32, &str); 4] = [
+    (KFUNC_RDONLY_CAST_PLACEHOLDER, "bpf_rdonly_cast"),
+    (KFUNC_ITER_NUM_NEW_PLACEHOLDER, "bpf_iter_num_new"),
+    (KFUNC_ITER_NUM_NEXT_PLACEHOLDER, "bpf_iter_num_next"),
+    (KFUNC_ITER_NUM_DESTROY_PLACEHOLDER, "bpf_iter_num_destroy"),
+];
 
 pub const OFFSETS_MAGIC: u32 = 0x7261_7370; // "rasp"
 
@@ -153,10 +176,14 @@ impl KernelOffsets {
             cred_cap_effective: 0,
             task_group_leader: 0,
             task_start_time: 0,
+            dentry_inode: 0,
+            inode_ino: 0,
+            inode_sb: 0,
+            sb_dev: 0,
+            vma_file: 0,
             file_f_inode: 0,
             file_private_data: 0,
             inode_i_mode: 0,
-            inode_i_ino: 0,
             inode_i_rdev: 0,
             socket_sk: 0,
             sock_family: 0,

@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 4;
+pub const RECORD_VERSION: u16 = 6;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -127,6 +127,10 @@ pub struct RecordHeader {
     /// `cred->cap_effective`: a non-root process holding capabilities is visible.
     pub cap_effective: u64,
     pub comm: [u8; COMM_LEN],
+    /// What a program did to the act (`deny::VERDICT_*`; 0: nothing).
+    pub verdict: u32,
+    /// With a verdict: the slot of the rule that decided it (`deny::rule_slot`).
+    pub verdict_rule: u32,
 }
 
 /// The parent pid could not be read (kernel memory read failed).
@@ -188,10 +192,16 @@ pub const EXEC_CWD_FAILED: u32 = 1 << 5;
 pub const EXEC_FILENAME_FAILED: u32 = 1 << 6;
 /// No rule needs the working directory: it was not walked (`cwd_len` is 0).
 pub const EXEC_CWD_SKIPPED: u32 = 1 << 7;
+/// The exec was refused before it happened (BPF-LSM `bprm_check_security`): the process
+/// keeps its old image, and the new one's argv and cwd were never read.
+pub const EXEC_REFUSED: u32 = 1 << 8;
+/// The executable's file (dev+inode) was not in `SEEN_EXEC_FILES` (or is a uprobe target
+/// there): the agent inspects it for libpq/OpenSSL symbols (a statically linked server).
+pub const EXEC_EXE_NEW: u32 = 1 << 9;
 /// The namespace inodes could not be read (`pid_ns`/`mnt_ns` are 0).
-pub const EXEC_NS_FAILED: u32 = 1 << 8;
+pub const EXEC_NS_FAILED: u32 = 1 << 10;
 /// The descriptor table could not be read (`stdio` is zeroed).
-pub const EXEC_STDIO_FAILED: u32 = 1 << 9;
+pub const EXEC_STDIO_FAILED: u32 = 1 << 11;
 
 /// `S_IFMT` and the file types `StdioFd::mode` and `FileChangeRecord` carry.
 pub const S_IFMT: u16 = 0o170000;
@@ -259,7 +269,9 @@ pub const FMODE_CREATED: u32 = 1 << 20;
 
 /// A file mapped executable (`mmap` with PROT_EXEC of a file descriptor): a shared library
 /// being loaded by ld.so or dlopen. The main executable and ld.so itself are mapped by the
-/// kernel at exec and produce no record. Payload: `path_len` bytes of path.
+/// kernel at exec and produce no record. Sent when a library rule may care (the interest
+/// maps) or, flagged `LIB_FILE_NEW`, when the file is new to `SEEN_EXEC_FILES`, whatever
+/// the rules. Payload: `path_len` bytes of path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LibraryLoadRecord {
@@ -270,10 +282,18 @@ pub struct LibraryLoadRecord {
     /// mmap's `prot` argument.
     pub prot: u32,
     pub path_len: u32,
+    /// The file: `inode->i_sb->s_dev` (kernel `dev_t`) and `inode->i_ino`.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
 }
 
 pub const LIB_PATH_TRUNCATED: u32 = 1 << 0;
 pub const LIB_PATH_FAILED: u32 = 1 << 1;
+/// The file was not in `SEEN_EXEC_FILES` (first executable mapping since the agent started,
+/// or since the entry was evicted or released), or it is a uprobe target there: the agent's
+/// uprobe task inspects it.
+pub const LIB_FILE_NEW: u32 = 1 << 2;
 
 /// A connect(2) attempt to an AF_INET/AF_INET6 address, seen at syscall entry: whether it
 /// succeeded is not known here.
@@ -315,6 +335,9 @@ pub const SQL_FN_SEND_PREPARE: u32 = 3;
 pub const SQL_QUERY_TRUNCATED: u32 = 1 << 0;
 /// The query text could not be read from the process's memory (or was a null pointer).
 pub const SQL_QUERY_FAILED: u32 = 1 << 1;
+/// The calling thread is held (stopped) until the agent decides (`hold`); the record came
+/// through the decision ring.
+pub const SQL_QUERY_HELD: u32 = 1 << 2;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -580,20 +603,20 @@ pub struct Scratch {
 }
 
 // Layout checks: the kernel sends these sizes (plus payloads) and the agent decodes by them.
-const _: () = assert!(core::mem::size_of::<RecordHeader>() == 88);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 168);
-const _: () = assert!(core::mem::size_of::<ForkRecord>() == 96);
-const _: () = assert!(core::mem::size_of::<ExitRecord>() == 96);
-const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 112);
-const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 176);
+const _: () = assert!(core::mem::size_of::<ForkRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<StdioFd>() == 16);
-const _: () = assert!(core::mem::size_of::<FileChangeRecord>() == 128);
-const _: () = assert!(core::mem::size_of::<PtraceRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<NamespaceRecord>() == 120);
-const _: () = assert!(core::mem::size_of::<MountRecord>() == 120);
-const _: () = assert!(core::mem::size_of::<UnixConnectRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<KernelModuleRecord>() == 104);
-const _: () = assert!(core::mem::size_of::<BpfLoadRecord>() == 120);
-const _: () = assert!(core::mem::size_of::<IoUringRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<FileChangeRecord>() == 136);
+const _: () = assert!(core::mem::size_of::<PtraceRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<NamespaceRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<MountRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<UnixConnectRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelModuleRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<BpfLoadRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<IoUringRecord>() == 112);

@@ -98,5 +98,7 @@ fn with_ids(
         start_ns,
         cap_effective,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        verdict: 0,
+        verdict_rule: 0,
     }
 }

@@ -20,19 +20,27 @@ use rasp_common::{
     interest::*,
     record::{
         FileOpenRecord, LibraryLoadRecord, FILE_OPEN_FLAGS_KNOWN, FILE_PATH_FAILED,
-        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_PATH_FAILED,
+        FILE_PATH_TRUNCATED, FMODE_CREATED, FMODE_READ, FMODE_WRITE, LIB_FILE_NEW, LIB_PATH_FAILED,
         LIB_PATH_TRUNCATED,
     },
     EventKind, KernelOffsets, LossSite,
 };
 
+use rasp_common::deny::{
+    ACT_MMAP_EXEC, ACT_OPEN_CREATE, ACT_OPEN_READ, ACT_OPEN_WRITE, VERDICT_KILLED_AT_SYSCALL,
+};
+
 use crate::{
+    deny::{fallback_file_denied, Fallback},
     event::current_header,
     kernel::{
         current_task, current_task_btf, is_agent, offsets, read_ptr, read_u64, read_user, syscalls,
         tp_field, Kptr,
     },
-    maps::{filter_flags, loss, wake_flags, Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES},
+    maps::{
+        exec_file_news, filter_flags, kill_current, loss, wake_flags, wake_flags_now, Draft,
+        FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES,
+    },
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
 
@@ -71,6 +79,19 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
         return 0; // closed by another thread already
     };
     let view = FileView::of(o, file);
+    // Enforcement without BPF-LSM: the open has happened; a SIGKILL now lands before the
+    // process returns to user space with the descriptor, so it never reads or writes
+    // through it (a truncation or creation already took effect: the record says so).
+    let denied = match fallback_file_denied(o, file, open_acts(view.mode(o))) {
+        Fallback::Kill(rule) if !is_agent() => Some(rule),
+        _ => None, // an open BPF-LSM refused never reaches its syscall's exit
+    };
+    if let Some(rule) = denied {
+        kill_current();
+        let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
+        send_file_open(o, &view, fd, nr, Some((VERDICT_KILLED_AT_SYSCALL, rule)));
+        return 0;
+    }
     match file_interest(o, task, &view, filter) {
         Verdict::Send => {}
         Verdict::Skip => return 0,
@@ -86,8 +107,24 @@ pub fn rasp_file_open(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let nr: i32 = tp_field(&ctx, TP_SYSCALL_NR);
-    send_file_open(o, &view, fd, nr);
+    send_file_open(o, &view, fd, nr, None);
     0
+}
+
+/// The deny acts an open with this `f_mode` performs.
+#[inline(always)]
+pub fn open_acts(mode: u32) -> u32 {
+    let mut acts = 0;
+    if mode & FMODE_READ != 0 {
+        acts |= ACT_OPEN_READ;
+    }
+    if mode & FMODE_WRITE != 0 {
+        acts |= ACT_OPEN_WRITE;
+    }
+    if mode & FMODE_CREATED != 0 {
+        acts |= ACT_OPEN_CREATE;
+    }
+    acts
 }
 
 /// A pre-filter's answer.
@@ -183,7 +220,13 @@ fn path_payload(
 }
 
 #[inline(never)]
-fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
+pub fn send_file_open(
+    o: &KernelOffsets,
+    view: &FileView,
+    fd: u32,
+    nr: i32,
+    verdict: Option<(u32, u32)>,
+) {
     let Some(draft) = Draft::begin() else { return };
     let mut flags = 0u32;
     let open_flags = match requested_flags(o, nr) {
@@ -214,7 +257,18 @@ fn send_file_open(o: &KernelOffsets, view: &FileView, fd: u32, nr: i32) {
         addr_of_mut!((*rec).open_flags).write(open_flags);
         addr_of_mut!((*rec).path_len).write(path_len);
     }
-    draft.send(total, wake_flags(), LossSite::FileSend, line!());
+    let wake = match verdict {
+        Some((verdict, rule)) => {
+            // SAFETY: as above.
+            unsafe {
+                addr_of_mut!((*rec).header.verdict).write(verdict);
+                addr_of_mut!((*rec).header.verdict_rule).write(rule);
+            }
+            wake_flags_now()
+        }
+        None => wake_flags(),
+    };
+    draft.send(total, wake, LossSite::FileSend, line!());
 }
 
 #[inline(always)]
@@ -261,9 +315,11 @@ fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWal
 
 /// Attached to `syscalls/sys_enter_mmap`. ld.so maps each library's code segment with
 /// PROT_EXEC from the library's descriptor; the main executable and ld.so itself are mapped
-/// by the kernel at exec and never pass here. Under the shipped policies only libraries
-/// below `tmp`/`shm` directories and memfds (`LIB_MEMFD`) are sent: an ordinary dynamic
-/// exec's mappings cost a walk each and no record.
+/// by the kernel at exec and never pass here. Two reasons to send a record: a library rule
+/// may care (under the shipped policies only libraries below `tmp`/`shm` directories and
+/// memfds, `LIB_MEMFD`: an ordinary dynamic exec's mappings cost a walk each and no record),
+/// or the file is new to `SEEN_EXEC_FILES` (flagged `LIB_FILE_NEW`: the agent looks for
+/// libpq/OpenSSL in it; each distinct file once, whatever the rules).
 #[tracepoint]
 pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     let prot: u64 = tp_field(&ctx, TP_MMAP_PROT);
@@ -276,10 +332,6 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let filter = filter_flags(&LIB_FILTER);
-    if filter & LIB_ENABLED == 0 {
-        return 0;
-    }
     let Some(o) = offsets() else {
         loss(LossSite::OffsetsUnset, line!());
         return 0;
@@ -289,18 +341,44 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
         return 0; // mmap will fail with EBADF
     };
     let view = FileView::of(o, file);
-    match lib_interest(o, task, &view, filter) {
-        Verdict::Send => {}
-        Verdict::Skip => return 0,
-        Verdict::Unknown => {
-            loss(LossSite::LibFilterRead, line!());
-            return 0;
-        }
-    }
-    if is_agent() {
+    // Enforcement without BPF-LSM: the mapping is made when this syscall runs, and the
+    // SIGKILL lands before the process returns to user space, so no code of the library
+    // runs (ld.so calls its constructors from user space, after mmap returns).
+    let denied = match fallback_file_denied(o, file, ACT_MMAP_EXEC) {
+        Fallback::Kill(rule) if !is_agent() => Some(rule),
+        // The mmap's LSM hook runs after this tracepoint, refuses it and reports it.
+        Fallback::LeftToLsm => return 0,
+        _ => None,
+    };
+    if let Some(rule) = denied {
+        kill_current();
+        let verdict = verdict_word(VERDICT_KILLED_AT_SYSCALL, rule);
+        send_library_load(o, &view, fd, prot, verdict);
         return 0;
     }
-    send_library_load(o, &view, fd, prot as u32);
+    // The agent's own mappings neither report nor mark a file: another process mapping
+    // the same library later must still be reported.
+    let agent = is_agent();
+    let id = view.identity(o);
+    let new_file = !agent && id.ino != 0 && exec_file_news(&id);
+    let filter = filter_flags(&LIB_FILTER);
+    let wanted = if filter & LIB_ENABLED == 0 {
+        false
+    } else {
+        match lib_interest(o, task, &view, filter) {
+            Verdict::Send => true,
+            Verdict::Skip => false,
+            Verdict::Unknown => {
+                loss(LossSite::LibFilterRead, line!());
+                false
+            }
+        }
+    };
+    if agent || !(wanted || new_file) {
+        return 0;
+    }
+    let flags = if new_file { LIB_FILE_NEW } else { 0 };
+    send_library_load(o, &view, fd, prot | (flags as u64) << 32, 0);
     0
 }
 
@@ -329,10 +407,27 @@ fn lib_interest(o: &KernelOffsets, task: Kptr, view: &FileView, filter: u32) -> 
     ))
 }
 
+/// A verdict and its rule as one call argument (BPF calls take at most five): 0 for none.
+#[inline(always)]
+pub fn verdict_word(verdict: u32, rule: u32) -> u64 {
+    (verdict as u64) << 32 | rule as u64
+}
+
+/// `prot_flags`: mmap's prot in the low half, `LIB_*` flags in the high half; `verdict`:
+/// `verdict_word` or 0 (BPF calls take at most five arguments).
 #[inline(never)]
-fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
+pub fn send_library_load(
+    o: &KernelOffsets,
+    view: &FileView,
+    fd: i32,
+    prot_flags: u64,
+    verdict: u64,
+) {
+    let prot = prot_flags as u32;
+    let mut flags = (prot_flags >> 32) as u32;
     let Some(draft) = Draft::begin() else { return };
-    let mut flags = 0u32;
+    // Loaded again rather than passed: BPF calls take at most five arguments.
+    let id = view.identity(o);
     let path_len = path_payload(
         o,
         view,
@@ -355,6 +450,19 @@ fn send_library_load(o: &KernelOffsets, view: &FileView, fd: i32, prot: u32) {
         addr_of_mut!((*rec).fd).write(fd);
         addr_of_mut!((*rec).prot).write(prot);
         addr_of_mut!((*rec).path_len).write(path_len);
+        addr_of_mut!((*rec).dev).write(id.dev);
+        addr_of_mut!((*rec)._pad).write(0);
+        addr_of_mut!((*rec).ino).write(id.ino);
     }
-    draft.send(total, wake_flags(), LossSite::LibSend, line!());
+    let wake = if verdict != 0 {
+        // SAFETY: as above.
+        unsafe {
+            addr_of_mut!((*rec).header.verdict).write((verdict >> 32) as u32);
+            addr_of_mut!((*rec).header.verdict_rule).write(verdict as u32);
+        }
+        wake_flags_now()
+    } else {
+        wake_flags()
+    };
+    draft.send(total, wake, LossSite::LibSend, line!());
 }

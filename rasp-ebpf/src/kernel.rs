@@ -135,6 +135,64 @@ pub fn rdonly_cast(ptr: Kptr, btf_id: u32) -> Kptr {
     }
 }
 
+/// A placeholder kfunc call (rewritten by the agent, see `rdonly_cast`) with up to three
+/// arguments.
+#[inline(always)]
+fn kfunc3(placeholder: u32, a: u64, b: u64, c: u64) -> u64 {
+    // SAFETY: a BPF call instruction to a (rewritten) kernel function; the caller passes
+    // what that function takes.
+    unsafe {
+        let f: unsafe extern "C" fn(u64, u64, u64) -> u64 =
+            core::mem::transmute(placeholder as usize);
+        f(a, b, c)
+    }
+}
+
+/// `struct bpf_iter_num`: the numeric open-coded iterator's state, on the stack.
+#[repr(C, align(8))]
+pub struct IterNum(pub u64);
+
+impl IterNum {
+    /// `bpf_iter_num_new(it, start, end)`: yields `start..end` (at most 8M values).
+    #[inline(always)]
+    pub fn new(&mut self, start: i32, end: i32) {
+        kfunc3(
+            rasp_common::offsets::KFUNC_ITER_NUM_NEW_PLACEHOLDER,
+            self as *mut IterNum as u64,
+            start as u64,
+            end as u64,
+        );
+    }
+
+    /// `bpf_iter_num_next(it)`: the next value, `None` at the end.
+    #[inline(always)]
+    pub fn next(&mut self) -> Option<i32> {
+        let p = kfunc3(
+            rasp_common::offsets::KFUNC_ITER_NUM_NEXT_PLACEHOLDER,
+            self as *mut IterNum as u64,
+            0,
+            0,
+        ) as *const i32;
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null result points at the iterator's current value.
+            Some(unsafe { *p })
+        }
+    }
+
+    /// `bpf_iter_num_destroy(it)`: required before the state goes out of scope.
+    #[inline(always)]
+    pub fn destroy(&mut self) {
+        kfunc3(
+            rasp_common::offsets::KFUNC_ITER_NUM_DESTROY_PLACEHOLDER,
+            self as *mut IterNum as u64,
+            0,
+            0,
+        );
+    }
+}
+
 /// `bpf_get_current_task_btf()`: the running task as a BTF pointer, for `btf_load`.
 #[inline(always)]
 pub fn current_task_btf() -> Kptr {

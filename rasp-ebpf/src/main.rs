@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod deny;
 mod event;
 mod file;
 mod fsmeta;

@@ -7,10 +7,12 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated::bpf_ringbuf_output,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use rasp_common::{
+    discovery::{ExecFileKey, MAX_SEEN_EXEC_FILES, SEEN_QUIET, SEEN_TARGET},
+    hold::{HeldQuery, PrecheckState, DECISION_RING_BYTES, MAX_HELD, MAX_HOLD_TGIDS},
     interest::{NameKey, PathHints, FILTER_FLAGS, FILTER_WORDS, HINT_SETS, HOOK_WORDS},
     limits::{
         DEFAULT_RING_BYTES, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES,
@@ -106,25 +108,29 @@ impl Draft {
     pub fn send(self, len: u32, flags: u64, site: LossSite, line: u32) {
         self.send_ref(len, flags, site, line);
     }
-}
 
-impl Draft {
     /// `send` for a draft borrowed by an out-of-line function (its owner releases it).
     #[inline(always)]
     pub fn send_ref(&self, len: u32, flags: u64, site: LossSite, line: u32) {
+        if !self.output(&EVENTS, len, flags) {
+            loss(site, line);
+        }
+    }
+
+    /// Output the first `len` bytes to `ring`; false if the ring was full.
+    #[inline(always)]
+    pub fn output(&self, ring: &RingBuf, len: u32, flags: u64) -> bool {
         let len = len & (SCRATCH_BYTES as u32 - 1);
         // SAFETY: `base..base+len` lies inside this CPU's scratch slot (masked above).
         let r = unsafe {
             bpf_ringbuf_output(
-                core::ptr::addr_of!(EVENTS) as *mut _,
+                ring as *const RingBuf as *mut _,
                 self.base as *mut _,
                 len as u64,
                 flags,
             )
         };
-        if r < 0 {
-            loss(site, line);
-        }
+        r >= 0
     }
 }
 
@@ -153,6 +159,20 @@ pub fn wake_flags() -> u64 {
     } else {
         0
     }
+}
+
+/// For records of an act a program just stopped: the reader is woken whatever is pending,
+/// so the detection does not wait for the bulk reader's deadline.
+#[inline(always)]
+pub fn wake_flags_now() -> u64 {
+    BPF_RB_FORCE_WAKEUP as u64
+}
+
+/// SIGKILL the current task's process; delivered on its way back to user space.
+#[inline(always)]
+pub fn kill_current() {
+    // SAFETY: a helper with a plain integer argument.
+    unsafe { aya_ebpf::helpers::generated::bpf_send_signal(9) };
 }
 
 /// For the high-volume process records (exec, fork, exit): no wakeup; the next file,
@@ -229,6 +249,45 @@ pub fn watched_v4(addr: [u8; 4]) -> bool {
 pub fn watched_v6(addr: [u8; 16]) -> bool {
     CONNECT_V6.get(&Key::new(128, addr)).is_some()
 }
+
+/// Executable files (dev+inode) already reported to the agent (`rasp_common::discovery`):
+/// `SEEN_QUIET` once reported, `SEEN_TARGET` for uprobe targets the agent marked.
+#[map]
+pub static SEEN_EXEC_FILES: LruHashMap<ExecFileKey, u32> =
+    LruHashMap::with_max_entries(MAX_SEEN_EXEC_FILES, 0);
+
+/// Should a mapping of `key` be reported? The first mapping of a file is (it is then
+/// remembered, quiet), and every mapping of a target. Two CPUs racing on a new file: the
+/// `BPF_NOEXIST` insert lets exactly one of them report it.
+#[inline(always)]
+pub fn exec_file_news(key: &ExecFileKey) -> bool {
+    // SAFETY: the value is a plain u32 read once.
+    match unsafe { SEEN_EXEC_FILES.get(key) } {
+        Some(v) => *v == SEEN_TARGET,
+        None => SEEN_EXEC_FILES
+            .insert(key, &SEEN_QUIET, aya_ebpf::bindings::BPF_NOEXIST as u64)
+            .is_ok(),
+    }
+}
+
+/// Processes under an enforcing `sql_query` rule (tgid → 1), filled by the agent: their
+/// flagged queries are held (`rasp_common::hold`).
+#[map]
+pub static HOLD_TGIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_HOLD_TGIDS, 0);
+
+/// Held threads (tid → `HeldQuery`): the agent deletes an entry to decide it, the hold
+/// watchdog to release it when the hold outlives its bound or the agent.
+#[map]
+pub static HELD: HashMap<u32, HeldQuery> = HashMap::with_max_entries(MAX_HELD, 0);
+
+/// The hold pre-check's state machine while it runs (see `sql::precheck`).
+#[map]
+pub static PRECHECK_STATE: PerCpuArray<PrecheckState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Held queries' records: their own ring, each record a forced wakeup, so the agent's
+/// decision thread never waits for the bulk ring's deadline.
+#[map]
+pub static DECISIONS: RingBuf = RingBuf::with_byte_size(DECISION_RING_BYTES, 0);
 
 // ---- Issue-19 hooks -------------------------------------------------------------------------
 

@@ -1,12 +1,24 @@
-//! Network hooks: connect(2) attempts to AF_INET/AF_INET6 addresses, at syscall entry (the
-//! outcome is not known there; the record is an attempt). Pre-filtered by the interest
-//! maps: a watched destination port or address prefix, or everything with `CONNECT_ALL`.
+//! Network hooks: connect(2) attempts to AF_INET/AF_INET6 addresses. Where the cgroup
+//! socket hooks attach (cgroup2 root: every process), `connect4`/`connect6` see the
+//! kernel's own copy of the address (no race with a thread rewriting it), report the
+//! connects the interest maps select, and refuse the ones a deny rule or a quarantine
+//! names (EPERM); `sendmsg4`/`sendmsg6` refuse datagrams the same way. Otherwise the
+//! `sys_enter_connect` tracepoint reports attempts (it cannot refuse). Either way the
+//! outcome of an allowed connect is not known here: the record is an attempt.
+//!
 //! AF_UNIX connects to a socket path (a container runtime's API socket) are their own
-//! records, filtered by the path's hashed components (`location`) like file changes.
+//! records, filtered by the path's hashed components (`location`) like file changes, from
+//! `sys_enter_connect`: `rasp_connect` where it serves both families, `rasp_unix_connect`
+//! (AF_UNIX only) where the cgroup hooks observe IPv4/6.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::generated::bpf_skb_ancestor_cgroup_id,
+    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, TracePointContext},
+};
 use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
+    deny::{FILTER_QUARANTINE, QUARANTINE_DEPTH, VERDICT_CGROUP_DENIED, VERDICT_QUARANTINED},
     interest::{
         CONNECT_ALL, CONNECT_ENABLED, HINT_UNIX_ANY, HINT_UNIX_LEAF, HOOK_ALL, HOOK_ENABLED,
         HOOK_UNIX, HOOK_UNIX_DIRS,
@@ -20,14 +32,161 @@ use rasp_common::{
 };
 
 use crate::{
+    deny::{quarantined, v4_denied, v6_denied, DENY_FILTER, QUARANTINE},
     event::current_header,
     kernel::{is_agent, offsets, read_user, tp_field},
     location::{base_of, hints, name_watched, read_user_string, walk_base, ScanState, AT_FDCWD},
     maps::{
-        filter_flags, hook_word, loss, wake_flags, watched_v4, watched_v6, Draft, CONNECT_FILTER,
-        CONNECT_PORTS, EVENTS,
+        filter_flags, filter_word, hook_word, loss, wake_flags, wake_flags_now, watched_v4,
+        watched_v6, Draft, CONNECT_FILTER, CONNECT_PORTS, EVENTS,
     },
 };
+
+/// cgroup socket hooks: let the call through / refuse it with EPERM.
+const ALLOW: i32 = 1;
+const REFUSE: i32 = 0;
+
+/// Which call a cgroup socket hook sits on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Connect,
+    Sendmsg,
+}
+
+/// Packets leaving sockets of a quarantined cgroup (connections opened before the
+/// quarantine) are dropped at cgroup egress. With no quarantine in effect: one array lookup.
+#[cgroup_skb]
+pub fn rasp_quarantine_egress(ctx: SkBuffContext) -> i32 {
+    if filter_word(&DENY_FILTER, FILTER_QUARANTINE) == 0 {
+        return ALLOW;
+    }
+    let skb = ctx.skb.skb;
+    for level in 1..QUARANTINE_DEPTH {
+        // SAFETY: a helper on the program's own skb; 0 past the socket's cgroup depth.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: presence only.
+        if unsafe { QUARANTINE.get(&id) }.is_some() {
+            return REFUSE;
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn rasp_connect4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, Call::Connect)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn rasp_connect6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, Call::Connect)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn rasp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, Call::Sendmsg)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn rasp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, Call::Sendmsg)
+}
+
+#[inline(always)]
+fn on_v4(ctx: &SockAddrContext, call: Call) -> i32 {
+    // SAFETY: context fields the verifier lets sock_addr programs read.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let v4 = ip.to_ne_bytes();
+    let port = u16::from_be(port as u16);
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&v4);
+    let verdict = quarantined()
+        .map(|rule| (VERDICT_QUARANTINED, rule))
+        .or_else(|| v4_denied(v4, port).map(|rule| (VERDICT_CGROUP_DENIED, rule)));
+    decide(call, AF_INET, port, addr, verdict, || {
+        port_watched(port) || watched_v4(v4)
+    })
+}
+
+#[inline(always)]
+fn on_v6(ctx: &SockAddrContext, call: Call) -> i32 {
+    // SAFETY: as above.
+    let (ip, port) = unsafe { ((*ctx.sock_addr).user_ip6, (*ctx.sock_addr).user_port) };
+    let port = u16::from_be(port as u16);
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = ip[i].to_ne_bytes();
+        addr[4 * i..4 * i + 4].copy_from_slice(&w);
+        i += 1;
+    }
+    let verdict = quarantined()
+        .map(|rule| (VERDICT_QUARANTINED, rule))
+        .or_else(|| v6_denied(addr, port).map(|rule| (VERDICT_CGROUP_DENIED, rule)));
+    decide(call, AF_INET6, port, addr, verdict, || {
+        let mapped = addr[..10].iter().all(|&b| b == 0) && addr[10] == 0xff && addr[11] == 0xff;
+        port_watched(port)
+            || watched_v6(addr)
+            || (mapped && watched_v4([addr[12], addr[13], addr[14], addr[15]]))
+    })
+}
+
+/// Report and refuse what a rule denies; report connects the interest maps select.
+#[inline(always)]
+fn decide(
+    call: Call,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+    verdict: Option<(u32, u32)>,
+    watched: impl FnOnce() -> bool,
+) -> i32 {
+    if let Some((verdict, rule)) = verdict {
+        if is_agent() {
+            return ALLOW; // never cut the agent off (its exporters, its API server)
+        }
+        send_connect(family, port, -1, addr, verdict, rule);
+        return REFUSE;
+    }
+    if call == Call::Connect {
+        let filter = filter_flags(&CONNECT_FILTER);
+        if filter & CONNECT_ENABLED != 0 && (filter & CONNECT_ALL != 0 || watched()) && !is_agent()
+        {
+            send_connect(family, port, -1, addr, 0, 0);
+        }
+    }
+    ALLOW
+}
+
+#[inline(always)]
+fn send_connect(family: u16, port: u16, fd: i32, addr: [u8; 16], verdict: u32, rule: u32) {
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        loss(LossSite::ConnectReserve, line!());
+        return;
+    };
+    let mut header = current_header(EventKind::Connect, o, core::mem::size_of::<ConnectRecord>());
+    header.verdict = verdict;
+    header.verdict_rule = rule;
+    entry.write(ConnectRecord {
+        header,
+        family,
+        port,
+        fd,
+        addr,
+    });
+    entry.submit(if verdict != 0 {
+        wake_flags_now()
+    } else {
+        wake_flags()
+    });
+}
 
 // `sys_enter_connect` record offsets (tracefs `format`).
 const TP_FD: usize = 16;
@@ -39,17 +198,30 @@ const SOCKADDR_IN_LEN: i32 = 16;
 /// `SIN6_LEN_RFC2133`: the shortest sockaddr_in6 the kernel accepts (no scope id).
 const SOCKADDR_IN6_LEN: i32 = 24;
 
-/// Attached to `syscalls/sys_enter_connect`.
+/// Attached to `syscalls/sys_enter_connect` where the cgroup connect hooks did not attach:
+/// IPv4/6 and AF_UNIX connects.
 #[tracepoint]
 pub fn rasp_connect(ctx: TracePointContext) -> u32 {
-    let filter = filter_flags(&CONNECT_FILTER);
+    on_connect(&ctx, filter_flags(&CONNECT_FILTER))
+}
+
+/// Attached to `syscalls/sys_enter_connect` instead of `rasp_connect` where the cgroup
+/// connect hooks observe IPv4/6 connects: AF_UNIX connects only.
+#[tracepoint]
+pub fn rasp_unix_connect(ctx: TracePointContext) -> u32 {
+    on_connect(&ctx, 0)
+}
+
+/// A connect: `filter` is the IPv4/6 interest (0: AF_UNIX only).
+#[inline(always)]
+fn on_connect(ctx: &TracePointContext, filter: u32) -> u32 {
     let unix = hook_word(HOOK_UNIX) & HOOK_ENABLED != 0;
     if filter & CONNECT_ENABLED == 0 && !unix {
         return 0;
     }
-    let fd = tp_field::<u64>(&ctx, TP_FD) as i32;
-    let uaddr: u64 = tp_field(&ctx, TP_UADDR);
-    let addrlen = tp_field::<u64>(&ctx, TP_ADDRLEN) as i32;
+    let fd = tp_field::<u64>(ctx, TP_FD) as i32;
+    let uaddr: u64 = tp_field(ctx, TP_UADDR);
+    let addrlen = tp_field::<u64>(ctx, TP_ADDRLEN) as i32;
     if addrlen <= 2 {
         return 0; // EINVAL, or AF_UNSPEC
     }

@@ -111,7 +111,7 @@ fn namespace(o: &KernelOffsets, op: u32, flags: u32) {
         match file {
             Some(file) => {
                 let inode: Kptr = btf_load(file, fresh(&o.file_f_inode));
-                target_ino = btf_load::<u64>(inode, fresh(&o.inode_i_ino)) as u32;
+                target_ino = btf_load::<u64>(inode, fresh(&o.inode_ino)) as u32;
                 let view = FileView::of(o, file);
                 // SAFETY: a walk's bound after the fixed part lies inside the draft.
                 let dst = unsafe { base.add(NS_FIXED as usize) };

@@ -11,16 +11,21 @@ use rasp_common::{
     EventKind, LossSite,
 };
 
+use rasp_common::{
+    deny::{ACT_EXEC, VERDICT_KILLED_AT_EXEC},
+    KernelOffsets,
+};
+
 use crate::{
+    deny::{fallback_file_denied, Fallback},
     event::header,
     kernel::{
         btf_load, current_task, current_task_btf, fresh, offsets, rdonly_cast, read_kernel_str,
         read_ptr, read_u32, read_u64, read_user, Kptr,
     },
-    maps::{loss, quiet_flags, Draft, EVENTS},
+    maps::{exec_file_news, kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
     vfs::{file_of_fd, walk_path, PathWalk},
 };
-use rasp_common::KernelOffsets;
 
 const EXEC_FIXED: u32 = size_of::<ExecRecord>() as u32;
 /// Masks that bound each payload segment's length for the verifier: a walk writes at most
@@ -178,6 +183,9 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         }
         stdio(o, rec);
 
+        if exe_is_new(o, bprm) {
+            flags |= EXEC_EXE_NEW;
+        }
         addr_of_mut!((*rec).header).write(header(EventKind::Exec, o, task, at as usize));
         addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).argv_len).write(argv_len);
@@ -187,7 +195,28 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         addr_of_mut!((*rec).cwd_len).write(cwd_len);
         at
     };
-    draft.send(total, quiet_flags(), LossSite::ExecSend, line!());
+    // Enforcement without BPF-LSM (with it, `bprm_check_security` refused the exec and this
+    // tracepoint never fires): the exec is committed, and a SIGKILL sent now is delivered
+    // on the way back to user space, before the new image runs one instruction.
+    let denied = read_ptr(bprm, o.binprm_file).ok().and_then(|file| {
+        match fallback_file_denied(o, file, ACT_EXEC) {
+            Fallback::Kill(rule) => Some(rule),
+            _ => None,
+        }
+    });
+    let wake = match denied {
+        Some(rule) => {
+            kill_current();
+            // SAFETY: the header lies at the start of the draft, written above.
+            unsafe {
+                addr_of_mut!((*rec).header.verdict).write(VERDICT_KILLED_AT_EXEC);
+                addr_of_mut!((*rec).header.verdict_rule).write(rule);
+            }
+            wake_flags_now()
+        }
+        None => quiet_flags(),
+    };
+    draft.send(total, wake, LossSite::ExecSend, line!());
     0
 }
 
@@ -202,7 +231,7 @@ fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) {
         if let Some(file) = file_of_fd(o, task, fd) {
             let inode: Kptr = btf_load(file, fresh(&o.file_f_inode));
             slot.mode = btf_load(inode, fresh(&o.inode_i_mode));
-            slot.ino = btf_load(inode, fresh(&o.inode_i_ino));
+            slot.ino = btf_load(inode, fresh(&o.inode_ino));
             slot.rdev = btf_load(inode, fresh(&o.inode_i_rdev));
             if slot.mode & S_IFMT == S_IFSOCK {
                 // `private_data` of a socket file is its `struct socket`.
@@ -214,6 +243,90 @@ fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) {
         }
         // SAFETY: `rec` is the draft's fixed part; `fd` < 3.
         unsafe { addr_of_mut!((*rec).stdio[fd as usize]).write(slot) };
+    }
+}
+
+/// An exec the LSM hook refused: the program that would have run (exe, filename), sent
+/// from the caller's context with the rule's verdict. No argv: the new image's memory is
+/// not the caller's to read.
+#[inline(never)]
+pub fn send_refused_exec(o: &KernelOffsets, bprm: Kptr, verdict: u32, rule: u32) {
+    let Some(draft) = Draft::begin() else {
+        return;
+    };
+    let base = draft.base();
+    let rec = base as *mut ExecRecord;
+    // No namespaces or descriptors either: the caller keeps its own, which the process
+    // table already has.
+    let mut flags =
+        EXEC_REFUSED | EXEC_CWD_SKIPPED | EXEC_ARGV_FAILED | EXEC_NS_FAILED | EXEC_STDIO_FAILED;
+    let task = current_task();
+    // SAFETY: as in `rasp_exec`: every write stays inside the scratch buffer.
+    let total = unsafe {
+        let mut at = EXEC_FIXED;
+        let exe = read_ptr(task, o.task_fs).and_then(|fs| {
+            let file = read_ptr(bprm, o.binprm_file)?;
+            walk_path::<true>(
+                o,
+                file.wrapping_add(o.file_f_path as usize),
+                fs.wrapping_add(o.fs_root as usize),
+                base.add(at as usize),
+            )
+        });
+        let exe_len = walked(
+            exe,
+            &mut flags,
+            EXEC_EXE_TRUNCATED,
+            EXEC_EXE_FAILED,
+            LossSite::ExecExeWalk,
+        );
+        at += exe_len;
+        let filename_len = match read_ptr(bprm, o.binprm_filename)
+            .and_then(|p| read_kernel_str(base.add(at as usize), FILENAME_CAP as u32, p))
+        {
+            Ok(n) => n & FILENAME_LEN_MASK,
+            Err(_) => {
+                flags |= EXEC_FILENAME_FAILED;
+                0
+            }
+        };
+        at += filename_len;
+        let mut h = header(EventKind::Exec, o, task, at as usize);
+        h.verdict = verdict;
+        h.verdict_rule = rule;
+        addr_of_mut!((*rec).header).write(h);
+        addr_of_mut!((*rec).flags).write(flags);
+        addr_of_mut!((*rec).argv_len).write(0);
+        addr_of_mut!((*rec).argv_total).write(0);
+        addr_of_mut!((*rec).filename_len).write(filename_len);
+        addr_of_mut!((*rec).exe_len).write(exe_len);
+        addr_of_mut!((*rec).cwd_len).write(0);
+        addr_of_mut!((*rec).pid_ns).write(0);
+        addr_of_mut!((*rec).mnt_ns).write(0);
+        addr_of_mut!((*rec).stdio).write([StdioFd::default(); 3]);
+        at
+    };
+    draft.send(total, wake_flags_now(), LossSite::ExecSend, line!());
+}
+
+/// Is the executable new to `SEEN_EXEC_FILES` (or a uprobe target)? Helper reads, not BTF
+/// loads: those need the `bpf_rdonly_cast` kfunc, which the exec program must not depend
+/// on (it is the one program that has to load everywhere). Four reads, once per exec.
+#[inline(always)]
+fn exe_is_new(o: &rasp_common::KernelOffsets, bprm: Kptr) -> bool {
+    let id = read_ptr(bprm, o.binprm_file)
+        .and_then(|file| read_ptr(file, o.file_f_inode))
+        .and_then(|inode| {
+            let sb = read_ptr(inode, o.inode_sb)?;
+            Ok(rasp_common::discovery::ExecFileKey {
+                dev: read_u32(sb, o.sb_dev)?,
+                _pad: 0,
+                ino: read_u64(inode, o.inode_ino)?,
+            })
+        });
+    match id {
+        Ok(id) if id.ino != 0 => exec_file_news(&id),
+        _ => false,
     }
 }
 

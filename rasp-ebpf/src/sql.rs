@@ -5,23 +5,33 @@
 //! with the argument registers still intact) and attaches these per library file.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user_str, macros::uprobe, programs::ProbeContext,
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user_str, bpf_send_signal_thread},
+    },
+    macros::uprobe,
+    programs::ProbeContext,
 };
 use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
+    hold::{HeldQuery, PrecheckState, PRECHECK_BYTES},
     limits::SQL_QUERY_CAP,
     record::{
         SqlQueryRecord, SQL_FN_SEND_PREPARE, SQL_FN_SEND_QUERY, SQL_FN_SEND_QUERY_PARAMS,
-        SQL_QUERY_FAILED, SQL_QUERY_TRUNCATED,
+        SQL_QUERY_FAILED, SQL_QUERY_HELD, SQL_QUERY_TRUNCATED,
     },
     EventKind, LossSite,
 };
 
 use crate::{
     event::current_header,
-    kernel::{is_agent, offsets},
-    maps::{loss, wake_flags, Draft},
+    kernel::{is_agent, offsets, IterNum},
+    maps::{loss, wake_flags, Draft, DECISIONS, HELD, HOLD_TGIDS, PRECHECK_STATE},
 };
+
+const SIGCONT: u32 = 18;
+const SIGSTOP: u32 = 19;
 
 const SQL_FIXED: u32 = size_of::<SqlQueryRecord>() as u32;
 const _: () = assert!(SQL_FIXED as usize + SQL_QUERY_CAP <= rasp_common::record::SCRATCH_BYTES);
@@ -90,15 +100,119 @@ fn capture(ctx: &ProbeContext, function: u32, query: u64) -> u32 {
     };
     let total = SQL_FIXED + query_len;
     let rec = base as *mut SqlQueryRecord;
+    let header = current_header(EventKind::SqlQuery, o, total as usize);
+    let start_ns = header.start_ns;
     // SAFETY: the fixed part lies at the start of the draft.
     unsafe {
-        addr_of_mut!((*rec).header).write(current_header(EventKind::SqlQuery, o, total as usize));
+        addr_of_mut!((*rec).header).write(header);
         addr_of_mut!((*rec).function).write(function);
         addr_of_mut!((*rec).flags).write(flags);
         addr_of_mut!((*rec).conn).write(conn);
         addr_of_mut!((*rec).query_len).write(query_len);
         addr_of_mut!((*rec)._pad).write(0);
     }
+    // Held processes only (one hash lookup for every other caller): a query with a tell
+    // stops its thread before libpq sends a byte.
+    if query_len > 0 && held_process() {
+        // SAFETY: the text follows the fixed part in the draft.
+        let tells = precheck(unsafe { base.add(SQL_FIXED as usize) }, query_len);
+        if tells != 0 && hold(&draft, rec, total, function, tells, start_ns) {
+            return 0;
+        }
+    }
     draft.send(total, wake_flags(), LossSite::SqlSend, line!());
     0
+}
+
+#[inline(always)]
+fn held_process() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: presence is all that is read.
+    unsafe { HOLD_TGIDS.get(&tgid) }.is_some()
+}
+
+/// The pre-check's tells over the first `PRECHECK_BYTES` of the query at `text` (in the
+/// draft). An open-coded iterator (`bpf_iter_num`): the verifier checks the body until the
+/// loop's state converges, not once per byte (a plain loop over 512 bytes ran out of its
+/// 1M-instruction budget; `bpf_loop` needs BTF func_info this object does not carry). The
+/// state machine lives in a per-CPU map slot, read and written once a byte: values loaded
+/// from a map are unknown to the verifier, so every iteration starts from the same
+/// verifier state and the loop converges after a few passes (kept in registers, its
+/// constants split the states into every combination and never converged).
+#[inline(always)]
+fn precheck(text: *const u8, len: u32) -> u32 {
+    let Some(slot) = PRECHECK_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    let n = if len < PRECHECK_BYTES {
+        len
+    } else {
+        PRECHECK_BYTES
+    };
+    // SAFETY: a valid per-CPU slot of our own map (uprobes run with migration disabled; a
+    // preempting program on this CPU cannot reach this code: it is only the query probes,
+    // which do not nest).
+    unsafe { core::ptr::write_volatile(slot, PrecheckState::default()) };
+    let mut it = IterNum(0);
+    it.new(0, n as i32);
+    while let Some(i) = it.next() {
+        // SAFETY: `text` is the query's start in the draft; the index is masked inside the
+        // checked bytes, which lie inside the scratch buffer. The slot as above.
+        unsafe {
+            let c = *text.add((i as u32 & (PRECHECK_BYTES - 1)) as usize);
+            let mut state = core::ptr::read_volatile(slot);
+            state.step(c);
+            core::ptr::write_volatile(slot, state);
+        }
+    }
+    it.destroy();
+    // SAFETY: as above.
+    let mut state = unsafe { core::ptr::read_volatile(slot) };
+    state.finish()
+}
+
+/// Stop the calling thread and hand the record to the decision ring. False (nothing
+/// held, the caller sends the record as usual) when the held table is full.
+#[inline(always)]
+fn hold(
+    draft: &Draft,
+    rec: *mut SqlQueryRecord,
+    total: u32,
+    function: u32,
+    tells: u32,
+    start_ns: u64,
+) -> bool {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let held = HeldQuery {
+        pid: (pid_tgid >> 32) as u32,
+        tid,
+        start_ns,
+        // SAFETY: helper without arguments.
+        held_at_ns: unsafe { bpf_ktime_get_boot_ns() },
+        function,
+        tells,
+    };
+    if HELD.insert(&tid, &held, BPF_NOEXIST as u64).is_err() {
+        loss(LossSite::HoldTableFull, line!());
+        return false;
+    }
+    // The signal first: it takes effect when this probe returns to user space, before the
+    // next instruction of libpq. A record the agent read before the stop was queued could
+    // otherwise be answered (SIGCONT) before the SIGSTOP it should cancel.
+    // SAFETY: helper with a signal number.
+    unsafe { bpf_send_signal_thread(SIGSTOP) };
+    // SAFETY: the flags word of the record in the draft.
+    unsafe { addr_of_mut!((*rec).flags).write((*rec).flags | SQL_QUERY_HELD) };
+    if draft.output(&DECISIONS, total, BPF_RB_FORCE_WAKEUP as u64) {
+        return true;
+    }
+    // No decision can come: continue (a pending SIGCONT discards the pending SIGSTOP).
+    // SAFETY: as above.
+    unsafe { bpf_send_signal_thread(SIGCONT) };
+    let _ = HELD.remove(&tid);
+    loss(LossSite::HoldSend, line!());
+    // SAFETY: as above.
+    unsafe { addr_of_mut!((*rec).flags).write((*rec).flags & !SQL_QUERY_HELD) };
+    false
 }

@@ -116,6 +116,20 @@ pub fn file_of_fd(o: &KernelOffsets, task: Kptr, fd: u32) -> Option<Kptr> {
     Some(rdonly_cast(file, fresh(&o.btf_file)))
 }
 
+/// `file` (a BTF pointer to a `struct file`) as `SEEN_EXEC_FILES` keys it: plain loads, the
+/// verifier types each pointer member it follows (`f_inode`, `i_sb`). A fault reads as
+/// zero (inode 0 is no real file; the agent ignores it).
+#[inline(always)]
+pub fn file_identity(o: &KernelOffsets, file: Kptr) -> rasp_common::discovery::ExecFileKey {
+    let inode: Kptr = btf_load(file, fresh(&o.file_f_inode));
+    let sb: Kptr = btf_load(inode, fresh(&o.inode_sb));
+    rasp_common::discovery::ExecFileKey {
+        dev: btf_load(sb, fresh(&o.sb_dev)),
+        _pad: 0,
+        ino: btf_load(inode, fresh(&o.inode_ino)),
+    }
+}
+
 /// What the hooks need from a `struct file` (a BTF pointer). `repr(C)` with the pointers
 /// first: the verifier tracks a BTF pointer only as a whole 8-byte register or stack slot,
 /// and a layout the compiler chose split one into halves ("pointer arithmetic with >>=").
@@ -139,6 +153,12 @@ impl FileView {
             mnt: btf_load(file, path + fresh(&o.path_mnt)),
             dentry: btf_load(file, path + fresh(&o.path_dentry)),
         }
+    }
+
+    /// The file's identity (`f_inode->i_sb->s_dev`, `f_inode->i_ino`), plain loads.
+    #[inline(always)]
+    pub fn identity(&self, o: &KernelOffsets) -> rasp_common::discovery::ExecFileKey {
+        file_identity(o, self.file)
     }
 
     /// `f_mode`: what the open granted (`FMODE_READ`, `FMODE_WRITE`, `FMODE_CREATED`).
@@ -294,6 +314,20 @@ impl AlignedKey {
         // SAFETY: same size, u8 has no alignment or validity requirements.
         unsafe { &*(self.0.as_ptr() as *const NameKey) }
     }
+}
+
+/// The name-map key (`interest::name_key`) of `dentry`'s own name, handed to `use_key`.
+#[inline(always)]
+pub fn with_name_key<R>(
+    o: &KernelOffsets,
+    dentry: Kptr,
+    use_key: impl FnOnce(&NameKey) -> R,
+) -> Result<R, i32> {
+    let name = read_ptr(dentry, o.dentry_name_ptr)?;
+    let len = read_u32(dentry, o.dentry_name_len)?;
+    let mut key = MaybeUninit::<AlignedKey>::uninit();
+    let key = AlignedKey::fill(&mut key, name, len)?;
+    Ok(use_key(key.as_name_key()))
 }
 
 pub struct PathWalk {

@@ -100,6 +100,28 @@ fn ring_buffer_losses_are_counted_and_located() {
         Some(exec_sites)
     );
 
+    // The loss is a detection too (journal, exports), naming where events were lost.
+    let health = wait_for(Duration::from_secs(15), || {
+        agent
+            .detections(&["--rule", "agent-event-loss"])
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no agent-health detection after the losses: {}",
+            agent.status()
+        )
+    });
+    assert_eq!(health["severity"], "high", "{health}");
+    assert_eq!(health["event"]["kind"], "agent_health", "{health}");
+    assert!(
+        health["outcome_detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("ring buffer full")),
+        "{health}"
+    );
+
     // And the agent still sees what happens next.
     let mut scratch = Scratch::new();
     let dir = scratch.unique_dir("/tmp");

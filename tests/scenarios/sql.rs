@@ -3,134 +3,14 @@
 //! its default policies. The agent finds the system libpq by its symbols, its uprobes hand
 //! over each query once, the analyzer judges it, and the `sql_query` rules decide.
 
-use std::{
-    fs,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Duration,
+use std::time::Duration;
+
+use rasp_tests::{
+    require_root,
+    sql::{detections_for, Postgres},
+    wait_for, Agent,
 };
-
-use rasp_tests::{output_within, require_root, unique_name, wait_for, Agent};
 use serde_json::Value;
-
-/// A throw-away PostgreSQL on a unix socket; stopped and removed on drop.
-struct Postgres {
-    bin: PathBuf,
-    dir: PathBuf,
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let bin = newest_postgres_bin();
-        let dir = std::env::temp_dir().join(unique_name("rasp-pg"));
-        fs::create_dir_all(&dir).expect("create the PostgreSQL dir");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
-        let pg = Postgres { bin, dir };
-        let data = pg.dir.join("data");
-        pg.as_postgres(&[
-            pg.bin.join("initdb").to_str().unwrap_or_default(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-D",
-            data.to_str().unwrap_or_default(),
-        ]);
-        let options = format!("-k {} -c listen_addresses=''", pg.dir.display());
-        pg.as_postgres(&[
-            pg.bin.join("pg_ctl").to_str().unwrap_or_default(),
-            "-D",
-            data.to_str().unwrap_or_default(),
-            "-o",
-            &options,
-            "-l",
-            pg.dir.join("server.log").to_str().unwrap_or_default(),
-            "-w",
-            "start",
-        ]);
-        pg
-    }
-
-    fn as_postgres(&self, argv: &[&str]) {
-        let out = output_within(
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(argv),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|| panic!("{argv:?} did not finish"));
-        assert!(
-            out.status.success(),
-            "{argv:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `psql -c QUERY` as a client of this server; its pid and output.
-    fn psql(&self, query: &str) -> (u32, Output) {
-        let child = Command::new("psql")
-            .args([
-                "-h",
-                self.dir.to_str().unwrap_or_default(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-X", "-q", "-c", query])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start psql (Debian package postgresql-client)");
-        let pid = child.id();
-        let out = child.wait_with_output().expect("psql output");
-        (pid, out)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args([
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "stop",
-            ])
-            .output();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn newest_postgres_bin() -> PathBuf {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<PathBuf> = fs::read_dir(root)
-        .unwrap_or_else(|e| {
-            panic!(
-                "no {} ({e}): `cargo xtask setup` installs postgresql",
-                root.display()
-            )
-        })
-        .filter_map(|e| Some(e.ok()?.path().join("bin")))
-        .filter(|b| b.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .unwrap_or_else(|| panic!("no PostgreSQL with initdb under {}", root.display()))
-}
-
-fn detections_for(agent: &Agent, rule: &str, pid: u32) -> Vec<Value> {
-    agent
-        .detections(&["--rule", rule])
-        .into_iter()
-        .filter(|d| d["process"]["pid"] == serde_json::json!(pid))
-        .collect()
-}
 
 #[test]
 fn injected_queries_are_detected_and_ordinary_ones_are_not() {
@@ -230,4 +110,197 @@ fn injected_queries_are_detected_and_ordinary_ones_are_not() {
             .next()
     });
     assert!(file.is_some(), "pg_read_file not detected");
+}
+
+/// A python process that dlopens `library` with ctypes, then (on a line on stdin) connects
+/// to `pg` and sends `query` through `PQexec`, then exits on end of input.
+fn ctypes_client(library: &std::path::Path, pg: &Postgres, query: &str) -> std::process::Child {
+    let script = format!(
+        r#"
+import ctypes, sys
+pq = ctypes.CDLL({lib:?})
+pq.PQconnectdb.restype = ctypes.c_void_p
+pq.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+pq.PQexec.restype = ctypes.c_void_p
+pq.PQstatus.argtypes = [ctypes.c_void_p]
+print("loaded", flush=True)
+sys.stdin.readline()
+conn = pq.PQconnectdb({conninfo:?}.encode())
+assert pq.PQstatus(conn) == 0, "connection failed"
+pq.PQexec(conn, {query:?}.encode())
+print("sent", flush=True)
+sys.stdin.readline()
+"#,
+        lib = library.display().to_string(),
+        conninfo = format!(
+            "host={} user=postgres dbname=postgres",
+            pg.socket_dir().display()
+        ),
+    );
+    std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start /usr/bin/python3 (Debian package python3)")
+}
+
+fn read_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let out = child.stdout.as_mut().expect("piped stdout");
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read the client's stdout");
+    line.trim().to_string()
+}
+
+fn write_line(child: &mut std::process::Child) {
+    use std::io::Write;
+    let stdin = child.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("write the client's stdin");
+    stdin.flush().expect("flush");
+}
+
+/// A libpq the agent has never seen (a copy: a new inode), dlopened long after the agent
+/// started, is found from the kernel's library-load record, not from a rescan: attached
+/// within milliseconds of the mmap, its queries captured with the right pid, and released
+/// when its only process exits.
+#[test]
+fn a_libpq_dlopened_after_start_is_attached_within_milliseconds() {
+    require_root();
+    let pg = Postgres::start();
+    let agent = Agent::start(&[]);
+    // The start-up scan is over once the system's libpq is listed: from then on only
+    // library loads find new files.
+    wait_for(Duration::from_secs(30), || {
+        rasp_tests::sql::libpq_target(&agent, "libpq.so")
+    })
+    .expect("the system libpq is attached by the start-up scan");
+    let copy = agent.dir().join("libpq-private-copy.so.5");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libpq.so.5", &copy)
+        .expect("copy the system libpq (Debian package libpq5)");
+    let mut client = ctypes_client(&copy, &pg, "SELECT 'found by its library load' AS marker");
+    let pid = client.id();
+    assert_eq!(read_line(&mut client), "loaded");
+    let target = wait_for(Duration::from_secs(5), || {
+        rasp_tests::sql::libpq_target(&agent, "libpq-private-copy")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the dlopened copy was not attached: {}",
+            agent.status()["uprobe_targets"]
+        )
+    });
+    assert_eq!(target["found_by"], "library_load", "{target}");
+    assert_eq!(
+        target["path"],
+        format!("/proc/{pid}/root{}", copy.display()),
+        "{target}"
+    );
+    let latency = target["attach_latency_us"].as_u64().expect("latency");
+    eprintln!("dlopen -> attached: {latency} us");
+    assert!(latency < 250_000, "attached {latency} us after the mmap");
+    write_line(&mut client);
+    assert_eq!(read_line(&mut client), "sent");
+    let event = wait_for(Duration::from_secs(10), || {
+        agent
+            .events(&["--kind", "sql_query", "--pid", &pid.to_string()])
+            .into_iter()
+            .find(|e| e["analyzed"] == true)
+    })
+    .unwrap_or_else(|| panic!("no query from pid {pid} through the copy"));
+    assert_eq!(
+        event["query"],
+        "SELECT 'found by its library load' AS marker"
+    );
+    write_line(&mut client);
+    let _ = client.wait();
+    let released = wait_for(Duration::from_secs(10), || {
+        rasp_tests::sql::libpq_target(&agent, "libpq-private-copy")
+            .is_none()
+            .then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "the copy stayed attached after its process exited: {}",
+        agent.status()["uprobe_targets"]
+    );
+}
+
+/// An executable that carries libpq's entry points itself (a statically linked client),
+/// exec'd after start, is found from the exec and probed: its own `PQsendQuery` is captured.
+#[test]
+fn a_static_executable_exporting_libpq_is_found_at_exec() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let source = agent.dir().join("static-pq.c");
+    std::fs::write(
+        &source,
+        r#"
+#include <stdio.h>
+#include <string.h>
+volatile int sink;
+__attribute__((noinline)) int PQsendQuery(void *conn, const char *query) {
+    sink = (int)strlen(query) + (conn != 0);
+    return 1;
+}
+__attribute__((noinline)) void *PQexec(void *conn, const char *query) {
+    PQsendQuery(conn, query);
+    return conn;
+}
+__attribute__((noinline)) void PQfinish(void *conn) { sink = conn != 0; }
+int main(void) {
+    char line[16];
+    printf("ready\n");
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    PQexec((void *)0x1234, "SELECT 'from a static libpq' AS marker");
+    PQfinish((void *)0x1234);
+    printf("sent\n");
+    fflush(stdout);
+    fgets(line, sizeof line, stdin);
+    return 0;
+}
+"#,
+    )
+    .expect("write the C source");
+    let binary = agent.dir().join("static-pq");
+    let built = std::process::Command::new("cc")
+        .args(["-O1", "-rdynamic", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("this test needs a C compiler (cc, Debian package gcc)");
+    assert!(built.success());
+    let mut child = std::process::Command::new(&binary)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the static client");
+    let pid = child.id();
+    assert_eq!(read_line(&mut child), "ready");
+    let target = wait_for(Duration::from_secs(5), || {
+        rasp_tests::sql::libpq_target(&agent, "static-pq")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the executable was not found as a libpq target: {}",
+            agent.status()["uprobe_targets"]
+        )
+    });
+    assert_eq!(target["found_by"], "exec", "{target}");
+    write_line(&mut child);
+    assert_eq!(read_line(&mut child), "sent");
+    let event = wait_for(Duration::from_secs(10), || {
+        agent
+            .events(&["--kind", "sql_query", "--pid", &pid.to_string()])
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| panic!("no query captured from the static executable (pid {pid})"));
+    assert_eq!(event["query"], "SELECT 'from a static libpq' AS marker");
+    assert_eq!(event["function"], "PQsendQuery");
+    write_line(&mut child);
+    let _ = child.wait();
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sql;
+
 /// How long the agent gets to answer `status` after `run` was started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the agent gets to exit after SIGTERM before it is killed.
@@ -193,6 +195,15 @@ impl Agent {
     /// Starts the agent with `extra_args` after the socket and state-dir options, and waits
     /// until `status` answers.
     pub fn start(extra_args: &[&str]) -> Agent {
+        Agent::start_with(extra_args, None)
+    }
+
+    /// `start`, with the agent itself inside `cgroup` (as a supervisor would place it).
+    pub fn start_in(cgroup: &Cgroup, extra_args: &[&str]) -> Agent {
+        Agent::start_with(extra_args, Some(cgroup))
+    }
+
+    fn start_with(extra_args: &[&str], cgroup: Option<&Cgroup>) -> Agent {
         let bin = agent_bin();
         let dir = std::env::temp_dir().join(unique_name("rasp-test"));
         let _ = fs::remove_dir_all(&dir);
@@ -202,7 +213,11 @@ impl Agent {
         let log = dir.join("agent.log");
         let log_file = fs::File::create(&log)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", log.display()));
-        let child = Command::new(&bin)
+        let mut command = match cgroup {
+            Some(cg) => cg.command(&bin),
+            None => Command::new(&bin),
+        };
+        let child = command
             .arg("run")
             .arg("--socket")
             .arg(&socket)

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod build_ebpf;
 mod command;
+mod fuzz;
 mod image;
 mod run;
 mod setup;
@@ -64,6 +65,13 @@ enum Task {
         #[arg(long)]
         unit: bool,
     },
+    /// BPF-LSM enforcement in a QEMU guest (the host kernel refuses LSM programs): the
+    /// agent with an enforce policy, denied and allowed exec/open/io_uring open/mmap/
+    /// mprotect/connect, detections `prevented`. Part of `test`.
+    VmTest,
+    /// Fuzz every target in fuzz/ (cargo-fuzz, nightly) for `--seconds` each (default 600):
+    /// the longer campaign; `test` runs each for 20 s.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks (root): every workload under no agent, the floor, the bpftrace peer and
     /// the agent, side by side; the event storm; writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
@@ -99,6 +107,11 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
+        Task::VmTest => test::vm_test(&ws),
+        Task::Fuzz(args) => {
+            build::run(&ws, Profile::Release)?;
+            fuzz::run(&ws, &ws.ebpf_object(Profile::Release), &args)
+        }
         Task::Bench(args) => bench::run(&ws, &args),
         Task::Image(args) => image::run(&ws, &args),
     }

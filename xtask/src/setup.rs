@@ -30,6 +30,7 @@ const APT_PACKAGES: &[&str] = &[
     "perl",
     "python3",
     "python3-pip",
+    "python3-venv",
     "curl",
     "netcat-traditional",
     "socat",
@@ -42,6 +43,11 @@ const APT_PACKAGES: &[&str] = &[
     "strace",
     "vim",
     "systemd",
+    // `cargo xtask vm-test` (part of `test`): BPF-LSM only loads in a QEMU guest here.
+    "qemu-system-x86",
+    "cpio",
+    // The SQL scenarios attack a real web app with the real tool.
+    "sqlmap",
     // The benign workload does what admins do (crontab edits, sudo, pytest in /tmp); the
     // mount scenario formats a scratch image for a loop device.
     "cron",
@@ -49,6 +55,12 @@ const APT_PACKAGES: &[&str] = &[
     "python3-pytest",
     "e2fsprogs",
 ];
+
+/// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:
+/// psycopg2-binary carries its own libpq (`psycopg2_binary.libs/libpq-<hash>.so.5.<n>`),
+/// psycopg 3 without its binary or C extra is pure Python and dlopens the system libpq.
+const DRIVER_VENV: &str = "target/sql-drivers-venv";
+const DRIVER_PACKAGES: &[&str] = &["psycopg2-binary==2.9.13", "psycopg==3.3.9"];
 
 /// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -64,6 +76,8 @@ pub fn run() -> Result<()> {
     step(apt_packages)?;
     step(nightly_rust_src)?;
     step(bpf_linker)?;
+    step(cargo_fuzz)?;
+    step(sql_driver_venv)?;
     eprintln!("setup: done in {}", human(started.elapsed()));
     Ok(())
 }
@@ -95,6 +109,7 @@ const BENCH_APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "cpio",
     "busybox-static",
+    "valgrind",
 ];
 
 /// `setup` plus the benchmark's own packages.
@@ -172,6 +187,42 @@ fn missing_packages<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
         .copied()
         .filter(|package| !installed.contains(package))
         .collect())
+}
+
+/// A venv under target/ with the PostgreSQL drivers (Debian's python3, so the tests do not
+/// depend on whichever python3 comes first on PATH).
+fn sql_driver_venv() -> Result<Outcome> {
+    let venv = crate::workspace::Workspace::locate()
+        .root()
+        .join(DRIVER_VENV);
+    let python = venv.join("bin/python");
+    let what = format!(
+        "SQL driver venv {} ({})",
+        venv.display(),
+        DRIVER_PACKAGES.join(" ")
+    );
+    let check = "import psycopg2, psycopg; print(psycopg2.__version__, psycopg.__version__)";
+    if python.is_file() {
+        let out = command::capture(Command::new(&python).args(["-c", check]))?;
+        let versions = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && versions.contains("2.9.13") && versions.contains("3.3.9") {
+            return Ok(Outcome::Present(what));
+        }
+    }
+    eprintln!("setup: creating {what}");
+    command::run(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )
+    .context("creating the SQL driver venv (Debian package python3-venv)")?;
+    command::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(DRIVER_PACKAGES),
+    )
+    .context("installing the SQL drivers from PyPI")?;
+    Ok(Outcome::Installed(what))
 }
 
 fn nightly_rust_src() -> Result<Outcome> {
@@ -274,4 +325,21 @@ fn bpf_linker() -> Result<Outcome> {
     }
     command::run(&mut install)?;
     Ok(Outcome::Installed("bpf-linker".into()))
+}
+
+/// cargo-fuzz, for the fuzz stage of `cargo xtask test` (the targets build with nightly).
+fn cargo_fuzz() -> Result<Outcome> {
+    let path = command::tool_path(&[]);
+    if let Some(found) = command::find_program("cargo-fuzz", &path) {
+        let version = command::capture(Command::new(&found).arg("--version"))?;
+        if version.status.success() {
+            let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+            return Ok(Outcome::Present(format!("{version} ({})", found.display())));
+        }
+    }
+    eprintln!("setup: installing cargo-fuzz from crates.io");
+    let mut install = command::host_cargo();
+    install.args(["install", "cargo-fuzz", "--locked"]);
+    command::run(&mut install)?;
+    Ok(Outcome::Installed("cargo-fuzz".into()))
 }

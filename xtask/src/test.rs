@@ -1,5 +1,5 @@
 //! `cargo xtask test [--unit]`: the one entry point for every check, in order: setup, build,
-//! fmt, clippy, unit tests, integration tests. The first failing stage stops the run.
+//! fmt, clippy, unit tests, a short run of every fuzz target, integration tests. The first failing stage stops the run.
 //! `--unit` leaves out the integration tests (they need root); nothing is skipped silently.
 
 use std::time::Instant;
@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::build::{self, EBPF_OBJ_VAR};
 use crate::command::{self, human};
+use crate::fuzz;
 use crate::setup;
 use crate::workspace::{Profile, Workspace};
 
@@ -27,7 +28,7 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
     let profile = Profile::Release;
     let ebpf_object = ws.ebpf_object(profile);
     let agent_bin = ws.agent_bin(profile);
-    let mut stages = Stages::new(if unit_only { 5 } else { 6 });
+    let mut stages = Stages::new(if unit_only { 5 } else { 8 });
 
     stages.run("setup", setup::run)?;
     stages.run("build", || build::build_all(ws, profile).map(drop))?;
@@ -81,8 +82,9 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
         command::run(&mut bins)
     })?;
     if unit_only {
-        eprintln!("test: integration tests not run (--unit)");
+        eprintln!("test: fuzz targets and integration tests not run (--unit)");
     } else {
+        stages.run("fuzz (short)", || fuzz::short(ws, &ebpf_object))?;
         stages.run("integration tests", || {
             // Same root check as above, here too in case privileges changed on the way.
             if !command::is_root() {
@@ -101,9 +103,37 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
                 .env(AGENT_BIN_VAR, &agent_bin);
             command::run(&mut integration)
         })?;
+        stages.run("vm tests (BPF-LSM guest)", || vm_checks(ws))?;
     }
     stages.finish();
     Ok(())
+}
+
+/// `cargo xtask vm-test`: setup, build, then the guest checks.
+pub fn vm_test(ws: &Workspace) -> Result<()> {
+    setup::run()?;
+    build::build_all(ws, Profile::Release)?;
+    vm_checks(ws)
+}
+
+/// The BPF-LSM guest: the agent and the probe binary it drives.
+fn vm_checks(ws: &Workspace) -> Result<()> {
+    let mut probe = command::host_cargo();
+    probe
+        .current_dir(ws.root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "rasp-tests",
+            "--bin",
+            "rasp-probe",
+        ])
+        .arg("--target-dir")
+        .arg(ws.host_target_dir());
+    command::run(&mut probe)?;
+    let probe = ws.host_target_dir().join("release/rasp-probe");
+    crate::vm::enforce_test(ws, &ws.agent_bin(Profile::Release), &probe)
 }
 
 /// Numbered banners and a duration for each stage.

@@ -1,20 +1,27 @@
 //! The local unix-socket API. One instance per socket (an exclusive lock beside it), mode
-//! 0600 (0660 with a configured group), peers checked by SO_PEERCRED. Each connection is its
-//! own task: a bad request gets an error reply and the connection stays usable; a follower
-//! reads from its own bounded broadcast queue, so a slow client only ever loses its own
-//! messages.
+//! 0600 (0660 with a configured group). Peers are checked by SO_PEERCRED/SO_PEERGROUPS:
+//! root and the agent's uid may do everything, `--socket-group` members (primary or
+//! supplementary) may only read; requests that change state (`Request::changes_state`)
+//! need root. Each connection is its own task: a bad request gets an error reply and the
+//! connection stays usable; a follower reads from its own bounded broadcast queue, so a slow
+//! client only ever loses its own messages. Every client is bounded: connections per pool
+//! and per uid (`admission`), bytes per request, time to send a request, time to take a
+//! reply; idle connections make room for new ones.
 
+mod admission;
+pub mod peer;
 pub mod protocol;
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{Read, Write},
     os::{
-        fd::AsRawFd,
+        fd::{AsFd, AsRawFd},
         unix::fs::{OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
@@ -23,7 +30,7 @@ use tokio::{
         unix::{OwnedReadHalf, OwnedWriteHalf},
         UnixListener, UnixStream,
     },
-    sync::{broadcast, watch, Semaphore},
+    sync::{broadcast, watch, OwnedSemaphorePermit, Semaphore},
 };
 
 use crate::{
@@ -33,12 +40,23 @@ use crate::{
     process::Process,
     store::index::DetectionQuery,
 };
+use admission::{Admission, Limits, Slot};
+use peer::{Peer, Privilege};
 use protocol::{
-    parse_request, PolicyFile, PolicyListing, Reply, Request, Status, StreamItem, MAX_REQUEST_BYTES,
+    parse_request, PolicyFile, PolicyListing, Reply, Request, Status, StreamItem,
+    MAX_READER_REQUEST_BYTES, MAX_REQUEST_BYTES,
 };
 
-/// Connections served at once; more get an error reply and are closed.
-const MAX_CLIENTS: usize = 64;
+/// A connection with nothing asked for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// From a request's first byte to its newline (a slowloris client gets this long).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// For a client to take one reply or stream line (one that stops reading is dropped).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests up to this size need no permit; larger ones (policy sets) take one of
+/// `LARGE_REQUESTS`, so a few clients at most hold megabyte buffers at once.
+const SMALL_REQUEST_BYTES: usize = 64 * 1024;
+const LARGE_REQUESTS: usize = 4;
 
 /// What the API serves; implemented by the daemon.
 pub trait Backend: Send + Sync + 'static {
@@ -53,6 +71,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Validate the files as one complete set and swap it in; Err lists every problem.
     fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>>;
     fn policy_rollback(&self) -> Result<PolicySetSummary, String>;
+    fn quarantine_list(&self) -> Vec<crate::enforce::Quarantined>;
+    fn quarantine_release(&self, cgroup: &str) -> Result<crate::enforce::Quarantined, String>;
 }
 
 /// The filters of a `detections` request.
@@ -87,7 +107,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 /// Who may talk to the agent.
 #[derive(Clone, Copy, Debug)]
 pub struct Access {
-    /// Members of this group (primary gid of the peer) are allowed besides root.
+    /// Members of this group (primary or supplementary) may read, besides root.
     pub group: Option<u32>,
 }
 
@@ -180,40 +200,94 @@ pub async fn serve(
         .expect("serve is called once per endpoint");
     let listener =
         UnixListener::from_std(std_listener).map_err(io_err("listening on", &endpoint.path))?;
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let admission = Admission::new(Limits::DEFAULT);
+    let large = Arc::new(Semaphore::new(LARGE_REQUESTS));
+    // SAFETY: geteuid cannot fail.
+    let agent_uid = unsafe { libc::geteuid() };
+    let mut refusals = Refusals::default();
     let mut stop = shutdown.clone();
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE/ENFILE leave the connection queued: accepting again at once
+                    // would spin. Back off; the backlog waits.
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(reject(
-                stream,
-                format!("too many clients (limit {MAX_CLIENTS}); try again later"),
-            ));
-            continue;
+        let peer = match Peer::of(stream.as_fd()) {
+            Ok(p) => p,
+            Err(e) => {
+                refusals.note(&e.to_string(), None);
+                refuse(&stream, e.to_string());
+                continue;
+            }
+        };
+        let privilege = match peer.privilege(agent_uid, access.group) {
+            Ok(p) => p,
+            Err(e) => {
+                refusals.note(&e.to_string(), Some(&peer));
+                refuse(&stream, e.to_string());
+                continue;
+            }
+        };
+        let slot = match admission.admit(peer.uid, privilege) {
+            Ok(slot) => slot,
+            Err(e) => {
+                refusals.note(&e.to_string(), Some(&peer));
+                refuse(&stream, e.to_string());
+                continue;
+            }
+        };
+        let client = Client {
+            peer,
+            privilege,
+            slot,
+            large: large.clone(),
         };
         let backend = backend.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_client(stream, access, backend, shutdown).await {
-                tracing::debug!(error = %e, "client connection ended with an error");
+            let uid = client.peer.uid;
+            if let Err(e) = serve_client(stream, client, backend, shutdown).await {
+                tracing::debug!(uid, error = %e, "client connection ended with an error");
             }
-            drop(permit);
         });
     }
     Ok(())
 }
 
-async fn reject(mut stream: UnixStream, why: String) {
-    let _ = stream.write_all(&line(&Reply::error(why))).await;
+/// Refused connections are logged at a decaying rate: a flood of them must not become a
+/// flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str, peer: Option<&Peer>) {
+        self.count += 1;
+        if self.count.is_power_of_two() {
+            tracing::warn!(
+                reason = why,
+                uid = peer.map(|p| p.uid),
+                pid = peer.and_then(|p| p.pid),
+                refused_so_far = self.count,
+                "refused client"
+            );
+        }
+    }
+}
+
+/// One error line, written only if the socket takes it at once, then the connection is
+/// closed: a refused client never costs a task or a wait.
+fn refuse(stream: &UnixStream, why: String) {
+    let _ = stream.try_write(&line(&Reply::error(why)));
 }
 
 /// Every reply, event and detection leaves through here, masked (`crate::mask`).
@@ -228,56 +302,103 @@ fn line<T: serde::Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn peer_allowed(stream: &UnixStream, access: Access) -> Result<(), String> {
-    let cred = stream
-        .peer_cred()
-        .map_err(|e| format!("cannot read peer credentials: {e}"))?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if cred.uid() == 0 || cred.uid() == me || access.group == Some(cred.gid()) {
-        return Ok(());
+/// Write one line, or give up on a client that has not taken it within `WRITE_TIMEOUT`
+/// (it stopped reading: a stuck `--follow`, or requests sent without reading replies).
+async fn send(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("client took no data for {WRITE_TIMEOUT:?}; dropped"),
+        )),
     }
-    Err(match access.group {
-        Some(g) => format!(
-            "permission denied: uid {} is neither root nor in group {g}",
-            cred.uid()
-        ),
-        None => format!("permission denied: uid {} is not root", cred.uid()),
-    })
+}
+
+/// A served connection: who it is, what it may do, its place in the admission table.
+struct Client {
+    peer: Peer,
+    privilege: Privilege,
+    slot: Slot,
+    large: Arc<Semaphore>,
 }
 
 async fn serve_client(
     stream: UnixStream,
-    access: Access,
+    client: Client,
     backend: Arc<dyn Backend>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    if let Err(why) = peer_allowed(&stream, access) {
-        tracing::warn!(reason = %why, "refused client");
-        reject(stream, why).await;
-        return Ok(());
-    }
     let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut buf = Vec::new();
+    let limit = match client.privilege {
+        Privilege::Admin => MAX_REQUEST_BYTES,
+        Privilege::Reader => MAX_READER_REQUEST_BYTES,
+    };
+    let mut requests = RequestReader {
+        rd: BufReader::new(rd),
+        buf: Vec::new(),
+        limit,
+        large: client.large.clone(),
+        permit: None,
+    };
     loop {
-        let request = match read_request_line(&mut rd, &mut buf).await? {
+        let request = match requests.next(&client.slot).await? {
             RequestLine::Eof => return Ok(()),
+            RequestLine::Idle | RequestLine::Evicted => {
+                // Nothing was asked; a goodbye line is courtesy, never waited for.
+                let why = "idle connection closed by the agent; reconnect to continue";
+                let _ = wr.try_write(&line(&Reply::error(why)));
+                return Ok(());
+            }
+            RequestLine::Slow => {
+                let msg =
+                    format!("request not completed within {REQUEST_TIMEOUT:?}; connection closed");
+                let _ = wr.try_write(&line(&Reply::error(msg)));
+                return Ok(());
+            }
             RequestLine::TooLong => {
-                let msg = format!("request longer than {MAX_REQUEST_BYTES} bytes");
-                wr.write_all(&line(&Reply::error(msg))).await?;
+                let msg = match client.privilege {
+                    Privilege::Admin => format!("request longer than {limit} bytes"),
+                    Privilege::Reader => format!(
+                        "request longer than {limit} bytes (the limit for --socket-group members; \
+                         larger requests such as policy_apply need root)"
+                    ),
+                };
+                send(&mut wr, &line(&Reply::error(msg))).await?;
                 continue;
             }
-            RequestLine::Line if buf.iter().all(u8::is_ascii_whitespace) => continue,
-            RequestLine::Line => parse_request(&buf),
+            RequestLine::Busy => {
+                let msg = format!(
+                    "{LARGE_REQUESTS} large requests are being received already; try again shortly"
+                );
+                send(&mut wr, &line(&Reply::error(msg))).await?;
+                continue;
+            }
+            RequestLine::Line if requests.buf.iter().all(u8::is_ascii_whitespace) => continue,
+            RequestLine::Line => parse_request(&requests.buf),
         };
         let request = match request {
             Ok(r) => r,
             Err(msg) => {
-                wr.write_all(&line(&Reply::error(msg))).await?;
+                send(&mut wr, &line(&Reply::error(msg))).await?;
                 continue;
             }
         };
+        if request.changes_state() && client.privilege != Privilege::Admin {
+            tracing::warn!(
+                uid = client.peer.uid,
+                pid = client.peer.pid,
+                cmd = request.name(),
+                "refused a state-changing request from a --socket-group member"
+            );
+            let msg = format!(
+                "permission denied: {} changes the agent's state and needs root; uid {} may only \
+                 read (status, events, processes, detections, policy_list)",
+                request.name(),
+                client.peer.uid
+            );
+            send(&mut wr, &line(&Reply::error(msg))).await?;
+            continue;
+        }
         match request {
             Request::Status {} => {
                 let reply = Reply {
@@ -285,7 +406,7 @@ async fn serve_client(
                     status: Some(backend.status()),
                     ..Default::default()
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
             }
             Request::Processes {} => {
                 let reply = Reply {
@@ -293,7 +414,7 @@ async fn serve_client(
                     processes: Some(backend.processes()),
                     ..Default::default()
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
             }
             Request::Events {
                 follow: false,
@@ -307,7 +428,7 @@ async fn serve_client(
                     events: Some(events),
                     ..Default::default()
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
             }
             Request::Events {
                 follow: true,
@@ -322,11 +443,11 @@ async fn serve_client(
                     follow: Some(true),
                     ..Default::default()
                 };
-                wr.write_all(&line(&start)).await?;
+                send(&mut wr, &line(&start)).await?;
                 let filter = EventFilter { kind, pid };
                 let select =
                     move |e: Arc<Event>| filter.matches(&e).then_some(StreamItem::Event(e));
-                return follow(rx, select, rd, wr, shutdown).await;
+                return follow(rx, select, requests.rd, wr, shutdown).await;
             }
             Request::Detections {
                 follow: streaming,
@@ -352,7 +473,7 @@ async fn serve_client(
                     },
                     Err(e) => Reply::error(e),
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
                 if let (true, Some(rx)) = (reply.ok, rx) {
                     // Live: `since` and `limit` only apply to the backlog above.
                     let live = DetectionQuery {
@@ -363,7 +484,7 @@ async fn serve_client(
                     let select = move |d: Arc<Detection>| {
                         live.admits(&d).then_some(StreamItem::Detection(d))
                     };
-                    return follow(rx, select, rd, wr, shutdown).await;
+                    return follow(rx, select, requests.rd, wr, shutdown).await;
                 }
             }
             Request::PolicyList {} => {
@@ -373,9 +494,10 @@ async fn serve_client(
                     policies: Some(listing),
                     ..Default::default()
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
             }
             Request::PolicyApply { files } => {
+                requests.release_large();
                 let reply = match backend.policy_apply(files) {
                     Ok(set) => active_set_reply(set),
                     Err(errors) => Reply {
@@ -388,14 +510,34 @@ async fn serve_client(
                         ..Default::default()
                     },
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
             }
             Request::PolicyRollback {} => {
                 let reply = match backend.policy_rollback() {
                     Ok(set) => active_set_reply(set),
                     Err(e) => Reply::error(e),
                 };
-                wr.write_all(&line(&reply)).await?;
+                send(&mut wr, &line(&reply)).await?;
+            }
+            Request::QuarantineList {} => {
+                let reply = Reply {
+                    ok: true,
+                    quarantines: Some(backend.quarantine_list()),
+                    ..Default::default()
+                };
+                send(&mut wr, &line(&reply)).await?;
+            }
+            // Root only: `changes_state` above.
+            Request::QuarantineRelease { cgroup } => {
+                let reply = match backend.quarantine_release(&cgroup) {
+                    Ok(q) => Reply {
+                        ok: true,
+                        quarantines: Some(vec![q]),
+                        ..Default::default()
+                    },
+                    Err(e) => Reply::error(e),
+                };
+                send(&mut wr, &line(&reply)).await?;
             }
         }
     }
@@ -415,43 +557,98 @@ fn active_set_reply(set: PolicySetSummary) -> Reply {
 
 enum RequestLine {
     Line,
+    /// Longer than the peer's limit; the rest of the line was read and discarded.
     TooLong,
+    /// Would need a large buffer while `LARGE_REQUESTS` are being received; discarded.
+    Busy,
     Eof,
+    /// No request within `IDLE_TIMEOUT`.
+    Idle,
+    /// Closed to make room for another client while idle (`admission`).
+    Evicted,
+    /// A request started but did not end within `REQUEST_TIMEOUT` (slowloris).
+    Slow,
 }
 
-/// Read one line into `buf` without ever holding more than `MAX_REQUEST_BYTES`.
-async fn read_request_line(
-    rd: &mut BufReader<OwnedReadHalf>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<RequestLine> {
-    buf.clear();
-    let mut too_long = false;
-    loop {
-        let avail = rd.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(if buf.is_empty() && !too_long {
-                RequestLine::Eof
-            } else {
-                RequestLine::Line
-            });
+/// Reads request lines with bounded memory and time: at most `limit` bytes a line, large
+/// buffers only with a permit from `large`, a deadline for each line.
+struct RequestReader {
+    rd: BufReader<OwnedReadHalf>,
+    buf: Vec<u8>,
+    limit: usize,
+    large: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl RequestReader {
+    /// The next line into `self.buf`.
+    async fn next(&mut self, slot: &Slot) -> std::io::Result<RequestLine> {
+        self.release_large();
+        if self.rd.buffer().is_empty() {
+            slot.set_idle(true);
+            let waited = tokio::select! {
+                r = tokio::time::timeout(IDLE_TIMEOUT, self.rd.fill_buf()) => match r {
+                    Err(_) => Some(RequestLine::Idle),
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok([])) => Some(RequestLine::Eof),
+                    Ok(Ok(_)) => None,
+                },
+                _ = slot.evicted() => Some(RequestLine::Evicted),
+            };
+            slot.set_idle(false);
+            if let Some(r) = waited {
+                return Ok(r);
+            }
         }
-        let (chunk, done) = match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (avail.len(), false),
-        };
-        if !too_long && buf.len() + chunk <= MAX_REQUEST_BYTES {
-            buf.extend_from_slice(&avail[..chunk]);
-        } else {
-            too_long = true;
-            buf.clear();
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.read_line()).await {
+            Ok(r) => r,
+            Err(_) => Ok(RequestLine::Slow),
         }
-        rd.consume(chunk + usize::from(done));
-        if done {
-            return Ok(if too_long {
-                RequestLine::TooLong
-            } else {
-                RequestLine::Line
-            });
+    }
+
+    /// Give back the large-request permit and the memory that went with it.
+    fn release_large(&mut self) {
+        self.buf.clear();
+        if self.permit.take().is_some() || self.buf.capacity() > SMALL_REQUEST_BYTES {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Read one line into `buf` without ever holding more than `limit` bytes.
+    async fn read_line(&mut self) -> std::io::Result<RequestLine> {
+        let mut discarded: Option<RequestLine> = None;
+        loop {
+            let avail = self.rd.fill_buf().await?;
+            if avail.is_empty() {
+                return Ok(match discarded {
+                    Some(d) => d,
+                    None if self.buf.is_empty() => RequestLine::Eof,
+                    None => RequestLine::Line,
+                });
+            }
+            let (chunk, done) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (avail.len(), false),
+            };
+            if discarded.is_none() {
+                let len = self.buf.len() + chunk;
+                if len > self.limit {
+                    discarded = Some(RequestLine::TooLong);
+                } else if len > SMALL_REQUEST_BYTES && self.permit.is_none() {
+                    match self.large.clone().try_acquire_owned() {
+                        Ok(p) => self.permit = Some(p),
+                        Err(_) => discarded = Some(RequestLine::Busy),
+                    }
+                }
+                match discarded {
+                    None => self.buf.extend_from_slice(&avail[..chunk]),
+                    Some(_) => self.release_large(),
+                }
+            }
+            self.rd.consume(chunk + usize::from(done));
+            if done {
+                return Ok(discarded.unwrap_or(RequestLine::Line));
+            }
         }
     }
 }
@@ -483,6 +680,6 @@ async fn follow<T: Clone>(
             },
             _ = shutdown.changed() => return Ok(()),
         };
-        wr.write_all(&line(&item)).await?;
+        send(&mut wr, &line(&item)).await?;
     }
 }

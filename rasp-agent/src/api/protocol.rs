@@ -18,6 +18,8 @@ use crate::{
 /// Longest request line the server reads; longer ones get an error reply.
 /// (Policy sets travel in one request, hence the size.)
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// The same for `--socket-group` members, who cannot send policy sets.
+pub const MAX_READER_REQUEST_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
@@ -54,6 +56,46 @@ pub enum Request {
         files: Vec<PolicyFile>,
     },
     PolicyRollback {},
+    /// Cgroups under quarantine.
+    QuarantineList {},
+    /// Lift a quarantine: restore the cgroup's network and thaw it (root only).
+    QuarantineRelease {
+        /// The cgroup's path in the cgroup2 hierarchy, or its id, as `QuarantineList` shows.
+        cgroup: String,
+    },
+}
+
+impl Request {
+    /// The `cmd` name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status {} => "status",
+            Request::Events { .. } => "events",
+            Request::Processes {} => "processes",
+            Request::Detections { .. } => "detections",
+            Request::PolicyList {} => "policy_list",
+            Request::PolicyApply { .. } => "policy_apply",
+            Request::PolicyRollback {} => "policy_rollback",
+            Request::QuarantineList {} => "quarantine_list",
+            Request::QuarantineRelease { .. } => "quarantine_release",
+        }
+    }
+
+    /// Requests that change what the agent enforces or detects: root only. Everything else
+    /// only reads (and what it returns has passed the masking layer).
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Request::PolicyApply { .. }
+            | Request::PolicyRollback {}
+            | Request::QuarantineRelease { .. } => true,
+            Request::Status {}
+            | Request::Events { .. }
+            | Request::Processes {}
+            | Request::Detections { .. }
+            | Request::PolicyList {}
+            | Request::QuarantineList {} => false,
+        }
+    }
 }
 
 /// A policy file sent by the CLI: its name (for error positions) and its text.
@@ -84,6 +126,8 @@ pub struct Reply {
     /// Set on the reply that starts a live stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantines: Option<Vec<crate::enforce::Quarantined>>,
 }
 
 impl Reply {
@@ -154,6 +198,53 @@ pub struct Status {
     /// Per analyzer (`sql`): work queued, dropped because its queue was full, done.
     #[serde(default)]
     pub analyzers: BTreeMap<String, crate::detect::analyzer::AnalyzerStats>,
+    /// What this kernel lets the agent enforce, and per enforce-mode `block` rule what
+    /// enforcing it does here.
+    #[serde(default)]
+    pub enforcement: EnforcementReport,
+    /// Hold and decide on libpq: whether it runs, its watchdog, the processes under hold.
+    #[serde(default)]
+    pub sql_hold: SqlHoldReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnforcementReport {
+    /// BPF-LSM hooks attached (refuse before the act, -EPERM).
+    pub lsm: bool,
+    /// cgroup connect/sendmsg hooks attached (refuse connects and datagrams, EPERM).
+    pub cgroup_socket: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleEnforcement>,
+    /// Userspace actions refused by the per-rule rate limit since start.
+    #[serde(default)]
+    pub rate_limited: u64,
+    /// Cgroups under quarantine now.
+    #[serde(default)]
+    pub quarantined: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleEnforcement {
+    pub rule: String,
+    #[serde(flatten)]
+    pub rung: crate::policy::deny::Rung,
+    pub description: String,
+}
+
+/// `status`'s view of hold and decide (`enforce::hold`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SqlHoldReport {
+    /// Maps loaded and watchdog running: flagged queries of held processes are held.
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_pid: Option<u32>,
+    /// Processes (pids) whose flagged queries are held: they map libpq and an enforcing
+    /// `sql_query` rule's policy selects them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<u32>,
+    /// Held queries decided since start.
+    #[serde(default)]
+    pub decided: u64,
 }
 
 /// One kernel loss site: which program, what failed, how often, where last.

@@ -3,7 +3,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{emit, json_line, shell_words, table::Table, Client, ClientOpts};
+use super::{
+    emit, json_line, shell_words,
+    table::{self, Table},
+    Client, ClientOpts,
+};
 use crate::{
     api::protocol::{Request, StreamItem},
     detect::{Detection, Outcome},
@@ -61,7 +65,7 @@ pub fn detections(args: &DetectionsArgs) -> Result<()> {
             serde_json::from_str(&line).context("the agent streamed invalid JSON")?;
         let text = match (&item, args.client.json) {
             (StreamItem::Detection(d), true) => json_line(d)?,
-            (StreamItem::Detection(d), false) => detection_row(d).join("  ") + "\n",
+            (StreamItem::Detection(d), false) => table::safe_line(&detection_row(d)),
             (StreamItem::Lost(n), true) => {
                 json_line(&serde_json::json!({"kind": "lost", "count": n}))?
             }

@@ -4,6 +4,7 @@
 
 pub mod detections;
 pub mod policy;
+pub mod quarantine;
 mod table;
 
 use std::{
@@ -108,10 +109,16 @@ impl Client {
     }
 
     fn call(&mut self, request: &Request) -> Result<Reply> {
-        self.send(request)?;
-        let line = self
-            .read_line()?
-            .ok_or_else(|| anyhow!("the agent closed the connection without replying"))?;
+        let sent = self.send(request);
+        // A refused connection gets one error line and is closed, possibly before the
+        // request went out: that line says why, where the failed write only says
+        // "Broken pipe".
+        let line = match (sent, self.read_line()) {
+            (_, Ok(Some(line))) => line,
+            (Err(e), _) => return Err(e),
+            (Ok(()), Ok(None)) => bail!("the agent closed the connection without replying"),
+            (Ok(()), Err(e)) => return Err(e),
+        };
         let reply: Reply =
             serde_json::from_str(&line).context("the agent's reply is not valid JSON")?;
         if !reply.ok {
@@ -170,6 +177,22 @@ fn render_status(s: &Status) -> String {
     ]);
     facts.row(vec!["kernel".into(), s.kernel_release.clone()]);
     facts.row(vec!["BPF-LSM".into(), lsm]);
+    let e = &s.enforcement;
+    facts.row(vec![
+        "enforcement".into(),
+        match (e.lsm, e.cgroup_socket) {
+            (true, _) => "BPF-LSM refuses denied exec, open, mmap/mprotect and connect".into(),
+            (false, true) => "no BPF-LSM: denied connects refused (cgroup hooks); denied execs killed before they run; denied opens and maps killed after the call".into(),
+            (false, false) => "no kernel enforcement hooks: enforce rules act after the event".into(),
+        },
+    ]);
+    facts.row(vec![
+        "actions".into(),
+        format!(
+            "{} refused by the rate limit, {} cgroups quarantined",
+            e.rate_limited, e.quarantined
+        ),
+    ]);
     facts.row(vec![
         "ring buffer".into(),
         format!("{} bytes", s.ring_buffer_bytes),
@@ -245,6 +268,14 @@ fn render_status(s: &Status) -> String {
     }
     out.push('\n');
     out.push_str(&kinds.render());
+    if !s.enforcement.rules.is_empty() {
+        let mut rules = Table::new(&["ENFORCED RULE", "HOW"]);
+        for r in &s.enforcement.rules {
+            rules.row(vec![r.rule.clone(), r.description.clone()]);
+        }
+        out.push('\n');
+        out.push_str(&rules.render());
+    }
     if !s.uprobe_targets.is_empty() {
         let mut targets = Table::new(&["UPROBE TARGET", "KIND", "BUILD ID", "PROBES"]);
         for t in &s.uprobe_targets {
@@ -288,13 +319,13 @@ fn render_status(s: &Status) -> String {
     if !s.policy_reload_errors.is_empty() {
         out.push_str("\nlast policy reload refused (the active set stayed):\n");
         for e in &s.policy_reload_errors {
-            out.push_str(&format!("  {e}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(e)));
         }
     }
     if !s.environment.is_empty() {
         out.push_str("\nenvironment:\n");
         for n in &s.environment {
-            out.push_str(&format!("  {n}\n"));
+            out.push_str(&format!("  {}\n", table::terminal_safe(n)));
         }
     }
     out
@@ -357,7 +388,7 @@ pub fn events(args: &EventsArgs) -> Result<()> {
             (StreamItem::Lost(n), true) => {
                 json_line(&serde_json::json!({"kind": "lost", "count": n}))?
             }
-            (StreamItem::Event(e), false) => event_row(e).join("  ") + "\n",
+            (StreamItem::Event(e), false) => table::safe_line(&event_row(e)),
             (StreamItem::Lost(n), false) => {
                 format!("-- this client fell behind and lost {n} events --\n")
             }
@@ -401,6 +432,16 @@ fn event_row(e: &Event) -> Vec<String> {
         ),
         EventDetail::LibraryLoad(d) => d.path.as_deref().unwrap_or("?").to_string(),
         EventDetail::Connect(d) => format!("connect {} (attempt)", d.dest()),
+        EventDetail::AgentHealth(d) => format!(
+            "agent health: {} over {} s: {}",
+            d.problem,
+            d.interval_secs,
+            d.losses
+                .iter()
+                .map(|(w, n)| format!("{n} × {w}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         EventDetail::SqlQuery(d) => format!(
             "{} conn {:#x}: {}{}",
             d.function.name(),

@@ -32,6 +32,14 @@ pub enum PolicyCommand {
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Also say, per enforce-mode `block` rule, what the running kernel can do about it
+        /// (refuse in the kernel, kill before the program runs, kill after the call, or act
+        /// in userspace after the event). Asks the running agent what its kernel accepted.
+        #[arg(long)]
+        kernel: bool,
+        /// The agent's socket, for `--kernel`.
+        #[arg(long, default_value = super::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Replace the agent's active set with these files (validated as one set first; on any
     /// error nothing changes).
@@ -63,7 +71,18 @@ pub fn run(cmd: &PolicyCommand) -> Result<()> {
             let reply = Client::connect(&opts.socket)?.call(&Request::PolicyList {})?;
             print_listing(reply, opts.json)
         }
-        PolicyCommand::Validate { paths, json } => validate(paths, *json),
+        PolicyCommand::Validate {
+            paths,
+            json,
+            kernel,
+            socket,
+        } => {
+            validate(paths, *json)?;
+            if *kernel {
+                kernel_rungs(paths, socket, *json)?;
+            }
+            Ok(())
+        }
         PolicyCommand::Apply { client, paths } => apply(client, paths),
         PolicyCommand::Rollback(opts) => {
             let reply = Client::connect(&opts.socket)?.call(&Request::PolicyRollback {})?;
@@ -103,6 +122,41 @@ fn validate(paths: &[PathBuf], json: bool) -> Result<()> {
             bail!("{} problem(s) found", errors.len())
         }
     }
+}
+
+/// What the running agent's kernel would do about each enforce-mode `block` rule of the
+/// files: the deny plan the agent would compile, with the hooks it has attached.
+fn kernel_rungs(paths: &[PathBuf], socket: &Path, json: bool) -> Result<()> {
+    let policies =
+        policy::load_paths(paths).map_err(|errors| anyhow!("{} problem(s) found", errors.len()))?;
+    let status = Client::connect(socket)
+        .context("--kernel asks the running agent what its kernel accepted")?
+        .call(&Request::Status {})?
+        .status
+        .ok_or_else(|| anyhow!("the agent's reply has no status"))?;
+    let caps = policy::deny::KernelCapabilities {
+        lsm: status.enforcement.lsm,
+        cgroup_socket: status.enforcement.cgroup_socket,
+    };
+    let plan = policy::deny::plan(&policies, 1, caps, &policy::deny::HostFs::detect());
+    let mut out = std::io::stdout().lock();
+    if json {
+        for (rule, rung) in &plan.rungs {
+            let line = serde_json::json!({"rule": rule, "enforcement": rung, "description": rung.describe()});
+            emit(&mut out, &json_line(&line)?)?;
+        }
+        return Ok(());
+    }
+    if plan.rungs.is_empty() {
+        emit(&mut out, "no enforce-mode block rules\n")?;
+        return Ok(());
+    }
+    let mut t = Table::new(&["RULE", "ON THIS KERNEL"]);
+    for (rule, rung) in &plan.rungs {
+        t.row(vec![rule.clone(), rung.describe()]);
+    }
+    emit(&mut out, &t.render())?;
+    Ok(())
 }
 
 fn apply(client: &ClientOpts, paths: &[PathBuf]) -> Result<()> {

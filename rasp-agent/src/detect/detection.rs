@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     events::{Argv, Comm, Event, Text},
-    policy::vocab::{Action, Mode, Severity},
+    policy::vocab::{Action, KillScope, Mode, QuarantineMode, Severity},
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +47,12 @@ pub struct Detection {
     /// For an aggregate: time of the last folded occurrence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_time: Option<String>,
+    /// What the rule's action targets: the kill scope of `kill`, the step after the network
+    /// cut of `quarantine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_scope: Option<KillScope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine_mode: Option<QuarantineMode>,
 }
 
 /// What happened as a result, honestly: did the kernel stop it, or did we act after?
@@ -115,54 +121,4 @@ pub struct ProcessSummary {
     pub argv_truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        enforce::Enforcer,
-        events::{Event, EventDetail, ForkDetail},
-    };
-
-    /// The fold key checked before a detection exists carries these details; the detection
-    /// carries the enforcer's. Unequal, storms would never fold early (only slower, not wrong).
-    #[test]
-    fn outcomes_without_acting_are_the_enforcers() {
-        let enforcer = Enforcer::new("/nonexistent-cgroup2".into());
-        // Audit and alert never look at the event; a pid no one has keeps it that way.
-        let ev = Event {
-            time: Default::default(),
-            ts_boot_ns: 0,
-            pid: u32::MAX,
-            tid: u32::MAX,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
-            comm: "t".into(),
-            cgroup_id: 0,
-            cgroup: None,
-            detail: EventDetail::Fork(ForkDetail { parent_tid: 1 }),
-        };
-        for action in [
-            Action::Alert,
-            Action::Block,
-            Action::Kill,
-            Action::Quarantine,
-        ] {
-            for mode in [Mode::Audit, Mode::Enforce] {
-                let Some((outcome, detail)) = Outcome::without_acting(action, mode) else {
-                    assert_eq!(mode, Mode::Enforce);
-                    assert_ne!(action, Action::Alert);
-                    continue;
-                };
-                let (o, d) = enforcer.act(action, mode, &ev);
-                assert_eq!((outcome, detail), (o, d.as_deref()), "{action:?} {mode:?}");
-            }
-        }
-    }
 }

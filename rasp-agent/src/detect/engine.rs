@@ -134,7 +134,7 @@ impl Engine {
         table: &ProcessTable,
         visit: impl FnMut(&Match<'_>),
     ) {
-        self.for_each_match_of(set, ev, table, Rules::All, visit)
+        self.visit_rules(set, ev, table, Rules::All, None, visit)
     }
 
     /// `for_each_match` over the rules `which` selects.
@@ -144,6 +144,32 @@ impl Engine {
         ev: &Arc<Event>,
         table: &ProcessTable,
         which: Rules,
+        visit: impl FnMut(&Match<'_>),
+    ) {
+        self.visit_rules(set, ev, table, which, None, visit)
+    }
+
+    /// Call `visit` with the rule `policy`/`rule` of `set` as a match of `ev`, whatever
+    /// its conditions say: a kernel program already decided it (the kernel matched by
+    /// inode, userspace by path, and a hard link or a moved file can tell them apart).
+    pub fn for_named_rule(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        (policy, rule): (&str, &str),
+        visit: impl FnMut(&Match<'_>),
+    ) {
+        self.visit_rules(set, ev, table, Rules::All, Some((policy, rule)), visit)
+    }
+
+    fn visit_rules(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        which: Rules,
+        named: Option<(&str, &str)>,
         mut visit: impl FnMut(&Match<'_>),
     ) {
         let event_type = match &ev.detail {
@@ -162,7 +188,10 @@ impl Engine {
             EventDetail::KernelModule(_) => EventType::KernelModule,
             EventDetail::BpfLoad(_) => EventType::BpfLoad,
             EventDetail::IoUring(_) => EventType::IoUring,
-            EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::SqlQuery(_) => return,
+            EventDetail::Fork(_)
+            | EventDetail::Exit(_)
+            | EventDetail::SqlQuery(_)
+            | EventDetail::AgentHealth(_) => return,
         };
         if !set.index.has(event_type) {
             return;
@@ -207,8 +236,40 @@ impl Engine {
         };
         describe(&ev.detail, &mut subject);
 
+        let latency_us = || {
+            if self.live {
+                BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
+            } else {
+                0
+            }
+        };
+        let matched = |policy, rule, latency_us| Match {
+            engine: self,
+            set_version: set.version,
+            policy,
+            rule,
+            event: ev,
+            exe,
+            argv,
+            argv_truncated,
+            table,
+            parent,
+            identity: &identity,
+            latency_us,
+        };
+        if let Some((policy_name, rule_id)) = named {
+            let found = set
+                .policies
+                .iter()
+                .find(|p| p.name == policy_name)
+                .and_then(|p| p.rules.iter().find(|r| r.id == rule_id).map(|r| (p, r)));
+            if let Some((policy, rule)) = found {
+                visit(&matched(policy, rule, latency_us()));
+            }
+            return;
+        }
         // Read once per event, not per matching rule: they are the same decision.
-        let mut latency_us = None;
+        let mut latency = None;
         // Each policy's selector is judged once per event, however many of its rules are
         // candidates (states: 0 not yet, 1 applies, 2 does not).
         let mut applies = [0u8; SELECTOR_MEMO];
@@ -225,27 +286,8 @@ impl Engine {
                 };
                 let selected = which == Rules::All || rule.conditions.uses_stdin_peer();
                 if selected && applies_here && rule.matches(&subject) {
-                    let latency_us = *latency_us.get_or_insert_with(|| {
-                        if self.live {
-                            BootClock::boot_now_ns().saturating_sub(ev.ts_boot_ns) / 1000
-                        } else {
-                            0
-                        }
-                    });
-                    visit(&Match {
-                        engine: self,
-                        set_version: set.version,
-                        policy,
-                        rule,
-                        event: ev,
-                        exe,
-                        argv,
-                        argv_truncated,
-                        table,
-                        parent,
-                        identity: &identity,
-                        latency_us,
-                    });
+                    let latency_us = *latency.get_or_insert_with(latency_us);
+                    visit(&matched(policy, rule, latency_us));
                 }
             });
     }
@@ -275,6 +317,7 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
         EventDetail::SqlQuery(d) => {
             s.query = Some(d.query.as_str());
             s.sql_findings = d.findings.as_slice();
+            s.sql = Some(d);
         }
         EventDetail::FileChange(d) => {
             s.operation = Some(d.operation.name());
@@ -312,7 +355,7 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
         }
         EventDetail::BpfLoad(d) => s.prog_type = Some(d.prog_type.as_str()),
         EventDetail::IoUring(d) => s.operation = Some(d.operation.as_str()),
-        EventDetail::Fork(_) | EventDetail::Exit(_) => {}
+        EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::AgentHealth(_) => {}
     }
 }
 
@@ -414,6 +457,9 @@ impl<'a> Match<'a> {
             latency_us: self.latency_us,
             count: 1,
             last_time: None,
+            kill_scope: (self.rule.action == Action::Kill).then_some(self.rule.scope),
+            quarantine_mode: (self.rule.action == Action::Quarantine)
+                .then_some(self.rule.quarantine),
         }
     }
 }
@@ -463,6 +509,7 @@ mod tests {
             comm: "cat".into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice".into()),
+            verdict: None,
             detail,
         })
     }
@@ -541,6 +588,7 @@ mod cost {
             comm: comm.into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
+            verdict: None,
             detail,
         })
     }

@@ -25,9 +25,9 @@ use rasp_common::{
 use super::{
     hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, Volatile},
     Access, Argv, BpfLoadDetail, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail,
-    Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail,
-    KernelModuleDetail, LibraryLoadDetail, MountDetail, NamespaceDetail, PtraceDetail, SqlFunction,
-    SqlQueryDetail, StdioFd, UnixConnectDetail, WallTime,
+    Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail, KernelAction,
+    KernelModuleDetail, KernelVerdict, LibraryLoadDetail, MountDetail, NamespaceDetail,
+    PtraceDetail, SqlFunction, SqlQueryDetail, StdioFd, UnixConnectDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -199,6 +199,9 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 } else {
                     Vec::new()
                 },
+                dev: r.dev,
+                ino: r.ino,
+                new_file: r.flags & record::LIB_FILE_NEW != 0,
             })
         }
         EventKind::Connect => {
@@ -226,10 +229,15 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 query: String::from_utf8_lossy(query).into_owned(),
                 truncated: r.flags & record::SQL_QUERY_TRUNCATED != 0,
                 unreadable: r.flags & record::SQL_QUERY_FAILED != 0,
+                held: r.flags & record::SQL_QUERY_HELD != 0,
                 analyzed: false,
                 findings: Vec::new(),
                 score_permille: None,
                 shape: None,
+                statements: Vec::new(),
+                tables: Vec::new(),
+                functions: Vec::new(),
+                new_shape: None,
             })
         }
         EventKind::FileChange => file_change_detail(bytes)?,
@@ -329,6 +337,16 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         comm: Comm::from_kernel(&header.comm),
         cgroup_id: header.cgroup_id,
         cgroup: None,
+        verdict: match header.verdict {
+            0 => None,
+            v => Some(KernelVerdict {
+                action: KernelAction::from_kernel(v).ok_or(DecodeError::Invalid {
+                    what: "kernel verdict",
+                    value: v.into(),
+                })?,
+                rule_slot: header.verdict_rule,
+            }),
+        },
         detail,
     })
 }
@@ -344,12 +362,16 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
     let argv = payload.take(r.argv_len, ARGV_CAP)?;
 
     let mut incomplete = Vec::new();
+    let refused = flags & record::EXEC_REFUSED != 0;
     let mut note = |bit: u32, name: &str| {
         if flags & bit != 0 {
             incomplete.push(name.to_string());
         }
     };
-    note(record::EXEC_ARGV_FAILED, "argv");
+    if !refused {
+        // A refused exec's argv was never there to read.
+        note(record::EXEC_ARGV_FAILED, "argv");
+    }
     note(record::EXEC_EXE_FAILED | record::EXEC_EXE_TRUNCATED, "exe");
     note(record::EXEC_CWD_FAILED | record::EXEC_CWD_TRUNCATED, "cwd");
     note(record::EXEC_FILENAME_FAILED, "filename");
@@ -370,12 +392,14 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
         // A cwd no rule needs is not walked: none, not "unreadable".
         cwd: (flags & (record::EXEC_CWD_FAILED | record::EXEC_CWD_SKIPPED) == 0)
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
+        refused,
         incomplete,
         stdio,
         pid_ns: ns_known.then_some(r.pid_ns),
         mnt_ns: ns_known.then_some(r.mnt_ns),
         stdin_peer: None,
         built_by: None,
+        exe_new: flags & record::EXEC_EXE_NEW != 0,
     }))
 }
 
@@ -641,22 +665,26 @@ pub fn c_string(bytes: &[u8]) -> String {
 /// directory to patterns like `/tmp/**/.*`. A truncated walk that could not reach the root at
 /// all starts with "...".
 pub fn leaf_first_path(bytes: &[u8], truncated: bool) -> String {
-    let mut parts: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-    if parts.last().is_some_and(|p| p.is_empty()) {
-        parts.pop(); // after the last component's NUL
-    }
-    let gap = parts.iter().any(|p| p.is_empty());
-    parts.reverse();
+    // One allocation, components taken from the end: no list of parts, and no copy through
+    // a lossy conversion when the name is valid UTF-8 (nearly always). The bytes end with
+    // the last component's NUL; an empty component before it is the gap.
+    let body = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    let gap = !body.is_empty() && body.split(|&b| b == 0).any(<[u8]>::is_empty);
     let mut path = String::with_capacity(bytes.len() + 4);
     if truncated && !gap {
         path.push_str("...");
     }
-    for p in &parts {
-        path.push('/');
-        if p.is_empty() {
-            path.push('…');
-        } else {
-            path.push_str(&String::from_utf8_lossy(p));
+    if !body.is_empty() {
+        for p in body.rsplit(|&b| b == 0) {
+            path.push('/');
+            if p.is_empty() {
+                path.push('…');
+            } else {
+                match std::str::from_utf8(p) {
+                    Ok(s) => path.push_str(s),
+                    Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+                }
+            }
         }
     }
     if path.is_empty() {
@@ -690,6 +718,8 @@ mod tests {
             start_ns: 123_456,
             cap_effective: 0,
             comm,
+            verdict: 0,
+            verdict_rule: 0,
         }
     }
 
@@ -858,10 +888,13 @@ mod tests {
         let path = b"libfoo.so\0tmp\0";
         let r = LibraryLoadRecord {
             header: header(EventKind::LibraryLoad),
-            flags: 0,
+            flags: record::LIB_FILE_NEW,
             fd: 3,
             prot: 5,
             path_len: path.len() as u32,
+            dev: (254 << 20) | 1,
+            _pad: 0,
+            ino: 77,
         };
         let ev = decode(&sent(&r, &[path]), BootClock::now()).unwrap();
         assert_eq!(
@@ -869,6 +902,9 @@ mod tests {
             EventDetail::LibraryLoad(LibraryLoadDetail {
                 path: Some("/tmp/libfoo.so".into()),
                 incomplete: vec![],
+                dev: (254 << 20) | 1,
+                ino: 77,
+                new_file: true,
             })
         );
         let json = serde_json::to_value(&ev).unwrap();

@@ -93,6 +93,20 @@ impl EventHub {
         out
     }
 
+    /// The most recent events of one cgroup, oldest first, at most `limit`.
+    pub fn recent_of_cgroup(&self, cgroup_id: u64, limit: usize) -> Vec<Arc<Event>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Event>> = recent
+            .iter()
+            .rev()
+            .filter(|e| e.cgroup_id == cgroup_id)
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
     }
@@ -135,6 +149,7 @@ mod tests {
             comm: Default::default(),
             cgroup_id: 0,
             cgroup: None,
+            verdict: None,
             detail: if fork {
                 EventDetail::Fork(ForkDetail { parent_tid: 1 })
             } else {

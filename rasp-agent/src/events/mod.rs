@@ -3,6 +3,7 @@
 //! events, counts them per kind and fans them out to live followers.
 
 pub mod decode;
+pub mod health;
 pub mod hooks;
 pub mod hub;
 pub mod latency;
@@ -51,8 +52,65 @@ pub struct Event {
     pub cgroup_id: u64,
     /// Path inside the cgroup2 hierarchy ("/system.slice/x.service"), when resolvable.
     pub cgroup: Option<Text>,
+    /// What a kernel program did to the act, and for which rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<KernelVerdict>,
     #[serde(flatten)]
     pub detail: EventDetail,
+}
+
+/// A kernel program acted on the event itself (`rasp_common::deny`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KernelVerdict {
+    pub action: KernelAction,
+    /// The deciding rule's slot (`rasp_common::deny::rule_slot`): its policy set generation
+    /// and index in that set's kernel rule table.
+    pub rule_slot: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelAction {
+    /// BPF-LSM refused it (-EPERM): it did not happen, the process lives.
+    LsmDenied,
+    /// A cgroup socket hook refused the connect or send (EPERM).
+    CgroupDenied,
+    /// The exec went through but the process was killed before the new program ran.
+    KilledAtExec,
+    /// The call completed; the process was killed before it returned to user space.
+    KilledAtSyscall,
+    /// Refused because the process's cgroup is quarantined.
+    Quarantined,
+}
+
+impl KernelAction {
+    pub fn from_kernel(v: u32) -> Option<KernelAction> {
+        use rasp_common::deny::*;
+        Some(match v {
+            VERDICT_LSM_DENIED => KernelAction::LsmDenied,
+            VERDICT_CGROUP_DENIED => KernelAction::CgroupDenied,
+            VERDICT_KILLED_AT_EXEC => KernelAction::KilledAtExec,
+            VERDICT_KILLED_AT_SYSCALL => KernelAction::KilledAtSyscall,
+            VERDICT_QUARANTINED => KernelAction::Quarantined,
+            _ => return None,
+        })
+    }
+
+    /// Did the act itself not happen?
+    pub fn prevented(self) -> bool {
+        !matches!(self, KernelAction::KilledAtSyscall)
+    }
+
+    /// What happened, in words, for detections.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KernelAction::LsmDenied => "refused in the kernel by BPF-LSM (EPERM); the process lives",
+            KernelAction::CgroupDenied => "refused in the kernel by the cgroup socket hook (EPERM); nothing was sent",
+            KernelAction::KilledAtExec => "stopped in the kernel at exec: the process was killed before the new program ran an instruction (no BPF-LSM on this kernel)",
+            KernelAction::KilledAtSyscall => "the call completed, then the process was killed in the kernel before it returned to user space (no BPF-LSM on this kernel: the act itself happened)",
+            KernelAction::Quarantined => "refused in the kernel: the process's cgroup is quarantined",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,10 +131,27 @@ pub enum EventDetail {
     KernelModule(KernelModuleDetail),
     BpfLoad(BpfLoadDetail),
     IoUring(IoUringDetail),
+    /// Not from the kernel: the agent's own health (sustained event losses), so that a
+    /// blind spot reaches the journal and exports like any detection.
+    AgentHealth(AgentHealthDetail),
 }
 
-/// A query an application handed to libpq.
+/// What the agent noticed about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentHealthDetail {
+    /// "event_loss".
+    pub problem: String,
+    /// Events lost or damaged in the interval, per place ("exec_send: ring buffer full
+    /// (output failed), line 182"), and how many.
+    pub losses: Vec<(String, u64)>,
+    /// The interval the counts cover, in seconds.
+    pub interval_secs: u64,
+}
+
+/// A query an application handed to libpq. Equality and hashing (what folds repeated
+/// detections) leave out `held` and `new_shape`: how this one occurrence was handled, not
+/// what the query was.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SqlQueryDetail {
     /// `PQsendQuery`, `PQsendQueryParams` or `PQsendPrepare`.
     pub function: SqlFunction,
@@ -89,6 +164,10 @@ pub struct SqlQueryDetail {
     /// The text could not be read (or was a null pointer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unreadable: bool,
+    /// The kernel's pre-check flagged it and stopped the thread until the agent decided
+    /// (`enforce::hold`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Set once the SQL analyzer has judged the query; then `findings` are its finding
     /// names (`policy::vocab::SQL_FINDINGS`, `injection` for its verdict) and
     /// `score_permille` its injection score.
@@ -101,9 +180,34 @@ pub struct SqlQueryDetail {
     /// The query's shape (literals normalised) as a stable 64-bit hash, in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<String>,
+    /// Statement kinds (`policy::vocab::SQL_STATEMENTS`), tables and functions the
+    /// analyzer found, names normalised (unquoted ones lowercased).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<Text>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Text>,
+    /// Set when this service (its container, or its executable outside containers) had
+    /// never sent a query of this shape before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_shape: Option<NewShape>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A query shape never seen from its service before.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NewShape {
+    /// `container:<id>` or `exe:<path>`.
+    pub service: Text,
+    /// How long the agent had seen the service send queries (a policy's learning window is
+    /// over when this reaches it).
+    pub service_age_ms: u64,
+}
+
+/// Equality and hashing leave out `exe_new`: it says whether the kernel had reported the
+/// file before (for the uprobe task), not what happened, so two execs of one program fold
+/// together whichever came first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -114,6 +218,9 @@ pub struct ExecDetail {
     /// argv was longer than the capture bound (`rasp_common::limits::ARGV_CAP`).
     pub argv_truncated: bool,
     pub cwd: Option<Text>,
+    /// BPF-LSM refused the exec: the process kept its old image (argv was not read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
@@ -133,6 +240,10 @@ pub struct ExecDetail {
     /// when the agent saw it run. Filled by the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub built_by: Option<Text>,
+    /// The executable's file was new to the kernel's seen-files map (or is a uprobe target):
+    /// the uprobe task inspects it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_new: bool,
 }
 
 /// Another process an event is linked to (the writer of a shell's stdin pipe).
@@ -203,12 +314,111 @@ pub struct FileOpenDetail {
 
 /// A file mapped executable from a descriptor: a shared library loaded by ld.so or dlopen.
 /// The main executable and ld.so are mapped by the kernel at exec and do not appear.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Equality and hashing leave out `new_file`, as `ExecDetail` leaves out `exe_new`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LibraryLoadDetail {
     /// As in `FileOpenDetail::path`.
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The file as the kernel names it (`dev` is the kernel's `dev_t`); 0 when unreadable.
+    #[serde(default)]
+    pub dev: u32,
+    #[serde(default)]
+    pub ino: u64,
+    /// First executable mapping of this file the kernel reported (or a uprobe target's):
+    /// sent for the uprobe task whether or not a rule wants library loads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_file: bool,
+}
+
+impl SqlQueryDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            (
+                self.function,
+                self.conn,
+                &self.query,
+                self.truncated,
+                self.unreadable,
+            ),
+            (
+                self.analyzed,
+                &self.findings,
+                self.score_permille,
+                &self.shape,
+            ),
+            (&self.statements, &self.tables, &self.functions),
+        )
+    }
+}
+
+impl PartialEq for SqlQueryDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for SqlQueryDetail {}
+
+impl std::hash::Hash for SqlQueryDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl ExecDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (
+            &self.exe,
+            &self.filename,
+            &self.argv,
+            self.argv_truncated,
+            &self.cwd,
+            &self.incomplete,
+            (
+                &self.stdio,
+                self.pid_ns,
+                self.mnt_ns,
+                &self.stdin_peer,
+                &self.built_by,
+            ),
+        )
+    }
+}
+
+impl PartialEq for ExecDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ExecDetail {}
+
+impl std::hash::Hash for ExecDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl LibraryLoadDetail {
+    fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
+        (&self.path, &self.incomplete, self.dev, self.ino)
+    }
+}
+
+impl PartialEq for LibraryLoadDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for LibraryLoadDetail {}
+
+impl std::hash::Hash for LibraryLoadDetail {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
 }
 
 /// A connect(2) *attempt* to an IPv4/IPv6 destination, seen at syscall entry: whether it
@@ -251,10 +461,11 @@ pub enum Kind {
     KernelModule,
     BpfLoad,
     IoUring,
+    AgentHealth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -270,10 +481,14 @@ impl Kind {
         Kind::KernelModule,
         Kind::BpfLoad,
         Kind::IoUring,
+        Kind::AgentHealth,
     ];
 
     pub fn name(self) -> &'static str {
-        self.kernel_kind().name()
+        match self.kernel_kind() {
+            Some(k) => k.name(),
+            None => "agent_health",
+        }
     }
 
     /// Position in `ALL` (and in per-kind counter arrays sized `ALL.len()`).
@@ -294,12 +509,14 @@ impl Kind {
             Kind::KernelModule => 12,
             Kind::BpfLoad => 13,
             Kind::IoUring => 14,
+            Kind::AgentHealth => 15,
         }
     }
 
-    fn kernel_kind(self) -> rasp_common::EventKind {
+    /// The kernel record kind; `None` for what the agent reports about itself.
+    fn kernel_kind(self) -> Option<rasp_common::EventKind> {
         use rasp_common::EventKind as K;
-        match self {
+        Some(match self {
             Kind::Exec => K::Exec,
             Kind::Fork => K::Fork,
             Kind::Exit => K::Exit,
@@ -315,7 +532,8 @@ impl Kind {
             Kind::KernelModule => K::KernelModule,
             Kind::BpfLoad => K::BpfLoad,
             Kind::IoUring => K::IoUring,
-        }
+            Kind::AgentHealth => return None,
+        })
     }
 
     /// The userspace kind of a kernel record kind.
@@ -359,6 +577,7 @@ impl Event {
             EventDetail::KernelModule(_) => Kind::KernelModule,
             EventDetail::BpfLoad(_) => Kind::BpfLoad,
             EventDetail::IoUring(_) => Kind::IoUring,
+            EventDetail::AgentHealth(_) => Kind::AgentHealth,
         }
     }
 }
@@ -399,12 +618,42 @@ mod tests {
     fn kinds_agree_with_the_kernel_and_serde() {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
-            assert_eq!(Kind::from_kernel(k.kernel_kind()), *k);
+            if let Some(kernel) = k.kernel_kind() {
+                assert_eq!(Kind::from_kernel(kernel), *k);
+            }
             let json = serde_json::to_value(k).unwrap();
             assert_eq!(json, k.name(), "CLI/JSON name and kernel name agree");
             let parsed = <Kind as clap::ValueEnum>::from_str(k.name(), false).unwrap();
             assert_eq!(parsed, *k);
         }
+    }
+
+    #[test]
+    fn discovery_flags_do_not_make_events_different() {
+        let exec = |exe_new| ExecDetail {
+            exe: Some("/tmp/x".into()),
+            filename: "/tmp/x".into(),
+            argv: ["/tmp/x"].into(),
+            argv_truncated: false,
+            cwd: None,
+            refused: false,
+            incomplete: Vec::new(),
+            exe_new,
+            ..ExecDetail::default()
+        };
+        assert_eq!(exec(true), exec(false));
+        let hash = |d: &ExecDetail| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            d.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&exec(true)), hash(&exec(false)));
+        let mut other = exec(false);
+        other.argv = ["/tmp/x", "-v"].into();
+        assert_ne!(exec(false), other);
+        // The JSON still says it.
+        assert_eq!(serde_json::to_value(exec(true)).unwrap()["exe_new"], true);
     }
 
     #[test]
@@ -445,6 +694,7 @@ mod tests {
             comm: Comm::new("sh"),
             cgroup_id: 1,
             cgroup: Some("/".into()),
+            verdict: None,
             detail: EventDetail::Exit(ExitDetail {
                 exit_code: Some(3),
                 signal: None,

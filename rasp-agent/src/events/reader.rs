@@ -12,7 +12,7 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     time::{Duration, Instant},
 };
 
@@ -101,35 +101,10 @@ pub fn drain(
     let started_ns = BootClock::boot_now_ns();
     loop {
         let waiting_since = Instant::now();
-        let mut fds = [
-            libc::pollfd {
-                fd: ring.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds, and their count.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                DEADLINE.as_millis() as libc::c_int,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[1].revents != 0 {
-            return Ok(());
+        match wait(ring.as_fd().as_raw_fd(), stop, DEADLINE)? {
+            Wake::Stop => return Ok(()),
+            Wake::Interrupted => continue,
+            Wake::Ready => {}
         }
         // Data that came while we were busy or within COALESCE of waiting: a storm.
         let storm = waiting_since.elapsed() < COALESCE;
@@ -158,6 +133,52 @@ pub fn drain(
             std::thread::sleep(COALESCE);
         }
     }
+}
+
+/// Why `wait` returned.
+pub enum Wake {
+    /// The ring has data, or the deadline passed.
+    Ready,
+    /// A signal interrupted the wait: wait again.
+    Interrupted,
+    /// `stop` was raised.
+    Stop,
+}
+
+/// Sleep until the ring buffer `ring_fd` has data, `deadline` passes, or `stop` is raised.
+pub fn wait(ring_fd: RawFd, stop: &StopSignal, deadline: Duration) -> io::Result<Wake> {
+    let mut fds = [
+        libc::pollfd {
+            fd: ring_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds, and their count.
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            deadline.as_millis() as libc::c_int,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Wake::Interrupted);
+        }
+        return Err(e);
+    }
+    Ok(if fds[1].revents != 0 {
+        Wake::Stop
+    } else {
+        Wake::Ready
+    })
 }
 
 /// The kernel's loss counters: per `LossSite`, summed over CPUs, with the line of the last

@@ -115,7 +115,7 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
             program_status(&name, format!("lsm/{hook}"), result)
         }));
     } else {
-        statuses.extend(attach_syscall_tracepoints(&mut ebpf, &floor_program));
+        statuses.extend(attach_syscall_tracepoints(&mut ebpf, &floor_program, false));
     }
 
     let attached = |s: &&ProgramStatus| s.state == ProgramState::Attached;

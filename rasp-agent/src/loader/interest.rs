@@ -98,6 +98,72 @@ impl Interest {
     }
 }
 
+/// How much of each kernel map an interest fills, counted the way `apply` stores it (names
+/// cut to their key and merged, prefixes masked, ports deduplicated), growing one rule's
+/// interest at a time so the policy side can say which rule went past a map's capacity.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    file_names: BTreeSet<NameKey>,
+    lib_names: BTreeSet<NameKey>,
+    ports: BTreeSet<u16>,
+    v4: BTreeSet<(u8, [u8; 4])>,
+    v6: BTreeSet<(u8, [u8; 16])>,
+}
+
+/// One kernel map an interest does not fit in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverCapacity {
+    /// What the map holds: "file names", "library names", "ports", "IPv4 prefixes",
+    /// "IPv6 prefixes (IPv4 rules count twice: also as ::ffff:a.b.c.d)".
+    pub what: &'static str,
+    pub needed: usize,
+    pub capacity: u32,
+}
+
+impl Usage {
+    pub fn add(&mut self, interest: &Interest) {
+        let names = |set: &mut BTreeSet<NameKey>, names: &[(String, u32)]| {
+            for (n, bits) in names {
+                if *bits != 0 {
+                    set.insert(name_key(n.as_bytes()));
+                }
+            }
+        };
+        names(&mut self.file_names, &interest.file_names);
+        names(&mut self.lib_names, &interest.lib_names);
+        self.ports.extend(interest.ports.iter().copied());
+        for &(a, p) in &interest.v4 {
+            self.v4.insert((p, masked(a.octets(), p.min(32))));
+        }
+        for &(a, p) in &interest.v6 {
+            self.v6.insert((p, masked(a.octets(), p.min(128))));
+        }
+    }
+
+    /// Every map this usage does not fit in (empty: it fits).
+    pub fn over_capacity(&self) -> Vec<OverCapacity> {
+        [
+            ("file names", self.file_names.len(), MAX_FILE_NAMES),
+            ("library names", self.lib_names.len(), MAX_LIB_NAMES),
+            ("ports", self.ports.len(), MAX_CONNECT_PORTS),
+            ("IPv4 prefixes", self.v4.len(), MAX_CONNECT_CIDRS),
+            (
+                "IPv6 prefixes (each IPv4 prefix counts here too, as ::ffff:a.b.c.d)",
+                self.v6.len(),
+                MAX_CONNECT_CIDRS,
+            ),
+        ]
+        .into_iter()
+        .filter(|&(_, n, max)| n > max as usize)
+        .map(|(what, needed, capacity)| OverCapacity {
+            what,
+            needed,
+            capacity,
+        })
+        .collect()
+    }
+}
+
 /// The interest maps, taken out of the loaded object. Dropping them does not empty them: the
 /// kernel keeps a map alive while a program uses it.
 pub struct InterestMaps {
@@ -668,6 +734,45 @@ mod tests {
         assert_eq!(v6[0], 0xfd);
         assert!(v6[1..].iter().all(|&b| b == 0));
         assert_eq!(c.connect_flags, bits::CONNECT_ENABLED);
+    }
+
+    #[test]
+    fn usage_counts_what_compile_stores() {
+        let mut u = Usage::default();
+        let long = "x".repeat(40);
+        u.add(&Interest {
+            // Two names cut to the same 31-byte key are one entry; a name with no bits none.
+            file_names: vec![
+                (format!("{long}a"), bits::READ_AT_LEAF),
+                (format!("{long}b"), bits::READ_AT_LEAF),
+                ("unused".into(), 0),
+            ],
+            ports: vec![22, 22, 443],
+            v4: vec![
+                (Ipv4Addr::new(10, 1, 2, 3), 8),
+                (Ipv4Addr::new(10, 9, 9, 9), 8),
+            ],
+            ..Interest::default()
+        });
+        assert!(u.over_capacity().is_empty());
+        assert_eq!((u.file_names.len(), u.ports.len(), u.v4.len()), (1, 2, 1));
+        let ports: Vec<u16> = (1000..=1000 + MAX_CONNECT_PORTS as u16).collect();
+        u.add(&Interest {
+            ports: ports.clone(),
+            ..Interest::default()
+        });
+        let over = u.over_capacity();
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert_eq!(over[0].what, "ports");
+        assert_eq!(over[0].needed, MAX_CONNECT_PORTS as usize + 3);
+        // What usage calls too many, compile refuses too.
+        let e = Interest {
+            ports,
+            ..Interest::default()
+        }
+        .compile()
+        .unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! out as `InterestMaps` (`interest.rs`).
 
 pub mod btf;
+pub mod deny;
 pub mod env;
 pub mod floor;
 pub mod interest;
@@ -14,13 +15,16 @@ pub mod uprobe;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Lsm, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
+        TracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use rasp_common::{offsets::NO_SYSCALL, SyscallNumbers};
 use serde::{Deserialize, Serialize};
 
-pub use interest::{Interest, InterestMaps};
+pub use interest::{Interest, InterestMaps, OverCapacity, Usage};
 
 /// The eBPF object built by `cargo xtask build-ebpf` (empty if the agent was built without).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rasp-ebpf.o"));
@@ -49,6 +53,9 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
     ),
     ("rasp_library_load", &["sys_enter_mmap"]),
     ("rasp_connect", &["sys_enter_connect"]),
+    // AF_UNIX connects only, in place of `rasp_connect` where the cgroup hooks observe
+    // IPv4/6 connects (`CONNECT_TRACEPOINT_PROGRAM`).
+    (UNIX_CONNECT_PROGRAM, &["sys_enter_connect"]),
     // The issue-19 hooks, at syscall exit (successful calls; the caller's strings are
     // resident by then). `SYSCALL_SHAPES` says how each reads its arguments. The legacy
     // path-only calls (chmod, unlink, rename, utime ...) exist on x86_64 only.
@@ -103,6 +110,32 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
 ];
 
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");
+
+/// BPF-LSM programs that refuse what a deny rule names, attached where the kernel accepts
+/// LSM programs: (program, hook).
+const LSM_HOOKS: &[(&str, &str)] = &[
+    ("rasp_lsm_exec", "bprm_check_security"),
+    ("rasp_lsm_file_open", "file_open"),
+    ("rasp_lsm_mmap_file", "mmap_file"),
+    ("rasp_lsm_file_mprotect", "file_mprotect"),
+    ("rasp_lsm_connect", "socket_connect"),
+];
+
+/// cgroup socket programs, attached to the cgroup2 root (every process): (program, hook).
+/// Where `connect4`/`connect6` attach they also observe connects (the kernel's own copy of
+/// the address), and the `sys_enter_connect` tracepoint is left out.
+const CGROUP_SOCK_HOOKS: &[(&str, &str)] = &[
+    ("rasp_connect4", "connect4"),
+    ("rasp_connect6", "connect6"),
+    ("rasp_sendmsg4", "sendmsg4"),
+    ("rasp_sendmsg6", "sendmsg6"),
+];
+
+/// The tracepoint program the cgroup connect hooks replace.
+const CONNECT_TRACEPOINT_PROGRAM: &str = "rasp_connect";
+/// The AF_UNIX half of it, attached only where the cgroup hooks replace it (they do not see
+/// AF_UNIX connects).
+const UNIX_CONNECT_PROGRAM: &str = "rasp_unix_connect";
 
 /// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
 /// mapping and connect (`Interest::all()`), on top of whatever interest the policies later
@@ -166,10 +199,16 @@ pub struct Loaded {
     pub lsm: LsmStatus,
     /// The pre-filters' maps, empty (nothing sent) until `InterestMaps::apply`.
     pub interest: InterestMaps,
+    /// The deny maps, empty (nothing enforced) until a plan is applied.
+    pub deny: deny::DenyMaps,
+    /// Which enforcing hooks attached: what the deny plan can count on.
+    pub caps: deny::KernelCapabilities,
 }
 
 pub struct LoadOptions {
     pub ring_bytes: u32,
+    /// The cgroup2 mount, where the cgroup socket programs attach.
+    pub cgroup2: std::path::PathBuf,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
@@ -181,24 +220,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     tracing::debug!(?offsets, "kernel offsets resolved from BTF");
     let aya_btf = Btf::from_sys_fs()?;
 
-    // The file and library pre-filters call bpf_rdonly_cast. Without it (Linux < 6.2) those
-    // programs keep the placeholder, the verifier refuses them, and `status` says so; the
-    // other programs load as usual.
-    let object = match kernel_btf.func_id("bpf_rdonly_cast") {
-        Ok(id) => {
-            let (object, calls) = kfunc::link(
-                OBJECT,
-                rasp_common::offsets::KFUNC_RDONLY_CAST_PLACEHOLDER,
-                id,
-            )?;
-            tracing::debug!(calls, btf_id = id, "bpf_rdonly_cast calls linked");
-            Some(object)
+    // The file and library pre-filters call bpf_rdonly_cast, the SQL hold pre-check the
+    // numeric iterator. A kernel without one of them (bpf_rdonly_cast: Linux < 6.2, the
+    // iterator: < 6.4) leaves its placeholder, the verifier refuses the programs that call
+    // it, and `status` says so; the other programs load as usual.
+    let mut linked: Option<kfunc::AlignedObject> = None;
+    for (placeholder, name) in rasp_common::offsets::KFUNC_PLACEHOLDERS {
+        match kernel_btf.func_id(name) {
+            Ok(id) => {
+                let from = linked.as_ref().map_or(OBJECT, |o| o.bytes());
+                let (object, calls) = kfunc::link(from, placeholder, id)?;
+                tracing::debug!(calls, btf_id = id, kfunc = name, "kfunc calls linked");
+                linked = Some(object);
+            }
+            Err(e) => {
+                tracing::warn!(kfunc = name, error = %e, "programs calling it will not load");
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "file and library hooks will not load");
-            None
-        }
-    };
+    }
+    let object = linked;
     let object = object.as_ref().map_or(OBJECT, |o| o.bytes());
 
     let agent_tgid = std::process::id();
@@ -221,9 +261,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NothingAttached(why.join("; ")));
     }
 
-    programs.extend(attach_syscall_tracepoints(&mut ebpf, &|name| {
-        name.to_string()
-    }));
+    let cgroup_statuses = attach_cgroup_sock(&mut ebpf, &opts.cgroup2);
+    let cgroup_socket = cgroup_statuses
+        .iter()
+        .all(|p| p.state == ProgramState::Attached);
+    programs.extend(cgroup_statuses);
+    programs.push(attach_quarantine_egress(&mut ebpf, &opts.cgroup2));
+    programs.extend(attach_syscall_tracepoints(
+        &mut ebpf,
+        &|name| name.to_string(),
+        cgroup_socket,
+    ));
 
     let mut interest = InterestMaps::take(&mut ebpf)?;
     if std::env::var_os(INTEREST_ALL_ENV).is_some_and(|v| v == "1") {
@@ -236,11 +284,23 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
     programs.push(probe);
+    let mut lsm_attached = false;
+    if lsm.available {
+        let statuses = attach_lsm(&mut ebpf, &aya_btf);
+        lsm_attached = statuses.iter().all(|p| p.state == ProgramState::Attached);
+        programs.extend(statuses);
+    }
+    let deny = deny::DenyMaps::take(&mut ebpf)?;
     Ok(Loaded {
         ebpf,
         programs,
         lsm,
         interest,
+        deny,
+        caps: deny::KernelCapabilities {
+            lsm: lsm_attached,
+            cgroup_socket,
+        },
     })
 }
 
@@ -260,6 +320,72 @@ fn fill_shapes(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             .map_err(|source| LoadError::Map { name, source })?;
     }
     Ok(())
+}
+
+/// Attach the BPF-LSM enforcing programs (only called when the probe loaded).
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
+    LSM_HOOKS
+        .iter()
+        .map(|(name, hook)| {
+            let result = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} not in the eBPF object"))
+                .and_then(|p| <&mut Lsm>::try_from(p).map_err(|e| e.to_string()))
+                .and_then(|p| {
+                    p.load(hook, btf).map_err(|e| error_chain(&e))?;
+                    p.attach().map_err(|e| error_chain(&e))?;
+                    Ok(())
+                });
+            program_status(name, format!("lsm/{hook}"), result)
+        })
+        .collect()
+}
+
+/// The egress program that drops packets of quarantined cgroups' existing connections.
+fn attach_quarantine_egress(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> ProgramStatus {
+    const NAME: &str = "rasp_quarantine_egress";
+    let result = std::fs::File::open(cgroup2)
+        .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()))
+        .and_then(|root| {
+            let p: &mut CgroupSkb = ebpf
+                .program_mut(NAME)
+                .ok_or_else(|| format!("program {NAME} not in the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| error_chain(&e))?;
+            // As for the socket hooks: a link, alongside other programs (see there).
+            p.attach(root, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .map_err(|e| error_chain(&e))?;
+            Ok(())
+        });
+    program_status(NAME, "cgroup_skb/egress".to_string(), result)
+}
+
+/// Attach the cgroup socket programs to the cgroup2 root, alongside any other program
+/// there (systemd's, another agent's).
+fn attach_cgroup_sock(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Vec<ProgramStatus> {
+    let root = std::fs::File::open(cgroup2)
+        .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()));
+    CGROUP_SOCK_HOOKS
+        .iter()
+        .map(|(name, hook)| {
+            let result = root.as_ref().map_err(Clone::clone).and_then(|root| {
+                let p: &mut CgroupSockAddr = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| format!("program {name} not in the eBPF object"))?
+                    .try_into()
+                    .map_err(|e| format!("{e}"))?;
+                p.load().map_err(|e| error_chain(&e))?;
+                // As a BPF link (kernel ≥ 5.7) the attachment always coexists with other
+                // programs on the cgroup; link_create takes no ALLOW_MULTI flag (EINVAL), and
+                // aya passes the mode as that flag, so `Single` (0) is the multi-program form.
+                p.attach(root, CgroupAttachMode::Single)
+                    .map_err(|e| error_chain(&e))?;
+                Ok(())
+            });
+            program_status(name, format!("cgroup/{hook}"), result)
+        })
+        .collect()
 }
 
 /// Attach the programs named in `TRACEPOINTS` to their BTF tracepoints. `program` maps the
@@ -285,9 +411,20 @@ fn attach_sched_tracepoints(
 fn attach_syscall_tracepoints(
     ebpf: &mut Ebpf,
     program: &dyn Fn(&str) -> String,
+    cgroup_connect: bool,
 ) -> Vec<ProgramStatus> {
     let mut statuses = Vec::new();
     for (name, tracepoints) in SYSCALL_TRACEPOINTS {
+        // With the cgroup connect hooks, they observe IPv4/6 connects and the tracepoint
+        // only AF_UNIX ones; without, one program serves both.
+        let replaced = if cgroup_connect {
+            CONNECT_TRACEPOINT_PROGRAM
+        } else {
+            UNIX_CONNECT_PROGRAM
+        };
+        if *name == replaced {
+            continue;
+        }
         let name = program(name);
         match load_tracepoint(ebpf, &name) {
             Ok(loaded) => {

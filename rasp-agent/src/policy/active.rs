@@ -133,10 +133,7 @@ impl PolicyRegistry {
     }
 
     pub fn current(&self) -> Arc<PolicySet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::read(&self.current).clone()
     }
 
     /// Make `policies` (already validated) the active set.
@@ -144,22 +141,34 @@ impl PolicyRegistry {
         self.swap(Arc::new(policies), source, None)
     }
 
-    /// Re-apply the set that was active before the current one.
+    /// Re-apply the set that was active before the current one, under a new version. The
+    /// set left goes into the history like any replaced set, so the history stays the true
+    /// sequence of what was active, and a second rollback returns to the set the first one
+    /// left (as `kubectl rollout undo` does). One critical section: nobody sees the history
+    /// or the current set half-changed.
     pub fn rollback(&self) -> Result<Arc<PolicySet>, String> {
-        let previous = {
-            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            history
-                .pop()
-                .ok_or_else(|| "no previous policy set to roll back to".to_string())?
-        };
-        let set = self.swap(
-            previous.policies.clone(),
-            previous.source.clone(),
-            Some(previous.version),
-        );
-        // The set we just left must not become the next rollback target: pop it again.
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut current = crate::write(&self.current);
+        let mut history = crate::lock(&self.history);
+        let previous = history
+            .pop()
+            .ok_or_else(|| "no previous policy set to roll back to".to_string())?;
+        let set = Arc::new(PolicySet {
+            version: current.version + 1,
+            // The same rules: the compiled index is shared, not rebuilt.
+            index: previous.index.clone(),
+            policies: previous.policies.clone(),
+            source: previous.source.clone(),
+            applied_at: SystemTime::now(),
+            restored_from: Some(previous.version),
+        });
+        let left = std::mem::replace(&mut *current, set.clone());
+        push_bounded(&mut history, left);
         Ok(set)
+    }
+
+    /// The set `rollback` would restore, without restoring it.
+    pub fn previous(&self) -> Option<Arc<PolicySet>> {
+        crate::lock(&self.history).last().cloned()
     }
 
     fn swap(
@@ -170,7 +179,7 @@ impl PolicyRegistry {
     ) -> Arc<PolicySet> {
         // Compiled before the lock: readers of the current set never wait for it.
         let index = Arc::new(RuleIndex::build(&policies));
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = crate::write(&self.current);
         let set = Arc::new(PolicySet {
             version: current.version + 1,
             index,
@@ -180,18 +189,67 @@ impl PolicyRegistry {
             restored_from,
         });
         let old = std::mem::replace(&mut *current, set.clone());
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        history.push(old);
-        if history.len() > HISTORY {
-            history.remove(0);
-        }
+        push_bounded(&mut crate::lock(&self.history), old);
         set
     }
 
     pub fn history(&self) -> Vec<Arc<PolicySet>> {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::lock(&self.history).clone()
+    }
+}
+
+fn push_bounded(history: &mut Vec<Arc<PolicySet>>, set: Arc<PolicySet>) {
+    history.push(set);
+    if history.len() > HISTORY {
+        history.remove(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(r: &PolicyRegistry) -> Vec<u64> {
+        r.history().iter().map(|s| s.version).collect()
+    }
+
+    /// Reproduces the double pop: rollback removed the set it restored *and* the set it
+    /// left, so a second rollback skipped a set and the history lost one.
+    #[test]
+    fn rollback_restores_the_set_active_before_the_current_one() {
+        let reg = PolicyRegistry::new(Vec::new(), "a".into());
+        reg.apply(Vec::new(), "b".into());
+        reg.apply(Vec::new(), "c".into());
+        assert_eq!(versions(&reg), [1, 2]);
+        let set = reg.rollback().expect("b is there");
+        assert_eq!(
+            (set.version, set.restored_from, set.source.as_str()),
+            (4, Some(2), "b")
+        );
+        assert_eq!(versions(&reg), [1, 3], "the set left (c, 3) is history now");
+        assert_eq!(reg.previous().map(|s| s.version), Some(3));
+        // The set active before the current one is c: a second rollback undoes the first.
+        let set = reg.rollback().expect("c is there");
+        assert_eq!(
+            (set.version, set.restored_from, set.source.as_str()),
+            (5, Some(3), "c")
+        );
+        assert_eq!(versions(&reg), [1, 4]);
+        assert_eq!(reg.current().version, 5);
+    }
+
+    #[test]
+    fn rollback_without_history_changes_nothing() {
+        let reg = PolicyRegistry::new(Vec::new(), "a".into());
+        assert!(reg.rollback().is_err());
+        assert_eq!(reg.current().version, 1);
+        assert!(reg.history().is_empty());
+        // The history is bounded, and rollback keeps its length.
+        for _ in 0..HISTORY + 3 {
+            reg.apply(Vec::new(), "x".into());
+        }
+        assert_eq!(reg.history().len(), HISTORY);
+        reg.rollback().expect("history");
+        assert_eq!(reg.history().len(), HISTORY);
     }
 }

@@ -12,35 +12,20 @@ use super::{
     matcher::Field,
     net::{Cidr, PortRange},
     vocab::EventType,
-    Policy, Rule,
+    Policy, PolicyError, Rule,
 };
 use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
-use crate::loader::interest::{HookInterest, Interest};
+use crate::loader::interest::HookInterest;
+use crate::loader::{Interest, OverCapacity, Usage};
 
-/// A port range wider than this sends every connect rather than filling the port map.
-const MAX_PORTS_PER_RULE: u32 = 1024;
+/// A port range this wide or wider sends every connect rather than filling the port map
+/// (which holds `limits::MAX_CONNECT_PORTS`: one range must never fill most of it).
+const MAX_PORTS_PER_RULE: u32 = 128;
 
 pub fn interest(policies: &[Policy]) -> Interest {
     let mut out = Interest::default();
     for rule in policies.iter().flat_map(|p| &p.rules) {
-        match rule.event {
-            EventType::Exec => {}
-            EventType::FileOpen => file_interest(rule, &mut out),
-            EventType::LibraryLoad => library_interest(rule, &mut out),
-            EventType::Connect => connect_interest(rule, &mut out),
-            // Queries are captured for every libpq; no kernel filter to widen.
-            EventType::SqlQuery => {}
-            EventType::FileChange => change_interest(rule, &mut out.hooks),
-            EventType::UnixConnect => unix_interest(rule, &mut out.hooks),
-            EventType::Ptrace => ptrace_interest(rule, &mut out.hooks),
-            EventType::Namespace => namespace_interest(rule, &mut out.hooks),
-            EventType::Mount => op_interest::<MountOp>(rule, &mut out.hooks, bits::HOOK_MOUNT),
-            EventType::KernelModule => {
-                op_interest::<ModuleOp>(rule, &mut out.hooks, bits::HOOK_MODULE)
-            }
-            EventType::BpfLoad => out.hooks.words[bits::HOOK_BPF as usize] |= bits::HOOK_ENABLED,
-            EventType::IoUring => io_uring_interest(rule, &mut out.hooks),
-        }
+        rule_interest(rule, &mut out);
     }
     out.hooks.path_names.sort();
     out.hooks.path_names.dedup();
@@ -53,6 +38,65 @@ pub fn interest(policies: &[Policy]) -> Interest {
     out.ports.sort_unstable();
     out.ports.dedup();
     out
+}
+
+fn rule_interest(rule: &Rule, out: &mut Interest) {
+    match rule.event {
+        EventType::Exec => {}
+        EventType::FileOpen => file_interest(rule, out),
+        EventType::LibraryLoad => library_interest(rule, out),
+        EventType::Connect => connect_interest(rule, out),
+        // Queries are captured for every libpq; no kernel filter to widen.
+        EventType::SqlQuery => {}
+        EventType::FileChange => change_interest(rule, &mut out.hooks),
+        EventType::UnixConnect => unix_interest(rule, &mut out.hooks),
+        EventType::Ptrace => ptrace_interest(rule, &mut out.hooks),
+        EventType::Namespace => namespace_interest(rule, &mut out.hooks),
+        EventType::Mount => op_interest::<MountOp>(rule, &mut out.hooks, bits::HOOK_MOUNT),
+        EventType::KernelModule => op_interest::<ModuleOp>(rule, &mut out.hooks, bits::HOOK_MODULE),
+        EventType::BpfLoad => out.hooks.words[bits::HOOK_BPF as usize] |= bits::HOOK_ENABLED,
+        EventType::IoUring => io_uring_interest(rule, &mut out.hooks),
+    }
+}
+
+/// A set whose pre-filter does not fit the kernel maps (`rasp_common::limits`) cannot be
+/// applied: its file, library or connect rules would silently get no events. One error per
+/// map that overflows, at the rule that first takes it past its capacity, with the set's
+/// total.
+pub fn capacity_errors(policies: &[Policy]) -> Vec<PolicyError> {
+    let mut usage = Usage::default();
+    let mut first: Vec<(OverCapacity, &Policy, &Rule)> = Vec::new();
+    for policy in policies {
+        for rule in &policy.rules {
+            let mut one = Interest::default();
+            rule_interest(rule, &mut one);
+            usage.add(&one);
+            for over in usage.over_capacity() {
+                if !first.iter().any(|(o, _, _)| o.what == over.what) {
+                    first.push((over, policy, rule));
+                }
+            }
+        }
+    }
+    let totals = usage.over_capacity();
+    first
+        .into_iter()
+        .map(|(over, policy, rule)| {
+            let needed = totals
+                .iter()
+                .find(|t| t.what == over.what)
+                .map_or(over.needed, |t| t.needed);
+            PolicyError {
+                file: policy.file.clone(),
+                line: rule.line,
+                column: rule.column,
+                message: format!(
+                    "rule `{}` takes the kernel pre-filter for {} past its capacity: the set needs {needed}, the kernel map holds {}; the rules from here on would get no events. Use fewer distinct values, or wider patterns (a port range of {MAX_PORTS_PER_RULE} or more, a shorter CIDR prefix, a pattern anchored on a shared directory)",
+                    rule.id, over.what, over.capacity
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Where a pattern's anchoring literal sits, counted from the end of the path.
@@ -488,6 +532,63 @@ mod tests {
             "    event: library_load\n    match:\n      path: [\"**/memfd:*\"]\n",
         ));
         assert_eq!(i.lib_flags, bits::LIB_ALL);
+    }
+
+    fn parse(text: &str) -> Result<Vec<Policy>, Vec<PolicyError>> {
+        super::super::parse_policies("cap.yaml", text)
+    }
+
+    #[test]
+    fn a_set_past_a_kernel_map_capacity_is_a_positioned_error() {
+        use rasp_common::limits::{MAX_CONNECT_PORTS, MAX_FILE_NAMES};
+        // 400 ports in each of two rules (ranges below the every-connect width): the second
+        // takes the port map past 512.
+        let text = "name: cap\nversion: 1\nmode: audit\nrules:\n\
+            \x20 - id: first\n    severity: low\n    event: connect\n    match:\n      port: [\"1000-1099\", \"1100-1199\", \"1200-1299\", \"1300-1399\"]\n\
+            \x20 - id: second\n    severity: low\n    event: connect\n    match:\n      port: [\"2000-2099\", \"2100-2199\", \"2200-2299\", \"2300-2399\"]\n";
+        let errors = parse(text).expect_err("800 ports do not fit");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!((e.line, e.column), (10, 5), "{e}");
+        assert!(e.message.contains("rule `second`"), "{e}");
+        assert!(
+            e.message.contains(&format!(
+                "needs 800, the kernel map holds {MAX_CONNECT_PORTS}"
+            )),
+            "{e}"
+        );
+
+        // File names: one over the map, across two policies; the error names the total.
+        let names = |from: u32, to: u32| {
+            (from..to)
+                .map(|i| format!("\"/srv/f{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let half = MAX_FILE_NAMES / 2;
+        let text = format!(
+            "name: a\nversion: 1\nmode: audit\nrules:\n  - id: a\n    severity: low\n    event: file_open\n    match:\n      path: [{}]\n\
+             ---\nname: b\nversion: 1\nmode: audit\nrules:\n  - id: b\n    severity: low\n    event: file_open\n    match:\n      path: [{}]\n",
+            names(0, half),
+            names(half, MAX_FILE_NAMES + 1)
+        );
+        let errors = parse(&text).expect_err("one file name too many");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("rule `b`"), "{}", errors[0]);
+        assert!(
+            errors[0].message.contains(&format!(
+                "needs {}, the kernel map holds {MAX_FILE_NAMES}",
+                MAX_FILE_NAMES + 1
+            )),
+            "{}",
+            errors[0]
+        );
+        // Exactly at capacity is fine.
+        let text = format!(
+            "name: a\nversion: 1\nmode: audit\nrules:\n  - id: a\n    severity: low\n    event: file_open\n    match:\n      path: [{}]\n",
+            names(0, MAX_FILE_NAMES)
+        );
+        assert!(parse(&text).is_ok());
     }
 
     #[test]

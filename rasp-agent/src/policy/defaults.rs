@@ -256,6 +256,7 @@ mod tests {
             argv_truncated: e.argv_truncated,
             script: script.as_deref(),
             exe_built_by: e.exe_built_by,
+            sql: None,
             ..Subject::of(e.event, &argv)
         };
         policies

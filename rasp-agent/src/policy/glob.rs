@@ -127,6 +127,17 @@ impl Glob {
         self.min_len
     }
 
+    /// `/dir/**` in path mode: every path below the directory `/dir` (returned without the
+    /// trailing `/`).
+    pub fn subtree_dir(&self) -> Option<&str> {
+        match (&self.shape, self.mode) {
+            (Shape::Prefix(s), GlobMode::Path) if s.len() > 1 && s.starts_with('/') => {
+                s.strip_suffix('/')
+            }
+            _ => None,
+        }
+    }
+
     /// A string every match contains (the longest literal run), if the pattern has one:
     /// what a multi-pattern scan looks for before the pattern itself runs.
     pub fn required_literal(&self) -> Option<&str> {

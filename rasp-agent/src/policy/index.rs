@@ -201,6 +201,11 @@ impl RuleIndex {
                 .then_some(s.path2)
                 .flatten();
             for text in [scan.haystack.text(s), second].into_iter().flatten() {
+                // Most events contain none of the literals: one cheap search says so, and
+                // only a hit pays for the overlapping walk that finds every literal present.
+                if !scan.automaton.is_match(text) {
+                    continue;
+                }
                 for m in scan.automaton.find_overlapping_iter(text) {
                     for &pos in &scan.rules_of[m.pattern().as_usize()] {
                         set(pos);

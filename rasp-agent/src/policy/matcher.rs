@@ -74,6 +74,8 @@ pub struct Subject<'a> {
     pub script: Option<&'a str>,
     /// exec: the program that named this executable as its output shortly before.
     pub exe_built_by: Option<&'a str>,
+    /// SQL events: the analyzed query (statements, tables, functions, shape novelty).
+    pub sql: Option<&'a crate::events::SqlQueryDetail>,
 }
 
 impl<'a> Subject<'a> {
@@ -116,6 +118,7 @@ impl<'a> Subject<'a> {
             stdin_peer_argv: None,
             script: None,
             exe_built_by: None,
+            sql: None,
         }
     }
 }
@@ -140,6 +143,10 @@ pub enum Field {
     Cidr,
     Query,
     SqlFinding,
+    SqlStatement,
+    SqlTable,
+    SqlFunction,
+    NewShape,
     Operation,
     ModeBits,
     Xattr,
@@ -164,7 +171,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 38] = [
+    pub const ALL: [Field; 42] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -182,6 +189,10 @@ impl Field {
         Field::Cidr,
         Field::Query,
         Field::SqlFinding,
+        Field::SqlStatement,
+        Field::SqlTable,
+        Field::SqlFunction,
+        Field::NewShape,
         Field::Operation,
         Field::ModeBits,
         Field::Xattr,
@@ -224,6 +235,10 @@ impl Field {
             Field::Cidr => "cidr",
             Field::Query => "query",
             Field::SqlFinding => "sql_finding",
+            Field::SqlStatement => "sql_statement",
+            Field::SqlTable => "sql_table",
+            Field::SqlFunction => "sql_function",
+            Field::NewShape => "new_shape",
             Field::Operation => "operation",
             Field::ModeBits => "mode_bits",
             Field::Xattr => "xattr",
@@ -279,7 +294,12 @@ impl Field {
             ]),
             Field::Access => Some(&[E::FileOpen]),
             Field::Port | Field::Cidr => Some(&[E::Connect]),
-            Field::Query | Field::SqlFinding => Some(&[E::SqlQuery]),
+            Field::Query
+            | Field::SqlFinding
+            | Field::SqlStatement
+            | Field::SqlTable
+            | Field::SqlFunction
+            | Field::NewShape => Some(&[E::SqlQuery]),
             Field::Operation => Some(&[
                 E::FileChange,
                 E::Ptrace,
@@ -353,6 +373,8 @@ impl Field {
             | Field::PodUid
             | Field::Query
             | Field::SqlFinding
+            | Field::SqlTable
+            | Field::SqlFunction
             | Field::Xattr
             | Field::MountSource
             | Field::Fstype
@@ -438,6 +460,13 @@ pub struct Conditions {
     path: Option<PatternSet>,
     query: Option<PatternSet>,
     sql_finding: Option<PatternSet>,
+    sql_table: Option<PatternSet>,
+    sql_function: Option<PatternSet>,
+    /// Statement kind names (`vocab::SQL_STATEMENTS`), any of which may match.
+    sql_statement: Option<Vec<String>>,
+    /// `new_shape: true`: a shape its service never sent, once the service has been seen
+    /// this long (the policy's `shape_learning`).
+    new_shape: Option<std::time::Duration>,
     uid: Option<Vec<u32>>,
     in_container: Option<bool>,
     access: Option<Access>,
@@ -474,6 +503,11 @@ impl Conditions {
         self.source.is_empty()
     }
 
+    /// The fields given, in `Field` order.
+    pub(super) fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        self.source.keys().copied()
+    }
+
     pub(super) fn values(&self, field: Field) -> Option<&[String]> {
         self.source.get(&field).map(Vec::as_slice)
     }
@@ -494,6 +528,8 @@ impl Conditions {
             Field::Path => &mut self.path,
             Field::Query => &mut self.query,
             Field::SqlFinding => &mut self.sql_finding,
+            Field::SqlTable => &mut self.sql_table,
+            Field::SqlFunction => &mut self.sql_function,
             Field::Xattr => &mut self.xattr,
             Field::TargetExe => &mut self.target_exe,
             Field::MountSource => &mut self.mount_source,
@@ -506,6 +542,22 @@ impl Conditions {
         };
         *slot = Some(set);
         self.source.insert(field, source);
+    }
+
+    pub(super) fn set_sql_statements(&mut self, kinds: Vec<String>) {
+        self.source.insert(Field::SqlStatement, kinds.clone());
+        self.sql_statement = Some(kinds);
+    }
+
+    pub(super) fn set_new_shape(&mut self, learning: std::time::Duration) {
+        self.source.insert(
+            Field::NewShape,
+            vec![format!(
+                "true after {}",
+                humantime::format_duration(learning)
+            )],
+        );
+        self.new_shape = Some(learning);
     }
 
     pub(super) fn set_uid(&mut self, uids: Vec<u32>) {
@@ -685,6 +737,40 @@ impl Conditions {
         if let Some(set) = &self.sql_finding {
             if !s.sql_findings.iter().any(|f| set.matches(f)) {
                 return false;
+            }
+        }
+        if self.sql_statement.is_some()
+            || self.sql_table.is_some()
+            || self.sql_function.is_some()
+            || self.new_shape.is_some()
+        {
+            let Some(sql) = s.sql else {
+                return false;
+            };
+            if let Some(kinds) = &self.sql_statement {
+                if !sql
+                    .statements
+                    .iter()
+                    .any(|k| kinds.iter().any(|w| **k == **w))
+                {
+                    return false;
+                }
+            }
+            if let Some(set) = &self.sql_table {
+                if !sql.tables.iter().any(|t| set.matches(t)) {
+                    return false;
+                }
+            }
+            if let Some(set) = &self.sql_function {
+                if !sql.functions.iter().any(|f| set.matches(f)) {
+                    return false;
+                }
+            }
+            if let Some(learning) = self.new_shape {
+                match &sql.new_shape {
+                    Some(n) if n.service_age_ms >= learning.as_millis() as u64 => {}
+                    _ => return false,
+                }
             }
         }
         if let Some(set) = &self.ancestor_exe {

@@ -6,6 +6,7 @@
 pub mod active;
 pub mod compile;
 mod defaults;
+pub mod deny;
 pub mod glob;
 pub mod index;
 pub mod matcher;
@@ -76,6 +77,10 @@ pub struct Rule {
     /// The event is excluded when any block matches fully.
     pub exceptions: Vec<Conditions>,
     pub action: Action,
+    /// What `kill` kills (`scope:`), and what `quarantine` does after the network cut
+    /// (`quarantine:`).
+    pub scope: vocab::KillScope,
+    pub quarantine: vocab::QuarantineMode,
     /// Overrides the policy's mode for this rule.
     pub mode: Option<Mode>,
     pub line: usize,
@@ -85,6 +90,13 @@ pub struct Rule {
 impl Rule {
     pub fn effective_mode(&self, policy: &Policy) -> Mode {
         self.mode.unwrap_or(policy.mode)
+    }
+
+    /// Whether the rule or its policy chooses cgroups itself (a `cgroup` condition): what
+    /// lets an action reach a login session.
+    pub fn names_cgroups(&self, policy: &Policy) -> bool {
+        self.conditions.values(matcher::Field::Cgroup).is_some()
+            || policy.selector.values(matcher::Field::Cgroup).is_some()
     }
 
     /// Same event type, every condition holds, and no exception block matches.
@@ -127,6 +139,10 @@ pub fn parse_files<N: AsRef<str>, T: AsRef<str>>(
         idents.extend(i);
     }
     errors.extend(duplicates(&idents));
+    if errors.is_empty() {
+        // Only a set that is valid otherwise: its compiled pre-filter must fit the kernel.
+        errors.extend(compile::capacity_errors(&policies));
+    }
     if errors.is_empty() {
         return Ok(policies);
     }
@@ -360,6 +376,127 @@ rules:
         c.dest = None;
         assert!(!p.rules[1].matches(&c), "no destination: no match");
         assert!(q.selector.is_empty() && q.applies_to(&c));
+    }
+
+    #[test]
+    fn sql_rules_on_statements_tables_functions_and_new_shapes() {
+        let text = "\
+name: orders-db
+version: 1
+mode: audit
+shape_learning: 30m
+rules:
+  - id: ddl-outside-migrations
+    severity: medium
+    event: sql_query
+    match:
+      sql_statement: [ddl, delete]
+    except:
+      - sql_table: [\"schema_migrations\"]
+  - id: file-functions
+    severity: high
+    event: sql_query
+    match:
+      sql_function: [\"pg_read_*\", lo_import]
+  - id: new-shape
+    severity: low
+    event: sql_query
+    match:
+      new_shape: true
+";
+        let ps = parse_policies("sql.yaml", text).expect("valid");
+        let rules = &ps[0].rules;
+        let detail =
+            |statements: &[&str], tables: &[&str], functions: &[&str], age_ms: Option<u64>| {
+                crate::events::SqlQueryDetail {
+                    function: crate::events::SqlFunction::SendQuery,
+                    conn: 1,
+                    query: String::new(),
+                    truncated: false,
+                    unreadable: false,
+                    held: false,
+                    analyzed: true,
+                    findings: Vec::new(),
+                    score_permille: None,
+                    shape: None,
+                    statements: statements.iter().map(|s| (*s).into()).collect(),
+                    tables: tables.iter().map(|s| (*s).into()).collect(),
+                    functions: functions.iter().map(|s| (*s).into()).collect(),
+                    new_shape: age_ms.map(|service_age_ms| crate::events::NewShape {
+                        service: "exe:/srv/app".into(),
+                        service_age_ms,
+                    }),
+                }
+            };
+        let fires = |rule: &Rule, d: &crate::events::SqlQueryDetail| {
+            let mut s = subject(EventType::SqlQuery, "/srv/app", 0);
+            s.sql = Some(d);
+            rule.matches(&s)
+        };
+        let drop_orders = detail(&["ddl"], &["orders"], &[], None);
+        let migration = detail(&["ddl"], &["schema_migrations"], &[], None);
+        let select = detail(&["select"], &["orders"], &["lower"], None);
+        assert!(fires(&rules[0], &drop_orders));
+        assert!(!fires(&rules[0], &migration));
+        assert!(!fires(&rules[0], &select));
+        assert!(fires(
+            &rules[1],
+            &detail(&["select"], &[], &["pg_read_file"], None)
+        ));
+        assert!(!fires(&rules[1], &select));
+        // New after the window fires; new while learning, or known, does not.
+        assert!(fires(
+            &rules[2],
+            &detail(&["select"], &[], &[], Some(31 * 60_000))
+        ));
+        assert!(!fires(
+            &rules[2],
+            &detail(&["select"], &[], &[], Some(60_000))
+        ));
+        assert!(!fires(&rules[2], &select));
+        // Other events never carry SQL facts.
+        assert!(!rules[2].matches(&subject(EventType::SqlQuery, "/srv/app", 0)));
+    }
+
+    #[test]
+    fn sql_conditions_are_validated_with_positions() {
+        let text = "\
+name: bad-sql
+version: 1
+mode: audit
+shape_learning: soon
+rules:
+  - id: r1
+    severity: low
+    event: sql_query
+    match:
+      sql_statement: [drop]
+      new_shape: false
+  - id: r2
+    severity: low
+    event: exec
+    match:
+      sql_table: [users]
+";
+        let errors = parse_policies("bad.yaml", text).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let has = |needle: &str| shown.iter().any(|e| e.contains(needle));
+        assert!(
+            has("bad.yaml:4:17: `shape_learning` must be a duration"),
+            "{shown:#?}"
+        );
+        assert!(
+            has("bad.yaml:10:23: unknown statement kind `drop`"),
+            "{shown:#?}"
+        );
+        assert!(
+            has("bad.yaml:11:18: `new_shape: false` would match every query"),
+            "{shown:#?}"
+        );
+        assert!(
+            has("bad.yaml:16:7: `sql_table` never matches `exec` events"),
+            "{shown:#?}"
+        );
     }
 
     #[test]

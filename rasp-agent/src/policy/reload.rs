@@ -1,11 +1,13 @@
 //! Changing the active policy set: `policy apply`, `policy rollback`, SIGHUP and directory
-//! changes all go through `PolicyControl`, which validates first (a bad set leaves the
-//! active one in place and says why) and swaps the set and the kernel pre-filters under one
-//! lock, so two changes at once can never leave one set active with the other's filters.
+//! changes all go through `PolicyControl`, which validates first (a bad set, or one whose
+//! pre-filter does not fit the kernel maps, leaves the active one in place and says why) and
+//! changes the kernel pre-filters and then the set inside one critical section, so two
+//! changes at once can never leave one set active with the other's filters. Filters that
+//! cannot be written refuse the change: the kernel and the active set never disagree.
 
 use std::{
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -13,22 +15,60 @@ use tokio::sync::watch;
 
 use super::{
     active::{PolicyRegistry, PolicySet, PolicySetSummary},
+    deny::{DenyPlan, HostFs, KernelCapabilities, KernelRule, Rung},
     Policy,
 };
-use crate::{
-    loader::InterestMaps,
-    metrics::{Metrics, ReloadResult},
-};
+use crate::loader::{deny::DenyMaps, Interest, InterestMaps, LoadError};
+
+/// Result of loading a policy set (start, SIGHUP, directory change, `policy apply`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new set became active.
+    Applied,
+    /// It did not validate; the previous set stayed active.
+    Refused,
+    /// `policy rollback` restored an earlier set.
+    RolledBack,
+}
+
+/// Where reload results are counted (the metrics registry).
+pub trait ReloadSink: Send + Sync {
+    fn policy_reload(&self, result: ReloadResult);
+}
+
+/// Deny plans kept so a verdict from just before a reload still names its rule.
+const PLAN_HISTORY: usize = 8;
+
+/// The kernel's deny maps and what was put in them. Locked after `interest`, never before.
+#[derive(Default)]
+struct DenyState {
+    maps: Option<DenyMaps>,
+    caps: KernelCapabilities,
+    /// Newest last.
+    plans: std::collections::VecDeque<std::sync::Arc<DenyPlan>>,
+}
+
+/// Where a set's pre-filter goes: the kernel's interest maps in the agent.
+pub trait KernelFilter: Send {
+    fn apply(&mut self, interest: &Interest) -> Result<(), LoadError>;
+}
+
+impl KernelFilter for InterestMaps {
+    fn apply(&mut self, interest: &Interest) -> Result<(), LoadError> {
+        InterestMaps::apply(self, interest)
+    }
+}
 
 pub struct PolicyControl {
     registry: PolicyRegistry,
     /// The directory watched and reloaded, `None` for the built-in defaults.
     dir: Option<PathBuf>,
     /// The kernel pre-filters; their lock is also the lock every change of set takes.
-    interest: Mutex<Option<InterestMaps>>,
+    interest: Mutex<Option<Box<dyn KernelFilter>>>,
+    deny: Mutex<DenyState>,
     /// Problems of the last reload that was refused (the previous set stayed active).
     reload_errors: Mutex<Vec<String>>,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: std::sync::Arc<dyn ReloadSink>,
 }
 
 /// What the policies' sources say, as a list of `file:line:column` problems.
@@ -39,23 +79,100 @@ impl PolicyControl {
     /// before anything is loaded into the kernel.
     pub fn load_initial(
         dir: Option<PathBuf>,
-        metrics: std::sync::Arc<Metrics>,
+        metrics: std::sync::Arc<dyn ReloadSink>,
     ) -> Result<Self, Problems> {
         let initial = load(dir.as_deref()).map_err(|errors| to_strings(&errors))?;
         Ok(PolicyControl {
             registry: PolicyRegistry::new(initial, source(dir.as_deref(), "start")),
             dir,
             interest: Mutex::new(None),
+            deny: Mutex::new(DenyState::default()),
             reload_errors: Mutex::new(Vec::new()),
             metrics,
         })
     }
 
     /// Hand over the kernel pre-filters (after load) and point them at the active set.
-    pub fn attach_interest(&self, maps: InterestMaps) {
+    pub fn attach_interest(&self, maps: impl KernelFilter + 'static) {
         let mut interest = crate::lock(&self.interest);
-        *interest = Some(maps);
-        Self::compile_into(&mut interest, &self.registry.current());
+        let filter = interest.insert(Box::new(maps));
+        let set = self.registry.current();
+        if let Err(e) = filter.apply(&super::compile::interest(&set.policies)) {
+            // At start there is no older filter to keep; the set validated, so this is a
+            // map error, and the rules that need the filters would get no events.
+            tracing::error!(version = set.version, error = %e, "kernel pre-filters NOT set for the initial policy set");
+        }
+    }
+
+    /// Hand over the deny maps (after load) with what the kernel accepted, and fill them
+    /// from the active set.
+    pub fn attach_deny(&self, mut maps: DenyMaps, caps: KernelCapabilities) {
+        let _interest = crate::lock(&self.interest);
+        let mut deny = crate::lock(&self.deny);
+        if let Err(e) = maps.set_lsm_enforces(caps.lsm) {
+            tracing::error!(error = %e, "could not tell the kernel fallbacks that BPF-LSM enforces");
+        }
+        deny.maps = Some(maps);
+        deny.caps = caps;
+        Self::deny_into(&mut deny, &self.registry.current());
+    }
+
+    /// The rule a kernel verdict names (`rasp_common::deny::rule_slot`).
+    pub fn kernel_rule(&self, slot: u32) -> Option<KernelRule> {
+        let generation = rasp_common::deny::slot_generation(slot);
+        let index = rasp_common::deny::slot_index(slot) as usize;
+        let deny = crate::lock(&self.deny);
+        deny.plans
+            .iter()
+            .rev()
+            .find(|p| p.table.generation == generation)
+            .and_then(|p| p.table.rules.get(index).cloned())
+    }
+
+    /// The kernel slot of a rule in the active deny plan, or a fresh one naming it for a
+    /// quarantine (a rule without kernel entries still needs its verdicts attributed).
+    pub fn slot_of(&self, rule_id: &str) -> Option<u32> {
+        let deny = crate::lock(&self.deny);
+        let plan = deny.plans.back()?;
+        plan.table
+            .rules
+            .iter()
+            .position(|r| r.rule == rule_id)
+            .map(|i| rasp_common::deny::rule_slot(plan.table.generation, i as u32))
+    }
+
+    /// What an audit-mode `block` rule would have done on this kernel, in the words of its
+    /// detection (`None`: not an audit-mode block rule of the active set).
+    pub fn audit_text(&self, rule_id: &str) -> Option<String> {
+        let deny = crate::lock(&self.deny);
+        deny.plans.back()?.audit_text(rule_id)
+    }
+
+    /// What the kernel does about each enforce-mode `block` rule of the active set.
+    pub fn rungs(&self) -> Vec<(String, Rung)> {
+        let deny = crate::lock(&self.deny);
+        deny.plans
+            .back()
+            .map(|p| p.rungs.clone())
+            .unwrap_or_default()
+    }
+
+    /// What the enforcing hooks the kernel accepted make possible.
+    pub fn capabilities(&self) -> KernelCapabilities {
+        crate::lock(&self.deny).caps
+    }
+
+    /// Cut a cgroup off the network in the kernel (`slot` names the rule).
+    pub fn quarantine_cgroup(&self, cgroup_id: u64, slot: u32) -> Result<(), String> {
+        let mut deny = crate::lock(&self.deny);
+        let maps = deny.maps.as_mut().ok_or("the deny maps are not loaded")?;
+        maps.quarantine(cgroup_id, slot).map_err(|e| e.to_string())
+    }
+
+    pub fn release_cgroup(&self, cgroup_id: u64) -> Result<(), String> {
+        let mut deny = crate::lock(&self.deny);
+        let maps = deny.maps.as_mut().ok_or("the deny maps are not loaded")?;
+        maps.release(cgroup_id).map_err(|e| e.to_string())
     }
 
     pub fn registry(&self) -> &PolicyRegistry {
@@ -71,18 +188,30 @@ impl PolicyControl {
         files: &[(String, String)],
         why: String,
     ) -> Result<PolicySetSummary, Problems> {
-        let policies = super::parse_files(files).map_err(|errors| {
-            self.metrics.policy_reload(ReloadResult::Refused);
-            to_strings(&errors)
-        })?;
-        self.metrics.policy_reload(ReloadResult::Applied);
-        Ok(self.swap(policies, why).summary())
+        let result = super::parse_files(files)
+            .map_err(|errors| to_strings(&errors))
+            .and_then(|policies| self.swap(policies, why).map_err(|e| vec![e]));
+        match result {
+            Ok(set) => {
+                self.metrics.policy_reload(ReloadResult::Applied);
+                Ok(set.summary())
+            }
+            Err(problems) => {
+                self.metrics.policy_reload(ReloadResult::Refused);
+                Err(problems)
+            }
+        }
     }
 
     pub fn rollback(&self) -> Result<PolicySetSummary, String> {
         let mut interest = crate::lock(&self.interest);
+        let previous = self
+            .registry
+            .previous()
+            .ok_or_else(|| "no previous policy set to roll back to".to_string())?;
+        self.filter_for(&mut interest, &previous.policies)?;
         let set = self.registry.rollback()?;
-        Self::compile_into(&mut interest, &set);
+        Self::deny_into(&mut crate::lock(&self.deny), &set);
         self.metrics.policy_reload(ReloadResult::RolledBack);
         tracing::info!(version = set.version, restored_from = ?set.restored_from, "policy set rolled back");
         Ok(set.summary())
@@ -91,46 +220,84 @@ impl PolicyControl {
     /// Reload the directory (or the defaults) and swap it in, or keep the active set and
     /// remember why not.
     pub fn reload(&self, why: &str) {
-        match load(self.dir.as_deref()) {
-            Ok(policies) => {
-                let set = self.swap(policies, source(self.dir.as_deref(), why));
+        let result = load(self.dir.as_deref())
+            .map_err(|errors| to_strings(&errors))
+            .and_then(|policies| {
+                self.swap(policies, source(self.dir.as_deref(), why))
+                    .map_err(|e| vec![e])
+            });
+        match result {
+            Ok(set) => {
                 crate::lock(&self.reload_errors).clear();
                 self.metrics.policy_reload(ReloadResult::Applied);
                 tracing::info!(version = set.version, why, "policies reloaded");
             }
-            Err(errors) => {
-                for e in &errors {
+            Err(problems) => {
+                for e in &problems {
                     tracing::error!(error = %e, "policy reload refused; the active set stays");
                 }
-                *crate::lock(&self.reload_errors) = to_strings(&errors);
+                *crate::lock(&self.reload_errors) = problems;
                 self.metrics.policy_reload(ReloadResult::Refused);
             }
         }
     }
 
-    fn swap(&self, policies: Vec<Policy>, source: String) -> std::sync::Arc<PolicySet> {
+    /// Filters first, then the set, under the one lock: a set is active only once the
+    /// kernel sends what it needs, and a refused filter leaves both as they were.
+    fn swap(&self, policies: Vec<Policy>, source: String) -> Result<Arc<PolicySet>, String> {
         let mut interest = crate::lock(&self.interest);
+        self.filter_for(&mut interest, &policies)?;
         let set = self.registry.apply(policies, source);
-        Self::compile_into(&mut interest, &set);
+        Self::deny_into(&mut crate::lock(&self.deny), &set);
         tracing::info!(version = set.version, source = %set.source, "policy set active");
-        set
+        Ok(set)
     }
 
-    /// Point the kernel pre-filters at what `set` needs. On failure the previous filters
-    /// stay, and that is logged loudly: the new set's file, library and connect rules may
-    /// then miss events.
-    fn compile_into(interest: &mut Option<InterestMaps>, set: &PolicySet) {
-        let Some(maps) = interest.as_mut() else {
-            return; // not loaded yet: attach_interest compiles the active set
+    /// Point the kernel pre-filters at what `policies` need. On failure, put back what the
+    /// active set needs (a failed write may have left part of the new entries) and refuse.
+    fn filter_for(
+        &self,
+        interest: &mut Option<Box<dyn KernelFilter>>,
+        policies: &[Policy],
+    ) -> Result<(), String> {
+        let Some(filter) = interest.as_mut() else {
+            return Ok(()); // not loaded yet: attach_interest compiles the active set
         };
-        let wanted = super::compile::interest(&set.policies);
-        match maps.apply(&wanted) {
+        let wanted = super::compile::interest(policies);
+        match filter.apply(&wanted) {
             Ok(()) => {
-                tracing::debug!(version = set.version, interest = ?wanted, "kernel pre-filters updated")
+                tracing::debug!(interest = ?wanted, "kernel pre-filters updated");
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(version = set.version, error = %e, "kernel pre-filters NOT updated")
+                let active = self.registry.current();
+                if let Err(again) = filter.apply(&super::compile::interest(&active.policies)) {
+                    tracing::error!(version = active.version, error = %again, "kernel pre-filters could not be restored for the active set");
+                }
+                tracing::error!(error = %e, "kernel pre-filters refused the new set; the active set stays");
+                Err(format!(
+                    "the kernel pre-filters could not take this set ({e}); the active set is unchanged"
+                ))
             }
+        }
+    }
+
+    /// Put what `set` enforces in the kernel into the deny maps. The plan never overflows
+    /// them (rules that do not fit stay in userspace, and say so); a failed map write is
+    /// logged loudly and leaves the old entries (a stricter kernel, never a laxer one).
+    fn deny_into(state: &mut DenyState, set: &PolicySet) {
+        let plan = super::deny::plan(&set.policies, set.version, state.caps, &HostFs::detect());
+        for (rule, rung) in &plan.rungs {
+            tracing::info!(version = set.version, rule = %rule, enforcement = %rung.describe(), "enforce rule");
+        }
+        if let Some(maps) = state.maps.as_mut() {
+            if let Err(e) = maps.apply(&plan.table) {
+                tracing::error!(version = set.version, error = %e, "kernel deny maps NOT updated");
+            }
+        }
+        state.plans.push_back(std::sync::Arc::new(plan));
+        while state.plans.len() > PLAN_HISTORY {
+            state.plans.pop_front();
         }
     }
 
@@ -181,5 +348,129 @@ fn source(dir: Option<&Path>, why: &str) -> String {
     match dir {
         Some(d) => format!("{} ({why})", d.display()),
         None => format!("built-in defaults ({why})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reloads counted nowhere: these tests look at the sets and filters.
+    struct Uncounted;
+
+    impl ReloadSink for Uncounted {
+        fn policy_reload(&self, _: ReloadResult) {}
+    }
+
+    /// A kernel filter that remembers what it holds, slowly (to widen any window between
+    /// the filter and the set), and refuses interests naming `refuse`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        holds: Arc<Mutex<Option<Interest>>>,
+        refuse: Option<&'static str>,
+    }
+
+    impl KernelFilter for Recorder {
+        fn apply(&mut self, interest: &Interest) -> Result<(), LoadError> {
+            std::thread::sleep(Duration::from_micros(200));
+            if let Some(bad) = self.refuse {
+                if interest.file_names.iter().any(|(n, _)| n == bad) {
+                    *crate::lock(&self.holds) = Some(Interest::default()); // half written
+                    return Err(LoadError::Interest {
+                        what: "file names",
+                        reason: "map update failed (test)".into(),
+                    });
+                }
+            }
+            *crate::lock(&self.holds) = Some(interest.clone());
+            Ok(())
+        }
+    }
+
+    fn file(name: &str) -> Vec<(String, String)> {
+        vec![(
+            format!("{name}.yaml"),
+            format!(
+                "name: {name}\nversion: 1\nmode: audit\nrules:\n  - id: r\n    severity: low\n    event: file_open\n    match:\n      path: [\"/srv/{name}\"]\n"
+            ),
+        )]
+    }
+
+    fn control(filter: Recorder) -> Arc<PolicyControl> {
+        let c = PolicyControl::load_initial(None, Arc::new(Uncounted)).expect("defaults");
+        c.attach_interest(filter);
+        Arc::new(c)
+    }
+
+    fn in_sync(c: &PolicyControl, rec: &Recorder) {
+        let current = c.registry().current();
+        let holds = crate::lock(&rec.holds).clone();
+        assert_eq!(
+            holds.as_ref(),
+            Some(&super::super::compile::interest(&current.policies)),
+            "set {} ({}) is active with another set's kernel filters",
+            current.version,
+            current.source
+        );
+    }
+
+    /// Two applies and a rollback at once, many times: the filters always end as what
+    /// the active set needs (the filter write and the set swap are one critical section).
+    #[test]
+    fn concurrent_changes_never_leave_a_set_with_another_sets_filters() {
+        let rec = Recorder::default();
+        let c = control(rec.clone());
+        for round in 0..40 {
+            let threads: Vec<_> = ["aaa", "bbb", "rollback"]
+                .into_iter()
+                .map(|what| {
+                    let c = c.clone();
+                    std::thread::spawn(move || match what {
+                        "rollback" => drop(c.rollback()),
+                        name => drop(c.apply(&file(name), format!("apply {name}"))),
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread");
+            }
+            in_sync(&c, &rec);
+            assert!(c.registry().current().version > round);
+        }
+    }
+
+    #[test]
+    fn a_set_the_kernel_filters_refuse_is_not_applied() {
+        let rec = Recorder {
+            refuse: Some("bad"),
+            ..Recorder::default()
+        };
+        let c = control(rec.clone());
+        c.apply(&file("good"), "apply good".into())
+            .expect("good applies");
+        let before = c.registry().current().version;
+
+        let problems = c
+            .apply(&file("bad"), "apply bad".into())
+            .expect_err("refused");
+        assert!(
+            problems[0].contains("kernel pre-filters could not take this set"),
+            "{problems:?}"
+        );
+        assert_eq!(c.registry().current().version, before, "old set kept");
+        in_sync(&c, &rec); // and its filters restored after the half-written attempt
+
+        // Rolling back onto a set the filters refuse is refused the same way.
+        c.apply(&file("other"), "apply other".into())
+            .expect("other");
+        let rec2 = Recorder {
+            refuse: Some("good"),
+            holds: rec.holds.clone(),
+        };
+        *crate::lock(&c.interest) = Some(Box::new(rec2.clone()));
+        let e = c.rollback().expect_err("rollback onto a refused set");
+        assert!(e.contains("active set is unchanged"), "{e}");
+        assert_eq!(c.registry().current().source, "apply other");
+        in_sync(&c, &rec2);
     }
 }

@@ -6,7 +6,7 @@ use super::{
     glob::{Glob, GlobMode},
     matcher::{Access, Conditions, Field},
     net::{Cidr, PortRange},
-    vocab::{Action, EventType, Mode, Severity},
+    vocab::{Action, EventType, KillScope, Mode, QuarantineMode, Severity},
     yaml::{self, Entry, Kind, Node, Pos},
     Policy, PolicyError, Rule,
 };
@@ -20,8 +20,13 @@ const POLICY_KEYS: &[&str] = &[
     "description",
     "mode",
     "selector",
+    "shape_learning",
     "rules",
 ];
+
+/// How long a service's query shapes are learned before `new_shape: true` fires, when the
+/// policy does not say (`shape_learning`).
+pub const DEFAULT_SHAPE_LEARNING: std::time::Duration = std::time::Duration::from_secs(3600);
 const RULE_KEYS: &[&str] = &[
     "id",
     "description",
@@ -30,6 +35,8 @@ const RULE_KEYS: &[&str] = &[
     "match",
     "except",
     "action",
+    "scope",
+    "quarantine",
     "mode",
 ];
 
@@ -42,6 +49,15 @@ const SEVERITIES: &[(&str, Severity)] = &[
     ("critical", Severity::Critical),
 ];
 const EVENTS: &[(&str, EventType)] = &EventType::ALL;
+const SCOPES: &[(&str, KillScope)] = &[
+    ("process", KillScope::Process),
+    ("process-group", KillScope::ProcessGroup),
+    ("container", KillScope::Container),
+];
+const QUARANTINE_MODES: &[(&str, QuarantineMode)] = &[
+    ("freeze", QuarantineMode::Freeze),
+    ("kill", QuarantineMode::Kill),
+];
 const ACTIONS: &[(&str, Action)] = &[
     ("alert", Action::Alert),
     ("block", Action::Block),
@@ -103,6 +119,7 @@ pub(super) fn parse_file(file: &str, text: &str) -> (Vec<Policy>, Vec<PolicyErro
         file,
         errors: Vec::new(),
         idents: Vec::new(),
+        shape_learning: DEFAULT_SHAPE_LEARNING,
     };
     let (docs, yaml_errors) = yaml::parse(text);
     for e in yaml_errors {
@@ -136,6 +153,8 @@ struct Ctx<'f> {
     file: &'f str,
     errors: Vec<PolicyError>,
     idents: Vec<Ident>,
+    /// The policy being parsed's `shape_learning` (for its `new_shape` conditions).
+    shape_learning: std::time::Duration,
 }
 
 impl Ctx<'_> {
@@ -186,8 +205,14 @@ fn policy(ctx: &mut Ctx, node: &Node) -> Option<Policy> {
     let (mut name, mut version, mut description, mut mode, mut selector) =
         (None, None, None, None, None);
     let mut rules_entry = None;
+    ctx.shape_learning = DEFAULT_SHAPE_LEARNING;
     for e in entries {
         match e.key.as_str() {
+            "shape_learning" => {
+                if let Some(d) = duration(ctx, e) {
+                    ctx.shape_learning = d;
+                }
+            }
             "name" => name = slug(ctx, e, "policy name", "server-shells"),
             "version" => version = positive_u32(ctx, e),
             "description" => description = text(ctx, e),
@@ -295,6 +320,7 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
     let scope = Scope::Rule(event);
     let (mut id, mut description, mut severity, mut action, mut mode) =
         (None, None, None, None, None);
+    let (mut scope_key, mut quarantine_key) = (None, None);
     let mut matched: Option<Parsed> = None;
     let mut excepts: Vec<Parsed> = Vec::new();
     for e in entries {
@@ -315,6 +341,10 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             "description" => description = text(ctx, e),
             "severity" => severity = enum_value(ctx, e, SEVERITIES),
             "action" => action = enum_value(ctx, e, ACTIONS),
+            "scope" => scope_key = enum_value(ctx, e, SCOPES).map(|s| (s, e.value.pos)),
+            "quarantine" => {
+                quarantine_key = enum_value(ctx, e, QUARANTINE_MODES).map(|q| (q, e.value.pos))
+            }
             "mode" => mode = enum_value(ctx, e, MODES),
             "match" => matched = conditions_entry(ctx, e, scope, "`match`"),
             "except" => excepts = except_blocks(ctx, e, scope),
@@ -347,6 +377,18 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             ),
         ],
     );
+    if let Some((_, pos)) = scope_key.filter(|_| action != Some(Action::Kill)) {
+        ctx.err(
+            pos,
+            "`scope` says what a `kill` kills; this rule's action is not `kill`: remove `scope`, or use `action: kill`",
+        );
+    }
+    if let Some((_, pos)) = quarantine_key.filter(|_| action != Some(Action::Quarantine)) {
+        ctx.err(
+            pos,
+            "`quarantine` says what a quarantine does after cutting the network; this rule's action is not `quarantine`: remove it, or use `action: quarantine`",
+        );
+    }
     // Blocks that cancel the rule: only judged on blocks that parsed cleanly.
     let empty = Parsed {
         conds: Conditions::default(),
@@ -379,6 +421,8 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
         conditions: matched.map(|p| p.conds).unwrap_or_default(),
         exceptions: excepts.into_iter().map(|p| p.conds).collect(),
         action: action.unwrap_or(Action::Alert),
+        scope: scope_key.map(|(s, _)| s).unwrap_or_default(),
+        quarantine: quarantine_key.map(|(q, _)| q).unwrap_or_default(),
         mode,
         line: node.pos.line,
         column: node.pos.col,
@@ -545,6 +589,22 @@ fn slug(ctx: &mut Ctx, e: &Entry, what: &str, example: &str) -> Option<String> {
         format!("{what} {s:?} may only use lowercase letters, digits and `-`; write {fix}"),
     );
     None
+}
+
+/// A duration like `30m`, `1h`, `2h 30m`, `0s`.
+fn duration(ctx: &mut Ctx, e: &Entry) -> Option<std::time::Duration> {
+    let expected = "a duration like `30m`, `1h` or `0s`";
+    let text = scalar(ctx, e, expected)?;
+    match humantime::parse_duration(text) {
+        Ok(d) => Some(d),
+        Err(err) => {
+            ctx.err(
+                e.value.pos,
+                format!("`{}` must be {expected}: {text:?} is not ({err})", e.key),
+            );
+            None
+        }
+    }
 }
 
 fn positive_u32(ctx: &mut Ctx, e: &Entry) -> Option<u32> {
@@ -973,6 +1033,54 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry, 
             }
             if ctx.errors.len() == before {
                 conds.set_access(access);
+            }
+        }
+        Field::NewShape => match &e.value.kind {
+            Kind::Scalar {
+                text, plain: true, ..
+            } if yaml::parse_bool(text) == Some(true) => {
+                conds.set_new_shape(ctx.shape_learning);
+            }
+            Kind::Scalar {
+                text, plain: true, ..
+            } if yaml::parse_bool(text) == Some(false) => ctx.err(
+                e.value.pos,
+                "`new_shape: false` would match every query (known shapes and shapes still being learned alike); remove the key",
+            ),
+            Kind::Null => ctx.err(
+                e.key_pos,
+                "`new_shape` has no value; write `new_shape: true` (with the policy's `shape_learning: 1h` as the learning window)",
+            ),
+            _ => ctx.err(
+                e.value.pos,
+                format!("`new_shape` must be true, found {}", e.value.describe()),
+            ),
+        },
+        Field::SqlStatement => {
+            let Some(items) = items(ctx, e, "[ddl, delete]") else {
+                return;
+            };
+            let known = super::vocab::SQL_STATEMENTS;
+            let mut kinds = Vec::new();
+            for item in items {
+                let t = item_text(item);
+                if known.contains(&t) {
+                    kinds.push(t.to_string());
+                } else {
+                    let hint = suggest(t, known)
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    ctx.err(
+                        item.pos,
+                        format!(
+                            "unknown statement kind `{t}`; use any of {}{hint}",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            if ctx.errors.len() == before {
+                conds.set_sql_statements(kinds);
             }
         }
         Field::Port => {

@@ -46,6 +46,40 @@ pub enum Action {
     Quarantine,
 }
 
+/// What a `kill` action kills.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillScope {
+    /// The process that did it.
+    #[default]
+    Process,
+    /// Its whole process group: a pipeline like `sh -i | nc` dies together.
+    ProcessGroup,
+    /// Every process of its container (`cgroup.kill` of its cgroup).
+    Container,
+}
+
+impl KillScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            KillScope::Process => "process",
+            KillScope::ProcessGroup => "process-group",
+            KillScope::Container => "container",
+        }
+    }
+}
+
+/// What a `quarantine` action does to the workload after cutting its network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineMode {
+    /// `cgroup.freeze`: every process stops where it is, kept for forensics.
+    #[default]
+    Freeze,
+    /// `cgroup.kill`: every process dies.
+    Kill,
+}
+
 /// The event a rule looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +165,26 @@ pub const SQL_FINDINGS: &[&str] = &[
     "inline_query",
     "malformed",
     "foreign_dialect",
+];
+
+/// What `sql_statement` can name: the SQL analyzer's statement kinds (`detect::sql`,
+/// `StatementKind::name`; a test keeps the lists equal). `ddl` is CREATE, ALTER, DROP,
+/// TRUNCATE, GRANT, REVOKE, COMMENT; `transaction` BEGIN/COMMIT/ROLLBACK/SAVEPOINT;
+/// `session` SET/RESET/SHOW.
+pub const SQL_STATEMENTS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "ddl",
+    "copy",
+    "transaction",
+    "session",
+    "do",
+    "call",
+    "explain",
+    "other",
 ];
 
 impl Action {

@@ -253,6 +253,8 @@ impl ProcessTable {
     /// Bring the table up to date with one event.
     pub fn apply(&mut self, ev: &Event) {
         match &ev.detail {
+            // A refused exec changed nothing: the process runs its old image.
+            EventDetail::Exec(d) if d.refused => {}
             EventDetail::Exec(d) => {
                 let mut p = Process::started(ev, d.exe.clone(), d.argv.clone(), d.cwd.clone());
                 p.argv_truncated = d.argv_truncated;
@@ -387,6 +389,7 @@ mod tests {
             comm: format!("c{pid}").as_str().into(),
             cgroup_id: 1,
             cgroup: Some("/".into()),
+            verdict: None,
             detail,
         }
     }

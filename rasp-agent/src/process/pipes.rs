@@ -107,6 +107,7 @@ mod tests {
             comm: "sh".into(),
             cgroup_id: 0,
             cgroup: None,
+            verdict: None,
             detail: EventDetail::Exit(ExitDetail {
                 exit_code: Some(0),
                 signal: None,

@@ -346,11 +346,26 @@ pub fn rotated(dir: &Path, n: usize) -> PathBuf {
     dir.join(format!("{FILE_NAME}.{n}"))
 }
 
+/// The state directory is the agent's alone (0700), also when it existed before with a
+/// looser mode (the builder's mode only applies to directories it creates): detections
+/// carry command lines and paths.
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io_err("creating directory", dir, e)),
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err("creating directory", dir, e))?;
+    let mode = fs::metadata(dir)
+        .map_err(|e| io_err("reading directory mode", dir, e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("restricting directory mode to 0700", dir, e))?;
+        tracing::warn!(dir = %dir.display(), was = format!("{mode:o}"), "state directory mode restricted to 0700");
     }
+    Ok(())
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
@@ -414,6 +429,14 @@ mod tests {
             assert!(!j.sync_due(Instant::now() + Duration::from_secs(2)));
         }
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
+
+        // A state directory that existed with a looser mode, and a journal file someone
+        // made world-readable, are restricted on open.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(dir.join(FILE_NAME), fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(open(&dir, 64 << 20, 4));
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(FILE_NAME)), 0o600);
 

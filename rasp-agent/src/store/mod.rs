@@ -594,6 +594,7 @@ pub(crate) mod tests {
                 comm,
                 cgroup_id: 4242,
                 cgroup: Some("/system.slice/nginx.service".into()),
+                verdict: None,
                 detail: EventDetail::Exec(ExecDetail {
                     exe: Some(exe.into()),
                     filename: exe.to_string(),
@@ -633,6 +634,8 @@ pub(crate) mod tests {
             latency_us: 180,
             count: 1,
             last_time: None,
+            kill_scope: None,
+            quarantine_mode: None,
         }
     }
 

@@ -44,6 +44,12 @@ pub fn floor_connect(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Attached only where the cgroup connect hooks replace `floor_connect` (never by the floor).
+#[tracepoint]
+pub fn floor_unix_connect(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 // The issue-19 hooks.
 
 #[tracepoint]

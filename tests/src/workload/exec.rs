@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{run_for, Report};
+use super::{run_for, wait_child_ok, Report};
 
 const TRUE: &std::ffi::CStr = c"/bin/true";
 
@@ -37,14 +37,7 @@ pub fn run(duration: Duration) -> Result<Report> {
                 libc::_exit(127);
             }
         }
-        let status = wait_for(pid)?;
-        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "/bin/true (pid {pid}) ended with wait status {status:#x}"
-            )))
-        }
+        wait_child_ok(pid, "/bin/true")
     })
     .context("fork + exec /bin/true")?;
     let children = children_cpu_time()?.saturating_sub(children_before);
@@ -66,19 +59,4 @@ fn children_cpu_time() -> Result<Duration> {
     Ok(Duration::from_micros(
         micros(usage.ru_utime) + micros(usage.ru_stime),
     ))
-}
-
-/// Reaps `pid`, retrying when a signal interrupts the wait.
-fn wait_for(pid: libc::pid_t) -> io::Result<libc::c_int> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out-pointer for the duration of the call.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
-            return Ok(status);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
 }

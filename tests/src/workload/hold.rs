@@ -3,6 +3,10 @@
 //!
 //! Children are plain forks of this process that block in pause(); they hold no fds and
 //! die with SIGKILL when this process dies (PR_SET_PDEATHSIG), so no run can leak them.
+//! With `--exec`, each child instead execs busybox's `sh -c 'read -r _'` with a command
+//! line of its own shaped like a real service's (a JVM, a gunicorn, a node server, a short
+//! daemon; ~200 bytes on average, each distinct), blocked reading a pipe nobody writes: the
+//! agent then tracks processes with realistic argv, not clones of one short one.
 
 use std::fs;
 use std::io::{self, Write};
@@ -17,8 +21,24 @@ use super::Report;
 /// Processes the rest of the system may still need while we hold ours.
 const HEADROOM: u64 = 256;
 
-pub fn run(count: u32) -> Result<Option<Report>> {
+/// What `--exec` children run: a static busybox (no shared-library pages to dirty, so
+/// tens of thousands stay affordable).
+const BUSYBOX: &std::ffi::CStr = c"/bin/busybox";
+
+pub fn run(count: u32, exec: bool) -> Result<Option<Report>> {
     check_limits(u64::from(count))?;
+    let command_lines = if exec {
+        // SAFETY: BUSYBOX is NUL-terminated; access only reads it.
+        if unsafe { libc::access(BUSYBOX.as_ptr(), libc::X_OK) } != 0 {
+            bail!(
+                "--exec needs {}: apt-get install -y busybox-static",
+                BUSYBOX.to_string_lossy()
+            );
+        }
+        Some(CommandLines::new(count)?)
+    } else {
+        None
+    };
     let stop_signals = stop_signal_set();
     // Blocked before the first fork so a SIGTERM/SIGINT at any point is read from the
     // signalfd (and every child reaped) instead of killing us halfway.
@@ -27,13 +47,19 @@ pub fn run(count: u32) -> Result<Option<Report>> {
         return Err(io::Error::last_os_error()).context("blocking SIGTERM/SIGINT");
     }
     let started = Instant::now();
-    let children = Children::fork(count)?;
+    let children = Children::fork(count, command_lines.as_ref())?;
     let fork_seconds = started.elapsed().as_secs_f64();
+    if command_lines.is_some() {
+        children.check_execs()?;
+    }
 
-    let ready = Report::untimed()
+    let mut ready = Report::untimed()
         .with("ready", count)
-        .with("fork_seconds", (fork_seconds * 1e4).round() / 1e4)
-        .named("hold");
+        .with("fork_seconds", (fork_seconds * 1e4).round() / 1e4);
+    if let Some(lines) = &command_lines {
+        ready = ready.with("mean_argv_bytes", lines.mean_bytes());
+    }
+    let ready = ready.named("hold");
     let mut out = io::stdout().lock();
     writeln!(out, "{ready}")
         .and_then(|()| out.flush())
@@ -64,8 +90,9 @@ struct Children {
 }
 
 impl Children {
-    /// Forks `count` children; on a failed fork, kills and reaps those already forked.
-    fn fork(count: u32) -> Result<Self> {
+    /// Forks `count` children (each execing its command line when there are some); on a
+    /// failed fork, kills and reaps those already forked.
+    fn fork(count: u32, command_lines: Option<&CommandLines>) -> Result<Self> {
         let mut children = Children {
             pids: Vec::with_capacity(count as usize),
         };
@@ -77,11 +104,13 @@ impl Children {
         let mut no_signals: libc::sigset_t = unsafe { mem::zeroed() };
         unsafe { libc::sigemptyset(&mut no_signals) };
         for index in 0..count {
+            // Built before the fork: the child must not allocate.
+            let argv = command_lines.map(|lines| lines.argv(index));
             // SAFETY: this process has one thread; the child runs only `idle_child`.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 // SAFETY: in the child, right after fork.
-                unsafe { idle_child(parent, &no_signals) }
+                unsafe { idle_child(parent, &no_signals, argv.as_ref()) }
             }
             if pid < 0 {
                 let err = io::Error::last_os_error();
@@ -97,6 +126,22 @@ impl Children {
             children.pids.push(pid);
         }
         Ok(children)
+    }
+
+    /// Fails if a child already ended: its exec failed (it exits 127 then).
+    fn check_execs(&self) -> Result<()> {
+        // An exec takes a moment; a failed one ends at once.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            bail!(
+                "child {pid} ended right after its exec of {} (wait status {status:#x})",
+                BUSYBOX.to_string_lossy()
+            );
+        }
+        Ok(())
     }
 
     /// SIGKILLs every child, then waits for each so none is left a zombie.
@@ -124,11 +169,12 @@ impl Children {
 }
 
 /// The whole life of a child: die with the parent, drop every fd (so it keeps no pipe of
-/// the caller's open), take signals normally again, and sleep until killed.
+/// the caller's open), take signals normally again, and sleep until killed — or, given an
+/// argv, exec busybox with it, reading a pipe that never delivers a byte.
 ///
 /// # Safety
 /// Must be called in a freshly forked child; it never returns.
-unsafe fn idle_child(parent: libc::pid_t, no_signals: &libc::sigset_t) -> ! {
+unsafe fn idle_child(parent: libc::pid_t, no_signals: &libc::sigset_t, argv: Option<&Argv>) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // The parent may have died before prctl took effect.
@@ -137,9 +183,127 @@ unsafe fn idle_child(parent: libc::pid_t, no_signals: &libc::sigset_t) -> ! {
         }
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         libc::sigprocmask(libc::SIG_SETMASK, no_signals, std::ptr::null_mut());
-        loop {
-            libc::pause();
+        let Some(argv) = argv else {
+            loop {
+                libc::pause();
+            }
+        };
+        // With every fd closed, new ones take the lowest numbers: the pipe is 0 (read, the
+        // shell's stdin) and 1, /dev/null is 2; the write end moves to 3 (held, never
+        // written, so `read` blocks until the parent's SIGKILL) and stdout becomes
+        // /dev/null. PDEATHSIG survives the exec.
+        let mut pipe = [0; 2];
+        if libc::pipe(pipe.as_mut_ptr()) != 0
+            || libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != 2
+            || libc::dup2(1, 3) != 3
+            || libc::dup2(2, 1) != 1
+        {
+            libc::_exit(126);
         }
+        libc::execv(BUSYBOX.as_ptr(), argv.pointers.as_ptr());
+        libc::_exit(127);
+    }
+}
+
+/// One child's argv as execv wants it: the strings, and NULL-terminated pointers to them.
+struct Argv {
+    _strings: Vec<std::ffi::CString>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+/// The command lines `--exec` children get, one template per kind of service, each with
+/// the child's index in it so no two are alike.
+struct CommandLines {
+    count: u32,
+}
+
+/// `sh -c SCRIPT NAME ARGS...`: busybox sh runs SCRIPT with the rest as $0, $1...; the
+/// kernel (and the agent) see the whole vector.
+const SHELL_PREFIX: [&str; 3] = ["sh", "-c", "read -r _"];
+
+impl CommandLines {
+    fn new(count: u32) -> Result<CommandLines> {
+        Ok(CommandLines { count })
+    }
+
+    /// The service command line of child `index` (without the shell prefix).
+    fn words(index: u32) -> Vec<String> {
+        let port = index % 1000;
+        let words: Vec<String> = match index % 4 {
+            0 => vec![
+                "java".into(),
+                "-Xms256m".into(),
+                "-Xmx1g".into(),
+                "-XX:+UseG1GC".into(),
+                "-XX:MaxGCPauseMillis=200".into(),
+                "-Dspring.profiles.active=prod".into(),
+                format!("-Dserver.port=8{port:03}"),
+                "-Dlogging.config=/etc/orders/logback.xml".into(),
+                "-cp".into(),
+                format!("/opt/orders/lib/orders-service-2.14.{index}.jar:/opt/orders/lib/spring-boot-3.2.4.jar:/opt/orders/lib/jackson-databind-2.17.0.jar:/opt/orders/lib/postgresql-42.7.3.jar:/opt/orders/lib/HikariCP-5.1.0.jar"),
+                "com.example.orders.OrdersApplication".into(),
+                format!("--instance=orders-{index}"),
+            ],
+            1 => vec![
+                "/usr/bin/python3".into(),
+                "/opt/web/venv/bin/gunicorn".into(),
+                "--workers".into(),
+                "4".into(),
+                "--bind".into(),
+                format!("127.0.0.1:9{port:03}"),
+                "--access-logfile".into(),
+                "-".into(),
+                "--timeout".into(),
+                "30".into(),
+                "web.wsgi:application".into(),
+                format!("--name=web-{index}"),
+            ],
+            2 => vec![
+                "node".into(),
+                "--max-old-space-size=512".into(),
+                "/srv/api/dist/server.js".into(),
+                "--port".into(),
+                format!("3{port:03}"),
+                "--config".into(),
+                format!("/etc/api/config-{index}.json"),
+            ],
+            _ => vec![
+                "/usr/sbin/cron".into(),
+                "-f".into(),
+                format!("-L{}", index % 16),
+            ],
+        };
+        words
+    }
+
+    fn argv(&self, index: u32) -> Argv {
+        let strings: Vec<std::ffi::CString> = SHELL_PREFIX
+            .iter()
+            .map(|w| w.to_string())
+            .chain(Self::words(index))
+            // Built from literals and numbers: never a NUL inside.
+            .filter_map(|w| std::ffi::CString::new(w).ok())
+            .collect();
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        Argv {
+            _strings: strings,
+            pointers,
+        }
+    }
+
+    /// Mean bytes of argv (NUL separators included) over the children, as /proc shows it.
+    fn mean_bytes(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let total: usize = (0..self.count)
+            .map(|i| {
+                SHELL_PREFIX.iter().map(|w| w.len() + 1).sum::<usize>()
+                    + Self::words(i).iter().map(|w| w.len() + 1).sum::<usize>()
+            })
+            .sum();
+        (total as f64 / f64::from(self.count) * 10.0).round() / 10.0
     }
 }
 

@@ -11,6 +11,8 @@ use std::ptr::NonNull;
 
 use anyhow::{bail, Result};
 
+use super::dl::{self, symbol};
+
 const SONAME: &CStr = c"libssl.so.3";
 /// `SSL_ERROR_*` codes that mean "look at the error queue / errno" (ssl.h).
 const SSL_ERROR_SYSCALL: c_int = 5;
@@ -49,74 +51,31 @@ pub struct LibSsl {
     pub path: PathBuf,
 }
 
-/// Looks up `name` in `handle` (and the libraries it depends on, e.g. libcrypto for ERR_*)
-/// as a function pointer of type `F`.
-///
-/// # Safety
-/// `F` must be an `extern "C" fn` type matching the symbol's real C signature.
-unsafe fn symbol<F: Copy>(handle: *mut c_void, name: &CStr) -> Result<F> {
-    debug_assert_eq!(size_of::<F>(), size_of::<*mut c_void>());
-    // SAFETY: handle came from dlopen; name is NUL-terminated.
-    let ptr = unsafe { libc::dlsym(handle, name.as_ptr()) };
-    if ptr.is_null() {
-        bail!(
-            "{} has no symbol {}: {}",
-            SONAME.to_string_lossy(),
-            name.to_string_lossy(),
-            dl_error()
-        );
-    }
-    // SAFETY: the caller vouches that F is the symbol's function pointer type, and a
-    // function pointer has the size of a data pointer on Linux.
-    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&ptr) })
-}
-
-fn dl_error() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated string valid until the next dl call.
-    let msg = unsafe { libc::dlerror() };
-    if msg.is_null() {
-        "no error reported".into()
-    } else {
-        // SAFETY: checked non-null above.
-        unsafe { CStr::from_ptr(msg) }
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 impl LibSsl {
     /// dlopens libssl.so.3 and resolves every entry point, then initialises OpenSSL.
     pub fn load() -> Result<Self> {
-        // SAFETY: SONAME is NUL-terminated; loading libssl runs only its own initialisers.
-        let handle = unsafe { libc::dlopen(SONAME.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            bail!(
-                "cannot load {} (is the libssl3 package installed?): {}",
-                SONAME.to_string_lossy(),
-                dl_error()
-            );
-        }
+        let handle = dl::open(SONAME, "libssl3")?;
         // SAFETY (every symbol call): each type alias above is the C prototype from
         // OpenSSL 3's headers for the symbol named next to it.
         let lib = unsafe {
             LibSsl {
-                tls_client_method: symbol(handle, c"TLS_client_method")?,
-                ssl_ctx_new: symbol(handle, c"SSL_CTX_new")?,
-                ssl_ctx_free: symbol(handle, c"SSL_CTX_free")?,
-                ssl_new: symbol(handle, c"SSL_new")?,
-                ssl_set_fd: symbol(handle, c"SSL_set_fd")?,
-                ssl_connect: symbol(handle, c"SSL_connect")?,
-                ssl_write: symbol(handle, c"SSL_write")?,
-                ssl_shutdown: symbol(handle, c"SSL_shutdown")?,
-                ssl_free: symbol(handle, c"SSL_free")?,
-                ssl_get_error: symbol(handle, c"SSL_get_error")?,
-                err_get_error: symbol(handle, c"ERR_get_error")?,
-                err_error_string_n: symbol(handle, c"ERR_error_string_n")?,
-                path: mapped_path(symbol::<*mut c_void>(handle, c"SSL_write")?),
+                tls_client_method: symbol(handle, SONAME, c"TLS_client_method")?,
+                ssl_ctx_new: symbol(handle, SONAME, c"SSL_CTX_new")?,
+                ssl_ctx_free: symbol(handle, SONAME, c"SSL_CTX_free")?,
+                ssl_new: symbol(handle, SONAME, c"SSL_new")?,
+                ssl_set_fd: symbol(handle, SONAME, c"SSL_set_fd")?,
+                ssl_connect: symbol(handle, SONAME, c"SSL_connect")?,
+                ssl_write: symbol(handle, SONAME, c"SSL_write")?,
+                ssl_shutdown: symbol(handle, SONAME, c"SSL_shutdown")?,
+                ssl_free: symbol(handle, SONAME, c"SSL_free")?,
+                ssl_get_error: symbol(handle, SONAME, c"SSL_get_error")?,
+                err_get_error: symbol(handle, SONAME, c"ERR_get_error")?,
+                err_error_string_n: symbol(handle, SONAME, c"ERR_error_string_n")?,
+                path: dl::mapped_path(symbol::<*mut c_void>(handle, SONAME, c"SSL_write")?),
             }
         };
         // SAFETY: OPENSSL_init_ssl(0, NULL) asks for the default initialisation.
-        let init: OpensslInitSsl = unsafe { symbol(handle, c"OPENSSL_init_ssl")? };
+        let init: OpensslInitSsl = unsafe { symbol(handle, SONAME, c"OPENSSL_init_ssl")? };
         if unsafe { init(0, std::ptr::null()) } != 1 {
             bail!("OPENSSL_init_ssl failed: {}", lib.error_queue());
         }
@@ -157,18 +116,6 @@ impl LibSsl {
             messages.join("; ")
         }
     }
-}
-
-/// The file a symbol was loaded from, as the dynamic linker reports it.
-fn mapped_path(symbol: *mut c_void) -> PathBuf {
-    // SAFETY: dladdr only reads the linker's tables; info is a valid out-pointer.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    if unsafe { libc::dladdr(symbol, &mut info) } == 0 || info.dli_fname.is_null() {
-        return PathBuf::from(SONAME.to_string_lossy().into_owned());
-    }
-    // SAFETY: checked non-null; the string lives as long as the library stays loaded.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    PathBuf::from(name.to_string_lossy().into_owned())
 }
 
 /// An `SSL_CTX`, freed on drop.

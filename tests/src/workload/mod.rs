@@ -2,9 +2,13 @@
 //! loop they share. Loops call libc directly and never allocate per iteration, because what
 //! they measure is the cost the agent's kernel hooks add to each syscall.
 
+mod dl;
 mod exec;
+mod fork;
 mod hold;
+mod libpq;
 mod libssl;
+mod mmap;
 mod open;
 mod pacing;
 mod storm;
@@ -35,6 +39,33 @@ pub struct Cli {
 pub enum Workload {
     /// fork + execv(/bin/true) + waitpid, as a shell runs a command; ops = completed execs.
     Exec(Timed),
+    /// fork + _exit(0) in the child + waitpid, no exec; ops = forks.
+    Fork(Timed),
+    /// mmap(PROT_READ|PROT_EXEC, MAP_PRIVATE) of a library file + munmap; ops = mappings.
+    Mmap {
+        /// The file to map (opened once, before the loop).
+        #[arg(long)]
+        path: PathBuf,
+        #[command(flatten)]
+        timed: Timed,
+    },
+    /// PQsendQuery through the system's libpq.so.5 on a connection that failed to connect
+    /// (no server: each call enters PQsendQuery, where the uprobe sits, and is refused at
+    /// once); ops = calls.
+    Libpq {
+        /// The query text passed to each call.
+        #[arg(
+            long,
+            default_value = "SELECT id, name, email FROM customers WHERE id = 42"
+        )]
+        query: String,
+        /// Seconds to wait after loading libpq and before the timed loop, so an agent can
+        /// attach its uprobes to the newly mapped library.
+        #[arg(long, default_value = "0", value_parser = parse_warmup)]
+        warmup: Duration,
+        #[command(flatten)]
+        timed: Timed,
+    },
     /// openat(P, O_RDONLY|O_CLOEXEC) + close; ops = opens.
     Open {
         /// File to open (must be readable); with --distinct, `{}` in it is the file's index.
@@ -83,6 +114,10 @@ pub enum Workload {
         /// Children to fork.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
+        /// Each child execs busybox `sh -c 'read -r _'` with a service-like command line of
+        /// its own (realistic argv lengths), instead of pausing as a clone of this process.
+        #[arg(long)]
+        exec: bool,
     },
 }
 
@@ -99,6 +134,9 @@ impl Workload {
     pub fn name(&self) -> &'static str {
         match self {
             Workload::Exec(_) => "exec",
+            Workload::Fork(_) => "fork",
+            Workload::Mmap { .. } => "mmap",
+            Workload::Libpq { .. } => "libpq",
             Workload::Open { .. } => "open",
             Workload::Tcp(_) => "tcp",
             Workload::TlsWrites { .. } => "tls-writes",
@@ -115,6 +153,13 @@ pub fn run(workload: Workload) -> Result<Option<Report>> {
     let name = workload.name();
     let report = match workload {
         Workload::Exec(timed) => exec::run(timed.duration),
+        Workload::Fork(timed) => fork::run(timed.duration),
+        Workload::Mmap { path, timed } => mmap::run(&path, timed.duration),
+        Workload::Libpq {
+            query,
+            warmup,
+            timed,
+        } => libpq::run(&query, warmup, timed.duration),
         Workload::Open {
             path,
             distinct,
@@ -130,7 +175,7 @@ pub fn run(workload: Workload) -> Result<Option<Report>> {
             threads,
             timed,
         } => storm::run(&path, distinct, rate, threads, timed.duration),
-        Workload::Hold { count } => return hold::run(count),
+        Workload::Hold { count, exec } => return hold::run(count, exec),
     }?;
     Ok(Some(report.named(name)))
 }
@@ -277,6 +322,40 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `--warmup`: seconds, 0 allowed.
+fn parse_warmup(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !seconds.is_finite() || !(0.0..=3600.0).contains(&seconds) {
+        return Err(format!("warmup must be 0..=3600 seconds, got {text}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Reaps child `pid` (retrying when a signal interrupts the wait) and fails unless it
+/// exited with status 0; `what` names it in the error.
+pub fn wait_child_ok(pid: libc::pid_t, what: &str) -> io::Result<()> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer for the duration of the call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{what} (pid {pid}) ended with wait status {status:#x}"
+        )))
+    }
+}
+
 /// `--rate`: opens per second, 0 meaning unpaced.
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
@@ -372,7 +451,10 @@ mod tests {
     fn hold_needs_a_positive_count() {
         assert_eq!(
             parse(&["hold", "--count", "10000"]).unwrap(),
-            Workload::Hold { count: 10000 }
+            Workload::Hold {
+                count: 10000,
+                exec: false
+            }
         );
         assert!(parse(&["hold"]).is_err());
         assert!(parse(&["hold", "--count", "0"]).is_err());

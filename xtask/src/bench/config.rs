@@ -373,6 +373,8 @@ fn start_agent(
         .arg(&socket)
         .arg("--state-dir")
         .arg(dir.join("state"))
+        // Any free port: another agent on the machine may hold the default one.
+        .args(["--metrics", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -9,12 +9,15 @@
 //! goes to BENCHMARKS.md.
 
 mod config;
+mod drain;
 mod postgres;
+mod processes;
 mod procfs;
 mod report;
 mod scaling;
 mod stats;
 mod storm;
+mod userspace;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -36,9 +39,12 @@ use workload::{Measured, Runner, Workload};
 /// Pause between a configuration's start and its first workload.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Seconds of each open() run in the guest: its clock counts emulated instructions, so
-/// rounds repeat to within 0.1% and short runs suffice.
+/// Guest seconds of each operation's run in the guest: its clock counts emulated
+/// instructions, so rounds repeat to within 0.1% and short runs suffice.
 const VM_SECONDS: f64 = 2.0;
+/// Rounds in the guest: deterministic counts need no more than it takes to show two runs
+/// agree (and a third to outvote one a periodic agent task happened to land in).
+const VM_ROUNDS: usize = 3;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -54,15 +60,20 @@ pub struct BenchArgs {
     /// no workload is named: `open` = every open-*, `pgbench`, `tls`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Leave out the event storm and the 10k-process idle measurement.
+    /// Leave out the event storm, the drain capacity on one core and the 10k-process idle
+    /// measurement.
     #[arg(long)]
     pub no_storm: bool,
-    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules).
+    /// Leave out the rule-count scaling (defaults, ×10, ×100 generated rules) and the
+    /// live-process scaling (1k, 10k, 50k processes).
     #[arg(long)]
     pub no_scaling: bool,
     /// Leave out the BPF-LSM QEMU guest.
     #[arg(long)]
     pub no_vm: bool,
+    /// Leave out the agent's userspace cost per event (callgrind and native replay).
+    #[arg(long)]
+    pub no_callgrind: bool,
     /// Where the report goes (relative to the workspace root).
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub output: PathBuf,
@@ -99,9 +110,15 @@ pub struct Results {
     pub workloads: Vec<Workload>,
     pub samples: BTreeMap<(&'static str, &'static str), Vec<Sample>>,
     pub storm: Option<storm::StormReport>,
+    /// The agent on one core against generators that outrun it.
+    pub drain: Option<drain::DrainReport>,
+    /// Per-event agent CPU with 1k, 10k, 50k live processes.
+    pub processes: Option<processes::ProcessReport>,
     pub scaling: Option<scaling::ScalingReport>,
-    /// The BPF-LSM guest's open() comparison, as `vm::VmOpenBench` prints it.
+    /// The BPF-LSM guest's per-hook instruction table, as `vm::hook_bench` prints it.
     pub vm: Option<String>,
+    /// Callgrind and native replay of the agent's pipeline, per event kind.
+    pub userspace: Option<userspace::UserspaceReport>,
     pub notes: Vec<String>,
 }
 
@@ -116,7 +133,10 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let started_at = utc_now();
     setup::run_for_bench()?;
     let artifacts = build::build_all(ws, Profile::Release)?;
-    let workload_bin = build_workload(ws)?;
+    let Binaries {
+        workload: workload_bin,
+        replay: replay_bin,
+    } = build_workload(ws)?;
 
     let workloads: Vec<Workload> = workload::select(&args.only);
     if workloads.is_empty() {
@@ -161,10 +181,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let mut notes = Vec::new();
     let mut samples: BTreeMap<(&'static str, &'static str), Vec<Sample>> = BTreeMap::new();
     for round in 0..args.rounds {
-        let mut order = Config::ALL.to_vec();
-        let len = order.len();
-        order.rotate_left(round % len);
-        for config in order {
+        for config in stats::rotated(&Config::ALL, round) {
             eprintln!(
                 "bench: round {}/{} under {}",
                 round + 1,
@@ -187,10 +204,8 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             std::thread::sleep(SETTLE);
             // Rotated too, so no workload always runs first after the settle (or last,
             // after its configuration has run the longest).
-            let mut workload_order: Vec<&Workload> = workloads.iter().collect();
-            let count = workload_order.len();
-            workload_order.rotate_left(round % count);
-            for w in workload_order {
+            let in_order: Vec<&Workload> = workloads.iter().collect();
+            for w in stats::rotated(&in_order, round) {
                 match measure(&runner, &running, w, round, args.seconds) {
                     Ok(sample) => {
                         eprintln!("bench:   {:<16} {:>12.0} {}", w.key, sample.rate, w.unit);
@@ -214,46 +229,37 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     }
     drop(pg);
 
-    let storm = if args.no_storm {
-        None
-    } else {
-        match storm::run(&tools, &workload_bin, &distinct) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("storm: {e:#}"));
-                None
-            }
-        }
-    };
-    let scaling = if args.no_scaling {
-        None
-    } else {
-        match scaling::run(&tools, &workload_bin, &distinct, args.rounds) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                notes.push(format!("rule scaling: {e:#}"));
-                None
-            }
-        }
-    };
-    let vm = if args.no_vm {
-        None
-    } else {
-        eprintln!("bench: BPF-LSM guest (QEMU): open+close under no programs, tracepoint floor, LSM floor, agent");
-        match crate::vm::open_bench(
+    // Each later stage runs unless its flag leaves it out; one that fails is a note in the
+    // report, and the others still run.
+    let storm = stage(args.no_storm, &mut notes, "storm", || {
+        storm::run(&tools, &workload_bin, &distinct)
+    });
+    let drain = stage(args.no_storm, &mut notes, "drain capacity", || {
+        drain::run(&tools, &workload_bin, &distinct)
+    });
+    let processes = stage(args.no_scaling, &mut notes, "live-process scaling", || {
+        processes::run(&tools, &workload_bin)
+    });
+    let scaling = stage(args.no_scaling, &mut notes, "rule scaling", || {
+        scaling::run(&tools, &workload_bin, &distinct, args.rounds)
+    });
+    let userspace = stage(
+        args.no_callgrind,
+        &mut notes,
+        "userspace per event (callgrind)",
+        || userspace::run(&replay_bin, args.rounds),
+    );
+    let vm = stage(args.no_vm, &mut notes, "BPF-LSM guest", || {
+        eprintln!("bench: BPF-LSM guest (QEMU): every hook's operation under no programs, tracepoint floor, LSM floor, agent");
+        crate::vm::hook_bench(
             ws,
             &artifacts.agent_bin,
             &workload_bin,
-            args.rounds,
+            VM_ROUNDS,
             VM_SECONDS,
-        ) {
-            Ok(vm) => Some(vm.to_string()),
-            Err(e) => {
-                notes.push(format!("BPF-LSM guest: {e:#}"));
-                None
-            }
-        }
-    };
+        )
+        .map(|vm| vm.to_string())
+    });
 
     let results = Results {
         command_line: command_line(),
@@ -269,8 +275,11 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         workloads,
         samples,
         storm,
+        drain,
+        processes,
         scaling,
         vm,
+        userspace,
         notes,
     };
     let text = report::render(&results);
@@ -283,6 +292,25 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         human(started.elapsed())
     );
     Ok(())
+}
+
+/// `run()` unless `skip`; an error becomes a note naming `what`.
+fn stage<T>(
+    skip: bool,
+    notes: &mut Vec<String>,
+    what: &str,
+    run: impl FnOnce() -> Result<T>,
+) -> Option<T> {
+    if skip {
+        return None;
+    }
+    match run() {
+        Ok(report) => Some(report),
+        Err(e) => {
+            notes.push(format!("{what}: {e:#}"));
+            None
+        }
+    }
 }
 
 /// One workload under one running configuration, with what the configuration's process
@@ -354,8 +382,17 @@ fn agent_drops(running: &Running) -> Option<u64> {
     Some(storm::event_totals(&status).dropped)
 }
 
-/// The workload driver, built in release (its loops measure per-syscall costs).
-fn build_workload(ws: &Workspace) -> Result<PathBuf> {
+/// The bench's own binaries from the tests crate.
+struct Binaries {
+    /// `rasp-workload`, the workload driver.
+    workload: PathBuf,
+    /// `rasp-replay`, the agent's pipeline without a kernel.
+    replay: PathBuf,
+}
+
+/// The workload driver and the replay harness, built in release (the loops measure
+/// per-syscall costs; the replay, the agent's release code).
+fn build_workload(ws: &Workspace) -> Result<Binaries> {
     let mut cargo = command::host_cargo();
     cargo
         .current_dir(ws.root())
@@ -366,15 +403,26 @@ fn build_workload(ws: &Workspace) -> Result<PathBuf> {
             "rasp-tests",
             "--bin",
             "rasp-workload",
+            "--bin",
+            "rasp-replay",
         ])
         .arg("--target-dir")
-        .arg(ws.host_target_dir());
+        .arg(ws.host_target_dir())
+        // The replay links the agent library: the same object path as the agent's own
+        // build, or its build script reruns and the library is rebuilt every time.
+        .env(build::EBPF_OBJ_VAR, ws.ebpf_object(Profile::Release));
     command::run(&mut cargo)?;
-    let bin = ws.host_target_dir().join("release/rasp-workload");
-    if !bin.exists() {
-        bail!("{} was not built", bin.display());
-    }
-    Ok(bin)
+    let bin = |name: &str| -> Result<PathBuf> {
+        let bin = ws.host_target_dir().join("release").join(name);
+        if !bin.exists() {
+            bail!("{} was not built", bin.display());
+        }
+        Ok(bin)
+    };
+    Ok(Binaries {
+        workload: bin("rasp-workload")?,
+        replay: bin("rasp-replay")?,
+    })
 }
 
 fn peer_versions() -> String {

@@ -4,9 +4,12 @@
 use std::fmt::Write as _;
 
 use super::config::Config;
+use super::drain::DrainReport;
+use super::processes::ProcessReport;
 use super::scaling::{self, ScalingReport};
 use super::stats::{self, overhead, paired, paired_ratios, ByRound, Interval, Summary, CONFIDENCE};
 use super::storm::{Latency, StormReport};
+use super::userspace::UserspaceReport;
 use super::{Results, Sample};
 
 /// Issue 10's targets that are not per-workload ratios.
@@ -29,6 +32,9 @@ enum Verdict {
         coverage: f64,
     },
     NotMeasured,
+    /// Measured, but the measurement could not reach the threshold for a reason other
+    /// than the agent (why, for the table).
+    Inconclusive(&'static str),
 }
 
 impl From<Option<bool>> for Verdict {
@@ -44,10 +50,19 @@ impl From<Option<bool>> for Verdict {
 /// "At least `threshold`", decided on the interval of the median of `values` (paired
 /// per-round quantities): the one rule for absolute targets and peer comparisons alike.
 fn decide(values: &[f64], threshold: f64) -> (String, Verdict) {
+    decide_by(values, |i| i.verdict(threshold, CONFIDENCE))
+}
+
+/// "At most `threshold`" (a cost budget), on the same interval.
+fn decide_at_most(values: &[f64], threshold: f64) -> (String, Verdict) {
+    decide_by(values, |i| i.verdict_at_most(threshold, CONFIDENCE))
+}
+
+fn decide_by(values: &[f64], verdict: impl Fn(&Interval) -> stats::Verdict) -> (String, Verdict) {
     let Some(i) = Interval::of_median(values, CONFIDENCE) else {
         return ("—".into(), Verdict::NotMeasured);
     };
-    let verdict = match i.verdict(threshold, CONFIDENCE) {
+    let verdict = match verdict(&i) {
         stats::Verdict::Met => Verdict::Met,
         stats::Verdict::NotMet => Verdict::NotMet,
         stats::Verdict::Undecided => Verdict::Undecided {
@@ -108,17 +123,29 @@ pub fn render(r: &Results) -> String {
         storm_section(&mut out, storm, &mut targets);
     }
 
+    if let Some(drain) = &r.drain {
+        drain_section(&mut out, drain, &mut targets);
+    }
+
     if let Some(scaling) = &r.scaling {
         scaling_section(&mut out, scaling, &mut targets);
+    }
+
+    if let Some(processes) = &r.processes {
+        processes_section(&mut out, processes, &mut targets);
+    }
+
+    if let Some(userspace) = &r.userspace {
+        userspace_section(&mut out, userspace, &mut targets);
     }
 
     if let Some(vm) = &r.vm {
         let _ = writeln!(
             out,
-            "## open() in a BPF-LSM guest: tracepoint floor vs `lsm/file_open`\n"
+            "## Kernel budgets per hook: instructions per operation in a BPF-LSM guest\n"
         );
-        let _ = writeln!(out, "The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: `rasp-workload open` on an unwatched file under no programs, the tracepoint floor, the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent. The guest clock counts instructions, so the ratios are instruction budgets, repeatable to 0.1%.\n");
-        let _ = writeln!(out, "```\n{}```\n", vm);
+        let _ = writeln!(out, "The deterministic regression budget for the kernel side. The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: each operation under no programs, the tracepoint floor (`rasp-agent floor`: empty programs on the agent's very hooks), the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent on its default policies (which uses the syscall tracepoints; its LSM program is only a capability probe). \"added\" is instructions per operation over no programs (median over rounds).\n");
+        let _ = writeln!(out, "{vm}");
     }
 
     let _ = writeln!(out, "## Targets\n");
@@ -134,6 +161,7 @@ pub fn render(r: &Results) -> String {
             }
             Verdict::Undecided { .. } => "undecided: the interval straddles the target",
             Verdict::NotMeasured => "not measured",
+            Verdict::Inconclusive(why) => why,
         };
         let _ = writeln!(out, "| {what} | {measured} | {mark} |");
     }
@@ -452,37 +480,14 @@ fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target
             "\nHighest rate drained without a drop: {}.",
             best.map_or("none".into(), |b| format!("{b:.0} events/s"))
         );
-        // What the CPU cost per event allows if the agent had a core to itself (the storm
-        // generator takes the other): the agent's drain capacity, as opposed to the rate this
-        // machine can generate.
-        let cheapest = series
-            .steps
-            .iter()
-            .filter(|s| s.received >= 10_000)
-            .filter_map(|s| s.cpu_us_per_event())
-            .min_by(f64::total_cmp);
-        let fastest_generator = series
-            .steps
-            .iter()
-            .map(|s| s.generated)
-            .max_by(f64::total_cmp);
-        if let (Some(cpu), Some(generated)) = (cheapest, fastest_generator) {
-            let _ = writeln!(
-                out,
-                "At its lowest cost here, {cpu:.2} µs of agent CPU per event, one core of agent time drains ≈ {:.0} events/s; the generator peaked at {generated:.0} opens/s.",
-                1e6 / cpu
-            );
-        }
         let _ = writeln!(out);
         if let Some(b) = best {
             best_drain = Some(best_drain.map_or(b, |x: f64| x.max(b)));
         }
     }
-    targets.push((
-        format!("≥ {MIN_DRAIN_EVENTS_PER_SEC:.0} events/s drained without drops (2 cores)"),
-        best_drain.map_or("—".into(), |b| format!("{b:.0} events/s")),
-        best_drain.map(|b| b >= MIN_DRAIN_EVENTS_PER_SEC).into(),
-    ));
+    if let Some(b) = best_drain {
+        let _ = writeln!(out, "Highest rate drained without a drop over the storm series (agent and generator sharing both cores): {b:.0} events/s; the agent's capacity on one core is measured in the next section.\n");
+    }
     targets.push((
         format!(
             "detection latency p99 < {} under the storm",
@@ -516,6 +521,274 @@ fn storm_section(out: &mut String, storm: &StormReport, targets: &mut Vec<Target
         let _ = writeln!(out, "- {note}");
     }
     if !storm.notes.is_empty() {
+        let _ = writeln!(out);
+    }
+}
+
+fn drain_section(out: &mut String, d: &DrainReport, targets: &mut Vec<Target>) {
+    let _ = writeln!(out, "## Drain capacity with the agent on one core\n");
+    let _ = writeln!(out, "Every thread of the agent pinned to CPU 0 (`taskset --all-tasks`); `rasp-workload storm --rate 0` generator processes, {} s a step, first pinned to CPU 1, then free to run on both cores (the agent's drain thread runs at nice −10 and keeps its core). drained = records the agent took off the ring per second; dropped = what the kernel could not reserve in the ring (counted per loss site); agent CPU in % of its one core, and per record received. Where drops begin with the agent near 100% of its core, the generators outran it and the highest drop-free rate is its capacity; where they never do, the capacity is above what was drained, and the replay rate (userspace section) is the measured ceiling of the pipeline on one core.\n", super::drain::STEP_SECONDS);
+    let mut best: Option<f64> = None;
+    let mut saturated = false;
+    for series in &d.series {
+        let _ = writeln!(out, "### {} — {}\n", series.title, series.about);
+        let _ = writeln!(
+            out,
+            "| generators | generated | drained | dropped | agent CPU | agent CPU per event |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for s in &series.steps {
+            let _ = writeln!(
+                out,
+                "| {}{} | {:.0}/s | {:.0}/s | {} ({:.2}%) | {:.0}% of its core | {} |",
+                s.generators,
+                if s.pinned {
+                    " on the other core"
+                } else {
+                    " on both cores"
+                },
+                s.generated,
+                s.drained,
+                s.dropped,
+                s.drop_pct(),
+                s.agent_cpu_pct,
+                s.cpu_us_per_event()
+                    .map_or("—".into(), |us| format!("{us:.2} µs"))
+            );
+        }
+        let without = series.without_drops();
+        let _ = writeln!(
+            out,
+            "\nDrained without a drop: {}; the most drained in any step: {}; {}.\n",
+            without.map_or("none".into(), |b| format!("{b:.0} events/s")),
+            series
+                .at_most()
+                .map_or("—".into(), |b| format!("{b:.0} events/s")),
+            if series.saturated() {
+                "the agent's core was the limit (drops with the agent near 100% of it)"
+            } else {
+                "the generators never outran the agent (no drops with its core full): its capacity is above what was drained"
+            }
+        );
+        if let Some(b) = without {
+            best = Some(best.map_or(b, |x: f64| x.max(b)));
+        }
+        saturated |= series.saturated();
+    }
+    for note in &d.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    let verdict = match best {
+        None => Verdict::NotMeasured,
+        Some(b) if b >= MIN_DRAIN_EVENTS_PER_SEC => Verdict::Met,
+        Some(_) if saturated => Verdict::NotMet,
+        Some(_) => Verdict::Inconclusive(
+            "undecided: the generators never saturated the agent's core (see the replay rates)",
+        ),
+    };
+    targets.push((
+        format!(
+            "≥ {MIN_DRAIN_EVENTS_PER_SEC:.0} events/s drained without a drop, live agent on one core"
+        ),
+        best.map_or("—".into(), |b| {
+            format!("{b:.0} events/s (measured, without a drop)")
+        }),
+        verdict,
+    ));
+}
+
+/// Live processes: the agent's CPU per event at the most processes over the fewest, at
+/// most this to count as flat (host CPU, one measurement per count: noisy).
+const MAX_LIVE_GROWTH: f64 = 1.5;
+
+fn processes_section(out: &mut String, p: &ProcessReport, targets: &mut Vec<Target>) {
+    let _ = writeln!(out, "## Live-process scaling: agent CPU per event\n");
+    let _ = writeln!(out, "The agent on its defaults with N idle processes held by `rasp-workload hold --exec` (each execs busybox `sh -c 'read -r _'` followed by a service-like command line of its own: a JVM with its classpath, a gunicorn, a node server, cron); exec = agent CPU per `rasp-workload exec` fork+exec over {} s; watched = per event of a {:.0}/s paced storm on /etc/shadow (drained rate in brackets). One measurement per N (host CPU time: noisy, see the callgrind table for the deterministic count); CPU per event includes whatever periodic work of the agent falls in the window, which the idle column measures on its own.\n", 2, scaling::PACE);
+    let _ = writeln!(
+        out,
+        "| live processes | tracked by the agent | mean argv | agent CPU idle ({} s) | exec | watched open | agent RSS |",
+        super::processes::IDLE_SECONDS
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for s in &p.steps {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} B | {:.1}% of a core | {:.2} µs | {:.2} µs (at {:.0}/s) | {:.1} MiB |",
+            s.held,
+            s.tracked,
+            s.mean_argv_bytes,
+            s.idle_cpu_pct,
+            s.exec_us,
+            s.watched_us,
+            s.watched_rate,
+            s.rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(out);
+    for note in &p.notes {
+        let _ = writeln!(out, "- {}", note.replace('\n', " "));
+    }
+    if !p.notes.is_empty() {
+        let _ = writeln!(out);
+    }
+    let (Some(first), Some(last)) = (p.steps.first(), p.steps.last()) else {
+        return;
+    };
+    if first.held == last.held {
+        return;
+    }
+    for (what, a, b) in [
+        ("exec", first.exec_us, last.exec_us),
+        ("watched open", first.watched_us, last.watched_us),
+    ] {
+        let growth = (a > 0.0).then(|| b / a);
+        targets.push((
+            format!(
+                "{what}: agent CPU per event flat in live processes ({} ÷ {} processes ≤ {MAX_LIVE_GROWTH})",
+                last.held, first.held
+            ),
+            growth.map_or("—".into(), |g| format!("{g:.2} ({a:.2} → {b:.2} µs, one run each)")),
+            growth.map(|g| g <= MAX_LIVE_GROWTH).into(),
+        ));
+    }
+}
+
+/// Live processes: per-event instructions at the most processes over the fewest at most
+/// this to count as flat.
+const MAX_POPULATION_GROWTH: f64 = 1.10;
+
+fn userspace_section(out: &mut String, u: &UserspaceReport, targets: &mut Vec<Target>) {
+    let _ = writeln!(
+        out,
+        "## Agent userspace per event: callgrind instructions and host time\n"
+    );
+    let _ = writeln!(out, "`rasp-replay` builds kernel records exactly as the eBPF programs build them (rasp-common's record types, leaf-first paths, packed payloads) and feeds them through the agent library's own pipeline stages — decode, cgroup path, process table, rules ({} in the default set), fold/store, event hub, and for queries the SQL judge — in the reader's batches of {}, with 1000 live processes in the table and no ring buffer. Instructions: `{}` `--tool=callgrind --toggle-collect='*measured_phase*'`, counting only the measured events, per event = (run of {} − run of {}) ÷ {} so one-time work (the first fold window, a new query shape) is left out; two independent pairs of runs, and how far apart they are. Host time: native runs of {} events, one per round, median [{:.0}% interval]; one core drains 10⁶ ÷ that many events a second through these stages (the ring-buffer read and the kernel side not included).\n",
+        u.rules,
+        256,
+        u.valgrind,
+        super::userspace::MANY,
+        super::userspace::FEW,
+        super::userspace::MANY - super::userspace::FEW,
+        super::userspace::NATIVE_EVENTS,
+        CONFIDENCE * 100.0
+    );
+    let _ = writeln!(out, "| event | instructions/event | two counts agree to | host µs/event | events/s on one core | budget | matches (folded) in the run |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for k in &u.kinds {
+        let host = Interval::of_median(&k.native_ns, CONFIDENCE);
+        let host_cell = host.map_or("—".into(), |i| {
+            format!(
+                "{:.2} [{:.2}, {:.2}]",
+                i.median / 1e3,
+                i.low / 1e3,
+                i.high / 1e3
+            )
+        });
+        let drain = host.map_or("—".into(), |i| format!("{:.0}", 1e9 / i.median));
+        let _ = writeln!(
+            out,
+            "| **{}** — {} | {:.0} | {:.3}% | {} | {} | {} | {} ({}) |",
+            k.kind.key,
+            k.kind.about,
+            k.instructions(),
+            k.agreement() * 100.0,
+            host_cell,
+            drain,
+            k.kind.target_us.map_or("—".into(), |t| format!("≤ {t} µs")),
+            k.line.matches,
+            k.line.folded
+        );
+        if matches!(k.kind.key, "open-unmatched" | "open-folded") {
+            // The pipeline's own drain rate, measured per round: what one core of it takes
+            // in when nothing else limits it (the generators on this machine cannot outrun
+            // the live agent; see the drain section).
+            let rates: Vec<f64> = k
+                .native_ns
+                .iter()
+                .filter(|ns| **ns > 0.0)
+                .map(|ns| 1e9 / ns)
+                .collect();
+            let (measured, verdict) = decide(&rates, MIN_DRAIN_EVENTS_PER_SEC);
+            targets.push((
+                format!(
+                    "{}: ≥ {MIN_DRAIN_EVENTS_PER_SEC:.0} events/s through the pipeline on one core (replay, no ring buffer)",
+                    k.kind.key
+                ),
+                format!("{measured} events/s"),
+                verdict,
+            ));
+        }
+        if let Some(budget) = k.kind.target_us {
+            let us: Vec<f64> = k.native_ns.iter().map(|ns| ns / 1e3).collect();
+            let (measured, verdict) = decide_at_most(&us, budget);
+            targets.push((
+                format!(
+                    "{}: agent userspace ≤ {budget} µs per event on the host ({:.0} instructions, callgrind)",
+                    k.kind.key,
+                    k.instructions()
+                ),
+                format!("{measured} µs"),
+                verdict,
+            ));
+        }
+    }
+    let _ = writeln!(out);
+    if !u.populations.is_empty() {
+        let _ = writeln!(out, "### Per-event instructions as live processes grow\n");
+        let _ = writeln!(out, "The same callgrind count with the table holding more live processes before the measured events (forked from one shell, each with its own entry).\n");
+        let pops: Vec<u32> = super::userspace::POPULATIONS.to_vec();
+        let mut header = String::from("| event |");
+        for p in &pops {
+            let _ = write!(header, " {p} processes |");
+        }
+        let _ = writeln!(out, "{header} most ÷ fewest |");
+        let _ = writeln!(out, "|---|{}---|", "---|".repeat(pops.len()));
+        let mut kinds: Vec<&str> = Vec::new();
+        for p in &u.populations {
+            if !kinds.contains(&p.kind) {
+                kinds.push(p.kind);
+            }
+        }
+        for kind in kinds {
+            let of = |pop: u32| {
+                u.populations
+                    .iter()
+                    .find(|p| p.kind == kind && p.population == pop)
+                    .map(|p| p.instructions)
+            };
+            let mut row = format!("| {kind} |");
+            for p in &pops {
+                let _ = write!(
+                    row,
+                    " {} |",
+                    of(*p).map_or("—".into(), |i| format!("{i:.0}"))
+                );
+            }
+            let growth = match (
+                pops.first().and_then(|p| of(*p)),
+                pops.last().and_then(|p| of(*p)),
+            ) {
+                (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+                _ => None,
+            };
+            let _ = writeln!(
+                row,
+                " {} |",
+                growth.map_or("—".into(), |g| format!("{g:.3}"))
+            );
+            out.push_str(&row);
+            targets.push((
+                format!("{kind}: userspace instructions per event flat in live processes (×{} ÷ ×{} ≤ {MAX_POPULATION_GROWTH})", pops.last().copied().unwrap_or(0), pops.first().copied().unwrap_or(0)),
+                growth.map_or("—".into(), |g| format!("{g:.3} (callgrind, deterministic)")),
+                growth.map(|g| g <= MAX_POPULATION_GROWTH).into(),
+            ));
+        }
+        let _ = writeln!(out);
+    }
+    for note in &u.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !u.notes.is_empty() {
         let _ = writeln!(out);
     }
 }
@@ -620,8 +893,11 @@ mod tests {
             workloads: workload::select(&["exec".to_string()]),
             samples,
             storm: None,
+            drain: None,
+            processes: None,
             scaling: None,
             vm: None,
+            userspace: None,
             notes: Vec::new(),
         }
     }
@@ -687,5 +963,47 @@ mod tests {
             .find(|l| l.contains("exec: rasp-agent ≥ 0.97"))
             .expect("target line");
         assert!(absolute.ends_with("| **not met** |"), "{absolute}");
+    }
+
+    #[test]
+    fn drain_is_not_met_only_when_the_agent_was_the_limit() {
+        use crate::bench::drain::{DrainReport, DrainSeries, DrainStep};
+        let step = |dropped: u64, cpu: f64| DrainStep {
+            generators: 2,
+            pinned: false,
+            generated: 130_000.0,
+            drained: 120_000.0,
+            received: 360_000,
+            dropped,
+            agent_cpu_pct: cpu,
+        };
+        let report = |steps: Vec<DrainStep>| DrainReport {
+            series: vec![DrainSeries {
+                title: "events only",
+                about: "",
+                steps,
+            }],
+            notes: Vec::new(),
+        };
+        let verdict = |r: &DrainReport| {
+            let mut out = String::new();
+            let mut targets = Vec::new();
+            drain_section(&mut out, r, &mut targets);
+            assert!(
+                out.contains("| 2 on both cores | 130000/s | 120000/s |"),
+                "{out}"
+            );
+            targets.pop().expect("a drain target").2
+        };
+        // No drop and a fifth of a core: the generators were the limit.
+        assert!(matches!(
+            verdict(&report(vec![step(0, 20.0)])),
+            Verdict::Inconclusive(_)
+        ));
+        // Drops with the core full: the agent was.
+        assert_eq!(
+            verdict(&report(vec![step(0, 60.0), step(5_000, 99.0)])),
+            Verdict::NotMet
+        );
     }
 }

@@ -18,6 +18,10 @@ use super::stats::ByRound;
 use super::storm::{self, StormFiles};
 use super::workload::{self, DistinctFiles, WATCHED_FILE};
 
+/// Distinct file names the generated file_open rules use (with the defaults' own, well
+/// inside the kernel map's 512).
+const GENERATED_LEAF_NAMES: u32 = 128;
+
 /// Rule-count multiples measured: the defaults, then ×10 and ×100.
 pub const FACTORS: [u32; 3] = [1, 10, 100];
 /// Storm pace for the per-event measurements: well below what the agent drains, so every
@@ -102,10 +106,13 @@ pub fn generated_policy(events: &[String], copies: u32) -> String {
                 // Alternate the two matchers exec rules use most.
                 "exec" if n.is_multiple_of(2) => format!("exe: [\"/opt/bench-{n}/bin/*\"]"),
                 "exec" => format!("cmdline: [\"*bench-marker-{n} *\"]"),
-                // A literal leaf of its own, so every rule adds a kernel interest entry.
-                "file_open" => {
-                    format!("path: [\"/srv/bench-{n}/key-{n}\"]\n      access: [read]")
-                }
+                // A literal path of its own; the leaf names cycle through
+                // `GENERATED_LEAF_NAMES`, because the kernel's file-name interest map holds
+                // 512 names and the agent refuses (does not load) a set that needs more.
+                "file_open" => format!(
+                    "path: [\"/srv/bench-{n}/key-{}\"]\n      access: [read]",
+                    n % GENERATED_LEAF_NAMES
+                ),
                 "library_load" => format!("path: [\"/opt/bench-{n}/lib/**\"]"),
                 "connect" => format!("cidr: [\"10.{}.{}.0/24\"]", n / 256 % 256, n % 256),
                 _ => continue,
@@ -200,10 +207,8 @@ pub fn run(
         distinct: distinct.count,
     };
     for round in 0..rounds {
-        let mut order: Vec<usize> = (0..sets.len()).collect();
-        let count = order.len().max(1);
-        order.rotate_left(round % count);
-        for index in order {
+        let indices: Vec<usize> = (0..sets.len()).collect();
+        for index in super::stats::rotated(&indices, round) {
             let (dir, row) = &mut sets[index];
             let factor = row.factor;
             eprintln!(
@@ -266,7 +271,7 @@ pub fn run(
 /// Agent CPU per event (µs) and events drained per second over one paced storm step. A
 /// step where the agent received well under what was opened is refused: those opens were
 /// not reported at all (e.g. the kernel filter refused), so a cost per event means nothing.
-fn storm_cost(
+pub(super) fn storm_cost(
     agent: &config::Running,
     workload_bin: &Path,
     files: &StormFiles,
@@ -290,7 +295,7 @@ fn storm_cost(
 const REFUSED_INTEREST: &str = "kernel pre-filters NOT updated";
 
 /// The agent's CPU per exec while `rasp-workload exec` runs.
-fn exec_cost(agent: &config::Running, workload_bin: &Path) -> Result<f64> {
+pub(super) fn exec_cost(agent: &config::Running, workload_bin: &Path) -> Result<f64> {
     let pid = agent.pid().context("agent has no pid")?;
     let before = procfs::cpu_seconds(pid)?;
     let measured = workload::run_tool(workload_bin, &["exec"], EXEC_SECONDS)?;

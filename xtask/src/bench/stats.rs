@@ -44,6 +44,18 @@ impl Summary {
     }
 }
 
+/// `items` in round `round`'s order: rotated left by one place a round, so over as many
+/// rounds as there are items each one runs in every position once (first after a start,
+/// last after the longest run) and no position's bias sticks to one item.
+pub fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left(round % len);
+    }
+    order
+}
+
 /// One measurement per round, keyed by the round it was taken in: a round where a
 /// configuration failed to start simply has no entry, so pairs never shift.
 pub type ByRound = BTreeMap<usize, f64>;
@@ -114,6 +126,19 @@ impl Interval {
             coverage: sign_coverage(n, k),
             samples: n,
         })
+    }
+
+    /// Met / not met / undecided for "at most `threshold`" (a cost budget), at `confidence`.
+    pub fn verdict_at_most(&self, threshold: f64, confidence: f64) -> Verdict {
+        if self.coverage < confidence {
+            Verdict::Undecided
+        } else if self.high <= threshold {
+            Verdict::Met
+        } else if self.low > threshold {
+            Verdict::NotMet
+        } else {
+            Verdict::Undecided
+        }
     }
 
     /// Met / not met / undecided for "at least `threshold`", at `confidence`.
@@ -249,6 +274,32 @@ mod tests {
     }
 
     #[test]
+    fn rotation_puts_every_item_in_every_position_once() {
+        let items = ["a", "b", "c"];
+        assert_eq!(rotated(&items, 0), ["a", "b", "c"]);
+        assert_eq!(rotated(&items, 1), ["b", "c", "a"]);
+        assert_eq!(rotated(&items, 4), ["b", "c", "a"]);
+        for position in 0..items.len() {
+            let seen: std::collections::BTreeSet<&str> = (0..items.len())
+                .map(|r| rotated(&items, r)[position])
+                .collect();
+            assert_eq!(seen.len(), items.len(), "position {position}");
+        }
+        assert!(rotated::<u8>(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn an_interval_that_straddles_the_threshold_decides_nothing() {
+        // Six rounds: min..max covers the median with 97%, and here spans 0.95.
+        let i = Interval::of_median(&[0.90, 0.93, 0.96, 0.97, 0.99, 1.02], CONFIDENCE)
+            .expect("interval");
+        assert!(i.coverage >= CONFIDENCE);
+        assert_eq!(i.verdict(0.95, CONFIDENCE), Verdict::Undecided);
+        assert_eq!(i.verdict_at_most(0.95, CONFIDENCE), Verdict::Undecided);
+        assert_eq!(i.verdict(0.85, CONFIDENCE), Verdict::Met);
+    }
+
+    #[test]
     fn sign_coverage_is_the_binomial_tail() {
         assert!((sign_coverage(5, 1) - 0.9375).abs() < 1e-12);
         assert!((sign_coverage(4, 1) - 0.875).abs() < 1e-12);
@@ -281,6 +332,18 @@ mod tests {
         let four = Interval::of_median(&[1.0, 1.0, 1.0, 1.0], CONFIDENCE).expect("interval");
         assert_eq!(four.verdict(0.5, CONFIDENCE), Verdict::Undecided);
         assert_eq!(four.verdict(0.5, 0.85), Verdict::Met);
+    }
+
+    #[test]
+    fn budget_verdicts_are_the_mirror_image() {
+        let i =
+            Interval::of_median(&[8.0, 8.2, 8.1, 8.4, 8.3, 8.05], CONFIDENCE).expect("interval");
+        assert_eq!(i.verdict_at_most(15.0, CONFIDENCE), Verdict::Met);
+        assert_eq!(i.verdict_at_most(8.4, CONFIDENCE), Verdict::Met);
+        assert_eq!(i.verdict_at_most(7.9, CONFIDENCE), Verdict::NotMet);
+        assert_eq!(i.verdict_at_most(8.2, CONFIDENCE), Verdict::Undecided);
+        let four = Interval::of_median(&[1.0; 4], CONFIDENCE).expect("interval");
+        assert_eq!(four.verdict_at_most(2.0, CONFIDENCE), Verdict::Undecided);
     }
 
     #[test]

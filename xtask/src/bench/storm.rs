@@ -1,17 +1,17 @@
 //! The agent alone under load: a ramp of paced open storms (the highest rate it drains with
 //! no drop, the drop rate beyond, its CPU per event and the latency from kernel to decision
-//! under load), then its idle memory with 10k live processes in the table.
+//! under load), then its idle memory with 10k live processes in the table (each exec'd with
+//! a service-like command line of its own).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::config::{self, Running, Tools};
+use super::processes::{wait_tracked, Hold};
 use super::procfs;
 use super::stats::Histogram;
 use super::workload::{self, DistinctFiles, WATCHED_FILE};
@@ -120,12 +120,7 @@ impl StormStep {
     }
 
     pub fn drop_pct(&self) -> f64 {
-        let total = self.received + self.dropped;
-        if total == 0 {
-            0.0
-        } else {
-            self.dropped as f64 * 100.0 / total as f64
-        }
+        drop_pct(self.received, self.dropped)
     }
 
     /// The agent's CPU during the step, in % of one core.
@@ -175,18 +170,19 @@ pub struct StormFiles {
 }
 
 /// A storm series: title, what it is, the agent's extra environment, the files opened.
-type StormPlan<'a> = (
+pub type StormPlan = (
     &'static str,
     &'static str,
-    &'a [(&'a str, &'a str)],
+    &'static [(&'static str, &'static str)],
     StormFiles,
 );
 
-pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<StormReport> {
-    let mut notes = Vec::new();
-    let mut series = Vec::new();
+/// The three kinds of storm: a watched file (every open a folded detection), distinct
+/// watched files (a detection each), an unwatched file with every open reported (events
+/// only, no rule).
+pub fn plans(tools: &Tools, distinct: &DistinctFiles) -> [StormPlan; 3] {
     let one = |path: String| StormFiles { path, distinct: 1 };
-    let plans: [StormPlan; 3] = [
+    [
         (
             "detections",
             "opens of /etc/shadow: every one an event, a rule match and a (folded) detection",
@@ -208,8 +204,13 @@ pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Resu
             &[("RASP_INTEREST_ALL", "1")],
             one(tools.scratch.join("unwatched.txt").display().to_string()),
         ),
-    ];
-    for (title, about, env, files) in plans {
+    ]
+}
+
+pub fn run(tools: &Tools, workload_bin: &Path, distinct: &DistinctFiles) -> Result<StormReport> {
+    let mut notes = Vec::new();
+    let mut series = Vec::new();
+    for (title, about, env, files) in plans(tools, distinct) {
         eprintln!("bench: storm ramp ({title})");
         let agent = config::start_agent_with_env(tools, env)?;
         let steps = ramp(&agent, workload_bin, &files, &mut notes);
@@ -318,55 +319,40 @@ pub fn storm_step(
     Ok(step)
 }
 
-/// The agent's RSS idle, then with `HOLD_PROCESSES` sleeping processes it tracks.
+/// The agent's RSS idle, then with `HOLD_PROCESSES` live processes it tracks.
 fn idle_with_processes(tools: &Tools, workload_bin: &Path) -> Result<IdleReport> {
     eprintln!("bench: idle RSS with {HOLD_PROCESSES} live processes");
     let agent = config::start_agent_with_env(tools, &[])?;
     let pid = agent.pid().context("agent has no pid")?;
     thread::sleep(Duration::from_secs(2));
     let rss_kib_before = procfs::status_kib(pid, "VmRSS")?;
-    let mut hold = Command::new(workload_bin)
-        .args(["hold", "--count", &HOLD_PROCESSES.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting rasp-workload hold")?;
-    let stdout = hold.stdout.take().context("hold stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("reading hold's ready line")?;
-    let result = (|| {
-        if !line.contains("\"ready\"") {
-            bail!("rasp-workload hold printed {line:?} instead of its ready line");
-        }
-        // The forks are events: wait until the table has them, then let the agent settle.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut tracked = 0;
-        while Instant::now() < deadline {
-            let status = agent.agent_status()?;
-            tracked = status
-                .pointer("/processes/tracked")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            if tracked >= u64::from(HOLD_PROCESSES) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+    let result = (|| -> Result<IdleReport> {
+        let hold = Hold::start(workload_bin, HOLD_PROCESSES)?;
+        // The forks and execs are events: wait until the table has them, then let the
+        // agent settle.
+        let tracked = wait_tracked(&agent, HOLD_PROCESSES)?;
         thread::sleep(Duration::from_secs(3));
-        Ok(IdleReport {
+        let idle = IdleReport {
             rss_kib_before,
             rss_kib_with_processes: procfs::status_kib(pid, "VmRSS")?,
             processes_tracked: tracked,
             held: HOLD_PROCESSES,
-        })
+        };
+        hold.stop()?;
+        Ok(idle)
     })();
-    drop(hold.stdin.take());
-    let waited = hold.wait();
     agent.stop()?;
-    waited.context("waiting for rasp-workload hold")?;
     result
+}
+
+/// Share of `received + dropped` that was dropped, in percent.
+pub fn drop_pct(received: u64, dropped: u64) -> f64 {
+    let total = received + dropped;
+    if total == 0 {
+        0.0
+    } else {
+        dropped as f64 * 100.0 / total as f64
+    }
 }
 
 #[cfg(test)]

@@ -775,7 +775,10 @@ fn is_form(content_type: &str) -> bool {
 fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
-        || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+        // Bytes, not a str slice: the header is lossy UTF-8 and may end in multi-byte
+        // characters, where `len() - 5` is no char boundary (found by fuzz target `http`).
+        || essence.len() > 5
+            && essence.as_bytes()[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 fn bounded_lossy(bytes: &[u8], max: usize) -> String {
@@ -878,6 +881,17 @@ fn json_top_level_strings(body: &[u8], limits: &HttpLimits, out: &mut Vec<(Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_types_ending_in_multibyte_characters_are_not_json() {
+        // `len() - 5` falls inside the first '€' (bytes 2..5): this used to panic.
+        assert!(!is_json("ab€€"));
+        assert!(!is_json(
+            "application/x-www-form-urlencoded\u{fffd}\u{fffd}"
+        ));
+        assert!(is_json("application/vnd.api+JSON; charset=utf-8"));
+        assert!(!is_form("€€€€€€€€€€€€"));
+    }
 
     fn feed_all(
         stream: &mut HttpStream,

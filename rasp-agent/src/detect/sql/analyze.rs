@@ -12,7 +12,7 @@ use super::{
     lexer::{tokenize, LexLimits, StringKind, Token, TokenKind},
     shape::{
         block_comment_inline, block_comment_versioned, line_comment_swallows, shape_of,
-        string_continues, ShapeCache, ShapeHash,
+        string_continues, ShapeCache, ShapeHash, SqlNames,
     },
 };
 
@@ -45,6 +45,41 @@ pub enum StatementKind {
 }
 
 impl StatementKind {
+    pub const ALL: [StatementKind; 13] = [
+        StatementKind::Select,
+        StatementKind::Insert,
+        StatementKind::Update,
+        StatementKind::Delete,
+        StatementKind::Merge,
+        StatementKind::Ddl,
+        StatementKind::Copy,
+        StatementKind::Transaction,
+        StatementKind::Session,
+        StatementKind::Do,
+        StatementKind::Call,
+        StatementKind::Explain,
+        StatementKind::Other,
+    ];
+
+    /// The name policies use (`sql_statement`), as in `policy::vocab::SQL_STATEMENTS`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Copy => "copy",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Session => "session",
+            StatementKind::Do => "do",
+            StatementKind::Call => "call",
+            StatementKind::Explain => "explain",
+            StatementKind::Other => "other",
+        }
+    }
+
     fn bit(self) -> u16 {
         1 << (self as u16)
     }
@@ -211,11 +246,13 @@ impl Analysis {
 }
 
 /// A verdict for one query, from the cache or fresh.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
     pub verdict: Verdict,
     pub shape: ShapeHash,
     pub cached: bool,
+    /// The tables and functions it names (cached with the verdict).
+    pub names: std::sync::Arc<SqlNames>,
 }
 
 /// The analyzer with its limits. Stateless: share it freely.
@@ -248,19 +285,30 @@ impl Analyzer {
         if capped {
             shape = ShapeHash(shape.0 ^ 0x9e37_79b9_7f4a_7c15);
         }
-        if let Some(verdict) = cache.get(shape) {
+        if let Some((verdict, names)) = cache.get_with_names(shape) {
             return Judgement {
                 verdict,
                 shape,
                 cached: true,
+                names,
             };
         }
-        let verdict = analyze_tokens(&lexed.tokens, capped).verdict();
-        cache.insert(shape, verdict);
+        let analysis = analyze_tokens(&lexed.tokens, capped);
+        let verdict = analysis.verdict();
+        let names = std::sync::Arc::new(SqlNames {
+            tables: analysis.tables.iter().map(|t| t.as_str().into()).collect(),
+            functions: analysis
+                .functions
+                .iter()
+                .map(|f| f.as_str().into())
+                .collect(),
+        });
+        cache.insert_with_names(shape, verdict, names.clone());
         Judgement {
             verdict,
             shape,
             cached: false,
+            names,
         }
     }
 }
@@ -2488,6 +2536,11 @@ mod tests {
             crate::policy::vocab::SQL_FINDINGS.len(),
             FindingKind::ALL.len() + 1
         );
+        let names: Vec<&str> = StatementKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, crate::policy::vocab::SQL_STATEMENTS);
+        for k in StatementKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
     }
 
     fn analyze(q: &str) -> Analysis {

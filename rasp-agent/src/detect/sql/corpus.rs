@@ -619,6 +619,57 @@ fn corpora_meet_the_bar() {
     assert!(fp_rate <= 0.001, "false-positive rate {fp_rate}");
 }
 
+/// The kernel's hold pre-check (`rasp_common::hold::precheck`, the same code the uprobe
+/// runs) on the corpora: which injections it would hold (the analyzer then decides), and
+/// how many ordinary queries it would hold for nothing (each a ~0.1-1 ms pause, then
+/// continued). Both printed; bounds asserted.
+#[test]
+fn hold_precheck_on_the_corpora() {
+    use rasp_common::hold::precheck;
+    let analyzer = Analyzer::default();
+    let injections = injection_corpus();
+    let benign = benign_corpus();
+    // Only what the analyzer calls an injection matters: a hold is for a query a rule
+    // would refuse.
+    let detected: Vec<&str> = injections
+        .iter()
+        .map(|(_, q)| q.as_str())
+        .filter(|q| analyzer.analyze(q, false).is_injection())
+        .collect();
+    let held = detected
+        .iter()
+        .filter(|q| precheck(q.as_bytes()) != 0)
+        .count();
+    let false_holds: Vec<&String> = benign
+        .iter()
+        .filter(|q| precheck(q.as_bytes()) != 0)
+        .collect();
+    let recall = held as f64 / detected.len() as f64;
+    let false_hold = false_holds.len() as f64 / benign.len() as f64;
+    println!(
+        "hold pre-check: {held}/{} detected injections held ({:.4}); {}/{} benign held ({:.2}%)",
+        detected.len(),
+        recall,
+        false_holds.len(),
+        benign.len(),
+        false_hold * 100.0
+    );
+    for q in detected
+        .iter()
+        .filter(|q| precheck(q.as_bytes()) == 0)
+        .take(15)
+    {
+        println!("not held: {q}");
+    }
+    for q in false_holds.iter().take(15) {
+        println!("false hold: {q}");
+    }
+    // Measured: 0.978 held, 5.9% false holds (mostly Django's `AND (0 = 1)` for an empty
+    // IN list, which is also what a boolean-blind probe looks like).
+    assert!(recall >= 0.95, "pre-check recall {recall}");
+    assert!(false_hold <= 0.08, "false-hold rate {false_hold}");
+}
+
 /// A cached verdict is the verdict: queries of one shape get one verdict.
 #[test]
 fn verdicts_depend_only_on_the_shape() {

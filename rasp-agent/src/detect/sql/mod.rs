@@ -19,4 +19,5 @@ pub use analyze::{
 pub use lexer::{tokenize, LexLimits, Lexed, StringKind, Token, TokenKind};
 pub use shape::{
     shape_of, ServiceShapes, ServiceShapesConfig, Shape, ShapeCache, ShapeHash, ShapeNovelty,
+    SqlNames,
 };

@@ -354,9 +354,18 @@ impl Hasher for PassThroughHasher {
 
 type ByShape<V> = HashMap<ShapeHash, V, BuildHasherDefault<PassThroughHasher>>;
 
+/// The tables and functions a query names: like its verdict, a function of its shape
+/// (identifiers are kept, only literals are normalised), so cached with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlNames {
+    pub tables: Vec<crate::events::Text>,
+    pub functions: Vec<crate::events::Text>,
+}
+
 struct CacheSlot {
     hash: ShapeHash,
     verdict: Verdict,
+    names: std::sync::Arc<SqlNames>,
     referenced: bool,
 }
 
@@ -385,12 +394,20 @@ impl ShapeCache {
     }
 
     pub fn get(&mut self, hash: ShapeHash) -> Option<Verdict> {
+        self.get_with_names(hash).map(|(v, _)| v)
+    }
+
+    /// The verdict and the names of a shape judged before.
+    pub fn get_with_names(
+        &mut self,
+        hash: ShapeHash,
+    ) -> Option<(Verdict, std::sync::Arc<SqlNames>)> {
         match self.index.get(&hash) {
             Some(&slot) => {
                 self.hits += 1;
                 let slot = &mut self.slots[slot];
                 slot.referenced = true;
-                Some(slot.verdict)
+                Some((slot.verdict, slot.names.clone()))
             }
             None => {
                 self.misses += 1;
@@ -400,8 +417,18 @@ impl ShapeCache {
     }
 
     pub fn insert(&mut self, hash: ShapeHash, verdict: Verdict) {
+        self.insert_with_names(hash, verdict, Default::default());
+    }
+
+    pub fn insert_with_names(
+        &mut self,
+        hash: ShapeHash,
+        verdict: Verdict,
+        names: std::sync::Arc<SqlNames>,
+    ) {
         if let Some(&slot) = self.index.get(&hash) {
             self.slots[slot].verdict = verdict;
+            self.slots[slot].names = names;
             return;
         }
         if self.slots.len() < self.capacity {
@@ -409,6 +436,7 @@ impl ShapeCache {
             self.slots.push(CacheSlot {
                 hash,
                 verdict,
+                names,
                 referenced: false,
             });
             return;
@@ -424,6 +452,7 @@ impl ShapeCache {
             *slot = CacheSlot {
                 hash,
                 verdict,
+                names,
                 referenced: false,
             };
             self.index.insert(hash, self.hand);
@@ -529,6 +558,23 @@ impl ServiceShapes {
             ShapeNovelty::NewDuringLearning
         } else {
             ShapeNovelty::NewAfterLearning
+        }
+    }
+
+    /// Like `observe`, for policies that each choose their own learning window: `None`
+    /// when `service` has sent this shape before, otherwise how long the service has been
+    /// seen (a rule's window is over when this is at least the window). A new shape is
+    /// remembered, so it is new once.
+    pub fn observe_age(
+        &mut self,
+        service: &str,
+        hash: ShapeHash,
+        now: Instant,
+    ) -> Option<Duration> {
+        let first_seen = self.services.get(service).map(|e| e.first_seen);
+        match self.observe(service, hash, now) {
+            ShapeNovelty::Known => None,
+            _ => Some(now.saturating_duration_since(first_seen.unwrap_or(now))),
         }
     }
 

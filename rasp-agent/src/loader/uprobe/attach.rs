@@ -11,19 +11,36 @@ use std::{
 };
 
 use aya::{
+    maps::{HashMap as KernelHashMap, MapData},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf,
 };
+use rasp_common::discovery::{ExecFileKey, SEEN_TARGET};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    discovery::Sighting,
     targets::{inspect_file, RegistryLimits},
     EmulationModel, FileId, LibraryKind, TargetAction, TargetId, TargetRegistry, TargetStatus,
 };
 use crate::loader::{ProgramState, ProgramStatus};
+
+/// How a target was found.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// The scan of every process's maps (and the system library directories) at start.
+    StartScan,
+    /// A library load the kernel reported as a file it had not seen (`LIB_FILE_NEW`).
+    LibraryLoad,
+    /// An exec of an executable the kernel had not seen.
+    Exec,
+    /// The slow safety-net rescan: a sighting was lost (queue full, or a race).
+    Rescan,
+}
 
 /// libpq function → the program that reads its query argument.
 pub const LIBPQ_PROGRAMS: [(&str, &str); 3] = [
@@ -72,6 +89,13 @@ pub struct UprobeTargetReport {
     pub attached: Vec<AttachedProbe>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// How it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<FoundBy>,
+    /// From the kernel's timestamp of the mapping (or exec) that revealed it to the end of
+    /// its attach calls, in microseconds (found by library load or exec only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_latency_us: Option<u64>,
 }
 
 pub struct Uprobes {
@@ -79,6 +103,10 @@ pub struct Uprobes {
     links: HashMap<TargetId, Vec<(&'static str, UProbeLinkId)>>,
     attached: HashMap<TargetId, Vec<AttachedProbe>>,
     errors: HashMap<TargetId, Vec<String>>,
+    found: HashMap<TargetId, (FoundBy, Option<u64>)>,
+    /// The kernel's `SEEN_EXEC_FILES`: targets are marked so every mapping of them is
+    /// reported, and unmarked when released so the next mapping is reported again.
+    seen: Option<KernelHashMap<MapData, ExecFileKey, u32>>,
 }
 
 impl Uprobes {
@@ -107,6 +135,17 @@ impl Uprobes {
                 }
             })
             .collect();
+        let seen = ebpf
+            .take_map("SEEN_EXEC_FILES")
+            .ok_or("map SEEN_EXEC_FILES missing from the eBPF object".to_string())
+            .and_then(|m| KernelHashMap::try_from(m).map_err(|e| e.to_string()));
+        let seen = match seen {
+            Ok(map) => Some(map),
+            Err(e) => {
+                tracing::error!(error = %e, "libraries loaded after start will only be found by the slow rescan");
+                None
+            }
+        };
         let uprobes = Uprobes {
             registry: TargetRegistry::new(
                 EmulationModel::of_running_kernel(),
@@ -115,6 +154,8 @@ impl Uprobes {
             links: HashMap::new(),
             attached: HashMap::new(),
             errors: HashMap::new(),
+            found: HashMap::new(),
+            seen,
         };
         (uprobes, statuses)
     }
@@ -122,12 +163,80 @@ impl Uprobes {
     /// Find targets in every running process and (`with_library_dirs`) the system library
     /// directories, and attach to new ones. Blocking: reads /proc and ELF files.
     pub fn scan(&mut self, ebpf: &mut Ebpf, with_library_dirs: bool) {
-        let mut actions = self.registry.scan_all_processes();
-        if with_library_dirs {
-            actions.extend(self.library_dir_candidates());
+        let by = if with_library_dirs {
+            FoundBy::StartScan
+        } else {
+            FoundBy::Rescan
+        };
+        for action in self.registry.scan_all_processes() {
+            self.apply(ebpf, action, by, None);
         }
-        for action in actions {
-            self.apply(ebpf, action);
+        // After the processes' targets are attached (or forgotten, when their process
+        // exited before the attach could open the file), so the system's copies are held.
+        if with_library_dirs {
+            for action in self.library_dir_candidates() {
+                self.apply(ebpf, action, by, None);
+            }
+        }
+    }
+
+    /// Act on one sighting from the pipeline. Blocking when it names a file never seen.
+    pub fn on_sighting(&mut self, ebpf: &mut Ebpf, sighting: Sighting) {
+        match sighting {
+            Sighting::Mapped {
+                pid,
+                path,
+                file,
+                ts_boot_ns,
+            } => {
+                if let Some(action) = self.registry.on_library_mapped(pid, &path, file) {
+                    self.apply(ebpf, action, FoundBy::LibraryLoad, Some(ts_boot_ns));
+                }
+            }
+            Sighting::Exec {
+                pid,
+                exe,
+                ts_boot_ns,
+            } => {
+                // The old image and its mappings are gone.
+                for action in self.registry.on_process_exit(pid) {
+                    self.apply(ebpf, action, FoundBy::Exec, None);
+                }
+                if let Some(exe) = exe {
+                    if let Some(action) = self.registry.on_executable(pid, &exe) {
+                        self.apply(ebpf, action, FoundBy::Exec, Some(ts_boot_ns));
+                    }
+                }
+            }
+            Sighting::Fork { parent, child } => self.registry.on_fork(parent, child),
+            Sighting::Exit { pid } => self.on_exit(ebpf, pid),
+        }
+    }
+
+    /// The processes that map a target (for the pipeline's filter).
+    pub fn tracked_processes(&self) -> std::collections::HashSet<u32> {
+        self.registry.tracked_processes()
+    }
+
+    fn mark_seen(&mut self, file: FileId, target: bool) {
+        let Some(seen) = self.seen.as_mut() else {
+            return;
+        };
+        let key = ExecFileKey {
+            dev: file.kernel_dev(),
+            _pad: 0,
+            ino: file.inode,
+        };
+        let result = if target {
+            seen.insert(key, SEEN_TARGET, 0)
+        } else {
+            seen.remove(&key)
+        };
+        if let Err(e) = result {
+            // Not found on removal: evicted already, which is the same thing.
+            if target {
+                tracing::warn!(%file, error = %e, "could not mark a uprobe target in SEEN_EXEC_FILES");
+            }
         }
     }
 
@@ -153,11 +262,15 @@ impl Uprobes {
                     minor: libc::minor(meta.dev()),
                     inode: meta.ino(),
                 };
-                if !matches!(
-                    self.registry.lookup(file),
-                    super::targets::MappingLookup::Unknown
-                ) {
-                    continue;
+                match self.registry.lookup(file) {
+                    super::targets::MappingLookup::Unknown => {}
+                    super::targets::MappingLookup::Target(_) => {
+                        // Found in a process's maps first: held by the agent as well, so
+                        // that process's exit does not release the system's own copy.
+                        self.registry.on_library_mapped(agent, &path, file);
+                        continue;
+                    }
+                    super::targets::MappingLookup::Uninteresting => continue,
                 }
                 let inspected = inspect_file(&path, self.registry_model());
                 // Held by the agent itself: a file on disk stays attached while it runs.
@@ -173,10 +286,18 @@ impl Uprobes {
         EmulationModel::of_running_kernel()
     }
 
-    fn apply(&mut self, ebpf: &mut Ebpf, action: TargetAction) {
+    fn apply(
+        &mut self,
+        ebpf: &mut Ebpf,
+        action: TargetAction,
+        by: FoundBy,
+        since_boot_ns: Option<u64>,
+    ) {
         match action {
             TargetAction::Attach(plan) => {
+                self.mark_seen(plan.file, true);
                 if plan.image.kind != LibraryKind::Libpq {
+                    self.found.insert(plan.id, (by, None));
                     return; // found and listed; no programs for it yet
                 }
                 let mut links = Vec::new();
@@ -199,17 +320,31 @@ impl Uprobes {
                             });
                         }
                         Err(e) => {
-                            tracing::warn!(function = probe.function, path = %plan.path.display(), error = %e, "uprobe attach failed");
+                            tracing::warn!(function = probe.function, path = ?plan.path, error = %e, "uprobe attach failed");
                             errors.push(format!("{}: {e}", probe.function));
                         }
                     }
                 }
-                tracing::info!(target = plan.id.0, path = %plan.path.display(), probes = attached.len(), "libpq probes attached");
+                if links.is_empty() && !errors.is_empty() {
+                    // Typically the process whose root the path goes through exited before
+                    // the attach opened it: forget the file, so its next mapping (or the
+                    // system library directories) brings it back.
+                    tracing::info!(target = plan.id.0, path = ?plan.path, "no probe attached; target forgotten until mapped again");
+                    self.registry.forget(plan.id);
+                    self.mark_seen(plan.file, false);
+                    return;
+                }
+                let latency_us = since_boot_ns
+                    .map(|ts| crate::events::BootClock::boot_now_ns().saturating_sub(ts) / 1000);
+                tracing::info!(target = plan.id.0, path = ?plan.path, probes = attached.len(), found_by = ?by, latency_us, "libpq probes attached");
+                self.found.insert(plan.id, (by, latency_us));
                 self.links.insert(plan.id, links);
                 self.attached.insert(plan.id, attached);
                 self.errors.insert(plan.id, errors);
             }
-            TargetAction::Detach(id) => {
+            TargetAction::Detach { id, file } => {
+                self.mark_seen(file, false);
+                self.found.remove(&id);
                 for (name, link) in self.links.remove(&id).unwrap_or_default() {
                     if let Ok(p) = program(ebpf, name) {
                         if let Err(e) = p.detach(link) {
@@ -226,7 +361,7 @@ impl Uprobes {
     /// A process exited: drop what only it mapped.
     pub fn on_exit(&mut self, ebpf: &mut Ebpf, pid: u32) {
         for action in self.registry.on_process_exit(pid) {
-            self.apply(ebpf, action);
+            self.apply(ebpf, action, FoundBy::Rescan, None);
         }
     }
 
@@ -246,6 +381,8 @@ impl Uprobes {
                 processes: t.processes,
                 attached: self.attached.get(&t.id).cloned().unwrap_or_default(),
                 errors: self.errors.get(&t.id).cloned().unwrap_or_default(),
+                found_by: self.found.get(&t.id).map(|(by, _)| *by),
+                attach_latency_us: self.found.get(&t.id).and_then(|(_, l)| *l),
             })
             .collect()
     }

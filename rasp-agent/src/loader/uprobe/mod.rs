@@ -4,6 +4,7 @@
 //! programs and the aya attach calls live with the loader; this module only plans.
 
 pub mod attach;
+pub mod discovery;
 pub mod elf;
 pub mod prologue;
 pub mod targets;

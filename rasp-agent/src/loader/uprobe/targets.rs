@@ -13,7 +13,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -270,6 +270,23 @@ impl FileId {
     }
 }
 
+impl FileId {
+    /// From `stat`'s `st_dev` (the userspace encoding) and inode.
+    pub fn from_stat_dev(dev: u64, inode: u64) -> Self {
+        FileId {
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+            inode,
+        }
+    }
+
+    /// The kernel-internal `dev_t` (the inverse of `from_kernel_dev`), as
+    /// `SEEN_EXEC_FILES` keys a file.
+    pub fn kernel_dev(&self) -> u32 {
+        (self.major << 20) | (self.minor & 0xf_ffff)
+    }
+}
+
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:x}:{:x} {}", self.major, self.minor, self.inode)
@@ -321,7 +338,10 @@ pub struct AttachPlan {
 pub enum TargetAction {
     Attach(AttachPlan),
     /// Drop every link of this target: no process maps it any more.
-    Detach(TargetId),
+    Detach {
+        id: TargetId,
+        file: FileId,
+    },
 }
 
 /// Where the registry stands on a mapped file, without reading it.
@@ -636,7 +656,7 @@ impl TargetRegistry {
             }
             Err(error) => {
                 self.counters.inspect_errors += 1;
-                tracing::debug!(pid, path = %open_path.display(), %file, %error, "uprobe target not readable");
+                tracing::debug!(pid, path = ?open_path, %file, ?error, "uprobe target not readable");
                 // The process may just have exited before we opened the file: try again on
                 // the next mapping. A file that opens but does not parse stays ignored.
                 if !matches!(error, ElfError::Open { .. }) {
@@ -647,12 +667,12 @@ impl TargetRegistry {
         };
         if self.targets.len() >= self.limits.max_targets {
             self.counters.targets_refused += 1;
-            tracing::warn!(pid, path = %open_path.display(), kind = %image.kind, limit = self.limits.max_targets, "uprobe target bound reached; not attaching");
+            tracing::warn!(pid, path = ?open_path, kind = %image.kind, limit = self.limits.max_targets, "uprobe target bound reached; not attaching");
             return None;
         }
         let id = TargetId(self.next_id);
         self.next_id += 1;
-        tracing::info!(pid, path = %open_path.display(), kind = %image.kind, target = id.0, "uprobe target found");
+        tracing::info!(pid, path = ?open_path, kind = %image.kind, target = id.0, "uprobe target found");
         self.by_file.insert(file, id);
         self.targets.insert(
             id,
@@ -720,6 +740,69 @@ impl TargetRegistry {
         }
     }
 
+    /// `pid` exec'd `exe` (as it sees it), a file the kernel had not reported before: is it a
+    /// target itself (a statically linked server exporting the symbols)? The file is opened
+    /// inside the process's root and identified by `fstat`, so no path race can attach to
+    /// another file. Blocking when the file is new to the registry.
+    pub fn on_executable(&mut self, pid: u32, exe: &Path) -> Option<TargetAction> {
+        let file = match open_in_process_root(pid, exe) {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::debug!(pid, exe = %exe.display(), %error, "executable not inspected");
+                return None;
+            }
+        };
+        let meta = file.metadata().ok()?;
+        let id = FileId::from_stat_dev(meta.dev(), meta.ino());
+        match self.lookup(id) {
+            MappingLookup::Target(target) => {
+                self.track(pid, target);
+                None
+            }
+            MappingLookup::Uninteresting => None,
+            MappingLookup::Unknown => {
+                let open_path = path_in_process_root(pid, exe);
+                let inspection = read_image_from(file, &open_path, &wanted_names())
+                    .and_then(|image| classify_image(image, self.model));
+                self.record(pid, &open_path, id, inspection)
+            }
+        }
+    }
+
+    /// `child` was forked from `parent`: it inherited the parent's mappings (a pre-forking
+    /// server loads libpq once, in the parent), so it holds the parent's targets too.
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        let Some(ids) = self.processes.get(&parent).cloned() else {
+            return;
+        };
+        for id in ids {
+            self.track(child, id);
+        }
+    }
+
+    /// Drop a target without a detach (nothing was attached to it): its file is unknown
+    /// again, inspected on its next mapping.
+    pub fn forget(&mut self, id: TargetId) {
+        let Some(target) = self.targets.remove(&id) else {
+            return;
+        };
+        self.by_file.remove(&target.file);
+        for pid in target.processes {
+            if let Some(ids) = self.processes.get_mut(&pid) {
+                ids.retain(|t| *t != id);
+                if ids.is_empty() {
+                    self.processes.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// The processes known to map a target (the pipeline forwards only their forks, execs
+    /// and exits).
+    pub fn tracked_processes(&self) -> HashSet<u32> {
+        self.processes.keys().copied().collect()
+    }
+
     /// Every executable file mapping of `pid` (at start, for processes already running).
     /// Blocking: reads `/proc` and unseen files.
     pub fn scan_process(&mut self, pid: u32) -> Result<Vec<TargetAction>, TargetError> {
@@ -766,9 +849,12 @@ impl TargetRegistry {
             if target.processes.is_empty() && !target.pinned {
                 if let Some(target) = self.targets.remove(&id) {
                     self.by_file.remove(&target.file);
-                    tracing::info!(pid, path = %target.path.display(), target = id.0, "uprobe target released");
+                    tracing::info!(pid, path = ?target.path, target = id.0, "uprobe target released");
+                    actions.push(TargetAction::Detach {
+                        id,
+                        file: target.file,
+                    });
                 }
-                actions.push(TargetAction::Detach(id));
             }
         }
         actions
@@ -964,7 +1050,10 @@ garbage line";
         assert_eq!(registry.on_process_exit(999), vec![]);
         assert_eq!(
             registry.on_process_exit(12),
-            vec![TargetAction::Detach(plan.id)]
+            vec![TargetAction::Detach {
+                id: plan.id,
+                file: pq
+            }]
         );
         assert!(registry.status().is_empty());
         assert_eq!(registry.lookup(pq), MappingLookup::Unknown);
@@ -1075,7 +1164,7 @@ garbage line";
             .iter()
             .filter_map(|a| match a {
                 TargetAction::Attach(plan) => Some(plan),
-                TargetAction::Detach(_) => None,
+                TargetAction::Detach { .. } => None,
             })
             .collect();
         let ssl = plans
@@ -1119,7 +1208,10 @@ garbage line";
         child.0.wait().unwrap();
         let released = registry.on_process_exit(pid);
         assert!(
-            released.contains(&TargetAction::Detach(ssl.id)),
+            released.contains(&TargetAction::Detach {
+                id: ssl.id,
+                file: ssl.file
+            }),
             "{released:?}"
         );
         assert!(registry.status().is_empty());
