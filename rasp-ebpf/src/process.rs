@@ -20,11 +20,11 @@ use crate::{
     deny::{fallback_file_denied, Fallback},
     event::header,
     kernel::{
-        btf_load, current_task, current_task_btf, fresh, offsets, rdonly_cast, read_kernel_str,
-        read_ptr, read_u32, read_u64, read_user, Kptr,
+        current_task, offsets, read_kernel_str, read_ptr, read_u16, read_u32, read_u64, read_user,
+        Kptr,
     },
     maps::{exec_file_news, kill_current, loss, quiet_flags, wake_flags_now, Draft, EVENTS},
-    vfs::{file_of_fd, walk_path, PathWalk},
+    vfs::{walk_path, PathWalk},
 };
 
 const EXEC_FIXED: u32 = size_of::<ExecRecord>() as u32;
@@ -181,7 +181,10 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
                 addr_of_mut!((*rec).mnt_ns).write(0);
             }
         }
-        stdio(o, rec);
+        if stdio(o, rec).is_err() {
+            flags |= EXEC_STDIO_FAILED;
+            loss(LossSite::ExecStdioRead, line!());
+        }
 
         if exe_is_new(o, bprm) {
             flags |= EXEC_EXE_NEW;
@@ -221,29 +224,39 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// What descriptors 0, 1 and 2 of the new image refer to (the exec tracepoint runs in the
-/// new process, so its own descriptor table). Plain BTF loads: a missing descriptor reads
-/// as mode 0 (not open). Out of line: its own stack frame.
+/// new process, so its own descriptor table). A descriptor that is not open is mode 0.
+/// Helper reads, not BTF loads, like `exe_is_new`: the exec program must load without the
+/// `bpf_rdonly_cast` kfunc. Out of line: its own stack frame. `Err`: a read failed (`stdio`
+/// is then partly zero).
 #[inline(never)]
-fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) {
-    let task = current_task_btf();
+fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) -> Result<(), i32> {
+    let task = current_task();
+    let fdt = read_ptr(task, o.task_files).and_then(|files| read_ptr(files, o.files_fdt))?;
+    let max_fds = read_u32(fdt, o.fdtable_max_fds)?;
+    let fds = read_ptr(fdt, o.fdtable_fd)?;
     for fd in 0..3u32 {
         let mut slot = StdioFd::default();
-        if let Some(file) = file_of_fd(o, task, fd) {
-            let inode: Kptr = btf_load(file, fresh(&o.file_f_inode));
-            slot.mode = btf_load(inode, fresh(&o.inode_i_mode));
-            slot.ino = btf_load(inode, fresh(&o.inode_ino));
-            slot.rdev = btf_load(inode, fresh(&o.inode_i_rdev));
+        let file = if fd < max_fds {
+            read_ptr(fds, fd * 8)?
+        } else {
+            core::ptr::null()
+        };
+        if !file.is_null() {
+            let inode = read_ptr(file, o.file_f_inode)?;
+            slot.mode = read_u16(inode, o.inode_i_mode)?;
+            slot.ino = read_u64(inode, o.inode_ino)?;
+            slot.rdev = read_u32(inode, o.inode_i_rdev)?;
             if slot.mode & S_IFMT == S_IFSOCK {
                 // `private_data` of a socket file is its `struct socket`.
-                let data: Kptr = btf_load(file, fresh(&o.file_private_data));
-                let sock = rdonly_cast(data, fresh(&o.btf_socket));
-                let sk: Kptr = btf_load(sock, fresh(&o.socket_sk));
-                slot.family = btf_load(sk, fresh(&o.sock_family));
+                let sk = read_ptr(file, o.file_private_data)
+                    .and_then(|sock| read_ptr(sock, o.socket_sk))?;
+                slot.family = read_u16(sk, o.sock_family)?;
             }
         }
         // SAFETY: `rec` is the draft's fixed part; `fd` < 3.
         unsafe { addr_of_mut!((*rec).stdio[fd as usize]).write(slot) };
     }
+    Ok(())
 }
 
 /// An exec the LSM hook refused: the program that would have run (exe, filename), sent
