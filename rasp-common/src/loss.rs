@@ -152,7 +152,7 @@ impl LossSite {
             Some(EventKind::Ptrace) => "rasp_ptrace",
             Some(EventKind::Namespace) => "rasp_namespace",
             Some(EventKind::Mount) => "rasp_mount",
-            Some(EventKind::UnixConnect) => "rasp_connect",
+            Some(EventKind::UnixConnect) => "rasp_unix_connect|rasp_connect",
             Some(EventKind::KernelModule) => "rasp_kernel_module",
             Some(EventKind::BpfLoad) => "rasp_bpf",
             Some(EventKind::IoUring) => "rasp_io_uring",

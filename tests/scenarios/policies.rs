@@ -1357,7 +1357,8 @@ fn every_shipped_rule_has_a_scenario() {
     }
     // `sql_query` rules need a database server: scenarios/sql.rs triggers them. Module
     // loads need a kernel with module support:
-    // kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load.
+    // kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load (run by
+    // io_uring_modules_and_evasions_on_one_agent).
     covered.insert("kernel-module-loaded-by-program".into());
     let uncovered: Vec<&str> = rules
         .iter()
@@ -1479,14 +1480,19 @@ fn cloud_metadata_rules_fire_on_a_real_connect() {
 fn run_technique_policy(policy: &str) {
     require_root();
     let agent = Agent::start(&[]);
+    technique_policy_on(&agent, policy);
+}
+
+/// `run_technique_policy` on an agent already running.
+fn technique_policy_on(agent: &Agent, policy: &str) {
     let mut fx = Fixtures::new();
     let cases = cases_of_policy(technique_cases(&mut fx), policy);
     assert!(!cases.is_empty(), "no cases for policy {policy}");
     let kinds: BTreeSet<String> = cases.iter().map(|c| shipped_rule(c.rule).event).collect();
     for kind in &kinds {
-        require_hook(&agent, kind);
+        require_hook(agent, kind);
     }
-    run_cases(&agent, &cases);
+    run_cases(agent, &cases);
 }
 
 #[test]
@@ -1524,9 +1530,16 @@ fn kernel_module_rules_fire_on_real_module_tools() {
     run_technique_policy("kernel-modules");
 }
 
+/// The scenarios of the issue-19 hooks that have no policy test of their own share one
+/// agent (each agent start costs seconds of program loading): io_uring submissions, a
+/// module loaded by a program, and the long-path and private-namespace evasions.
 #[test]
-fn io_uring_rules_fire_on_real_submissions() {
-    run_technique_policy("io-uring");
+fn io_uring_modules_and_evasions_on_one_agent() {
+    require_root();
+    let agent = Agent::start(&[]);
+    technique_policy_on(&agent, "io-uring");
+    kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load(&agent);
+    long_paths_and_private_namespaces_do_not_hide_techniques(&agent);
 }
 
 /// A module file of the running kernel to load and unload again, if it has any.
@@ -1544,10 +1557,7 @@ fn loadable_module() -> Option<PathBuf> {
 /// its own. Where the kernel has no module support (no /proc/modules: this project's CI
 /// kernel), nothing can be loaded and the hook has no tracepoint to attach to; the agent
 /// must then say so in `status` instead of reporting the hook as working.
-#[test]
-fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load() {
-    require_root();
-    let agent = Agent::start(&[]);
+fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load(agent: &Agent) {
     if !Path::new("/proc/modules").exists() {
         let status = agent.status();
         let hooks: Vec<&Value> = status["programs"]
@@ -1574,7 +1584,7 @@ fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load() {
         );
         return;
     }
-    require_hook(&agent, "kernel_module");
+    require_hook(agent, "kernel_module");
     let module = loadable_module().unwrap_or_else(|| {
         panic!("no dummy.ko of the running kernel under /lib/modules to load: install its modules package")
     });
@@ -1583,7 +1593,7 @@ fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load() {
         format!("{} finit-module {}", technique_bin(), module.display()),
     )
     .exe(technique_bin());
-    run_cases(&agent, &[case]);
+    run_cases(agent, &[case]);
     let _ = Command::new("rmmod").arg("dummy").status();
 }
 
@@ -1600,11 +1610,8 @@ fn nested(root: &Path, name: &str, depth: usize) -> PathBuf {
 /// the argv capture is a detection of its own (command-line-beyond-capture, in the
 /// suspicious-exec cases); a new PID namespace counts as a container without a container
 /// cgroup.
-#[test]
-fn long_paths_and_private_namespaces_do_not_hide_techniques() {
-    require_root();
-    let agent = Agent::start(&[]);
-    require_hook(&agent, "library_load");
+fn long_paths_and_private_namespaces_do_not_hide_techniques(agent: &Agent) {
+    require_hook(agent, "library_load");
     let mut fx = Fixtures::new();
     let s = Fixtures::s;
     // Four 250-byte directories: 1000+ bytes, more than the 1024-byte buffer holds with
@@ -1642,7 +1649,7 @@ fn long_paths_and_private_namespaces_do_not_hide_techniques() {
         .descendant()
         .exe("/usr/bin/dpkg"),
     ];
-    run_cases(&agent, &cases);
+    run_cases(agent, &cases);
 
     // What the rules matched on: the top of the path, a gap, its leaf side.
     let top = s(&fx.tmp);

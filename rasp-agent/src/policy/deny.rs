@@ -464,15 +464,8 @@ fn rule_entries(
                 entry,
             )
         }
-        EventType::SqlQuery
-        | EventType::FileChange
-        | EventType::Ptrace
-        | EventType::Namespace
-        | EventType::Mount
-        | EventType::UnixConnect
-        | EventType::KernelModule
-        | EventType::BpfLoad
-        | EventType::IoUring => unreachable!("returned above"),
+        // Refused with the target above.
+        _ => unreachable!("returned above"),
     }
 }
 
