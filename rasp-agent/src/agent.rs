@@ -449,6 +449,7 @@ impl Agent {
                 comm: "rasp-agent".into(),
                 exe: None,
                 argv: Default::default(),
+                argv_truncated: false,
                 uid: Some(0),
             },
             ancestry: Vec::new(),

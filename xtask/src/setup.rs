@@ -48,6 +48,12 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     // The SQL scenarios attack a real web app with the real tool.
     "sqlmap",
+    // The benign workload does what admins do (crontab edits, sudo, pytest in /tmp); the
+    // mount scenario formats a scratch image for a loop device.
+    "cron",
+    "sudo",
+    "python3-pytest",
+    "e2fsprogs",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:

@@ -216,22 +216,15 @@ fn held_by(set: &PolicySet, table: &ProcessTable, pid: u32) -> bool {
         .map(container::identify)
         .unwrap_or_default();
     let subject = Subject {
-        event: EventType::SqlQuery,
         exe: process.exe.as_deref(),
         comm: &process.comm,
-        argv: &process.argv,
         uid: process.uid,
-        parent_exe: None,
-        ancestor_exes: &[],
         cgroup: process.cgroup.as_deref(),
         container_id: identity.container_id.as_deref(),
         pod_uid: identity.pod_uid.as_deref(),
-        path: None,
-        access: Default::default(),
-        dest: None,
-        query: None,
-        sql_findings: &[],
-        sql: None,
+        in_container: identity.container_id.is_some(),
+        argv_truncated: process.argv_truncated,
+        ..Subject::of(EventType::SqlQuery, &process.argv)
     };
     set.policies
         .iter()
