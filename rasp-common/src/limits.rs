@@ -41,3 +41,15 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 /// Bytes of query text captured per libpq call (a power of two: the read length is masked
 /// for the verifier). Longer queries are cut and flagged `SQL_QUERY_TRUNCATED`.
 pub const SQL_QUERY_CAP: usize = 8192;
+
+/// Plaintext bytes in one TLS record (a power of two: the read length is masked for the
+/// verifier). A call captured beyond it is sent as consecutive records.
+pub const TLS_CHUNK: usize = 8192;
+/// The largest per-call capture userspace may configure: two chunks a call.
+pub const TLS_CALL_CAP_MAX: u32 = 2 * TLS_CHUNK as u32;
+/// Default per-call capture: the first 4 KiB of each `SSL_read`/`SSL_write`, enough for the
+/// head of a request or response (and what follows it in the same call).
+pub const TLS_DEFAULT_CALL_CAP: u32 = 4096;
+/// Default burst budget per connection and direction: the first 64 KiB of each request and
+/// each response, never the rest of a bulk transfer (see `tls`).
+pub const TLS_DEFAULT_CONN_BUDGET: u32 = 64 * 1024;

@@ -36,6 +36,13 @@ pub enum LossSite {
     // Hold and decide (libpq): a flagged query that could not be held ran unheld.
     HoldTableFull = 22,
     HoldSend = 23,
+    // OpenSSL plaintext (the `rasp_ssl_*` programs).
+    TlsSend = 24,
+    TlsRead = 25,
+    /// The byte count of an `_ex` call could not be read through its pointer.
+    TlsCount = 26,
+    /// A call's arguments or a connection's state could not be stored: the call is lost.
+    TlsState = 27,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -51,7 +58,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 23] = [
+    pub const ALL: [LossSite; 27] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -75,6 +82,10 @@ impl LossSite {
         LossSite::SqlRead,
         LossSite::HoldTableFull,
         LossSite::HoldSend,
+        LossSite::TlsSend,
+        LossSite::TlsRead,
+        LossSite::TlsCount,
+        LossSite::TlsState,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -91,6 +102,7 @@ impl LossSite {
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
             SqlSend | SqlRead | HoldTableFull | HoldSend => EventKind::SqlQuery,
+            TlsSend | TlsRead | TlsCount | TlsState => EventKind::Tls,
         })
     }
 
@@ -105,6 +117,7 @@ impl LossSite {
             Some(EventKind::LibraryLoad) => "rasp_library_load",
             Some(EventKind::Connect) => "rasp_connect",
             Some(EventKind::SqlQuery) => "rasp_pq_*",
+            Some(EventKind::Tls) => "rasp_ssl_*",
         }
     }
 
@@ -112,7 +125,7 @@ impl LossSite {
         use LossSite::*;
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
-            | LibPathWalk | SqlRead | HoldTableFull | HoldSend => LossEffect::Incomplete,
+            | LibPathWalk | SqlRead | HoldTableFull | HoldSend | TlsRead => LossEffect::Incomplete,
             _ => LossEffect::Dropped,
         }
     }
@@ -123,7 +136,7 @@ impl LossSite {
         match self {
             OffsetsUnset => "kernel offset table not filled",
             ScratchBusy => "per-CPU scratch buffer busy",
-            ExecSend | FileSend | LibSend | SqlSend => "ring buffer full (output failed)",
+            ExecSend | FileSend | LibSend | SqlSend | TlsSend => "ring buffer full (output failed)",
             ForkReserve | ExitReserve | ConnectReserve => "ring buffer full (reserve failed)",
             ExecArgvRead => "argv read failed",
             ExecFilenameRead => "exec filename read failed",
@@ -137,6 +150,9 @@ impl LossSite {
             SqlRead => "query text read failed",
             HoldTableFull => "held-query table full: a flagged query ran unheld",
             HoldSend => "decision ring full: a flagged query ran unheld",
+            TlsRead => "plaintext read failed",
+            TlsCount => "byte count read failed",
+            TlsState => "call or connection state not stored",
         }
     }
 
@@ -166,8 +182,12 @@ impl LossSite {
             SqlRead => "sql_read",
             HoldTableFull => "hold_table_full",
             HoldSend => "hold_send",
+            TlsSend => "tls_send",
+            TlsRead => "tls_read",
+            TlsCount => "tls_count",
+            TlsState => "tls_state",
         }
     }
 }
 
-const _: () = assert!((LossSite::HoldSend as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::TlsState as u32) < LOSS_SLOTS);

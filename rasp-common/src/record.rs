@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 5;
+pub const RECORD_VERSION: u16 = 6;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -22,10 +22,11 @@ pub enum EventKind {
     LibraryLoad = 5,
     Connect = 6,
     SqlQuery = 7,
+    Tls = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -33,6 +34,7 @@ impl EventKind {
         EventKind::LibraryLoad,
         EventKind::Connect,
         EventKind::SqlQuery,
+        EventKind::Tls,
     ];
 
     pub const fn from_u16(v: u16) -> Option<Self> {
@@ -44,6 +46,7 @@ impl EventKind {
             5 => Some(EventKind::LibraryLoad),
             6 => Some(EventKind::Connect),
             7 => Some(EventKind::SqlQuery),
+            8 => Some(EventKind::Tls),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl EventKind {
             EventKind::LibraryLoad => "library_load",
             EventKind::Connect => "connect",
             EventKind::SqlQuery => "sql_query",
+            EventKind::Tls => "tls",
         }
     }
 }
@@ -265,6 +269,40 @@ pub const SQL_QUERY_FAILED: u32 = 1 << 1;
 /// through the decision ring.
 pub const SQL_QUERY_HELD: u32 = 1 << 2;
 
+/// Plaintext an application handed to OpenSSL (`SSL_write`, `SSL_write_ex`) or got back
+/// from it (`SSL_read`, `SSL_read_ex`), captured when the call returned, within the capture
+/// bounds (`tls`). One call may be sent as several records (`limits::TLS_CHUNK` each).
+/// Payload: `data_len` bytes of plaintext. A record with `TLS_CLOSED` (`SSL_free`) has none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsRecord {
+    pub header: RecordHeader,
+    /// The `SSL *`: with the pid and `conn_id`, the connection.
+    pub ssl: u64,
+    /// `tls::TlsConn::id`: tells a reused `SSL *` address from the connection before it.
+    pub conn_id: u64,
+    /// Bytes of this direction moved before the first byte of this record: a gap between
+    /// records is what the bounds (or a lost record) left out.
+    pub offset: u64,
+    /// Bytes the call moved (read or written), captured or not.
+    pub call_len: u64,
+    /// `TLS_*` flags.
+    pub flags: u32,
+    /// The socket fd under the `SSL *`, -1 while unknown.
+    pub fd: i32,
+    pub data_len: u32,
+    pub _pad: u32,
+}
+
+/// Written by the application (`SSL_write*`); without it, read (`SSL_read*`).
+pub const TLS_OUTBOUND: u32 = 1 << 0;
+/// The call's data goes on past this record's end but was not captured (a bound bit).
+pub const TLS_TRUNCATED: u32 = 1 << 1;
+/// The plaintext could not be read from the process's memory: `data_len` is 0.
+pub const TLS_READ_FAILED: u32 = 1 << 2;
+/// `SSL_free`: the connection ended; no data.
+pub const TLS_CLOSED: u32 = 1 << 3;
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -280,6 +318,7 @@ mod pod {
     unsafe impl aya::Pod for super::LibraryLoadRecord {}
     unsafe impl aya::Pod for super::ConnectRecord {}
     unsafe impl aya::Pod for super::SqlQueryRecord {}
+    unsafe impl aya::Pod for super::TlsRecord {}
 }
 
 /// Per-CPU scratch where a record with a payload is built before `bpf_ringbuf_output`
@@ -304,3 +343,4 @@ const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<TlsRecord>() == 144);

@@ -16,6 +16,7 @@ mod maps;
 mod net;
 mod process;
 mod sql;
+mod tls;
 mod vfs;
 
 #[cfg(not(test))]
