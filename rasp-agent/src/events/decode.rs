@@ -8,9 +8,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use rasp_common::record::SqlQueryRecord;
+use rasp_common::record::{SqlQueryRecord, TlsRecord};
 use rasp_common::{
-    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP, SQL_QUERY_CAP},
+    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP, SQL_QUERY_CAP, TLS_CHUNK},
     record::{self, RECORD_VERSION},
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
     LibraryLoadRecord, RecordHeader,
@@ -18,8 +18,8 @@ use rasp_common::{
 
 use super::{
     Access, Argv, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, Family,
-    FileOpenDetail, ForkDetail, KernelAction, KernelVerdict, LibraryLoadDetail, SqlFunction,
-    SqlQueryDetail, WallTime,
+    FileOpenDetail, ForkDetail, KernelAction, KernelVerdict, LibraryLoadDetail, Plaintext,
+    SqlFunction, SqlQueryDetail, TlsDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -232,6 +232,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 new_shape: None,
             })
         }
+        EventKind::Tls => EventDetail::Tls(tls_detail(bytes)?),
     };
     let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;
     Ok(Event {
@@ -260,6 +261,32 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             }),
         },
         detail,
+    })
+}
+
+fn tls_detail(bytes: &[u8]) -> Result<TlsDetail, DecodeError> {
+    let r: TlsRecord = read_record(bytes, "tls record")?;
+    let data = Payload::after::<TlsRecord>(bytes, "tls plaintext").take(r.data_len, TLS_CHUNK)?;
+    let flags = r.flags;
+    Ok(TlsDetail {
+        direction: if flags & record::TLS_OUTBOUND != 0 {
+            super::Direction::Outbound
+        } else {
+            super::Direction::Inbound
+        },
+        ssl: r.ssl,
+        conn: r.conn_id,
+        fd: (r.fd >= 0).then_some(r.fd),
+        endpoints: Default::default(),
+        offset: r.offset,
+        call_len: r.call_len,
+        captured: data.len(),
+        plaintext: Plaintext::new(data),
+        truncated: flags & record::TLS_TRUNCATED != 0,
+        unreadable: flags & record::TLS_READ_FAILED != 0,
+        closed: flags & record::TLS_CLOSED != 0,
+        analyzed: false,
+        findings: Vec::new(),
     })
 }
 

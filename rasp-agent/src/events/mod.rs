@@ -7,6 +7,7 @@ pub mod health;
 pub mod hub;
 pub mod latency;
 pub mod reader;
+pub mod tls;
 pub mod values;
 
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::{decode, BootClock, DecodeError};
 pub use hub::EventHub;
+pub use tls::{Direction, Endpoints, Finding, HttpDetail, HttpMessageKind, Plaintext, TlsDetail};
 pub use values::{Access, Argv, Comm, Family, SqlFunction, Text, WallTime};
 
 /// One thing a process did, as the kernel saw it, enriched with its cgroup path.
@@ -118,6 +120,10 @@ pub enum EventDetail {
     LibraryLoad(LibraryLoadDetail),
     Connect(ConnectDetail),
     SqlQuery(SqlQueryDetail),
+    /// Plaintext an application read from or wrote to OpenSSL.
+    Tls(TlsDetail),
+    /// Not from the kernel: what the HTTP stage found on a TLS connection.
+    Http(HttpDetail),
     /// Not from the kernel: the agent's own health (sustained event losses), so that a
     /// blind spot reaches the journal and exports like any detection.
     AgentHealth(AgentHealthDetail),
@@ -409,11 +415,13 @@ pub enum Kind {
     LibraryLoad,
     Connect,
     SqlQuery,
+    Tls,
+    Http,
     AgentHealth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -421,12 +429,15 @@ impl Kind {
         Kind::LibraryLoad,
         Kind::Connect,
         Kind::SqlQuery,
+        Kind::Tls,
+        Kind::Http,
         Kind::AgentHealth,
     ];
 
     pub fn name(self) -> &'static str {
         match self.kernel_kind() {
             Some(k) => k.name(),
+            None if self == Kind::Http => "http",
             None => "agent_health",
         }
     }
@@ -441,7 +452,9 @@ impl Kind {
             Kind::LibraryLoad => 4,
             Kind::Connect => 5,
             Kind::SqlQuery => 6,
-            Kind::AgentHealth => 7,
+            Kind::Tls => 7,
+            Kind::Http => 8,
+            Kind::AgentHealth => 9,
         }
     }
 
@@ -456,7 +469,8 @@ impl Kind {
             Kind::LibraryLoad => K::LibraryLoad,
             Kind::Connect => K::Connect,
             Kind::SqlQuery => K::SqlQuery,
-            Kind::AgentHealth => return None,
+            Kind::Tls => K::Tls,
+            Kind::Http | Kind::AgentHealth => return None,
         })
     }
 
@@ -471,6 +485,7 @@ impl Kind {
             K::LibraryLoad => Kind::LibraryLoad,
             K::Connect => Kind::Connect,
             K::SqlQuery => Kind::SqlQuery,
+            K::Tls => Kind::Tls,
         }
     }
 }
@@ -485,6 +500,8 @@ impl Event {
             EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
             EventDetail::Connect(_) => Kind::Connect,
             EventDetail::SqlQuery(_) => Kind::SqlQuery,
+            EventDetail::Tls(_) => Kind::Tls,
+            EventDetail::Http(_) => Kind::Http,
             EventDetail::AgentHealth(_) => Kind::AgentHealth,
         }
     }

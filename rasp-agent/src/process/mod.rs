@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod procfs;
+pub mod sockets;
 
 use std::{
     collections::HashMap,
@@ -278,6 +279,8 @@ impl ProcessTable {
             | EventDetail::LibraryLoad(_)
             | EventDetail::Connect(_)
             | EventDetail::SqlQuery(_)
+            | EventDetail::Tls(_)
+            | EventDetail::Http(_)
             | EventDetail::AgentHealth(_) => {}
         }
     }
