@@ -156,10 +156,26 @@ impl Engine {
             EventDetail::SqlQuery(d) if d.analyzed => {
                 (EventType::SqlQuery, None, Access::default(), None)
             }
+            // Plaintext likewise, by the HTTP stage (peer resolved, findings filled in).
+            EventDetail::Tls(d) if d.analyzed => {
+                (EventType::Tls, None, Access::default(), d.endpoints.peer)
+            }
+            EventDetail::Http(d) => (
+                EventType::Http,
+                d.path.as_deref(),
+                Access::default(),
+                d.endpoints.peer,
+            ),
             EventDetail::Fork(_)
             | EventDetail::Exit(_)
             | EventDetail::SqlQuery(_)
+            | EventDetail::Tls(_)
             | EventDetail::AgentHealth(_) => return,
+        };
+        let (tls, http) = match &ev.detail {
+            EventDetail::Tls(d) => (Some(d), None),
+            EventDetail::Http(d) => (None, Some(d)),
+            _ => (None, None),
         };
         if !set.index.has(event_type) {
             return;
@@ -198,6 +214,8 @@ impl Engine {
             query,
             sql_findings,
             sql,
+            tls,
+            http,
         };
 
         let latency_us = || {

@@ -232,6 +232,8 @@ fn held_by(set: &PolicySet, table: &ProcessTable, pid: u32) -> bool {
         query: None,
         sql_findings: &[],
         sql: None,
+        tls: None,
+        http: None,
     };
     set.policies
         .iter()

@@ -40,8 +40,9 @@ fn rule_interest(rule: &Rule, out: &mut Interest) {
         EventType::FileOpen => file_interest(rule, out),
         EventType::LibraryLoad => library_interest(rule, out),
         EventType::Connect => connect_interest(rule, out),
-        // Queries are captured for every libpq; no kernel filter to widen.
-        EventType::SqlQuery => {}
+        // Queries and plaintext are captured for every libpq and libssl; no kernel filter
+        // to widen.
+        EventType::SqlQuery | EventType::Tls | EventType::Http => {}
     }
 }
 

@@ -69,6 +69,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
+    (
+        "policies/tls-http.yaml",
+        include_str!("../../../policies/tls-http.yaml"),
+    ),
 ];
 
 /// The shipped default set, validated like any other.
@@ -183,6 +187,8 @@ mod tests {
             query: e.query,
             sql_findings: &e.sql_findings,
             sql: None,
+            tls: None,
+            http: None,
         };
         policies
             .iter()

@@ -285,6 +285,9 @@ fn kernel_rung(event: EventType, caps: KernelCapabilities) -> Rung {
         (EventType::SqlQuery, false) => Rung::Userspace {
             reason: "queries are held and decided in userspace".into(),
         },
+        (EventType::Tls | EventType::Http, false) => Rung::Userspace {
+            reason: "plaintext is judged in userspace after the call returned".into(),
+        },
     }
 }
 
@@ -414,6 +417,11 @@ fn rule_entries(
         EventType::FileOpen | EventType::LibraryLoad => Field::Path,
         EventType::Connect => Field::Cidr,
         EventType::SqlQuery => return Err(no("queries are held and decided in userspace")),
+        EventType::Tls | EventType::Http => {
+            return Err(no(
+                "plaintext is judged in userspace after the call returned",
+            ))
+        }
     };
     for field in rule.conditions.fields() {
         match field {
@@ -464,7 +472,7 @@ fn rule_entries(
                 entry,
             )
         }
-        EventType::SqlQuery => unreachable!("returned above"),
+        EventType::SqlQuery | EventType::Tls | EventType::Http => unreachable!("returned above"),
     }
 }
 

@@ -12,12 +12,14 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use super::{matcher::Field, vocab::EventType, Policy, Rule, Subject};
 
 /// The event types, in the order `RuleIndex::types` keeps them.
-const TYPES: [EventType; 5] = [
+const TYPES: [EventType; 7] = [
     EventType::Exec,
     EventType::FileOpen,
     EventType::Connect,
     EventType::LibraryLoad,
     EventType::SqlQuery,
+    EventType::Tls,
+    EventType::Http,
 ];
 
 fn type_slot(t: EventType) -> usize {
@@ -246,6 +248,8 @@ mod tests {
             query: None,
             sql_findings: &[],
             sql: None,
+            tls: None,
+            http: None,
         }
     }
 

@@ -346,6 +346,8 @@ rules:
             query: None,
             sql_findings: &[],
             sql: None,
+            tls: None,
+            http: None,
         }
     }
 

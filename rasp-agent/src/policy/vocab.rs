@@ -90,7 +90,41 @@ pub enum EventType {
     LibraryLoad,
     /// A query sent through libpq, with the SQL analyzer's findings.
     SqlQuery,
+    /// Plaintext read from or written to OpenSSL, with what the HTTP stage found in it.
+    Tls,
+    /// An HTTP message on a TLS connection (or a request linked to a query), with findings.
+    Http,
 }
+
+/// What `tls_finding` can name: secrets and personal data in plaintext leaving a process
+/// (the masking layer's kinds recognised by their own format, `mask::SecretKind`; a test
+/// keeps the lists equal).
+pub const TLS_FINDINGS: &[&str] = &[
+    "aws_access_key_id",
+    "aws_secret_key",
+    "private_key",
+    "jwt",
+    "authorization_header",
+    "github_token",
+    "slack_token",
+    "google_api_key",
+    "stripe_key",
+    "url_credentials",
+    "payment_card",
+    "iban",
+];
+
+/// What `http_finding` can name: the HTTP stage's findings (`detect::http`; a test keeps
+/// the lists equal). `sql_injection_confirmed` is a request's value seen changing a query's
+/// structure; the others are tell-tales in the request itself, and a login flood.
+pub const HTTP_FINDINGS: &[&str] = &[
+    "admin_path",
+    "sql_injection",
+    "path_traversal",
+    "command_injection",
+    "login_flood",
+    "sql_injection_confirmed",
+];
 
 /// What `sql_finding` can name: the SQL analyzer's finding kinds (`detect::sql`, a test
 /// there keeps the lists equal) and `injection`, its verdict that the findings together
