@@ -470,3 +470,14 @@ impl Agent {
         self.store.submit(d);
     }
 }
+
+/// The kernel network cut quarantine needs, through the deny maps the policy control owns.
+impl crate::enforce::NetworkCut for crate::policy::reload::PolicyControl {
+    fn cut(&self, cgroup_id: u64, rule_slot: u32) -> Result<(), String> {
+        self.quarantine_cgroup(cgroup_id, rule_slot)
+    }
+
+    fn restore(&self, cgroup_id: u64) -> Result<(), String> {
+        self.release_cgroup(cgroup_id)
+    }
+}

@@ -35,8 +35,11 @@ pub const MAX_LIB_NAMES: u32 = 256;
 pub const MAX_CONNECT_PORTS: u32 = 512;
 pub const MAX_CONNECT_CIDRS: u32 = 512;
 
-/// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it.
-pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it. Records
+/// carry only the bytes they use (an exec ~0.3-0.6 KB, a fork or exit 104 B), so 4 MiB holds
+/// about ten times the events the fixed-size records' 8 MiB did; the reader maps the ring
+/// twice over, so every MiB here is two of the agent's RSS.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 /// Bytes of query text captured per libpq call (a power of two: the read length is masked
 /// for the verifier). Longer queries are cut and flagged `SQL_QUERY_TRUNCATED`.

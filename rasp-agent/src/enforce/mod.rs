@@ -282,3 +282,87 @@ fn kill(ev: &Event) -> Result<(), String> {
     unsafe { libc::close(fd) };
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Outcome;
+
+    struct NoContext;
+
+    impl NetworkCut for NoContext {
+        fn cut(&self, _: u64, _: u32) -> Result<(), String> {
+            Err("no network in this test".into())
+        }
+        fn restore(&self, _: u64) -> Result<(), String> {
+            Err("no network in this test".into())
+        }
+    }
+
+    impl EnforceContext for NoContext {
+        fn network(&self) -> &dyn NetworkCut {
+            self
+        }
+        fn recent_events(&self, _: u64) -> Vec<Arc<Event>> {
+            Vec::new()
+        }
+        fn rule_names_cgroups(&self, _: &str) -> bool {
+            false
+        }
+        fn rule_slot(&self, _: &str) -> u32 {
+            0
+        }
+    }
+
+    /// The fold key checked before a detection exists carries these details; the detection
+    /// carries the enforcer's. Unequal, storms would never fold early (only slower, not wrong).
+    #[test]
+    fn outcomes_without_acting_are_the_enforcers() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let enforcer =
+            Enforcer::new("/nonexistent-cgroup2".into(), state.path(), &[], 30).expect("enforcer");
+        for action in [
+            Action::Alert,
+            Action::Block,
+            Action::Kill,
+            Action::Quarantine,
+        ] {
+            for mode in [Mode::Audit, Mode::Enforce] {
+                let Some((outcome, detail)) = Outcome::without_acting(action, mode) else {
+                    assert_eq!(mode, Mode::Enforce);
+                    assert_ne!(action, Action::Alert);
+                    continue;
+                };
+                // Audit and alert never look at the process; a pid no one has keeps it so.
+                let mut d = crate::store::tests::sample(1, "r", "/bin/sh");
+                Arc::make_mut(&mut d.event).pid = u32::MAX;
+                d.action = action;
+                d.mode = mode;
+                let (o, detail_now) = enforcer.act(&d, &NoContext);
+                assert_eq!(
+                    (outcome, detail),
+                    (o, detail_now.as_deref()),
+                    "{action:?} {mode:?}"
+                );
+            }
+        }
+    }
+
+    /// A rule over its rate limit records its matches without acting.
+    #[test]
+    fn the_rate_limit_bites_and_says_so() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let enforcer =
+            Enforcer::new("/nonexistent-cgroup2".into(), state.path(), &[], 1).expect("enforcer");
+        let mut d = crate::store::tests::sample(1, "r", "/bin/sh");
+        Arc::make_mut(&mut d.event).pid = u32::MAX; // gone: the first action fails, counted
+        d.action = Action::Kill;
+        d.mode = Mode::Enforce;
+        let (first, _) = enforcer.act(&d, &NoContext);
+        assert_eq!(first, Outcome::Failed);
+        let (second, detail) = enforcer.act(&d, &NoContext);
+        assert_eq!(second, Outcome::Failed);
+        assert!(detail.is_some_and(|s| s.contains("limit of 1 actions a minute")));
+        assert_eq!(enforcer.rate_limited(), 1);
+    }
+}

@@ -1,4 +1,4 @@
-//! The kernel's deny maps, taken out of the loaded object and written from a `DenyPlan`
+//! The kernel's deny maps, taken out of the loaded object and written from a `DenyTable`
 //! (`policy::deny` decides what goes in). A new plan goes in before the old entries come
 //! out, so a reload never opens a moment with less enforced than both sets; the filter
 //! words (which acts have entries) are widened first and narrowed last. Quarantined
@@ -20,7 +20,36 @@ use rasp_common::{
 };
 
 use super::LoadError;
-use crate::policy::deny::DenyPlan;
+
+/// What the kernel accepts, as the loader found it: which enforcing hooks attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCapabilities {
+    /// BPF-LSM programs are attached.
+    pub lsm: bool,
+    /// The cgroup connect/sendmsg hooks are attached.
+    pub cgroup_socket: bool,
+}
+
+/// A rule the kernel enforces, by its slot in a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRule {
+    pub policy: String,
+    pub rule: String,
+}
+
+/// The deny maps' contents for one policy set (`policy::deny` decides them).
+#[derive(Clone, Debug, Default)]
+pub struct DenyTable {
+    /// Low 16 bits of the policy set version: the generation in every slot.
+    pub generation: u32,
+    /// Slot index → rule.
+    pub rules: Vec<KernelRule>,
+    pub inodes: Vec<(InodeKey, DenyEntry)>,
+    pub names: Vec<(NameKey, DenyEntry)>,
+    pub v4: Vec<(u32, [u8; 4], DenyEntry)>,
+    pub v6: Vec<(u32, [u8; 16], DenyEntry)>,
+    pub ports: Vec<(u16, DenyEntry)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DenyError {
@@ -85,7 +114,7 @@ impl DenyMaps {
     }
 
     /// Whether a plan fits the maps (checked before anything is written).
-    pub fn check_capacity(plan: &DenyPlan) -> Result<(), DenyError> {
+    pub fn check_capacity(plan: &DenyTable) -> Result<(), DenyError> {
         for (what, count, max) in [
             (
                 "denied files and directories",
@@ -104,7 +133,7 @@ impl DenyMaps {
         Ok(())
     }
 
-    pub fn apply(&mut self, plan: &DenyPlan) -> Result<(), DenyError> {
+    pub fn apply(&mut self, plan: &DenyTable) -> Result<(), DenyError> {
         Self::check_capacity(plan)?;
         let mut acts = [0u32; 3]; // inode, subtree, name acts
         for (_, e) in &plan.inodes {

@@ -143,7 +143,7 @@ pub struct Loaded {
     /// The deny maps, empty (nothing enforced) until a plan is applied.
     pub deny: deny::DenyMaps,
     /// Which enforcing hooks attached: what the deny plan can count on.
-    pub caps: crate::policy::deny::KernelCapabilities,
+    pub caps: deny::KernelCapabilities,
 }
 
 pub struct LoadOptions {
@@ -237,7 +237,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         lsm,
         interest,
         deny,
-        caps: crate::policy::deny::KernelCapabilities {
+        caps: deny::KernelCapabilities {
             lsm: lsm_attached,
             cgroup_socket,
         },

@@ -64,38 +64,35 @@ impl Analyzer {
     }
 }
 
-/// Result of loading a policy set (start, SIGHUP, directory change, `policy apply`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReloadResult {
-    /// The new set became active.
-    Applied,
-    /// It did not validate; the previous set stayed active.
-    Refused,
-    /// `policy rollback` restored an earlier set.
-    RolledBack,
+pub use crate::policy::reload::ReloadResult;
+
+/// Label and counter slot of each reload result.
+fn reload_label(r: ReloadResult) -> &'static str {
+    match r {
+        ReloadResult::Applied => "applied",
+        ReloadResult::Refused => "refused",
+        ReloadResult::RolledBack => "rolled_back",
+    }
 }
 
-impl ReloadResult {
-    const ALL: [ReloadResult; 3] = [
-        ReloadResult::Applied,
-        ReloadResult::Refused,
-        ReloadResult::RolledBack,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            ReloadResult::Applied => "applied",
-            ReloadResult::Refused => "refused",
-            ReloadResult::RolledBack => "rolled_back",
-        }
+fn reload_index(r: ReloadResult) -> usize {
+    match r {
+        ReloadResult::Applied => 0,
+        ReloadResult::Refused => 1,
+        ReloadResult::RolledBack => 2,
     }
+}
 
-    fn index(self) -> usize {
-        match self {
-            ReloadResult::Applied => 0,
-            ReloadResult::Refused => 1,
-            ReloadResult::RolledBack => 2,
-        }
+const RELOAD_RESULTS: [ReloadResult; 3] = [
+    ReloadResult::Applied,
+    ReloadResult::Refused,
+    ReloadResult::RolledBack,
+];
+
+/// The policy control counts its reloads here.
+impl crate::policy::reload::ReloadSink for Metrics {
+    fn policy_reload(&self, result: ReloadResult) {
+        Metrics::policy_reload(self, result);
     }
 }
 
@@ -197,7 +194,7 @@ pub struct Metrics {
     analyzer_dropped: [Counter; Analyzer::ALL.len()],
     detections: Family<DetectionLabels, Counter>,
     actions: [[Counter; OUTCOMES.len()]; ACTIONS.len()],
-    reloads: [Counter; ReloadResult::ALL.len()],
+    reloads: [Counter; RELOAD_RESULTS.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -261,8 +258,11 @@ impl Metrics {
             "Policy set loads, per result",
             reload_family.clone(),
         );
-        let reloads = ReloadResult::ALL
-            .map(|r| reload_family.get_or_create_owned(&ReloadLabels { result: r.label() }));
+        let reloads = RELOAD_RESULTS.map(|r| {
+            reload_family.get_or_create_owned(&ReloadLabels {
+                result: reload_label(r),
+            })
+        });
 
         Metrics {
             registry: root,
@@ -296,7 +296,7 @@ impl Metrics {
 
     /// A policy set load finished.
     pub fn policy_reload(&self, result: ReloadResult) {
-        self.reloads[result.index()].inc();
+        self.reloads[reload_index(result)].inc();
     }
 
     /// The whole exposition: the producers' counters, then what `source` reports now and

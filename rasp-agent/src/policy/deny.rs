@@ -76,34 +76,14 @@ impl Rung {
     }
 }
 
-/// What the kernel accepts, as the loader found it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelCapabilities {
-    /// BPF-LSM programs are attached.
-    pub lsm: bool,
-    /// The cgroup connect/sendmsg hooks are attached.
-    pub cgroup_socket: bool,
-}
+pub use crate::loader::deny::{DenyTable, KernelCapabilities, KernelRule};
 
-/// A rule the kernel enforces, by its slot in the plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelRule {
-    pub policy: String,
-    pub rule: String,
-}
-
-/// The deny maps' contents for one policy set.
+/// A set's deny plan: what goes into the kernel's maps, and what the kernel does (or would
+/// do) about each `block` rule.
 #[derive(Clone, Debug, Default)]
 pub struct DenyPlan {
-    /// Low 16 bits of the policy set version: the generation in every slot.
-    pub generation: u32,
-    /// Slot index → rule.
-    pub rules: Vec<KernelRule>,
-    pub inodes: Vec<(InodeKey, DenyEntry)>,
-    pub names: Vec<(NameKey, DenyEntry)>,
-    pub v4: Vec<(u32, [u8; 4], DenyEntry)>,
-    pub v6: Vec<(u32, [u8; 16], DenyEntry)>,
-    pub ports: Vec<(u16, DenyEntry)>,
+    /// The maps' contents, and which rule each slot names.
+    pub table: DenyTable,
     /// Every enforce-mode `block` rule and what the kernel does about it.
     pub rungs: Vec<(String, Rung)>,
     /// Every audit-mode `block` rule and what the kernel would do about it in enforce mode
@@ -228,10 +208,8 @@ pub fn plan(
     caps: KernelCapabilities,
     fs: &dyn Resolver,
 ) -> DenyPlan {
-    let mut out = DenyPlan {
-        generation: (set_version & 0xffff) as u32,
-        ..DenyPlan::default()
-    };
+    let mut out = DenyPlan::default();
+    out.table.generation = (set_version & 0xffff) as u32;
     for policy in policies {
         for rule in &policy.rules {
             if rule.action != Action::Block {
@@ -239,7 +217,7 @@ pub fn plan(
             }
             if rule.effective_mode(policy) != Mode::Enforce {
                 // Judged as if enforced, against a scratch plan: nothing is installed.
-                let rung = match rule_entries(policy, rule, 0, out.generation, fs) {
+                let rung = match rule_entries(policy, rule, 0, out.table.generation, fs) {
                     Err(reason) => Rung::Userspace {
                         reason: reason.to_string(),
                     },
@@ -248,17 +226,22 @@ pub fn plan(
                 out.audit_rungs.push((rule.id.clone(), rung));
                 continue;
             }
-            let rung = match rule_entries(policy, rule, out.rules.len() as u32, out.generation, fs)
-            {
+            let rung = match rule_entries(
+                policy,
+                rule,
+                out.table.rules.len() as u32,
+                out.table.generation,
+                fs,
+            ) {
                 Err(reason) => Rung::Userspace {
                     reason: reason.to_string(),
                 },
-                Ok(entries) => match merge(&mut out, entries) {
+                Ok(entries) => match merge(&mut out.table, entries) {
                     Err(reason) => Rung::Userspace {
                         reason: reason.to_string(),
                     },
                     Ok(()) => {
-                        out.rules.push(KernelRule {
+                        out.table.rules.push(KernelRule {
                             policy: policy.name.clone(),
                             rule: rule.id.clone(),
                         });
@@ -293,7 +276,7 @@ fn kernel_rung(event: EventType, caps: KernelCapabilities) -> Rung {
 
 /// Add `e` to the plan unless one of its keys is already another rule's, or the kernel's
 /// maps would overflow (then the rule stays in userspace rather than half-installed).
-fn merge(out: &mut DenyPlan, e: Entries) -> Result<(), NotDecidable> {
+fn merge(out: &mut DenyTable, e: Entries) -> Result<(), NotDecidable> {
     for (what, have, add, max) in [
         (
             "denied files",
@@ -729,15 +712,20 @@ rules:
         assert!(plan.rungs.iter().all(|(r, _)| r != "alert-only"));
         // The exec rule: one inode, one name; the subtree and the mount below it.
         let nc = plan
+            .table
             .inodes
             .iter()
             .find(|(k, _)| k.ino == 10)
             .expect("nc inode");
         assert_eq!(nc.1.acts, k::ACT_EXEC);
         assert_eq!(k::slot_generation(nc.1.rule), 3);
-        assert_eq!(plan.rules[k::slot_index(nc.1.rule) as usize].rule, "no-nc");
-        assert_eq!(plan.names.len(), 1);
+        assert_eq!(
+            plan.table.rules[k::slot_index(nc.1.rule) as usize].rule,
+            "no-nc"
+        );
+        assert_eq!(plan.table.names.len(), 1);
         let subtrees: Vec<u64> = plan
+            .table
             .inodes
             .iter()
             .filter(|(_, e)| e.flags & k::DENY_SUBTREE != 0)
@@ -745,16 +733,17 @@ rules:
             .collect();
         assert_eq!(subtrees, [20, 21]);
         let shadow = plan
+            .table
             .inodes
             .iter()
             .find(|(k, _)| k.ino == 30)
             .expect("shadow");
         assert_eq!(shadow.1.acts, k::ACT_OPEN_WRITE);
-        assert_eq!(plan.v4.len(), 1);
-        assert_eq!(plan.v4[0].0, 32);
-        assert_eq!(plan.v4[0].1, [169, 254, 169, 254]);
-        assert_eq!(plan.v4[0].2.nports, 1);
-        assert!(plan.v4[0].2.port_covered(80) && !plan.v4[0].2.port_covered(443));
+        assert_eq!(plan.table.v4.len(), 1);
+        assert_eq!(plan.table.v4[0].0, 32);
+        assert_eq!(plan.table.v4[0].1, [169, 254, 169, 254]);
+        assert_eq!(plan.table.v4[0].2.nports, 1);
+        assert!(plan.table.v4[0].2.port_covered(80) && !plan.table.v4[0].2.port_covered(443));
     }
 
     #[test]
@@ -813,7 +802,7 @@ rules:
         assert!(
             matches!(&plan.rungs[2].1, Rung::Userspace { reason } if reason.contains("does not exist"))
         );
-        assert_eq!(plan.rules.len(), 1);
+        assert_eq!(plan.table.rules.len(), 1);
     }
 
     #[test]
@@ -837,7 +826,9 @@ rules:
 "#,
         );
         let plan = plan(&p, 1, KernelCapabilities::default(), &fs());
-        assert!(plan.rungs.is_empty() && plan.inodes.is_empty() && plan.rules.is_empty());
+        assert!(
+            plan.rungs.is_empty() && plan.table.inodes.is_empty() && plan.table.rules.is_empty()
+        );
         let text = plan.audit_text("would-block").expect("audit text");
         assert!(
             text.starts_with("audit mode: would block (process killed in the kernel at exec"),

@@ -18,10 +18,23 @@ use super::{
     deny::{DenyPlan, HostFs, KernelCapabilities, KernelRule, Rung},
     Policy,
 };
-use crate::{
-    loader::{deny::DenyMaps, Interest, InterestMaps, LoadError},
-    metrics::{Metrics, ReloadResult},
-};
+use crate::loader::{deny::DenyMaps, Interest, InterestMaps, LoadError};
+
+/// Result of loading a policy set (start, SIGHUP, directory change, `policy apply`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new set became active.
+    Applied,
+    /// It did not validate; the previous set stayed active.
+    Refused,
+    /// `policy rollback` restored an earlier set.
+    RolledBack,
+}
+
+/// Where reload results are counted (the metrics registry).
+pub trait ReloadSink: Send + Sync {
+    fn policy_reload(&self, result: ReloadResult);
+}
 
 /// Deny plans kept so a verdict from just before a reload still names its rule.
 const PLAN_HISTORY: usize = 8;
@@ -55,7 +68,7 @@ pub struct PolicyControl {
     deny: Mutex<DenyState>,
     /// Problems of the last reload that was refused (the previous set stayed active).
     reload_errors: Mutex<Vec<String>>,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: std::sync::Arc<dyn ReloadSink>,
 }
 
 /// What the policies' sources say, as a list of `file:line:column` problems.
@@ -66,7 +79,7 @@ impl PolicyControl {
     /// before anything is loaded into the kernel.
     pub fn load_initial(
         dir: Option<PathBuf>,
-        metrics: std::sync::Arc<Metrics>,
+        metrics: std::sync::Arc<dyn ReloadSink>,
     ) -> Result<Self, Problems> {
         let initial = load(dir.as_deref()).map_err(|errors| to_strings(&errors))?;
         Ok(PolicyControl {
@@ -112,8 +125,8 @@ impl PolicyControl {
         deny.plans
             .iter()
             .rev()
-            .find(|p| p.generation == generation)
-            .and_then(|p| p.rules.get(index).cloned())
+            .find(|p| p.table.generation == generation)
+            .and_then(|p| p.table.rules.get(index).cloned())
     }
 
     /// The kernel slot of a rule in the active deny plan, or a fresh one naming it for a
@@ -121,10 +134,11 @@ impl PolicyControl {
     pub fn slot_of(&self, rule_id: &str) -> Option<u32> {
         let deny = crate::lock(&self.deny);
         let plan = deny.plans.back()?;
-        plan.rules
+        plan.table
+            .rules
             .iter()
             .position(|r| r.rule == rule_id)
-            .map(|i| rasp_common::deny::rule_slot(plan.generation, i as u32))
+            .map(|i| rasp_common::deny::rule_slot(plan.table.generation, i as u32))
     }
 
     /// What an audit-mode `block` rule would have done on this kernel, in the words of its
@@ -277,7 +291,7 @@ impl PolicyControl {
             tracing::info!(version = set.version, rule = %rule, enforcement = %rung.describe(), "enforce rule");
         }
         if let Some(maps) = state.maps.as_mut() {
-            if let Err(e) = maps.apply(&plan) {
+            if let Err(e) = maps.apply(&plan.table) {
                 tracing::error!(version = set.version, error = %e, "kernel deny maps NOT updated");
             }
         }
@@ -337,19 +351,16 @@ fn source(dir: Option<&Path>, why: &str) -> String {
     }
 }
 
-impl crate::enforce::NetworkCut for PolicyControl {
-    fn cut(&self, cgroup_id: u64, rule_slot: u32) -> Result<(), String> {
-        self.quarantine_cgroup(cgroup_id, rule_slot)
-    }
-
-    fn restore(&self, cgroup_id: u64) -> Result<(), String> {
-        self.release_cgroup(cgroup_id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reloads counted nowhere: these tests look at the sets and filters.
+    struct Uncounted;
+
+    impl ReloadSink for Uncounted {
+        fn policy_reload(&self, _: ReloadResult) {}
+    }
 
     /// A kernel filter that remembers what it holds, slowly (to widen any window between
     /// the filter and the set), and refuses interests naming `refuse`.
@@ -386,7 +397,7 @@ mod tests {
     }
 
     fn control(filter: Recorder) -> Arc<PolicyControl> {
-        let c = PolicyControl::load_initial(None, Arc::new(Metrics::new())).expect("defaults");
+        let c = PolicyControl::load_initial(None, Arc::new(Uncounted)).expect("defaults");
         c.attach_interest(filter);
         Arc::new(c)
     }
