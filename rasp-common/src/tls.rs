@@ -10,8 +10,11 @@
 //! entry probe on an `SSL *` whose fd is unknown arms its CPU's `TlsArmed` slot with the
 //! thread id; the first `read`/`write`/`sendto`/`recvfrom` that thread makes on that CPU
 //! before the call returns is the socket under the `SSL *` (OpenSSL's socket BIO calls them
-//! on the fd). A thread that migrated between entry and syscall is missed that time and
-//! armed again on its next call. `SSL_set_fd(ssl, fd)` gives the fd directly when the
+//! on the fd). The syscall stores the fd in the thread's own `TlsCall` and frees the slot at
+//! once: a read that then blocks does not hold it, and another thread's call on that CPU
+//! cannot take the fd away before the return probe. A thread that migrated (or was
+//! preempted by another SSL call) between entry and syscall is missed that time and armed
+//! again on its next call. `SSL_set_fd(ssl, fd)` gives the fd directly when the
 //! application uses it.
 
 /// `TLS_CONFIG` words userspace writes before attaching the probes.
@@ -89,6 +92,9 @@ pub struct TlsCall {
     pub abi: u32,
     /// The CPU whose `TLS_ARMED` slot this call armed, `NOT_ARMED` if none.
     pub armed_cpu: u32,
+    /// The socket the thread's first socket syscall inside the call used, -1 until then.
+    pub fd: i32,
+    pub _pad: u32,
 }
 
 pub const NOT_ARMED: u32 = u32::MAX;
@@ -99,8 +105,7 @@ pub const NOT_ARMED: u32 = u32::MAX;
 pub struct TlsArmed {
     /// Thread id (the kernel's pid); 0: disarmed.
     pub tid: u32,
-    /// The first socket syscall's fd, -1 until one is seen.
-    pub fd: i32,
+    pub _pad: u32,
 }
 
 /// Slots in `TLS_ARMED` (CPUs at most; a CPU numbered beyond never arms).
@@ -122,5 +127,5 @@ mod pod {
 
 const _: () = assert!(core::mem::size_of::<TlsConnKey>() == 16);
 const _: () = assert!(core::mem::size_of::<TlsConn>() == 40);
-const _: () = assert!(core::mem::size_of::<TlsCall>() == 40);
+const _: () = assert!(core::mem::size_of::<TlsCall>() == 48);
 const _: () = assert!(core::mem::size_of::<TlsArmed>() == 8);

@@ -173,14 +173,26 @@ pub fn rasp_tls_socket_io(ctx: TracePointContext) -> u32 {
     let Some(slot) = TLS_ARMED.get_ptr_mut(cpu) else {
         return 0;
     };
+    let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: a valid slot of our own map; a racing write is at worst a missed or stale fd,
     // which userspace checks (the fd must be a socket).
     unsafe {
-        if (*slot).tid == 0 || (*slot).tid != bpf_get_current_pid_tgid() as u32 {
+        if (*slot).tid == 0 || (*slot).tid != pid_tgid as u32 {
             return 0;
         }
-        if (*slot).fd < 0 {
-            (*slot).fd = tp_field::<u64>(&ctx, SYSCALL_ARG0) as i32;
+        // The slot is free again: the fd goes with the thread's call.
+        (*slot).tid = 0;
+    }
+    let fd = tp_field::<u64>(&ctx, SYSCALL_ARG0) as i32;
+    for calls in [&TLS_READS, &TLS_WRITES] {
+        if let Some(call) = calls.get_ptr_mut(&pid_tgid) {
+            // SAFETY: a valid value of our own map, written by this thread only.
+            unsafe {
+                if (*call).armed_cpu == cpu && (*call).fd < 0 {
+                    (*call).fd = fd;
+                    break;
+                }
+            }
         }
     }
     0
@@ -235,7 +247,6 @@ fn enter(ctx: &ProbeContext, calls: &LruHashMap<u64, TlsCall>, abi: u32) {
         if let Some(slot) = TLS_ARMED.get_ptr_mut(cpu) {
             // SAFETY: a valid slot of our own map.
             unsafe {
-                (*slot).fd = -1;
                 (*slot).tid = pid_tgid as u32;
             }
             armed_cpu = cpu;
@@ -248,6 +259,8 @@ fn enter(ctx: &ProbeContext, calls: &LruHashMap<u64, TlsCall>, abi: u32) {
         count_ptr,
         abi,
         armed_cpu,
+        fd: -1,
+        _pad: 0,
     };
     if calls.insert(&pid_tgid, &call, 0).is_err() {
         loss(LossSite::TlsState, line!());
@@ -262,7 +275,8 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
         return;
     };
     let _ = calls.remove(&pid_tgid);
-    let fd = disarm(call.armed_cpu, pid_tgid as u32);
+    disarm(call.armed_cpu, pid_tgid as u32);
+    let fd = call.fd;
     let ret: i64 = ctx.ret::<i64>() as i32 as i64;
     let len: u64 = if call.abi == ABI_INT {
         if ret <= 0 {
@@ -428,22 +442,20 @@ fn conn_state(key: &TlsConnKey) -> Option<*mut TlsConn> {
     conn
 }
 
-/// Disarm the slot `cpu` if this thread armed it; the fd its socket syscall left there.
+/// Disarm the slot `cpu` if this thread armed it and made no socket syscall since.
 #[inline(always)]
-fn disarm(cpu: u32, tid: u32) -> i32 {
+fn disarm(cpu: u32, tid: u32) {
     if cpu == NOT_ARMED {
-        return -1;
+        return;
     }
     let Some(slot) = TLS_ARMED.get_ptr_mut(cpu) else {
-        return -1;
+        return;
     };
     // SAFETY: a valid slot of our own map.
     unsafe {
-        if (*slot).tid != tid {
-            return -1;
+        if (*slot).tid == tid {
+            (*slot).tid = 0;
         }
-        (*slot).tid = 0;
-        (*slot).fd
     }
 }
 
