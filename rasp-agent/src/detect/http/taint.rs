@@ -159,7 +159,8 @@ impl<E: Clone> TaintTracker<E> {
     }
 
     /// A query `process` sent at `at_ns`: link it to remembered values that change its
-    /// structure (each value once per query), and remember it for requests still to come.
+    /// structure (each value once per query, to the latest request that carried it), and
+    /// remember it for requests still to come.
     pub fn query(
         &mut self,
         process: ProcessKey,
@@ -180,17 +181,22 @@ impl<E: Clone> TaintTracker<E> {
         {
             entry.values.pop_front();
         }
-        let links = entry
-            .values
-            .iter()
-            .filter(|v| v.at_ns <= at_ns && changes_structure(query, &v.value))
-            .map(|v| TaintLink {
-                request: v.clone(),
-                query: query.to_string(),
-                query_at_ns: at_ns,
-                function,
-            })
-            .collect();
+        // A value is linked to the latest request that carried it: the one the handler
+        // was serving (the same payload sent earlier to a safe endpoint is not the cause).
+        let mut links: Vec<TaintLink<E>> = Vec::new();
+        for v in entry.values.iter().rev() {
+            if v.at_ns > at_ns || links.iter().any(|l| l.request.value == v.value) {
+                continue;
+            }
+            if changes_structure(query, &v.value) {
+                links.push(TaintLink {
+                    request: v.clone(),
+                    query: query.to_string(),
+                    query_at_ns: at_ns,
+                    function,
+                });
+            }
+        }
         if entry.queries.len() >= config.queries_per_process {
             entry.queries.pop_front();
         }
@@ -381,6 +387,39 @@ mod tests {
                 SqlFunction::SendQuery
             )
             .is_empty());
+    }
+
+    #[test]
+    fn the_same_payload_sent_to_a_safe_endpoint_first_is_not_the_cause() {
+        let mut t: TaintTracker<()> = TaintTracker::new(TaintConfig::default());
+        let p = (10, 1);
+        let value = "x%27%20OR%20%271%27%3D%271";
+        let safe = request(&format!(
+            "GET /safe?name={value} HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
+        let item = request(&format!(
+            "GET /item?name={value} HTTP/1.1\r\nHost: a\r\n\r\n"
+        ));
+        t.request(p, 1_000, &safe, &());
+        assert!(t
+            .query(
+                p,
+                1_500,
+                "SELECT * FROM items WHERE name = $1",
+                SqlFunction::SendQueryParams
+            )
+            .is_empty());
+        t.request(p, 2_000, &item, &());
+        let links = t.query(
+            p,
+            2_500,
+            "SELECT * FROM items WHERE name = 'x' OR '1'='1'",
+            SqlFunction::SendQuery,
+        );
+        let [link] = &links[..] else {
+            panic!("{links:?}")
+        };
+        assert_eq!(link.request.path, "/item");
     }
 
     #[test]
