@@ -48,6 +48,9 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     // The SQL scenarios attack a real web app with the real tool.
     "sqlmap",
+    // The TLS scenario: `openssl s_server`/`s_client` and its certificate (libssl3 itself
+    // comes with python3 and curl).
+    "openssl",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:
