@@ -228,6 +228,36 @@ fn render_status(s: &Status) -> String {
     ] {
         facts.row(vec![what.into(), latency_line(l)]);
     }
+    if let Some(c) = &s.tls_capture {
+        facts.row(vec![
+            "tls capture".into(),
+            format!(
+                "first {} B a call, {} B a burst: {} calls captured ({} B), {} cut by the call cap, {} by the burst budget, {} over budget ({} B skipped)",
+                c.bounds.call_cap,
+                c.bounds.burst_budget,
+                c.calls_captured,
+                c.bytes_captured,
+                c.calls_cut_by_cap,
+                c.calls_cut_by_budget,
+                c.calls_over_budget,
+                c.bytes_skipped
+            ),
+        ]);
+    }
+    if let Some(h) = &s.http_stage {
+        facts.row(vec![
+            "http stage".into(),
+            format!(
+                "{} connections ({} evicted, {} peers unresolved), {} requests, {} responses, {} taint links",
+                h.connections,
+                h.connections_evicted,
+                h.peers_unresolved,
+                h.requests,
+                h.responses,
+                h.taint_links
+            ),
+        ]);
+    }
     facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
     facts.row(vec!["metrics".into(), s.metrics_addr.clone()]);
