@@ -18,7 +18,7 @@ use std::{
 use rasp_tests::{
     output_within, require_root,
     sql::{detections_for, driver_python, libpq_target, Postgres},
-    wait_for, Agent,
+    url_encode, wait_for, Agent,
 };
 use serde_json::Value;
 
@@ -500,15 +500,4 @@ fn seconds_between(a: &str, b: &str) -> f64 {
         parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
     };
     (of_day(b) - of_day(a)).rem_euclid(86_400.0)
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
