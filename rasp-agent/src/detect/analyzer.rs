@@ -159,9 +159,14 @@ impl AnalyzerStatsHandle {
 
 impl<W: Send + 'static> Drop for AnalyzerQueue<W> {
     /// Let the analyzer finish what is queued, then join it (a panic in it is reported).
+    /// Not while the owner unwinds: another producer (`sender`) may keep the worker alive
+    /// until the agent stops, and the agent stops only once the panicking thread has ended.
     fn drop(&mut self) {
         let (tx, _) = mpsc::sync_channel(1);
         drop(std::mem::replace(&mut self.tx, tx));
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(worker) = self.worker.take() {
             if worker.join().is_err() {
                 tracing::error!(analyzer = self.name, "analyzer thread panicked");
