@@ -25,6 +25,8 @@ use serde_json::Value;
 /// AWS's documented example key id.
 const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 const MASKED_KEY: &str = "AKIA****************";
+/// Visa's test number (Luhn-valid).
+const CARD: &str = "4111111111111111";
 
 #[test]
 fn openssl_plaintext_http_and_taint_to_sql() {
@@ -96,7 +98,7 @@ fn openssl_both_ways_and_a_key_masked_everywhere(agent: &Agent, cert: &Cert) {
     let server_pid = server.id();
     let _server = KillOnDrop(&mut server);
 
-    let line = format!("hello {KEY} over tls");
+    let line = format!("hello {KEY} card {CARD} over tls");
     let reversed: String = line.chars().rev().collect();
     // Until the server listens, a client fails to connect and is started again.
     let mut client = None;
@@ -165,7 +167,7 @@ fn openssl_both_ways_and_a_key_masked_everywhere(agent: &Agent, cert: &Cert) {
             .cloned()
             .unwrap_or_else(|| panic!("no {direction} chunk with {text:?}: {chunks:?}"))
     };
-    let masked_line = line.replace(KEY, MASKED_KEY);
+    let masked_line = format!("hello {MASKED_KEY} card ");
     let sent = find(&client_chunks, "outbound", &masked_line);
     let echoed = find(&client_chunks, "inbound", &reversed);
     let read = find(&server_chunks, "inbound", &masked_line);
@@ -242,8 +244,20 @@ fn openssl_both_ways_and_a_key_masked_everywhere(agent: &Agent, cert: &Cert) {
     .unwrap_or_else(|| panic!("journal {} has no TLS detection", journal.display()));
     outputs.push(("journal".to_string(), on_disk));
     outputs.push(("agent log".to_string(), agent.log_text()));
+    // The card number leaving is personal data: its own rule, masked the same way.
+    let card = wait_for(Duration::from_secs(10), || {
+        detections_for(agent, "personal-data-leaving-over-tls", client_pid)
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| panic!("no personal-data-leaving-over-tls detection for s_client"));
+    outputs.push(("detections --json (card)".to_string(), card.to_string()));
     for (name, text) in &outputs {
         assert!(!text.contains(KEY), "the key is unmasked in {name}");
+        assert!(
+            !text.contains(CARD),
+            "the card number is unmasked in {name}"
+        );
     }
 }
 
@@ -379,6 +393,13 @@ fn https_service_flood_and_taint(agent: &Agent, cert: &Cert, pg: &Postgres) {
             .is_some_and(|p| p.starts_with("127.0.0.1:")),
         "{link}"
     );
+    // The payload itself is a tell-tale in the request, whatever the endpoint did with it.
+    wait_for(Duration::from_secs(10), || {
+        detections_for(agent, "injection-in-https-request", pid)
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| panic!("no injection-in-https-request detection for the app {pid}"));
     // The parameterized query did reach the agent, and carries no link.
     let queries = agent.events(&[
         "--kind",
