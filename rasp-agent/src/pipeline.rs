@@ -92,32 +92,33 @@ pub fn run(
             // Queries are judged off this thread, and the analyzer publishes each with its
             // findings (the rules see that one): only a query the analyzer had no room
             // for is published, and counted, from here.
-            // Every query also goes to the HTTP stage, which links it to the request
-            // parameters it came from (taint).
-            shared.retain(|ev| {
-                if ev.kind() != Kind::SqlQuery {
-                    return true;
-                }
-                offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev.clone()));
-                !sql.offer(ev.clone())
-            });
             let set = agent.policies.registry().current();
             let peer_rules = set
                 .policies
                 .iter()
                 .flat_map(|p| &p.rules)
                 .any(|r| r.conditions.uses_stdin_peer());
-            for ev in shared.iter_mut() {
+            // Queries the SQL analyzer took: it publishes each with its findings.
+            let mut judged_off_thread: Vec<usize> = Vec::new();
+            for (i, ev) in shared.iter_mut().enumerate() {
                 if let Some(comm) = &faults.panic_on_exec_comm {
                     if ev.kind() == Kind::Exec && &ev.comm == comm {
                         panic!("fault injection: pipeline panic on exec of {comm}");
                     }
                 }
                 if ev.kind() == Kind::SqlQuery {
-                    // The analyzer's queue was full: counted, published unjudged.
-                    agent
-                        .metrics
-                        .analyzer_dropped(crate::metrics::Analyzer::Sql);
+                    // In order with the plaintext around it: the HTTP stage links a query
+                    // to the latest request that carried its values (taint).
+                    offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev.clone()));
+                    // Judged off this thread; the rules see it with the analyzer's findings.
+                    if sql.offer(ev.clone()) {
+                        judged_off_thread.push(i);
+                    } else {
+                        // The analyzer's queue was full: counted, published unjudged.
+                        agent
+                            .metrics
+                            .analyzer_dropped(crate::metrics::Analyzer::Sql);
+                    }
                     continue;
                 }
                 if ev.kind() == Kind::Tls {
@@ -135,8 +136,14 @@ pub fn run(
                     decide(&agent, &set, &reader, Rules::StdinPeer, &mut detections);
                 }
             }
-            // Plaintext is published by the HTTP stage, analyzed and cut to what is shown.
-            shared.retain(|ev| ev.kind() != Kind::Tls);
+            // Plaintext is published by the HTTP stage, analyzed and cut to what is shown;
+            // a query by the SQL analyzer (published once, not twice).
+            let mut at = 0;
+            shared.retain(|ev| {
+                let mine = ev.kind() != Kind::Tls && judged_off_thread.binary_search(&at).is_err();
+                at += 1;
+                mine
+            });
             agent.hub.publish(&mut shared);
             settle(&agent, &mut detections);
         },
