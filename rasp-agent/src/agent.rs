@@ -107,6 +107,16 @@ pub struct RunArgs {
     /// In-kernel denials are not limited.
     #[arg(long, default_value_t = 30)]
     pub actions_per_minute: usize,
+    /// Plaintext bytes captured of each SSL_read/SSL_write call (at most 16384; longer
+    /// calls are cut and flagged truncated).
+    #[arg(long, default_value_t = rasp_common::limits::TLS_DEFAULT_CALL_CAP,
+          value_parser = crate::loader::tls::parse_call_cap)]
+    pub tls_call_cap: u32,
+    /// Plaintext bytes captured per TLS connection and direction in one burst (a request,
+    /// a response): the first KiBs of each message, never the rest of a bulk transfer.
+    #[arg(long, default_value_t = rasp_common::limits::TLS_DEFAULT_CONN_BUDGET,
+          value_parser = crate::loader::tls::parse_burst_budget)]
+    pub tls_burst_budget: u32,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -144,6 +154,12 @@ pub struct Agent {
     pub sql_hold: Mutex<crate::api::protocol::SqlHoldReport>,
     /// The SQL analyzer's queue counters, once the pipeline started it.
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
+    /// The HTTP stage's queue counters, once the pipeline started it.
+    pub http_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
+    /// What the HTTP stage holds and did, as of its last work item.
+    pub http_stage: Mutex<Option<crate::detect::http::stage::StageStats>>,
+    /// The OpenSSL capture's bounds and counters (`None`: its maps did not load).
+    pub tls_capture: Option<crate::loader::tls::TlsCapture>,
 }
 
 impl MetricsSource for Agent {
@@ -266,12 +282,12 @@ impl Backend for Agent {
             metrics_addr: self.metrics_addr.to_string(),
             uprobe_targets: crate::lock(&self.uprobe_targets).clone(),
             sql_hold: crate::lock(&self.sql_hold).clone(),
-            analyzers: self
-                .sql_analyzer
-                .get()
-                .map(|h| ("sql".to_string(), h.stats()))
+            analyzers: [("sql", &self.sql_analyzer), ("http", &self.http_analyzer)]
                 .into_iter()
+                .filter_map(|(name, h)| Some((name.to_string(), h.get()?.stats())))
                 .collect(),
+            tls_capture: self.tls_capture.as_ref().map(|c| c.stats()),
+            http_stage: *crate::lock(&self.http_stage),
             enforcement: {
                 let caps = self.policies.capabilities();
                 crate::api::protocol::EnforcementReport {

@@ -125,8 +125,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         None => (None, None),
     };
-    let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
     let mut programs = programs;
+    // The capture bounds are in the kernel before any OpenSSL probe attaches.
+    let bounds = loader::tls::CaptureBounds {
+        call_cap: args.tls_call_cap,
+        burst_budget: args.tls_burst_budget,
+    };
+    let tls_capture = match loader::tls::TlsCapture::start(&mut ebpf, bounds) {
+        Ok((capture, statuses)) => {
+            programs.extend(statuses);
+            Some(capture)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no OpenSSL plaintext capture");
+            None
+        }
+    };
+    let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
     programs.extend(uprobe_programs);
     // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
     // megabytes of freed heap behind; hand it back before settling in for the long run.
@@ -162,6 +177,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         sql_hold: Mutex::new(sql_hold),
         sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
         sql_analyzer: std::sync::OnceLock::new(),
+        http_analyzer: std::sync::OnceLock::new(),
+        http_stage: Mutex::new(None),
+        tls_capture,
         engine: Engine::live(),
         enforcer: Enforcer::new(
             environment.cgroup2.clone(),
@@ -194,13 +212,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let faults = FaultInjection {
         panic_on_exec_comm: args.fault_panic_on_exec_comm.clone(),
     };
+    // The HTTP stage is fed by both rings: plaintext and queries from the bulk one, held
+    // queries from the decision one (it stops once both threads let go of it).
+    let http = pipeline::http_stage(agent.clone()).context("starting the HTTP stage")?;
+    let _ = agent.http_analyzer.set(http.stats_handle());
     let decisions = holds.map(|(holds, ring)| {
-        let (agent, stop) = (agent.clone(), stop_reader.clone());
-        tokio::task::spawn_blocking(move || pipeline::run_decisions(ring, holds, agent, &stop))
+        let (agent, stop, http) = (agent.clone(), stop_reader.clone(), http.sender());
+        tokio::task::spawn_blocking(move || {
+            pipeline::run_decisions(ring, holds, agent, &stop, http)
+        })
     });
     let mut pipeline = {
         let (agent, stop) = (agent.clone(), stop_reader.clone());
-        tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, cgroups, &stop, faults))
+        tokio::task::spawn_blocking(move || {
+            pipeline::run(maps.ring, agent, cgroups, &stop, faults, http)
+        })
     };
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
     let health = tokio::spawn(watch_losses(agent.clone(), stop_rx.clone()));

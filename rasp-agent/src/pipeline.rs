@@ -16,7 +16,12 @@ use anyhow::{Context, Result};
 
 use crate::{
     agent::Agent,
-    detect::{analyzer::AnalyzerQueue, engine::Rules, sql, Outcome},
+    detect::{
+        analyzer::{AnalyzerQueue, AnalyzerSender},
+        engine::Rules,
+        http::stage::{HttpStage, StageConfig},
+        sql, Outcome,
+    },
     events::{
         hooks::TargetInfo,
         reader::{self, StopSignal},
@@ -43,6 +48,15 @@ pub struct FaultInjection {
 const SQL_QUEUE: usize = 4096;
 /// Query shapes whose verdict is kept: a shape already judged costs a hash lookup.
 const SQL_SHAPES: usize = 16384;
+/// Plaintext chunks and queries waiting for the HTTP stage.
+const HTTP_QUEUE: usize = 8192;
+
+/// What the HTTP stage works on, in ring order: plaintext chunks, and the queries the same
+/// processes sent (for the taint link).
+pub enum HttpWork {
+    Chunk(Arc<Event>),
+    Query(Arc<Event>),
+}
 
 pub fn run(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
@@ -50,6 +64,7 @@ pub fn run(
     mut cgroups: CgroupResolver,
     stop: &StopSignal,
     faults: FaultInjection,
+    http: AnalyzerQueue<HttpWork>,
 ) -> Result<()> {
     set_thread_nice(agent.args.drain_nice);
     let sql = sql_analyzer(agent.clone()).context("starting the SQL analyzer")?;
@@ -77,29 +92,38 @@ pub fn run(
             // Queries are judged off this thread, and the analyzer publishes each with its
             // findings (the rules see that one): only a query the analyzer had no room
             // for is published, and counted, from here.
-            shared.retain(|ev| {
-                if ev.kind() != Kind::SqlQuery || !sql.offer(ev.clone()) {
-                    return true;
-                }
-                false
-            });
             let set = agent.policies.registry().current();
             let peer_rules = set
                 .policies
                 .iter()
                 .flat_map(|p| &p.rules)
                 .any(|r| r.conditions.uses_stdin_peer());
-            for ev in shared.iter_mut() {
+            // Queries the SQL analyzer took: it publishes each with its findings.
+            let mut judged_off_thread: Vec<usize> = Vec::new();
+            for (i, ev) in shared.iter_mut().enumerate() {
                 if let Some(comm) = &faults.panic_on_exec_comm {
                     if ev.kind() == Kind::Exec && &ev.comm == comm {
                         panic!("fault injection: pipeline panic on exec of {comm}");
                     }
                 }
                 if ev.kind() == Kind::SqlQuery {
-                    // The analyzer's queue was full: counted, published unjudged.
-                    agent
-                        .metrics
-                        .analyzer_dropped(crate::metrics::Analyzer::Sql);
+                    // In order with the plaintext around it: the HTTP stage links a query
+                    // to the latest request that carried its values (taint).
+                    offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev.clone()));
+                    // Judged off this thread; the rules see it with the analyzer's findings.
+                    if sql.offer(ev.clone()) {
+                        judged_off_thread.push(i);
+                    } else {
+                        // The analyzer's queue was full: counted, published unjudged.
+                        agent
+                            .metrics
+                            .analyzer_dropped(crate::metrics::Analyzer::Sql);
+                    }
+                    continue;
+                }
+                if ev.kind() == Kind::Tls {
+                    // Parsed, scanned and resolved off this thread, then judged there.
+                    offer_http(&agent, |w| http.offer(w), HttpWork::Chunk(ev.clone()));
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
@@ -112,6 +136,14 @@ pub fn run(
                     decide(&agent, &set, &reader, Rules::StdinPeer, &mut detections);
                 }
             }
+            // Plaintext is published by the HTTP stage, analyzed and cut to what is shown;
+            // a query by the SQL analyzer (published once, not twice).
+            let mut at = 0;
+            shared.retain(|ev| {
+                let mine = ev.kind() != Kind::Tls && judged_off_thread.binary_search(&at).is_err();
+                at += 1;
+                mine
+            });
             agent.hub.publish(&mut shared);
             settle(&agent, &mut detections);
         },
@@ -121,7 +153,8 @@ pub fn run(
         },
     )
     .context("draining the ring buffer");
-    drop(sql); // lets the analyzer finish what is queued
+    drop(sql); // lets the analyzers finish what is queued
+    drop(http);
     drained
 }
 
@@ -199,6 +232,90 @@ fn enrich(
         _ => {}
     }
     waiting
+}
+
+fn offer_http(agent: &Agent, offer: impl FnOnce(HttpWork) -> bool, work: HttpWork) {
+    if !offer(work) {
+        agent
+            .metrics
+            .analyzer_dropped(crate::metrics::Analyzer::Http);
+    }
+}
+
+/// The HTTP stage (`detect::http::stage`): each chunk comes back with its peer and
+/// findings, and each HTTP message (and confirmed injection) as an `http` event; both are
+/// judged by the rules and published. Started before the pipeline so the decision thread
+/// can hand it held queries too.
+pub fn http_stage(
+    agent: Arc<Agent>,
+) -> Result<AnalyzerQueue<HttpWork>, crate::detect::analyzer::AnalyzerStartError> {
+    let mut stage = HttpStage::new(StageConfig::default(), "/proc");
+    let mut detections = Vec::new();
+    let queue = AnalyzerQueue::start("http", HTTP_QUEUE, move |work: HttpWork| {
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        match work {
+            HttpWork::Chunk(ev) => {
+                let EventDetail::Tls(d) = &ev.detail else {
+                    return;
+                };
+                let out = stage.tls(&ev, d);
+                if let Some(mut tls) = out.tls {
+                    // The event buffer keeps what is shown, not the whole capture.
+                    tls.plaintext = tls.plaintext.shortened();
+                    events.push(Arc::new(derived(&ev, EventDetail::Tls(tls))));
+                }
+                events.extend(
+                    out.http
+                        .into_iter()
+                        .map(|h| Arc::new(derived(&ev, EventDetail::Http(h)))),
+                );
+            }
+            HttpWork::Query(ev) => {
+                let EventDetail::SqlQuery(d) = &ev.detail else {
+                    return;
+                };
+                events.extend(
+                    stage
+                        .sql(&ev, d)
+                        .into_iter()
+                        .map(|h| Arc::new(derived(&ev, EventDetail::Http(h)))),
+                );
+            }
+        }
+        *crate::lock(&agent.http_stage) = Some(stage.stats());
+        if events.is_empty() {
+            return;
+        }
+        let set = agent.policies.registry().current();
+        for ev in &events {
+            decide(&agent, &set, ev, Rules::All, &mut detections);
+        }
+        agent.hub.publish(&mut events);
+        settle(&agent, &mut detections);
+    })?;
+    Ok(queue)
+}
+
+/// An event the agent made from `ev` (same process, time and place), with `detail`.
+fn derived(ev: &Event, detail: EventDetail) -> Event {
+    Event {
+        time: ev.time,
+        ts_boot_ns: ev.ts_boot_ns,
+        pid: ev.pid,
+        tid: ev.tid,
+        ppid: ev.ppid,
+        uid: ev.uid,
+        gid: ev.gid,
+        euid: ev.euid,
+        egid: ev.egid,
+        cap_effective: ev.cap_effective,
+        start_ns: ev.start_ns,
+        comm: ev.comm,
+        cgroup_id: ev.cgroup_id,
+        cgroup: ev.cgroup.clone(),
+        verdict: None,
+        detail,
+    }
 }
 
 /// Evaluate the rules on `ev` (the process table under its read lock) into `detections`.
@@ -397,6 +514,7 @@ pub fn run_decisions(
     mut holds: crate::enforce::hold::Holds,
     agent: Arc<Agent>,
     stop: &StopSignal,
+    http: AnalyzerSender<HttpWork>,
 ) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};
     let analyzer = sql::Analyzer::default();
@@ -424,7 +542,11 @@ pub fn run_decisions(
             ev.cgroup = crate::read(&agent.table)
                 .get(ev.pid)
                 .and_then(|p| p.cgroup.clone());
-            decide_held(&agent, &analyzer, &mut cache, &mut holds, ev);
+            let ev = decide_held(&agent, &analyzer, &mut cache, &mut holds, ev);
+            if let Some(ev) = ev {
+                // Its request may be in the bulk ring still: the stage links both ways.
+                offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev));
+            }
         }
     }
 }
@@ -435,11 +557,9 @@ fn decide_held(
     cache: &mut sql::ShapeCache,
     holds: &mut crate::enforce::hold::Holds,
     ev: Event,
-) {
+) -> Option<Arc<Event>> {
     use crate::{enforce::hold, policy::vocab::Action};
-    let Some(analyzed) = analyzed(agent, analyzer, cache, &ev) else {
-        return;
-    };
+    let analyzed = analyzed(agent, analyzer, cache, &ev)?;
     let set = agent.policies.registry().current();
     let mut detections = Vec::new();
     {
@@ -468,7 +588,7 @@ fn decide_held(
     };
     crate::lock(&agent.sql_hold).decided += 1;
     tracing::info!(pid = analyzed.pid, tid = analyzed.tid, ?verdict, ?outcome, detail = %detail, "held query decided");
-    agent.hub.publish(&mut vec![analyzed]);
+    agent.hub.publish(&mut vec![analyzed.clone()]);
     let mut others = Vec::new();
     for mut d in detections {
         let acting = d.mode == crate::policy::vocab::Mode::Enforce && d.action != Action::Alert;
@@ -483,6 +603,7 @@ fn decide_held(
         }
     }
     settle(agent, &mut others);
+    Some(analyzed)
 }
 
 /// Gives the calling thread (only it: a thread id, not the process) nice value `nice`; a

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod loss;
 pub mod offsets;
 pub mod record;
+pub mod tls;
 
 pub use loss::LossSite;
 pub use offsets::{KernelOffsets, SyscallNumbers};

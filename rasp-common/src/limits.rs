@@ -62,3 +62,14 @@ pub const FSTYPE_CAP: usize = 64;
 pub const MODULE_NAME_CAP: usize = 64;
 /// Highest syscall number the hooks' shape table covers (x86_64 and arm64 stay below).
 pub const SYSCALL_SLOTS: u32 = 512;
+/// Plaintext bytes in one TLS record (a power of two: the read length is masked for the
+/// verifier). A call captured beyond it is sent as consecutive records.
+pub const TLS_CHUNK: usize = 8192;
+/// The largest per-call capture userspace may configure: two chunks a call.
+pub const TLS_CALL_CAP_MAX: u32 = 2 * TLS_CHUNK as u32;
+/// Default per-call capture: the first 4 KiB of each `SSL_read`/`SSL_write`, enough for the
+/// head of a request or response (and what follows it in the same call).
+pub const TLS_DEFAULT_CALL_CAP: u32 = 4096;
+/// Default burst budget per connection and direction: the first 64 KiB of each request and
+/// each response, never the rest of a bulk transfer (see `tls`).
+pub const TLS_DEFAULT_CONN_BUDGET: u32 = 64 * 1024;

@@ -61,6 +61,13 @@ pub enum LossSite {
     ExecStdioRead = 46,
     /// Its namespaces could not be read.
     ExecNsRead = 47,
+    // OpenSSL plaintext (the `rasp_ssl_*` programs).
+    TlsSend = 48,
+    TlsRead = 49,
+    /// The byte count of an `_ex` call could not be read through its pointer.
+    TlsCount = 50,
+    /// A call's arguments or a connection's state could not be stored: the call is lost.
+    TlsState = 51,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -76,7 +83,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 42] = [
+    pub const ALL: [LossSite; 46] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -119,6 +126,10 @@ impl LossSite {
         LossSite::IoUringReserve,
         LossSite::ExecStdioRead,
         LossSite::ExecNsRead,
+        LossSite::TlsSend,
+        LossSite::TlsRead,
+        LossSite::TlsCount,
+        LossSite::TlsState,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -142,6 +153,7 @@ impl LossSite {
             ModuleSend | ModuleRead => EventKind::KernelModule,
             BpfReserve | BpfRead => EventKind::BpfLoad,
             IoUringReserve => EventKind::IoUring,
+            TlsSend | TlsRead | TlsCount | TlsState => EventKind::Tls,
         })
     }
 
@@ -164,6 +176,7 @@ impl LossSite {
             Some(EventKind::KernelModule) => "rasp_kernel_module",
             Some(EventKind::BpfLoad) => "rasp_bpf",
             Some(EventKind::IoUring) => "rasp_io_uring",
+            Some(EventKind::Tls) => "rasp_ssl_*",
         }
     }
 
@@ -172,9 +185,8 @@ impl LossSite {
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
             | LibPathWalk | SqlRead | HoldTableFull | HoldSend | FileChangeRead | NamespaceRead
-            | MountRead | UnixRead | ModuleRead | BpfRead | ExecStdioRead | ExecNsRead => {
-                LossEffect::Incomplete
-            }
+            | MountRead | UnixRead | ModuleRead | BpfRead | ExecStdioRead | ExecNsRead
+            | TlsRead => LossEffect::Incomplete,
             _ => LossEffect::Dropped,
         }
     }
@@ -186,7 +198,7 @@ impl LossSite {
             OffsetsUnset => "kernel offset table not filled",
             ScratchBusy => "per-CPU scratch buffer busy",
             ExecSend | FileSend | LibSend | SqlSend | FileChangeSend | NamespaceSend
-            | MountSend | UnixSend | ModuleSend => "ring buffer full (output failed)",
+            | MountSend | UnixSend | ModuleSend | TlsSend => "ring buffer full (output failed)",
             ForkReserve | ExitReserve | ConnectReserve | PtraceReserve | BpfReserve
             | IoUringReserve => "ring buffer full (reserve failed)",
             ExecArgvRead => "argv read failed",
@@ -211,6 +223,9 @@ impl LossSite {
             BpfRead => "bpf attribute block read failed",
             ExecStdioRead => "new process's descriptor table read failed",
             ExecNsRead => "new process's namespaces read failed",
+            TlsRead => "plaintext read failed",
+            TlsCount => "byte count read failed",
+            TlsState => "call or connection state not stored",
         }
     }
 
@@ -259,9 +274,14 @@ impl LossSite {
             IoUringReserve => "io_uring_reserve",
             ExecStdioRead => "exec_stdio_read",
             ExecNsRead => "exec_ns_read",
+            TlsSend => "tls_send",
+            TlsRead => "tls_read",
+            TlsCount => "tls_count",
+            TlsState => "tls_state",
         }
     }
 }
 
 const _: () = assert!((LossSite::ExecShed as u32) < LOSS_SLOTS);
 const _: () = assert!((LossSite::ExecNsRead as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::TlsState as u32) < LOSS_SLOTS);

@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 6;
+pub const RECORD_VERSION: u16 = 7;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -33,10 +33,12 @@ pub enum EventKind {
     KernelModule = 21,
     BpfLoad = 22,
     IoUring = 23,
+    // OpenSSL plaintext (uprobes on SSL_read/SSL_write and their _ex forms).
+    Tls = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -52,6 +54,7 @@ impl EventKind {
         EventKind::KernelModule,
         EventKind::BpfLoad,
         EventKind::IoUring,
+        EventKind::Tls,
     ];
 
     pub const fn from_u16(v: u16) -> Option<Self> {
@@ -71,6 +74,7 @@ impl EventKind {
             21 => Some(EventKind::KernelModule),
             22 => Some(EventKind::BpfLoad),
             23 => Some(EventKind::IoUring),
+            8 => Some(EventKind::Tls),
             _ => None,
         }
     }
@@ -92,6 +96,7 @@ impl EventKind {
             EventKind::KernelModule => "kernel_module",
             EventKind::BpfLoad => "bpf_load",
             EventKind::IoUring => "io_uring",
+            EventKind::Tls => "tls",
         }
     }
 }
@@ -338,6 +343,40 @@ pub const SQL_QUERY_FAILED: u32 = 1 << 1;
 /// The calling thread is held (stopped) until the agent decides (`hold`); the record came
 /// through the decision ring.
 pub const SQL_QUERY_HELD: u32 = 1 << 2;
+
+/// Plaintext an application handed to OpenSSL (`SSL_write`, `SSL_write_ex`) or got back
+/// from it (`SSL_read`, `SSL_read_ex`), captured when the call returned, within the capture
+/// bounds (`tls`). One call may be sent as several records (`limits::TLS_CHUNK` each).
+/// Payload: `data_len` bytes of plaintext. A record with `TLS_CLOSED` (`SSL_free`) has none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsRecord {
+    pub header: RecordHeader,
+    /// The `SSL *`: with the pid and `conn_id`, the connection.
+    pub ssl: u64,
+    /// `tls::TlsConn::id`: tells a reused `SSL *` address from the connection before it.
+    pub conn_id: u64,
+    /// Bytes of this direction moved before the first byte of this record: a gap between
+    /// records is what the bounds (or a lost record) left out.
+    pub offset: u64,
+    /// Bytes the call moved (read or written), captured or not.
+    pub call_len: u64,
+    /// `TLS_*` flags.
+    pub flags: u32,
+    /// The socket fd under the `SSL *`, -1 while unknown.
+    pub fd: i32,
+    pub data_len: u32,
+    pub _pad: u32,
+}
+
+/// Written by the application (`SSL_write*`); without it, read (`SSL_read*`).
+pub const TLS_OUTBOUND: u32 = 1 << 0;
+/// The call's data goes on past this record's end but was not captured (a bound bit).
+pub const TLS_TRUNCATED: u32 = 1 << 1;
+/// The plaintext could not be read from the process's memory: `data_len` is 0.
+pub const TLS_READ_FAILED: u32 = 1 << 2;
+/// `SSL_free`: the connection ended; no data.
+pub const TLS_CLOSED: u32 = 1 << 3;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -587,6 +626,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelModuleRecord {}
     unsafe impl aya::Pod for super::BpfLoadRecord {}
     unsafe impl aya::Pod for super::IoUringRecord {}
+    unsafe impl aya::Pod for super::TlsRecord {}
 }
 
 /// Per-CPU scratch where a record with a payload is built before `bpf_ringbuf_output`
@@ -620,3 +660,4 @@ const _: () = assert!(core::mem::size_of::<UnixConnectRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<KernelModuleRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<BpfLoadRecord>() == 128);
 const _: () = assert!(core::mem::size_of::<IoUringRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<TlsRecord>() == 144);

@@ -21,6 +21,7 @@ mod ns;
 mod proc;
 mod process;
 mod sql;
+mod tls;
 mod vfs;
 
 #[cfg(not(test))]

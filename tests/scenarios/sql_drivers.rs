@@ -16,7 +16,7 @@ use std::{
 use rasp_tests::{
     output_within, require_root,
     sql::{detections_for, driver_python, libpq_target, Postgres},
-    wait_for, Agent,
+    url_encode, wait_for, Agent,
 };
 use serde_json::Value;
 
@@ -166,17 +166,6 @@ fn line(child: &mut Child) -> String {
         .read_line(&mut line)
         .expect("read the app's stdout");
     line.trim().to_string()
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn items_table(pg: &Postgres) {

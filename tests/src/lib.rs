@@ -180,6 +180,18 @@ fn metrics_default(extra_args: &[&str]) -> &'static [&'static str] {
     }
 }
 
+/// `s` percent-encoded for a URL's query (RFC 3986 unreserved characters kept).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A running `rasp-agent run` with its own socket, state directory and log, in a fresh
 /// directory under /tmp. Dropping it stops the agent (SIGTERM, then SIGKILL); when the
 /// test is failing, the agent's log is printed and the directory kept.

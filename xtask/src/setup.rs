@@ -54,6 +54,9 @@ const APT_PACKAGES: &[&str] = &[
     "sudo",
     "python3-pytest",
     "e2fsprogs",
+    // The TLS scenario: `openssl s_server`/`s_client` and its certificate (libssl3 itself
+    // comes with python3 and curl).
+    "openssl",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:

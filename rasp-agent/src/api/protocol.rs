@@ -205,6 +205,12 @@ pub struct Status {
     /// Hold and decide on libpq: whether it runs, its watchdog, the processes under hold.
     #[serde(default)]
     pub sql_hold: SqlHoldReport,
+    /// The OpenSSL plaintext capture: its bounds and what they did since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_capture: Option<crate::loader::tls::CaptureStats>,
+    /// The HTTP stage on that plaintext: connections followed, messages, taint links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_stage: Option<crate::detect::http::stage::StageStats>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -228,6 +228,36 @@ fn render_status(s: &Status) -> String {
     ] {
         facts.row(vec![what.into(), latency_line(l)]);
     }
+    if let Some(c) = &s.tls_capture {
+        facts.row(vec![
+            "tls capture".into(),
+            format!(
+                "first {} B a call, {} B a burst: {} calls captured ({} B), {} cut by the call cap, {} by the burst budget, {} over budget ({} B skipped)",
+                c.bounds.call_cap,
+                c.bounds.burst_budget,
+                c.calls_captured,
+                c.bytes_captured,
+                c.calls_cut_by_cap,
+                c.calls_cut_by_budget,
+                c.calls_over_budget,
+                c.bytes_skipped
+            ),
+        ]);
+    }
+    if let Some(h) = &s.http_stage {
+        facts.row(vec![
+            "http stage".into(),
+            format!(
+                "{} connections ({} evicted, {} peers unresolved), {} requests, {} responses, {} taint links",
+                h.connections,
+                h.connections_evicted,
+                h.peers_unresolved,
+                h.requests,
+                h.responses,
+                h.taint_links
+            ),
+        ]);
+    }
     facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
     facts.row(vec!["metrics".into(), s.metrics_addr.clone()]);
@@ -515,6 +545,8 @@ fn event_row(e: &Event) -> Vec<String> {
             d.operation,
             if d.sq_thread { " (sqpoll)" } else { "" }
         ),
+        EventDetail::Tls(d) => tls_text(d),
+        EventDetail::Http(d) => http_text(d),
     };
     vec![
         time,
@@ -528,6 +560,76 @@ fn event_row(e: &Event) -> Vec<String> {
             .map_or_else(|| format!("id:{}", e.cgroup_id), str::to_string),
         detail,
     ]
+}
+
+/// Plaintext shown in a table row.
+const PLAINTEXT_IN_ROW: usize = 120;
+
+fn tls_text(d: &crate::events::TlsDetail) -> String {
+    let peer = d
+        .endpoints
+        .peer
+        .map_or_else(|| "peer ?".to_string(), |p| format!("peer {p}"));
+    if d.closed {
+        return format!("ssl {:#x} closed, {peer}", d.ssl);
+    }
+    let shown = d.plaintext.shown();
+    let cut: String = shown.chars().take(PLAINTEXT_IN_ROW).collect();
+    let mut text = format!(
+        "{} ssl {:#x} {peer} {}/{} B: {}",
+        d.direction.name(),
+        d.ssl,
+        d.captured,
+        d.call_len,
+        escape_control(&cut)
+    );
+    for f in &d.findings {
+        text.push_str(&format!(" [{}: {}]", f.kind, f.sample));
+    }
+    text
+}
+
+fn http_text(d: &crate::events::HttpDetail) -> String {
+    use crate::events::HttpMessageKind as M;
+    let peer = d
+        .endpoints
+        .peer
+        .map_or_else(|| "peer ?".to_string(), |p| format!("peer {p}"));
+    let mut text = match d.message {
+        M::Request => format!(
+            "{} {} {} host {} {peer}",
+            d.direction.name(),
+            d.method.as_deref().unwrap_or("?"),
+            d.path.as_deref().unwrap_or("?"),
+            d.host.as_deref().unwrap_or("-"),
+        ),
+        M::Response => format!(
+            "{} status {} {peer}",
+            d.direction.name(),
+            d.status.map_or_else(|| "?".to_string(), |s| s.to_string())
+        ),
+        M::Protocol => format!(
+            "{} protocol {} {peer}",
+            d.direction.name(),
+            d.protocol.as_deref().unwrap_or("?")
+        ),
+        M::Taint => format!(
+            "{} {} reached SQL {} ms later: {}",
+            d.method.as_deref().unwrap_or("?"),
+            d.path.as_deref().unwrap_or("?"),
+            d.after_ms.unwrap_or(0),
+            d.query.as_deref().unwrap_or("")
+        ),
+    };
+    for f in &d.findings {
+        let at = f
+            .param
+            .as_deref()
+            .map(|p| format!(" in {p}"))
+            .unwrap_or_default();
+        text.push_str(&format!(" [{}{at}: {}]", f.kind, f.sample));
+    }
+    escape_control(&text)
 }
 
 fn exit_text(code: Option<i32>, signal: Option<i32>, core: bool) -> String {

@@ -84,20 +84,21 @@ impl<W: Send + 'static> AnalyzerQueue<W> {
 
     /// Hand `work` over without waiting; `false` if it was dropped (counted).
     pub fn offer(&self, work: W) -> bool {
-        match self.tx.try_send(work) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        offer(&self.tx, &self.counters, work)
     }
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Another producer's handle (the decision thread's, beside the pipeline's). The queue's
+    /// drop waits for its worker, which ends when every sender is gone: a sender must not
+    /// outlive the thread that uses it.
+    pub fn sender(&self) -> AnalyzerSender<W> {
+        AnalyzerSender {
+            tx: self.tx.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     pub fn stats(&self) -> AnalyzerStats {
@@ -109,6 +110,31 @@ impl<W: Send + 'static> AnalyzerQueue<W> {
         AnalyzerStatsHandle {
             counters: self.counters.clone(),
             capacity: self.capacity,
+        }
+    }
+}
+
+/// A second producer for an analyzer: offers exactly as `AnalyzerQueue::offer` does.
+pub struct AnalyzerSender<W> {
+    tx: SyncSender<W>,
+    counters: Arc<Counters>,
+}
+
+impl<W> AnalyzerSender<W> {
+    pub fn offer(&self, work: W) -> bool {
+        offer(&self.tx, &self.counters, work)
+    }
+}
+
+fn offer<W>(tx: &SyncSender<W>, counters: &Counters, work: W) -> bool {
+    match tx.try_send(work) {
+        Ok(()) => {
+            counters.queued.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }
@@ -133,9 +159,14 @@ impl AnalyzerStatsHandle {
 
 impl<W: Send + 'static> Drop for AnalyzerQueue<W> {
     /// Let the analyzer finish what is queued, then join it (a panic in it is reported).
+    /// Not while the owner unwinds: another producer (`sender`) may keep the worker alive
+    /// until the agent stops, and the agent stops only once the panicking thread has ended.
     fn drop(&mut self) {
         let (tx, _) = mpsc::sync_channel(1);
         drop(std::mem::replace(&mut self.tx, tx));
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(worker) = self.worker.take() {
             if worker.join().is_err() {
                 tracing::error!(analyzer = self.name, "analyzer thread panicked");

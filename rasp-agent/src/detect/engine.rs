@@ -188,10 +188,19 @@ impl Engine {
             EventDetail::KernelModule(_) => EventType::KernelModule,
             EventDetail::BpfLoad(_) => EventType::BpfLoad,
             EventDetail::IoUring(_) => EventType::IoUring,
+            // Plaintext likewise, by the HTTP stage (peer resolved, findings filled in).
+            EventDetail::Tls(d) if d.analyzed => EventType::Tls,
+            EventDetail::Http(_) => EventType::Http,
             EventDetail::Fork(_)
             | EventDetail::Exit(_)
             | EventDetail::SqlQuery(_)
+            | EventDetail::Tls(_)
             | EventDetail::AgentHealth(_) => return,
+        };
+        let (tls, http) = match &ev.detail {
+            EventDetail::Tls(d) => (Some(d), None),
+            EventDetail::Http(d) => (None, Some(d)),
+            _ => (None, None),
         };
         if !set.index.has(event_type) {
             return;
@@ -232,6 +241,8 @@ impl Engine {
             in_container: identity.container_id.is_some() || self.host.foreign_pid(pid_ns),
             argv_truncated,
             script: script.as_deref(),
+            tls,
+            http,
             ..Subject::of(event_type, argv)
         };
         describe(&ev.detail, &mut subject);
@@ -355,6 +366,11 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
         }
         EventDetail::BpfLoad(d) => s.prog_type = Some(d.prog_type.as_str()),
         EventDetail::IoUring(d) => s.operation = Some(d.operation.as_str()),
+        EventDetail::Tls(d) => s.dest = d.endpoints.peer,
+        EventDetail::Http(d) => {
+            s.path = d.path.as_deref();
+            s.dest = d.endpoints.peer;
+        }
         EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::AgentHealth(_) => {}
     }
 }

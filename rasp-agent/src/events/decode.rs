@@ -8,11 +8,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use rasp_common::record::SqlQueryRecord;
+use rasp_common::record::{SqlQueryRecord, TlsRecord};
 use rasp_common::{
     limits::{
         ARGV_CAP, FILENAME_CAP, FSTYPE_CAP, MODULE_NAME_CAP, MOUNT_SOURCE_CAP, NAME_CAP, PATH_CAP,
-        SQL_QUERY_CAP, SUN_PATH_CAP, XATTR_NAME_CAP,
+        SQL_QUERY_CAP, SUN_PATH_CAP, TLS_CHUNK, XATTR_NAME_CAP,
     },
     record::{
         self, BpfLoadRecord, FileChangeRecord, IoUringRecord, KernelModuleRecord, MountRecord,
@@ -26,8 +26,8 @@ use super::{
     hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, Volatile},
     Access, Argv, BpfLoadDetail, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail,
     Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail, KernelAction,
-    KernelModuleDetail, KernelVerdict, LibraryLoadDetail, MountDetail, NamespaceDetail,
-    PtraceDetail, SqlFunction, SqlQueryDetail, StdioFd, UnixConnectDetail, WallTime,
+    KernelModuleDetail, KernelVerdict, LibraryLoadDetail, MountDetail, NamespaceDetail, Plaintext,
+    PtraceDetail, SqlFunction, SqlQueryDetail, StdioFd, TlsDetail, UnixConnectDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -320,6 +320,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 user_data: Volatile(r.user_data),
             })
         }
+        EventKind::Tls => EventDetail::Tls(tls_detail(bytes)?),
     };
     let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;
     Ok(Event {
@@ -348,6 +349,32 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
             }),
         },
         detail,
+    })
+}
+
+fn tls_detail(bytes: &[u8]) -> Result<TlsDetail, DecodeError> {
+    let r: TlsRecord = read_record(bytes, "tls record")?;
+    let data = Payload::after::<TlsRecord>(bytes, "tls plaintext").take(r.data_len, TLS_CHUNK)?;
+    let flags = r.flags;
+    Ok(TlsDetail {
+        direction: if flags & record::TLS_OUTBOUND != 0 {
+            super::Direction::Outbound
+        } else {
+            super::Direction::Inbound
+        },
+        ssl: r.ssl,
+        conn: r.conn_id,
+        fd: (r.fd >= 0).then_some(r.fd),
+        endpoints: Default::default(),
+        offset: r.offset,
+        call_len: r.call_len,
+        captured: data.len(),
+        plaintext: Plaintext::new(data),
+        truncated: flags & record::TLS_TRUNCATED != 0,
+        unreadable: flags & record::TLS_READ_FAILED != 0,
+        closed: flags & record::TLS_CLOSED != 0,
+        analyzed: false,
+        findings: Vec::new(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod hub;
 pub mod latency;
 pub mod reader;
+pub mod tls;
 pub mod values;
 
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ pub use hooks::{
     NamespaceDetail, PtraceDetail, StdioFd, UnixConnectDetail,
 };
 pub use hub::EventHub;
+pub use tls::{Direction, Endpoints, Finding, HttpDetail, HttpMessageKind, Plaintext, TlsDetail};
 pub use values::{Access, Argv, Comm, Family, SqlFunction, Text, WallTime};
 
 /// One thing a process did, as the kernel saw it, enriched with its cgroup path.
@@ -131,6 +133,10 @@ pub enum EventDetail {
     KernelModule(KernelModuleDetail),
     BpfLoad(BpfLoadDetail),
     IoUring(IoUringDetail),
+    /// Plaintext an application read from or wrote to OpenSSL.
+    Tls(TlsDetail),
+    /// Not from the kernel: what the HTTP stage found on a TLS connection.
+    Http(HttpDetail),
     /// Not from the kernel: the agent's own health (sustained event losses), so that a
     /// blind spot reaches the journal and exports like any detection.
     AgentHealth(AgentHealthDetail),
@@ -461,11 +467,13 @@ pub enum Kind {
     KernelModule,
     BpfLoad,
     IoUring,
+    Tls,
+    Http,
     AgentHealth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -481,12 +489,15 @@ impl Kind {
         Kind::KernelModule,
         Kind::BpfLoad,
         Kind::IoUring,
+        Kind::Tls,
+        Kind::Http,
         Kind::AgentHealth,
     ];
 
     pub fn name(self) -> &'static str {
         match self.kernel_kind() {
             Some(k) => k.name(),
+            None if self == Kind::Http => "http",
             None => "agent_health",
         }
     }
@@ -509,7 +520,9 @@ impl Kind {
             Kind::KernelModule => 12,
             Kind::BpfLoad => 13,
             Kind::IoUring => 14,
-            Kind::AgentHealth => 15,
+            Kind::Tls => 15,
+            Kind::Http => 16,
+            Kind::AgentHealth => 17,
         }
     }
 
@@ -532,7 +545,8 @@ impl Kind {
             Kind::KernelModule => K::KernelModule,
             Kind::BpfLoad => K::BpfLoad,
             Kind::IoUring => K::IoUring,
-            Kind::AgentHealth => return None,
+            Kind::Tls => K::Tls,
+            Kind::Http | Kind::AgentHealth => return None,
         })
     }
 
@@ -555,6 +569,7 @@ impl Kind {
             K::KernelModule => Kind::KernelModule,
             K::BpfLoad => Kind::BpfLoad,
             K::IoUring => Kind::IoUring,
+            K::Tls => Kind::Tls,
         }
     }
 }
@@ -577,6 +592,8 @@ impl Event {
             EventDetail::KernelModule(_) => Kind::KernelModule,
             EventDetail::BpfLoad(_) => Kind::BpfLoad,
             EventDetail::IoUring(_) => Kind::IoUring,
+            EventDetail::Tls(_) => Kind::Tls,
+            EventDetail::Http(_) => Kind::Http,
             EventDetail::AgentHealth(_) => Kind::AgentHealth,
         }
     }

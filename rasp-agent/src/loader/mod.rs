@@ -11,6 +11,7 @@ pub mod floor;
 pub mod interest;
 pub mod kfunc;
 pub mod shapes;
+pub mod tls;
 pub mod uprobe;
 
 use aya::{
@@ -467,7 +468,11 @@ fn log_verifier_cost(ebpf: &Ebpf) {
     }
 }
 
-fn program_status(name: &str, hook: String, result: Result<(), String>) -> ProgramStatus {
+pub(crate) fn program_status(
+    name: &str,
+    hook: String,
+    result: Result<(), String>,
+) -> ProgramStatus {
     match result {
         Ok(()) => {
             tracing::info!(program = name, hook, "attached");
@@ -530,7 +535,10 @@ fn syscall_numbers() -> SyscallNumbers {
     }
 }
 
-fn load_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, String> {
+pub(crate) fn load_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut TracePoint, String> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} not in the eBPF object"))?

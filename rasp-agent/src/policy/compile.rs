@@ -47,7 +47,8 @@ fn rule_interest(rule: &Rule, out: &mut Interest) {
         EventType::LibraryLoad => library_interest(rule, out),
         EventType::Connect => connect_interest(rule, out),
         // Queries are captured for every libpq; no kernel filter to widen.
-        EventType::SqlQuery => {}
+        // and plaintext for every libssl.
+        EventType::SqlQuery | EventType::Tls | EventType::Http => {}
         EventType::FileChange => change_interest(rule, &mut out.hooks),
         EventType::UnixConnect => unix_interest(rule, &mut out.hooks),
         EventType::Ptrace => ptrace_interest(rule, &mut out.hooks),

@@ -73,6 +73,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
+    (
+        "policies/tls-http.yaml",
+        include_str!("../../../policies/tls-http.yaml"),
+    ),
 ];
 
 /// The shipped default set, validated like any other.

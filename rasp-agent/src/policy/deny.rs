@@ -268,6 +268,9 @@ fn kernel_rung(event: EventType, caps: KernelCapabilities) -> Rung {
         (EventType::SqlQuery, false) => Rung::Userspace {
             reason: "queries are held and decided in userspace".into(),
         },
+        (EventType::Tls | EventType::Http, false) => Rung::Userspace {
+            reason: "plaintext is judged in userspace after the call returned".into(),
+        },
         // `rule_entries` refuses these: never reached with a plan entry.
         (_, false) => Rung::Userspace {
             reason: OBSERVED_ONLY.into(),
@@ -414,6 +417,11 @@ fn rule_entries(
         | EventType::KernelModule
         | EventType::BpfLoad
         | EventType::IoUring => return Err(no(OBSERVED_ONLY)),
+        EventType::Tls | EventType::Http => {
+            return Err(no(
+                "plaintext is judged in userspace after the call returned",
+            ))
+        }
     };
     for field in rule.conditions.fields() {
         match field {

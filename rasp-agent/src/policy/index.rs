@@ -12,7 +12,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use super::{matcher::Field, vocab::EventType, Policy, Rule, Subject};
 
 /// The event types, in the order `RuleIndex::types` keeps them.
-const TYPES: [EventType; 13] = [
+const TYPES: [EventType; 15] = [
     EventType::Exec,
     EventType::FileOpen,
     EventType::Connect,
@@ -26,6 +26,8 @@ const TYPES: [EventType; 13] = [
     EventType::KernelModule,
     EventType::BpfLoad,
     EventType::IoUring,
+    EventType::Tls,
+    EventType::Http,
 ];
 
 fn type_slot(t: EventType) -> usize {

@@ -12,9 +12,10 @@ use crate::events::{Argv, StdioFd};
 
 use super::{
     glob::{Glob, GlobMode},
-    net::{Cidr, PortRange},
+    net::{Cidr, PortRange, StatusRange},
     vocab::EventType,
 };
+use crate::events::{Direction, HttpDetail, TlsDetail};
 
 /// What the engine knows about one event, borrowed from the event and the process table.
 #[derive(Clone, Copy, Debug)]
@@ -31,11 +32,11 @@ pub struct Subject<'a> {
     /// Set for processes in a container; `in_container` conditions test this.
     pub container_id: Option<&'a str>,
     pub pod_uid: Option<&'a str>,
-    /// file_open, library_load.
+    /// file_open, library_load; the request's path for http.
     pub path: Option<&'a str>,
     /// file_open; empty otherwise.
     pub access: Access,
-    /// connect.
+    /// connect: the destination; tls and http: the peer.
     pub dest: Option<SocketAddr>,
     /// SQL events: the query text and the analyzer's finding names (`vocab::SQL_FINDINGS`).
     pub query: Option<&'a str>,
@@ -76,6 +77,10 @@ pub struct Subject<'a> {
     pub exe_built_by: Option<&'a str>,
     /// SQL events: the analyzed query (statements, tables, functions, shape novelty).
     pub sql: Option<&'a crate::events::SqlQueryDetail>,
+    /// TLS events: the chunk with the HTTP stage's findings.
+    pub tls: Option<&'a TlsDetail>,
+    /// HTTP events.
+    pub http: Option<&'a HttpDetail>,
 }
 
 impl<'a> Subject<'a> {
@@ -119,6 +124,8 @@ impl<'a> Subject<'a> {
             script: None,
             exe_built_by: None,
             sql: None,
+            tls: None,
+            http: None,
         }
     }
 }
@@ -168,10 +175,17 @@ pub enum Field {
     ArgvTruncated,
     Script,
     ExeBuiltBy,
+    Direction,
+    Peer,
+    Method,
+    Host,
+    Status,
+    TlsFinding,
+    HttpFinding,
 }
 
 impl Field {
-    pub const ALL: [Field; 42] = [
+    pub const ALL: [Field; 49] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -214,6 +228,13 @@ impl Field {
         Field::ArgvTruncated,
         Field::Script,
         Field::ExeBuiltBy,
+        Field::Direction,
+        Field::Peer,
+        Field::Method,
+        Field::Host,
+        Field::Status,
+        Field::TlsFinding,
+        Field::HttpFinding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -260,6 +281,13 @@ impl Field {
             Field::ArgvTruncated => "argv_truncated",
             Field::Script => "script",
             Field::ExeBuiltBy => "exe_built_by",
+            Field::Direction => "direction",
+            Field::Peer => "peer",
+            Field::Method => "method",
+            Field::Host => "host",
+            Field::Status => "status",
+            Field::TlsFinding => "tls_finding",
+            Field::HttpFinding => "http_finding",
         }
     }
 
@@ -291,6 +319,7 @@ impl Field {
                 E::UnixConnect,
                 E::Mount,
                 E::KernelModule,
+                E::Http,
             ]),
             Field::Access => Some(&[E::FileOpen]),
             Field::Port | Field::Cidr => Some(&[E::Connect]),
@@ -321,6 +350,9 @@ impl Field {
             | Field::StdinPeerArgv
             | Field::Script
             | Field::ExeBuiltBy => Some(&[E::Exec]),
+            Field::Direction | Field::Peer => Some(&[E::Tls, E::Http]),
+            Field::Method | Field::Host | Field::Status | Field::HttpFinding => Some(&[E::Http]),
+            Field::TlsFinding => Some(&[E::Tls]),
             _ => None,
         }
     }
@@ -378,7 +410,11 @@ impl Field {
             | Field::Xattr
             | Field::MountSource
             | Field::Fstype
-            | Field::StdinPeerArgv => Some(GlobMode::Text),
+            | Field::StdinPeerArgv
+            | Field::Method
+            | Field::Host
+            | Field::TlsFinding
+            | Field::HttpFinding => Some(GlobMode::Text),
             _ => None,
         }
     }
@@ -493,6 +529,13 @@ pub struct Conditions {
     target_same_uid: Option<bool>,
     into_host: Option<bool>,
     argv_truncated: Option<bool>,
+    method: Option<PatternSet>,
+    host: Option<PatternSet>,
+    tls_finding: Option<PatternSet>,
+    http_finding: Option<PatternSet>,
+    direction: Option<Vec<Direction>>,
+    peer: Option<Vec<Cidr>>,
+    status: Option<Vec<StatusRange>>,
     /// Each field's values as written: for display and for comparing blocks.
     source: BTreeMap<Field, Vec<String>>,
 }
@@ -538,6 +581,10 @@ impl Conditions {
             Field::StdinPeerArgv => &mut self.stdin_peer_argv,
             Field::Script => &mut self.script,
             Field::ExeBuiltBy => &mut self.exe_built_by,
+            Field::Method => &mut self.method,
+            Field::Host => &mut self.host,
+            Field::TlsFinding => &mut self.tls_finding,
+            Field::HttpFinding => &mut self.http_finding,
             _ => return,
         };
         *slot = Some(set);
@@ -633,6 +680,28 @@ impl Conditions {
         self.source
             .insert(Field::Port, ports.iter().map(|(s, _)| s.clone()).collect());
         self.port = Some(ports.into_iter().map(|(_, p)| p).collect());
+    }
+
+    pub(super) fn set_directions(&mut self, directions: Vec<Direction>) {
+        self.source.insert(
+            Field::Direction,
+            directions.iter().map(|d| d.name().to_string()).collect(),
+        );
+        self.direction = Some(directions);
+    }
+
+    pub(super) fn set_peers(&mut self, cidrs: Vec<(String, Cidr)>) {
+        self.source
+            .insert(Field::Peer, cidrs.iter().map(|(s, _)| s.clone()).collect());
+        self.peer = Some(cidrs.into_iter().map(|(_, c)| c).collect());
+    }
+
+    pub(super) fn set_statuses(&mut self, statuses: Vec<(String, StatusRange)>) {
+        self.source.insert(
+            Field::Status,
+            statuses.iter().map(|(s, _)| s.clone()).collect(),
+        );
+        self.status = Some(statuses.into_iter().map(|(_, r)| r).collect());
     }
 
     pub(super) fn set_cidrs(&mut self, cidrs: Vec<(String, Cidr)>) {
@@ -773,6 +842,9 @@ impl Conditions {
                 }
             }
         }
+        if !self.tls_http_match(s) {
+            return false;
+        }
         if let Some(set) = &self.ancestor_exe {
             if !s.ancestor_exes.iter().any(|a| set.matches(a)) {
                 return false;
@@ -855,6 +927,63 @@ impl Conditions {
             && one(&self.stdin_peer_exe, s.stdin_peer_exe)
             && one(&self.script, s.script)
             && one(&self.exe_built_by, s.exe_built_by)
+    }
+}
+
+impl Conditions {
+    /// The TLS and HTTP conditions (all hold when none is given).
+    fn tls_http_match(&self, s: &Subject) -> bool {
+        if let Some(directions) = &self.direction {
+            let direction = s.tls.map(|t| t.direction).or(s.http.map(|h| h.direction));
+            if !direction.is_some_and(|d| directions.contains(&d)) {
+                return false;
+            }
+        }
+        if let Some(peers) = &self.peer {
+            match s.dest {
+                Some(d) if peers.iter().any(|c| c.contains(d.ip())) => {}
+                _ => return false,
+            }
+        }
+        if let Some(set) = &self.tls_finding {
+            let found = s
+                .tls
+                .is_some_and(|t| t.findings.iter().any(|f| set.matches(&f.kind)));
+            if !found {
+                return false;
+            }
+        }
+        if self.method.is_none()
+            && self.host.is_none()
+            && self.status.is_none()
+            && self.http_finding.is_none()
+        {
+            return true;
+        }
+        let Some(h) = s.http else {
+            return false;
+        };
+        let one = |set: &Option<PatternSet>, v: Option<&str>| match set {
+            None => true,
+            Some(set) => v.is_some_and(|v| set.matches(v)),
+        };
+        if !(one(&self.method, h.method.as_deref()) && one(&self.host, h.host.as_deref())) {
+            return false;
+        }
+        if let Some(ranges) = &self.status {
+            if !h
+                .status
+                .is_some_and(|st| ranges.iter().any(|r| r.contains(st)))
+            {
+                return false;
+            }
+        }
+        if let Some(set) = &self.http_finding {
+            if !h.findings.iter().any(|f| set.matches(&f.kind)) {
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -1,5 +1,5 @@
-//! Network conditions: CIDR blocks as (network, mask) integers and port ranges, checked with a
-//! couple of integer operations per event.
+//! Network conditions: CIDR blocks as (network, mask) integers, port ranges and HTTP status
+//! ranges, checked with a couple of integer operations per event.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -134,9 +134,71 @@ impl PortRange {
     }
 }
 
+/// HTTP statuses: `404` or `"400-499"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl StatusRange {
+    pub fn parse(text: &str) -> Result<StatusRange, String> {
+        let one = |s: &str| -> Result<u16, String> {
+            match s.trim().parse::<u32>() {
+                Ok(n) if (100..=599).contains(&n) => Ok(n as u16),
+                Ok(n) => Err(format!(
+                    "status {n} is out of range: HTTP statuses are 100 to 599"
+                )),
+                Err(_) => Err(format!(
+                    "{s:?} is not an HTTP status; write a number like 401 or a range like \"500-599\""
+                )),
+            }
+        };
+        match text.split_once('-') {
+            None => {
+                let s = one(text)?;
+                Ok(StatusRange { lo: s, hi: s })
+            }
+            Some((a, b)) => {
+                let (lo, hi) = (one(a)?, one(b)?);
+                if lo > hi {
+                    return Err(format!(
+                        "status range \"{lo}-{hi}\" is empty; write it low to high: \"{hi}-{lo}\""
+                    ));
+                }
+                Ok(StatusRange { lo, hi })
+            }
+        }
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.lo <= status && status <= self.hi
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_ranges() {
+        let r = StatusRange::parse("400-499").unwrap();
+        assert!(r.contains(401) && r.contains(400) && r.contains(499));
+        assert!(!r.contains(500));
+        assert_eq!(
+            StatusRange::parse("401").unwrap(),
+            StatusRange { lo: 401, hi: 401 }
+        );
+        assert!(StatusRange::parse("600")
+            .unwrap_err()
+            .contains("100 to 599"));
+        assert!(StatusRange::parse("499-400")
+            .unwrap_err()
+            .contains("\"400-499\""));
+        assert!(StatusRange::parse("ok")
+            .unwrap_err()
+            .contains("not an HTTP status"));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -5,7 +5,7 @@
 use super::{
     glob::{Glob, GlobMode},
     matcher::{Access, Conditions, Field},
-    net::{Cidr, PortRange},
+    net::{Cidr, PortRange, StatusRange},
     vocab::{Action, EventType, KillScope, Mode, QuarantineMode, Severity},
     yaml::{self, Entry, Kind, Node, Pos},
     Policy, PolicyError, Rule,
@@ -1095,6 +1095,37 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry, 
                 conds.set_cidrs(cidrs);
             }
         }
+        Field::Peer => {
+            let parsed = parse_items(ctx, e, "[\"10.0.0.0/8\"]", Cidr::parse, "`peer` ");
+            if let Some(cidrs) = parsed.filter(|_| ctx.errors.len() == before) {
+                conds.set_peers(cidrs);
+            }
+        }
+        Field::Status => {
+            let parsed = parse_items(ctx, e, "[401, \"500-599\"]", StatusRange::parse, "");
+            if let Some(statuses) = parsed.filter(|_| ctx.errors.len() == before) {
+                conds.set_statuses(statuses);
+            }
+        }
+        Field::Direction => {
+            let Some(items) = items(ctx, e, "[outbound]") else {
+                return;
+            };
+            let mut directions = Vec::new();
+            for item in items {
+                let t = item_text(item);
+                match crate::events::Direction::from_name(t) {
+                    Some(d) => directions.push(d),
+                    None => ctx.err(
+                        item.pos,
+                        format!("unknown direction `{t}`; use inbound (read by the process) or outbound (written by it)"),
+                    ),
+                }
+            }
+            if ctx.errors.len() == before {
+                conds.set_directions(directions);
+            }
+        }
         _ => {
             let Some(mode) = field.glob_mode() else {
                 return;
@@ -1120,6 +1151,7 @@ fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry, 
 }
 
 /// One pattern of a glob field, checked for what can never match.
+/// `a`, `a and b`, `a, b and c`.
 fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
     let t = item_text(item);
     let wild = |c: char| matches!(c, '*' | '?' | '[');
@@ -1132,6 +1164,33 @@ fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
             ),
         );
         return None;
+    }
+    for (f, known, who) in [
+        (
+            Field::TlsFinding,
+            super::vocab::TLS_FINDINGS,
+            "the plaintext scanner",
+        ),
+        (
+            Field::HttpFinding,
+            super::vocab::HTTP_FINDINGS,
+            "the HTTP stage",
+        ),
+    ] {
+        if field == f && !t.contains(wild) && !known.contains(&t) {
+            let hint = suggest(t, known)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            ctx.err(
+                item.pos,
+                format!(
+                    "`{}` {t:?} is not a finding {who} reports{hint}; one of: {}",
+                    f.name(),
+                    known.join(", ")
+                ),
+            );
+            return None;
+        }
     }
     let name = field.name();
     let mode = field.glob_mode().unwrap_or(GlobMode::Text);
@@ -1411,7 +1470,7 @@ mod tests {
         has(
             &e,
             "9:7",
-            "`path` never matches `exec` events (only file_open, library_load, file_change, unix_connect, mount and kernel_module events have it)",
+            "`path` never matches `exec` events (only file_open, library_load, file_change, unix_connect, mount, kernel_module and http events have it)",
         );
         has(&e, "10:7", "`port` never matches `exec` events");
         let e = errors(&rule_with(

@@ -106,11 +106,15 @@ pub enum EventType {
     BpfLoad,
     /// A request submitted through io_uring.
     IoUring,
+    /// Plaintext read from or written to OpenSSL, with what the HTTP stage found in it.
+    Tls,
+    /// An HTTP message on a TLS connection (or a request linked to a query), with findings.
+    Http,
 }
 
 impl EventType {
     /// Every event type with its name in policies (`event:`) and events.
-    pub const ALL: [(&'static str, EventType); 13] = [
+    pub const ALL: [(&'static str, EventType); 15] = [
         ("exec", EventType::Exec),
         ("file_open", EventType::FileOpen),
         ("connect", EventType::Connect),
@@ -124,6 +128,8 @@ impl EventType {
         ("kernel_module", EventType::KernelModule),
         ("bpf_load", EventType::BpfLoad),
         ("io_uring", EventType::IoUring),
+        ("tls", EventType::Tls),
+        ("http", EventType::Http),
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +153,36 @@ impl EventType {
         })
     }
 }
+
+/// What `tls_finding` can name: secrets and personal data in plaintext leaving a process
+/// (the masking layer's kinds recognised by their own format, `mask::SecretKind`; a test
+/// keeps the lists equal).
+pub const TLS_FINDINGS: &[&str] = &[
+    "aws_access_key_id",
+    "aws_secret_key",
+    "private_key",
+    "jwt",
+    "authorization_header",
+    "github_token",
+    "slack_token",
+    "google_api_key",
+    "stripe_key",
+    "url_credentials",
+    "payment_card",
+    "iban",
+];
+
+/// What `http_finding` can name: the HTTP stage's findings (`detect::http`; a test keeps
+/// the lists equal). `sql_injection_confirmed` is a request's value seen changing a query's
+/// structure; the others are tell-tales in the request itself, and a login flood.
+pub const HTTP_FINDINGS: &[&str] = &[
+    "admin_path",
+    "sql_injection",
+    "path_traversal",
+    "command_injection",
+    "login_flood",
+    "sql_injection_confirmed",
+];
 
 /// What `sql_finding` can name: the SQL analyzer's finding kinds (`detect::sql`, a test
 /// there keeps the lists equal) and `injection`, its verdict that the findings together

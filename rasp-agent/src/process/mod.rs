@@ -10,6 +10,7 @@ pub mod pipes;
 pub mod procfs;
 pub mod provenance;
 pub mod script;
+pub mod sockets;
 
 use std::{
     collections::HashMap,

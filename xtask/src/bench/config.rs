@@ -388,13 +388,25 @@ fn start_agent(
     let mut last_error = String::new();
     while started.elapsed() < READY_TIMEOUT {
         running.fail_if_exited("rasp-agent exited during start")?;
+        // The agent answers before its first uprobe scan is done: the TLS workloads are
+        // measured with the system libssl's probes attached, never before.
         match agent_status(&tools.agent, &socket) {
-            Ok(_) => return Ok(()),
+            Ok(status) if libssl_probed(&status) => return Ok(()),
+            Ok(_) => last_error = "no libssl target with attached probes yet".to_string(),
             Err(e) => last_error = format!("{e:#}"),
         }
         thread::sleep(Duration::from_millis(200));
     }
-    bail!("rasp-agent not answering after {READY_TIMEOUT:?}: {last_error}")
+    bail!("rasp-agent not ready after {READY_TIMEOUT:?}: {last_error}")
+}
+
+/// `status` lists a libssl with attached probes.
+fn libssl_probed(status: &Value) -> bool {
+    status["uprobe_targets"].as_array().is_some_and(|targets| {
+        targets.iter().any(|t| {
+            t["kind"] == "libssl" && t["attached"].as_array().is_some_and(|a| !a.is_empty())
+        })
+    })
 }
 
 pub fn agent_status(agent: &Path, socket: &Path) -> Result<Value> {

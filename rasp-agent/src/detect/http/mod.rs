@@ -1,10 +1,14 @@
 //! HTTP over the OpenSSL plaintext hooks: incremental HTTP/1.x parsing per connection
 //! (`parse`), detections over messages and plaintext (`secrets`: secrets leaving, admin paths,
-//! injection payloads) and login floods per client (`flood`).
+//! injection payloads), login floods per client (`flood`), request values reaching SQL
+//! (`taint`), and the analyzer stage that runs them on each connection's plaintext
+//! (`stage`).
 
 pub mod flood;
 pub mod parse;
 pub mod secrets;
+pub mod stage;
+pub mod taint;
 
 pub use flood::{Clock, FloodAlert, FloodConfig, LoginFloodDetector, MonotonicClock};
 pub use parse::{

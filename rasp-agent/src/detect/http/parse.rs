@@ -5,29 +5,21 @@
 
 use std::collections::VecDeque;
 
-/// Which way the bytes went, seen from the hooked process: `Inbound` were read (`SSL_read`),
-/// `Outbound` were written (`SSL_write`). A server reads requests, a client writes them: each
-/// message's kind is decided by its bytes, not by the direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Inbound,
-    Outbound,
+/// Which way the bytes went (`Inbound` read, `Outbound` written). A server reads requests,
+/// a client writes them: each message's kind is decided by its bytes, not by the direction.
+pub use crate::events::Direction;
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
 }
 
-impl Direction {
-    fn index(self) -> usize {
-        match self {
-            Direction::Inbound => 0,
-            Direction::Outbound => 1,
-        }
-    }
-
-    fn other(self) -> Direction {
-        match self {
-            Direction::Inbound => Direction::Outbound,
-            Direction::Outbound => Direction::Inbound,
-        }
+fn other(dir: Direction) -> Direction {
+    match dir {
+        Direction::Inbound => Direction::Outbound,
+        Direction::Outbound => Direction::Inbound,
     }
 }
 
@@ -282,7 +274,7 @@ impl HttpStream {
     /// request waiting for its body is emitted, flagged truncated.
     pub fn gap(&mut self, dir: Direction, missing: usize, out: &mut Vec<HttpMessage>) {
         self.stats.gap_bytes += missing as u64;
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         let missing = missing as u64;
         let lost = match &mut half.state {
             State::Done | State::Lost => false,
@@ -314,7 +306,7 @@ impl HttpStream {
     /// Processes a prefix of `data`; returns how many bytes it consumed.
     fn step(&mut self, dir: Direction, data: &[u8], out: &mut Vec<HttpMessage>) -> usize {
         let limits = self.limits;
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         match &mut half.state {
             State::Done => data.len(),
             State::Lost => {
@@ -355,7 +347,7 @@ impl HttpStream {
 
     fn step_head(&mut self, dir: Direction, data: &[u8], out: &mut Vec<HttpMessage>) -> usize {
         let limits = self.limits;
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         // Blank lines between pipelined messages are allowed (RFC 9112 §2.2).
         if half.buf.is_empty() {
             let blank = data
@@ -388,7 +380,7 @@ impl HttpStream {
         self.on_head(dir, head, truncated, out);
         if truncated {
             // The rest of this head and its body cannot be framed.
-            let half = &mut self.halves[dir.index()];
+            let half = &mut self.halves[index(dir)];
             half.state = State::Lost;
             self.stats.desyncs += 1;
             return data.len();
@@ -422,12 +414,12 @@ impl HttpStream {
             let was_head = if (100..200).contains(&status) {
                 false
             } else {
-                self.pending_head[dir.other().index()]
+                self.pending_head[index(other(dir))]
                     .pop_front()
                     .unwrap_or(false)
             };
             let framing = if status == 101 {
-                self.halves[dir.index()].state = State::Done;
+                self.halves[index(dir)].state = State::Done;
                 return;
             } else if (100..200).contains(&status) || status == 204 || status == 304 || was_head {
                 None
@@ -483,7 +475,7 @@ impl HttpStream {
             headers: subset,
             truncated: truncated || !complete,
         };
-        let pending = &mut self.pending_head[dir.index()];
+        let pending = &mut self.pending_head[index(dir)];
         if pending.len() >= limits.max_pending {
             pending.pop_front();
         }
@@ -491,7 +483,7 @@ impl HttpStream {
         if method == "CONNECT" {
             // A tunnel follows: its bytes are not HTTP.
             out.push(HttpMessage::Request(request));
-            self.halves[dir.index()].state = State::Done;
+            self.halves[index(dir)].state = State::Done;
             return;
         }
         if !complete {
@@ -519,7 +511,7 @@ impl HttpStream {
         framing: Option<Framing>,
         pending: Option<Box<HttpRequest>>,
     ) {
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         half.buf.clear();
         half.line.clear();
         half.body_truncated = false;
@@ -530,7 +522,7 @@ impl HttpStream {
     }
 
     fn desync(&mut self, dir: Direction) {
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         half.buf.clear();
         half.line.clear();
         half.state = State::Lost;
@@ -544,7 +536,7 @@ impl HttpStream {
         out: &mut Vec<HttpMessage>,
         limits: HttpLimits,
     ) -> usize {
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         let State::Body { framing, pending } = &mut half.state else {
             return 0;
         };
@@ -627,7 +619,7 @@ impl HttpStream {
             self.desync(dir);
             return data.len();
         }
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         let capture_full = half.body_truncated || half.buf.len() >= limits.body_capture;
         if finished {
             self.finish_body(dir, out);
@@ -641,7 +633,7 @@ impl HttpStream {
     /// The body ended: the pending request (if any) is emitted, the next head awaited.
     fn finish_body(&mut self, dir: Direction, out: &mut Vec<HttpMessage>) {
         self.emit_pending(dir, out);
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         half.buf.clear();
         half.line.clear();
         half.body_truncated = false;
@@ -650,7 +642,7 @@ impl HttpStream {
 
     fn emit_pending(&mut self, dir: Direction, out: &mut Vec<HttpMessage>) {
         let limits = self.limits;
-        let half = &mut self.halves[dir.index()];
+        let half = &mut self.halves[index(dir)];
         let State::Body { pending, .. } = &mut half.state else {
             return;
         };

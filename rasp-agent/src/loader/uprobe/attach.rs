@@ -1,8 +1,9 @@
-//! Attaching the libpq programs to the targets the registry finds, and keeping their links:
-//! the one place that turns an `AttachPlan` into aya calls. The three send functions carry
-//! every query (`PQexec`, `PQexecParams` and `PQprepare` call them), so only they get a
-//! program: each query is reported once. OpenSSL targets are found and listed, but have no
-//! programs yet.
+//! Attaching the libpq and OpenSSL programs to the targets the registry finds, and keeping
+//! their links: the one place that turns an `AttachPlan` into aya calls. The three libpq
+//! send functions carry every query (`PQexec`, `PQexecParams` and `PQprepare` call them), so
+//! only they get a program: each query is reported once. OpenSSL's reads and writes get an
+//! entry and a return program each (on the public functions, or once on the function a
+//! pair forwards to), `SSL_set_fd` and `SSL_free` an entry program.
 
 use std::{
     collections::HashMap,
@@ -24,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     discovery::Sighting,
     targets::{inspect_file, RegistryLimits},
-    EmulationModel, FileId, LibraryKind, TargetAction, TargetId, TargetRegistry, TargetStatus,
+    targets::{FunctionRole, PlannedProbe, TlsAbi},
+    FileId, Placement, TargetAction, TargetId, TargetRegistry, TargetStatus,
 };
 use crate::loader::{ProgramState, ProgramStatus};
 
@@ -49,9 +51,40 @@ pub const LIBPQ_PROGRAMS: [(&str, &str); 3] = [
     ("PQsendPrepare", "rasp_pq_send_prepare"),
 ];
 
-/// Where a system's own libpq lives before any process maps it: looked at once at start so
-/// the first `psql` after the agent starts is already covered (a uprobe is per file, for
-/// every process that maps it later). Names are only the candidates; symbols decide.
+/// OpenSSL's programs, loaded at start and attached per target (`programs_for`).
+const TLS_PROGRAMS: [&str; 8] = [
+    "rasp_ssl_read_enter",
+    "rasp_ssl_read_ex_enter",
+    "rasp_ssl_read_return",
+    "rasp_ssl_write_enter",
+    "rasp_ssl_write_ex_enter",
+    "rasp_ssl_write_return",
+    "rasp_ssl_set_fd",
+    "rasp_ssl_free",
+];
+
+/// The entry program of a planned probe, and its return program if it has one.
+fn programs_for(probe: &PlannedProbe) -> Option<(&'static str, Option<&'static str>)> {
+    use FunctionRole::*;
+    Some(match probe.role {
+        Query { .. } => (
+            LIBPQ_PROGRAMS.iter().find(|(f, _)| *f == probe.function)?.1,
+            None,
+        ),
+        TlsRead { abi: TlsAbi::Int } => ("rasp_ssl_read_enter", Some("rasp_ssl_read_return")),
+        TlsRead { abi: TlsAbi::Ex } => ("rasp_ssl_read_ex_enter", Some("rasp_ssl_read_return")),
+        TlsWrite { abi: TlsAbi::Int } => ("rasp_ssl_write_enter", Some("rasp_ssl_write_return")),
+        TlsWrite { abi: TlsAbi::Ex } => ("rasp_ssl_write_ex_enter", Some("rasp_ssl_write_return")),
+        TlsSetFd => ("rasp_ssl_set_fd", None),
+        TlsFree => ("rasp_ssl_free", None),
+        ConnectionOpened | ConnectionClosed => return None,
+    })
+}
+
+/// Where a system's own libpq and libssl live before any process maps them: looked at once
+/// at start so the first `psql` or TLS client after the agent starts is already covered (a
+/// uprobe is per file, for every process that maps it later). Names are only the
+/// candidates; symbols decide.
 const LIBRARY_DIRS: [&str; 5] = [
     "/usr/lib/x86_64-linux-gnu",
     "/lib/x86_64-linux-gnu",
@@ -60,15 +93,25 @@ const LIBRARY_DIRS: [&str; 5] = [
     "/usr/local/lib",
 ];
 
+/// File name prefixes of `LIBRARY_DIRS` entries worth reading.
+const LIBRARY_PREFIXES: [&str; 2] = ["libpq", "libssl"];
+
 /// One attached probe, for `status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AttachedProbe {
+    /// The probed function (`SSL_read_ex>@0x352d0`: code `SSL_read_ex` calls, no symbol).
     pub function: String,
     pub offset_in_symbol: u64,
     pub file_offset: u64,
     pub instruction: String,
     /// The kernel emulates the probed instruction (cheap) rather than single-stepping it.
     pub emulated: bool,
+    /// A return probe shares the point.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_probe: bool,
+    /// The public functions this probe serves, when it sits in code they forward to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<String>,
 }
 
 /// A target as `status` shows it: what the registry knows and what is really attached.
@@ -110,24 +153,28 @@ pub struct Uprobes {
 }
 
 impl Uprobes {
-    /// Load (not attach) the libpq programs; one status line each.
+    /// Load (not attach) the libpq and OpenSSL programs; one status line each.
     pub fn load(ebpf: &mut Ebpf) -> (Uprobes, Vec<ProgramStatus>) {
-        let statuses = LIBPQ_PROGRAMS
+        let names = LIBPQ_PROGRAMS
             .iter()
-            .map(|(_, name)| {
-                let loaded = program(ebpf, name).and_then(|p| p.load().map_err(|e| e.to_string()));
+            .map(|(_, name)| (*name, "libpq"))
+            .chain(TLS_PROGRAMS.iter().map(|name| (*name, "libssl")));
+        let statuses = names
+            .map(|(name, library)| {
+                let loaded = program(ebpf, name)
+                    .and_then(|p| p.load().map_err(|e| crate::loader::error_chain(&e)));
                 match loaded {
                     Ok(()) => ProgramStatus {
-                        name: (*name).to_string(),
-                        hook: "uprobe/libpq (attached per library file)".to_string(),
+                        name: name.to_string(),
+                        hook: format!("uprobe/{library} (attached per library file)"),
                         state: ProgramState::Loaded,
                         error: None,
                     },
                     Err(e) => {
                         tracing::error!(program = name, error = %e, "uprobe program did not load");
                         ProgramStatus {
-                            name: (*name).to_string(),
-                            hook: "uprobe/libpq".to_string(),
+                            name: name.to_string(),
+                            hook: format!("uprobe/{library}"),
                             state: ProgramState::Failed,
                             error: Some(e),
                         }
@@ -148,7 +195,7 @@ impl Uprobes {
         };
         let uprobes = Uprobes {
             registry: TargetRegistry::new(
-                EmulationModel::of_running_kernel(),
+                Placement::of_running_kernel(),
                 RegistryLimits::default(),
             ),
             links: HashMap::new(),
@@ -250,7 +297,8 @@ impl Uprobes {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if !(name.starts_with("libpq") && name.contains(".so")) {
+                let candidate = LIBRARY_PREFIXES.iter().any(|p| name.starts_with(p));
+                if !(candidate && name.contains(".so")) {
                     continue;
                 }
                 let path: PathBuf = entry.path();
@@ -272,7 +320,7 @@ impl Uprobes {
                     }
                     super::targets::MappingLookup::Uninteresting => continue,
                 }
-                let inspected = inspect_file(&path, self.registry_model());
+                let inspected = inspect_file(&path, self.registry.placement());
                 // Held by the agent itself: a file on disk stays attached while it runs.
                 if let Some(action) = self.registry.record(agent, &path, file, inspected) {
                     actions.push(action);
@@ -280,10 +328,6 @@ impl Uprobes {
             }
         }
         actions
-    }
-
-    fn registry_model(&self) -> EmulationModel {
-        EmulationModel::of_running_kernel()
     }
 
     fn apply(
@@ -296,34 +340,42 @@ impl Uprobes {
         match action {
             TargetAction::Attach(plan) => {
                 self.mark_seen(plan.file, true);
-                if plan.image.kind != LibraryKind::Libpq {
-                    self.found.insert(plan.id, (by, None));
-                    return; // found and listed; no programs for it yet
-                }
                 let mut links = Vec::new();
                 let mut attached = Vec::new();
                 let mut errors = Vec::new();
                 for probe in &plan.image.probes {
-                    let Some((_, name)) = LIBPQ_PROGRAMS.iter().find(|(f, _)| *f == probe.function)
-                    else {
+                    let Some((entry, ret)) = programs_for(probe) else {
                         continue;
                     };
-                    match attach_one(ebpf, name, &plan.path, probe.point.file_offset) {
-                        Ok(link) => {
-                            links.push((*name, link));
-                            attached.push(AttachedProbe {
-                                function: probe.function.to_string(),
-                                offset_in_symbol: probe.point.offset_in_symbol,
-                                file_offset: probe.point.file_offset,
-                                instruction: probe.point.instruction.clone(),
-                                emulated: probe.point.emulated,
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(function = probe.function, path = ?plan.path, error = %e, "uprobe attach failed");
-                            errors.push(format!("{}: {e}", probe.function));
+                    // The return program first: an entry that fires with no return program
+                    // behind it would leave its call saved until the LRU forgets it.
+                    let mut probe_links = Vec::new();
+                    let mut failed = None;
+                    for name in ret.into_iter().chain([entry]) {
+                        match attach_one(ebpf, name, &plan.path, probe.point.file_offset) {
+                            Ok(link) => probe_links.push((name, link)),
+                            Err(e) => {
+                                failed = Some(format!("{} ({name}): {e}", probe.point.symbol));
+                                break;
+                            }
                         }
                     }
+                    if let Some(e) = failed {
+                        tracing::warn!(function = probe.function, path = ?plan.path, error = %e, "uprobe attach failed");
+                        errors.push(e);
+                        detach_links(ebpf, probe_links);
+                        continue;
+                    }
+                    links.extend(probe_links);
+                    attached.push(AttachedProbe {
+                        function: probe.point.symbol.clone(),
+                        offset_in_symbol: probe.point.offset_in_symbol,
+                        file_offset: probe.point.file_offset,
+                        instruction: probe.point.instruction.clone(),
+                        emulated: probe.point.emulated,
+                        return_probe: ret.is_some(),
+                        serves: probe.serves.iter().map(|s| s.to_string()).collect(),
+                    });
                 }
                 if links.is_empty() && !errors.is_empty() {
                     // Typically the process whose root the path goes through exited before
@@ -336,7 +388,7 @@ impl Uprobes {
                 }
                 let latency_us = since_boot_ns
                     .map(|ts| crate::events::BootClock::boot_now_ns().saturating_sub(ts) / 1000);
-                tracing::info!(target = plan.id.0, path = ?plan.path, probes = attached.len(), found_by = ?by, latency_us, "libpq probes attached");
+                tracing::info!(target = plan.id.0, kind = %plan.image.kind, path = ?plan.path, probes = attached.len(), found_by = ?by, latency_us, "uprobes attached");
                 self.found.insert(plan.id, (by, latency_us));
                 self.links.insert(plan.id, links);
                 self.attached.insert(plan.id, attached);
@@ -345,13 +397,7 @@ impl Uprobes {
             TargetAction::Detach { id, file } => {
                 self.mark_seen(file, false);
                 self.found.remove(&id);
-                for (name, link) in self.links.remove(&id).unwrap_or_default() {
-                    if let Ok(p) = program(ebpf, name) {
-                        if let Err(e) = p.detach(link) {
-                            tracing::warn!(program = name, error = %e, "uprobe detach failed");
-                        }
-                    }
-                }
+                detach_links(ebpf, self.links.remove(&id).unwrap_or_default());
                 self.attached.remove(&id);
                 self.errors.remove(&id);
             }
@@ -385,6 +431,16 @@ impl Uprobes {
                 attach_latency_us: self.found.get(&t.id).and_then(|(_, l)| *l),
             })
             .collect()
+    }
+}
+
+fn detach_links(ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
+    for (name, link) in links {
+        if let Ok(p) = program(ebpf, name) {
+            if let Err(e) = p.detach(link) {
+                tracing::warn!(program = name, error = %e, "uprobe detach failed");
+            }
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use object::{
     Endianness, ReadCache, ReadRef,
 };
 
+use super::prologue::{forward_call, Forwarding};
+
 type Header = elf::FileHeader64<Endianness>;
 type Data<'a> = &'a ReadCache<File>;
 
@@ -34,6 +36,9 @@ const MAX_SMALL_SECTION_BYTES: u64 = 1 << 20;
 const MAX_NOTE_SECTIONS: usize = 16;
 /// Code kept per function: enough to decode the prologue and to find branches back into it.
 pub const MAX_CODE_BYTES: u64 = 4096;
+/// Code read at a followed call's target, whose size no symbol gives: its prologue and the
+/// start of its body (where branches back into the prologue would be).
+const CALLEE_CODE_BYTES: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -116,18 +121,38 @@ pub struct ElfImage {
     pub is_executable: bool,
     /// The functions asked for that the file defines, in the order found.
     pub functions: Vec<FunctionSymbol>,
+    /// For each function asked to be followed, the code its first direct call or jump
+    /// lands on (`prologue::forward_call` with `Forwarding::Reaches`): an internal
+    /// function that is not exported, named `caller>@address`.
+    pub callees: Vec<Callee>,
+}
+
+/// Code a followed function hands over to.
+#[derive(Debug, Clone)]
+pub struct Callee {
+    pub caller: String,
+    pub function: FunctionSymbol,
 }
 
 impl ElfImage {
     pub fn function(&self, name: &str) -> Option<&FunctionSymbol> {
         self.functions.iter().find(|f| f.name == name)
     }
+
+    /// The code `caller`'s first direct call lands on, if `caller` was followed.
+    pub fn callee_of(&self, caller: &str) -> Option<&FunctionSymbol> {
+        self.callees
+            .iter()
+            .find(|c| c.caller == caller)
+            .map(|c| &c.function)
+    }
 }
 
 /// Reads `path` and returns the defined functions among `wanted` (from `.dynsym`; from
 /// `.symtab` only when `.dynsym` has none of them, for statically linked executables that are
-/// not stripped). Blocking file I/O: run it on a blocking task, not on the event path.
-pub fn read_image(path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
+/// not stripped), and the callees of those among them named in `follow`. Blocking file I/O:
+/// run it on a blocking task, not on the event path.
+pub fn read_image(path: &Path, wanted: &[&str], follow: &[&str]) -> Result<ElfImage, ElfError> {
     // Non-blocking: a path swapped for a FIFO must not hang the reader (regular files
     // ignore the flag).
     let file = std::fs::OpenOptions::new()
@@ -138,11 +163,16 @@ pub fn read_image(path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
             path: path.to_owned(),
             source,
         })?;
-    read_image_from(file, path, wanted)
+    read_image_from(file, path, wanted, follow)
 }
 
 /// As `read_image`, from a file already opened (`path` names it in errors).
-pub fn read_image_from(file: File, path: &Path, wanted: &[&str]) -> Result<ElfImage, ElfError> {
+pub fn read_image_from(
+    file: File,
+    path: &Path,
+    wanted: &[&str],
+    follow: &[&str],
+) -> Result<ElfImage, ElfError> {
     let metadata = file.metadata().map_err(|source| ElfError::Open {
         path: path.to_owned(),
         source,
@@ -165,7 +195,7 @@ pub fn read_image_from(file: File, path: &Path, wanted: &[&str]) -> Result<ElfIm
         data: &cache,
         size,
     };
-    reader.read(wanted)
+    reader.read(wanted, follow)
 }
 
 struct ImageReader<'a> {
@@ -182,7 +212,7 @@ impl<'a> ImageReader<'a> {
         }
     }
 
-    fn read(&self, wanted: &[&str]) -> Result<ElfImage, ElfError> {
+    fn read(&self, wanted: &[&str], follow: &[&str]) -> Result<ElfImage, ElfError> {
         let header = Header::parse(self.data).map_err(|_| ElfError::NotX86_64 {
             path: self.path.to_owned(),
         })?;
@@ -223,12 +253,73 @@ impl<'a> ImageReader<'a> {
                 SymbolTable::Symtab,
             )?;
         }
+        let mut callees = Vec::new();
+        for caller in functions
+            .iter()
+            .filter(|f| follow.contains(&f.name.as_str()))
+        {
+            let Ok(target) = forward_call(caller, Forwarding::Reaches) else {
+                continue;
+            };
+            // A target outside the file's code is not followed: the caller keeps its probe.
+            if let Some(function) = self.code_at(endian, &sections, target, caller)? {
+                callees.push(Callee {
+                    caller: caller.name.clone(),
+                    function,
+                });
+            }
+        }
         Ok(ElfImage {
             build_id: self.build_id(endian, &sections)?,
             version: self.version(endian, &sections)?,
             is_executable,
             functions,
+            callees,
         })
+    }
+
+    /// The code at `address` (a call target inside `caller`'s image), as a function with no
+    /// symbol: `CALLEE_CODE_BYTES` of it, bounded by its executable section.
+    fn code_at(
+        &self,
+        endian: Endianness,
+        sections: &SectionTable<'a, Header, Data<'a>>,
+        address: u64,
+        caller: &FunctionSymbol,
+    ) -> Result<Option<FunctionSymbol>, ElfError> {
+        let Some(section) = sections.iter().find(|section| {
+            let start = section.sh_addr(endian);
+            section.sh_type(endian) == elf::SHT_PROGBITS
+                && section.sh_flags(endian) & u64::from(elf::SHF_EXECINSTR) != 0
+                && address >= start
+                && address - start < section.sh_size(endian)
+        }) else {
+            return Ok(None);
+        };
+        let within = address - section.sh_addr(endian);
+        let Some(file_offset) = section
+            .sh_offset(endian)
+            .checked_add(within)
+            .filter(|offset| *offset < self.size)
+        else {
+            return Ok(None);
+        };
+        let available = (section.sh_size(endian) - within).min(self.size - file_offset);
+        let length = CALLEE_CODE_BYTES.min(available);
+        let name = format!("{}>@{address:#x}", caller.name);
+        let code = self
+            .data
+            .read_bytes_at(file_offset, length)
+            .map_err(|()| self.malformed(format_args!("cannot read the code of {name}")))?
+            .to_vec();
+        Ok(Some(FunctionSymbol {
+            name,
+            address,
+            size: 0,
+            file_offset,
+            table: caller.table,
+            code,
+        }))
     }
 
     /// Checks a table's size before `object` reads it into the cache.
@@ -452,6 +543,7 @@ pub(crate) mod tests {
         let image = read_image(
             installed(LIBPQ),
             &["PQexec", "PQsendQuery", "PQsendPrepare", "no_such_fn"],
+            &[],
         )
         .unwrap();
         assert_eq!(image.functions.len(), 3);
@@ -478,7 +570,7 @@ pub(crate) mod tests {
 
     #[test]
     fn libssl_has_openssl_version_definition() {
-        let image = read_image(installed(LIBSSL), &["SSL_write", "SSL_read_ex"]).unwrap();
+        let image = read_image(installed(LIBSSL), &["SSL_write", "SSL_read_ex"], &[]).unwrap();
         assert!(image.function("SSL_write").is_some());
         assert!(image.function("SSL_read_ex").is_some());
         let version = image.version.unwrap();
@@ -486,8 +578,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn followed_functions_bring_their_callees_code() {
+        let names = ["SSL_read", "SSL_read_ex", "SSL_write"];
+        let image = read_image(installed(LIBSSL), &names, &["SSL_read", "SSL_read_ex"]).unwrap();
+        assert!(image.callee_of("SSL_write").is_none(), "not followed");
+        let bytes = std::fs::read(LIBSSL).unwrap();
+        for caller in ["SSL_read", "SSL_read_ex"] {
+            let callee = image.callee_of(caller).expect(caller);
+            assert!(callee.name.starts_with(caller), "{}", callee.name);
+            assert_eq!(callee.size, 0);
+            let start = callee.file_offset as usize;
+            assert_eq!(&bytes[start..start + callee.code.len()], &callee.code[..]);
+        }
+        // OpenSSL 3: both reach the one internal read function.
+        assert_eq!(
+            image.callee_of("SSL_read").unwrap().address,
+            image.callee_of("SSL_read_ex").unwrap().address
+        );
+    }
+
+    #[test]
     fn a_library_without_the_names_yields_none() {
-        let image = read_image(Path::new("/bin/sleep"), &["SSL_write"]).unwrap();
+        let image = read_image(Path::new("/bin/sleep"), &["SSL_write"], &[]).unwrap();
         assert!(image.functions.is_empty());
         assert!(image.is_executable);
     }
@@ -500,7 +612,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_regular_files_are_read() {
-        let error = read_image(Path::new("/proc/self"), &["SSL_write"]).unwrap_err();
+        let error = read_image(Path::new("/proc/self"), &["SSL_write"], &[]).unwrap_err();
         assert!(matches!(error, ElfError::NotRegular { .. }), "{error}");
         // A FIFO would block a plain open; this one returns at once.
         let dir = tempfile::tempdir().unwrap();
@@ -510,7 +622,7 @@ pub(crate) mod tests {
             .status()
             .unwrap()
             .success());
-        let error = read_image(&fifo, &["SSL_write"]).unwrap_err();
+        let error = read_image(&fifo, &["SSL_write"], &[]).unwrap_err();
         assert!(matches!(error, ElfError::NotRegular { .. }), "{error}");
     }
 
@@ -522,7 +634,7 @@ pub(crate) mod tests {
             &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0][..],
         ] {
             let file = temp_with(bytes);
-            let error = read_image(file.path(), &["SSL_write"]).unwrap_err();
+            let error = read_image(file.path(), &["SSL_write"], &[]).unwrap_err();
             assert!(matches!(error, ElfError::NotX86_64 { .. }), "{error}");
         }
     }
@@ -540,7 +652,7 @@ pub(crate) mod tests {
             real.len() - 1,
         ] {
             let file = temp_with(&real[..cut]);
-            let result = read_image(file.path(), &["SSL_write", "SSL_read"]);
+            let result = read_image(file.path(), &["SSL_write", "SSL_read"], &["SSL_read"]);
             if cut < real.len() / 2 {
                 assert!(result.is_err(), "cut at {cut} parsed");
             }
@@ -562,7 +674,7 @@ pub(crate) mod tests {
                 bytes[at] = (state >> 32) as u8;
             }
             let file = temp_with(&bytes);
-            let _ = read_image(file.path(), &["SSL_write", "SSL_read"]);
+            let _ = read_image(file.path(), &["SSL_write", "SSL_read"], &["SSL_read"]);
         }
     }
 }

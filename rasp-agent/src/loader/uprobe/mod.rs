@@ -9,7 +9,7 @@ pub mod elf;
 pub mod prologue;
 pub mod targets;
 
-pub use prologue::{AttachPoint, EmulationModel};
+pub use prologue::{AttachPoint, EmulationModel, Placement};
 pub use targets::{
     AttachPlan, FileId, LibraryKind, PlannedProbe, TargetAction, TargetId, TargetRegistry,
     TargetStatus,

@@ -169,6 +169,51 @@ impl EmulationModel {
     }
 }
 
+/// Where probes go: at the points `choose_attach_point` picks for the running kernel's
+/// emulation (the default), or each at its function's entry, where a naive tool puts it —
+/// kept so the benchmark can show what the choice saves (`RASP_UPROBE_AT_ENTRY=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub model: EmulationModel,
+    pub at_entry: bool,
+}
+
+/// Diagnostic switch: every uprobe at its function's entry (`Placement::at_entry`).
+pub const AT_ENTRY_ENV: &str = "RASP_UPROBE_AT_ENTRY";
+
+impl Placement {
+    pub const fn chosen(model: EmulationModel) -> Self {
+        Placement {
+            model,
+            at_entry: false,
+        }
+    }
+
+    /// The running kernel's model; at the entry when `RASP_UPROBE_AT_ENTRY=1`.
+    pub fn of_running_kernel() -> Self {
+        let at_entry = std::env::var_os(AT_ENTRY_ENV).is_some_and(|v| v == "1");
+        if at_entry {
+            tracing::warn!(
+                env = AT_ENTRY_ENV,
+                "diagnostic: every uprobe at its function's entry, not the chosen point"
+            );
+        }
+        Placement {
+            model: EmulationModel::of_running_kernel(),
+            at_entry,
+        }
+    }
+
+    /// `function`'s attach point under this placement.
+    pub fn point(&self, function: &FunctionSymbol, requirements: ProbeRequirements) -> AttachPoint {
+        if self.at_entry {
+            entry_point(function, self.model, AttachReason::AtEntry)
+        } else {
+            choose_attach_point(function, requirements, self.model)
+        }
+    }
+}
+
 /// How the kernel handles a uprobe on one instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -264,6 +309,8 @@ pub enum AttachReason {
     AfterPrologue { skipped: u8 },
     /// No emulated instruction qualifies in the window: the entry, single-stepped.
     Fallback { stop: ScanStop },
+    /// The entry, as asked (`Placement::at_entry`).
+    AtEntry,
 }
 
 /// What ended the search for an emulated instruction.
@@ -299,6 +346,7 @@ impl fmt::Display for AttachReason {
                 }
                 f.write_str("): entry, single-stepped")
             }
+            AttachReason::AtEntry => write!(f, "entry, as {AT_ENTRY_ENV}=1 asks"),
         }
     }
 }
@@ -366,6 +414,68 @@ pub fn choose_attach_point(
         skipped = skipped.saturating_add(1);
     };
     entry_point(function, model, AttachReason::Fallback { stop })
+}
+
+/// Bytes scanned for a forwarding call (`forward_call`): a public OpenSSL function checks
+/// its arguments and sets up a local or two before it calls the internal one.
+pub const FORWARD_WINDOW_BYTES: usize = 64;
+
+/// How `forward_call` judges the instructions before the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// A pure forward: every instruction before the call falls through and leaves `passes`
+    /// alone, so the callee receives exactly the caller's arguments.
+    Pure(RegisterSet),
+    /// Only where the straight-line code goes: conditional branches are stepped over (an
+    /// early return on a bad argument), registers may change.
+    Reaches,
+}
+
+/// The target of `function`'s first direct `call rel32` or `jmp rel32`, judged by `how`;
+/// otherwise why there is none. `SSL_read_ex` is a pure forward of its four arguments to
+/// the internal read function that `SSL_read` calls too: one probe there, at an emulated
+/// `push`, serves both with the return probe sharing it (`SSL_read` itself opens with `sub
+/// $0x18,%rsp`, so a return probe there costs a single step on every call).
+pub fn forward_call(function: &FunctionSymbol, how: Forwarding) -> Result<u64, ScanStop> {
+    let window_end = function.code.len().min(FORWARD_WINDOW_BYTES);
+    let mut decoder = Decoder::with_ip(
+        64,
+        &function.code[..window_end],
+        function.address,
+        DecoderOptions::NONE,
+    );
+    let mut info = InstructionInfoFactory::new();
+    let mut instruction = Instruction::default();
+    loop {
+        if !decoder.can_decode() {
+            return Err(ScanStop::WindowEnd);
+        }
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            return Err(ScanStop::Undecodable);
+        }
+        let direct = matches!(
+            instruction.op0_kind(),
+            OpKind::NearBranch32 | OpKind::NearBranch64
+        );
+        match instruction.flow_control() {
+            FlowControl::Call | FlowControl::UnconditionalBranch if direct => {
+                return Ok(instruction.near_branch_target());
+            }
+            FlowControl::Next => {}
+            FlowControl::ConditionalBranch if how == Forwarding::Reaches => continue,
+            _ => return Err(ScanStop::ControlTransfer),
+        }
+        if let Forwarding::Pure(passes) = how {
+            let requirements = ProbeRequirements {
+                intact: passes,
+                stack_unchanged: false,
+            };
+            if let Some(stop) = clobbers(&mut info, &instruction, requirements) {
+                return Err(stop);
+            }
+        }
+    }
 }
 
 /// The first instruction's attach point, whatever it costs.
@@ -641,6 +751,74 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_calls_are_found_and_judged() {
+        let four = RegisterSet::of(&[
+            ArgRegister::Rdi,
+            ArgRegister::Rsi,
+            ArgRegister::Rdx,
+            ArgRegister::Rcx,
+        ]);
+        // SSL_read_ex's shape: sub $0x8,%rsp; call +0x100 — a pure forward.
+        let ex = function(&[0x48, 0x83, 0xec, 0x08, 0xe8, 0x00, 0x01, 0, 0]);
+        assert_eq!(
+            forward_call(&ex, Forwarding::Pure(four)),
+            Ok(0x1009 + 0x100)
+        );
+        // A tail call (jmp rel32) forwards too.
+        let tail = function(&[0xe9, 0x10, 0, 0, 0]);
+        assert_eq!(forward_call(&tail, Forwarding::Pure(four)), Ok(0x1015));
+        // SSL_read's: test %edx,%edx; js; mov %rsp,%rcx; call — not pure (the branch, and
+        // rcx changes), but it reaches the call.
+        let int = function(&[
+            0x85, 0xd2, 0x78, 0x20, 0x48, 0x89, 0xe1, 0xe8, 0x00, 0x02, 0, 0,
+        ]);
+        assert_eq!(
+            forward_call(&int, Forwarding::Pure(four)),
+            Err(ScanStop::ControlTransfer)
+        );
+        assert_eq!(forward_call(&int, Forwarding::Reaches), Ok(0x100c + 0x200));
+        // rcx rewritten before the call: not a pure forward of four arguments.
+        let flags = function(&[0x31, 0xc9, 0xe8, 0x00, 0x01, 0, 0]);
+        assert_eq!(
+            forward_call(&flags, Forwarding::Pure(four)),
+            Err(ScanStop::WritesRegister(ArgRegister::Rcx))
+        );
+        // No call in the window, an indirect call, a return.
+        assert_eq!(
+            forward_call(&function(&[0x90; 80]), Forwarding::Reaches),
+            Err(ScanStop::WindowEnd)
+        );
+        assert_eq!(
+            forward_call(&function(&[0xff, 0xd0]), Forwarding::Reaches),
+            Err(ScanStop::ControlTransfer)
+        );
+        assert_eq!(
+            forward_call(&function(&[0xc3]), Forwarding::Reaches),
+            Err(ScanStop::ControlTransfer)
+        );
+    }
+
+    #[test]
+    fn the_naive_placement_is_every_entry() {
+        let naive = Placement {
+            model: MODEL,
+            at_entry: true,
+        };
+        // mov $1,%edx; jmp: the chosen point is +5, the naive one +0.
+        let code = [0xba, 1, 0, 0, 0, 0xe9, 0xa6, 0xeb, 0xff, 0xff];
+        assert_eq!(
+            Placement::chosen(MODEL)
+                .point(&function(&code), QUERY)
+                .offset_in_symbol,
+            5
+        );
+        let point = naive.point(&function(&code), QUERY);
+        assert_eq!(point.offset_in_symbol, 0);
+        assert_eq!(point.reason, AttachReason::AtEntry);
+        assert!(!point.emulated);
+    }
+
+    #[test]
     fn undecodable_and_empty_code_fall_back_without_panicking() {
         for code in [&[][..], &[0x0f][..], &[0xba, 1][..]] {
             let point = choose_attach_point(&function(code), QUERY, MODEL);
@@ -696,7 +874,7 @@ mod tests {
     }
 
     fn choose_in(path: &str, name: &str, req: ProbeRequirements) -> (String, AttachPoint) {
-        let image = read_image(std::path::Path::new(path), &[name]).unwrap();
+        let image = read_image(std::path::Path::new(path), &[name], &[]).unwrap();
         let function = image.function(name).unwrap();
         let point = choose_attach_point(function, req, MODEL);
         assert_invariants(function, req, &point);

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::{
     elf::{read_image, read_image_from, BuildId, ElfError, ElfImage, SymbolTable},
     prologue::{
-        choose_attach_point, ArgRegister, AttachPoint, EmulationModel, ProbeRequirements,
+        forward_call, ArgRegister, AttachPoint, Forwarding, Placement, ProbeRequirements,
         RegisterSet,
     },
 };
@@ -58,16 +58,34 @@ pub enum FunctionRole {
     ConnectionOpened,
     /// `PQfinish(conn)`: the connection identity ends.
     ConnectionClosed,
-    /// `(ssl, buf, num[, written])`.
-    TlsWrite,
+    /// `(ssl, buf, num[, written])`; captured on return, once the write succeeded.
+    TlsWrite { abi: TlsAbi },
     /// `(ssl, buf, num[, readbytes])`; the bytes are there on return.
-    TlsRead,
+    TlsRead { abi: TlsAbi },
     /// `SSL_set_fd(ssl, fd)`: ties the `SSL *` to a socket.
     TlsSetFd,
     /// `SSL_free(ssl)`: the `SSL *` identity ends.
     TlsFree,
-    /// `SSL_do_handshake`/`SSL_connect`/`SSL_accept(ssl)`.
-    TlsHandshake,
+}
+
+impl FunctionRole {
+    /// For reads and writes, how the byte count comes back.
+    pub fn tls_abi(self) -> Option<TlsAbi> {
+        match self {
+            FunctionRole::TlsRead { abi } | FunctionRole::TlsWrite { abi } => Some(abi),
+            _ => None,
+        }
+    }
+}
+
+/// How an OpenSSL read or write function reports the bytes it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsAbi {
+    /// `SSL_read`/`SSL_write(ssl, buf, int num)`: the return value.
+    Int,
+    /// `SSL_read_ex`/`SSL_write_ex(ssl, buf, size_t num, size_t *count)`: 1, and `*count`.
+    Ex,
 }
 
 /// One function to probe.
@@ -179,33 +197,34 @@ pub const LIBPQ_FUNCTIONS: &[FunctionSpec] = &[
     ),
 ];
 
-/// OpenSSL: reads need a return probe for the real length; `_ex` writes too (the length
-/// written is stored through rcx).
+/// OpenSSL: reads and writes are captured on return (the real length; a write retried after
+/// WANT_WRITE is seen once), so each needs a return probe; `_ex` calls store the count
+/// through rcx.
 pub const LIBSSL_FUNCTIONS: &[FunctionSpec] = &[
     spec(
         "SSL_write",
-        FunctionRole::TlsWrite,
+        FunctionRole::TlsWrite { abi: TlsAbi::Int },
         &[Rdi, Rsi, Rdx],
-        false,
+        true,
         true,
     ),
     spec(
         "SSL_read",
-        FunctionRole::TlsRead,
+        FunctionRole::TlsRead { abi: TlsAbi::Int },
         &[Rdi, Rsi, Rdx],
         true,
         true,
     ),
     spec(
         "SSL_write_ex",
-        FunctionRole::TlsWrite,
+        FunctionRole::TlsWrite { abi: TlsAbi::Ex },
         &[Rdi, Rsi, Rdx, Rcx],
         true,
         false,
     ),
     spec(
         "SSL_read_ex",
-        FunctionRole::TlsRead,
+        FunctionRole::TlsRead { abi: TlsAbi::Ex },
         &[Rdi, Rsi, Rdx, Rcx],
         true,
         false,
@@ -218,28 +237,15 @@ pub const LIBSSL_FUNCTIONS: &[FunctionSpec] = &[
         false,
     ),
     spec("SSL_free", FunctionRole::TlsFree, &[Rdi], false, true),
-    spec(
-        "SSL_do_handshake",
-        FunctionRole::TlsHandshake,
-        &[Rdi],
-        false,
-        false,
-    ),
-    spec(
-        "SSL_connect",
-        FunctionRole::TlsHandshake,
-        &[Rdi],
-        false,
-        false,
-    ),
-    spec(
-        "SSL_accept",
-        FunctionRole::TlsHandshake,
-        &[Rdi],
-        false,
-        false,
-    ),
 ];
+
+/// The read and write pairs: when `_ex` hands its four arguments over unchanged to the
+/// function the other one calls too, one probe (and return probe) on that function serves
+/// both (`plan_tls`).
+const TLS_PAIRS: [(&str, &str); 2] = [("SSL_read", "SSL_read_ex"), ("SSL_write", "SSL_write_ex")];
+
+/// Functions whose first call is followed when a file is read (`ElfImage::callees`).
+const FOLLOWED: [&str; 4] = ["SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"];
 
 fn wanted_names() -> Vec<&'static str> {
     LIBPQ_FUNCTIONS
@@ -303,9 +309,14 @@ pub struct PlannedProbe {
     pub function: &'static str,
     pub role: FunctionRole,
     /// Entry probe here; when `return_probe`, the uretprobe at the same point (the point was
-    /// chosen with the stack untouched, so both share one breakpoint).
+    /// chosen with the stack untouched, so both share one breakpoint). For a forwarded pair
+    /// the point is in the function both forward to (`point.symbol` names it).
     pub point: AttachPoint,
     pub return_probe: bool,
+    /// The public functions this probe serves when it sits in the function they forward
+    /// to (empty: it serves `function` itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<&'static str>,
 }
 
 /// What a file is, once read.
@@ -361,8 +372,8 @@ pub enum TargetError {
 
 /// Reads `path` (in the agent's view) and decides whether it is a target; blocking I/O, no
 /// registry state.
-pub fn inspect_file(path: &Path, model: EmulationModel) -> Result<Inspection, ElfError> {
-    classify_image(read_image(path, &wanted_names())?, model)
+pub fn inspect_file(path: &Path, placement: Placement) -> Result<Inspection, ElfError> {
+    classify_image(read_image(path, &wanted_names(), &FOLLOWED)?, placement)
 }
 
 /// Reads `path` as process `pid` sees it and decides whether it is a target. Returns the
@@ -370,7 +381,7 @@ pub fn inspect_file(path: &Path, model: EmulationModel) -> Result<Inspection, El
 pub fn inspect_in_process(
     pid: u32,
     path: &Path,
-    model: EmulationModel,
+    placement: Placement,
 ) -> (PathBuf, Result<Inspection, ElfError>) {
     let open_path = path_in_process_root(pid, path);
     let inspection = open_in_process_root(pid, path)
@@ -378,14 +389,14 @@ pub fn inspect_in_process(
             path: open_path.clone(),
             source,
         })
-        .and_then(|file| read_image_from(file, &open_path, &wanted_names()))
-        .and_then(|image| classify_image(image, model));
+        .and_then(|file| read_image_from(file, &open_path, &wanted_names(), &FOLLOWED))
+        .and_then(|image| classify_image(image, placement));
     (open_path, inspection)
 }
 
-fn classify_image(image: ElfImage, model: EmulationModel) -> Result<Inspection, ElfError> {
+fn classify_image(image: ElfImage, placement: Placement) -> Result<Inspection, ElfError> {
     Ok(match identify(&image) {
-        Some(kind) => Inspection::Target(plan_image(kind, image, model)),
+        Some(kind) => Inspection::Target(plan_image(kind, image, placement)),
         None => Inspection::Uninteresting,
     })
 }
@@ -449,29 +460,86 @@ pub fn identify(image: &ElfImage) -> Option<LibraryKind> {
     None
 }
 
-fn plan_image(kind: LibraryKind, image: ElfImage, model: EmulationModel) -> TargetImage {
-    let specs = match kind {
-        LibraryKind::Libpq => LIBPQ_FUNCTIONS,
-        LibraryKind::Libssl | LibraryKind::StaticSsl => LIBSSL_FUNCTIONS,
+fn plan_image(kind: LibraryKind, image: ElfImage, placement: Placement) -> TargetImage {
+    let probes = match kind {
+        LibraryKind::Libpq => plan_each(&image, LIBPQ_FUNCTIONS, placement),
+        LibraryKind::Libssl | LibraryKind::StaticSsl => plan_tls(&image, placement),
     };
-    let probes = specs
-        .iter()
-        .filter_map(|spec| {
-            let function = image.function(spec.name)?;
-            Some(PlannedProbe {
-                function: spec.name,
-                role: spec.role,
-                point: choose_attach_point(function, spec.requirements(), model),
-                return_probe: spec.return_probe,
-            })
-        })
-        .collect();
     TargetImage {
         kind,
         build_id: image.build_id,
         version: image.version,
         probes,
     }
+}
+
+/// One probe per function of `specs` the file defines, each at its own point.
+fn plan_each(image: &ElfImage, specs: &[FunctionSpec], placement: Placement) -> Vec<PlannedProbe> {
+    specs
+        .iter()
+        .filter_map(|spec| {
+            let function = image.function(spec.name)?;
+            Some(PlannedProbe {
+                function: spec.name,
+                role: spec.role,
+                point: placement.point(function, spec.requirements()),
+                return_probe: spec.return_probe,
+                serves: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// OpenSSL's probes. Each read/write pair gets one probe in the function both forward to
+/// when that is sound and cheaper (`forwarded_pair`), otherwise one on each public
+/// function; `SSL_set_fd` and `SSL_free` their own.
+fn plan_tls(image: &ElfImage, placement: Placement) -> Vec<PlannedProbe> {
+    let mut probes = Vec::new();
+    let mut covered: Vec<&str> = Vec::new();
+    for (int, ex) in TLS_PAIRS {
+        if placement.at_entry {
+            break; // the naive placement: every public function at its entry
+        }
+        if let Some(probe) = forwarded_pair(image, int, ex, placement) {
+            covered.extend([int, ex]);
+            probes.push(probe);
+        }
+    }
+    let rest: Vec<FunctionSpec> = LIBSSL_FUNCTIONS
+        .iter()
+        .filter(|spec| !covered.contains(&spec.name))
+        .copied()
+        .collect();
+    probes.extend(plan_each(image, &rest, placement));
+    probes
+}
+
+/// One probe for a read (or write) pair, in the function `ex` forwards its four arguments to
+/// unchanged, when `int` calls that same function first (so it reaches it with the same
+/// arguments' meaning: its count through a pointer) and that function's entry is an
+/// instruction the kernel emulates, which a return probe can share. `None`: probe the pair
+/// itself. Nested calls (a public function reaching the probed one after all) are captured
+/// once, by the outermost probe (`rasp-ebpf/src/tls.rs`).
+fn forwarded_pair(
+    image: &ElfImage,
+    int: &'static str,
+    ex: &'static str,
+    placement: Placement,
+) -> Option<PlannedProbe> {
+    let spec = LIBSSL_FUNCTIONS.iter().find(|s| s.name == ex)?;
+    let target = forward_call(image.function(ex)?, Forwarding::Pure(spec.intact)).ok()?;
+    let callee = image.callee_of(ex).filter(|c| c.address == target)?;
+    if image.callee_of(int)?.address != target {
+        return None;
+    }
+    let point = placement.point(callee, spec.requirements());
+    point.emulated.then_some(PlannedProbe {
+        function: ex,
+        role: spec.role,
+        point,
+        return_probe: true,
+        serves: vec![int, ex],
+    })
 }
 
 /// One executable file mapping of a process.
@@ -591,7 +659,7 @@ pub struct TargetStatus {
 
 #[derive(Debug)]
 pub struct TargetRegistry {
-    model: EmulationModel,
+    placement: Placement,
     limits: RegistryLimits,
     next_id: u64,
     by_file: HashMap<FileId, TargetId>,
@@ -602,9 +670,9 @@ pub struct TargetRegistry {
 }
 
 impl TargetRegistry {
-    pub fn new(model: EmulationModel, limits: RegistryLimits) -> Self {
+    pub fn new(placement: Placement, limits: RegistryLimits) -> Self {
         TargetRegistry {
-            model,
+            placement,
             limits,
             next_id: 1,
             by_file: HashMap::new(),
@@ -615,8 +683,8 @@ impl TargetRegistry {
         }
     }
 
-    pub fn model(&self) -> EmulationModel {
-        self.model
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     pub fn counters(&self) -> RegistryCounters {
@@ -734,7 +802,7 @@ impl TargetRegistry {
             }
             MappingLookup::Uninteresting => None,
             MappingLookup::Unknown => {
-                let (open_path, inspection) = inspect_in_process(pid, path, self.model);
+                let (open_path, inspection) = inspect_in_process(pid, path, self.placement);
                 self.record(pid, &open_path, file, inspection)
             }
         }
@@ -762,8 +830,8 @@ impl TargetRegistry {
             MappingLookup::Uninteresting => None,
             MappingLookup::Unknown => {
                 let open_path = path_in_process_root(pid, exe);
-                let inspection = read_image_from(file, &open_path, &wanted_names())
-                    .and_then(|image| classify_image(image, self.model));
+                let inspection = read_image_from(file, &open_path, &wanted_names(), &FOLLOWED)
+                    .and_then(|image| classify_image(image, self.placement));
                 self.record(pid, &open_path, id, inspection)
             }
         }
@@ -886,13 +954,14 @@ impl TargetRegistry {
 mod tests {
     use super::super::elf::tests::{LIBPQ, LIBSSL};
     use super::*;
+    use crate::loader::uprobe::EmulationModel;
     use std::{
         io::Write,
         process::{Child, Command},
         time::{Duration, Instant},
     };
 
-    const MODEL: EmulationModel = EmulationModel::CanonicalNops;
+    const MODEL: Placement = Placement::chosen(EmulationModel::CanonicalNops);
 
     fn file(inode: u64) -> FileId {
         FileId {
@@ -971,7 +1040,7 @@ garbage line";
         assert!(open_in_process_root(pid, Path::new(&magic)).is_err());
         // Our own root is `/`: the real library opens and parses.
         let file = open_in_process_root(pid, Path::new(LIBSSL)).unwrap();
-        let image = read_image_from(file, Path::new(LIBSSL), &["SSL_write"]).unwrap();
+        let image = read_image_from(file, Path::new(LIBSSL), &["SSL_write"], &[]).unwrap();
         assert!(image.function("SSL_write").is_some());
     }
 
@@ -1015,6 +1084,56 @@ garbage line";
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn openssl_3_pairs_are_probed_once_where_they_forward() {
+        let ssl = target_image(LIBSSL);
+        let served: Vec<(&str, &[&str])> = ssl
+            .probes
+            .iter()
+            .map(|p| (p.function, p.serves.as_slice()))
+            .collect();
+        // OpenSSL 3.0: SSL_read_ex and SSL_write_ex hand their four arguments to the
+        // internal functions SSL_read and SSL_write call too, which open with a `push`.
+        for (ex, pair) in [
+            ("SSL_read_ex", ["SSL_read", "SSL_read_ex"]),
+            ("SSL_write_ex", ["SSL_write", "SSL_write_ex"]),
+        ] {
+            let probe = ssl.probes.iter().find(|p| p.function == ex).unwrap();
+            assert_eq!(probe.serves, pair, "{served:?}");
+            assert!(probe.point.emulated && probe.return_probe, "{probe:?}");
+            assert_eq!(probe.point.offset_in_symbol, 0);
+            assert!(probe.point.symbol.starts_with(&format!("{ex}>@0x")));
+            assert_eq!(probe.role.tls_abi(), Some(TlsAbi::Ex));
+        }
+        let names: Vec<&str> = ssl.probes.iter().map(|p| p.function).collect();
+        assert_eq!(
+            names,
+            ["SSL_read_ex", "SSL_write_ex", "SSL_set_fd", "SSL_free"]
+        );
+
+        // The naive placement: each public function at its entry, a return probe on each.
+        let naive = Placement {
+            model: EmulationModel::CanonicalNops,
+            at_entry: true,
+        };
+        let Inspection::Target(naive) = inspect_file(Path::new(LIBSSL), naive).unwrap() else {
+            panic!("libssl not recognised");
+        };
+        let names: Vec<&str> = naive.probes.iter().map(|p| p.function).collect();
+        assert_eq!(
+            names,
+            [
+                "SSL_write",
+                "SSL_read",
+                "SSL_write_ex",
+                "SSL_read_ex",
+                "SSL_set_fd",
+                "SSL_free"
+            ]
+        );
+        assert!(naive.probes.iter().all(|p| p.point.offset_in_symbol == 0));
     }
 
     #[test]
@@ -1179,7 +1298,10 @@ garbage line";
         let status = registry.status();
         let line = status.iter().find(|s| s.id == ssl.id).unwrap();
         assert_eq!(line.processes, 1);
-        assert!(line.probes.iter().any(|p| p.function == "SSL_write"));
+        assert!(line
+            .probes
+            .iter()
+            .any(|p| p.function == "SSL_write" || p.serves.contains(&"SSL_write")));
         let json = serde_json::to_value(&status).unwrap();
         let probes = json[0]["probes"].as_array().unwrap();
         assert!(probes.iter().all(|p| p["point"]["file_offset"].is_u64()));
@@ -1221,6 +1343,7 @@ garbage line";
 #[cfg(test)]
 mod static_ssl_tests {
     use super::*;
+    use crate::loader::uprobe::EmulationModel;
     use std::process::Command;
 
     /// Builds an executable that defines OpenSSL's entry points itself, as a statically
@@ -1253,7 +1376,7 @@ mod static_ssl_tests {
         for rdynamic in [true, false] {
             let path = build(dir.path(), rdynamic);
             let Inspection::Target(image) =
-                inspect_file(&path, EmulationModel::CanonicalNops).unwrap()
+                inspect_file(&path, Placement::chosen(EmulationModel::CanonicalNops)).unwrap()
             else {
                 panic!("{} not recognised", path.display());
             };
