@@ -102,6 +102,8 @@ pub struct RunArgs {
     /// In-kernel denials are not limited.
     #[arg(long, default_value_t = 30)]
     pub actions_per_minute: usize,
+    #[command(flatten)]
+    pub export: crate::store::export::ExportArgs,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -139,6 +141,8 @@ pub struct Agent {
     pub sql_hold: Mutex<crate::api::protocol::SqlHoldReport>,
     /// The SQL analyzer's queue counters, once the pipeline started it.
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
+    /// One per export sink (`--export-*`), updated by its task.
+    pub exports: Vec<Arc<crate::store::export::ExportStats>>,
 }
 
 impl MetricsSource for Agent {
@@ -286,6 +290,7 @@ impl Backend for Agent {
                         .collect(),
                 }
             },
+            exports: self.exports.iter().map(|e| e.status()).collect(),
         }
     }
 

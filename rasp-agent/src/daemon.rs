@@ -35,7 +35,7 @@ use crate::{
     pipeline::{self, FaultInjection},
     policy::reload::PolicyControl,
     process::{cgroup::CgroupResolver, ProcessTable},
-    store::{DetectionStore, StoreOptions},
+    store::{export::Exports, DetectionStore, StoreOptions},
 };
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -71,6 +71,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     store_opts.keep = args.journal_keep;
     store_opts.fold_window = Duration::from_secs(args.fold_window);
     let (store, store_writer) = DetectionStore::open(store_opts)?;
+    // Sinks start before anything is detected, so they see every journal write from here on.
+    let exports = Exports::start(
+        &args.export,
+        &args.state_dir,
+        metrics.clone(),
+        store.journal_written(),
+    )?;
 
     let environment = env::prepare()?;
     let loader::Loaded {
@@ -161,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         sql_hold: Mutex::new(sql_hold),
         sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
         sql_analyzer: std::sync::OnceLock::new(),
+        exports: exports.stats(),
         engine: Engine::live(),
         enforcer: Enforcer::new(
             environment.cgroup2.clone(),
@@ -251,6 +259,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
+    // After the journal's last write: the sinks deliver what it holds, briefly, and save
+    // their positions (the rest goes out after the next start).
+    exports.finish().await;
     uprobe_task.await.context("uprobe target task")?;
     drop(probes); // detaches every program
     tracing::info!("stopped");

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (as root): load the eBPF programs, track processes, serve the socket.
-    Run(daemon::RunArgs),
+    Run(Box<daemon::RunArgs>),
     /// What the agent runs: kernel, BPF-LSM, programs, ring buffer, events and drops.
     Status(cli::ClientOpts),
     /// Recent events from the agent's buffer, or a live stream with --follow.
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             init_logging();
-            run_daemon(args)
+            run_daemon(*args)
         }
         Command::Status(opts) => cli::status(&opts),
         Command::Events(args) => cli::events(&args),

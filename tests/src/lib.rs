@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod sql;
+pub mod webhook;
 
 /// How long the agent gets to answer `status` after `run` was started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -205,6 +205,9 @@ pub struct Status {
     /// Hold and decide on libpq: whether it runs, its watchdog, the processes under hold.
     #[serde(default)]
     pub sql_hold: SqlHoldReport,
+    /// Export sinks: delivered, retried, refused, journal bytes still to deliver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<crate::store::export::ExportStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use prometheus_client::{
 use crate::{
     detect::Outcome,
     policy::vocab::{Action, Mode, Severity},
+    store::export::{ExportResult, SinkKind},
 };
 
 pub use endpoint::{serve, MetricsServer, DEFAULT_ADDR};
@@ -120,6 +121,12 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExportLabels {
+    sink: &'static str,
+    result: &'static str,
+}
+
 const ACTIONS: [Action; 4] = [
     Action::Alert,
     Action::Block,
@@ -195,6 +202,7 @@ pub struct Metrics {
     detections: Family<DetectionLabels, Counter>,
     actions: [[Counter; OUTCOMES.len()]; ACTIONS.len()],
     reloads: [Counter; RELOAD_RESULTS.len()],
+    exports: [[Counter; ExportResult::ALL.len()]; SinkKind::ALL.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -264,8 +272,24 @@ impl Metrics {
             })
         });
 
+        let export_family: Family<ExportLabels, Counter> = Family::default();
+        registry.register(
+            "export_records",
+            "Detections per export sink and what became of them (delivered, retried, refused, unreadable journal lines, gaps where the journal rotated past the sink)",
+            export_family.clone(),
+        );
+        let exports = SinkKind::ALL.map(|sink| {
+            ExportResult::ALL.map(|result| {
+                export_family.get_or_create_owned(&ExportLabels {
+                    sink: sink.name(),
+                    result: result.name(),
+                })
+            })
+        });
+
         Metrics {
             registry: root,
+            exports,
             analyzer_dropped,
             detections,
             actions,
@@ -292,6 +316,11 @@ impl Metrics {
     /// The enforcer (or the fold shortcut) settled a detection's outcome.
     pub fn action(&self, action: Action, outcome: Outcome) {
         self.actions[action_index(action)][outcome_index(outcome)].inc();
+    }
+
+    /// `n` detections at an export sink came to `result`.
+    pub fn export(&self, sink: SinkKind, result: ExportResult, n: u64) {
+        self.exports[sink.index()][result.index()].inc_by(n);
     }
 
     /// A policy set load finished.
