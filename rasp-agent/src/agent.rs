@@ -104,6 +104,8 @@ pub struct RunArgs {
     pub actions_per_minute: usize,
     #[command(flatten)]
     pub export: crate::store::export::ExportArgs,
+    #[command(flatten)]
+    pub runtime_sockets: crate::process::runtime::RuntimeSockets,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -143,6 +145,10 @@ pub struct Agent {
     pub sql_analyzer: std::sync::OnceLock<crate::detect::analyzer::AnalyzerStatsHandle>,
     /// One per export sink (`--export-*`), updated by its task.
     pub exports: Vec<Arc<crate::store::export::ExportStats>>,
+    /// cgroup id → path, for the pipeline and the process table.
+    pub cgroups: Arc<crate::process::cgroup::CgroupResolver>,
+    /// cgroup id → container and pod, named by the enricher task.
+    pub containers: Arc<crate::process::container::Containers>,
 }
 
 impl MetricsSource for Agent {
@@ -252,6 +258,8 @@ impl Backend for Agent {
                 evicted,
             },
             cgroup2_mount: self.environment.cgroup2.display().to_string(),
+            cgroups: self.cgroups.stats(),
+            containers: self.containers.stats(),
             socket: self.args.socket.display().to_string(),
             state_dir: self.args.state_dir.display().to_string(),
             environment: self.environment.notes.clone(),
@@ -300,6 +308,10 @@ impl Backend for Agent {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.hub.subscribe()
+    }
+
+    fn containers(&self) -> Vec<crate::process::container::ContainerEntry> {
+        self.containers.list()
     }
 
     fn processes(&self) -> Vec<Process> {
@@ -426,6 +438,7 @@ impl Agent {
             cgroup_id: 0,
             cgroup: None,
             verdict: None,
+            container: None,
             detail: EventDetail::AgentHealth(detail),
         });
         self.hub.publish(&mut vec![event.clone()]);
@@ -457,8 +470,6 @@ impl Agent {
                 uid: Some(0),
             },
             ancestry: Vec::new(),
-            container_id: None,
-            pod_uid: None,
             latency_us: 0,
             count: 1,
             last_time: None,

@@ -34,7 +34,7 @@ use crate::{
     metrics::{self, Metrics},
     pipeline::{self, FaultInjection},
     policy::reload::PolicyControl,
-    process::{cgroup::CgroupResolver, ProcessTable},
+    process::{cgroup::CgroupResolver, container::Containers, ProcessTable},
     store::{export::Exports, DetectionStore, StoreOptions},
 };
 
@@ -143,9 +143,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     // Seed after attaching: a process born in between is seen by both, never by neither.
-    let mut cgroups = CgroupResolver::new(environment.cgroup2.clone());
+    let (cgroups, cgroup_maintenance) = CgroupResolver::new(environment.cgroup2.clone());
+    let (containers, enricher) = Containers::new(args.runtime_sockets.clone());
     let mut table = ProcessTable::new(args.max_processes, Duration::from_secs(args.exit_grace));
-    let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &mut cgroups);
+    let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &cgroups);
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let (uprobe_feed, sightings) = Feed::new();
 
@@ -169,6 +170,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
         sql_analyzer: std::sync::OnceLock::new(),
         exports: exports.stats(),
+        cgroups,
+        containers: containers.clone(),
         engine: Engine::live(),
         enforcer: Enforcer::new(
             environment.cgroup2.clone(),
@@ -207,8 +210,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     let mut pipeline = {
         let (agent, stop) = (agent.clone(), stop_reader.clone());
-        tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, cgroups, &stop, faults))
+        tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, &stop, faults))
     };
+    // Off the event path: cgroup rescans and forgetting gone cgroups (a thread of its own),
+    // and asking the runtimes for container names (a task of its own).
+    let cgroup_task = {
+        let (containers, stop) = (containers.clone(), stop_rx.clone());
+        tokio::task::spawn_blocking(move || cgroup_maintenance.run(&containers, &|| *stop.borrow()))
+    };
+    let enricher_task = tokio::spawn(enricher.run(stop_rx.clone()));
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
     let health = tokio::spawn(watch_losses(agent.clone(), stop_rx.clone()));
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
@@ -263,6 +273,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // their positions (the rest goes out after the next start).
     exports.finish().await;
     uprobe_task.await.context("uprobe target task")?;
+    cgroup_task.await.context("cgroup maintenance task")?;
+    enricher_task.await.context("container enricher task")?;
     drop(probes); // detaches every program
     tracing::info!("stopped");
     Ok(())
@@ -349,7 +361,12 @@ fn track_uprobe_targets(
         if let Some(scope) = hold_scope.borrow_mut().as_mut() {
             let set = agent.policies.registry().current();
             policy_version.set(set.version);
-            scope.sync(&set, &crate::read(&agent.table), &tracked);
+            scope.sync(
+                &set,
+                &crate::read(&agent.table),
+                &agent.containers,
+                &tracked,
+            );
             crate::lock(&agent.sql_hold).processes = scope.pids();
         }
         agent.uprobe_feed.set_tracked(tracked);

@@ -25,6 +25,8 @@ enum Command {
     Events(cli::EventsArgs),
     /// The process table: list, one process with its ancestry, or a tree.
     Processes(cli::ProcessesArgs),
+    /// The containers the agent has seen: id, runtime, name, image, pod.
+    Containers(cli::ClientOpts),
     /// What the policies caught (recent, filtered, or live with --follow).
     Detections(cli::detections::DetectionsArgs),
     /// Policies: list, validate, apply, rollback, simulate.
@@ -53,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(opts) => cli::status(&opts),
         Command::Events(args) => cli::events(&args),
         Command::Processes(args) => cli::processes(&args),
+        Command::Containers(opts) => cli::containers::containers(&opts),
         Command::Detections(args) => cli::detections::detections(&args),
         Command::Policy(cmd) => cli::policy::run(&cmd),
         Command::Quarantine(cmd) => cli::quarantine::run(&cmd),

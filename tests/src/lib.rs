@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod docker;
 pub mod sql;
 pub mod webhook;
 

@@ -2,6 +2,7 @@
 //! `--json` for machines (one JSON object per line for lists and streams). Errors say what
 //! to do next.
 
+pub mod containers;
 pub mod detections;
 pub mod policy;
 pub mod quarantine;

@@ -31,6 +31,12 @@ pub struct Subject<'a> {
     /// Set for processes in a container; `in_container` conditions test this.
     pub container_id: Option<&'a str>,
     pub pod_uid: Option<&'a str>,
+    /// Names from the container runtime (absent until the agent has asked it, and for
+    /// runtimes it cannot ask).
+    pub container_name: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub pod_name: Option<&'a str>,
+    pub namespace: Option<&'a str>,
     /// file_open, library_load.
     pub path: Option<&'a str>,
     /// file_open; empty otherwise.
@@ -58,6 +64,10 @@ pub enum Field {
     Cgroup,
     ContainerId,
     PodUid,
+    ContainerName,
+    Image,
+    PodName,
+    Namespace,
     Path,
     Access,
     Port,
@@ -71,7 +81,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 21] = [
+    pub const ALL: [Field; 25] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -83,6 +93,10 @@ impl Field {
         Field::Cgroup,
         Field::ContainerId,
         Field::PodUid,
+        Field::ContainerName,
+        Field::Image,
+        Field::PodName,
+        Field::Namespace,
         Field::Path,
         Field::Access,
         Field::Port,
@@ -108,6 +122,10 @@ impl Field {
             Field::Cgroup => "cgroup",
             Field::ContainerId => "container_id",
             Field::PodUid => "pod_uid",
+            Field::ContainerName => "container_name",
+            Field::Image => "image",
+            Field::PodName => "pod_name",
+            Field::Namespace => "namespace",
             Field::Path => "path",
             Field::Access => "access",
             Field::Port => "port",
@@ -133,6 +151,10 @@ impl Field {
                 | Field::Cgroup
                 | Field::ContainerId
                 | Field::PodUid
+                | Field::ContainerName
+                | Field::Image
+                | Field::PodName
+                | Field::Namespace
                 | Field::Uid
                 | Field::InContainer
         )
@@ -165,6 +187,10 @@ impl Field {
             | Field::Cmdline
             | Field::ContainerId
             | Field::PodUid
+            | Field::ContainerName
+            | Field::Image
+            | Field::PodName
+            | Field::Namespace
             | Field::Query
             | Field::SqlFinding
             | Field::SqlTable
@@ -247,6 +273,10 @@ pub struct Conditions {
     cgroup: Option<PatternSet>,
     container_id: Option<PatternSet>,
     pod_uid: Option<PatternSet>,
+    container_name: Option<PatternSet>,
+    image: Option<PatternSet>,
+    pod_name: Option<PatternSet>,
+    namespace: Option<PatternSet>,
     path: Option<PatternSet>,
     query: Option<PatternSet>,
     sql_finding: Option<PatternSet>,
@@ -294,6 +324,10 @@ impl Conditions {
             Field::Cgroup => &mut self.cgroup,
             Field::ContainerId => &mut self.container_id,
             Field::PodUid => &mut self.pod_uid,
+            Field::ContainerName => &mut self.container_name,
+            Field::Image => &mut self.image,
+            Field::PodName => &mut self.pod_name,
+            Field::Namespace => &mut self.namespace,
             Field::Path => &mut self.path,
             Field::Query => &mut self.query,
             Field::SqlFinding => &mut self.sql_finding,
@@ -421,7 +455,11 @@ impl Conditions {
             && one(&self.parent_exe, s.parent_exe)
             && one(&self.cgroup, s.cgroup)
             && one(&self.container_id, s.container_id)
-            && one(&self.pod_uid, s.pod_uid))
+            && one(&self.pod_uid, s.pod_uid)
+            && one(&self.container_name, s.container_name)
+            && one(&self.image, s.image)
+            && one(&self.pod_name, s.pod_name)
+            && one(&self.namespace, s.namespace))
         {
             return false;
         }

@@ -618,6 +618,7 @@ pub(crate) mod tests {
                 cgroup_id: 4242,
                 cgroup: Some("/system.slice/nginx.service".into()),
                 verdict: None,
+                container: None,
                 detail: EventDetail::Exec(ExecDetail {
                     exe: Some(exe.into()),
                     filename: exe.to_string(),
@@ -652,8 +653,6 @@ pub(crate) mod tests {
                     uid: Some(0),
                 },
             ],
-            container_id: None,
-            pod_uid: None,
             latency_us: 180,
             count: 1,
             last_time: None,
