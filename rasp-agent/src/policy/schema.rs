@@ -1099,29 +1099,8 @@ fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
         );
         return None;
     }
-    if matches!(field, Field::ContainerId | Field::PodUid) {
-        // `-` appears in pod uids and in class ranges like `[0-9a-f]`.
-        let allowed =
-            |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c) || "*?[]!^\\-".contains(c);
-        if let Some((i, c)) = t.char_indices().find(|(_, c)| !allowed(*c)) {
-            let what = if field == Field::ContainerId {
-                "container ids are 64 lowercase hex characters (like \"3f4e…\"), without a runtime prefix such as `docker-`"
-            } else {
-                "pod uids are lowercase UUIDs like \"0f1e2d3c-…\""
-            };
-            let fix = if c.is_ascii_uppercase() {
-                format!("; write {:?}", t.to_ascii_lowercase())
-            } else {
-                String::new()
-            };
-            ctx.err(
-                item.pos_at(t[..i].chars().count()),
-                format!("`{name}` pattern {t:?} can never match because of {c:?}: {what}{fix}"),
-            );
-            return None;
-        }
-    }
     if let Some((allowed, what)) = name_charset(field) {
+        // `-` is also in class ranges like `[0-9a-f]`.
         let glob_char = |c: char| "*?[]!^\\-".contains(c);
         if let Some((i, c)) = t
             .char_indices()
@@ -1145,9 +1124,18 @@ fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
 /// Which characters a name may hold, and what to say to someone who wrote another.
 type Charset = (fn(char) -> bool, &'static str);
 
-/// The characters a runtime or Kubernetes allows in the names these fields match.
+/// The characters a runtime or Kubernetes allows in the ids and names these fields match.
 fn name_charset(field: Field) -> Option<Charset> {
+    let lower_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
     match field {
+        Field::ContainerId => Some((
+            lower_hex,
+            "container ids are 64 lowercase hex characters (like \"3f4e…\"), without a runtime prefix such as `docker-`",
+        )),
+        Field::PodUid => Some((
+            |c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-',
+            "pod uids are lowercase UUIDs like \"0f1e2d3c-…\"",
+        )),
         Field::ContainerName => Some((
             |c| c.is_ascii_alphanumeric() || "_.-".contains(c),
             "container names are letters, digits, `_`, `.` and `-` (Kubernetes container names, or the runtime's own names without docker's leading `/`)",

@@ -98,19 +98,27 @@ fn container_of(component: &str, parent: &str) -> Option<(String, Runtime)> {
     if !is_id {
         return None;
     }
-    let runtime = match prefix {
-        "docker" => Runtime::Docker,
-        "cri-containerd" => Runtime::Containerd,
-        "crio" => Runtime::CriO,
-        "libpod" => Runtime::Podman,
-        "" => match parent {
+    // By the end of the prefix: slices and scopes may carry more in front of it.
+    let named = |runtime: &str| prefix == runtime || prefix.ends_with(&format!("-{runtime}"));
+    let runtime = if prefix.is_empty() {
+        match parent {
             "docker" => Runtime::Docker,
             "libpod_parent" => Runtime::Podman,
             // containerd's cgroupfs default: /<namespace>/<id>.
             "k8s.io" | "default" => Runtime::Containerd,
             _ => Runtime::Unknown,
-        },
-        _ => return None,
+        }
+    } else if named("docker") {
+        Runtime::Docker
+    } else if named("cri-containerd") {
+        Runtime::Containerd
+    } else if named("crio") {
+        Runtime::CriO
+    } else if named("libpod") {
+        Runtime::Podman
+    } else {
+        // `crio-conmon-…`, `libpod-conmon-…`, or a runtime we do not know.
+        return None;
     };
     Some((id.to_string(), runtime))
 }
@@ -435,6 +443,11 @@ mod tests {
             (format!("/libpod_parent/libpod-{CID}"), Runtime::Podman),
             (format!("/k8s.io/{CID}"), Runtime::Containerd),
             (format!("/default/{CID}"), Runtime::Containerd),
+            // A unit name with more in front.
+            (
+                format!("/system.slice/rasp-test-1-docker-{CID}.scope"),
+                Runtime::Docker,
+            ),
             // Docker in docker: the innermost container is the process's.
             (
                 format!("/docker/{}/docker/{CID}", "ab".repeat(32)),

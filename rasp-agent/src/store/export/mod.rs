@@ -607,11 +607,11 @@ impl Exporter {
             match self.write_lines(all.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
-                    self.report.failed(&e);
-                    self.progress.update_lag(&self.report);
-                    self.report.count(ExportResult::Retried, n);
                     failures += 1;
-                    retry_wait(failures, self.retry_max, drain_until, stop).await?;
+                    let retry = Retry::new(failures, self.retry_max);
+                    retry
+                        .after(&e, n, &mut self.report, &self.progress, drain_until, stop)
+                        .await?;
                 }
             }
         }
@@ -664,11 +664,11 @@ impl Exporter {
                         break;
                     }
                     Err(e) => {
-                        self.report.failed(&e);
-                        self.progress.update_lag(&self.report);
-                        self.report.count(ExportResult::Retried, 1);
                         failures += 1;
-                        retry_wait(failures, self.retry_max, drain_until, stop).await?;
+                        let retry = Retry::new(failures, self.retry_max);
+                        retry
+                            .after(&e, 1, &mut self.report, &self.progress, drain_until, stop)
+                            .await?;
                     }
                 }
             }
@@ -679,6 +679,38 @@ impl Exporter {
 }
 
 type ReadBatch = (Vec<(Record, Position)>, Option<Position>, bool);
+
+/// The `failures`-th failed attempt in a row at delivering something.
+struct Retry {
+    failures: u32,
+    retry_max: Duration,
+}
+
+impl Retry {
+    fn new(failures: u32, retry_max: Duration) -> Self {
+        Retry {
+            failures,
+            retry_max,
+        }
+    }
+
+    /// After an attempt at `n` records failed with `e`: count and log it, then wait the
+    /// backoff (`retry_wait`).
+    async fn after(
+        &self,
+        e: &ExportError,
+        n: u64,
+        report: &mut Report,
+        progress: &Progress,
+        drain_until: &mut Option<Instant>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        report.failed(e);
+        progress.update_lag(report);
+        report.count(ExportResult::Retried, n);
+        retry_wait(self.failures, self.retry_max, drain_until, stop).await
+    }
+}
 
 /// After a failed attempt: stop if draining for shutdown and out of time, else wait the
 /// backoff (a stop cuts it short and starts the drain clock).
