@@ -332,6 +332,9 @@ pub struct Enricher {
 
 impl Enricher {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // The first failure per runtime is worth an operator's eye (a socket not mounted, or
+        // refused); the rest are counted in status.
+        let mut told: Vec<Runtime> = Vec::new();
         loop {
             let lookup = tokio::select! {
                 l = self.rx.recv() => match l {
@@ -347,7 +350,13 @@ impl Enricher {
             let named = match self.sockets.inspect(&lookup.identity).await {
                 Ok(info) => Some(named(&lookup.identity, info)),
                 Err(e) => {
-                    tracing::debug!(container = %lookup.identity.id, runtime = lookup.identity.runtime.name(), error = %e, "container lookup failed");
+                    let runtime = lookup.identity.runtime;
+                    if told.contains(&runtime) {
+                        tracing::debug!(container = %lookup.identity.id, runtime = runtime.name(), error = %e, "container lookup failed");
+                    } else {
+                        told.push(runtime);
+                        tracing::info!(container = %lookup.identity.id, runtime = runtime.name(), error = %e, "cannot ask the container runtime for names; its containers keep the id, runtime and pod uid of their cgroup path (further failures are counted in status)");
+                    }
                     None
                 }
             };
