@@ -19,7 +19,7 @@ use prometheus_client::{
 use crate::{
     detect::Outcome,
     policy::vocab::{Action, Mode, Severity},
-    store::export::{ExportResult, SinkKind},
+    store::export::{ExportCounter, ExportResult, SinkKind},
 };
 
 pub use endpoint::{serve, MetricsServer, DEFAULT_ADDR};
@@ -94,6 +94,13 @@ const RELOAD_RESULTS: [ReloadResult; 3] = [
 impl crate::policy::reload::ReloadSink for Metrics {
     fn policy_reload(&self, result: ReloadResult) {
         Metrics::policy_reload(self, result);
+    }
+}
+
+/// The export sinks count what became of their records here.
+impl ExportCounter for Metrics {
+    fn export(&self, sink: SinkKind, result: ExportResult, n: u64) {
+        self.exports[sink.index()][result.index()].inc_by(n);
     }
 }
 
@@ -316,11 +323,6 @@ impl Metrics {
     /// The enforcer (or the fold shortcut) settled a detection's outcome.
     pub fn action(&self, action: Action, outcome: Outcome) {
         self.actions[action_index(action)][outcome_index(outcome)].inc();
-    }
-
-    /// `n` detections at an export sink came to `result`.
-    pub fn export(&self, sink: SinkKind, result: ExportResult, n: u64) {
-        self.exports[sink.index()][result.index()].inc_by(n);
     }
 
     /// A policy set load finished.

@@ -33,8 +33,6 @@ use tail::{lag_bytes, JournalTail, Position, PositionFile, Start, TailError};
 pub use webhook::IDEMPOTENCY_HEADER;
 use webhook::{Answer, Webhook, WebhookTarget};
 
-use crate::metrics::Metrics;
-
 /// The record format's name and version, in every record's `format` field. A change that a
 /// consumer could trip over (a field renamed, removed or retyped) is a new version.
 pub const FORMAT: &str = "rasp.detection.v1";
@@ -150,6 +148,11 @@ impl SinkKind {
     }
 }
 
+/// Where sinks count what became of their records (the metrics registry implements it).
+pub trait ExportCounter: Send + Sync {
+    fn export(&self, sink: SinkKind, result: ExportResult, n: u64);
+}
+
 /// What became of journal lines at a sink (metric label `result`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExportResult {
@@ -226,10 +229,10 @@ impl ExportStats {
         }
     }
 
-    fn count(&self, metrics: &Metrics, result: ExportResult, n: u64) {
+    fn count(&self, counter: &dyn ExportCounter, result: ExportResult, n: u64) {
         if n > 0 {
             self.counts[result.index()].fetch_add(n, Ordering::Relaxed);
-            metrics.export(self.kind, result, n);
+            counter.export(self.kind, result, n);
         }
     }
 
@@ -351,7 +354,7 @@ struct Progress {
 /// Counting and (rate-limited) logging of what a sink does.
 struct Report {
     stats: Arc<ExportStats>,
-    metrics: Arc<Metrics>,
+    counter: Arc<dyn ExportCounter>,
     last_log: Option<Instant>,
 }
 
@@ -373,7 +376,7 @@ impl Exports {
     pub fn start(
         args: &ExportArgs,
         state_dir: &Path,
-        metrics: Arc<Metrics>,
+        counter: Arc<dyn ExportCounter>,
         journal_written: watch::Receiver<u64>,
     ) -> Result<Exports, ExportError> {
         let (stop, stop_rx) = watch::channel(false);
@@ -461,7 +464,7 @@ impl Exports {
                 },
                 report: Report {
                     stats: stats.clone(),
-                    metrics: metrics.clone(),
+                    counter: counter.clone(),
                     last_log: None,
                 },
                 node: node.clone(),
@@ -763,7 +766,7 @@ impl Progress {
 
 impl Report {
     fn count(&self, result: ExportResult, n: u64) {
-        self.stats.count(&self.metrics, result, n);
+        self.stats.count(&*self.counter, result, n);
     }
 
     fn failed(&mut self, e: &ExportError) {
