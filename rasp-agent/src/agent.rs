@@ -414,7 +414,7 @@ impl Agent {
             "journal_write_failed" => (
                 "agent-journal-failure",
                 "detections did not reach the journal",
-                "The detection journal could not be written (disk full, read-only or missing state directory): detections stay in memory (`rasp-agent detections`), reach followers and exports, and are counted as lost from the journal. Free space or fix the state directory; writing resumes by itself.",
+                "The detection journal could not be written (disk full, read-only or missing state directory): detections stay in memory (`rasp-agent detections`) and reach followers, but not the export sinks (they deliver from the journal); they are counted as lost from the journal. Free space or fix the state directory; writing resumes by itself.",
             ),
             _ => (
                 "agent-event-loss",
