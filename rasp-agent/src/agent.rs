@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// agent during a hold and show the watchdog's bound (fail-open).
     #[arg(long, hide = true)]
     pub fault_hold_no_decision: bool,
+    /// Longest a flagged libpq query is held for a decision (milliseconds); past it the
+    /// watchdog lets it run (fail-open), also when the agent is dead.
+    #[arg(long, default_value_t = crate::enforce::hold::DEFAULT_BOUND.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub hold_bound_ms: u64,
     /// Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, default_value = crate::metrics::DEFAULT_ADDR)]
     pub metrics: std::net::SocketAddr,
@@ -467,6 +472,7 @@ impl Agent {
                 comm: "rasp-agent".into(),
                 exe: None,
                 argv: Default::default(),
+                argv_truncated: false,
                 uid: Some(0),
             },
             ancestry: Vec::new(),

@@ -102,11 +102,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 decisions,
                 held_fd_for_watchdog,
             } = maps;
-            match hold::spawn_watchdog(held_fd_for_watchdog, hold::DEFAULT_BOUND) {
+            let bound = Duration::from_millis(args.hold_bound_ms);
+            match hold::spawn_watchdog(held_fd_for_watchdog, bound) {
                 Ok(pid) => {
                     tracing::info!(
                         watchdog = pid,
-                        bound_ms = hold::DEFAULT_BOUND.as_millis() as u64,
+                        bound_ms = args.hold_bound_ms,
                         "hold watchdog started"
                     );
                     Some((HoldScope::new(tgids), Holds::new(held), decisions, pid))

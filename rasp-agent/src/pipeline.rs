@@ -8,16 +8,25 @@
 //! the same events cost without a rule. Heavy analysis (SQL, HTTP) does not run here: it
 //! goes to `detect::analyzer` queues, which drop their own work when full, never events.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use anyhow::{Context, Result};
 
 use crate::{
     agent::Agent,
-    detect::{analyzer::AnalyzerQueue, sql, Outcome},
+    detect::{analyzer::AnalyzerQueue, engine::Rules, sql, Outcome},
     events::{
+        hooks::TargetInfo,
         reader::{self, StopSignal},
-        BootClock, Event, EventDetail, Kind,
+        BootClock, Event, EventDetail, FdKind, Kind, Peer,
+    },
+    process::{
+        self,
+        pipes::{PipeTable, Writer},
+        provenance::BuiltFiles,
     },
 };
 
@@ -47,6 +56,10 @@ pub fn run(
     let clock = BootClock::now();
     let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
     let mut detections = Vec::new();
+    // Owned by this thread: which exec feeds which through a pipe, and which program
+    // said it would write which executable.
+    let mut pipes = PipeTable::new();
+    let mut built = BuiltFiles::new();
     let drained = reader::drain(
         ring,
         clock,
@@ -71,7 +84,12 @@ pub fn run(
                 false
             });
             let set = agent.policies.registry().current();
-            for ev in &shared {
+            let peer_rules = set
+                .policies
+                .iter()
+                .flat_map(|p| &p.rules)
+                .any(|r| r.conditions.uses_stdin_peer());
+            for ev in shared.iter_mut() {
                 if let Some(comm) = &faults.panic_on_exec_comm {
                     if ev.kind() == Kind::Exec && &ev.comm == comm {
                         panic!("fault injection: pipeline panic on exec of {comm}");
@@ -85,8 +103,14 @@ pub fn run(
                     continue;
                 }
                 crate::write(&agent.table).apply(ev);
+                let waiting = enrich(&agent, &mut pipes, &mut built, ev, peer_rules);
                 agent.uprobe_feed.observe(ev);
-                decide(&agent, &set, ev, &mut detections);
+                decide(&agent, &set, ev, Rules::All, &mut detections);
+                if let Some(reader) = waiting {
+                    // A shell's exec that came before its stdin's writer: judged again, by
+                    // the rules on the writer, now that it is known.
+                    decide(&agent, &set, &reader, Rules::StdinPeer, &mut detections);
+                }
             }
             agent.hub.publish(&mut shared);
             settle(&agent, &mut detections);
@@ -101,6 +125,82 @@ pub fn run(
     drained
 }
 
+/// What the agent knows beyond the record, added to the event before rules see it: the
+/// target of a ptrace, whether a setns entered the host's namespaces, the writer of an
+/// exec's stdin pipe. Returns an earlier exec whose stdin pipe this exec writes, with that
+/// writer filled in, for the rules that wait on it.
+fn enrich(
+    agent: &Agent,
+    pipes: &mut PipeTable,
+    built: &mut BuiltFiles,
+    ev: &mut Arc<Event>,
+    peer_rules: bool,
+) -> Option<Arc<Event>> {
+    let table = crate::read(&agent.table);
+    let pid = ev.pid;
+    let start_ns = ev.start_ns;
+    // Just built from the record, so not shared yet.
+    let event = Arc::get_mut(ev)?;
+    let mut waiting = None;
+    match &mut event.detail {
+        EventDetail::Ptrace(d) => {
+            d.target = table.get(d.target_pid).map(|t| TargetInfo {
+                exe: t.exe.clone(),
+                uid: t.uid,
+                descendant: process::ancestry(t.pid, |p| table.get(p))
+                    .iter()
+                    .any(|a| a.pid == pid),
+            });
+        }
+        EventDetail::Namespace(d) => {
+            let host = agent.engine.host_namespaces();
+            d.into_host = d.target_ns.map(|ino| host.is_host(ino));
+        }
+        EventDetail::Exec(d) => {
+            let now = Instant::now();
+            if let Some(exe) = &d.exe {
+                d.built_by = built.builder(exe, now).cloned();
+                built.record(exe, &d.argv, d.cwd.as_deref(), now);
+            }
+            let stdio = d.stdio?;
+            if stdio[1].kind == FdKind::Pipe && stdio[1].ino != 0 {
+                let reader = pipes.set_writer(stdio[1].ino, Writer { pid, start_ns });
+                if let Some(reader) = reader {
+                    let mut reader = (*reader).clone();
+                    if let EventDetail::Exec(r) = &mut reader.detail {
+                        r.stdin_peer = Some(Peer {
+                            pid,
+                            exe: d.exe.clone(),
+                            argv: d.argv.clone(),
+                        });
+                    }
+                    waiting = Some(Arc::new(reader));
+                }
+            }
+            if stdio[0].kind == FdKind::Pipe && stdio[0].ino != 0 {
+                let writer = pipes
+                    .writer(stdio[0].ino)
+                    .and_then(|w| table.get(w.pid).filter(|p| p.same_incarnation(w.start_ns)));
+                match writer {
+                    Some(w) => {
+                        d.stdin_peer = Some(Peer {
+                            pid: w.pid,
+                            exe: w.exe.clone(),
+                            argv: w.argv.clone(),
+                        })
+                    }
+                    None if peer_rules => {
+                        pipes.wait_for_writer(stdio[0].ino, Arc::new(event.clone()), Instant::now())
+                    }
+                    None => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    waiting
+}
+
 /// Evaluate the rules on `ev` (the process table under its read lock) into `detections`.
 /// A match whose action does nothing to the process has a known outcome, so a repeat of an
 /// open fold window is counted there and never built; an action that acts always gets its
@@ -109,6 +209,7 @@ fn decide(
     agent: &Agent,
     set: &crate::policy::active::PolicySet,
     ev: &Arc<Event>,
+    which: Rules,
     detections: &mut Vec<crate::detect::Detection>,
 ) {
     // A kernel program already acted on this event for one rule: that rule's detection
@@ -157,7 +258,12 @@ fn decide(
             detections.push(d);
         }
     };
-    agent.engine.for_each_match(set, ev, &table, &mut on_match);
+    agent
+        .engine
+        .for_each_match_of(set, ev, &table, which, &mut on_match);
+    if which != Rules::All {
+        return; // a second look at an exec: its kernel verdict was handled the first time
+    }
     match &kernel {
         Some((_, Some(r))) if !kernel_reported.get() => {
             // The kernel decided by inode or name what userspace's path globs did not
@@ -211,7 +317,7 @@ fn sql_analyzer(
             return;
         };
         let set = agent.policies.registry().current();
-        decide(&agent, &set, &analyzed, &mut detections);
+        decide(&agent, &set, &analyzed, Rules::All, &mut detections);
         agent.hub.publish(&mut vec![analyzed]);
         settle(&agent, &mut detections);
     })?;

@@ -34,6 +34,8 @@ pub const MAX_FILE_NAMES: u32 = 512;
 pub const MAX_LIB_NAMES: u32 = 256;
 pub const MAX_CONNECT_PORTS: u32 = 512;
 pub const MAX_CONNECT_CIDRS: u32 = 512;
+/// Directory names watched for the issue-19 path hooks (`PATH_NAMES`).
+pub const MAX_PATH_NAMES: u32 = 256;
 
 /// Default ring buffer size (bytes); the agent's `--ring-buffer-size` overrides it. Records
 /// carry only the bytes they use (an exec ~0.3-0.6 KB, a fork or exit 104 B), so 4 MiB holds
@@ -44,3 +46,19 @@ pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Bytes of query text captured per libpq call (a power of two: the read length is masked
 /// for the verifier). Longer queries are cut and flagged `SQL_QUERY_TRUNCATED`.
 pub const SQL_QUERY_CAP: usize = 8192;
+
+/// Bytes of a path name captured as the caller passed it to a syscall (chmod, unlink,
+/// rename, mount ...), with its NUL. Longer names are cut and flagged; the kernel filter
+/// sends a name it could not see whole.
+pub const NAME_CAP: usize = 1024;
+/// Bytes of an extended attribute name (XATTR_NAME_MAX is 255) or a symlink target kept.
+pub const XATTR_NAME_CAP: usize = 256;
+/// `sun_path` of an AF_UNIX address (108 bytes), rounded up to a power of two.
+pub const SUN_PATH_CAP: usize = 128;
+/// A mount source (device or path) and a filesystem type.
+pub const MOUNT_SOURCE_CAP: usize = 256;
+pub const FSTYPE_CAP: usize = 64;
+/// A kernel module's name (MODULE_NAME_LEN is 56).
+pub const MODULE_NAME_CAP: usize = 64;
+/// Highest syscall number the hooks' shape table covers (x86_64 and arm64 stay below).
+pub const SYSCALL_SLOTS: u32 = 512;

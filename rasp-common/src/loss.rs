@@ -41,10 +41,30 @@ pub enum LossSite {
     ForkShed = 24,
     ExitShed = 25,
     ExecShed = 26,
+    // Issue-19 hooks: their own block, so sites added above stay unnumbered-around.
+    /// A user string (a path, an xattr name) or a directory walk for a file change failed.
+    FileChangeRead = 32,
+    FileChangeSend = 33,
+    PtraceReserve = 34,
+    NamespaceSend = 35,
+    NamespaceRead = 36,
+    MountSend = 37,
+    MountRead = 38,
+    UnixSend = 39,
+    UnixRead = 40,
+    ModuleSend = 41,
+    ModuleRead = 42,
+    BpfReserve = 43,
+    BpfRead = 44,
+    IoUringReserve = 45,
+    /// The descriptor table of a new process could not be read (`stdio` zeroed).
+    ExecStdioRead = 46,
+    /// Its namespaces could not be read.
+    ExecNsRead = 47,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
-pub const LOSS_SLOTS: u32 = 32;
+pub const LOSS_SLOTS: u32 = 64;
 
 /// Whether a site loses the whole event or sends it with a field missing (flagged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +76,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 26] = [
+    pub const ALL: [LossSite; 42] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -83,6 +103,22 @@ impl LossSite {
         LossSite::ForkShed,
         LossSite::ExitShed,
         LossSite::ExecShed,
+        LossSite::FileChangeRead,
+        LossSite::FileChangeSend,
+        LossSite::PtraceReserve,
+        LossSite::NamespaceSend,
+        LossSite::NamespaceRead,
+        LossSite::MountSend,
+        LossSite::MountRead,
+        LossSite::UnixSend,
+        LossSite::UnixRead,
+        LossSite::ModuleSend,
+        LossSite::ModuleRead,
+        LossSite::BpfReserve,
+        LossSite::BpfRead,
+        LossSite::IoUringReserve,
+        LossSite::ExecStdioRead,
+        LossSite::ExecNsRead,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -90,15 +126,22 @@ impl LossSite {
         use LossSite::*;
         Some(match self {
             OffsetsUnset | ScratchBusy => return None,
-            ExecSend | ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | ExecShed => {
-                EventKind::Exec
-            }
+            ExecSend | ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk
+            | ExecStdioRead | ExecNsRead | ExecShed => EventKind::Exec,
             ForkRead | ForkReserve | ForkShed => EventKind::Fork,
             ExitRead | ExitReserve | ExitShed => EventKind::Exit,
             FileFilterRead | FileSend | FilePathWalk => EventKind::FileOpen,
             LibFilterRead | LibSend | LibPathWalk => EventKind::LibraryLoad,
             ConnectRead | ConnectReserve => EventKind::Connect,
             SqlSend | SqlRead | HoldTableFull | HoldSend => EventKind::SqlQuery,
+            FileChangeRead | FileChangeSend => EventKind::FileChange,
+            PtraceReserve => EventKind::Ptrace,
+            NamespaceSend | NamespaceRead => EventKind::Namespace,
+            MountSend | MountRead => EventKind::Mount,
+            UnixSend | UnixRead => EventKind::UnixConnect,
+            ModuleSend | ModuleRead => EventKind::KernelModule,
+            BpfReserve | BpfRead => EventKind::BpfLoad,
+            IoUringReserve => EventKind::IoUring,
         })
     }
 
@@ -113,6 +156,14 @@ impl LossSite {
             Some(EventKind::LibraryLoad) => "rasp_library_load",
             Some(EventKind::Connect) => "rasp_connect",
             Some(EventKind::SqlQuery) => "rasp_pq_*",
+            Some(EventKind::FileChange) => "rasp_file_change",
+            Some(EventKind::Ptrace) => "rasp_ptrace",
+            Some(EventKind::Namespace) => "rasp_namespace",
+            Some(EventKind::Mount) => "rasp_mount",
+            Some(EventKind::UnixConnect) => "rasp_unix_connect|rasp_connect",
+            Some(EventKind::KernelModule) => "rasp_kernel_module",
+            Some(EventKind::BpfLoad) => "rasp_bpf",
+            Some(EventKind::IoUring) => "rasp_io_uring",
         }
     }
 
@@ -120,7 +171,10 @@ impl LossSite {
         use LossSite::*;
         match self {
             ExecArgvRead | ExecFilenameRead | ExecExeWalk | ExecCwdWalk | FilePathWalk
-            | LibPathWalk | SqlRead | HoldTableFull | HoldSend => LossEffect::Incomplete,
+            | LibPathWalk | SqlRead | HoldTableFull | HoldSend | FileChangeRead | NamespaceRead
+            | MountRead | UnixRead | ModuleRead | BpfRead | ExecStdioRead | ExecNsRead => {
+                LossEffect::Incomplete
+            }
             _ => LossEffect::Dropped,
         }
     }
@@ -131,8 +185,10 @@ impl LossSite {
         match self {
             OffsetsUnset => "kernel offset table not filled",
             ScratchBusy => "per-CPU scratch buffer busy",
-            ExecSend | FileSend | LibSend | SqlSend => "ring buffer full (output failed)",
-            ForkReserve | ExitReserve | ConnectReserve => "ring buffer full (reserve failed)",
+            ExecSend | FileSend | LibSend | SqlSend | FileChangeSend | NamespaceSend
+            | MountSend | UnixSend | ModuleSend => "ring buffer full (output failed)",
+            ForkReserve | ExitReserve | ConnectReserve | PtraceReserve | BpfReserve
+            | IoUringReserve => "ring buffer full (reserve failed)",
             ExecArgvRead => "argv read failed",
             ExecFilenameRead => "exec filename read failed",
             ExecExeWalk => "exe path walk failed",
@@ -147,6 +203,14 @@ impl LossSite {
             HoldSend => "decision ring full: a flagged query ran unheld",
             ForkShed | ExitShed => "shed: ring buffer over half full (low-priority record)",
             ExecShed => "shed: ring buffer over three quarters full (exec of a known file)",
+            FileChangeRead => "file change name or directory read failed",
+            NamespaceRead => "namespace file path or caller namespaces read failed",
+            MountRead => "mount source, target or type read failed",
+            UnixRead => "socket path or working directory read failed",
+            ModuleRead => "module file path or name read failed",
+            BpfRead => "bpf attribute block read failed",
+            ExecStdioRead => "new process's descriptor table read failed",
+            ExecNsRead => "new process's namespaces read failed",
         }
     }
 
@@ -179,8 +243,25 @@ impl LossSite {
             ForkShed => "fork_shed",
             ExitShed => "exit_shed",
             ExecShed => "exec_shed",
+            FileChangeRead => "file_change_read",
+            FileChangeSend => "file_change_send",
+            PtraceReserve => "ptrace_reserve",
+            NamespaceSend => "namespace_send",
+            NamespaceRead => "namespace_read",
+            MountSend => "mount_send",
+            MountRead => "mount_read",
+            UnixSend => "unix_send",
+            UnixRead => "unix_read",
+            ModuleSend => "module_send",
+            ModuleRead => "module_read",
+            BpfReserve => "bpf_reserve",
+            BpfRead => "bpf_read",
+            IoUringReserve => "io_uring_reserve",
+            ExecStdioRead => "exec_stdio_read",
+            ExecNsRead => "exec_ns_read",
         }
     }
 }
 
 const _: () = assert!((LossSite::ExecShed as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::ExecNsRead as u32) < LOSS_SLOTS);

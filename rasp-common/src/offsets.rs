@@ -70,7 +70,42 @@ pub struct KernelOffsets {
     /// A mapped file's identity for `SEEN_EXEC_FILES`: `file->f_inode` (then `inode_ino`,
     /// `inode_sb`, `sb_dev` above).
     pub file_f_inode: u32,
+    // ---- Issue-19 hooks -------------------------------------------------------------------
+    /// `file->private_data` (a socket file's `struct socket`) and the inode fields a
+    /// descriptor's kind comes from (with `file_f_inode` and `inode_ino` above).
+    pub file_private_data: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_rdev: u32,
+    /// `socket->sk`, `sock.__sk_common.skc_family`, and the BTF id of `struct socket` (to
+    /// cast `private_data`).
+    pub socket_sk: u32,
+    pub sock_family: u32,
+    pub btf_socket: u32,
+    /// `task->nsproxy->mnt_ns->ns.inum`.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
+    /// The task's active PID namespace: `task->thread_pid->numbers[level].ns->ns.inum`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pid_ns_inum: u32,
+    /// `task->flags` (PF_IO_WORKER marks io_uring's worker threads).
+    pub task_flags: u32,
+    /// `io_kiocb.opcode` and `io_kiocb.cqe.user_data`; `OFFSET_UNKNOWN` on a kernel
+    /// without io_uring (the io_uring program then sends nothing).
+    pub io_kiocb_opcode: u32,
+    pub io_kiocb_user_data: u32,
+    /// `struct pt_regs` offsets of all six syscall arguments, read at syscall exit by the
+    /// issue-19 programs (`regs_arg2`/`regs_arg3` above are the open family's). Eight slots
+    /// (the last two repeat the sixth): a table a masked index stays inside.
+    pub regs_args: [u32; 8],
 }
+
+/// An offset the running kernel's BTF does not have (an optional feature is compiled out).
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
 /// A call to this helper id in the object is a call to the kfunc `bpf_rdonly_cast`: aya has
 /// no kfunc relocations, so the programs call this placeholder and the agent rewrites each
@@ -147,6 +182,25 @@ impl KernelOffsets {
             sb_dev: 0,
             vma_file: 0,
             file_f_inode: 0,
+            file_private_data: 0,
+            inode_i_mode: 0,
+            inode_i_rdev: 0,
+            socket_sk: 0,
+            sock_family: 0,
+            btf_socket: 0,
+            task_nsproxy: 0,
+            nsproxy_mnt_ns: 0,
+            mnt_ns_inum: 0,
+            task_thread_pid: 0,
+            pid_level: 0,
+            pid_numbers: 0,
+            upid_size: 0,
+            upid_ns: 0,
+            pid_ns_inum: 0,
+            task_flags: 0,
+            io_kiocb_opcode: OFFSET_UNKNOWN,
+            io_kiocb_user_data: OFFSET_UNKNOWN,
+            regs_args: [0; 8],
         }
     }
 }
@@ -177,9 +231,66 @@ impl SyscallNumbers {
     }
 }
 
+/// How the issue-19 syscall programs read one syscall's arguments: the agent fills
+/// `SYSCALL_SHAPES[nr]` for every syscall it attaches them to, so one program serves a
+/// family (chmod, fchmod, fchmodat, fchmodat2 ...) whose members pass the same things in
+/// different argument slots. Argument indices are 0-based; `ARG_NONE` where the syscall
+/// has no such argument. `op` 0: not a syscall of ours (the program returns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallShape {
+    /// The operation (`record::CHANGE_OP_*`, `MODULE_OP_*`, `NS_OP_*`, `MOUNT_OP_*`, or a
+    /// `PTRACE_VM_*` request for process_vm_readv/writev).
+    pub op: u32,
+    /// The first location: the descriptor it is relative to (`ARG_CWD`: the working
+    /// directory), and its name (`ARG_NONE`: the descriptor's file itself).
+    pub dirfd: u8,
+    pub name: u8,
+    /// The second location (rename's and link's new name, symlink's link path).
+    pub dirfd2: u8,
+    pub name2: u8,
+    /// chmod's mode, rename's/unlinkat's flags, truncate's length.
+    pub value: u8,
+    /// setxattr's name, symlink's target, utimes' times pointer.
+    pub extra: u8,
+    /// `TIMES_*`: how `extra` is laid out for the utimes family.
+    pub times: u8,
+    pub _pad: u8,
+}
+
+/// No such argument (reads as 0).
+pub const ARG_NONE: u8 = 0xff;
+/// A descriptor argument the syscall does not have: the working directory (AT_FDCWD).
+pub const ARG_CWD: u8 = 6;
+/// utimensat: `struct timespec[2]` (UTIME_NOW/UTIME_OMIT in tv_nsec).
+pub const TIMES_TIMESPEC: u8 = 1;
+/// utimes, futimesat: `struct timeval[2]`.
+pub const TIMES_TIMEVAL: u8 = 2;
+/// utime: `struct utimbuf` (two time_t).
+pub const TIMES_UTIMBUF: u8 = 3;
+
+impl SyscallShape {
+    pub const fn none() -> Self {
+        SyscallShape {
+            op: 0,
+            dirfd: ARG_CWD,
+            name: ARG_NONE,
+            dirfd2: ARG_CWD,
+            name2: ARG_NONE,
+            value: ARG_NONE,
+            extra: ARG_NONE,
+            times: 0,
+            _pad: 0,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: repr(C), only u32 fields, no padding, every bit pattern valid.
+    // SAFETY: repr(C), only integer fields, no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SyscallNumbers {}
+    unsafe impl aya::Pod for super::SyscallShape {}
 }
+
+const _: () = assert!(core::mem::size_of::<SyscallShape>() == 12);

@@ -9,7 +9,7 @@
 use crate::limits::COMM_LEN;
 
 /// Bump when any record layout changes; the agent refuses records of another version.
-pub const RECORD_VERSION: u16 = 5;
+pub const RECORD_VERSION: u16 = 6;
 
 /// What a record describes. Also the index into the per-CPU drop counters.
 #[repr(u16)]
@@ -22,10 +22,21 @@ pub enum EventKind {
     LibraryLoad = 5,
     Connect = 6,
     SqlQuery = 7,
+    // Issue-19 hooks (file changes, process access, namespaces, mounts, AF_UNIX connects,
+    // kernel modules, BPF loads, io_uring), numbered apart so other kinds can be added
+    // below 16 without renumbering.
+    FileChange = 16,
+    Ptrace = 17,
+    Namespace = 18,
+    Mount = 19,
+    UnixConnect = 20,
+    KernelModule = 21,
+    BpfLoad = 22,
+    IoUring = 23,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -33,6 +44,14 @@ impl EventKind {
         EventKind::LibraryLoad,
         EventKind::Connect,
         EventKind::SqlQuery,
+        EventKind::FileChange,
+        EventKind::Ptrace,
+        EventKind::Namespace,
+        EventKind::Mount,
+        EventKind::UnixConnect,
+        EventKind::KernelModule,
+        EventKind::BpfLoad,
+        EventKind::IoUring,
     ];
 
     pub const fn from_u16(v: u16) -> Option<Self> {
@@ -44,6 +63,14 @@ impl EventKind {
             5 => Some(EventKind::LibraryLoad),
             6 => Some(EventKind::Connect),
             7 => Some(EventKind::SqlQuery),
+            16 => Some(EventKind::FileChange),
+            17 => Some(EventKind::Ptrace),
+            18 => Some(EventKind::Namespace),
+            19 => Some(EventKind::Mount),
+            20 => Some(EventKind::UnixConnect),
+            21 => Some(EventKind::KernelModule),
+            22 => Some(EventKind::BpfLoad),
+            23 => Some(EventKind::IoUring),
             _ => None,
         }
     }
@@ -57,6 +84,14 @@ impl EventKind {
             EventKind::LibraryLoad => "library_load",
             EventKind::Connect => "connect",
             EventKind::SqlQuery => "sql_query",
+            EventKind::FileChange => "file_change",
+            EventKind::Ptrace => "ptrace",
+            EventKind::Namespace => "namespace",
+            EventKind::Mount => "mount",
+            EventKind::UnixConnect => "unix_connect",
+            EventKind::KernelModule => "kernel_module",
+            EventKind::BpfLoad => "bpf_load",
+            EventKind::IoUring => "io_uring",
         }
     }
 }
@@ -122,6 +157,30 @@ pub struct ExecRecord {
     /// The executable actually mapped (the interpreter for #! scripts).
     pub exe_len: u32,
     pub cwd_len: u32,
+    /// Inode numbers of the new process's active PID namespace and its mount namespace
+    /// (`/proc/<pid>/ns/{pid,mnt}`): a process whose PID namespace is not the host's runs
+    /// in a container or sandbox whatever its cgroup is named. 0 when unread
+    /// (`EXEC_NS_FAILED`).
+    pub pid_ns: u32,
+    pub mnt_ns: u32,
+    /// What descriptors 0, 1 and 2 refer to as the new image starts: a shell whose stdin
+    /// is a socket, or a pipe shared with a downloader, is told by these, not by its argv.
+    pub stdio: [StdioFd; 3],
+}
+
+/// One standard descriptor of a new process (see `ExecRecord::stdio`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdioFd {
+    /// The inode number: both ends of a pipe (and a named FIFO's readers and writers)
+    /// share it, which is how userspace finds who feeds whom.
+    pub ino: u64,
+    /// `i_rdev` of character and block devices (the kernel's dev_t: major << 20 | minor).
+    pub rdev: u32,
+    /// `i_mode`: the file type is in the `S_IFMT` bits. 0: the descriptor is not open.
+    pub mode: u16,
+    /// For sockets, the address family (`AF_INET`, `AF_INET6`, `AF_UNIX`, ...); else 0.
+    pub family: u16,
 }
 
 pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 0;
@@ -139,6 +198,21 @@ pub const EXEC_REFUSED: u32 = 1 << 8;
 /// The executable's file (dev+inode) was not in `SEEN_EXEC_FILES` (or is a uprobe target
 /// there): the agent inspects it for libpq/OpenSSL symbols (a statically linked server).
 pub const EXEC_EXE_NEW: u32 = 1 << 9;
+/// The namespace inodes could not be read (`pid_ns`/`mnt_ns` are 0).
+pub const EXEC_NS_FAILED: u32 = 1 << 10;
+/// The descriptor table could not be read (`stdio` is zeroed).
+pub const EXEC_STDIO_FAILED: u32 = 1 << 11;
+
+/// `S_IFMT` and the file types `StdioFd::mode` and `FileChangeRecord` carry.
+pub const S_IFMT: u16 = 0o170000;
+pub const S_IFSOCK: u16 = 0o140000;
+pub const S_IFLNK: u16 = 0o120000;
+pub const S_IFREG: u16 = 0o100000;
+pub const S_IFBLK: u16 = 0o060000;
+pub const S_IFDIR: u16 = 0o040000;
+pub const S_IFCHR: u16 = 0o020000;
+pub const S_IFIFO: u16 = 0o010000;
+pub const AF_UNIX: u16 = 1;
 
 /// A new process (threads are filtered out in the kernel). The header describes the child;
 /// `header.ppid` is the parent that forked it.
@@ -268,6 +342,230 @@ pub const SQL_QUERY_HELD: u32 = 1 << 2;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
+// ---- Issue-19 records ---------------------------------------------------------------------
+// Syscalls seen at entry (the outcome is not known there: each record is an attempt). A
+// file named by a syscall is a *location*: the name as the caller passed it (a user string,
+// up to `limits::NAME_CAP` bytes, NUL-terminated) and, when that name is relative or empty,
+// the path of the directory (or file) it is relative to, rebuilt from the dirfd's file or
+// the working directory like other paths (components leaf first). Userspace joins them.
+
+/// A change to a file's metadata or name: chmod family, setxattr family, unlink/rmdir,
+/// rename family, truncate/ftruncate, utimes family, symlink, link. Sent when the
+/// operation's own attributes (`HOOK_CHMOD_MODES`, watched xattr names, explicit times)
+/// or one of its locations is watched. Payload: `dir_len` bytes of the first location's
+/// directory, `name_len` of its name, `dir2_len` and `name2_len` of the second location
+/// (rename's and link's new name), `extra_len` of the operation's string (setxattr: the
+/// attribute name; symlink: the link's target). Packed in the order name, name2, extra,
+/// dir, dir2 (names are read first: they decide whether the record is sent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileChangeRecord {
+    pub header: RecordHeader,
+    /// `CHANGE_OP_*`.
+    pub op: u16,
+    /// `CHANGE_*` flags.
+    pub flags: u16,
+    /// chmod: the new mode; rename/unlink/link/utimes: the syscall's flags argument;
+    /// setxattr: its flags.
+    pub mode: u32,
+    /// truncate: the new length; utimes: the modification time asked for (seconds).
+    pub value: u64,
+    /// The descriptor the first location is relative to (`AT_FDCWD` = -100), or the file
+    /// itself for fd-based calls (fchmod, fsetxattr, ftruncate, futimens).
+    pub fd: i32,
+    pub dir_len: u32,
+    pub name_len: u32,
+    pub dir2_len: u32,
+    pub name2_len: u32,
+    pub extra_len: u32,
+}
+
+pub const CHANGE_OP_CHMOD: u16 = 1;
+pub const CHANGE_OP_SETXATTR: u16 = 2;
+pub const CHANGE_OP_UNLINK: u16 = 3;
+pub const CHANGE_OP_RMDIR: u16 = 4;
+pub const CHANGE_OP_RENAME: u16 = 5;
+pub const CHANGE_OP_TRUNCATE: u16 = 6;
+/// Times set to values the caller chose (timestomping; also `cp -p`, `tar x`).
+pub const CHANGE_OP_UTIMES: u16 = 7;
+/// Times set to now (`touch`).
+pub const CHANGE_OP_TOUCH: u16 = 8;
+pub const CHANGE_OP_SYMLINK: u16 = 9;
+pub const CHANGE_OP_LINK: u16 = 10;
+/// Operations are below this (they index bit masks).
+pub const CHANGE_OPS: u16 = 11;
+
+/// The first location's name was longer than `NAME_CAP` (cut).
+pub const CHANGE_NAME_TRUNCATED: u16 = 1 << 0;
+/// The first location's name or directory could not be read.
+pub const CHANGE_NAME_FAILED: u16 = 1 << 1;
+pub const CHANGE_NAME2_TRUNCATED: u16 = 1 << 2;
+pub const CHANGE_NAME2_FAILED: u16 = 1 << 3;
+pub const CHANGE_EXTRA_FAILED: u16 = 1 << 4;
+/// `dir` is the descriptor's file itself (an fd-based call, or an empty name with
+/// `AT_EMPTY_PATH`), not a directory to join the name to.
+pub const CHANGE_FD_FILE: u16 = 1 << 5;
+/// The first (second) location's directory path did not fit: it keeps its top
+/// components after a gap (see `rasp-ebpf` vfs.rs), or none if deeper than the walk.
+pub const CHANGE_DIR_TRUNCATED: u16 = 1 << 6;
+pub const CHANGE_DIR2_TRUNCATED: u16 = 1 << 7;
+
+/// ptrace(2) requests a record carries (`ptrace.h`); `PTRACE_VM_*` are not ptrace
+/// requests but process_vm_readv/writev(2), which read or write another process's memory
+/// the same way.
+pub const PTRACE_POKETEXT: u32 = 4;
+pub const PTRACE_POKEDATA: u32 = 5;
+pub const PTRACE_POKEUSER: u32 = 6;
+pub const PTRACE_ATTACH: u32 = 16;
+pub const PTRACE_SEIZE: u32 = 0x4206;
+pub const PTRACE_VM_READ: u32 = 0x1_0000;
+pub const PTRACE_VM_WRITE: u32 = 0x1_0001;
+
+/// A process reaching into another: ptrace attach/seize/poke, process_vm_readv/writev.
+/// The target's identity (its executable, whether it descends from the caller, its uid)
+/// is resolved in userspace from the process table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtraceRecord {
+    pub header: RecordHeader,
+    /// `PTRACE_*` above.
+    pub request: u32,
+    /// The target process (or thread) id, as the caller named it.
+    pub target: u32,
+    /// ptrace: the address argument (where a poke writes).
+    pub addr: u64,
+}
+
+pub const NS_OP_SETNS: u32 = 1;
+pub const NS_OP_UNSHARE: u32 = 2;
+
+/// setns(2) or unshare(2). Payload: `name_len` bytes, setns only: the path of the
+/// descriptor's file, which for a namespace file is the nsfs name (`mnt:[4026531841]`),
+/// for a pidfd `anon_inode:[pidfd]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NamespaceRecord {
+    pub header: RecordHeader,
+    /// `NS_OP_*`.
+    pub op: u32,
+    /// setns: the `nstype` argument; unshare: its flags (`CLONE_NEW*`).
+    pub flags: u32,
+    /// setns: the descriptor.
+    pub fd: i32,
+    /// setns: the inode of the descriptor's file (a namespace file's is the namespace's id).
+    pub target_ino: u32,
+    /// The caller's PID and mount namespaces before the call.
+    pub pid_ns: u32,
+    pub mnt_ns: u32,
+    pub name_len: u32,
+    /// `NS_*` flags.
+    pub rflags: u32,
+}
+
+pub const NS_NAME_FAILED: u32 = 1 << 0;
+pub const NS_CALLER_FAILED: u32 = 1 << 1;
+
+pub const MOUNT_OP_MOUNT: u32 = 1;
+/// fsopen(2), the new mount API's first step: only the filesystem type is known.
+pub const MOUNT_OP_FSOPEN: u32 = 2;
+
+/// mount(2) or fsopen(2). Payload: `source_len` bytes of the source string, `target_len`
+/// of the target as passed, `fstype_len` of the filesystem type, then `dir_len` of the
+/// working directory when the target is relative.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MountRecord {
+    pub header: RecordHeader,
+    /// mount: `MS_*` flags.
+    pub flags: u64,
+    /// `MOUNT_OP_*`.
+    pub op: u32,
+    /// `MOUNT_*` flags.
+    pub rflags: u32,
+    pub source_len: u32,
+    pub dir_len: u32,
+    pub target_len: u32,
+    pub fstype_len: u32,
+}
+
+pub const MOUNT_SOURCE_FAILED: u32 = 1 << 0;
+pub const MOUNT_TARGET_FAILED: u32 = 1 << 1;
+pub const MOUNT_FSTYPE_FAILED: u32 = 1 << 2;
+pub const MOUNT_TARGET_TRUNCATED: u32 = 1 << 3;
+
+/// connect(2) to an AF_UNIX path (`/run/docker.sock`), at entry. Abstract-namespace
+/// addresses have no path and are not reported. Payload: `path_len` bytes of sun_path
+/// (NUL-terminated), then `dir_len` of the working directory when the path is relative.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixConnectRecord {
+    pub header: RecordHeader,
+    pub fd: i32,
+    /// `UNIX_*` flags.
+    pub flags: u32,
+    pub dir_len: u32,
+    pub path_len: u32,
+}
+
+pub const UNIX_PATH_FAILED: u32 = 1 << 0;
+pub const UNIX_DIR_FAILED: u32 = 1 << 1;
+
+pub const MODULE_OP_INIT: u32 = 1;
+pub const MODULE_OP_FINIT: u32 = 2;
+pub const MODULE_OP_DELETE: u32 = 3;
+
+/// init_module(2) (an image in memory), finit_module(2) (from a file descriptor),
+/// delete_module(2). Payload: `name_len` bytes: finit, the descriptor's path (leaf first);
+/// delete, the module's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelModuleRecord {
+    pub header: RecordHeader,
+    /// `MODULE_OP_*`.
+    pub op: u32,
+    /// `MODULE_*` flags.
+    pub flags: u32,
+    pub fd: i32,
+    pub name_len: u32,
+}
+
+pub const MODULE_NAME_FAILED: u32 = 1 << 0;
+pub const MODULE_NAME_TRUNCATED: u32 = 1 << 1;
+
+/// bpf(BPF_PROG_LOAD) by a process other than the agent: a program entering the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BpfLoadRecord {
+    pub header: RecordHeader,
+    /// `bpf_attr.prog_type` (`BPF_PROG_TYPE_*`).
+    pub prog_type: u32,
+    pub insn_cnt: u32,
+    pub expected_attach_type: u32,
+    /// `BPF_LOAD_*` flags.
+    pub flags: u32,
+    /// `bpf_attr.prog_name`, NUL-padded.
+    pub prog_name: [u8; 16],
+}
+
+/// The attribute block could not be read (only the process is known).
+pub const BPF_LOAD_ATTR_FAILED: u32 = 1 << 0;
+pub const BPF_PROG_LOAD: u32 = 5;
+
+/// A request submitted to an io_uring (`io_uring_submit_req`): file and network
+/// operations through io_uring never pass the syscall tracepoints the other hooks use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IoUringRecord {
+    pub header: RecordHeader,
+    /// `IORING_OP_*`.
+    pub opcode: u32,
+    /// Submitted by one of the process's io_uring worker threads (SQPOLL) rather than by
+    /// the thread that queued it.
+    pub sq_thread: u32,
+    /// The submitter's tag for the request (`sqe.user_data`).
+    pub user_data: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all repr(C), integer fields and byte arrays only, explicit padding, so every
@@ -280,6 +578,15 @@ mod pod {
     unsafe impl aya::Pod for super::LibraryLoadRecord {}
     unsafe impl aya::Pod for super::ConnectRecord {}
     unsafe impl aya::Pod for super::SqlQueryRecord {}
+    unsafe impl aya::Pod for super::StdioFd {}
+    unsafe impl aya::Pod for super::FileChangeRecord {}
+    unsafe impl aya::Pod for super::PtraceRecord {}
+    unsafe impl aya::Pod for super::NamespaceRecord {}
+    unsafe impl aya::Pod for super::MountRecord {}
+    unsafe impl aya::Pod for super::UnixConnectRecord {}
+    unsafe impl aya::Pod for super::KernelModuleRecord {}
+    unsafe impl aya::Pod for super::BpfLoadRecord {}
+    unsafe impl aya::Pod for super::IoUringRecord {}
 }
 
 /// Per-CPU scratch where a record with a payload is built before `bpf_ringbuf_output`
@@ -297,10 +604,19 @@ pub struct Scratch {
 
 // Layout checks: the kernel sends these sizes (plus payloads) and the agent decodes by them.
 const _: () = assert!(core::mem::size_of::<RecordHeader>() == 96);
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 176);
 const _: () = assert!(core::mem::size_of::<ForkRecord>() == 104);
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 104);
 const _: () = assert!(core::mem::size_of::<FileOpenRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<LibraryLoadRecord>() == 128);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 120);
 const _: () = assert!(core::mem::size_of::<SqlQueryRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<StdioFd>() == 16);
+const _: () = assert!(core::mem::size_of::<FileChangeRecord>() == 136);
+const _: () = assert!(core::mem::size_of::<PtraceRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<NamespaceRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<MountRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<UnixConnectRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelModuleRecord>() == 112);
+const _: () = assert!(core::mem::size_of::<BpfLoadRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<IoUringRecord>() == 112);

@@ -92,6 +92,12 @@ pub fn read_u32(base: Kptr, off: u32) -> Result<u32, i32> {
 }
 
 #[inline(always)]
+pub fn read_u16(base: Kptr, off: u32) -> Result<u16, i32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const u16) }
+}
+
+#[inline(always)]
 pub fn read_u64(base: Kptr, off: u32) -> Result<u64, i32> {
     // SAFETY: as above.
     unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const u64) }

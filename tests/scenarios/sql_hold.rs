@@ -232,12 +232,17 @@ fn kill_in_enforce_mode_kills_before_the_query_leaves() {
 }
 
 /// The agent dies (SIGKILL) while a thread is held: its watchdog continues the thread
-/// (fail-open) well before the bound, and the application runs on.
+/// (fail-open) as soon as it sees the agent gone, not when the bound passes (30 s here:
+/// an answer within 15 s can only come from the agent's death), and the application runs on.
 #[test]
 fn an_agent_killed_during_a_hold_leaves_the_app_running() {
     require_root();
     let cgroup = Cgroup::new(&rasp_tests::unique_name("rasp-hold-death"));
-    let (pg, mut agent, mut app) = setup(&cgroup, "block", &["--fault-hold-no-decision"]);
+    let (pg, mut agent, mut app) = setup(
+        &cgroup,
+        "block",
+        &["--fault-hold-no-decision", "--hold-bound-ms", "30000"],
+    );
     let watchdog = agent.status()["sql_hold"]["watchdog_pid"]
         .as_u64()
         .expect("watchdog pid") as u32;
@@ -258,8 +263,8 @@ fn an_agent_killed_during_a_hold_leaves_the_app_running() {
     // Fail-open: the query ran.
     assert!(answer.starts_with("ok"), "{answer}");
     assert!(
-        waited < Duration::from_millis(1500),
-        "released after {waited:?}"
+        waited < Duration::from_secs(15),
+        "released after {waited:?}: by the 30 s bound, not by the agent's death"
     );
     assert_eq!(app.run(BENIGN), "ok 0");
     assert_eq!(

@@ -51,6 +51,12 @@ const APT_PACKAGES: &[&str] = &[
     // Real containers: the container-identity scenarios and `cargo xtask image` run
     // Debian's Docker (20.10, overlay2, cgroupfs driver); images come from local files.
     "docker.io",
+    // The benign workload does what admins do (crontab edits, sudo, pytest in /tmp); the
+    // mount scenario formats a scratch image for a loop device.
+    "cron",
+    "sudo",
+    "python3-pytest",
+    "e2fsprogs",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:

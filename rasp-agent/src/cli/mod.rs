@@ -491,6 +491,72 @@ fn event_row(e: &Event) -> Vec<String> {
             escape_control(&d.query),
             if d.truncated { " [truncated]" } else { "" }
         ),
+        EventDetail::FileChange(d) => {
+            use crate::events::hooks::Named;
+            let path = escape_control(d.path.as_deref().unwrap_or("?"));
+            let mut text = format!("{} {path}", d.operation.name());
+            if let Some(new) = &d.new_path {
+                text.push_str(&format!(" -> {}", escape_control(new)));
+            }
+            if let Some(mode) = d.mode {
+                text.push_str(&format!(" mode {mode:04o}"));
+            }
+            if let Some(x) = &d.xattr {
+                text.push_str(&format!(" xattr {}", escape_control(x)));
+            }
+            if let Some(t) = &d.target {
+                text.push_str(&format!(" -> {}", escape_control(t)));
+            }
+            text
+        }
+        EventDetail::Ptrace(d) => {
+            use crate::events::hooks::Named;
+            let target = d
+                .target
+                .as_ref()
+                .and_then(|t| t.exe.as_deref())
+                .unwrap_or("?");
+            format!("{} pid {} ({target})", d.operation.name(), d.target_pid)
+        }
+        EventDetail::Namespace(d) => {
+            use crate::events::hooks::Named;
+            format!(
+                "{} {}{}",
+                d.operation.name(),
+                d.namespaces.join(","),
+                d.target
+                    .as_deref()
+                    .map(|t| format!(" {t}"))
+                    .unwrap_or_default()
+            )
+        }
+        EventDetail::Mount(d) => format!(
+            "mount {} on {} type {}",
+            escape_control(d.source.as_deref().unwrap_or("-")),
+            escape_control(d.target.as_deref().unwrap_or("-")),
+            escape_control(d.fstype.as_deref().unwrap_or("-"))
+        ),
+        EventDetail::UnixConnect(d) => format!(
+            "connect unix:{} (attempt)",
+            escape_control(d.path.as_deref().unwrap_or("?"))
+        ),
+        EventDetail::KernelModule(d) => {
+            use crate::events::hooks::Named;
+            format!(
+                "{} {}",
+                d.operation.name(),
+                escape_control(d.path.as_deref().or(d.name.as_deref()).unwrap_or("-"))
+            )
+        }
+        EventDetail::BpfLoad(d) => format!(
+            "bpf prog load {} {:?} ({} insns)",
+            d.prog_type, d.prog_name, d.insn_cnt
+        ),
+        EventDetail::IoUring(d) => format!(
+            "io_uring {}{}",
+            d.operation,
+            if d.sq_thread { " (sqpoll)" } else { "" }
+        ),
     };
     vec![
         time,
@@ -747,9 +813,12 @@ mod tests {
             comm: format!("p{pid}").as_str().into(),
             exe: None,
             argv: vec![format!("p{pid}")].into(),
+            argv_truncated: false,
             cwd: None,
             uid: 0,
             gid: 0,
+            pid_ns: None,
+            mnt_ns: None,
             euid: None,
             egid: None,
             start_ns: 0,

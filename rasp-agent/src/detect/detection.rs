@@ -111,6 +111,10 @@ pub struct ProcessSummary {
     pub exe: Option<Text>,
     #[serde(default, skip_serializing_if = "Argv::is_empty")]
     pub argv: Argv,
+    /// argv was longer than the capture bound: `argv` is its start, and rules on the
+    /// command line saw only that (`argv_truncated` conditions match it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
 }

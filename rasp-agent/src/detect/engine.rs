@@ -18,9 +18,11 @@ use crate::{
     policy::{
         active::PolicySet,
         vocab::{Action, EventType, Mode},
-        Access, Policy, Rule, Subject,
+        Policy, Rule, Subject,
     },
-    process::{container, for_each_ancestor, InlineVec, Process, ProcessTable},
+    process::{
+        container, for_each_ancestor, namespaces::HostNamespaces, InlineVec, Process, ProcessTable,
+    },
 };
 
 use super::{Detection, FoldKey, Outcome, ProcessSummary};
@@ -31,6 +33,18 @@ pub struct Engine {
     /// Latency is only meaningful for live events (not replays), whose container the
     /// pipeline has attached (`process::container`).
     live: bool,
+    /// The host's namespaces (live: the agent's own; replays: unknown, so "in a container"
+    /// rests on the cgroup alone).
+    host: HostNamespaces,
+}
+
+/// Which of a set's rules to evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    All,
+    /// Only rules on the writer of a stdin pipe: the reader's exec is judged again once
+    /// the writer is known (`process::pipes`).
+    StdinPeer,
 }
 
 impl Engine {
@@ -51,7 +65,17 @@ impl Engine {
             run_id,
             seq: AtomicU64::new(0),
             live,
+            host: if live {
+                HostNamespaces::of_agent()
+            } else {
+                HostNamespaces::default()
+            },
         }
+    }
+
+    /// The host's namespaces as this engine knows them.
+    pub fn host_namespaces(&self) -> &HostNamespaces {
+        &self.host
     }
 
     /// The container of `ev`: what the pipeline attached (live), or for a replayed event
@@ -95,7 +119,19 @@ impl Engine {
         table: &ProcessTable,
         visit: impl FnMut(&Match<'_>),
     ) {
-        self.visit_rules(set, ev, table, None, visit)
+        self.visit_rules(set, ev, table, Rules::All, None, visit)
+    }
+
+    /// `for_each_match` over the rules `which` selects.
+    pub fn for_each_match_of(
+        &self,
+        set: &PolicySet,
+        ev: &Arc<Event>,
+        table: &ProcessTable,
+        which: Rules,
+        visit: impl FnMut(&Match<'_>),
+    ) {
+        self.visit_rules(set, ev, table, which, None, visit)
     }
 
     /// Call `visit` with the rule `policy`/`rule` of `set` as a match of `ev`, whatever
@@ -109,7 +145,7 @@ impl Engine {
         (policy, rule): (&str, &str),
         visit: impl FnMut(&Match<'_>),
     ) {
-        self.visit_rules(set, ev, table, Some((policy, rule)), visit)
+        self.visit_rules(set, ev, table, Rules::All, Some((policy, rule)), visit)
     }
 
     fn visit_rules(
@@ -117,30 +153,26 @@ impl Engine {
         set: &PolicySet,
         ev: &Arc<Event>,
         table: &ProcessTable,
+        which: Rules,
         named: Option<(&str, &str)>,
         mut visit: impl FnMut(&Match<'_>),
     ) {
-        let (query, sql_findings, sql) = match &ev.detail {
-            EventDetail::SqlQuery(d) => (Some(d.query.as_str()), d.findings.as_slice(), Some(d)),
-            _ => (None, &[][..], None),
-        };
-        let (event_type, path, access, dest) = match &ev.detail {
-            EventDetail::Exec(_) => (EventType::Exec, None, Access::default(), None),
-            EventDetail::FileOpen(d) => (EventType::FileOpen, d.path.as_deref(), d.access, None),
-            EventDetail::LibraryLoad(d) => (
-                EventType::LibraryLoad,
-                d.path.as_deref(),
-                Access::default(),
-                None,
-            ),
-            EventDetail::Connect(d) => {
-                (EventType::Connect, None, Access::default(), Some(d.dest()))
-            }
+        let event_type = match &ev.detail {
+            EventDetail::Exec(_) => EventType::Exec,
+            EventDetail::FileOpen(_) => EventType::FileOpen,
+            EventDetail::LibraryLoad(_) => EventType::LibraryLoad,
+            EventDetail::Connect(_) => EventType::Connect,
             // A query is judged by the SQL analyzer first (`crate::pipeline`); rules see
             // it with the findings filled in.
-            EventDetail::SqlQuery(d) if d.analyzed => {
-                (EventType::SqlQuery, None, Access::default(), None)
-            }
+            EventDetail::SqlQuery(d) if d.analyzed => EventType::SqlQuery,
+            EventDetail::FileChange(_) => EventType::FileChange,
+            EventDetail::Ptrace(_) => EventType::Ptrace,
+            EventDetail::Namespace(_) => EventType::Namespace,
+            EventDetail::Mount(_) => EventType::Mount,
+            EventDetail::UnixConnect(_) => EventType::UnixConnect,
+            EventDetail::KernelModule(_) => EventType::KernelModule,
+            EventDetail::BpfLoad(_) => EventType::BpfLoad,
+            EventDetail::IoUring(_) => EventType::IoUring,
             EventDetail::Fork(_)
             | EventDetail::Exit(_)
             | EventDetail::SqlQuery(_)
@@ -150,12 +182,19 @@ impl Engine {
             return;
         }
         // The image and arguments: the exec's own, or what the table knows of the process.
-        let (exe, argv) = match &ev.detail {
-            EventDetail::Exec(d) => (d.exe.as_ref(), &d.argv),
-            _ => match table.get(ev.pid) {
-                Some(p) => (p.exe.as_ref(), &p.argv),
-                None => (None, &Argv::EMPTY),
+        let own = table.get(ev.pid);
+        let (exe, argv, argv_truncated, pid_ns) = match &ev.detail {
+            EventDetail::Exec(d) => (d.exe.as_ref(), &d.argv, d.argv_truncated, d.pid_ns),
+            _ => match own {
+                Some(p) => (p.exe.as_ref(), &p.argv, p.argv_truncated, p.pid_ns),
+                None => (None, &Argv::EMPTY, false, None),
             },
+        };
+        let script = match &ev.detail {
+            EventDetail::Exec(d) => {
+                exe.and_then(|e| crate::process::script::script_of(e, &d.argv, d.cwd.as_deref()))
+            }
+            _ => None,
         };
         // Parents from the table, nearest first (the parent itself included).
         let parent = table.get(ev.ppid).filter(|p| p.pid != ev.pid);
@@ -166,11 +205,9 @@ impl Engine {
             }
         });
         let identity = self.identity(ev);
-        let subject = Subject {
-            event: event_type,
+        let mut subject = Subject {
             exe: exe.map(|e| &**e),
             comm: &ev.comm,
-            argv,
             uid: ev.uid,
             parent_exe: parent.and_then(|p| p.exe.as_deref()),
             ancestor_exes: ancestor_exes.as_slice(),
@@ -181,13 +218,12 @@ impl Engine {
             image: identity.as_deref().and_then(|c| c.image.as_deref()),
             pod_name: identity.as_deref().and_then(|c| c.pod_name.as_deref()),
             namespace: identity.as_deref().and_then(|c| c.namespace.as_deref()),
-            path,
-            access,
-            dest,
-            query,
-            sql_findings,
-            sql,
+            in_container: identity.is_some() || self.host.foreign_pid(pid_ns),
+            argv_truncated,
+            script: script.as_deref(),
+            ..Subject::of(event_type, argv)
         };
+        describe(&ev.detail, &mut subject);
 
         let latency_us = || {
             if self.live {
@@ -204,6 +240,7 @@ impl Engine {
             event: ev,
             exe,
             argv,
+            argv_truncated,
             table,
             parent,
             identity: &identity,
@@ -236,7 +273,8 @@ impl Engine {
                     }
                     None => policy.applies_to(&subject),
                 };
-                if applies_here && rule.matches(&subject) {
+                let selected = which == Rules::All || rule.conditions.uses_stdin_peer();
+                if selected && applies_here && rule.matches(&subject) {
                     let latency_us = *latency.get_or_insert_with(latency_us);
                     visit(&matched(policy, rule, latency_us));
                 }
@@ -246,6 +284,69 @@ impl Engine {
 
 /// Policies whose selector verdict is remembered per event; beyond, it is judged per rule.
 const SELECTOR_MEMO: usize = 256;
+
+/// What the event itself says, into the subject's event-specific fields.
+fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
+    use crate::events::hooks::Named;
+    match detail {
+        EventDetail::Exec(d) => {
+            s.stdio = d.stdio.as_ref();
+            if let Some(peer) = &d.stdin_peer {
+                s.stdin_peer_exe = peer.exe.as_deref();
+                s.stdin_peer_argv = Some(&peer.argv);
+            }
+            s.exe_built_by = d.built_by.as_deref();
+        }
+        EventDetail::FileOpen(d) => {
+            s.path = d.path.as_deref();
+            s.access = d.access;
+        }
+        EventDetail::LibraryLoad(d) => s.path = d.path.as_deref(),
+        EventDetail::Connect(d) => s.dest = Some(d.dest()),
+        EventDetail::SqlQuery(d) => {
+            s.query = Some(d.query.as_str());
+            s.sql_findings = d.findings.as_slice();
+            s.sql = Some(d);
+        }
+        EventDetail::FileChange(d) => {
+            s.operation = Some(d.operation.name());
+            s.path = d.path.as_deref();
+            s.path2 = d.new_path.as_deref();
+            s.mode = d.mode;
+            s.xattr = d.xattr.as_deref();
+        }
+        EventDetail::Ptrace(d) => {
+            s.operation = Some(d.operation.name());
+            // A target the table does not know (a thread id, a process gone) is taken as
+            // not the caller's: the conservative reading for "attached to someone else".
+            s.target_descendant = Some(d.target.as_ref().is_some_and(|t| t.descendant));
+            if let Some(t) = &d.target {
+                s.target_exe = t.exe.as_deref();
+                s.target_same_uid = Some(t.uid == s.uid);
+            }
+        }
+        EventDetail::Namespace(d) => {
+            s.operation = Some(d.operation.name());
+            s.namespaces = d.namespaces.as_slice();
+            s.into_host = d.into_host;
+        }
+        EventDetail::Mount(d) => {
+            s.operation = Some(d.operation.name());
+            s.path = d.target.as_deref();
+            s.mount_source = d.source.as_deref();
+            s.fstype = d.fstype.as_deref();
+            s.mount_flags = d.flags;
+        }
+        EventDetail::UnixConnect(d) => s.path = d.path.as_deref(),
+        EventDetail::KernelModule(d) => {
+            s.operation = Some(d.operation.name());
+            s.path = d.path.as_deref();
+        }
+        EventDetail::BpfLoad(d) => s.prog_type = Some(d.prog_type.as_str()),
+        EventDetail::IoUring(d) => s.operation = Some(d.operation.as_str()),
+        EventDetail::Fork(_) | EventDetail::Exit(_) | EventDetail::AgentHealth(_) => {}
+    }
+}
 
 /// A rule that matched an event, with what the evaluation borrowed to decide it: enough to
 /// key it for folding (`fold_key`) or to build its `Detection`.
@@ -257,6 +358,7 @@ pub struct Match<'a> {
     pub event: &'a Arc<Event>,
     exe: Option<&'a Text>,
     argv: &'a Argv,
+    argv_truncated: bool,
     table: &'a ProcessTable,
     parent: Option<&'a Process>,
     identity: &'a Option<Arc<ContainerIdentity>>,
@@ -323,6 +425,7 @@ impl<'a> Match<'a> {
                 comm: ev.comm,
                 exe: self.exe.cloned(),
                 argv: self.argv.clone(),
+                argv_truncated: self.argv_truncated,
                 uid: Some(ev.uid),
             },
             ancestry: {
@@ -333,6 +436,7 @@ impl<'a> Match<'a> {
                         comm: p.comm,
                         exe: p.exe.clone(),
                         argv: Argv::default(),
+                        argv_truncated: false,
                         uid: Some(p.uid),
                     })
                 });
@@ -416,11 +520,8 @@ mod tests {
                 exe: Some("/usr/bin/cat".into()),
                 filename: "cat".into(),
                 argv: ["cat", "/etc/shadow"].into(),
-                argv_truncated: false,
                 cwd: Some("/".into()),
-                refused: false,
-                incomplete: Vec::new(),
-                exe_new: false,
+                ..ExecDetail::default()
             }),
         );
         table.apply(&exec);
@@ -471,11 +572,8 @@ mod tests {
                     exe: Some("/bin/sh".into()),
                     filename: "/bin/sh".into(),
                     argv: ["sh"].into(),
-                    argv_truncated: false,
                     cwd: Some("/".into()),
-                    refused: false,
-                    exe_new: false,
-                    incomplete: Vec::new(),
+                    ..ExecDetail::default()
                 }),
             ))
             .clone();
@@ -569,11 +667,8 @@ mod cost {
                 exe: Some(exe.into()),
                 filename: exe.into(),
                 argv: Argv::new(argv),
-                argv_truncated: false,
                 cwd: Some("/home/dev/src/app".into()),
-                refused: false,
-                incomplete: Vec::new(),
-                exe_new: false,
+                ..ExecDetail::default()
             }),
         )
     }

@@ -219,13 +219,9 @@ fn held_by(set: &PolicySet, table: &ProcessTable, containers: &Containers, pid: 
     let identity = containers.of(process.cgroup_id, process.cgroup.as_deref());
     let identity = identity.as_deref();
     let subject = Subject {
-        event: EventType::SqlQuery,
         exe: process.exe.as_deref(),
         comm: &process.comm,
-        argv: &process.argv,
         uid: process.uid,
-        parent_exe: None,
-        ancestor_exes: &[],
         cgroup: process.cgroup.as_deref(),
         container_id: identity.map(|c| &*c.id),
         pod_uid: identity.and_then(|c| c.pod_uid.as_deref()),
@@ -233,12 +229,9 @@ fn held_by(set: &PolicySet, table: &ProcessTable, containers: &Containers, pid: 
         image: identity.and_then(|c| c.image.as_deref()),
         pod_name: identity.and_then(|c| c.pod_name.as_deref()),
         namespace: identity.and_then(|c| c.namespace.as_deref()),
-        path: None,
-        access: Default::default(),
-        dest: None,
-        query: None,
-        sql_findings: &[],
-        sql: None,
+        in_container: identity.is_some(),
+        argv_truncated: process.argv_truncated,
+        ..Subject::of(EventType::SqlQuery, &process.argv)
     };
     set.policies
         .iter()

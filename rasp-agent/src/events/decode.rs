@@ -10,16 +10,24 @@ use std::{
 
 use rasp_common::record::SqlQueryRecord;
 use rasp_common::{
-    limits::{ARGV_CAP, FILENAME_CAP, PATH_CAP, SQL_QUERY_CAP},
-    record::{self, RECORD_VERSION},
+    limits::{
+        ARGV_CAP, FILENAME_CAP, FSTYPE_CAP, MODULE_NAME_CAP, MOUNT_SOURCE_CAP, NAME_CAP, PATH_CAP,
+        SQL_QUERY_CAP, SUN_PATH_CAP, XATTR_NAME_CAP,
+    },
+    record::{
+        self, BpfLoadRecord, FileChangeRecord, IoUringRecord, KernelModuleRecord, MountRecord,
+        NamespaceRecord, PtraceRecord, UnixConnectRecord, RECORD_VERSION,
+    },
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
     LibraryLoadRecord, RecordHeader,
 };
 
 use super::{
-    Access, Argv, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail, Family,
-    FileOpenDetail, ForkDetail, KernelAction, KernelVerdict, LibraryLoadDetail, SqlFunction,
-    SqlQueryDetail, WallTime,
+    hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, Volatile},
+    Access, Argv, BpfLoadDetail, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail,
+    Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail, KernelAction,
+    KernelModuleDetail, KernelVerdict, LibraryLoadDetail, MountDetail, NamespaceDetail,
+    PtraceDetail, SqlFunction, SqlQueryDetail, StdioFd, UnixConnectDetail, WallTime,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -232,6 +240,86 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 new_shape: None,
             })
         }
+        EventKind::FileChange => file_change_detail(bytes)?,
+        EventKind::Ptrace => {
+            let r: PtraceRecord = read_record(bytes, "ptrace record")?;
+            let operation = PtraceOp::from_request(r.request).ok_or(DecodeError::Invalid {
+                what: "ptrace request",
+                value: r.request.into(),
+            })?;
+            EventDetail::Ptrace(PtraceDetail {
+                operation,
+                target_pid: r.target,
+                addr: Volatile(r.addr),
+                target: None,
+            })
+        }
+        EventKind::Namespace => namespace_detail(bytes)?,
+        EventKind::Mount => mount_detail(bytes)?,
+        EventKind::UnixConnect => {
+            let r: UnixConnectRecord = read_record(bytes, "unix connect record")?;
+            let mut p = Payload::after::<UnixConnectRecord>(bytes, "unix connect payload");
+            let path = p.take(r.path_len, SUN_PATH_CAP)?;
+            let dir = p.take(r.dir_len, PATH_CAP)?;
+            let failed = r.flags & (record::UNIX_PATH_FAILED | record::UNIX_DIR_FAILED) != 0;
+            let dir = (!dir.is_empty()).then(|| leaf_first_path(dir, false));
+            EventDetail::UnixConnect(UnixConnectDetail {
+                path: (!failed).then(|| join_location(dir.as_deref(), &c_string(path), false)),
+                fd: r.fd,
+                incomplete: incomplete(&[(failed, "path")]),
+            })
+        }
+        EventKind::KernelModule => {
+            let r: KernelModuleRecord = read_record(bytes, "kernel module record")?;
+            let name = Payload::after::<KernelModuleRecord>(bytes, "kernel module payload")
+                .take(r.name_len, PATH_CAP.max(MODULE_NAME_CAP))?;
+            let failed = r.flags & record::MODULE_NAME_FAILED != 0;
+            let truncated = r.flags & record::MODULE_NAME_TRUNCATED != 0;
+            let (operation, path, module) = match r.op {
+                record::MODULE_OP_INIT => (ModuleOp::Load, None, None),
+                record::MODULE_OP_FINIT => (
+                    ModuleOp::LoadFile,
+                    (!failed).then(|| leaf_first_path(name, truncated)),
+                    None,
+                ),
+                record::MODULE_OP_DELETE => {
+                    (ModuleOp::Unload, None, (!failed).then(|| c_string(name)))
+                }
+                other => {
+                    return Err(DecodeError::Invalid {
+                        what: "module operation",
+                        value: other.into(),
+                    })
+                }
+            };
+            EventDetail::KernelModule(KernelModuleDetail {
+                operation,
+                path,
+                name: module,
+                incomplete: incomplete(&[(failed || truncated, "path")]),
+            })
+        }
+        EventKind::BpfLoad => {
+            let r: BpfLoadRecord = read_record(bytes, "bpf load record")?;
+            EventDetail::BpfLoad(BpfLoadDetail {
+                prog_type: hooks::BPF_PROG_TYPES
+                    .get(r.prog_type as usize)
+                    .map_or_else(|| r.prog_type.to_string(), |n| n.to_string()),
+                prog_name: c_string(&r.prog_name),
+                insn_cnt: r.insn_cnt,
+                incomplete: incomplete(&[(r.flags & record::BPF_LOAD_ATTR_FAILED != 0, "attr")]),
+            })
+        }
+        EventKind::IoUring => {
+            let r: IoUringRecord = read_record(bytes, "io_uring record")?;
+            EventDetail::IoUring(IoUringDetail {
+                operation: hooks::io_uring_op_name(r.opcode)
+                    .map_or_else(|| r.opcode.to_string(), str::to_string),
+                opcode: r.opcode,
+                sq_thread: r.sq_thread != 0,
+                user_data: Volatile(r.user_data),
+            })
+        }
     };
     let creds_known = header.flags & record::HEADER_CREDS_UNKNOWN == 0;
     Ok(Event {
@@ -289,6 +377,13 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
     note(record::EXEC_CWD_FAILED | record::EXEC_CWD_TRUNCATED, "cwd");
     note(record::EXEC_FILENAME_FAILED, "filename");
 
+    let stdio = (flags & record::EXEC_STDIO_FAILED == 0).then(|| {
+        r.stdio.map(|fd| StdioFd {
+            kind: FdKind::of(fd.mode, fd.family, fd.rdev),
+            ino: fd.ino,
+        })
+    });
+    let ns_known = flags & record::EXEC_NS_FAILED == 0;
     Ok(EventDetail::Exec(ExecDetail {
         exe: (flags & record::EXEC_EXE_FAILED == 0)
             .then(|| leaf_first_path(exe, flags & record::EXEC_EXE_TRUNCATED != 0).into()),
@@ -300,8 +395,199 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
             .then(|| leaf_first_path(cwd, flags & record::EXEC_CWD_TRUNCATED != 0).into()),
         refused,
         incomplete,
+        stdio,
+        pid_ns: ns_known.then_some(r.pid_ns),
+        mnt_ns: ns_known.then_some(r.mnt_ns),
+        stdin_peer: None,
+        built_by: None,
         exe_new: flags & record::EXEC_EXE_NEW != 0,
     }))
+}
+
+/// The names of the fields whose flag is set.
+fn incomplete(fields: &[(bool, &str)]) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|(bad, _)| *bad)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+fn file_change_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
+    let r: FileChangeRecord = read_record(bytes, "file change record")?;
+    let operation = ChangeOp::from_kernel(r.op).ok_or(DecodeError::Invalid {
+        what: "file change operation",
+        value: r.op.into(),
+    })?;
+    let f = r.flags;
+    let mut p = Payload::after::<FileChangeRecord>(bytes, "file change payload");
+    // The kernel's packing order: name, name2, extra, dir, dir2.
+    let name1 = p.take(r.name_len, NAME_CAP)?;
+    let name2 = p.take(r.name2_len, NAME_CAP)?;
+    let extra = p.take(r.extra_len, XATTR_NAME_CAP)?;
+    let dir1 = p.take(r.dir_len, PATH_CAP)?;
+    let dir2 = p.take(r.dir2_len, PATH_CAP)?;
+    let dir = |bytes: &[u8], truncated: bool| {
+        (!bytes.is_empty()).then(|| leaf_first_path(bytes, truncated))
+    };
+    let dir1 = dir(dir1, f & record::CHANGE_DIR_TRUNCATED != 0);
+    let dir2 = dir(dir2, f & record::CHANGE_DIR2_TRUNCATED != 0);
+    let fd_file = f & record::CHANGE_FD_FILE != 0;
+    let failed1 = f & record::CHANGE_NAME_FAILED != 0;
+    let path = if fd_file {
+        dir1.clone()
+    } else if failed1 || name1.is_empty() {
+        None
+    } else {
+        Some(join_location(dir1.as_deref(), &c_string(name1), false))
+    };
+    let failed2 = f & record::CHANGE_NAME2_FAILED != 0;
+    let new_path = (!failed2 && !name2.is_empty())
+        .then(|| join_location(dir2.as_deref(), &c_string(name2), false));
+    let extra_failed = f & record::CHANGE_EXTRA_FAILED != 0;
+    let extra = (!extra_failed && !extra.is_empty()).then(|| c_string(extra));
+    let op = operation;
+    let truncated1 = f & (record::CHANGE_NAME_TRUNCATED | record::CHANGE_DIR_TRUNCATED) != 0;
+    let truncated2 = f & (record::CHANGE_NAME2_TRUNCATED | record::CHANGE_DIR2_TRUNCATED) != 0;
+    Ok(EventDetail::FileChange(FileChangeDetail {
+        operation,
+        path,
+        new_path,
+        mode: (op == ChangeOp::Chmod).then_some(r.mode),
+        xattr: if op == ChangeOp::Setxattr {
+            extra.clone()
+        } else {
+            None
+        },
+        target: if op == ChangeOp::Symlink { extra } else { None },
+        length: (op == ChangeOp::Truncate).then_some(r.value),
+        mtime: (op == ChangeOp::Utimes).then_some(r.value as i64),
+        incomplete: incomplete(&[
+            (failed1 || truncated1, "path"),
+            (failed2 || truncated2, "new_path"),
+            (extra_failed, "extra"),
+        ]),
+    }))
+}
+
+fn namespace_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
+    let r: NamespaceRecord = read_record(bytes, "namespace record")?;
+    let name =
+        Payload::after::<NamespaceRecord>(bytes, "namespace file").take(r.name_len, PATH_CAP)?;
+    let operation = match r.op {
+        record::NS_OP_SETNS => NsOp::Setns,
+        record::NS_OP_UNSHARE => NsOp::Unshare,
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "namespace operation",
+                value: other.into(),
+            })
+        }
+    };
+    let failed = r.rflags & record::NS_NAME_FAILED != 0;
+    // The nsfs file's name, `mnt:[4026531841]` (the walk stops at the internal mount's
+    // root, so the path is the name under a `/`).
+    let target = (operation == NsOp::Setns && !failed && !name.is_empty()).then(|| {
+        leaf_first_path(name, false)
+            .trim_start_matches('/')
+            .to_string()
+    });
+    let mut namespaces: Vec<String> = hooks::namespace_names(r.flags)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if namespaces.is_empty() {
+        // setns with nstype 0: the file says which (`pid_for_children` is the pid one).
+        if let Some(kind) = target.as_deref().and_then(|t| t.split(':').next()) {
+            let kind = kind.trim_end_matches("_for_children");
+            if hooks::NAMESPACES.iter().any(|(n, _)| *n == kind) {
+                namespaces.push(kind.to_string());
+            }
+        }
+    }
+    Ok(EventDetail::Namespace(NamespaceDetail {
+        operation,
+        namespaces,
+        target,
+        target_ns: (operation == NsOp::Setns && r.target_ino != 0).then_some(r.target_ino),
+        into_host: None,
+        incomplete: incomplete(&[
+            (failed && operation == NsOp::Setns, "target"),
+            (r.rflags & record::NS_CALLER_FAILED != 0, "caller"),
+        ]),
+    }))
+}
+
+fn mount_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
+    let r: MountRecord = read_record(bytes, "mount record")?;
+    let mut p = Payload::after::<MountRecord>(bytes, "mount payload");
+    let source = p.take(r.source_len, MOUNT_SOURCE_CAP)?;
+    let target = p.take(r.target_len, NAME_CAP)?;
+    let fstype = p.take(r.fstype_len, FSTYPE_CAP)?;
+    let dir = p.take(r.dir_len, PATH_CAP)?;
+    let operation = match r.op {
+        record::MOUNT_OP_MOUNT => MountOp::Mount,
+        record::MOUNT_OP_FSOPEN => MountOp::Fsopen,
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "mount operation",
+                value: other.into(),
+            })
+        }
+    };
+    let text = |b: &[u8]| (!b.is_empty()).then(|| c_string(b));
+    let dir = (!dir.is_empty())
+        .then(|| leaf_first_path(dir, r.rflags & record::MOUNT_TARGET_TRUNCATED != 0));
+    Ok(EventDetail::Mount(MountDetail {
+        operation,
+        source: text(source),
+        target: text(target).map(|t| join_location(dir.as_deref(), &t, false)),
+        fstype: text(fstype),
+        flags: r.flags,
+        incomplete: incomplete(&[
+            (r.rflags & record::MOUNT_SOURCE_FAILED != 0, "source"),
+            (
+                r.rflags & (record::MOUNT_TARGET_FAILED | record::MOUNT_TARGET_TRUNCATED) != 0,
+                "target",
+            ),
+            (r.rflags & record::MOUNT_FSTYPE_FAILED != 0, "fstype"),
+        ]),
+    }))
+}
+
+/// A name as a syscall's caller passed it, made absolute: joined to `dir` (the directory
+/// it was relative to) when it is relative, with `.` and `..` resolved by name (the
+/// kernel resolved them through the dentries; a symlinked directory can differ).
+pub fn join_location(dir: Option<&str>, name: &str, fd_file: bool) -> String {
+    if fd_file {
+        return dir.unwrap_or("/").to_string();
+    }
+    let joined;
+    let full = if name.starts_with('/') {
+        name
+    } else {
+        joined = format!("{}/{name}", dir.unwrap_or(""));
+        &joined
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in full.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = String::with_capacity(full.len());
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    out
 }
 
 /// A leaf-first path buffer and its flags → the path, `None` when the kernel could not read it.
@@ -374,19 +660,32 @@ pub fn c_string(bytes: &[u8]) -> String {
 }
 
 /// The kernel writes path components leaf first, each NUL-terminated ("dash\0bin\0usr\0").
-/// A truncated walk did not reach the root: the result starts with "...".
+/// A path too long for the record keeps its top components after a gap (an empty
+/// component): "leaf\0b\0\0x\0tmp\0" is "/tmp/x/…/b/leaf", so `/tmp/**` still matches. The
+/// gap is one "…" (U+2026), not "...": a dot-leading component would read as a hidden
+/// directory to patterns like `/tmp/**/.*`. A truncated walk that could not reach the root at
+/// all starts with "...".
 pub fn leaf_first_path(bytes: &[u8], truncated: bool) -> String {
     // One allocation, components taken from the end: no list of parts, and no copy through
-    // a lossy conversion when the name is valid UTF-8 (nearly always).
+    // a lossy conversion when the name is valid UTF-8 (nearly always). The bytes end with
+    // the last component's NUL; an empty component before it is the gap.
+    let body = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    let gap = !body.is_empty() && body.split(|&b| b == 0).any(<[u8]>::is_empty);
     let mut path = String::with_capacity(bytes.len() + 4);
-    if truncated {
+    if truncated && !gap {
         path.push_str("...");
     }
-    for p in bytes.rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
-        path.push('/');
-        match std::str::from_utf8(p) {
-            Ok(s) => path.push_str(s),
-            Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+    if !body.is_empty() {
+        for p in body.rsplit(|&b| b == 0) {
+            path.push('/');
+            if p.is_empty() {
+                path.push('…');
+            } else {
+                match std::str::from_utf8(p) {
+                    Ok(s) => path.push_str(s),
+                    Err(_) => path.push_str(&String::from_utf8_lossy(p)),
+                }
+            }
         }
     }
     if path.is_empty() {
@@ -485,6 +784,14 @@ mod tests {
             filename_len: filename.len() as u32,
             exe_len: exe.len() as u32,
             cwd_len: cwd.len() as u32,
+            pid_ns: 4026531836,
+            mnt_ns: 4026531841,
+            stdio: [record::StdioFd {
+                ino: 77,
+                rdev: 0,
+                mode: record::S_IFIFO | 0o600,
+                family: 0,
+            }; 3],
         };
         let buf = sent(&r, &[exe, cwd, filename, argv]);
         let ev = decode(&buf, BootClock::now()).unwrap();
@@ -696,5 +1003,21 @@ mod tests {
         assert_eq!(Argv::from_nul_separated(b"a\0partia"), ["a", "partia"]);
         assert_eq!(leaf_first_path(b"", false), "/");
         assert_eq!(leaf_first_path(b"c\0b\0", true), ".../b/c");
+        // Top components kept after a gap.
+        assert_eq!(
+            leaf_first_path(b"lib.so\0d4\0\0d1\0tmp\0", true),
+            "/tmp/d1/…/d4/lib.so"
+        );
+        assert_eq!(
+            join_location(Some("/var/log"), "auth.log", false),
+            "/var/log/auth.log"
+        );
+        assert_eq!(
+            join_location(Some("/root"), "../var/./log/x", false),
+            "/var/log/x"
+        );
+        assert_eq!(join_location(None, "/a/b/../c", false), "/a/c");
+        assert_eq!(join_location(Some("/etc/x"), "", true), "/etc/x");
+        assert_eq!(join_location(Some("/"), "..", false), "/");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod health;
+pub mod hooks;
 pub mod hub;
 pub mod latency;
 pub mod reader;
@@ -14,6 +15,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 pub use decode::{decode, BootClock, DecodeError};
+pub use hooks::{
+    BpfLoadDetail, FdKind, FileChangeDetail, IoUringDetail, KernelModuleDetail, MountDetail,
+    NamespaceDetail, PtraceDetail, StdioFd, UnixConnectDetail,
+};
 pub use hub::EventHub;
 pub use values::{
     Access, Argv, Comm, ContainerIdentity, Family, Runtime, SqlFunction, Text, WallTime,
@@ -123,6 +128,14 @@ pub enum EventDetail {
     LibraryLoad(LibraryLoadDetail),
     Connect(ConnectDetail),
     SqlQuery(SqlQueryDetail),
+    FileChange(FileChangeDetail),
+    Ptrace(PtraceDetail),
+    Namespace(NamespaceDetail),
+    Mount(MountDetail),
+    UnixConnect(UnixConnectDetail),
+    KernelModule(KernelModuleDetail),
+    BpfLoad(BpfLoadDetail),
+    IoUring(IoUringDetail),
     /// Not from the kernel: the agent's own health (sustained event losses), so that a
     /// blind spot reaches the journal and exports like any detection.
     AgentHealth(AgentHealthDetail),
@@ -199,7 +212,7 @@ pub struct NewShape {
 /// Equality and hashing leave out `exe_new`: it says whether the kernel had reported the
 /// file before (for the uprobe task), not what happened, so two execs of one program fold
 /// together whichever came first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExecDetail {
     /// The executable actually mapped (the interpreter for `#!` scripts), as the process
     /// sees it from its own root.
@@ -216,10 +229,34 @@ pub struct ExecDetail {
     /// Fields the kernel could not read completely ("exe", "cwd", "argv", "filename").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// Descriptors 0, 1 and 2 as the new image starts (stdin, stdout, stderr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<[StdioFd; 3]>,
+    /// The new process's PID and mount namespaces (inode numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u32>,
+    /// When stdin is a pipe: the process that writes into it, as far as the agent saw it
+    /// start (its exec put the same pipe on its stdout). Filled by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_peer: Option<Peer>,
+    /// The program that named this executable as its output (`cc -o …`) shortly before,
+    /// when the agent saw it run. Filled by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_by: Option<Text>,
     /// The executable's file was new to the kernel's seen-files map (or is a uprobe target):
     /// the uprobe task inspects it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exe_new: bool,
+}
+
+/// Another process an event is linked to (the writer of a shell's stdin pipe).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub pid: u32,
+    pub exe: Option<Text>,
+    pub argv: Argv,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -344,6 +381,13 @@ impl ExecDetail {
             self.argv_truncated,
             &self.cwd,
             &self.incomplete,
+            (
+                &self.stdio,
+                self.pid_ns,
+                self.mnt_ns,
+                &self.stdin_peer,
+                &self.built_by,
+            ),
         )
     }
 }
@@ -414,11 +458,19 @@ pub enum Kind {
     LibraryLoad,
     Connect,
     SqlQuery,
+    FileChange,
+    Ptrace,
+    Namespace,
+    Mount,
+    UnixConnect,
+    KernelModule,
+    BpfLoad,
+    IoUring,
     AgentHealth,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -426,6 +478,14 @@ impl Kind {
         Kind::LibraryLoad,
         Kind::Connect,
         Kind::SqlQuery,
+        Kind::FileChange,
+        Kind::Ptrace,
+        Kind::Namespace,
+        Kind::Mount,
+        Kind::UnixConnect,
+        Kind::KernelModule,
+        Kind::BpfLoad,
+        Kind::IoUring,
         Kind::AgentHealth,
     ];
 
@@ -446,7 +506,15 @@ impl Kind {
             Kind::LibraryLoad => 4,
             Kind::Connect => 5,
             Kind::SqlQuery => 6,
-            Kind::AgentHealth => 7,
+            Kind::FileChange => 7,
+            Kind::Ptrace => 8,
+            Kind::Namespace => 9,
+            Kind::Mount => 10,
+            Kind::UnixConnect => 11,
+            Kind::KernelModule => 12,
+            Kind::BpfLoad => 13,
+            Kind::IoUring => 14,
+            Kind::AgentHealth => 15,
         }
     }
 
@@ -461,6 +529,14 @@ impl Kind {
             Kind::LibraryLoad => K::LibraryLoad,
             Kind::Connect => K::Connect,
             Kind::SqlQuery => K::SqlQuery,
+            Kind::FileChange => K::FileChange,
+            Kind::Ptrace => K::Ptrace,
+            Kind::Namespace => K::Namespace,
+            Kind::Mount => K::Mount,
+            Kind::UnixConnect => K::UnixConnect,
+            Kind::KernelModule => K::KernelModule,
+            Kind::BpfLoad => K::BpfLoad,
+            Kind::IoUring => K::IoUring,
             Kind::AgentHealth => return None,
         })
     }
@@ -476,6 +552,14 @@ impl Kind {
             K::LibraryLoad => Kind::LibraryLoad,
             K::Connect => Kind::Connect,
             K::SqlQuery => Kind::SqlQuery,
+            K::FileChange => Kind::FileChange,
+            K::Ptrace => Kind::Ptrace,
+            K::Namespace => Kind::Namespace,
+            K::Mount => Kind::Mount,
+            K::UnixConnect => Kind::UnixConnect,
+            K::KernelModule => Kind::KernelModule,
+            K::BpfLoad => Kind::BpfLoad,
+            K::IoUring => Kind::IoUring,
         }
     }
 }
@@ -490,6 +574,14 @@ impl Event {
             EventDetail::LibraryLoad(_) => Kind::LibraryLoad,
             EventDetail::Connect(_) => Kind::Connect,
             EventDetail::SqlQuery(_) => Kind::SqlQuery,
+            EventDetail::FileChange(_) => Kind::FileChange,
+            EventDetail::Ptrace(_) => Kind::Ptrace,
+            EventDetail::Namespace(_) => Kind::Namespace,
+            EventDetail::Mount(_) => Kind::Mount,
+            EventDetail::UnixConnect(_) => Kind::UnixConnect,
+            EventDetail::KernelModule(_) => Kind::KernelModule,
+            EventDetail::BpfLoad(_) => Kind::BpfLoad,
+            EventDetail::IoUring(_) => Kind::IoUring,
             EventDetail::AgentHealth(_) => Kind::AgentHealth,
         }
     }
@@ -552,6 +644,7 @@ mod tests {
             refused: false,
             incomplete: Vec::new(),
             exe_new,
+            ..ExecDetail::default()
         };
         assert_eq!(exec(true), exec(false));
         let hash = |d: &ExecDetail| {

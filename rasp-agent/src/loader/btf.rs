@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rasp_common::offsets::OFFSETS_MAGIC;
+use rasp_common::offsets::{OFFSETS_MAGIC, OFFSET_UNKNOWN};
 use rasp_common::KernelOffsets;
 
 /// Errors from reading BTF or resolving a member in it.
@@ -348,6 +348,15 @@ impl KernelBtf {
             .ok_or_else(|| BtfError::StructNotFound(structure.to_owned()))
     }
 
+    /// `sizeof(struct <structure>)` (the first definition's; the size of an array element).
+    pub fn struct_size(&self, structure: &str) -> Result<u32, BtfError> {
+        let id = self.struct_id(structure)?;
+        self.types
+            .get(id as usize)
+            .map(|t| t.size_or_type)
+            .ok_or_else(|| BtfError::StructNotFound(structure.to_owned()))
+    }
+
     /// The type id of the function `name` (a kfunc's id for a `BPF_PSEUDO_KFUNC_CALL`).
     pub fn func_id(&self, name: &str) -> Result<u32, BtfError> {
         self.types
@@ -590,6 +599,35 @@ pub fn resolve_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError> {
         sb_dev: at("super_block", "s_dev")?,
         vma_file: at("vm_area_struct", "vm_file")?,
         file_f_inode: at("file", "f_inode")?,
+        file_private_data: at("file", "private_data")?,
+        inode_i_mode: at("inode", "i_mode")?,
+        inode_i_rdev: at("inode", "i_rdev")?,
+        socket_sk: at("socket", "sk")?,
+        sock_family: at("sock", "__sk_common.skc_family")?,
+        btf_socket: btf.struct_id("socket")?,
+        task_nsproxy: at("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: at("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: at("mnt_namespace", "ns.inum")?,
+        task_thread_pid: at("task_struct", "thread_pid")?,
+        pid_level: at("pid", "level")?,
+        pid_numbers: at("pid", "numbers")?,
+        upid_size: btf.struct_size("upid")?,
+        upid_ns: at("upid", "ns")?,
+        pid_ns_inum: at("pid_namespace", "ns.inum")?,
+        task_flags: at("task_struct", "flags")?,
+        // Optional: a kernel without io_uring has no io_kiocb, and its hook stays silent.
+        io_kiocb_opcode: at("io_kiocb", "opcode").unwrap_or(OFFSET_UNKNOWN),
+        io_kiocb_user_data: at("io_kiocb", "cqe.user_data").unwrap_or(OFFSET_UNKNOWN),
+        regs_args: [
+            syscall_arg(btf, 1)?,
+            syscall_arg(btf, 2)?,
+            syscall_arg(btf, 3)?,
+            syscall_arg(btf, 4)?,
+            syscall_arg(btf, 5)?,
+            syscall_arg(btf, 6)?,
+            syscall_arg(btf, 6)?,
+            syscall_arg(btf, 6)?,
+        ],
     })
 }
 
@@ -607,7 +645,10 @@ fn syscall_arg(btf: &KernelBtf, n: u32) -> Result<u32, BtfError> {
     #[cfg(target_arch = "aarch64")]
     {
         // arm64 keeps x0..x30 in `regs[31]`; x0 is overwritten by the return value at exit,
-        // but the arguments read here are never the first.
+        // and the first argument survives in `orig_x0`.
+        if n == 1 {
+            return btf.member_offset("pt_regs", "orig_x0");
+        }
         Ok(btf.member_offset("pt_regs", "regs")? + 8 * (n - 1))
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -1159,7 +1200,38 @@ mod tests {
             sb_dev,
             vma_file,
             file_f_inode,
+            // `umode_t i_mode` opens struct inode.
+            inode_i_mode: _,
+            btf_socket: _,
+            // Optional (io_uring may be compiled out); checked below when present.
+            io_kiocb_opcode,
+            io_kiocb_user_data,
+            upid_size,
+            regs_args,
+            file_private_data,
+            inode_i_rdev,
+            socket_sk,
+            sock_family,
+            task_nsproxy,
+            nsproxy_mnt_ns,
+            mnt_ns_inum,
+            task_thread_pid,
+            pid_level,
+            pid_numbers,
+            upid_ns,
+            pid_ns_inum,
+            task_flags,
         } = offsets;
+        assert_eq!(upid_size, 16, "struct upid is an int and a pointer");
+        assert_eq!(btf.type_at(offsets.btf_socket).unwrap().kind(), KIND_STRUCT);
+        for (i, arg) in regs_args.iter().enumerate() {
+            assert_ne!(*arg, 0, "syscall argument {} resolved to 0", i + 1);
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(regs_args[1], regs_arg2);
+        if io_kiocb_opcode != OFFSET_UNKNOWN {
+            assert_ne!(io_kiocb_user_data, OFFSET_UNKNOWN);
+        }
         for (field, value) in [
             ("task_pid", task_pid),
             ("task_tgid", task_tgid),
@@ -1201,6 +1273,19 @@ mod tests {
             ("sb_dev", sb_dev),
             ("vma_file", vma_file),
             ("file_f_inode", file_f_inode),
+            ("file_private_data", file_private_data),
+            ("inode_i_rdev", inode_i_rdev),
+            ("socket_sk", socket_sk),
+            ("sock_family", sock_family),
+            ("task_nsproxy", task_nsproxy),
+            ("nsproxy_mnt_ns", nsproxy_mnt_ns),
+            ("mnt_ns_inum", mnt_ns_inum),
+            ("task_thread_pid", task_thread_pid),
+            ("pid_level", pid_level),
+            ("pid_numbers", pid_numbers),
+            ("upid_ns", upid_ns),
+            ("pid_ns_inum", pid_ns_inum),
+            ("task_flags", task_flags),
         ] {
             assert_ne!(value, 0, "{field} resolved to 0");
         }

@@ -298,13 +298,21 @@ mod tests {
             .collect()
     }
 
+    /// The original hooks have LSM counterparts; the issue-19 ones (file changes, ptrace,
+    /// namespaces, mounts, modules, bpf) have none in `--lsm` yet: their LSM hooks
+    /// (inode_setattr, ptrace_access_check, sb_mount ...) are the enforcement work's.
     #[test]
-    fn every_syscall_program_has_an_lsm_counterpart() {
-        let mut agent: Vec<&str> = SYSCALL_TRACEPOINTS.iter().map(|(n, _)| *n).collect();
-        let mut counterparts: Vec<&str> = LSM_COUNTERPARTS.iter().map(|(n, _)| *n).collect();
-        agent.sort_unstable();
-        counterparts.sort_unstable();
-        assert_eq!(agent, counterparts);
+    fn lsm_counterparts_are_syscall_programs() {
+        let agent: Vec<&str> = SYSCALL_TRACEPOINTS.iter().map(|(n, _)| *n).collect();
+        for (program, _) in LSM_COUNTERPARTS {
+            assert!(
+                agent.contains(program),
+                "{program} is not a syscall program"
+            );
+        }
+        for program in ["rasp_file_open", "rasp_library_load", "rasp_connect"] {
+            assert!(LSM_COUNTERPARTS.iter().any(|(p, _)| *p == program));
+        }
     }
 
     #[test]

@@ -15,11 +15,12 @@ use aya::{
 };
 use rasp_common::{
     interest::{
-        self as bits, file_open_mask_set, library_mask_set, name_hint, name_key, name_length_bit,
-        NameKey, FILTER_FLAGS, FILTER_LENGTHS, FILTER_NAME_HINTS, MASK_SLOTS, NAME_HINT_WORDS,
+        self as bits, file_open_mask_set, fnv1a, library_mask_set, name_hint, name_key,
+        name_length_bit, path_hint, NameKey, PathHints, FILTER_FLAGS, FILTER_LENGTHS,
+        FILTER_NAME_HINTS, HINT_SETS, HOOK_WORDS, MASK_SLOTS, NAME_HINT_WORDS, PATH_HINT_WORDS,
         PRESENT,
     },
-    limits::{MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES},
+    limits::{MAX_CONNECT_CIDRS, MAX_CONNECT_PORTS, MAX_FILE_NAMES, MAX_LIB_NAMES, MAX_PATH_NAMES},
 };
 
 use super::LoadError;
@@ -46,6 +47,41 @@ pub struct Interest {
     /// Destination prefixes whose connects are sent (address, prefix length).
     pub v4: Vec<(Ipv4Addr, u8)>,
     pub v6: Vec<(Ipv6Addr, u8)>,
+    /// The issue-19 hooks: switches, directory names, hashed names.
+    pub hooks: HookInterest,
+}
+
+/// What the issue-19 hooks (file changes, AF_UNIX connects, ptrace, namespaces, mounts,
+/// modules, bpf, io_uring) send.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookInterest {
+    /// The `HOOK_FILTER` words (`interest::HOOK_*`).
+    pub words: [u32; HOOK_WORDS as usize],
+    /// (directory component, `PATH_*` bits): names looked up on dentry walks.
+    pub path_names: Vec<(String, u32)>,
+    /// (`HINT_*` set, name): a path component (or a whole xattr name) hashed into a set.
+    pub hints: Vec<(u32, String)>,
+}
+
+impl HookInterest {
+    /// Every hook sends everything (the diagnostic).
+    pub fn all() -> Self {
+        let mut h = HookInterest::default();
+        let w = &mut h.words;
+        w[bits::HOOK_CHANGE as usize] = u32::MAX;
+        w[bits::HOOK_CHANGE_ALL as usize] = u32::MAX;
+        w[bits::HOOK_UNIX as usize] = bits::HOOK_ENABLED | bits::HOOK_ALL;
+        w[bits::HOOK_PTRACE as usize] = u32::MAX;
+        w[bits::HOOK_NAMESPACE as usize] = u32::MAX;
+        w[bits::HOOK_UNSHARE_FLAGS as usize] = u32::MAX;
+        w[bits::HOOK_MOUNT as usize] = u32::MAX;
+        w[bits::HOOK_MODULE as usize] = u32::MAX;
+        w[bits::HOOK_BPF as usize] = bits::HOOK_ENABLED;
+        w[bits::HOOK_IO_URING as usize] = bits::HOOK_ENABLED;
+        w[bits::HOOK_IO_URING_OPS_LO as usize] = u32::MAX;
+        w[bits::HOOK_IO_URING_OPS_HI as usize] = u32::MAX;
+        h
+    }
 }
 
 impl Interest {
@@ -56,6 +92,7 @@ impl Interest {
             file_flags: bits::FILE_ALL_READ | bits::FILE_ALL_WRITE,
             lib_flags: bits::LIB_ALL,
             connect_flags: bits::CONNECT_ALL,
+            hooks: HookInterest::all(),
             ..Interest::default()
         }
     }
@@ -138,6 +175,10 @@ pub struct InterestMaps {
     ports: HashMap<MapData, u16, u8>,
     v4: LpmTrie<MapData, [u8; 4], u8>,
     v6: LpmTrie<MapData, [u8; 16], u8>,
+    hook_filter: Array<MapData, u32>,
+    path_names: HashMap<MapData, NameKey, u32>,
+    path_filter: Array<MapData, u32>,
+    path_hints: Array<MapData, PathHints>,
     /// `RASP_INTEREST_ALL=1` at load (see `loader::INTEREST_ALL_ENV`): every `apply` also
     /// sends everything, so the diagnostic survives the daemon applying its policies.
     force_all: bool,
@@ -156,6 +197,10 @@ struct Compiled {
     ports: BTreeSet<u16>,
     v4: BTreeSet<(u32, [u8; 4])>,
     v6: BTreeSet<(u32, [u8; 16])>,
+    hook_words: [u32; HOOK_WORDS as usize],
+    path_names: BTreeMap<NameKey, u32>,
+    path_summary: Summary,
+    path_hints: Vec<PathHints>,
 }
 
 /// The `FILTER_LENGTHS` words and the `FILTER_NAME_HINTS` set of a name map: for every
@@ -317,7 +362,36 @@ impl Interest {
         {
             connect_flags |= bits::CONNECT_ENABLED;
         }
+        let path_names = compile_names(
+            "path names",
+            &self.hooks.path_names,
+            bits::PATH_NAME_BITS,
+            MAX_PATH_NAMES,
+        )?;
+        let mut path_hints = vec![
+            PathHints {
+                words: [0; PATH_HINT_WORDS]
+            };
+            HINT_SETS as usize
+        ];
+        for (set, name) in &self.hooks.hints {
+            let Some(hints) = path_hints.get_mut(*set as usize) else {
+                return Err(invalid("path hints", format!("no hint set {set}")));
+            };
+            if name.is_empty() || (*set != bits::HINT_XATTR && name.contains('/')) {
+                return Err(invalid(
+                    "path hints",
+                    format!("{name:?} is not a path component"),
+                ));
+            }
+            let (word, bit) = path_hint(fnv1a(name.as_bytes()));
+            hints.words[word as usize] |= 1 << bit;
+        }
         Ok(Compiled {
+            hook_words: self.hooks.words,
+            path_summary: Summary::of(&path_names, bits::path_mask_set()),
+            path_names,
+            path_hints,
             file_summary: Summary::of(&file_names, file_open_mask_set()),
             file_names,
             file_flags,
@@ -410,6 +484,10 @@ impl InterestMaps {
             ports: HashMap::try_from(take("CONNECT_PORTS")?).map_err(map_err("CONNECT_PORTS"))?,
             v4: LpmTrie::try_from(take("CONNECT_V4")?).map_err(map_err("CONNECT_V4"))?,
             v6: LpmTrie::try_from(take("CONNECT_V6")?).map_err(map_err("CONNECT_V6"))?,
+            hook_filter: Array::try_from(take("HOOK_FILTER")?).map_err(map_err("HOOK_FILTER"))?,
+            path_names: HashMap::try_from(take("PATH_NAMES")?).map_err(map_err("PATH_NAMES"))?,
+            path_filter: Array::try_from(take("PATH_FILTER")?).map_err(map_err("PATH_FILTER"))?,
+            path_hints: Array::try_from(take("PATH_HINTS")?).map_err(map_err("PATH_HINTS"))?,
             force_all: false,
         })
     }
@@ -428,6 +506,9 @@ impl InterestMaps {
             c.file_flags |= all.file_flags;
             c.lib_flags |= all.lib_flags;
             c.connect_flags |= all.connect_flags;
+            for (word, all) in c.hook_words.iter_mut().zip(all.hook_words) {
+                *word |= all;
+            }
         }
         replace_hash("FILE_NAMES", &mut self.file_names, &c.file_names)?;
         replace_hash("LIB_NAMES", &mut self.lib_names, &c.lib_names)?;
@@ -435,6 +516,7 @@ impl InterestMaps {
         replace_hash("CONNECT_PORTS", &mut self.ports, &ports)?;
         replace_trie("CONNECT_V4", &mut self.v4, &c.v4)?;
         replace_trie("CONNECT_V6", &mut self.v6, &c.v6)?;
+        replace_hash("PATH_NAMES", &mut self.path_names, &c.path_names)?;
         // Which lengths and bits exist only narrows which components get looked up; the
         // names both sets share are covered by the old summary and the new one alike.
         for (name, filter, summary, flags) in [
@@ -450,6 +532,7 @@ impl InterestMaps {
                 c.lib_summary,
                 c.lib_flags,
             ),
+            ("PATH_FILTER", &mut self.path_filter, c.path_summary, 0),
         ] {
             for (i, &word) in summary.lengths.iter().enumerate() {
                 filter
@@ -466,6 +549,17 @@ impl InterestMaps {
         self.connect_filter
             .set(FILTER_FLAGS, c.connect_flags, 0)
             .map_err(map_err("CONNECT_FILTER"))?;
+        // Hint sets before the switches that make the programs consult them.
+        for (i, hints) in c.path_hints.iter().enumerate() {
+            self.path_hints
+                .set(i as u32, hints, 0)
+                .map_err(map_err("PATH_HINTS"))?;
+        }
+        for (i, &word) in c.hook_words.iter().enumerate() {
+            self.hook_filter
+                .set(i as u32, word, 0)
+                .map_err(map_err("HOOK_FILTER"))?;
+        }
         tracing::info!(
             file_names = c.file_names.len(),
             file_flags = c.file_flags,
@@ -475,6 +569,9 @@ impl InterestMaps {
             ports = c.ports.len(),
             v4 = c.v4.len(),
             v6 = c.v6.len(),
+            path_names = c.path_names.len(),
+            hints = interest.hooks.hints.len(),
+            hook_change = c.hook_words[bits::HOOK_CHANGE as usize],
             "kernel interest applied"
         );
         Ok(())

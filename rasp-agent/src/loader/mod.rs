@@ -10,6 +10,7 @@ pub mod env;
 pub mod floor;
 pub mod interest;
 pub mod kfunc;
+pub mod shapes;
 pub mod uprobe;
 
 use aya::{
@@ -33,6 +34,8 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("rasp_exec", "sched_process_exec"),
     ("rasp_fork", "sched_process_fork"),
     ("rasp_exit", "sched_process_exit"),
+    // Not a syscall: requests submitted through io_uring, which no syscall hook sees.
+    ("rasp_io_uring", "io_uring_submit_req"),
 ];
 
 /// Syscall tracepoint programs: (program, tracepoints in category `syscalls`). One program
@@ -50,6 +53,60 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
     ),
     ("rasp_library_load", &["sys_enter_mmap"]),
     ("rasp_connect", &["sys_enter_connect"]),
+    // AF_UNIX connects only, in place of `rasp_connect` where the cgroup hooks observe
+    // IPv4/6 connects (`CONNECT_TRACEPOINT_PROGRAM`).
+    (UNIX_CONNECT_PROGRAM, &["sys_enter_connect"]),
+    // The issue-19 hooks, at syscall exit (successful calls; the caller's strings are
+    // resident by then). `SYSCALL_SHAPES` says how each reads its arguments. The legacy
+    // path-only calls (chmod, unlink, rename, utime ...) exist on x86_64 only.
+    (
+        "rasp_file_change",
+        &[
+            "sys_exit_chmod",
+            "sys_exit_fchmod",
+            "sys_exit_fchmodat",
+            "sys_exit_fchmodat2",
+            "sys_exit_setxattr",
+            "sys_exit_lsetxattr",
+            "sys_exit_fsetxattr",
+            "sys_exit_unlink",
+            "sys_exit_unlinkat",
+            "sys_exit_rmdir",
+            "sys_exit_rename",
+            "sys_exit_renameat",
+            "sys_exit_renameat2",
+            "sys_exit_truncate",
+            "sys_exit_ftruncate",
+            "sys_exit_utime",
+            "sys_exit_utimes",
+            "sys_exit_futimesat",
+            "sys_exit_utimensat",
+            "sys_exit_symlink",
+            "sys_exit_symlinkat",
+            "sys_exit_link",
+            "sys_exit_linkat",
+        ],
+    ),
+    (
+        "rasp_ptrace",
+        &[
+            "sys_exit_ptrace",
+            "sys_exit_process_vm_readv",
+            "sys_exit_process_vm_writev",
+        ],
+    ),
+    ("rasp_namespace", &["sys_exit_setns", "sys_exit_unshare"]),
+    ("rasp_mount", &["sys_exit_mount", "sys_exit_fsopen"]),
+    // Absent on kernels built without module support (no module can be loaded there).
+    (
+        "rasp_kernel_module",
+        &[
+            "sys_exit_init_module",
+            "sys_exit_finit_module",
+            "sys_exit_delete_module",
+        ],
+    ),
+    ("rasp_bpf", &["sys_exit_bpf"]),
 ];
 
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");
@@ -76,6 +133,9 @@ const CGROUP_SOCK_HOOKS: &[(&str, &str)] = &[
 
 /// The tracepoint program the cgroup connect hooks replace.
 const CONNECT_TRACEPOINT_PROGRAM: &str = "rasp_connect";
+/// The AF_UNIX half of it, attached only where the cgroup hooks replace it (they do not see
+/// AF_UNIX connects).
+const UNIX_CONNECT_PROGRAM: &str = "rasp_unix_connect";
 
 /// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
 /// mapping and connect (`Interest::all()`), on top of whatever interest the policies later
@@ -191,6 +251,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(object)?;
 
+    fill_shapes(&mut ebpf)?;
     let mut programs = attach_sched_tracepoints(&mut ebpf, &aya_btf, &|name| name.to_string());
     if programs.iter().all(|p| p.state == ProgramState::Failed) {
         let why: Vec<String> = programs
@@ -242,6 +303,24 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             cgroup_socket,
         },
     })
+}
+
+/// Write `SYSCALL_SHAPES` (how each issue-19 syscall passes its arguments) before any of
+/// those programs is attached.
+fn fill_shapes(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let name = "SYSCALL_SHAPES";
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut shapes: aya::maps::Array<&mut MapData, rasp_common::offsets::SyscallShape> =
+        aya::maps::Array::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+    for (nr, shape) in shapes::syscall_shapes() {
+        let Ok(index) = u32::try_from(nr) else {
+            continue;
+        };
+        shapes
+            .set(index, shape, 0)
+            .map_err(|source| LoadError::Map { name, source })?;
+    }
+    Ok(())
 }
 
 /// Attach the BPF-LSM enforcing programs (only called when the probe loaded).
@@ -337,8 +416,15 @@ fn attach_syscall_tracepoints(
 ) -> Vec<ProgramStatus> {
     let mut statuses = Vec::new();
     for (name, tracepoints) in SYSCALL_TRACEPOINTS {
-        if cgroup_connect && *name == CONNECT_TRACEPOINT_PROGRAM {
-            continue; // the cgroup connect hooks observe connects instead
+        // With the cgroup connect hooks, they observe IPv4/6 connects and the tracepoint
+        // only AF_UNIX ones; without, one program serves both.
+        let replaced = if cgroup_connect {
+            CONNECT_TRACEPOINT_PROGRAM
+        } else {
+            UNIX_CONNECT_PROGRAM
+        };
+        if *name == replaced {
+            continue;
         }
         let name = program(name);
         match load_tracepoint(ebpf, &name) {
@@ -455,9 +541,19 @@ fn load_tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePo
 }
 
 fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), String> {
-    program
-        .attach("syscalls", tracepoint)
-        .map_err(|e| error_chain(&e))?;
+    program.attach("syscalls", tracepoint).map_err(|e| {
+        let chain = error_chain(&e);
+        if !chain.contains("No such file or directory") {
+            return chain;
+        }
+        // A syscall compiled out of this kernel has no tracepoint: say which and why.
+        let hint = if tracepoint.contains("module") {
+            ": this kernel has no module support (no /proc/modules), so no module can be loaded and there is nothing to watch"
+        } else {
+            ": the syscall is not built into this kernel (or not on this architecture)"
+        };
+        format!("no such tracepoint syscalls/{tracepoint}{hint} ({chain})")
+    })?;
     Ok(())
 }
 

@@ -14,6 +14,8 @@ use super::{
     vocab::EventType,
     Policy, PolicyError, Rule,
 };
+use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
+use crate::loader::interest::HookInterest;
 use crate::loader::{Interest, OverCapacity, Usage};
 
 /// A port range this wide or wider sends every connect rather than filling the port map
@@ -25,6 +27,10 @@ pub fn interest(policies: &[Policy]) -> Interest {
     for rule in policies.iter().flat_map(|p| &p.rules) {
         rule_interest(rule, &mut out);
     }
+    out.hooks.path_names.sort();
+    out.hooks.path_names.dedup();
+    out.hooks.hints.sort();
+    out.hooks.hints.dedup();
     out.file_names.sort();
     out.file_names.dedup();
     out.lib_names.sort();
@@ -42,6 +48,14 @@ fn rule_interest(rule: &Rule, out: &mut Interest) {
         EventType::Connect => connect_interest(rule, out),
         // Queries are captured for every libpq; no kernel filter to widen.
         EventType::SqlQuery => {}
+        EventType::FileChange => change_interest(rule, &mut out.hooks),
+        EventType::UnixConnect => unix_interest(rule, &mut out.hooks),
+        EventType::Ptrace => ptrace_interest(rule, &mut out.hooks),
+        EventType::Namespace => namespace_interest(rule, &mut out.hooks),
+        EventType::Mount => op_interest::<MountOp>(rule, &mut out.hooks, bits::HOOK_MOUNT),
+        EventType::KernelModule => op_interest::<ModuleOp>(rule, &mut out.hooks, bits::HOOK_MODULE),
+        EventType::BpfLoad => out.hooks.words[bits::HOOK_BPF as usize] |= bits::HOOK_ENABLED,
+        EventType::IoUring => io_uring_interest(rule, &mut out.hooks),
     }
 }
 
@@ -237,6 +251,166 @@ fn connect_interest(rule: &Rule, out: &mut Interest) {
             }
             (IpAddr::V6(a), len) => out.v6.push((a, len)),
         }
+    }
+}
+
+/// The operations a rule names, or every one of the vocabulary when it names none.
+fn operations<T: Named + PartialEq>(rule: &Rule) -> Vec<T> {
+    match rule.conditions.values(Field::Operation) {
+        Some(names) => names.iter().filter_map(|n| T::from_name(n)).collect(),
+        None => T::NAMES.iter().map(|(_, v)| *v).collect(),
+    }
+}
+
+fn word(h: &mut HookInterest, index: u32) -> &mut u32 {
+    &mut h.words[index as usize]
+}
+
+/// File changes: the operations' bits; then per rule, what makes a change of it worth
+/// sending without looking at its path (mode bits, an xattr name, or nothing: every such
+/// change), or the names its path patterns cannot match without.
+fn change_interest(rule: &Rule, h: &mut HookInterest) {
+    let ops: Vec<ChangeOp> = operations(rule);
+    let op_bits = ops.iter().fold(0u32, |m, op| m | 1 << op.kernel());
+    *word(h, bits::HOOK_CHANGE) |= bits::HOOK_ENABLED | op_bits;
+    if let Some(patterns) = paths(rule) {
+        for pattern in patterns {
+            match anchor(pattern).0 {
+                Anchor::Leaf(n) => {
+                    h.hints.push((bits::HINT_CHANGE_LEAF, n.clone()));
+                    h.path_names.push((n, bits::PATH_CHANGE_LEAF));
+                }
+                Anchor::Parent(n) | Anchor::Deeper(n) => {
+                    h.hints.push((bits::HINT_CHANGE_ANY, n.clone()));
+                    h.path_names.push((n, bits::PATH_CHANGE_ANY));
+                }
+                Anchor::None => *word(h, bits::HOOK_CHANGE_ALL) |= op_bits,
+            }
+        }
+        return;
+    }
+    for op in ops {
+        let bit = 1u32 << op.kernel();
+        match op {
+            ChangeOp::Chmod if rule.conditions.mode_mask().is_some() => {
+                *word(h, bits::HOOK_CHMOD_MODES) |= rule.conditions.mode_mask().unwrap_or(0);
+            }
+            ChangeOp::Setxattr => match rule.conditions.values(Field::Xattr) {
+                Some(names) if names.iter().all(|n| is_literal(n, GlobMode::Text)) => {
+                    *word(h, bits::HOOK_XATTR_NAMES) |= bits::HOOK_ENABLED;
+                    h.hints
+                        .extend(names.iter().map(|n| (bits::HINT_XATTR, n.clone())));
+                }
+                _ => *word(h, bits::HOOK_CHANGE_ALL) |= bit,
+            },
+            _ => *word(h, bits::HOOK_CHANGE_ALL) |= bit,
+        }
+    }
+}
+
+fn is_literal(pattern: &str, mode: GlobMode) -> bool {
+    Glob::new(pattern, mode)
+        .ok()
+        .and_then(|g| g.literal().map(|l| l == pattern))
+        .unwrap_or(false)
+}
+
+fn unix_interest(rule: &Rule, h: &mut HookInterest) {
+    *word(h, bits::HOOK_UNIX) |= bits::HOOK_ENABLED;
+    let Some(patterns) = paths(rule) else {
+        *word(h, bits::HOOK_UNIX) |= bits::HOOK_ALL;
+        return;
+    };
+    for pattern in patterns {
+        match anchor(pattern).0 {
+            Anchor::Leaf(n) => h.hints.push((bits::HINT_UNIX_LEAF, n)),
+            Anchor::Parent(n) | Anchor::Deeper(n) => {
+                h.hints.push((bits::HINT_UNIX_ANY, n));
+                *word(h, bits::HOOK_UNIX) |= bits::HOOK_UNIX_DIRS;
+            }
+            Anchor::None => *word(h, bits::HOOK_UNIX) |= bits::HOOK_ALL,
+        }
+    }
+}
+
+fn ptrace_interest(rule: &Rule, h: &mut HookInterest) {
+    let classes = operations::<PtraceOp>(rule)
+        .iter()
+        .fold(0u32, |m, op| m | op.class());
+    *word(h, bits::HOOK_PTRACE) |= bits::HOOK_ENABLED | classes;
+}
+
+fn namespace_interest(rule: &Rule, h: &mut HookInterest) {
+    use rasp_common::record::{NS_OP_SETNS, NS_OP_UNSHARE};
+    let ops: Vec<NsOp> = operations(rule);
+    for op in &ops {
+        let bit = match op {
+            NsOp::Setns => NS_OP_SETNS,
+            NsOp::Unshare => NS_OP_UNSHARE,
+        };
+        *word(h, bits::HOOK_NAMESPACE) |= bits::HOOK_ENABLED | 1 << bit;
+    }
+    if ops.contains(&NsOp::Unshare) {
+        let flags = match rule.conditions.values(Field::Namespaces) {
+            Some(names) => hooks::NAMESPACES
+                .iter()
+                .filter(|(n, _)| names.iter().any(|x| x == n))
+                .fold(0u32, |m, (_, bit)| m | bit),
+            None => u32::MAX,
+        };
+        *word(h, bits::HOOK_UNSHARE_FLAGS) |= flags;
+    }
+}
+
+/// Families switched per operation, `1 << MOUNT_OP_*` / `MODULE_OP_*`.
+fn op_interest<T: Named + PartialEq + KernelOp>(rule: &Rule, h: &mut HookInterest, index: u32) {
+    for op in operations::<T>(rule) {
+        *word(h, index) |= bits::HOOK_ENABLED | 1 << op.kernel_op();
+    }
+}
+
+/// The kernel's number of an operation (its bit in the family's word).
+trait KernelOp {
+    fn kernel_op(self) -> u32;
+}
+
+impl KernelOp for MountOp {
+    fn kernel_op(self) -> u32 {
+        use rasp_common::record as r;
+        match self {
+            MountOp::Mount => r::MOUNT_OP_MOUNT,
+            MountOp::Fsopen => r::MOUNT_OP_FSOPEN,
+        }
+    }
+}
+
+impl KernelOp for ModuleOp {
+    fn kernel_op(self) -> u32 {
+        use rasp_common::record as r;
+        match self {
+            ModuleOp::Load => r::MODULE_OP_INIT,
+            ModuleOp::LoadFile => r::MODULE_OP_FINIT,
+            ModuleOp::Unload => r::MODULE_OP_DELETE,
+        }
+    }
+}
+
+fn io_uring_interest(rule: &Rule, h: &mut HookInterest) {
+    *word(h, bits::HOOK_IO_URING) |= bits::HOOK_ENABLED;
+    let opcodes: Vec<u32> = match rule.conditions.values(Field::Operation) {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| hooks::io_uring_opcode(n))
+            .collect(),
+        None => (0..64).collect(),
+    };
+    for op in opcodes {
+        let (index, bit) = if op < 32 {
+            (bits::HOOK_IO_URING_OPS_LO, op)
+        } else {
+            (bits::HOOK_IO_URING_OPS_HI, op - 32)
+        };
+        *word(h, index) |= 1 << bit;
     }
 }
 
@@ -449,5 +623,56 @@ mod tests {
             .iter()
             .any(|(a, l)| a.octets() == [169, 254, 169, 254] && *l == 32));
         assert_eq!(i.connect_flags & bits::CONNECT_ALL, 0);
+    }
+
+    /// The issue-19 hooks under the defaults: every family switched on, and each filtered
+    /// by what the rules say, never "send everything" for the hot file changes.
+    #[test]
+    fn default_policies_filter_the_new_hooks_in_the_kernel() {
+        use rasp_common::record as r;
+        let policies = super::super::default_policies().expect("defaults load");
+        let h = interest(&policies).hooks;
+        let w = |i: u32| h.words[i as usize];
+        for family in [
+            bits::HOOK_CHANGE,
+            bits::HOOK_UNIX,
+            bits::HOOK_PTRACE,
+            bits::HOOK_NAMESPACE,
+            bits::HOOK_MOUNT,
+            bits::HOOK_MODULE,
+            bits::HOOK_BPF,
+            bits::HOOK_IO_URING,
+        ] {
+            assert_ne!(w(family) & bits::HOOK_ENABLED, 0, "family word {family}");
+        }
+        // Unlinks, renames and truncations are sent only for watched names.
+        for op in [
+            r::CHANGE_OP_UNLINK,
+            r::CHANGE_OP_RENAME,
+            r::CHANGE_OP_TRUNCATE,
+        ] {
+            assert_ne!(w(bits::HOOK_CHANGE) & 1 << op, 0, "op {op} watched");
+            assert_eq!(
+                w(bits::HOOK_CHANGE_ALL) & 1 << op,
+                0,
+                "op {op} path-filtered"
+            );
+        }
+        // chmod by its setuid bit, setxattr by the capability attribute's name.
+        assert_eq!(w(bits::HOOK_CHMOD_MODES), 0o4000);
+        assert_eq!(w(bits::HOOK_XATTR_NAMES), bits::HOOK_ENABLED);
+        let hinted = |set: u32, name: &str| h.hints.iter().any(|(s, n)| *s == set && n == name);
+        assert!(hinted(bits::HINT_XATTR, "security.capability"));
+        assert!(hinted(bits::HINT_CHANGE_LEAF, ".bash_history"));
+        assert!(hinted(bits::HINT_CHANGE_ANY, "log"));
+        assert!(hinted(bits::HINT_UNIX_LEAF, "docker.sock"));
+        assert_eq!(w(bits::HOOK_UNIX) & bits::HOOK_ALL, 0);
+        // Only user namespaces make an unshare worth sending.
+        assert_eq!(w(bits::HOOK_UNSHARE_FLAGS), 0x1000_0000);
+        // io_uring: openat (18) and connect (16), not read (22).
+        let ops = w(bits::HOOK_IO_URING_OPS_LO);
+        assert_ne!(ops & 1 << 18, 0);
+        assert_ne!(ops & 1 << 16, 0);
+        assert_eq!(ops & 1 << 22, 0);
     }
 }

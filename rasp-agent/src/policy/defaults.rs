@@ -66,6 +66,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         include_str!("../../../policies/kernel-modules.yaml"),
     ),
     (
+        "policies/io-uring.yaml",
+        include_str!("../../../policies/io-uring.yaml"),
+    ),
+    (
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
@@ -98,6 +102,36 @@ mod tests {
         dest: Option<SocketAddr>,
         query: Option<&'static str>,
         sql_findings: Vec<String>,
+        /// The issue-19 events' fields (see `Subject`).
+        path2: Option<&'static str>,
+        operation: Option<&'static str>,
+        mode: Option<u32>,
+        xattr: Option<&'static str>,
+        target_exe: Option<&'static str>,
+        target_descendant: Option<bool>,
+        namespaces: Vec<String>,
+        into_host: Option<bool>,
+        mount_source: Option<&'static str>,
+        fstype: Option<&'static str>,
+        prog_type: Option<&'static str>,
+        stdio: Option<[crate::events::StdioFd; 3]>,
+        stdin_peer: Option<(&'static str, Vec<String>)>,
+        argv_truncated: bool,
+        cwd: &'static str,
+        exe_built_by: Option<&'static str>,
+    }
+
+    impl Ev {
+        fn clone_ev(&self) -> Ev {
+            Ev {
+                argv: self.argv.clone(),
+                ancestors: self.ancestors.clone(),
+                sql_findings: self.sql_findings.clone(),
+                namespaces: self.namespaces.clone(),
+                stdin_peer: self.stdin_peer.clone(),
+                ..*self
+            }
+        }
     }
 
     fn base(event: EventType, exe: &'static str, ancestors: &[&'static str]) -> Ev {
@@ -115,6 +149,22 @@ mod tests {
             dest: None,
             query: None,
             sql_findings: Vec::new(),
+            path2: None,
+            operation: None,
+            mode: None,
+            xattr: None,
+            target_exe: None,
+            target_descendant: None,
+            namespaces: Vec::new(),
+            into_host: None,
+            mount_source: None,
+            fstype: None,
+            prog_type: None,
+            stdio: None,
+            stdin_peer: None,
+            argv_truncated: false,
+            cwd: "/root",
+            exe_built_by: None,
         }
     }
 
@@ -162,11 +212,17 @@ mod tests {
     /// Ids of the default rules that fire on `e`.
     fn fired(e: &Ev) -> Vec<String> {
         let policies = default_policies().expect("defaults load");
+        let argv = crate::events::Argv::new(&e.argv);
+        let peer_argv = e
+            .stdin_peer
+            .as_ref()
+            .map(|(_, a)| crate::events::Argv::new(a));
+        let script = (e.event == EventType::Exec)
+            .then(|| crate::process::script::script_of(e.exe, &argv, Some(e.cwd)))
+            .flatten();
         let s = Subject {
-            event: e.event,
             exe: Some(e.exe),
             comm: e.comm,
-            argv: &crate::events::Argv::new(&e.argv),
             uid: e.uid,
             parent_exe: e.ancestors.first().copied(),
             ancestor_exes: &e.ancestors,
@@ -176,17 +232,32 @@ mod tests {
                 "/system.slice/x.service"
             }),
             container_id: e.container.then_some("3f4e"),
-            pod_uid: None,
-            container_name: None,
-            image: None,
-            pod_name: None,
-            namespace: None,
+            in_container: e.container,
             path: e.path,
             access: e.access,
             dest: e.dest,
             query: e.query,
             sql_findings: &e.sql_findings,
+            path2: e.path2,
+            operation: e.operation,
+            mode: e.mode,
+            xattr: e.xattr,
+            target_exe: e.target_exe,
+            target_descendant: e.target_descendant,
+            target_same_uid: e.target_exe.map(|_| true),
+            namespaces: &e.namespaces,
+            into_host: e.into_host,
+            mount_source: e.mount_source,
+            fstype: e.fstype,
+            prog_type: e.prog_type,
+            stdio: e.stdio.as_ref(),
+            stdin_peer_exe: e.stdin_peer.as_ref().map(|(x, _)| *x),
+            stdin_peer_argv: peer_argv.as_ref(),
+            argv_truncated: e.argv_truncated,
+            script: script.as_deref(),
+            exe_built_by: e.exe_built_by,
             sql: None,
+            ..Subject::of(e.event, &argv)
         };
         policies
             .iter()
@@ -1788,5 +1859,380 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/libtinfo.so.6",
         ));
         none(connect("/usr/bin/curl", "93.184.216.34:443"));
+    }
+
+    // ---- The issue-19 hooks -----------------------------------------------------------
+
+    fn change(exe: &'static str, op: &'static str, path: &'static str) -> Ev {
+        let mut e = base(EventType::FileChange, exe, &["/usr/bin/bash"]);
+        e.operation = Some(op);
+        e.path = Some(path);
+        e
+    }
+
+    fn with_stdio(mut e: Ev, kinds: [FdKind; 3]) -> Ev {
+        e.stdio = Some(kinds.map(|kind| StdioFd { kind, ino: 7 }));
+        e
+    }
+
+    fn fed_by(mut e: Ev, peer: &'static str, argv: &[&str]) -> Ev {
+        e.stdin_peer = Some((peer, argv.iter().map(|a| a.to_string()).collect()));
+        e
+    }
+
+    use crate::events::{FdKind, StdioFd};
+    const TTY: [FdKind; 3] = [FdKind::Tty, FdKind::Tty, FdKind::Tty];
+    const PIPE_IN: [FdKind; 3] = [FdKind::Pipe, FdKind::Tty, FdKind::Tty];
+
+    #[test]
+    fn shells_wired_to_sockets_and_fed_by_downloads() {
+        let sock = [FdKind::InetSocket, FdKind::InetSocket, FdKind::InetSocket];
+        only(
+            with_stdio(
+                exec("/usr/bin/dash", &["sh"], &["/usr/bin/nc.traditional"]),
+                sock,
+            ),
+            "shell-stdio-network-socket",
+        );
+        // Output only (`cat <&3 | bash >&3`): its stdin is a pipe from cat.
+        only(
+            with_stdio(
+                exec("/usr/bin/bash", &["bash"], &["/usr/bin/bash"]),
+                [FdKind::Pipe, FdKind::InetSocket, FdKind::Tty],
+            ),
+            "shell-stdio-network-socket",
+        );
+        only(
+            with_stdio(
+                exec("/usr/bin/bash", &["bash"], &["/usr/bin/socat"]),
+                [FdKind::UnixSocket, FdKind::UnixSocket, FdKind::UnixSocket],
+            ),
+            "shell-stdio-from-network-relay",
+        );
+        // systemd services log through a unix socket: not a relay's child.
+        none(with_stdio(
+            exec(
+                "/usr/bin/dash",
+                &["sh", "-c", "exec /usr/sbin/cron"],
+                &["/usr/lib/systemd/systemd"],
+            ),
+            [FdKind::Null, FdKind::UnixSocket, FdKind::UnixSocket],
+        ));
+        none(with_stdio(
+            exec("/usr/bin/bash", &["-bash"], &["/usr/sbin/sshd"]),
+            TTY,
+        ));
+
+        let curl_sh = fed_by(
+            with_stdio(exec("/usr/bin/dash", &["sh"], &["/usr/bin/bash"]), PIPE_IN),
+            "/usr/bin/curl",
+            &["curl", "-fsSL", "https://x/i.sh"],
+        );
+        only(curl_sh, "shell-reads-download");
+        only(
+            fed_by(
+                with_stdio(
+                    exec("/usr/bin/python3.11", &["python3", "-"], &["/usr/bin/bash"]),
+                    PIPE_IN,
+                ),
+                "/usr/bin/wget",
+                &["wget", "-qO-", "http://x/s.py"],
+            ),
+            "shell-reads-download",
+        );
+        // JSON through an interpreter module, an archive, a checksum: data, not code.
+        none(fed_by(
+            with_stdio(
+                exec(
+                    "/usr/bin/python3.11",
+                    &["python3", "-m", "json.tool"],
+                    &["/usr/bin/bash"],
+                ),
+                PIPE_IN,
+            ),
+            "/usr/bin/curl",
+            &["curl", "-s", "http://x/api"],
+        ));
+        none(fed_by(
+            with_stdio(
+                exec("/usr/bin/tar", &["tar", "xz"], &["/usr/bin/bash"]),
+                PIPE_IN,
+            ),
+            "/usr/bin/curl",
+            &["curl", "-sL", "http://x/a.tgz"],
+        ));
+        only(
+            fed_by(
+                with_stdio(
+                    exec("/usr/bin/bash", &["bash"], &["/usr/bin/bash"]),
+                    PIPE_IN,
+                ),
+                "/usr/bin/base64",
+                &["base64", "-d"],
+            ),
+            "shell-reads-decoded-payload",
+        );
+        // A pipe from grep or cat into a shell is not a download or a decoder.
+        none(fed_by(
+            with_stdio(
+                exec("/usr/bin/bash", &["bash"], &["/usr/bin/bash"]),
+                PIPE_IN,
+            ),
+            "/usr/bin/cat",
+            &["cat", "setup.sh"],
+        ));
+    }
+
+    #[test]
+    fn scripts_from_writable_places_whatever_the_options() {
+        let s = "script-from-writable-dir";
+        only(
+            exec("/usr/bin/dash", &["sh", "/dev/shm/x"], &["/usr/bin/bash"]),
+            s,
+        );
+        only(
+            exec(
+                "/usr/bin/bash",
+                &["bash", "-x", "/tmp/a.sh"],
+                &["/usr/bin/bash"],
+            ),
+            s,
+        );
+        let mut relative = exec("/usr/bin/dash", &["sh", "x.sh"], &["/usr/bin/bash"]);
+        relative.cwd = "/var/tmp/w";
+        only(relative, s);
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &["python3", "-W", "ignore", "/tmp/x.py"],
+                &["/usr/bin/bash"],
+            ),
+            s,
+        );
+        none(exec(
+            "/usr/bin/python3.11",
+            &["python3", "-m", "pytest", "/tmp/proj"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &["python3", "/tmp/pytest-of-root/pytest-1/t0/helper.py"],
+            &["/usr/bin/python3.11"],
+        ));
+        none(exec(
+            "/usr/bin/bash",
+            &["bash", "-c", "sh /tmp/x"],
+            &["/usr/bin/bash"],
+        ));
+    }
+
+    #[test]
+    fn file_changes_by_any_program() {
+        let mut setuid = change("/usr/bin/python3.11", "chmod", "/tmp/x/sh");
+        setuid.mode = Some(0o4755);
+        only(setuid, "setuid-bit-set-by-program");
+        let mut plain = change("/usr/bin/x86_64-linux-gnu-ld.bfd", "chmod", "/tmp/x/a.out");
+        plain.mode = Some(0o755);
+        none(plain);
+        let mut dpkg = change("/usr/bin/dpkg", "chmod", "/usr/bin/sudo");
+        dpkg.mode = Some(0o4755);
+        dpkg.ancestors = vec!["/usr/bin/apt-get", "/usr/bin/bash"];
+        none(dpkg);
+
+        let mut cap = change("/usr/bin/python3.11", "setxattr", "/tmp/x/py");
+        cap.xattr = Some("security.capability");
+        only(cap, "file-capability-set-by-program");
+        let mut selinux = change("/usr/bin/python3.11", "setxattr", "/tmp/x/py");
+        selinux.xattr = Some("user.origin");
+        none(selinux);
+
+        only(
+            change("/usr/bin/python3.11", "unlink", "/root/.bash_history"),
+            "shell-history-removed-or-replaced",
+        );
+        let mut interactive = change("/usr/bin/bash", "rename", "/root/.bash_history");
+        interactive.argv = vec!["-bash".into()];
+        none(interactive);
+        only(
+            change("/usr/bin/python3.11", "truncate", "/var/log/auth.log"),
+            "log-removed-or-truncated",
+        );
+        let mut rotate = change("/usr/sbin/logrotate", "rename", "/var/log/syslog");
+        rotate.path2 = Some("/var/log/syslog.1");
+        none(rotate);
+        only(
+            change(
+                "/usr/bin/python3.11",
+                "unlink",
+                "/var/lib/rasp/journal.jsonl",
+            ),
+            "audit-or-agent-state-removed",
+        );
+        only(
+            change("/usr/bin/python3.11", "utimes", "/usr/local/bin/backdoor"),
+            "timestamp-forged-on-system-file",
+        );
+        // Times set to now (touch), and chosen times outside system directories.
+        none(change("/usr/bin/touch", "touch", "/usr/local/bin/tool"));
+        none(change("/usr/bin/cp", "utimes", "/home/u/copy"));
+        let mut sed = change("/usr/bin/sed", "rename", "/root/sedAbC1");
+        sed.path2 = Some("/root/.bashrc");
+        only(sed, "startup-file-replaced");
+        let mut cron = change("/usr/bin/python3.11", "symlink", "/etc/cron.d/job");
+        cron.path2 = None;
+        only(cron, "persistence-file-replaced");
+        let mut crontab = change(
+            "/usr/bin/crontab",
+            "rename",
+            "/var/spool/cron/crontabs/tmp.1",
+        );
+        crontab.path2 = Some("/var/spool/cron/crontabs/root");
+        none(crontab);
+        // An ordinary rename in a project.
+        let mut mv = change("/usr/bin/mv", "rename", "/home/u/src/a.tmp");
+        mv.path2 = Some("/home/u/src/a.rs");
+        none(mv);
+    }
+
+    fn ptrace(op: &'static str, descendant: bool) -> Ev {
+        let mut e = base(EventType::Ptrace, "/usr/bin/gdb", &["/usr/bin/bash"]);
+        e.operation = Some(op);
+        e.target_exe = Some("/usr/sbin/sshd");
+        e.target_descendant = Some(descendant);
+        e
+    }
+
+    #[test]
+    fn process_memory_of_others() {
+        only(ptrace("attach", false), "process-attached-by-non-parent");
+        only(ptrace("seize", false), "process-attached-by-non-parent");
+        only(
+            ptrace("poke", false),
+            "process-memory-written-by-non-parent",
+        );
+        only(
+            ptrace("vm_write", false),
+            "process-memory-written-by-non-parent",
+        );
+        only(
+            ptrace("vm_read", false),
+            "process-memory-read-by-non-parent",
+        );
+        // strace/gdb of a program they started.
+        none(ptrace("seize", true));
+        none(ptrace("poke", true));
+    }
+
+    #[test]
+    fn namespaces_mounts_and_runtime_sockets() {
+        let mut setns = base(EventType::Namespace, "/usr/bin/nsenter", &["/usr/bin/bash"]);
+        setns.operation = Some("setns");
+        setns.namespaces = vec!["mnt".into()];
+        setns.into_host = Some(true);
+        none(setns.clone_ev());
+        only(in_container(setns.clone_ev()), "setns-into-host-namespace");
+        let mut docker_exec = in_container(setns.clone_ev());
+        docker_exec.into_host = Some(false);
+        none(docker_exec);
+
+        let mut userns = base(EventType::Namespace, "/usr/bin/unshare", &["/usr/bin/bash"]);
+        userns.operation = Some("unshare");
+        userns.namespaces = vec!["user".into(), "mnt".into()];
+        userns.uid = 1000;
+        only(userns.clone_ev(), "user-namespace-created-by-user");
+        userns.uid = 0;
+        none(userns);
+
+        let mut mount = in_container(base(EventType::Mount, "/usr/bin/mount", &["/usr/bin/bash"]));
+        mount.operation = Some("mount");
+        mount.mount_source = Some("/dev/vda1");
+        mount.path = Some("/mnt");
+        mount.fstype = Some("ext4");
+        only(mount.clone_ev(), "host-device-mounted-in-container");
+        mount.mount_source = Some("cgroup");
+        mount.fstype = Some("cgroup");
+        only(mount.clone_ev(), "cgroup-mounted-in-container");
+        mount.exe = "/usr/bin/runc";
+        none(mount.clone_ev());
+        mount.exe = "/usr/bin/mount";
+        mount.container = false;
+        none(mount);
+
+        let mut sock = base(
+            EventType::UnixConnect,
+            "/usr/bin/python3.11",
+            &["/usr/bin/bash"],
+        );
+        sock.path = Some("/var/run/docker.sock");
+        only(sock.clone_ev(), "container-runtime-socket-connected");
+        only(
+            in_container(sock.clone_ev()),
+            "container-runtime-socket-connected-in-container",
+        );
+        sock.exe = "/usr/bin/docker";
+        none(sock.clone_ev());
+        sock.exe = "/usr/bin/python3.11";
+        sock.path = Some("/run/dbus/system_bus_socket");
+        none(sock);
+    }
+
+    #[test]
+    fn code_entering_the_kernel_and_io_uring() {
+        let mut module = base(EventType::KernelModule, "/tmp/loader", &["/usr/bin/bash"]);
+        module.operation = Some("load_file");
+        module.path = Some("/tmp/rk.ko");
+        only(module.clone_ev(), "kernel-module-loaded-by-program");
+        module.exe = "/usr/bin/kmod";
+        none(module);
+
+        let mut bpf = base(EventType::BpfLoad, "/tmp/loader", &["/usr/bin/bash"]);
+        bpf.prog_type = Some("kprobe");
+        only(bpf.clone_ev(), "bpf-program-loaded");
+        bpf.exe = "/usr/lib/systemd/systemd";
+        none(bpf);
+
+        let mut ring = base(EventType::IoUring, "/tmp/curing", &["/usr/bin/bash"]);
+        ring.operation = Some("openat");
+        only(ring.clone_ev(), "io-uring-file-or-network-op");
+        ring.operation = Some("read");
+        none(ring.clone_ev());
+        ring.operation = Some("connect");
+        ring.exe = "/usr/bin/fio";
+        none(ring);
+    }
+
+    #[test]
+    fn evasions_closed() {
+        // A padded command line: the payload is beyond what is captured.
+        let mut padded = exec(
+            "/usr/bin/bash",
+            &["bash", "-c", "          "],
+            &["/usr/bin/bash"],
+        );
+        padded.argv_truncated = true;
+        only(padded, "command-line-beyond-capture");
+        let mut link = exec(
+            "/usr/bin/dash",
+            &["sh", "-c", "gcc -o x a.o b.o"],
+            &["/usr/bin/make", "/usr/bin/bash"],
+        );
+        link.argv_truncated = true;
+        none(link);
+        // Built here by the toolchain, or dropped.
+        let mut built = exec("/tmp/w/hello", &["./hello"], &["/usr/bin/bash"]);
+        built.exe_built_by = Some("/usr/bin/x86_64-linux-gnu-gcc-12");
+        none(built);
+        let mut dropped = exec("/tmp/w/hello", &["./hello"], &["/usr/bin/bash"]);
+        dropped.exe_built_by = Some("/usr/bin/curl");
+        only(dropped, "exec-from-tmp");
+        // "In a container" from the PID namespace too (no container cgroup).
+        only(
+            in_container(exec(
+                "/usr/bin/dpkg",
+                &["dpkg", "-i", "x.deb"],
+                &["/usr/bin/bash"],
+            )),
+            "package-manager-in-container",
+        );
     }
 }

@@ -268,8 +268,17 @@ fn kernel_rung(event: EventType, caps: KernelCapabilities) -> Rung {
         (EventType::SqlQuery, false) => Rung::Userspace {
             reason: "queries are held and decided in userspace".into(),
         },
+        // `rule_entries` refuses these: never reached with a plan entry.
+        (_, false) => Rung::Userspace {
+            reason: OBSERVED_ONLY.into(),
+        },
     }
 }
+
+/// Why a rule on the issue-19 events stays in userspace: their hooks observe (at syscall
+/// exit, after the act); no kernel program refuses them yet.
+const OBSERVED_ONLY: &str =
+    "this event is observed after the act (syscall exit); no kernel program refuses it yet";
 
 /// Add `e` to the plan unless one of its keys is already another rule's, or the kernel's
 /// maps would overflow (then the rule stays in userspace rather than half-installed).
@@ -397,6 +406,14 @@ fn rule_entries(
         EventType::FileOpen | EventType::LibraryLoad => Field::Path,
         EventType::Connect => Field::Cidr,
         EventType::SqlQuery => return Err(no("queries are held and decided in userspace")),
+        EventType::FileChange
+        | EventType::Ptrace
+        | EventType::Namespace
+        | EventType::Mount
+        | EventType::UnixConnect
+        | EventType::KernelModule
+        | EventType::BpfLoad
+        | EventType::IoUring => return Err(no(OBSERVED_ONLY)),
     };
     for field in rule.conditions.fields() {
         match field {
@@ -447,7 +464,8 @@ fn rule_entries(
                 entry,
             )
         }
-        EventType::SqlQuery => unreachable!("returned above"),
+        // Refused with the target above.
+        _ => unreachable!("returned above"),
     }
 }
 

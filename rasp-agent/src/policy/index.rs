@@ -12,12 +12,20 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use super::{matcher::Field, vocab::EventType, Policy, Rule, Subject};
 
 /// The event types, in the order `RuleIndex::types` keeps them.
-const TYPES: [EventType; 5] = [
+const TYPES: [EventType; 13] = [
     EventType::Exec,
     EventType::FileOpen,
     EventType::Connect,
     EventType::LibraryLoad,
     EventType::SqlQuery,
+    EventType::FileChange,
+    EventType::Ptrace,
+    EventType::Namespace,
+    EventType::Mount,
+    EventType::UnixConnect,
+    EventType::KernelModule,
+    EventType::BpfLoad,
+    EventType::IoUring,
 ];
 
 fn type_slot(t: EventType) -> usize {
@@ -188,17 +196,20 @@ impl RuleIndex {
             set(pos);
         }
         for scan in &t.scans {
-            let Some(text) = scan.haystack.text(s) else {
-                continue;
-            };
-            // Most events contain none of the literals: one cheap search says so, and only
-            // a hit pays for the overlapping walk that finds every literal present.
-            if !scan.automaton.is_match(text) {
-                continue;
-            }
-            for m in scan.automaton.find_overlapping_iter(text) {
-                for &pos in &scan.rules_of[m.pattern().as_usize()] {
-                    set(pos);
+            // A rename's or link's new name is a path too (`path` matches either).
+            let second = (scan.haystack == Haystack::Path)
+                .then_some(s.path2)
+                .flatten();
+            for text in [scan.haystack.text(s), second].into_iter().flatten() {
+                // Most events contain none of the literals: one cheap search says so, and
+                // only a hit pays for the overlapping walk that finds every literal present.
+                if !scan.automaton.is_match(text) {
+                    continue;
+                }
+                for m in scan.automaton.find_overlapping_iter(text) {
+                    for &pos in &scan.rules_of[m.pattern().as_usize()] {
+                        set(pos);
+                    }
                 }
             }
         }
@@ -230,26 +241,14 @@ mod tests {
         path: Option<&'a str>,
     ) -> Subject<'a> {
         Subject {
-            event,
             exe: Some(exe),
             comm: exe.rsplit('/').next().unwrap_or(exe),
-            argv,
             uid: 1000,
             parent_exe: Some("/usr/bin/bash"),
-            ancestor_exes: &[],
             cgroup: Some("/user.slice"),
-            container_id: None,
-            pod_uid: None,
-            container_name: None,
-            image: None,
-            pod_name: None,
-            namespace: None,
             path,
             access: Access::READ | Access::WRITE,
-            dest: None,
-            query: None,
-            sql_findings: &[],
-            sql: None,
+            ..Subject::of(event, argv)
         }
     }
 

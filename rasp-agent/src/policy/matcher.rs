@@ -8,7 +8,7 @@ use std::{
 };
 
 pub use crate::events::Access;
-use crate::events::Argv;
+use crate::events::{Argv, StdioFd};
 
 use super::{
     glob::{Glob, GlobMode},
@@ -46,8 +46,91 @@ pub struct Subject<'a> {
     /// SQL events: the query text and the analyzer's finding names (`vocab::SQL_FINDINGS`).
     pub query: Option<&'a str>,
     pub sql_findings: &'a [String],
+    /// In a container: its cgroup names one, or its PID namespace is not the host's.
+    pub in_container: bool,
+    /// The process's argv was longer than the capture bound.
+    pub argv_truncated: bool,
+    /// file_change: the second name (rename's and link's new name); `path` conditions
+    /// match either.
+    pub path2: Option<&'a str>,
+    /// The operation's name (`events::hooks` vocabularies), for events that have one.
+    pub operation: Option<&'a str>,
+    /// file_change (chmod): the new mode.
+    pub mode: Option<u32>,
+    /// file_change (setxattr): the attribute's name.
+    pub xattr: Option<&'a str>,
+    /// ptrace: the target as the process table knows it.
+    pub target_exe: Option<&'a str>,
+    pub target_descendant: Option<bool>,
+    pub target_same_uid: Option<bool>,
+    /// namespace: the namespaces concerned, and for setns whether they are the host's.
+    pub namespaces: &'a [String],
+    pub into_host: Option<bool>,
+    /// mount.
+    pub mount_source: Option<&'a str>,
+    pub fstype: Option<&'a str>,
+    pub mount_flags: u64,
+    /// bpf_load: the program type's name.
+    pub prog_type: Option<&'a str>,
+    /// exec: descriptors 0, 1, 2, the writer of a stdin pipe, the script an interpreter
+    /// runs (resolved against the working directory).
+    pub stdio: Option<&'a [StdioFd; 3]>,
+    pub stdin_peer_exe: Option<&'a str>,
+    pub stdin_peer_argv: Option<&'a Argv>,
+    pub script: Option<&'a str>,
+    /// exec: the program that named this executable as its output shortly before.
+    pub exe_built_by: Option<&'a str>,
     /// SQL events: the analyzed query (statements, tables, functions, shape novelty).
     pub sql: Option<&'a crate::events::SqlQueryDetail>,
+}
+
+impl<'a> Subject<'a> {
+    /// An event of type `event` with `argv` and nothing else known: the base the engine
+    /// and tests fill in.
+    pub fn of(event: EventType, argv: &'a Argv) -> Subject<'a> {
+        Subject {
+            event,
+            exe: None,
+            comm: "",
+            argv,
+            uid: 0,
+            parent_exe: None,
+            ancestor_exes: &[],
+            cgroup: None,
+            container_id: None,
+            pod_uid: None,
+            container_name: None,
+            image: None,
+            pod_name: None,
+            namespace: None,
+            path: None,
+            access: Access::empty(),
+            dest: None,
+            query: None,
+            sql_findings: &[],
+            in_container: false,
+            argv_truncated: false,
+            path2: None,
+            operation: None,
+            mode: None,
+            xattr: None,
+            target_exe: None,
+            target_descendant: None,
+            target_same_uid: None,
+            namespaces: &[],
+            into_host: None,
+            mount_source: None,
+            fstype: None,
+            mount_flags: 0,
+            prog_type: None,
+            stdio: None,
+            stdin_peer_exe: None,
+            stdin_peer_argv: None,
+            script: None,
+            exe_built_by: None,
+            sql: None,
+        }
+    }
 }
 
 /// A condition key, as written in `match`, `except` and `selector`.
@@ -78,10 +161,31 @@ pub enum Field {
     SqlTable,
     SqlFunction,
     NewShape,
+    Operation,
+    ModeBits,
+    Xattr,
+    TargetExe,
+    TargetDescendant,
+    TargetSameUid,
+    Namespaces,
+    IntoHost,
+    MountSource,
+    Fstype,
+    MountFlags,
+    ProgType,
+    Stdin,
+    Stdout,
+    Stderr,
+    Stdio,
+    StdinPeerExe,
+    StdinPeerArgv,
+    ArgvTruncated,
+    Script,
+    ExeBuiltBy,
 }
 
 impl Field {
-    pub const ALL: [Field; 25] = [
+    pub const ALL: [Field; 46] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -107,6 +211,27 @@ impl Field {
         Field::SqlTable,
         Field::SqlFunction,
         Field::NewShape,
+        Field::Operation,
+        Field::ModeBits,
+        Field::Xattr,
+        Field::TargetExe,
+        Field::TargetDescendant,
+        Field::TargetSameUid,
+        Field::Namespaces,
+        Field::IntoHost,
+        Field::MountSource,
+        Field::Fstype,
+        Field::MountFlags,
+        Field::ProgType,
+        Field::Stdin,
+        Field::Stdout,
+        Field::Stderr,
+        Field::Stdio,
+        Field::StdinPeerExe,
+        Field::StdinPeerArgv,
+        Field::ArgvTruncated,
+        Field::Script,
+        Field::ExeBuiltBy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -136,6 +261,27 @@ impl Field {
             Field::SqlTable => "sql_table",
             Field::SqlFunction => "sql_function",
             Field::NewShape => "new_shape",
+            Field::Operation => "operation",
+            Field::ModeBits => "mode_bits",
+            Field::Xattr => "xattr",
+            Field::TargetExe => "target_exe",
+            Field::TargetDescendant => "target_descendant",
+            Field::TargetSameUid => "target_same_uid",
+            Field::Namespaces => "namespaces",
+            Field::IntoHost => "into_host",
+            Field::MountSource => "mount_source",
+            Field::Fstype => "fstype",
+            Field::MountFlags => "mount_flags",
+            Field::ProgType => "prog_type",
+            Field::Stdin => "stdin",
+            Field::Stdout => "stdout",
+            Field::Stderr => "stderr",
+            Field::Stdio => "stdio",
+            Field::StdinPeerExe => "stdin_peer_exe",
+            Field::StdinPeerArgv => "stdin_peer_argv",
+            Field::ArgvTruncated => "argv_truncated",
+            Field::Script => "script",
+            Field::ExeBuiltBy => "exe_built_by",
         }
     }
 
@@ -162,26 +308,90 @@ impl Field {
 
     /// The events that carry this field; `None`: all of them.
     pub fn events(self) -> Option<&'static [EventType]> {
+        use EventType as E;
         match self {
-            Field::Path => Some(&[EventType::FileOpen, EventType::LibraryLoad]),
-            Field::Access => Some(&[EventType::FileOpen]),
-            Field::Port | Field::Cidr => Some(&[EventType::Connect]),
+            Field::Path => Some(&[
+                E::FileOpen,
+                E::LibraryLoad,
+                E::FileChange,
+                E::UnixConnect,
+                E::Mount,
+                E::KernelModule,
+            ]),
+            Field::Access => Some(&[E::FileOpen]),
+            Field::Port | Field::Cidr => Some(&[E::Connect]),
             Field::Query
             | Field::SqlFinding
             | Field::SqlStatement
             | Field::SqlTable
             | Field::SqlFunction
-            | Field::NewShape => Some(&[EventType::SqlQuery]),
+            | Field::NewShape => Some(&[E::SqlQuery]),
+            Field::Operation => Some(&[
+                E::FileChange,
+                E::Ptrace,
+                E::Namespace,
+                E::Mount,
+                E::KernelModule,
+                E::IoUring,
+            ]),
+            Field::ModeBits | Field::Xattr => Some(&[E::FileChange]),
+            Field::TargetExe | Field::TargetDescendant | Field::TargetSameUid => Some(&[E::Ptrace]),
+            Field::Namespaces | Field::IntoHost => Some(&[E::Namespace]),
+            Field::MountSource | Field::Fstype | Field::MountFlags => Some(&[E::Mount]),
+            Field::ProgType => Some(&[E::BpfLoad]),
+            Field::Stdin
+            | Field::Stdout
+            | Field::Stderr
+            | Field::Stdio
+            | Field::StdinPeerExe
+            | Field::StdinPeerArgv
+            | Field::Script
+            | Field::ExeBuiltBy => Some(&[E::Exec]),
             _ => None,
         }
+    }
+
+    /// The names a name-list field accepts (`operation` depends on the event: see
+    /// `EventType::operations`); `None` for other fields.
+    pub fn vocabulary(self) -> Option<Vec<&'static str>> {
+        use crate::events::hooks;
+        let names = |v: &[(&'static str, u32)]| v.iter().map(|(n, _)| *n).collect();
+        Some(match self {
+            Field::ModeBits => names(hooks::MODE_BITS),
+            Field::Namespaces => names(hooks::NAMESPACES),
+            Field::MountFlags => hooks::MOUNT_FLAGS.iter().map(|(n, _)| *n).collect(),
+            Field::ProgType => hooks::BPF_PROG_TYPES.to_vec(),
+            Field::Stdin | Field::Stdout | Field::Stderr | Field::Stdio => {
+                crate::events::FdKind::policy_names()
+            }
+            _ => return None,
+        })
+    }
+
+    /// Fields written `true` or `false`.
+    pub fn is_bool(self) -> bool {
+        matches!(
+            self,
+            Field::InContainer
+                | Field::TargetDescendant
+                | Field::TargetSameUid
+                | Field::IntoHost
+                | Field::ArgvTruncated
+        )
     }
 
     /// Glob flavour for pattern fields; `None` for typed fields.
     pub fn glob_mode(self) -> Option<GlobMode> {
         match self {
-            Field::Exe | Field::ParentExe | Field::AncestorExe | Field::Path | Field::Cgroup => {
-                Some(GlobMode::Path)
-            }
+            Field::Exe
+            | Field::ParentExe
+            | Field::AncestorExe
+            | Field::Path
+            | Field::Cgroup
+            | Field::TargetExe
+            | Field::StdinPeerExe
+            | Field::Script
+            | Field::ExeBuiltBy => Some(GlobMode::Path),
             Field::Comm
             | Field::Argv
             | Field::Cmdline
@@ -194,7 +404,11 @@ impl Field {
             | Field::Query
             | Field::SqlFinding
             | Field::SqlTable
-            | Field::SqlFunction => Some(GlobMode::Text),
+            | Field::SqlFunction
+            | Field::Xattr
+            | Field::MountSource
+            | Field::Fstype
+            | Field::StdinPeerArgv => Some(GlobMode::Text),
             _ => None,
         }
     }
@@ -292,6 +506,27 @@ pub struct Conditions {
     access: Option<Access>,
     port: Option<Vec<PortRange>>,
     cidr: Option<Vec<Cidr>>,
+    xattr: Option<PatternSet>,
+    target_exe: Option<PatternSet>,
+    mount_source: Option<PatternSet>,
+    fstype: Option<PatternSet>,
+    stdin_peer_exe: Option<PatternSet>,
+    stdin_peer_argv: Option<PatternSet>,
+    script: Option<PatternSet>,
+    exe_built_by: Option<PatternSet>,
+    /// Name-list fields: `operation`, `namespaces`, `prog_type`, and the descriptor kinds
+    /// of stdin, stdout, stderr and any of them (`stdio`).
+    operation: Option<Vec<&'static str>>,
+    namespaces: Option<Vec<&'static str>>,
+    prog_type: Option<Vec<&'static str>>,
+    fd_kinds: [Option<Vec<&'static str>>; 4],
+    /// Bit masks from names: any bit set matches.
+    mode_bits: Option<u32>,
+    mount_flags: Option<u64>,
+    target_descendant: Option<bool>,
+    target_same_uid: Option<bool>,
+    into_host: Option<bool>,
+    argv_truncated: Option<bool>,
     /// Each field's values as written: for display and for comparing blocks.
     source: BTreeMap<Field, Vec<String>>,
 }
@@ -333,6 +568,14 @@ impl Conditions {
             Field::SqlFinding => &mut self.sql_finding,
             Field::SqlTable => &mut self.sql_table,
             Field::SqlFunction => &mut self.sql_function,
+            Field::Xattr => &mut self.xattr,
+            Field::TargetExe => &mut self.target_exe,
+            Field::MountSource => &mut self.mount_source,
+            Field::Fstype => &mut self.fstype,
+            Field::StdinPeerExe => &mut self.stdin_peer_exe,
+            Field::StdinPeerArgv => &mut self.stdin_peer_argv,
+            Field::Script => &mut self.script,
+            Field::ExeBuiltBy => &mut self.exe_built_by,
             _ => return,
         };
         *slot = Some(set);
@@ -361,9 +604,61 @@ impl Conditions {
         self.uid = Some(uids);
     }
 
-    pub(super) fn set_in_container(&mut self, b: bool) {
-        self.source.insert(Field::InContainer, vec![b.to_string()]);
-        self.in_container = Some(b);
+    /// A `true`/`false` field.
+    pub(super) fn set_bool(&mut self, field: Field, b: bool) {
+        let slot = match field {
+            Field::InContainer => &mut self.in_container,
+            Field::TargetDescendant => &mut self.target_descendant,
+            Field::TargetSameUid => &mut self.target_same_uid,
+            Field::IntoHost => &mut self.into_host,
+            Field::ArgvTruncated => &mut self.argv_truncated,
+            _ => return,
+        };
+        *slot = Some(b);
+        self.source.insert(field, vec![b.to_string()]);
+    }
+
+    /// A name-list field, its names already checked against its vocabulary.
+    pub(super) fn set_names(&mut self, field: Field, names: Vec<&'static str>) {
+        use crate::events::hooks;
+        self.source
+            .insert(field, names.iter().map(|n| n.to_string()).collect());
+        let mask = |table: &[(&str, u32)]| {
+            table
+                .iter()
+                .filter(|(n, _)| names.contains(n))
+                .fold(0u32, |m, (_, bit)| m | bit)
+        };
+        match field {
+            Field::Operation => self.operation = Some(names),
+            Field::Namespaces => self.namespaces = Some(names),
+            Field::ProgType => self.prog_type = Some(names),
+            Field::Stdin => self.fd_kinds[0] = Some(names),
+            Field::Stdout => self.fd_kinds[1] = Some(names),
+            Field::Stderr => self.fd_kinds[2] = Some(names),
+            Field::Stdio => self.fd_kinds[3] = Some(names),
+            Field::ModeBits => self.mode_bits = Some(mask(hooks::MODE_BITS)),
+            Field::MountFlags => {
+                self.mount_flags = Some(
+                    hooks::MOUNT_FLAGS
+                        .iter()
+                        .filter(|(n, _)| names.contains(n))
+                        .fold(0u64, |m, (_, bit)| m | bit),
+                )
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether these conditions look at the writer of a stdin pipe (which may be learnt
+    /// after the reader's exec: the pipeline evaluates such rules again then).
+    pub fn uses_stdin_peer(&self) -> bool {
+        self.stdin_peer_exe.is_some() || self.stdin_peer_argv.is_some()
+    }
+
+    /// `mode_bits` as a mask, for the kernel filter.
+    pub(super) fn mode_mask(&self) -> Option<u32> {
+        self.mode_bits
     }
 
     pub(super) fn set_access(&mut self, a: Access) {
@@ -424,9 +719,17 @@ impl Conditions {
             }
         }
         if let Some(b) = self.in_container {
-            if s.container_id.is_some() != b {
+            if s.in_container != b {
                 return false;
             }
+        }
+        if let Some(b) = self.argv_truncated {
+            if s.argv_truncated != b {
+                return false;
+            }
+        }
+        if !self.hook_fields_match(s) {
+            return false;
         }
         if let Some(a) = self.access {
             if !s.access.intersects(a) {
@@ -449,7 +752,14 @@ impl Conditions {
             None => true,
             Some(set) => v.is_some_and(|v| set.matches(v)),
         };
-        if !(one(&self.path, s.path)
+        // A rename or link matches on either name.
+        let path_ok = match &self.path {
+            None => true,
+            Some(set) => {
+                s.path.is_some_and(|p| set.matches(p)) || s.path2.is_some_and(|p| set.matches(p))
+            }
+        };
+        if !(path_ok
             && one(&self.exe, s.exe)
             && one(&self.comm, Some(s.comm))
             && one(&self.parent_exe, s.parent_exe)
@@ -522,6 +832,71 @@ impl Conditions {
             }
         }
         true
+    }
+
+    /// The conditions of the issue-19 events (and exec's descriptors). Each field the event
+    /// does not have fails its condition.
+    fn hook_fields_match(&self, s: &Subject) -> bool {
+        let one = |set: &Option<PatternSet>, v: Option<&str>| match set {
+            None => true,
+            Some(set) => v.is_some_and(|v| set.matches(v)),
+        };
+        let flag = |want: Option<bool>, have: Option<bool>| want.is_none() || want == have;
+        let listed = |names: &Option<Vec<&'static str>>, v: Option<&str>| match names {
+            None => true,
+            Some(names) => v.is_some_and(|v| names.contains(&v)),
+        };
+        if !(listed(&self.operation, s.operation)
+            && listed(&self.prog_type, s.prog_type)
+            && flag(self.target_descendant, s.target_descendant)
+            && flag(self.target_same_uid, s.target_same_uid)
+            && flag(self.into_host, s.into_host))
+        {
+            return false;
+        }
+        if let Some(mask) = self.mode_bits {
+            if s.mode.is_none_or(|m| m & mask == 0) {
+                return false;
+            }
+        }
+        if let Some(mask) = self.mount_flags {
+            if s.mount_flags & mask == 0 {
+                return false;
+            }
+        }
+        if let Some(names) = &self.namespaces {
+            if !s.namespaces.iter().any(|n| names.contains(&n.as_str())) {
+                return false;
+            }
+        }
+        for (i, kinds) in self.fd_kinds.iter().enumerate() {
+            let Some(kinds) = kinds else { continue };
+            let Some(fds) = s.stdio else { return false };
+            let hit = |fd: &StdioFd| kinds.iter().any(|k| fd.kind.matches_name(k));
+            let ok = if i < 3 {
+                hit(&fds[i])
+            } else {
+                fds.iter().any(hit)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(set) = &self.stdin_peer_argv {
+            if !s
+                .stdin_peer_argv
+                .is_some_and(|a| a.iter().any(|x| set.matches(x)))
+            {
+                return false;
+            }
+        }
+        one(&self.xattr, s.xattr)
+            && one(&self.target_exe, s.target_exe)
+            && one(&self.mount_source, s.mount_source)
+            && one(&self.fstype, s.fstype)
+            && one(&self.stdin_peer_exe, s.stdin_peer_exe)
+            && one(&self.script, s.script)
+            && one(&self.exe_built_by, s.exe_built_by)
     }
 }
 

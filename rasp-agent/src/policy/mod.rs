@@ -331,26 +331,10 @@ rules:
 
     fn subject<'a>(event: EventType, exe: &'a str, uid: u32) -> Subject<'a> {
         Subject {
-            event,
             exe: Some(exe),
             comm: "nginx",
-            argv: &crate::events::Argv::EMPTY,
             uid,
-            parent_exe: None,
-            ancestor_exes: &[],
-            cgroup: None,
-            container_id: None,
-            pod_uid: None,
-            container_name: None,
-            image: None,
-            pod_name: None,
-            namespace: None,
-            path: None,
-            access: Access::empty(),
-            dest: None,
-            query: None,
-            sql_findings: &[],
-            sql: None,
+            ..Subject::of(event, &crate::events::Argv::EMPTY)
         }
     }
 

@@ -48,13 +48,7 @@ const SEVERITIES: &[(&str, Severity)] = &[
     ("high", Severity::High),
     ("critical", Severity::Critical),
 ];
-const EVENTS: &[(&str, EventType)] = &[
-    ("exec", EventType::Exec),
-    ("file_open", EventType::FileOpen),
-    ("connect", EventType::Connect),
-    ("library_load", EventType::LibraryLoad),
-    ("sql_query", EventType::SqlQuery),
-];
+const EVENTS: &[(&str, EventType)] = &EventType::ALL;
 const SCOPES: &[(&str, KillScope)] = &[
     ("process", KillScope::Process),
     ("process-group", KillScope::ProcessGroup),
@@ -385,7 +379,7 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             ),
             (
                 "event",
-                "add `event:` with one of exec, file_open, connect, library_load",
+                "add `event:` with one of exec, file_open, connect, library_load, sql_query, file_change, ptrace, namespace, mount, unix_connect, kernel_module, bpf_load, io_uring",
             ),
         ],
     );
@@ -789,7 +783,7 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
                                 "`{}` never matches `{}` events (only {} events have it), so this rule could never fire; remove it, or use it in a rule with `event: {}`",
                                 field.name(),
                                 event_name(ev),
-                                names.join(" and "),
+                                join_and(&names),
                                 names[0]
                             ),
                         );
@@ -799,7 +793,10 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
             }
             _ => {}
         }
-        field_values(ctx, &mut conds, field, e);
+        field_values(ctx, &mut conds, field, e, scope);
+    }
+    if ctx.errors.len() == before {
+        operation_conflicts(ctx, &conds, &keys);
     }
     Some(Parsed {
         conds,
@@ -807,6 +804,43 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
         pos: node.pos,
         clean: ctx.errors.len() == before,
     })
+}
+
+/// Conditions that only one operation of an event has, next to an `operation` list that
+/// leaves it out: the rule could never fire.
+fn operation_conflicts(ctx: &mut Ctx, conds: &Conditions, keys: &[(Field, Pos)]) {
+    let Some(ops) = conds.values(Field::Operation) else {
+        return;
+    };
+    for (field, needs) in [
+        (Field::ModeBits, "chmod"),
+        (Field::Xattr, "setxattr"),
+        (Field::IntoHost, "setns"),
+    ] {
+        let Some((_, pos)) = keys.iter().find(|(f, _)| *f == field) else {
+            continue;
+        };
+        if !ops.iter().any(|o| o == needs) {
+            ctx.err(
+                *pos,
+                format!(
+                    "`{}` is only known for `{needs}`, which the rule's `operation` ({}) leaves out, so this rule could never fire; add `{needs}` to `operation` or remove `{}`",
+                    field.name(),
+                    show_list(ops),
+                    field.name()
+                ),
+            );
+        }
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn join_and(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn event_name(ev: EventType) -> &'static str {
@@ -888,27 +922,71 @@ fn item_text(n: &Node) -> &str {
     }
 }
 
-fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry) {
+fn field_values(ctx: &mut Ctx, conds: &mut Conditions, field: Field, e: &Entry, scope: Scope) {
     let before = ctx.errors.len();
-    match field {
-        Field::InContainer => match &e.value.kind {
+    if field.is_bool() {
+        let name = field.name();
+        match &e.value.kind {
             Kind::Scalar {
                 text, plain: true, ..
             } if yaml::parse_bool(text).is_some() => {
-                conds.set_in_container(yaml::parse_bool(text) == Some(true));
+                conds.set_bool(field, yaml::parse_bool(text) == Some(true));
             }
             Kind::Null => ctx.err(
                 e.key_pos,
-                "`in_container` has no value; write `in_container: true` or `in_container: false`",
+                format!("`{name}` has no value; write `{name}: true` or `{name}: false`"),
             ),
             _ => ctx.err(
                 e.value.pos,
                 format!(
-                    "`in_container` must be true or false, found {}",
+                    "`{name}` must be true or false, found {}",
                     e.value.describe()
                 ),
             ),
-        },
+        }
+        return;
+    }
+    let vocabulary = match (field, scope) {
+        (Field::Operation, Scope::Rule(Some(ev))) => ev.operations().map(|v| (v, ev.name())),
+        // The event did not parse (reported there): nothing to check the names against.
+        (Field::Operation, _) => return,
+        _ => field.vocabulary().map(|v| (v, "")),
+    };
+    if let Some((known, event)) = vocabulary {
+        let Some(items) = items(ctx, e, "[name]") else {
+            return;
+        };
+        let mut names = Vec::new();
+        for item in items {
+            let t = item_text(item);
+            match known.iter().find(|k| **k == t) {
+                Some(k) => names.push(*k),
+                None => {
+                    let hint = suggest(t, &known)
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default();
+                    let whose = if event.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" for `{event}` events")
+                    };
+                    ctx.err(
+                        item.pos,
+                        format!(
+                            "unknown `{}` value `{t}`{whose}; use any of {}{hint}",
+                            field.name(),
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if ctx.errors.len() == before {
+            conds.set_names(field, names);
+        }
+        return;
+    }
+    match field {
         Field::Uid => {
             let Some(items) = items(ctx, e, "[0, 1000]") else {
                 return;
@@ -1371,7 +1449,7 @@ mod tests {
         has(
             &e,
             "9:7",
-            "`path` never matches `exec` events (only file_open and library_load events have it)",
+            "`path` never matches `exec` events (only file_open, library_load, file_change, unix_connect, mount and kernel_module events have it)",
         );
         has(&e, "10:7", "`port` never matches `exec` events");
         let e = errors(&rule_with(

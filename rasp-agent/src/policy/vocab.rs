@@ -90,6 +90,62 @@ pub enum EventType {
     LibraryLoad,
     /// A query sent through libpq, with the SQL analyzer's findings.
     SqlQuery,
+    /// chmod, setxattr, unlink, rmdir, rename, truncate, utimes, symlink, link.
+    FileChange,
+    /// ptrace attach/seize/poke, process_vm_readv/writev.
+    Ptrace,
+    /// setns, unshare.
+    Namespace,
+    /// mount, fsopen.
+    Mount,
+    /// connect to an AF_UNIX socket path.
+    UnixConnect,
+    /// init_module, finit_module, delete_module.
+    KernelModule,
+    /// bpf(BPF_PROG_LOAD).
+    BpfLoad,
+    /// A request submitted through io_uring.
+    IoUring,
+}
+
+impl EventType {
+    /// Every event type with its name in policies (`event:`) and events.
+    pub const ALL: [(&'static str, EventType); 13] = [
+        ("exec", EventType::Exec),
+        ("file_open", EventType::FileOpen),
+        ("connect", EventType::Connect),
+        ("library_load", EventType::LibraryLoad),
+        ("sql_query", EventType::SqlQuery),
+        ("file_change", EventType::FileChange),
+        ("ptrace", EventType::Ptrace),
+        ("namespace", EventType::Namespace),
+        ("mount", EventType::Mount),
+        ("unix_connect", EventType::UnixConnect),
+        ("kernel_module", EventType::KernelModule),
+        ("bpf_load", EventType::BpfLoad),
+        ("io_uring", EventType::IoUring),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, e)| *e == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// What `operation:` may name for this event type; `None`: the event has no operation.
+    pub fn operations(self) -> Option<Vec<&'static str>> {
+        use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
+        Some(match self {
+            EventType::FileChange => ChangeOp::names(),
+            EventType::Ptrace => PtraceOp::names(),
+            EventType::Namespace => NsOp::names(),
+            EventType::Mount => MountOp::names(),
+            EventType::KernelModule => ModuleOp::names(),
+            EventType::IoUring => hooks::IO_URING_OPS.to_vec(),
+            _ => return None,
+        })
+    }
 }
 
 /// What `sql_finding` can name: the SQL analyzer's finding kinds (`detect::sql`, a test

@@ -7,8 +7,12 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod namespaces;
+pub mod pipes;
 pub mod procfs;
+pub mod provenance;
 pub mod runtime;
+pub mod script;
 
 use std::{
     collections::HashMap,
@@ -34,9 +38,17 @@ pub struct Process {
     pub comm: Comm,
     pub exe: Option<Text>,
     pub argv: Argv,
+    /// argv was longer than the capture bound: `argv` is its start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
     pub cwd: Option<Text>,
     pub uid: u32,
     pub gid: u32,
+    /// The PID and mount namespaces (inode numbers), from the exec record or /proc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u32>,
     /// Effective ids from the kernel's last record of this process (`None` if unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub euid: Option<u32>,
@@ -149,9 +161,12 @@ impl Process {
             comm: ev.comm,
             exe,
             argv,
+            argv_truncated: false,
             cwd,
             uid: ev.uid,
             gid: ev.gid,
+            pid_ns: None,
+            mnt_ns: None,
             euid: ev.euid,
             egid: ev.egid,
             start_ns: ev.start_ns,
@@ -244,22 +259,26 @@ impl ProcessTable {
             // A refused exec changed nothing: the process runs its old image.
             EventDetail::Exec(d) if d.refused => {}
             EventDetail::Exec(d) => {
-                self.insert(Process::started(
-                    ev,
-                    d.exe.clone(),
-                    d.argv.clone(),
-                    d.cwd.clone(),
-                ));
+                let mut p = Process::started(ev, d.exe.clone(), d.argv.clone(), d.cwd.clone());
+                p.argv_truncated = d.argv_truncated;
+                p.pid_ns = d.pid_ns;
+                p.mnt_ns = d.mnt_ns;
+                self.insert(p);
             }
             EventDetail::Fork(_) => {
-                // The child runs its parent's image until it execs.
+                // The child runs its parent's image, in its namespaces, until it execs.
                 let parent = self.procs.get(&ev.ppid);
-                let child = Process::started(
+                let mut child = Process::started(
                     ev,
                     parent.and_then(|p| p.exe.clone()),
                     parent.map(|p| p.argv.clone()).unwrap_or_default(),
                     parent.and_then(|p| p.cwd.clone()),
                 );
+                if let Some(parent) = parent {
+                    child.argv_truncated = parent.argv_truncated;
+                    child.pid_ns = parent.pid_ns;
+                    child.mnt_ns = parent.mnt_ns;
+                }
                 self.insert(child);
             }
             EventDetail::Exit(d) => {
@@ -277,11 +296,7 @@ impl ProcessTable {
                 }
             }
             // What a process touches does not change what it is.
-            EventDetail::FileOpen(_)
-            | EventDetail::LibraryLoad(_)
-            | EventDetail::Connect(_)
-            | EventDetail::SqlQuery(_)
-            | EventDetail::AgentHealth(_) => {}
+            _ => {}
         }
     }
 
@@ -391,11 +406,8 @@ mod tests {
                 exe: Some(exe.into()),
                 filename: exe.into(),
                 argv: [exe].into(),
-                argv_truncated: false,
                 cwd: Some("/".into()),
-                refused: false,
-                incomplete: vec![],
-                exe_new: false,
+                ..ExecDetail::default()
             }),
         )
     }

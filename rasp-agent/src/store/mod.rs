@@ -623,11 +623,8 @@ pub(crate) mod tests {
                     exe: Some(exe.into()),
                     filename: exe.to_string(),
                     argv: argv.clone(),
-                    argv_truncated: false,
                     cwd: Some("/var/www".into()),
-                    refused: false,
-                    incomplete: Vec::new(),
-                    exe_new: false,
+                    ..ExecDetail::default()
                 }),
             }),
             process: ProcessSummary {
@@ -635,6 +632,7 @@ pub(crate) mod tests {
                 comm,
                 exe: Some(exe.into()),
                 argv,
+                argv_truncated: false,
                 uid: Some(33),
             },
             ancestry: vec![
@@ -643,6 +641,7 @@ pub(crate) mod tests {
                     comm: "nginx".into(),
                     exe: Some("/usr/sbin/nginx".into()),
                     argv: Default::default(),
+                    argv_truncated: false,
                     uid: Some(33),
                 },
                 ProcessSummary {
@@ -650,6 +649,7 @@ pub(crate) mod tests {
                     comm: "systemd".into(),
                     exe: Some("/usr/lib/systemd/systemd".into()),
                     argv: Default::default(),
+                    argv_truncated: false,
                     uid: Some(0),
                 },
             ],

@@ -44,6 +44,49 @@ pub fn floor_connect(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Attached only where the cgroup connect hooks replace `floor_connect` (never by the floor).
+#[tracepoint]
+pub fn floor_unix_connect(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+// The issue-19 hooks.
+
+#[tracepoint]
+pub fn floor_file_change(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn floor_ptrace(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn floor_namespace(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn floor_mount(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn floor_kernel_module(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint]
+pub fn floor_bpf(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn floor_io_uring(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 // LSM programs return the hook's verdict: 0 allows, as the hook would without us.
 
 #[lsm(hook = "file_open")]

@@ -8,7 +8,7 @@ use std::mem::{offset_of, size_of};
 use rasp_common::limits::COMM_LEN;
 use rasp_common::record::{
     self, ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
-    LibraryLoadRecord, RecordHeader, SqlQueryRecord, RECORD_VERSION,
+    LibraryLoadRecord, RecordHeader, SqlQueryRecord, StdioFd, RECORD_VERSION, S_IFCHR,
 };
 
 /// Who a record is about: the header's identity fields.
@@ -101,6 +101,15 @@ pub fn exec(task: &Task, ts: u64, exe: &str, cwd: &str, argv: &[&str]) -> Vec<u8
         filename_len: filename.len() as u32,
         exe_len: exe.len() as u32,
         cwd_len: cwd.len() as u32,
+        // The initial namespaces' usual inode numbers, and a terminal on 0-2 (/dev/pts/0).
+        pid_ns: 0xEFFF_FFFC,
+        mnt_ns: 0xF000_0000,
+        stdio: [StdioFd {
+            ino: 3,
+            rdev: 136 << 20,
+            mode: S_IFCHR | 0o620,
+            family: 0,
+        }; 3],
     };
     // The kernel's packing order: exe, cwd, filename, argv.
     sent(&fixed, &[&exe, &cwd, &filename, &args])

@@ -203,6 +203,7 @@ mod tests {
                 refused: false,
                 incomplete: vec![],
                 exe_new,
+                ..ExecDetail::default()
             })
         };
         feed.observe(&ev(13, 1, exec(false)));
