@@ -2,7 +2,9 @@
 //! from images built out of this host's own binaries. The agent names each container (id,
 //! runtime, name, image) and a detection inside it carries them — with the agent on the
 //! host, and with the agent itself in a privileged container sharing the host's PID
-//! namespace (as the DaemonSet runs it), in a cgroup namespace of its own.
+//! namespace (as the DaemonSet runs it), in a cgroup namespace of its own. In both, the
+//! agent's own lookups on the Docker socket are not reported by the shipped runtime-socket
+//! rules, which do report another program's connect.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use rasp_tests::docker::{require_docker, Container, Image};
 use rasp_tests::{
-    agent_bin, output_within, parse_json_lines, require_root, show, unique_name, wait_for, Agent,
+    agent_bin, output_within, parse_json_lines, require_root, show, unique_name, wait_for,
+    workspace_root, Agent,
 };
 use serde_json::Value;
 
@@ -20,6 +23,23 @@ const NAMED: Duration = Duration::from_secs(15);
 /// From an action to its detection.
 const DETECTED: Duration = Duration::from_secs(10);
 const PROBE: &str = "/bin/rasp-container-probe";
+/// The Docker socket as the agent and the test reach it.
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// The default rules on connects to a runtime's socket, from `policies/container-escape.yaml`.
+const SOCKET_RULES: [&str; 2] = [
+    "container-runtime-socket-connected",
+    "container-runtime-socket-connected-in-container",
+];
+
+/// The test's policies and the shipped container-escape set (whose runtime-socket rules
+/// the agent's own Docker lookups must not trip) into `dir`.
+fn write_policies(dir: &Path, image: &str, name: &str) {
+    fs::create_dir_all(dir).expect("mkdir policies");
+    fs::write(dir.join("containers.yaml"), policies(image, name)).expect("write policy");
+    let escape = workspace_root().join("policies/container-escape.yaml");
+    fs::copy(&escape, dir.join("container-escape.yaml"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", escape.display()));
+}
 
 /// Two policies: one on the container id alone (known from the cgroup path at once), one
 /// whose selector names the container by its runtime names (known once Docker answered).
@@ -147,6 +167,53 @@ fn check_container(cli: &dyn Fn(&[&str]) -> Vec<Value>, image: &Image, workload:
     );
 }
 
+/// The agent asked Docker over its socket (`check_container` saw the names), yet neither
+/// runtime-socket rule names the agent: its own connects are not reported. That the rules
+/// are live is shown first by a connect from a program of the test's, which they report.
+fn check_agent_not_reported(cli: &dyn Fn(&[&str]) -> Vec<Value>, agent_pid: u32) {
+    let python = "/usr/bin/python3";
+    assert!(
+        Path::new(python).exists(),
+        "{python} is needed (Debian package python3)"
+    );
+    let mut probe = Command::new(python)
+        .args([
+            "-c",
+            &format!("import socket; socket.socket(socket.AF_UNIX).connect_ex({DOCKER_SOCKET:?})"),
+        ])
+        .spawn()
+        .expect("spawn python3");
+    let probe_pid = probe.id();
+    let status = probe.wait().expect("wait for python3");
+    assert!(status.success(), "python3 connect probe: {status}");
+    let mut last = Vec::new();
+    let seen = wait_for(DETECTED, || {
+        last = cli(&["detections", "--json", "--rule", SOCKET_RULES[0]]);
+        last.iter()
+            .any(|d| d["process"]["pid"].as_u64() == Some(u64::from(probe_pid)))
+            .then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "no {} detection of the test's own connect to {DOCKER_SOCKET} (pid {probe_pid}) \
+         within {DETECTED:?}:\n{}",
+        SOCKET_RULES[0],
+        show(&last)
+    );
+    for rule in SOCKET_RULES {
+        let found = cli(&["detections", "--json", "--rule", rule]);
+        let agent_own: Vec<Value> = found
+            .into_iter()
+            .filter(|d| d["process"]["pid"].as_u64() == Some(u64::from(agent_pid)))
+            .collect();
+        assert!(
+            agent_own.is_empty(),
+            "{rule} reported the agent's own Docker lookups (pid {agent_pid}):\n{}",
+            show(&agent_own)
+        );
+    }
+}
+
 #[test]
 fn the_agent_names_a_real_container_and_its_detections_carry_it() {
     require_root();
@@ -154,12 +221,12 @@ fn the_agent_names_a_real_container_and_its_detections_carry_it() {
     let image = workload_image();
     let name = unique_name("rasp-test-workload");
     let dir = std::env::temp_dir().join(unique_name("rasp-test-container-policies"));
-    fs::create_dir_all(&dir).expect("mkdir policies");
-    fs::write(dir.join("containers.yaml"), policies(image.tag(), &name)).expect("write policy");
+    write_policies(&dir, image.tag(), &name);
     let agent = Agent::start(&["--policies", dir.to_str().expect("utf-8")]);
     let workload = Container::run(&name, &[], image.tag(), &["/bin/sleep", "600"]);
     let cli = |args: &[&str]| agent.cli_json_lines(args);
     check_container(&cli, &image, &workload);
+    check_agent_not_reported(&cli, agent.pid());
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -198,12 +265,7 @@ fn the_agent_in_a_privileged_host_pid_container_names_a_real_container() {
     // The agent's socket, state and policies in a host directory the container mounts: the
     // CLI runs here, on the host, against the socket there.
     let dir = std::env::temp_dir().join(unique_name("rasp-test-agent-in-container"));
-    fs::create_dir_all(dir.join("policies")).expect("mkdir");
-    fs::write(
-        dir.join("policies/containers.yaml"),
-        policies(image.tag(), &workload.name),
-    )
-    .expect("write policy");
+    write_policies(&dir.join("policies"), image.tag(), &workload.name);
     let work = format!("{}:/work", dir.display());
     let agent = Container::run(
         &unique_name("rasp-test-agent"),
@@ -229,7 +291,7 @@ fn the_agent_in_a_privileged_host_pid_container_names_a_real_container() {
             "-v",
             "/sys/kernel/tracing:/sys/kernel/tracing",
             "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
+            &format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"),
             "-v",
             &work,
         ],
@@ -279,6 +341,7 @@ fn the_agent_in_a_privileged_host_pid_container_names_a_real_container() {
 
     workload.exec(&["/bin/sh", "-c", "exit 0"]);
     check_container(&cli, &image, &workload);
+    check_agent_not_reported(&cli, agent_pid(&agent));
     drop(guard);
 }
 
