@@ -117,6 +117,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = rasp_common::limits::TLS_DEFAULT_CONN_BUDGET,
           value_parser = crate::loader::tls::parse_burst_budget)]
     pub tls_burst_budget: u32,
+    #[command(flatten)]
+    pub export: crate::store::export::ExportArgs,
+    #[command(flatten)]
+    pub runtime_sockets: crate::process::runtime::RuntimeSockets,
 }
 
 /// Everything clients can ask about, shared between the event path and the API.
@@ -160,6 +164,12 @@ pub struct Agent {
     pub http_stage: Mutex<Option<crate::detect::http::stage::StageStats>>,
     /// The OpenSSL capture's bounds and counters (`None`: its maps did not load).
     pub tls_capture: Option<crate::loader::tls::TlsCapture>,
+    /// One per export sink (`--export-*`), updated by its task.
+    pub exports: Vec<Arc<crate::store::export::ExportStats>>,
+    /// cgroup id → path, for the pipeline and the process table.
+    pub cgroups: Arc<crate::process::cgroup::CgroupResolver>,
+    /// cgroup id → container and pod, named by the enricher task.
+    pub containers: Arc<crate::process::container::Containers>,
 }
 
 impl MetricsSource for Agent {
@@ -269,6 +279,8 @@ impl Backend for Agent {
                 evicted,
             },
             cgroup2_mount: self.environment.cgroup2.display().to_string(),
+            cgroups: self.cgroups.stats(),
+            containers: self.containers.stats(),
             socket: self.args.socket.display().to_string(),
             state_dir: self.args.state_dir.display().to_string(),
             environment: self.environment.notes.clone(),
@@ -307,6 +319,7 @@ impl Backend for Agent {
                         .collect(),
                 }
             },
+            exports: self.exports.iter().map(|e| e.status()).collect(),
         }
     }
 
@@ -316,6 +329,10 @@ impl Backend for Agent {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.hub.subscribe()
+    }
+
+    fn containers(&self) -> Vec<crate::process::container::ContainerEntry> {
+        self.containers.list()
     }
 
     fn processes(&self) -> Vec<Process> {
@@ -418,7 +435,7 @@ impl Agent {
             "journal_write_failed" => (
                 "agent-journal-failure",
                 "detections did not reach the journal",
-                "The detection journal could not be written (disk full, read-only or missing state directory): detections stay in memory (`rasp-agent detections`), reach followers and exports, and are counted as lost from the journal. Free space or fix the state directory; writing resumes by itself.",
+                "The detection journal could not be written (disk full, read-only or missing state directory): detections stay in memory (`rasp-agent detections`) and reach followers, but not the export sinks (they deliver from the journal); they are counted as lost from the journal. Free space or fix the state directory; writing resumes by itself.",
             ),
             _ => (
                 "agent-event-loss",
@@ -442,6 +459,7 @@ impl Agent {
             cgroup_id: 0,
             cgroup: None,
             verdict: None,
+            container: None,
             detail: EventDetail::AgentHealth(detail),
         });
         self.hub.publish(&mut vec![event.clone()]);
@@ -474,8 +492,6 @@ impl Agent {
                 uid: Some(0),
             },
             ancestry: Vec::new(),
-            container_id: None,
-            pod_uid: None,
             latency_us: 0,
             count: 1,
             last_time: None,

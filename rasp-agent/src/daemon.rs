@@ -34,8 +34,8 @@ use crate::{
     metrics::{self, Metrics},
     pipeline::{self, FaultInjection},
     policy::reload::PolicyControl,
-    process::{cgroup::CgroupResolver, ProcessTable},
-    store::{DetectionStore, StoreOptions},
+    process::{cgroup::CgroupResolver, container::Containers, ProcessTable},
+    store::{export::Exports, DetectionStore, StoreOptions},
 };
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -71,6 +71,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     store_opts.keep = args.journal_keep;
     store_opts.fold_window = Duration::from_secs(args.fold_window);
     let (store, store_writer) = DetectionStore::open(store_opts)?;
+    // Sinks start before anything is detected, so they see every journal write from here on.
+    let exports = Exports::start(
+        &args.export,
+        &args.state_dir,
+        metrics.clone(),
+        store.journal_written(),
+    )?;
 
     let environment = env::prepare()?;
     let loader::Loaded {
@@ -152,9 +159,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     // Seed after attaching: a process born in between is seen by both, never by neither.
-    let mut cgroups = CgroupResolver::new(environment.cgroup2.clone());
+    let (cgroups, cgroup_maintenance) = CgroupResolver::new(environment.cgroup2.clone());
+    let (containers, enricher) = Containers::new(args.runtime_sockets.clone());
     let mut table = ProcessTable::new(args.max_processes, Duration::from_secs(args.exit_grace));
-    let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &mut cgroups);
+    let seeded = table.seed_from_proc(std::path::Path::new("/proc"), &cgroups);
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let (uprobe_feed, sightings) = Feed::new();
 
@@ -180,6 +188,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         http_analyzer: std::sync::OnceLock::new(),
         http_stage: Mutex::new(None),
         tls_capture,
+        exports: exports.stats(),
+        cgroups,
+        containers: containers.clone(),
         engine: Engine::live(),
         enforcer: Enforcer::new(
             environment.cgroup2.clone(),
@@ -224,10 +235,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     let mut pipeline = {
         let (agent, stop) = (agent.clone(), stop_reader.clone());
-        tokio::task::spawn_blocking(move || {
-            pipeline::run(maps.ring, agent, cgroups, &stop, faults, http)
-        })
+        tokio::task::spawn_blocking(move || pipeline::run(maps.ring, agent, &stop, faults, http))
     };
+    // Off the event path: cgroup rescans and forgetting gone cgroups (a thread of its own),
+    // and asking the runtimes for container names (a task of its own).
+    let cgroup_task = {
+        let (containers, stop) = (containers.clone(), stop_rx.clone());
+        tokio::task::spawn_blocking(move || cgroup_maintenance.run(&containers, &|| *stop.borrow()))
+    };
+    let enricher_task = tokio::spawn(enricher.run(stop_rx.clone()));
     let reaper = tokio::spawn(reap(agent.clone(), stop_rx.clone()));
     let health = tokio::spawn(watch_losses(agent.clone(), stop_rx.clone()));
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
@@ -278,7 +294,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     reloader.await.context("policy watcher task")?;
     metrics_task.await.context("metrics task")?;
     journal.await.context("journal task")??;
+    // After the journal's last write: the sinks deliver what it holds, briefly, and save
+    // their positions (the rest goes out after the next start).
+    exports.finish().await;
     uprobe_task.await.context("uprobe target task")?;
+    cgroup_task.await.context("cgroup maintenance task")?;
+    enricher_task.await.context("container enricher task")?;
     drop(probes); // detaches every program
     tracing::info!("stopped");
     Ok(())
@@ -365,7 +386,12 @@ fn track_uprobe_targets(
         if let Some(scope) = hold_scope.borrow_mut().as_mut() {
             let set = agent.policies.registry().current();
             policy_version.set(set.version);
-            scope.sync(&set, &crate::read(&agent.table), &tracked);
+            scope.sync(
+                &set,
+                &crate::read(&agent.table),
+                &agent.containers,
+                &tracked,
+            );
             crate::lock(&agent.sql_hold).processes = scope.pids();
         }
         agent.uprobe_feed.set_tracked(tracked);

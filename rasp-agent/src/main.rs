@@ -18,13 +18,15 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (as root): load the eBPF programs, track processes, serve the socket.
-    Run(daemon::RunArgs),
+    Run(Box<daemon::RunArgs>),
     /// What the agent runs: kernel, BPF-LSM, programs, ring buffer, events and drops.
     Status(cli::ClientOpts),
     /// Recent events from the agent's buffer, or a live stream with --follow.
     Events(cli::EventsArgs),
     /// The process table: list, one process with its ancestry, or a tree.
     Processes(cli::ProcessesArgs),
+    /// The containers the agent has seen: id, runtime, name, image, pod.
+    Containers(cli::ClientOpts),
     /// What the policies caught (recent, filtered, or live with --follow).
     Detections(cli::detections::DetectionsArgs),
     /// Policies: list, validate, apply, rollback, simulate.
@@ -48,11 +50,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             init_logging();
-            run_daemon(args)
+            run_daemon(*args)
         }
         Command::Status(opts) => cli::status(&opts),
         Command::Events(args) => cli::events(&args),
         Command::Processes(args) => cli::processes(&args),
+        Command::Containers(opts) => cli::containers::containers(&opts),
         Command::Detections(args) => cli::detections::detections(&args),
         Command::Policy(cmd) => cli::policy::run(&cmd),
         Command::Quarantine(cmd) => cli::quarantine::run(&cmd),

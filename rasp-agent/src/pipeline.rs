@@ -1,4 +1,5 @@
-//! The event pipeline: ring buffer → decode → cgroup path → process table → rules → hub,
+//! The event pipeline: ring buffer → decode → cgroup path and container → process table →
+//! rules → hub,
 //! enforcement, store. Runs on a thread of its own (see `reader`), one batch at a time with
 //! reused buffers. The process table's write lock is taken per event to apply it, and
 //! released before the rules run (they read the table under its read lock), so clients and
@@ -29,7 +30,6 @@ use crate::{
     },
     process::{
         self,
-        cgroup::CgroupResolver,
         pipes::{PipeTable, Writer},
         provenance::BuiltFiles,
     },
@@ -61,7 +61,6 @@ pub enum HttpWork {
 pub fn run(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     agent: Arc<Agent>,
-    mut cgroups: CgroupResolver,
     stop: &StopSignal,
     faults: FaultInjection,
     http: AnalyzerQueue<HttpWork>,
@@ -86,7 +85,8 @@ pub fn run(
             shared.extend(batch.drain(..).map(|mut ev| {
                 // The exiting process's /proc entry is going away; the id is enough.
                 let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
-                ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
+                ev.cgroup = agent.cgroups.resolve(ev.cgroup_id, hint);
+                ev.container = agent.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
                 Arc::new(ev)
             }));
             // Queries are judged off this thread, and the analyzer publishes each with its
@@ -313,6 +313,7 @@ fn derived(ev: &Event, detail: EventDetail) -> Event {
         comm: ev.comm,
         cgroup_id: ev.cgroup_id,
         cgroup: ev.cgroup.clone(),
+        container: ev.container.clone(),
         verdict: None,
         detail,
     }
@@ -490,10 +491,8 @@ fn analyzed(
 
 /// Whose query shapes these are: the container, or outside containers the executable.
 fn service_of(agent: &Agent, ev: &Event) -> Option<String> {
-    if let Some(cgroup) = ev.cgroup.as_deref() {
-        if let Some(id) = crate::process::container::identify(cgroup).container_id {
-            return Some(format!("container:{id}"));
-        }
+    if let Some(c) = &ev.container {
+        return Some(format!("container:{}", c.id));
     }
     let table = crate::read(&agent.table);
     let exe = table.get(ev.pid)?.exe.as_deref()?.to_string();
@@ -542,6 +541,8 @@ pub fn run_decisions(
             ev.cgroup = crate::read(&agent.table)
                 .get(ev.pid)
                 .and_then(|p| p.cgroup.clone());
+            // A map lookup (the held process's cgroup has had events before), never a wait.
+            ev.container = agent.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
             let ev = decide_held(&agent, &analyzer, &mut cache, &mut holds, ev);
             if let Some(ev) = ev {
                 // Its request may be in the bulk ring still: the stage links both ways.

@@ -1215,13 +1215,13 @@ fn case_problems(
             cgroup.path_in_hierarchy()
         ));
     }
+    let container_id = &d["event"]["container"]["id"];
     match cid {
-        Some(id) if d["container_id"] != json!(id) => problems.push(format!(
-            "container_id is {}, expected {id}",
-            d["container_id"]
+        Some(id) if *container_id != json!(id) => problems.push(format!(
+            "event.container.id is {container_id}, expected {id}"
         )),
-        None if !d["container_id"].is_null() => {
-            problems.push(format!("container_id is {} on the host", d["container_id"]))
+        None if !container_id.is_null() => {
+            problems.push(format!("event.container.id is {container_id} on the host"))
         }
         _ => {}
     }

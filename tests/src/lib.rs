@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod docker;
 pub mod sql;
+pub mod webhook;
 
 /// How long the agent gets to answer `status` after `run` was started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -7,8 +7,8 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -277,7 +277,7 @@ fn dockerfile(linkage: Linkage) -> String {
 /// Imports rootfs.tar as `tag`, checks the agent starts inside it, saves the image, and
 /// returns its size as Docker reports it.
 fn docker_image(ws: &Workspace, out: &Path, tar: &Path, tag: &str) -> Result<u64> {
-    ensure_docker(ws)?;
+    setup::docker_daemon(&ws.host_target_dir().join("dockerd.log"))?;
     command::run(
         Command::new("docker")
             .arg("import")
@@ -316,54 +316,6 @@ fn docker_image(ws: &Workspace, out: &Path, tar: &Path, tag: &str) -> Result<u64
         .trim()
         .parse()
         .with_context(|| format!("`docker image inspect {tag}` gave no size"))
-}
-
-fn docker_answers() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A running Docker daemon: installed from apt and started here when missing (its log goes
-/// to target/dockerd.log). There is no registry on the machines this runs on, and none is
-/// needed: images come from `docker import`.
-fn ensure_docker(ws: &Workspace) -> Result<()> {
-    if docker_answers() {
-        return Ok(());
-    }
-    setup::image_tools()?;
-    let path = command::tool_path(&[]);
-    let Some(dockerd) = command::find_program("dockerd", &path) else {
-        bail!("dockerd not found after installing docker.io");
-    };
-    let log_path = ws.host_target_dir().join("dockerd.log");
-    let log = fs::File::create(&log_path)?;
-    eprintln!(
-        "image: starting {} (log: {})",
-        dockerd.display(),
-        log_path.display()
-    );
-    // Left running on purpose: it serves later image builds and the container tests.
-    Command::new(&dockerd)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting dockerd")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if docker_answers() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bail!(
-        "dockerd did not answer within 60 s; see {}",
-        log_path.display()
-    )
 }
 
 /// deploy/policies-v<N>.yaml: a ConfigMap `rasp-policies-v<N>` with every `*.yaml` of `dir`

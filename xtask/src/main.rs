@@ -35,9 +35,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing on Debian bookworm: apt LLVM 22, nightly rust-src,
-    /// bpf-linker. Each step is skipped when already done.
-    Setup,
+    /// Install what is missing on Debian bookworm: apt LLVM 22 and the tools the tests
+    /// drive, nightly rust-src, bpf-linker. Each step is skipped when already done.
+    Setup {
+        /// Also start dockerd when it is not running (what the container scenarios need;
+        /// `cargo xtask test` does this itself).
+        #[arg(long)]
+        docker: bool,
+    },
     /// Build the eBPF object (nightly, bpfel-unknown-none) into target/ebpf.
     BuildEbpf {
         /// Debug profile instead of release.
@@ -94,7 +99,13 @@ fn main() -> ExitCode {
 fn dispatch(task: Task) -> Result<()> {
     let ws = Workspace::locate();
     match task {
-        Task::Setup => setup::run(),
+        Task::Setup { docker } => {
+            setup::run()?;
+            if docker {
+                setup::docker_daemon(&ws.host_target_dir().join("dockerd.log"))?;
+            }
+            Ok(())
+        }
         Task::BuildEbpf { debug } => {
             let object = build_ebpf::run(&ws, Profile::from_debug_flag(debug))?;
             println!("{}", object.display());

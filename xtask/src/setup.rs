@@ -3,8 +3,8 @@
 //! says what it found, so a warm run is a few quick queries.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -48,6 +48,9 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     // The SQL scenarios attack a real web app with the real tool.
     "sqlmap",
+    // Real containers: the container-identity scenarios and `cargo xtask image` run
+    // Debian's Docker (20.10, overlay2, cgroupfs driver); images come from local files.
+    "docker.io",
     // The benign workload does what admins do (crontab edits, sudo, pytest in /tmp); the
     // mount scenario formats a scratch image for a loop device.
     "cron",
@@ -72,6 +75,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 enum Outcome {
     Present(String),
     Installed(String),
+    /// A daemon that was not running was started.
+    Started(String),
 }
 
 pub fn run() -> Result<()> {
@@ -92,6 +97,7 @@ fn step(check_and_install: impl FnOnce() -> Result<Outcome>) -> Result<()> {
     match outcome {
         Outcome::Present(what) => eprintln!("ok: {what} already present ({elapsed})"),
         Outcome::Installed(what) => eprintln!("installed: {what} ({elapsed})"),
+        Outcome::Started(what) => eprintln!("started: {what} ({elapsed})"),
     }
     Ok(())
 }
@@ -121,13 +127,59 @@ pub fn run_for_bench() -> Result<()> {
     step(|| apt_install(BENCH_APT_PACKAGES))
 }
 
-/// What `cargo xtask image` needs to build and check a container image: the Docker daemon
-/// (Debian's docker.io; there is no registry, images are imported from local files).
-const IMAGE_APT_PACKAGES: &[&str] = &["docker.io"];
+/// A running Docker daemon for the container scenarios and `cargo xtask image`: `dockerd`
+/// (from `docker.io`, installed by `run`) is started when nothing answers on its socket, and
+/// left running for later runs; its log goes to `log`. There is no registry on the machines
+/// this runs on, and none is needed: images are imported from local files.
+pub fn docker_daemon(log: &Path) -> Result<()> {
+    step(|| {
+        if docker_answers() {
+            return Ok(Outcome::Present("dockerd (answering)".into()));
+        }
+        let path = command::tool_path(&[]);
+        let Some(dockerd) = command::find_program("dockerd", &path) else {
+            bail!("dockerd not found: install docker.io (`cargo xtask setup` as root)");
+        };
+        if !command::is_root() {
+            bail!("dockerd is not running and starting it needs root: run as root");
+        }
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        eprintln!(
+            "setup: dockerd is not running; starting {} (log: {})",
+            dockerd.display(),
+            log.display()
+        );
+        Command::new(&dockerd)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting dockerd")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if docker_answers() {
+                return Ok(Outcome::Started(format!(
+                    "dockerd (log: {})",
+                    log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("dockerd did not answer within 60 s; see {}", log.display())
+    })
+}
 
-/// The image task's packages (setup itself is run by the build it starts).
-pub fn image_tools() -> Result<()> {
-    step(|| apt_install(IMAGE_APT_PACKAGES))
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Installs whichever of `packages` dpkg does not list as installed (needs root then).

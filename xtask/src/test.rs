@@ -30,7 +30,15 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
     let agent_bin = ws.agent_bin(profile);
     let mut stages = Stages::new(if unit_only { 5 } else { 8 });
 
-    stages.run("setup", setup::run)?;
+    stages.run("setup", || {
+        setup::run()?;
+        // The container scenarios start real containers.
+        if unit_only {
+            Ok(())
+        } else {
+            setup::docker_daemon(&ws.host_target_dir().join("dockerd.log"))
+        }
+    })?;
     stages.run("build", || build::build_all(ws, profile).map(drop))?;
     stages.run("fmt", || {
         let mut fmt = command::host_cargo();

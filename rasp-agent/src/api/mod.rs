@@ -37,7 +37,7 @@ use crate::{
     detect::Detection,
     events::{hub::EventFilter, Event},
     policy::{active::PolicySetSummary, vocab::Severity},
-    process::Process,
+    process::{container::ContainerEntry, Process},
     store::index::DetectionQuery,
 };
 use admission::{Admission, Limits, Slot};
@@ -64,6 +64,8 @@ pub trait Backend: Send + Sync + 'static {
     fn recent_events(&self, filter: EventFilter, limit: Option<usize>) -> Vec<Arc<Event>>;
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
     fn processes(&self) -> Vec<Process>;
+    /// Containers known by cgroup, with their runtime's names when known.
+    fn containers(&self) -> Vec<ContainerEntry>;
     /// Recent detections; `since` is RFC 3339 or a duration ago ("10m"). Err: a bad filter.
     fn detections(&self, filter: &DetectionFilter) -> Result<Vec<Arc<Detection>>, String>;
     fn subscribe_detections(&self) -> broadcast::Receiver<Arc<Detection>>;
@@ -415,6 +417,14 @@ async fn serve_client(
                     ..Default::default()
                 };
                 send(&mut wr, &line(&reply)).await?;
+            }
+            Request::Containers {} => {
+                let reply = Reply {
+                    ok: true,
+                    containers: Some(backend.containers()),
+                    ..Default::default()
+                };
+                wr.write_all(&line(&reply)).await?;
             }
             Request::Events {
                 follow: false,

@@ -11,7 +11,7 @@ use crate::{
     events::{latency::LatencyReport, Event, Kind},
     loader::{LsmStatus, ProgramStatus},
     policy::{active::PolicySetSummary, vocab::Severity},
-    process::Process,
+    process::{cgroup::CgroupStats, container::ContainerEntry, container::ContainerStats, Process},
     store::StoreStats,
 };
 
@@ -37,6 +37,7 @@ pub enum Request {
         limit: Option<usize>,
     },
     Processes {},
+    Containers {},
     Detections {
         #[serde(default)]
         follow: bool,
@@ -72,6 +73,7 @@ impl Request {
             Request::Status {} => "status",
             Request::Events { .. } => "events",
             Request::Processes {} => "processes",
+            Request::Containers {} => "containers",
             Request::Detections { .. } => "detections",
             Request::PolicyList {} => "policy_list",
             Request::PolicyApply { .. } => "policy_apply",
@@ -91,6 +93,7 @@ impl Request {
             Request::Status {}
             | Request::Events { .. }
             | Request::Processes {}
+            | Request::Containers {}
             | Request::Detections { .. }
             | Request::PolicyList {}
             | Request::QuarantineList {} => false,
@@ -116,6 +119,8 @@ pub struct Reply {
     pub events: Option<Vec<Arc<Event>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Vec<Process>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<ContainerEntry>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detections: Option<Vec<Arc<Detection>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +174,12 @@ pub struct Status {
     pub followers: usize,
     pub processes: ProcessStats,
     pub cgroup2_mount: String,
+    /// cgroup ids resolved to paths, and how.
+    #[serde(default)]
+    pub cgroups: CgroupStats,
+    /// Containers known by cgroup, and the runtime lookups that name them.
+    #[serde(default)]
+    pub containers: ContainerStats,
     pub socket: String,
     pub state_dir: String,
     /// What the agent did to or noticed about its environment at start.
@@ -211,6 +222,9 @@ pub struct Status {
     /// The HTTP stage on that plaintext: connections followed, messages, taint links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_stage: Option<crate::detect::http::stage::StageStats>,
+    /// Export sinks: delivered, retried, refused, journal bytes still to deliver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<crate::store::export::ExportStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -300,8 +314,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
         format!(
             "invalid request ({e}); send one JSON object per line, e.g. {{\"cmd\":\"status\"}}, \
              {{\"cmd\":\"events\",\"kind\":\"exec\",\"limit\":10}}, {{\"cmd\":\"processes\"}}; \
-             known cmds: status, events, processes, detections, policy_list, policy_apply, \
-             policy_rollback"
+             known cmds: status, events, processes, containers, detections, policy_list, \
+             policy_apply, policy_rollback"
         )
     })
 }

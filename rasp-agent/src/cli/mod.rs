@@ -2,6 +2,7 @@
 //! `--json` for machines (one JSON object per line for lists and streams). Errors say what
 //! to do next.
 
+pub mod containers;
 pub mod detections;
 pub mod policy;
 pub mod quarantine;
@@ -258,7 +259,21 @@ fn render_status(s: &Status) -> String {
             ),
         ]);
     }
-    facts.row(vec!["cgroup2".into(), s.cgroup2_mount.clone()]);
+    let (c, g) = (&s.containers, &s.cgroups);
+    facts.row(vec![
+        "containers".into(),
+        format!(
+            "{} known, {} named by their runtime ({} lookups, {} failed, {} dropped)",
+            c.known, c.named, c.lookups, c.lookup_failures, c.lookups_dropped
+        ),
+    ]);
+    facts.row(vec![
+        "cgroup2".into(),
+        format!(
+            "{} ({} ids cached; resolved {} by handle, {} from /proc, {} rescans, {} forgotten)",
+            s.cgroup2_mount, g.cached, g.by_handle, g.by_proc, g.rescans, g.forgotten
+        ),
+    ]);
     facts.row(vec!["socket".into(), s.socket.clone()]);
     facts.row(vec!["metrics".into(), s.metrics_addr.clone()]);
     facts.row(vec!["state dir".into(), s.state_dir.clone()]);
@@ -330,6 +345,33 @@ fn render_status(s: &Status) -> String {
         }
         out.push('\n');
         out.push_str(&targets.render());
+    }
+    if !s.exports.is_empty() {
+        let mut exports = Table::new(&[
+            "EXPORT",
+            "DELIVERED",
+            "RETRIED",
+            "REFUSED",
+            "GAPS",
+            "LAG BYTES",
+            "TARGET / LAST ERROR",
+        ]);
+        for e in &s.exports {
+            exports.row(vec![
+                e.sink.clone(),
+                e.delivered.to_string(),
+                e.retried.to_string(),
+                e.refused.to_string(),
+                e.gaps.to_string(),
+                e.lag_bytes.to_string(),
+                match &e.last_error {
+                    Some(err) => format!("{}: {err}", e.target),
+                    None => e.target.clone(),
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&exports.render());
     }
     if !s.losses.is_empty() {
         let mut losses = Table::new(&["LOSS SITE", "PROGRAM", "EFFECT", "COUNT", "LINE", "WHAT"]);

@@ -36,10 +36,6 @@ pub struct Detection {
     pub process: ProcessSummary,
     /// Parents, nearest first, as far as the process table knows them.
     pub ancestry: Vec<ProcessSummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
     /// From the kernel timestamp of the event to the decision, in microseconds.
     pub latency_us: u64,
     /// Identical detections folded into this one (1 when alone).

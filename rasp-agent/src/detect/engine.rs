@@ -6,42 +6,33 @@
 //! taken.
 
 use std::{
-    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
-    events::{Argv, BootClock, Event, EventDetail, Text},
+    events::{Argv, BootClock, ContainerIdentity, Event, EventDetail, Text},
     policy::{
         active::PolicySet,
         vocab::{Action, EventType, Mode},
         Policy, Rule, Subject,
     },
     process::{
-        container::{self, ContainerIdentity},
-        for_each_ancestor,
-        namespaces::HostNamespaces,
-        InlineVec, Process, ProcessTable,
+        container, for_each_ancestor, namespaces::HostNamespaces, InlineVec, Process, ProcessTable,
     },
 };
 
 use super::{Detection, FoldKey, Outcome, ProcessSummary};
 
-/// Bound on cached container identities (one per cgroup seen); cleared when reached.
-const IDENTITY_CACHE: usize = 4096;
-
 pub struct Engine {
     run_id: u64,
     seq: AtomicU64,
-    /// Latency is only meaningful for live events (not replays).
+    /// Latency is only meaningful for live events (not replays), whose container the
+    /// pipeline has attached (`process::container`).
     live: bool,
-    /// Container identity per cgroup id: parsing the cgroup path on every event showed in
-    /// profiles, and a cgroup's path (hence identity) does not change while its id lives.
-    identities: Mutex<HashMap<u64, ContainerIdentity>>,
     /// The host's namespaces (live: the agent's own; replays: unknown, so "in a container"
     /// rests on the cgroup alone).
     host: HostNamespaces,
@@ -74,7 +65,6 @@ impl Engine {
             run_id,
             seq: AtomicU64::new(0),
             live,
-            identities: Mutex::new(HashMap::new()),
             host: if live {
                 HostNamespaces::of_agent()
             } else {
@@ -88,23 +78,18 @@ impl Engine {
         &self.host
     }
 
-    fn identity(&self, ev: &Event) -> ContainerIdentity {
-        let Some(cgroup) = ev.cgroup.as_deref() else {
-            return ContainerIdentity::default();
-        };
-        let mut cache = self.identities.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = cache.get(&ev.cgroup_id) {
-            return id.clone();
+    /// The container of `ev`: what the pipeline attached (live), or for a replayed event
+    /// recorded without one, what its cgroup path says.
+    fn identity(&self, ev: &Event) -> Option<Arc<ContainerIdentity>> {
+        match (&ev.container, self.live) {
+            (Some(c), _) => Some(c.clone()),
+            (None, true) => None,
+            (None, false) => ev
+                .cgroup
+                .as_deref()
+                .and_then(container::identify)
+                .map(Arc::new),
         }
-        let id = container::identify(cgroup);
-        if cache.len() >= IDENTITY_CACHE {
-            cache.clear();
-        }
-        // Replayed events may carry no cgroup id; do not let them share one entry.
-        if ev.cgroup_id != 0 {
-            cache.insert(ev.cgroup_id, id.clone());
-        }
-        id
     }
 
     /// Every rule of `set` that matches `ev`, as detections. `table` must already reflect
@@ -236,9 +221,13 @@ impl Engine {
             parent_exe: parent.and_then(|p| p.exe.as_deref()),
             ancestor_exes: ancestor_exes.as_slice(),
             cgroup: ev.cgroup.as_deref(),
-            container_id: identity.container_id.as_deref(),
-            pod_uid: identity.pod_uid.as_deref(),
-            in_container: identity.container_id.is_some() || self.host.foreign_pid(pid_ns),
+            container_id: identity.as_deref().map(|c| &*c.id),
+            pod_uid: identity.as_deref().and_then(|c| c.pod_uid.as_deref()),
+            container_name: identity.as_deref().and_then(|c| c.name.as_deref()),
+            image: identity.as_deref().and_then(|c| c.image.as_deref()),
+            pod_name: identity.as_deref().and_then(|c| c.pod_name.as_deref()),
+            namespace: identity.as_deref().and_then(|c| c.namespace.as_deref()),
+            in_container: identity.is_some() || self.host.foreign_pid(pid_ns),
             argv_truncated,
             script: script.as_deref(),
             tls,
@@ -388,7 +377,7 @@ pub struct Match<'a> {
     argv_truncated: bool,
     table: &'a ProcessTable,
     parent: Option<&'a Process>,
-    identity: &'a ContainerIdentity,
+    identity: &'a Option<Arc<ContainerIdentity>>,
     /// From the kernel timestamp of the event to this decision (0 for replays).
     pub latency_us: u64,
 }
@@ -414,13 +403,7 @@ impl<'a> Match<'a> {
             action: self.rule.action,
             outcome,
             outcome_detail: detail,
-            ..FoldKey::event(
-                self.event,
-                self.exe.map(|e| &**e),
-                self.argv,
-                self.identity.container_id.as_deref(),
-                self.identity.pod_uid.as_deref(),
-            )
+            ..FoldKey::event(self.event, self.exe.map(|e| &**e), self.argv)
         }
     }
 
@@ -445,7 +428,14 @@ impl<'a> Match<'a> {
             outcome: Outcome::Alerted,
             outcome_detail: None,
             description: self.rule.description.clone(),
-            event: ev.clone(),
+            event: match (self.identity, &ev.container) {
+                // A replayed event judged with the container its path names: say so.
+                (Some(c), None) => Arc::new(Event {
+                    container: Some(c.clone()),
+                    ..(**ev).clone()
+                }),
+                _ => ev.clone(),
+            },
             process: ProcessSummary {
                 pid: ev.pid,
                 comm: ev.comm,
@@ -468,8 +458,6 @@ impl<'a> Match<'a> {
                 });
                 summaries
             },
-            container_id: self.identity.container_id.clone(),
-            pod_uid: self.identity.pod_uid.clone(),
             latency_us: self.latency_us,
             count: 1,
             last_time: None,
@@ -526,6 +514,7 @@ mod tests {
             cgroup_id: 7,
             cgroup: Some("/user.slice".into()),
             verdict: None,
+            container: None,
             detail,
         })
     }
@@ -578,6 +567,81 @@ mod tests {
         });
         assert_eq!(seen, ["read-shadow-file"]);
     }
+
+    /// Selectors and rules on the runtime's names see what the pipeline attached; a replayed
+    /// event recorded without a container is judged (and reported) with what its cgroup path
+    /// says, names unknown.
+    #[test]
+    fn container_names_reach_selectors_and_detections() {
+        const CID: &str = "4f1c3b0a5e6d7c8b9a0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3";
+        let text = "name: shop-guard\nversion: 1\nmode: audit\nselector:\n  namespace: [\"shop\"]\n  in_container: true\nrules:\n  - id: shop-shell\n    severity: high\n    event: exec\n    match:\n      exe: [\"*/sh\"]\n      image: [\"registry.local/shop/*\"]\n      container_name: [\"web\"]\n      pod_name: [\"web-*\"]\n---\nname: containers\nversion: 1\nmode: audit\nrules:\n  - id: any-container-shell\n    severity: low\n    event: exec\n    match:\n      exe: [\"*/sh\"]\n      container_id: [\"4f1c*\"]\n";
+        let set = PolicySet::offline(
+            policy::parse_policies("t.yaml", text).expect("parses"),
+            "test".into(),
+        );
+        let table = ProcessTable::new(64, std::time::Duration::from_secs(30));
+        let sh = |container: Option<ContainerIdentity>, cgroup: &str| {
+            let mut e = (*event(
+                9,
+                1,
+                EventDetail::Exec(ExecDetail {
+                    exe: Some("/bin/sh".into()),
+                    filename: "/bin/sh".into(),
+                    argv: ["sh"].into(),
+                    cwd: Some("/".into()),
+                    ..ExecDetail::default()
+                }),
+            ))
+            .clone();
+            e.cgroup = Some(cgroup.into());
+            e.container = container.map(Arc::new);
+            Arc::new(e)
+        };
+        let path = format!("/docker/{CID}");
+        let named = ContainerIdentity {
+            id: CID.into(),
+            runtime: crate::events::Runtime::Docker,
+            name: Some("web".into()),
+            image: Some("registry.local/shop/web:1.4".into()),
+            pod_uid: None,
+            pod_name: Some("web-0".into()),
+            namespace: Some("shop".into()),
+        };
+        let rules =
+            |engine: &Engine, ev: &Arc<Event>| -> Vec<(String, Option<Arc<ContainerIdentity>>)> {
+                engine
+                    .evaluate(&set, ev, &table)
+                    .into_iter()
+                    .map(|d| (d.rule_id, d.event.container.clone()))
+                    .collect()
+            };
+        let live = Engine::live();
+        let got = rules(&live, &sh(Some(named.clone()), &path));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "shop-shell");
+        assert_eq!(got[0].1.as_deref(), Some(&named));
+        // Another namespace, another image: only the id rule.
+        let mut other = named.clone();
+        other.namespace = Some("dev".into());
+        let got = rules(&live, &sh(Some(other), &path));
+        assert_eq!(
+            got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+            ["any-container-shell"]
+        );
+        // Names not known yet: the id rule fires, the name rules wait.
+        let bare = crate::process::container::identify(&path);
+        let got = rules(&live, &sh(bare.clone(), &path));
+        assert_eq!(
+            got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+            ["any-container-shell"]
+        );
+        // Live events on the host carry no container and match neither.
+        assert!(rules(&live, &sh(None, "/user.slice")).is_empty());
+        // Replayed without `container`: the path decides, and the detection says so.
+        let got = rules(&Engine::replay(), &sh(None, &path));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.as_deref(), bare.as_ref());
+    }
 }
 
 /// What rule evaluation costs per event on the default policies, for instruction counts
@@ -605,6 +669,7 @@ mod cost {
             cgroup_id: 7,
             cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
             verdict: None,
+            container: None,
             detail,
         })
     }

@@ -12,9 +12,9 @@ use crate::{
 
 /// What makes two detections "identical" for folding: the same rule of the same policy
 /// version and policy set, with the same mode, action and outcome (including its detail), by
-/// the same program (`process.exe` + `process.argv`) in the same container/pod, on the same
-/// event minus its volatile fields (`time`, `ts_boot_ns`, `pid`, `tid`, `ppid`: they differ
-/// between occurrences of the same behaviour), i.e. uid, gid, comm, cgroup id and path, and
+/// the same program (`process.exe` + `process.argv`), on the same event minus its volatile
+/// fields (`time`, `ts_boot_ns`, `pid`, `tid`, `ppid`: they differ between occurrences of the
+/// same behaviour), i.e. uid, gid, comm, cgroup id and path (hence container and pod), and
 /// the whole kind-specific detail (kind, then exe/argv/cwd of an exec, a file path, a
 /// destination...), so future event kinds fold correctly without touching this type.
 /// Not in the key: `id`, `time`, `latency_us`, `description` (rule text), `ancestry` (it
@@ -36,8 +36,6 @@ pub struct FoldKey<'a> {
     pub outcome_detail: Option<&'a str>,
     pub exe: Option<&'a str>,
     pub argv: &'a Argv,
-    pub container_id: Option<&'a str>,
-    pub pod_uid: Option<&'a str>,
     pub uid: u32,
     pub gid: u32,
     pub euid: Option<u32>,
@@ -60,24 +58,12 @@ impl<'a> FoldKey<'a> {
             action: d.action,
             outcome: d.outcome,
             outcome_detail: d.outcome_detail.as_deref(),
-            ..FoldKey::event(
-                &d.event,
-                d.process.exe.as_deref(),
-                &d.process.argv,
-                d.container_id.as_deref(),
-                d.pod_uid.as_deref(),
-            )
+            ..FoldKey::event(&d.event, d.process.exe.as_deref(), &d.process.argv)
         }
     }
 
     /// The process and event fields; the rule fields are placeholders for the caller to set.
-    pub fn event(
-        ev: &'a Event,
-        exe: Option<&'a str>,
-        argv: &'a Argv,
-        container_id: Option<&'a str>,
-        pod_uid: Option<&'a str>,
-    ) -> Self {
+    pub fn event(ev: &'a Event, exe: Option<&'a str>, argv: &'a Argv) -> Self {
         FoldKey {
             rule: "",
             policy: "",
@@ -89,8 +75,6 @@ impl<'a> FoldKey<'a> {
             outcome_detail: None,
             exe,
             argv,
-            container_id,
-            pod_uid,
             uid: ev.uid,
             gid: ev.gid,
             euid: ev.euid,

@@ -39,7 +39,7 @@ use crate::{
         vocab::{Action, EventType, Mode},
         Subject,
     },
-    process::{container, ProcessTable},
+    process::{container::Containers, ProcessTable},
 };
 
 /// Default bound on a hold: past it the watchdog continues the thread (fail-open). Far
@@ -166,11 +166,17 @@ impl HoldScope {
     }
 
     /// Make `HOLD_TGIDS` the processes of `candidates` that `set` would hold.
-    pub fn sync(&mut self, set: &PolicySet, table: &ProcessTable, candidates: &HashSet<u32>) {
+    pub fn sync(
+        &mut self,
+        set: &PolicySet,
+        table: &ProcessTable,
+        containers: &Containers,
+        candidates: &HashSet<u32>,
+    ) {
         let wanted: HashSet<u32> = candidates
             .iter()
             .copied()
-            .filter(|pid| held_by(set, table, *pid))
+            .filter(|pid| held_by(set, table, containers, *pid))
             .collect();
         for pid in wanted.difference(&self.installed) {
             if let Err(e) = self.tgids.insert(pid, 1, 0) {
@@ -196,7 +202,7 @@ impl HoldScope {
 
 /// Does `set` hold `pid`'s flagged queries? By the policies' selectors (the rules' own
 /// conditions are judged when a query is held).
-fn held_by(set: &PolicySet, table: &ProcessTable, pid: u32) -> bool {
+fn held_by(set: &PolicySet, table: &ProcessTable, containers: &Containers, pid: u32) -> bool {
     let enforcing = |p: &crate::policy::Policy| {
         p.rules.iter().any(|r| {
             r.event == EventType::SqlQuery
@@ -210,19 +216,20 @@ fn held_by(set: &PolicySet, table: &ProcessTable, pid: u32) -> bool {
     let Some(process) = table.get(pid) else {
         return false;
     };
-    let identity = process
-        .cgroup
-        .as_deref()
-        .map(container::identify)
-        .unwrap_or_default();
+    let identity = containers.of(process.cgroup_id, process.cgroup.as_deref());
+    let identity = identity.as_deref();
     let subject = Subject {
         exe: process.exe.as_deref(),
         comm: &process.comm,
         uid: process.uid,
         cgroup: process.cgroup.as_deref(),
-        container_id: identity.container_id.as_deref(),
-        pod_uid: identity.pod_uid.as_deref(),
-        in_container: identity.container_id.is_some(),
+        container_id: identity.map(|c| &*c.id),
+        pod_uid: identity.and_then(|c| c.pod_uid.as_deref()),
+        container_name: identity.and_then(|c| c.name.as_deref()),
+        image: identity.and_then(|c| c.image.as_deref()),
+        pod_name: identity.and_then(|c| c.pod_name.as_deref()),
+        namespace: identity.and_then(|c| c.namespace.as_deref()),
+        in_container: identity.is_some(),
         argv_truncated: process.argv_truncated,
         ..Subject::of(EventType::SqlQuery, &process.argv)
     };

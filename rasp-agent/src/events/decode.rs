@@ -348,6 +348,7 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 rule_slot: header.verdict_rule,
             }),
         },
+        container: None,
         detail,
     })
 }

@@ -69,7 +69,8 @@ const JOURNAL_REMIND_SAMPLES: u32 = 12;
 
 /// Journal failures become detections: disk full, a read-only or vanished state
 /// directory. Detections that could not be written stay in memory (`detections` still
-/// answers) and reach followers and exports; this tells the operator the journal is behind.
+/// answers) and reach followers, not the export sinks (they deliver from the journal); this
+/// tells the operator the journal is behind.
 #[derive(Default)]
 pub struct JournalWatch {
     lost: u64,

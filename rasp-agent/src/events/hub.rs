@@ -150,6 +150,7 @@ mod tests {
             cgroup_id: 0,
             cgroup: None,
             verdict: None,
+            container: None,
             detail: if fork {
                 EventDetail::Fork(ForkDetail { parent_tid: 1 })
             } else {

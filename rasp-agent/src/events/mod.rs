@@ -22,7 +22,9 @@ pub use hooks::{
 };
 pub use hub::EventHub;
 pub use tls::{Direction, Endpoints, Finding, HttpDetail, HttpMessageKind, Plaintext, TlsDetail};
-pub use values::{Access, Argv, Comm, Family, SqlFunction, Text, WallTime};
+pub use values::{
+    Access, Argv, Comm, ContainerIdentity, Family, Runtime, SqlFunction, Text, WallTime,
+};
 
 /// One thing a process did, as the kernel saw it, enriched with its cgroup path.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,9 @@ pub struct Event {
     /// What a kernel program did to the act, and for which rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<KernelVerdict>,
+    /// The container (and pod) of a process in one, shared by every event of its cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<std::sync::Arc<ContainerIdentity>>,
     #[serde(flatten)]
     pub detail: EventDetail,
 }
@@ -712,6 +717,7 @@ mod tests {
             cgroup_id: 1,
             cgroup: Some("/".into()),
             verdict: None,
+            container: None,
             detail: EventDetail::Exit(ExitDetail {
                 exit_code: Some(3),
                 signal: None,

@@ -409,6 +409,57 @@ impl Family {
     }
 }
 
+/// The container runtime that runs a container, from its cgroup path (or, where the path
+/// does not say, from the runtime socket that knew the container).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    #[serde(rename = "cri-o")]
+    CriO,
+    Podman,
+    /// A container id in a cgroupfs-driver kubepods path, which does not name the runtime.
+    Unknown,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+            Runtime::Unknown => "unknown",
+        }
+    }
+}
+
+/// Which container (and Kubernetes pod) a process runs in. `id`, `runtime` and `pod_uid`
+/// come from the cgroup path; the names come later, asynchronously, from the runtime's socket
+/// (`process::container`), and are absent until then or when the node cannot tell them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ContainerIdentity {
+    /// The container id (64 lowercase hex characters).
+    pub id: Text,
+    pub runtime: Runtime,
+    /// The container's name: Kubernetes' `io.kubernetes.container.name` label when kubelet
+    /// set one, else the runtime's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Text>,
+    /// The image as the container was started from (`nginx:1.25`, `registry/app@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<Text>,
+    /// `io.kubernetes.pod.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<Text>,
+    /// `io.kubernetes.pod.namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Text>,
+}
+
 /// The libpq function a query was handed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SqlFunction {

@@ -19,6 +19,7 @@ use prometheus_client::{
 use crate::{
     detect::Outcome,
     policy::vocab::{Action, Mode, Severity},
+    store::export::{ExportCounter, ExportResult, SinkKind},
 };
 
 pub use endpoint::{serve, MetricsServer, DEFAULT_ADDR};
@@ -96,6 +97,13 @@ impl crate::policy::reload::ReloadSink for Metrics {
     }
 }
 
+/// The export sinks count what became of their records here.
+impl ExportCounter for Metrics {
+    fn export(&self, sink: SinkKind, result: ExportResult, n: u64) {
+        self.exports[sink.index()][result.index()].inc_by(n);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AnalyzerLabels {
     analyzer: &'static str,
@@ -117,6 +125,12 @@ struct ActionLabels {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExportLabels {
+    sink: &'static str,
     result: &'static str,
 }
 
@@ -195,6 +209,7 @@ pub struct Metrics {
     detections: Family<DetectionLabels, Counter>,
     actions: [[Counter; OUTCOMES.len()]; ACTIONS.len()],
     reloads: [Counter; RELOAD_RESULTS.len()],
+    exports: [[Counter; ExportResult::ALL.len()]; SinkKind::ALL.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -264,8 +279,24 @@ impl Metrics {
             })
         });
 
+        let export_family: Family<ExportLabels, Counter> = Family::default();
+        registry.register(
+            "export_records",
+            "Detections per export sink and what became of them (delivered, retried, refused, unreadable journal lines, gaps where the journal rotated past the sink)",
+            export_family.clone(),
+        );
+        let exports = SinkKind::ALL.map(|sink| {
+            ExportResult::ALL.map(|result| {
+                export_family.get_or_create_owned(&ExportLabels {
+                    sink: sink.name(),
+                    result: result.name(),
+                })
+            })
+        });
+
         Metrics {
             registry: root,
+            exports,
             analyzer_dropped,
             detections,
             actions,

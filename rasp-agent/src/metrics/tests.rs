@@ -89,6 +89,8 @@ fn producer_counters_and_the_snapshot_encode_and_parse_back() {
     m.policy_reload(ReloadResult::Applied);
     m.policy_reload(ReloadResult::Refused);
     m.policy_reload(ReloadResult::Refused);
+    m.export(SinkKind::Webhook, ExportResult::Delivered, 40);
+    m.export(SinkKind::Webhook, ExportResult::Retried, 5);
 
     let mut snap = snapshot_with(42, 5, 9, true);
     let h = Histogram::default();
@@ -137,6 +139,20 @@ fn producer_counters_and_the_snapshot_encode_and_parse_back() {
     assert_eq!(
         sample(&s, "rasp_policy_reloads_total{result=\"refused\"}"),
         2.0
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "rasp_export_records_total{sink=\"webhook\",result=\"delivered\"}"
+        ),
+        40.0
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "rasp_export_records_total{sink=\"file\",result=\"gap\"}"
+        ),
+        0.0
     );
 
     assert_eq!(

@@ -32,6 +32,12 @@ pub struct Subject<'a> {
     /// Set for processes in a container; `in_container` conditions test this.
     pub container_id: Option<&'a str>,
     pub pod_uid: Option<&'a str>,
+    /// Names from the container runtime (absent until the agent has asked it, and for
+    /// runtimes it cannot ask).
+    pub container_name: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub pod_name: Option<&'a str>,
+    pub namespace: Option<&'a str>,
     /// file_open, library_load; the request's path for http.
     pub path: Option<&'a str>,
     /// file_open; empty otherwise.
@@ -98,6 +104,10 @@ impl<'a> Subject<'a> {
             cgroup: None,
             container_id: None,
             pod_uid: None,
+            container_name: None,
+            image: None,
+            pod_name: None,
+            namespace: None,
             path: None,
             access: Access::empty(),
             dest: None,
@@ -144,6 +154,10 @@ pub enum Field {
     Cgroup,
     ContainerId,
     PodUid,
+    ContainerName,
+    Image,
+    PodName,
+    Namespace,
     Path,
     Access,
     Port,
@@ -185,7 +199,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 49] = [
+    pub const ALL: [Field; 53] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -197,6 +211,10 @@ impl Field {
         Field::Cgroup,
         Field::ContainerId,
         Field::PodUid,
+        Field::ContainerName,
+        Field::Image,
+        Field::PodName,
+        Field::Namespace,
         Field::Path,
         Field::Access,
         Field::Port,
@@ -250,6 +268,10 @@ impl Field {
             Field::Cgroup => "cgroup",
             Field::ContainerId => "container_id",
             Field::PodUid => "pod_uid",
+            Field::ContainerName => "container_name",
+            Field::Image => "image",
+            Field::PodName => "pod_name",
+            Field::Namespace => "namespace",
             Field::Path => "path",
             Field::Access => "access",
             Field::Port => "port",
@@ -303,6 +325,10 @@ impl Field {
                 | Field::Cgroup
                 | Field::ContainerId
                 | Field::PodUid
+                | Field::ContainerName
+                | Field::Image
+                | Field::PodName
+                | Field::Namespace
                 | Field::Uid
                 | Field::InContainer
         )
@@ -403,6 +429,10 @@ impl Field {
             | Field::Cmdline
             | Field::ContainerId
             | Field::PodUid
+            | Field::ContainerName
+            | Field::Image
+            | Field::PodName
+            | Field::Namespace
             | Field::Query
             | Field::SqlFinding
             | Field::SqlTable
@@ -493,6 +523,10 @@ pub struct Conditions {
     cgroup: Option<PatternSet>,
     container_id: Option<PatternSet>,
     pod_uid: Option<PatternSet>,
+    container_name: Option<PatternSet>,
+    image: Option<PatternSet>,
+    pod_name: Option<PatternSet>,
+    namespace: Option<PatternSet>,
     path: Option<PatternSet>,
     query: Option<PatternSet>,
     sql_finding: Option<PatternSet>,
@@ -568,6 +602,10 @@ impl Conditions {
             Field::Cgroup => &mut self.cgroup,
             Field::ContainerId => &mut self.container_id,
             Field::PodUid => &mut self.pod_uid,
+            Field::ContainerName => &mut self.container_name,
+            Field::Image => &mut self.image,
+            Field::PodName => &mut self.pod_name,
+            Field::Namespace => &mut self.namespace,
             Field::Path => &mut self.path,
             Field::Query => &mut self.query,
             Field::SqlFinding => &mut self.sql_finding,
@@ -796,7 +834,11 @@ impl Conditions {
             && one(&self.parent_exe, s.parent_exe)
             && one(&self.cgroup, s.cgroup)
             && one(&self.container_id, s.container_id)
-            && one(&self.pod_uid, s.pod_uid))
+            && one(&self.pod_uid, s.pod_uid)
+            && one(&self.container_name, s.container_name)
+            && one(&self.image, s.image)
+            && one(&self.pod_name, s.pod_name)
+            && one(&self.namespace, s.namespace))
         {
             return false;
         }

@@ -98,6 +98,12 @@ const ALIASES: &[(&str, &str)] = &[
     ("dest", "cidr"),
     ("flags", "access"),
     ("container", "in_container"),
+    ("pod", "pod_name"),
+    ("container_image", "image"),
+    ("image_name", "image"),
+    ("ns", "namespace"),
+    ("k8s_namespace", "namespace"),
+    ("pod_namespace", "namespace"),
     ("user", "uid"),
     ("uids", "uid"),
     ("exes", "exe"),
@@ -761,7 +767,7 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
                 ctx.err(
                     e.key_pos,
                     format!(
-                        "`{}` cannot be used in a selector, which chooses processes by exe, cgroup, container_id, pod_uid, uid and in_container; put it in a rule's `match`",
+                        "`{}` cannot be used in a selector, which chooses processes by exe, cgroup, container_id, pod_uid, container_name, image, pod_name, namespace, uid and in_container; put it in a rule's `match`",
                         field.name()
                     ),
                 );
@@ -1230,17 +1236,14 @@ fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
         );
         return None;
     }
-    if matches!(field, Field::ContainerId | Field::PodUid) {
-        // `-` appears in pod uids and in class ranges like `[0-9a-f]`.
-        let allowed =
-            |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c) || "*?[]!^\\-".contains(c);
-        if let Some((i, c)) = t.char_indices().find(|(_, c)| !allowed(*c)) {
-            let what = if field == Field::ContainerId {
-                "container ids are 64 lowercase hex characters (like \"3f4e…\"), without a runtime prefix such as `docker-`"
-            } else {
-                "pod uids are lowercase UUIDs like \"0f1e2d3c-…\""
-            };
-            let fix = if c.is_ascii_uppercase() {
+    if let Some((allowed, what)) = name_charset(field) {
+        // `-` is also in class ranges like `[0-9a-f]`.
+        let glob_char = |c: char| "*?[]!^\\-".contains(c);
+        if let Some((i, c)) = t
+            .char_indices()
+            .find(|&(_, c)| !(allowed(c) || glob_char(c)))
+        {
+            let fix = if c.is_ascii_uppercase() && allowed(c.to_ascii_lowercase()) {
                 format!("; write {:?}", t.to_ascii_lowercase())
             } else {
                 String::new()
@@ -1253,6 +1256,41 @@ fn pattern(ctx: &mut Ctx, field: Field, item: &Node) -> Option<Glob> {
         }
     }
     Some(g)
+}
+
+/// Which characters a name may hold, and what to say to someone who wrote another.
+type Charset = (fn(char) -> bool, &'static str);
+
+/// The characters a runtime or Kubernetes allows in the ids and names these fields match.
+fn name_charset(field: Field) -> Option<Charset> {
+    let lower_hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    match field {
+        Field::ContainerId => Some((
+            lower_hex,
+            "container ids are 64 lowercase hex characters (like \"3f4e…\"), without a runtime prefix such as `docker-`",
+        )),
+        Field::PodUid => Some((
+            |c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-',
+            "pod uids are lowercase UUIDs like \"0f1e2d3c-…\"",
+        )),
+        Field::ContainerName => Some((
+            |c| c.is_ascii_alphanumeric() || "_.-".contains(c),
+            "container names are letters, digits, `_`, `.` and `-` (Kubernetes container names, or the runtime's own names without docker's leading `/`)",
+        )),
+        Field::Image => Some((
+            |c| c.is_ascii_alphanumeric() || "._/:@-".contains(c),
+            "images are written like \"registry.example/team/app:1.4\" or \"app@sha256:…\"",
+        )),
+        Field::PodName => Some((
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c),
+            "pod names are lowercase letters, digits, `-` and `.`",
+        )),
+        Field::Namespace => Some((
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            "namespaces are lowercase letters, digits and `-`",
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1553,6 +1591,36 @@ mod tests {
         has(&e, "12:7", "use `parent_exe` in the rule");
         has(&e, "13:7", "`in_container` can never match");
         assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn container_names_images_pods_and_namespaces_are_checked() {
+        let e = errors(&rule_with(
+            "exec",
+            "      container_name: [\"web\", \"k8s_app*\", \"/web\"]\n      image: [\"nginx:1.25\", \"registry.local/app@sha256:*\", \"nginx latest\"]\n      pod_name: [\"web-0\", \"Web-*\"]\n      namespace: [\"prod\", \"kube_system\"]\n",
+        ));
+        assert_eq!(e.len(), 4, "{e:#?}");
+        has(
+            &e,
+            "9:44",
+            "`container_name` pattern \"/web\" can never match because of '/'",
+        );
+        has(
+            &e,
+            "10:66",
+            "`image` pattern \"nginx latest\" can never match because of ' '",
+        );
+        has(&e, "11:28", "write \"web-*\"");
+        has(
+            &e,
+            "12:32",
+            "`namespace` pattern \"kube_system\" can never match because of '_'",
+        );
+        // In a selector too; and the aliases say what to write.
+        let text = "name: p\nversion: 1\nmode: audit\nselector:\n  namespace: [\"prod\"]\n  image: [\"registry.local/*\"]\n  pod_name: [\"web-*\"]\n  container_name: [\"app\"]\nrules:\n  - id: r\n    severity: low\n    event: exec\n";
+        assert!(errors(text).is_empty(), "{:#?}", errors(text));
+        let e = errors(&text.replace("  namespace:", "  k8s_namespace:"));
+        has(&e, "5:3", "namespace");
     }
 
     #[test]

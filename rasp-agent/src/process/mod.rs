@@ -2,6 +2,8 @@
 //! cgroup, seeded from /proc at start and kept current by exec/fork/exit events. Bounded:
 //! exited processes stay for a grace period (so late questions about them still answer),
 //! then are reaped; past `max` entries the oldest exited, then oldest seen, go first.
+//! Beside it: cgroup ids resolved to paths (`cgroup`), and the container and pod each cgroup
+//! belongs to (`container`, named through the runtimes' sockets, `runtime`).
 
 pub mod cgroup;
 pub mod container;
@@ -9,6 +11,7 @@ pub mod namespaces;
 pub mod pipes;
 pub mod procfs;
 pub mod provenance;
+pub mod runtime;
 pub mod script;
 pub mod sockets;
 
@@ -226,7 +229,7 @@ impl ProcessTable {
     }
 
     /// Fill the table from `<proc>`, resolving cgroup ids through `cgroups`.
-    pub fn seed_from_proc(&mut self, proc: &Path, cgroups: &mut CgroupResolver) -> usize {
+    pub fn seed_from_proc(&mut self, proc: &Path, cgroups: &CgroupResolver) -> usize {
         let mut n = 0;
         for pid in procfs::list_pids(proc) {
             let Some(mut p) = procfs::read_process(proc, pid) else {
@@ -391,6 +394,7 @@ mod tests {
             cgroup_id: 1,
             cgroup: Some("/".into()),
             verdict: None,
+            container: None,
             detail,
         }
     }

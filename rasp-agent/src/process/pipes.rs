@@ -108,6 +108,7 @@ mod tests {
             cgroup_id: 0,
             cgroup: None,
             verdict: None,
+            container: None,
             detail: EventDetail::Exit(ExitDetail {
                 exit_code: Some(0),
                 signal: None,

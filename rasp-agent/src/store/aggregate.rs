@@ -401,7 +401,8 @@ mod tests {
                 argv.push("-c".into());
                 d.process.argv = argv.into();
             }),
-            variant(5, |d| d.container_id = Some("abc".into())),
+            // Another cgroup (another container): a different key.
+            variant(5, |d| std::sync::Arc::make_mut(&mut d.event).cgroup_id += 1),
             variant(6, |d| d.outcome = Outcome::Failed),
             variant(7, |d| d.policy_set_version += 1),
             variant(8, |d| {

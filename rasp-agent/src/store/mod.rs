@@ -8,6 +8,7 @@
 //! `submitted - folded + aggregates = written + journal_dropped + write_lost`.
 
 pub mod aggregate;
+pub mod export;
 pub mod index;
 pub mod journal;
 
@@ -165,6 +166,9 @@ pub struct DetectionStore {
     index: Mutex<DetectionIndex>,
     live: broadcast::Sender<Arc<Detection>>,
     journal_tx: mpsc::Sender<Arc<Detection>>,
+    /// Lines written to the journal so far: ticks after each write, waking the export sinks
+    /// that tail it.
+    journal_written: watch::Sender<u64>,
     counters: Counters,
     opened: Instant,
     journal_path: PathBuf,
@@ -194,6 +198,7 @@ impl DetectionStore {
             index: Mutex::new(index),
             live,
             journal_tx,
+            journal_written: watch::Sender::new(0),
             counters,
             opened: Instant::now(),
             journal_path: journal.path().to_path_buf(),
@@ -255,6 +260,12 @@ impl DetectionStore {
     /// The most recent matching detections, oldest first.
     pub fn query(&self, q: &DetectionQuery) -> Vec<Arc<Detection>> {
         lock(&self.index).query(q)
+    }
+
+    /// Ticks (with the number of journal lines written so far) after every journal write:
+    /// what the export sinks wait on.
+    pub fn journal_written(&self) -> watch::Receiver<u64> {
+        self.journal_written.subscribe()
     }
 
     /// Live detections (first occurrences and aggregates, as journaled) for
@@ -490,6 +501,11 @@ impl StoreWriter {
         let c = &self.store.counters;
         c.written.fetch_add(appended.written, Ordering::Relaxed);
         c.write_lost.fetch_add(appended.lost, Ordering::Relaxed);
+        if appended.written > 0 {
+            self.store
+                .journal_written
+                .send_modify(|n| *n += appended.written);
+        }
         if let Some(j) = &self.journal {
             c.journal_bytes.store(j.bytes(), Ordering::Relaxed);
         }
@@ -602,6 +618,7 @@ pub(crate) mod tests {
                 cgroup_id: 4242,
                 cgroup: Some("/system.slice/nginx.service".into()),
                 verdict: None,
+                container: None,
                 detail: EventDetail::Exec(ExecDetail {
                     exe: Some(exe.into()),
                     filename: exe.to_string(),
@@ -636,8 +653,6 @@ pub(crate) mod tests {
                     uid: Some(0),
                 },
             ],
-            container_id: None,
-            pod_uid: None,
             latency_us: 180,
             count: 1,
             last_time: None,

@@ -25,7 +25,9 @@ use rasp_agent::events::{
 };
 use rasp_agent::metrics::Metrics;
 use rasp_agent::policy::reload::PolicyControl;
-use rasp_agent::process::{cgroup::CgroupResolver, ProcessTable};
+use rasp_agent::process::{
+    cgroup::CgroupResolver, container::Containers, runtime::RuntimeSockets, ProcessTable,
+};
 use rasp_agent::store::{DetectionStore, StoreOptions};
 use serde::Serialize;
 
@@ -64,7 +66,8 @@ pub enum ReplayKind {
 /// The agent's event-path stages, as `daemon` builds them for `pipeline::run`.
 pub struct Pipeline {
     clock: BootClock,
-    cgroups: CgroupResolver,
+    cgroups: Arc<CgroupResolver>,
+    containers: Arc<Containers>,
     table: RwLock<ProcessTable>,
     policies: PolicyControl,
     engine: Engine,
@@ -94,11 +97,15 @@ impl Pipeline {
             .map_err(|problems| anyhow!("policies refused: {}", problems.join("; ")))?;
         let (store, _writer) = DetectionStore::open(StoreOptions::in_dir(&state_dir))
             .context("opening the detection store")?;
-        let mut cgroups = CgroupResolver::new(PathBuf::from("/sys/fs/cgroup"));
+        // The maintenance thread and the enricher do not run here (not on the event path):
+        // misses stay misses, containers stay unnamed.
+        let (cgroups, _maintenance) = CgroupResolver::new(PathBuf::from("/sys/fs/cgroup"));
         cgroups.learn(CGROUP_ID, CGROUP_PATH);
+        let (containers, _enricher) = Containers::new(RuntimeSockets::none());
         Ok(Pipeline {
             clock: BootClock::now(),
             cgroups,
+            containers,
             table: RwLock::new(ProcessTable::new(65536, Duration::from_secs(30))),
             policies,
             engine: Engine::live(),
@@ -144,10 +151,11 @@ impl Pipeline {
     /// `pipeline::run`'s per-batch closure, with the SQL analyzer's stage run inline (the
     /// agent runs it on its own thread behind a bounded queue).
     fn batch(&mut self, batch: &mut Vec<Event>) {
-        let cgroups = &mut self.cgroups;
+        let (cgroups, containers) = (&self.cgroups, &self.containers);
         self.shared.extend(batch.drain(..).map(|mut ev| {
             let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
             ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
+            ev.container = containers.of(ev.cgroup_id, ev.cgroup.as_deref());
             Arc::new(ev)
         }));
         let set = self.policies.registry().current();

@@ -451,6 +451,7 @@ mod tests {
             comm: Comm::new("app"),
             cgroup_id: 1,
             cgroup: None,
+            container: None,
             verdict: None,
             detail: EventDetail::Exit(crate::events::ExitDetail::from_wait_status(0)),
         }

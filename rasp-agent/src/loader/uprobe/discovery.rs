@@ -155,6 +155,7 @@ mod tests {
             cgroup_id: 1,
             cgroup: None,
             verdict: None,
+            container: None,
             detail,
         }
     }
