@@ -38,8 +38,8 @@ use crate::{
         tp_field, Kptr,
     },
     maps::{
-        exec_file_news, filter_flags, kill_current, loss, wake_flags, wake_flags_now, Draft,
-        FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES,
+        exec_file_news, filter_flags, forget, kill_current, loss, wake_flags, wake_flags_now,
+        Draft, FILE_FILTER, FILE_NAMES, LIB_FILTER, LIB_NAMES,
     },
     vfs::{file_of_fd, names_interest, walk_from, FileView, NameSummary, PathWalk, WalkMasks},
 };
@@ -350,35 +350,40 @@ pub fn rasp_library_load(ctx: TracePointContext) -> u32 {
         Fallback::LeftToLsm => return 0,
         _ => None,
     };
-    if let Some(rule) = denied {
-        kill_current();
-        let verdict = verdict_word(VERDICT_KILLED_AT_SYSCALL, rule);
-        send_library_load(o, &view, fd, prot, verdict);
-        return 0;
-    }
-    // The agent's own mappings neither report nor mark a file: another process mapping
-    // the same library later must still be reported.
-    let agent = is_agent();
-    let id = view.identity(o);
-    let new_file = !agent && id.ino != 0 && exec_file_news(&id);
-    let filter = filter_flags(&LIB_FILTER);
-    let wanted = if filter & LIB_ENABLED == 0 {
-        false
-    } else {
-        match lib_interest(o, task, &view, filter) {
-            Verdict::Send => true,
-            Verdict::Skip => false,
-            Verdict::Unknown => {
-                loss(LossSite::LibFilterRead, line!());
+    // One call of `send_library_load` (each call site is verified anew, path walk and all).
+    let (prot_flags, verdict) = match denied {
+        Some(rule) => {
+            kill_current();
+            (prot, verdict_word(VERDICT_KILLED_AT_SYSCALL, rule))
+        }
+        None => {
+            // The agent's own mappings neither report nor mark a file: another process
+            // mapping the same library later must still be reported.
+            let agent = is_agent();
+            let id = view.identity(o);
+            let new_file = !agent && id.ino != 0 && exec_file_news(&id);
+            let filter = filter_flags(&LIB_FILTER);
+            let wanted = if filter & LIB_ENABLED == 0 {
                 false
+            } else {
+                match lib_interest(o, task, &view, filter) {
+                    Verdict::Send => true,
+                    Verdict::Skip => false,
+                    Verdict::Unknown => {
+                        loss(LossSite::LibFilterRead, line!());
+                        false
+                    }
+                }
+            };
+            if agent || !(wanted || new_file) {
+                return 0;
             }
+            let flags = if new_file { LIB_FILE_NEW } else { 0 };
+            (prot | (flags as u64) << 32, 0)
         }
     };
-    if agent || !(wanted || new_file) {
-        return 0;
-    }
-    let flags = if new_file { LIB_FILE_NEW } else { 0 };
-    send_library_load(o, &view, fd, prot | (flags as u64) << 32, 0);
+    // Both branches arrive as one state (`forget`): the record is verified once.
+    send_library_load(o, &view, fd, forget(prot_flags), forget(verdict));
     0
 }
 

@@ -51,6 +51,32 @@ pub fn loss(site: LossSite, line: u32) {
     }
 }
 
+/// One word per CPU that `forget` passes values through.
+#[map]
+static FORGET: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `value`, as the verifier sees a load from map memory: an unknown scalar. Where a walk
+/// can end at any of its steps, each end leaves a different exact length behind, and the
+/// verifier explored everything after the walk once per end (a second walk after the first
+/// once per pair, a record's remaining fields once per triple). Forgotten, the ends are one
+/// state and the rest is explored once; the caller bounds the value again with a mask
+/// before using it as an offset. A program preempted between the store and the load by
+/// another on this CPU may read the other's value: a wrong length, still masked, never out
+/// of bounds (the same two-instruction window as `Draft::begin`'s). 0 if the slot is
+/// missing (it never is).
+#[inline(always)]
+pub fn forget(value: u64) -> u64 {
+    match FORGET.get_ptr_mut(0) {
+        // SAFETY: a valid per-CPU slot of our map; volatile so the compiler keeps the
+        // round trip.
+        Some(slot) => unsafe {
+            core::ptr::write_volatile(slot, value);
+            core::ptr::read_volatile(slot)
+        },
+        None => 0,
+    }
+}
+
 /// Scratch buffers for records with payloads: two per CPU, so a program preempted while it
 /// builds a record (possible for uprobes, which run with only migration disabled) does not
 /// share its buffer with the program that preempted it. `SCRATCH_DEPTH` says how many are

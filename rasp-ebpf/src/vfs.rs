@@ -19,7 +19,7 @@ use aya_ebpf::maps::{Array, HashMap};
 use crate::kernel::{
     btf_load, fresh, rdonly_cast, read_kernel, read_kernel_str, read_ptr, read_u32, Kptr,
 };
-use crate::maps::filter_word;
+use crate::maps::{filter_word, forget};
 use rasp_common::{
     interest::{name_hint, DepthMasks, NameKey, FILTER_LENGTHS, MASK_SLOTS},
     limits::{NAME_KEY_LEN, NAME_SLOT, PATH_CAP, PATH_DEPTH},
@@ -424,6 +424,24 @@ fn walk_from_<const KEEP_TOP: bool>(
     root: Kptr,
     buf: *mut u8,
 ) -> Result<PathWalk, i32> {
+    let walk = climb::<KEEP_TOP>(o, mnt, dentry, root, buf)?;
+    // Whichever step the walk ended at, the code after it is verified once (`forget`).
+    let packed = forget(u64::from(walk.len) | u64::from(walk.truncated) << 32);
+    Ok(PathWalk {
+        len: packed as u32 & (2 * PATH_CAP as u32 - 1),
+        truncated: packed >> 32 != 0,
+    })
+}
+
+/// The walk itself (see `walk_from_`).
+#[inline(always)]
+fn climb<const KEEP_TOP: bool>(
+    o: &KernelOffsets,
+    mnt: Kptr,
+    dentry: Kptr,
+    root: Kptr,
+    buf: *mut u8,
+) -> Result<PathWalk, i32> {
     let root = (read_ptr(root, o.path_mnt)?, read_ptr(root, o.path_dentry)?);
     let mut up = Ascent::<Probe>::new(o, mnt, dentry, Some(root))?;
     let mut off: u32 = 0;
@@ -471,7 +489,13 @@ fn walk_from_<const KEEP_TOP: bool>(
         });
     }
     // Too long or too deep: climb on to the root without copying, remembering the two
-    // components nearest to it.
+    // components nearest to it. The copy may have ended at any of its steps, each leaving
+    // other exact lengths behind: forgotten (`forget`), the climb is verified once rather
+    // than once per step (it was half of what the verifier walked for an open); the masks
+    // bound the lengths again.
+    let kept = forget(u64::from(off) | u64::from(mark) << 32);
+    let off = kept as u32 & (2 * PATH_CAP as u32 - 1);
+    let mark = (kept >> 32) as u32 & (2 * PATH_CAP as u32 - 1);
     let (mut top, mut below_top, mut more) = (skipped, core::ptr::null::<u8>(), false);
     for _ in 0..top_depth() {
         match up.step(o)? {
