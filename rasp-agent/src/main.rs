@@ -75,6 +75,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_daemon(args: daemon::RunArgs) -> anyhow::Result<()> {
+    // Before any thread exists: threads inherit their creator's capabilities. A failure
+    // leaves root's set and is logged; it does not stop the agent from protecting the node.
+    if loader::env::require_root().is_ok() {
+        match loader::privileges::drop_unneeded() {
+            Ok(d) => tracing::info!(dropped = %d.dropped.join(","), "capabilities: {d}"),
+            Err(e) => {
+                tracing::error!(error = %e, "capabilities not dropped: the agent keeps root's")
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("rasp-agent")

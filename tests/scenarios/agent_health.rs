@@ -312,3 +312,80 @@ fn a_hostile_policy_file_is_refused_and_the_agent_lives() {
     );
     assert_eq!(status["pipeline"], "running");
 }
+
+/// A capability set from `/proc/<pid>/status` (`CapEff`, `CapBnd`, ...), as a bit mask.
+fn capabilities(pid: u32, set: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{set}:\t")))
+        .unwrap_or_else(|| panic!("no {set} in /proc/{pid}/status"));
+    u64::from_str_radix(line.trim(), 16).unwrap_or_else(|e| panic!("{set} {line}: {e}"))
+}
+
+/// An attacker who takes over the agent's process gets what it kept: after start it holds
+/// no capability that loads kernel modules, does raw I/O, changes uids or file
+/// capabilities, reboots or sets the clock, in any set, and neither does the hold watchdog
+/// it executes. What it kept still works: it attaches, sees an exec, and answers.
+#[test]
+fn the_agent_keeps_only_the_capabilities_it_uses() {
+    require_root();
+    // CAP_SETGID 6, SETUID 7, SETPCAP 8, SYS_MODULE 16, SYS_RAWIO 17, SYS_CHROOT 18,
+    // SYS_BOOT 22, SYS_TIME 25, MKNOD 27, SETFCAP 31, MAC_ADMIN 33.
+    let never = [6u32, 7, 8, 16, 17, 18, 22, 25, 27, 31, 33]
+        .iter()
+        .fold(0u64, |m, c| m | 1 << c);
+    // CAP_KILL 5, NET_ADMIN 12, SYS_PTRACE 19, SYS_ADMIN 21, PERFMON 38, BPF 39.
+    let needed = [5u32, 12, 19, 21, 38, 39]
+        .iter()
+        .fold(0u64, |m, c| m | 1 << c);
+    let ours = capabilities(std::process::id(), "CapEff");
+    assert_eq!(
+        ours & never,
+        never,
+        "the test itself must run with full root capabilities (CapEff {ours:x})"
+    );
+    let agent = Agent::start(&[]);
+    let mut pids = vec![("agent", agent.pid())];
+    if let Some(w) = agent.status()["sql_hold"]["watchdog_pid"].as_u64() {
+        pids.push(("hold watchdog", w as u32));
+    }
+    for (what, pid) in &pids {
+        for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
+            let caps = capabilities(*pid, set);
+            assert_eq!(
+                caps & never,
+                0,
+                "the {what} (pid {pid}) kept {set} {caps:x}: bits {:x} should be gone",
+                caps & never
+            );
+        }
+    }
+    let eff = capabilities(agent.pid(), "CapEff");
+    assert_eq!(
+        eff & needed,
+        needed,
+        "the agent dropped what it needs: CapEff {eff:x}"
+    );
+    assert!(
+        agent.log_text().contains("capabilities: kept"),
+        "the agent should log what it kept:\n{}",
+        agent.log_text()
+    );
+    // Still working with what it kept: a fresh exec is seen.
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let marker = dir.join("caps-probe");
+    std::fs::copy("/bin/true", &marker).expect("copy /bin/true");
+    let status = Command::new(&marker).status().expect("run the probe");
+    assert!(status.success());
+    let path = marker.display().to_string();
+    let seen = wait_for(Duration::from_secs(10), || {
+        agent
+            .events(&["--kind", "exec"])
+            .into_iter()
+            .find(|e| e["exe"].as_str() == Some(path.as_str()))
+    });
+    assert!(seen.is_some(), "the agent saw no exec of {path}");
+}

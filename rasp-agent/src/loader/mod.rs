@@ -10,6 +10,7 @@ pub mod env;
 pub mod floor;
 pub mod interest;
 pub mod kfunc;
+pub mod privileges;
 pub mod shapes;
 pub mod tls;
 pub mod uprobe;
