@@ -1,32 +1,33 @@
 //! Real drivers, real attack tool: psycopg2-binary (its own bundled libpq, found when the
 //! import loads it) and psycopg 3 in pure-Python mode (the system libpq, through ctypes),
-//! from the venv `cargo xtask setup` makes; a small web app on Python's http.server with an
+//! from the venv `cargo xtask setup` makes; a small HTTPS web app on Python's http.server
+//! and ssl module (the system libssl, whose plaintext the agent reads too) with an
 //! injectable endpoint and a parameterized one, attacked by sqlmap (Debian's package) and a
 //! scripted set of sqlmap-style payloads. Every attack produces a SQL detection naming the
 //! app's pid; ordinary traffic and ORM-style parameterized queries produce none.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    io::{BufRead, BufReader, Write},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use rasp_tests::{
+    https::{curl, Cert},
     output_within, require_root,
     sql::{detections_for, driver_python, libpq_target, Postgres},
     url_encode, wait_for, Agent,
 };
 use serde_json::Value;
 
-/// The app: `python app.py DRIVER SOCKET_DIR`. Imports its driver, prints `imported`, waits
+/// The app: `python app.py DRIVER SOCKET_DIR CERT KEY`. Imports its driver, prints `imported`, waits
 /// for a line on stdin (the test waits until the driver's libpq is probed), connects, runs
 /// ORM-style start-up queries, prints `listening PORT`, and serves until killed.
 const APP: &str = r#"
-import json, os, sys, urllib.parse
+import json, os, ssl, sys, urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
-driver, host = sys.argv[1], sys.argv[2]
+driver, host, cert, key = sys.argv[1:5]
 if driver == "psycopg2":
     import psycopg2 as db
     def connect():
@@ -73,7 +74,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
 server = HTTPServer(("127.0.0.1", 0), Handler)
+server.socket = context.wrap_socket(server.socket, server_side=True)
 print("listening", server.server_address[1], flush=True)
 server.serve_forever()
 "#;
@@ -89,10 +93,13 @@ impl App {
     fn start(agent: &Agent, pg: &Postgres, driver: &str, libpq_path_part: &str) -> App {
         let script = agent.dir().join("app.py");
         std::fs::write(&script, APP).expect("write app.py");
+        let cert = Cert::new(agent.dir());
         let mut child = Command::new(driver_python())
             .arg(&script)
             .arg(driver)
             .arg(pg.socket_dir())
+            .arg(&cert.cert)
+            .arg(&cert.key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -126,30 +133,18 @@ impl App {
         self.child.id()
     }
 
-    /// GET `path?name=<value url-encoded>`: (status, body).
-    fn get(&self, path: &str, value: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the app");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET {path}?name={} HTTP/1.0\r\nHost: localhost\r\n\r\n",
-            url_encode(value)
-        )
-        .expect("send request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+    /// The app's base URL.
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// GET `path?name=<value url-encoded>` over HTTPS: the status.
+    fn get(&self, path: &str, value: &str) -> u16 {
+        let url = format!("{}{path}?name={}", self.url(), url_encode(value));
+        curl(&[url])
+            .first()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -227,10 +222,10 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
     assert!(text.contains(placeholder), "{driver} sent {text:?}");
     // Ordinary traffic to both endpoints, quotes and all on the parameterized one.
     for name in ["apple", "banana"] {
-        assert_eq!(app.get("/item", name).0, 200);
+        assert_eq!(app.get("/item", name), 200);
     }
     for name in ["apple", "O'Reilly", "it's -- or union select"] {
-        assert_eq!(app.get("/safe", name).0, 200);
+        assert_eq!(app.get("/safe", name), 200);
     }
     let banana = query_containing(&agent, pid, "WHERE name = 'banana'");
     // The analyzer's facts ride on the event: statement kind, tables, shape novelty.
@@ -305,10 +300,23 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
         let findings = found["event"]["findings"].to_string();
         assert!(findings.contains(finding), "{payload:?}: {findings}");
     }
+    // The agent read the requests inside TLS too: an injected parameter that reached the
+    // query is linked request → query.
+    wait_for(Duration::from_secs(15), || {
+        detections_for(&agent, "sql-injection-confirmed", pid)
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no sql-injection-confirmed detection for {driver}'s app {pid}: {}",
+            rasp_tests::show(&agent.events(&["--kind", "http", "--pid", &pid.to_string()]))
+        )
+    });
     // The same payloads through the parameterized endpoint are data: no detection.
     let before = detections_for(&agent, "sql-injection", pid).len();
     for (payload, _) in &payloads {
-        assert_eq!(app.get("/safe", payload).0, 200);
+        assert_eq!(app.get("/safe", payload), 200);
     }
     query_containing(&agent, pid, "PG_SLEEP(0)--");
     assert_eq!(
@@ -319,7 +327,7 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
 
     // sqlmap itself, boolean-blind and UNION techniques, non-interactive.
     let out_dir = agent.dir().join("sqlmap");
-    let url = format!("http://127.0.0.1:{}/item?name=apple", app.port);
+    let url = format!("{}/item?name=apple", app.url());
     let run = output_within(
         Command::new("sqlmap")
             .args(["-u", &url, "-p", "name", "--batch", "--flush-session"])

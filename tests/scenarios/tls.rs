@@ -8,7 +8,6 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener},
-    path::Path,
     process::{Child, ChildStdout, Command, Stdio},
     sync::mpsc,
     thread,
@@ -16,7 +15,8 @@ use std::{
 };
 
 use rasp_tests::{
-    output_within, require_root,
+    https::{curl, Cert},
+    require_root,
     sql::{detections_for, driver_python, libpq_target, Postgres},
     url_encode, wait_for, Agent,
 };
@@ -427,52 +427,6 @@ fn attached(agent: &Agent, kind: &str, path_part: &str) -> bool {
                     && t["attached"].as_array().is_some_and(|a| !a.is_empty())
             })
         })
-}
-
-/// `curl -k` over one connection; the status of each URL.
-fn curl(urls: &[String]) -> Vec<String> {
-    let out = output_within(
-        Command::new("curl")
-            .args(["-sk", "-w", "%{http_code}\\n"])
-            .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()])),
-        Duration::from_secs(60),
-    )
-    .expect("curl did not finish (Debian package curl)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// A self-signed certificate for 127.0.0.1, in `dir`.
-struct Cert {
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-impl Cert {
-    fn new(dir: &Path) -> Cert {
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        let out = output_within(
-            Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-            Duration::from_secs(60),
-        )
-        .expect("openssl req did not finish (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cert { cert, key }
-    }
 }
 
 struct KillOnDrop<'a>(&'a mut Child);
