@@ -450,6 +450,7 @@ const NODE_REVERSE_SHELL: &str =
 /// Every exec-rule case. Creates the files they need in `fx`.
 fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
     let tmp_payload = fx.scratch.copy("/bin/true", fx.tmp.join("payload"));
+    let miner = fx.scratch.copy("/bin/true", fx.opt.join("bin/xmrig"));
     let hidden_payload = fx.scratch.copy("/bin/true", fx.tmp.join(".cache/kworker"));
     let shm_payload = fx.scratch.copy("/bin/true", fx.shm.join("payload"));
     let nginx = fx.scratch.copy("/bin/bash", fx.opt.join("sbin/nginx"));
@@ -495,6 +496,14 @@ fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
         )
         .exe("/bin/bash"),
         Case::new("exec-from-tmp", s(&tmp_payload)).exe(s(&tmp_payload)),
+        // A miner by its name (installed outside /tmp, so only its name tells), and one
+        // renamed but pointed at a pool.
+        Case::new("crypto-miner", format!("{} --version", s(&miner))).exe(s(&miner)),
+        Case::new(
+            "mining-pool-in-command-line",
+            "true -o stratum+tcp://pool.invalid:3333 -u wallet",
+        )
+        .exe("/usr/bin/true"),
         Case::new("exec-from-hidden-tmp-path", s(&hidden_payload))
             .exe(s(&hidden_payload))
             .not_rule("exec-from-tmp"),
@@ -676,6 +685,17 @@ fn file_cases(fx: &mut Fixtures) -> Vec<Case> {
         Case::new("write-ld-so-preload", "sh -c ': >> /etc/ld.so.preload'")
             .exe("/bin/sh")
             .path("/etc/ld.so.preload"),
+        // Searches for keys and passwords (of a scratch tree: what they find is not read).
+        Case::new(
+            "credential-search",
+            format!("find {} -name id_rsa", s(&fx.tmp)),
+        )
+        .exe("/usr/bin/find"),
+        Case::new(
+            "password-search",
+            format!("grep -ri password {}", s(&fx.tmp)),
+        )
+        .exe("/usr/bin/grep"),
     ]
 }
 
@@ -716,6 +736,7 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         fx.scratch.file(crio, b"", 0o600);
     }
     let sock = s(&fx.tmp.join("docker.sock"));
+    let attr_file = fx.scratch.file(fx.tmp.join("locked.conf"), b"x\n", 0o644);
     let nopid = absent_pid();
     let socket_curl = format!("curl -s -m 1 --unix-socket {sock} http://localhost/version");
     let mut cases = vec![
@@ -871,6 +892,20 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         Case::new("kernel-module-remove", "rmmod rasp_test_absent_module")
             .exe("/usr/bin/kmod")
             .needs("/usr/sbin/rmmod", "kmod"),
+        // The firewall flushed and switched off for real, inside a network namespace of
+        // its own (the host's rules are untouched).
+        Case::new("firewall-rules-flushed", "unshare -n iptables -F")
+            .exe("/usr/sbin/xtables-nft-multi")
+            .needs("/usr/sbin/iptables", "iptables"),
+        Case::new("security-service-disabled", "unshare -n nft flush ruleset")
+            .exe("/usr/sbin/nft")
+            .needs("/usr/sbin/nft", "nftables"),
+        Case::new(
+            "immutable-attribute-changed",
+            format!("chattr -i {}", s(&attr_file)),
+        )
+        .exe("/usr/bin/chattr")
+        .needs("/usr/bin/chattr", "e2fsprogs"),
     ];
     cases.extend(hook_cases(fx, &home));
     cases

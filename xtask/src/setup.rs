@@ -57,6 +57,9 @@ const APT_PACKAGES: &[&str] = &[
     "sudo",
     "python3-pytest",
     "e2fsprogs",
+    // Firewall tampering scenarios flush the rules of a network namespace of their own.
+    "iptables",
+    "nftables",
     // The TLS scenario: `openssl s_server`/`s_client` and its certificate (libssl3 itself
     // comes with python3 and curl).
     "openssl",

@@ -1835,6 +1835,118 @@ mod tests {
     }
 
     #[test]
+    fn security_controls_immutable_files_miners_and_credential_searches() {
+        let sh = &["/usr/bin/bash"][..];
+        let ipt = "/usr/sbin/xtables-nft-multi";
+        for argv in [
+            &["iptables", "-F"][..],
+            &["iptables", "-t", "nat", "-F"],
+            &["iptables", "-w", "--flush"],
+            &["ip6tables", "-X"],
+            &["iptables", "-P", "INPUT", "ACCEPT"],
+        ] {
+            only(exec(ipt, argv, sh), "firewall-rules-flushed");
+        }
+        // Adding a rule, listing, or a runtime flushing its own chain: quiet.
+        none(exec(
+            ipt,
+            &["iptables", "-A", "INPUT", "-p", "tcp", "-j", "DROP"],
+            sh,
+        ));
+        none(exec(ipt, &["iptables", "-L", "-n"], sh));
+        none(exec(ipt, &["iptables", "-P", "INPUT", "DROP"], sh));
+        none(exec(
+            ipt,
+            &["iptables", "--wait", "-t", "nat", "-F", "DOCKER"],
+            &["/usr/sbin/dockerd"],
+        ));
+        for (exe, argv) in [
+            ("/usr/sbin/ufw", &["ufw", "disable"][..]),
+            ("/usr/sbin/nft", &["nft", "flush", "ruleset"]),
+            ("/usr/sbin/setenforce", &["setenforce", "0"]),
+            ("/usr/bin/systemctl", &["systemctl", "stop", "firewalld"]),
+            (
+                "/usr/bin/systemctl",
+                &["systemctl", "disable", "--now", "apparmor"],
+            ),
+        ] {
+            only(exec(exe, argv, sh), "security-service-disabled");
+        }
+        none(exec("/usr/sbin/ufw", &["ufw", "enable"], sh));
+        none(exec(
+            "/usr/bin/systemctl",
+            &["systemctl", "restart", "nginx"],
+            sh,
+        ));
+
+        let chattr = "/usr/bin/chattr";
+        for flag in ["+i", "-i", "+a", "-ia"] {
+            only(
+                exec(chattr, &["chattr", flag, "/etc/resolv.conf"], sh),
+                "immutable-attribute-changed",
+            );
+        }
+        none(exec(chattr, &["chattr", "+c", "/srv/data"], sh));
+        none(exec("/usr/bin/lsattr", &["lsattr", "/etc/resolv.conf"], sh));
+
+        only(
+            exec("/usr/local/bin/xmrig", &["xmrig", "-c", "config.json"], sh),
+            "crypto-miner",
+        );
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &["python3", "w.py", "-o", "stratum+tcp://pool.example:3333"],
+                sh,
+            ),
+            "mining-pool-in-command-line",
+        );
+        none(exec("/usr/bin/stress-ng", &["stress-ng", "--cpu", "2"], sh));
+
+        for (exe, argv) in [
+            ("/usr/bin/find", &["find", "/", "-name", "id_rsa"][..]),
+            ("/usr/bin/grep", &["grep", "-r", "PRIVATE KEY", "/home"]),
+            (
+                "/usr/bin/find",
+                &["find", "/home", "-name", ".git-credentials"],
+            ),
+            ("/usr/bin/rg", &["rg", "-i", "password", "/srv"]),
+        ] {
+            only(exec(exe, argv, sh), "credential-search");
+        }
+        for argv in [
+            &["grep", "-ri", "password", "/etc"][..],
+            &["grep", "-R", "passwd", "/var/www"],
+            &["grep", "--recursive", "-i", "PASSWORD", "/home"],
+            &["grep", "-nir", "password=", "/opt"],
+        ] {
+            only(exec("/usr/bin/grep", argv, sh), "password-search");
+        }
+        none(exec(
+            "/usr/bin/grep",
+            &["grep", "-n", "main", "src/lib.rs"],
+            sh,
+        ));
+        none(exec("/usr/bin/find", &["find", ".", "-name", "*.rs"], sh));
+        none(exec(
+            "/usr/bin/grep",
+            &["grep", "password", "notes.txt"],
+            sh,
+        ));
+        none(exec(
+            "/usr/bin/grep",
+            &["grep", "-c", "root", "/etc/passwd"],
+            sh,
+        ));
+        none(exec(
+            "/usr/bin/grep",
+            &["grep", "-r", "root", "/etc/passwd"],
+            sh,
+        ));
+        none(exec("/usr/bin/grep", &["grep", "-rn", "TODO", "src/"], sh));
+    }
+
+    #[test]
     fn ordinary_activity_is_quiet() {
         none(exec(
             "/usr/bin/ls",
