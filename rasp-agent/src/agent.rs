@@ -446,21 +446,12 @@ impl Agent {
         let event = Arc::new(Event {
             time: WallTime::from_system(now),
             ts_boot_ns: boot_ns,
-            pid,
-            tid: pid,
-            ppid: std::os::unix::process::parent_id(),
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "rasp-agent".into(),
-            cgroup_id: 0,
-            cgroup: None,
-            verdict: None,
-            container: None,
-            detail: EventDetail::AgentHealth(detail),
+            ..Event::new(
+                pid,
+                std::os::unix::process::parent_id(),
+                EventDetail::AgentHealth(detail),
+            )
         });
         self.hub.publish(&mut vec![event.clone()]);
         let set = self.policies.registry().current();

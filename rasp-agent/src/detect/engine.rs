@@ -499,23 +499,13 @@ mod tests {
 
     fn event(pid: u32, ppid: u32, detail: EventDetail) -> Arc<Event> {
         Arc::new(Event {
-            time: Default::default(),
             ts_boot_ns: u64::from(pid),
-            pid,
-            tid: pid,
-            ppid,
             uid: 1000,
             gid: 1000,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "cat".into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice".into()),
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         })
     }
 
@@ -654,11 +644,7 @@ mod cost {
 
     fn ev(pid: u32, ppid: u32, comm: &str, detail: EventDetail) -> Arc<Event> {
         Arc::new(Event {
-            time: Default::default(),
             ts_boot_ns: u64::from(pid),
-            pid,
-            tid: pid,
-            ppid,
             uid: 1000,
             gid: 1000,
             euid: Some(1000),
@@ -668,9 +654,7 @@ mod cost {
             comm: comm.into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         })
     }
 

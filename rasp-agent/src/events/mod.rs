@@ -580,6 +580,32 @@ impl Kind {
 }
 
 impl Event {
+    /// An event of process `pid` (its only thread, child of `ppid`) with nothing else known:
+    /// time 0, root's ids, no credentials, cgroup, container or verdict. What the agent
+    /// reports about itself and what tests make start here, setting what they know with
+    /// `Event { .., ..Event::new(..) }`.
+    pub fn new(pid: u32, ppid: u32, detail: EventDetail) -> Event {
+        Event {
+            time: WallTime::default(),
+            ts_boot_ns: 0,
+            pid,
+            tid: pid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            euid: None,
+            egid: None,
+            cap_effective: None,
+            start_ns: 0,
+            comm: Comm::default(),
+            cgroup_id: 0,
+            cgroup: None,
+            verdict: None,
+            container: None,
+            detail,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self.detail {
             EventDetail::Exec(_) => Kind::Exec,

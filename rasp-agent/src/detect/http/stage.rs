@@ -433,27 +433,16 @@ fn finding(f: &HttpFinding) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Comm, EventDetail, Plaintext, SqlFunction, WallTime};
+    use crate::events::{Comm, EventDetail, Plaintext, SqlFunction};
 
     fn event(pid: u32, ts: u64) -> Event {
+        let exit = EventDetail::Exit(crate::events::ExitDetail::from_wait_status(0));
         Event {
-            time: WallTime(0),
             ts_boot_ns: ts,
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
             start_ns: 7,
             comm: Comm::new("app"),
             cgroup_id: 1,
-            cgroup: None,
-            container: None,
-            verdict: None,
-            detail: EventDetail::Exit(crate::events::ExitDetail::from_wait_status(0)),
+            ..Event::new(pid, 1, exit)
         }
     }
 
