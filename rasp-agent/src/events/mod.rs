@@ -344,6 +344,26 @@ pub struct LibraryLoadDetail {
 }
 
 impl SqlQueryDetail {
+    /// A query as the application handed it over: read whole, not held, not analyzed yet.
+    pub fn sent(function: SqlFunction, conn: u64, query: String) -> SqlQueryDetail {
+        SqlQueryDetail {
+            function,
+            conn,
+            query,
+            truncated: false,
+            unreadable: false,
+            held: false,
+            analyzed: false,
+            findings: Vec::new(),
+            score_permille: None,
+            shape: None,
+            statements: Vec::new(),
+            tables: Vec::new(),
+            functions: Vec::new(),
+            new_shape: None,
+        }
+    }
+
     fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
         (
             (

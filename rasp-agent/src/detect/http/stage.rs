@@ -570,22 +570,7 @@ mod tests {
         let mut s = stage();
         let req = b"GET /item?name=x%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: a\r\n\r\n";
         s.tls(&event(10, 1_000), &chunk(Direction::Inbound, 0, req));
-        let query = |text: &str, function| SqlQueryDetail {
-            function,
-            conn: 1,
-            query: text.into(),
-            truncated: false,
-            unreadable: false,
-            held: false,
-            analyzed: false,
-            findings: Vec::new(),
-            score_permille: None,
-            shape: None,
-            statements: Vec::new(),
-            tables: Vec::new(),
-            functions: Vec::new(),
-            new_shape: None,
-        };
+        let query = |text: &str, function| SqlQueryDetail::sent(function, 1, text.into());
         let safe = s.sql(
             &event(10, 2_000),
             &query(
