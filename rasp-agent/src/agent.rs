@@ -125,35 +125,22 @@ pub struct RunArgs {
 
 /// Everything clients can ask about, shared between the event path and the API.
 pub struct Agent {
+    /// What every event goes through and updates.
+    pub path: EventPath,
     pub started: Instant,
     pub args: RunArgs,
     pub kernel_release: String,
     pub environment: env::Environment,
     pub programs: Vec<ProgramStatus>,
     pub lsm: LsmStatus,
-    pub hub: EventHub,
-    /// Kernel→dequeue (events) and kernel→decision (detections) latencies since start.
-    pub latency: Latencies,
-    pub table: RwLock<ProcessTable>,
     pub counters: Mutex<reader::KernelCounters>,
     pub record_bytes: reader::RecordBytes,
-    pub policies: PolicyControl,
-    pub engine: Engine,
-    pub enforcer: Enforcer,
-    pub store: Arc<DetectionStore>,
     /// `running`, or why the pipeline stopped.
     pub pipeline: Mutex<String>,
-    /// Counters the producers increment directly; the rest is read at scrape time
-    /// (`MetricsSource` below).
-    pub metrics: Arc<Metrics>,
     /// Where the metrics endpoint listens (the bound address: port 0 resolved).
     pub metrics_addr: std::net::SocketAddr,
     /// libpq/OpenSSL files found and what is attached to them (refreshed by the uprobe task).
     pub uprobe_targets: Mutex<Vec<UprobeTargetReport>>,
-    /// New executable files and target processes' lifecycles, for the uprobe task.
-    pub uprobe_feed: crate::loader::uprobe::discovery::Feed,
-    /// Query shapes seen per service (container, or executable), for `new_shape`.
-    pub sql_shapes: Mutex<crate::detect::sql::ServiceShapes>,
     /// Hold and decide's state for `status`.
     pub sql_hold: Mutex<crate::api::protocol::SqlHoldReport>,
     /// The SQL analyzer's queue counters, once the pipeline started it.
@@ -166,10 +153,33 @@ pub struct Agent {
     pub tls_capture: Option<crate::loader::tls::TlsCapture>,
     /// One per export sink (`--export-*`), updated by its task.
     pub exports: Vec<Arc<crate::store::export::ExportStats>>,
+}
+
+/// What an event goes through and changes, from its decoded record to the store: the
+/// cgroup and container lookups, the process table, the rules and their kernel plan,
+/// folding and the detection store, enforcement, the event hub, metrics. `pipeline` works
+/// on this part of the agent only, so that `rasp-replay` can build one without a kernel
+/// and run the daemon's very code.
+pub struct EventPath {
+    pub hub: EventHub,
+    /// Kernel→dequeue (events) and kernel→decision (detections) latencies since start.
+    pub latency: Latencies,
+    pub table: RwLock<ProcessTable>,
+    pub policies: PolicyControl,
+    pub engine: Engine,
+    pub enforcer: Enforcer,
+    pub store: Arc<DetectionStore>,
+    /// Counters the producers increment directly; the rest is read at scrape time
+    /// (`Agent`'s `MetricsSource`).
+    pub metrics: Arc<Metrics>,
+    /// Query shapes seen per service (container, or executable), for `new_shape`.
+    pub sql_shapes: Mutex<crate::detect::sql::ServiceShapes>,
     /// cgroup id → path, for the pipeline and the process table.
     pub cgroups: Arc<crate::process::cgroup::CgroupResolver>,
     /// cgroup id → container and pod, named by the enricher task.
     pub containers: Arc<crate::process::container::Containers>,
+    /// New executable files and target processes' lifecycles, for the uprobe task.
+    pub uprobe_feed: crate::loader::uprobe::discovery::Feed,
 }
 
 impl MetricsSource for Agent {
@@ -182,31 +192,31 @@ impl MetricsSource for Agent {
         for k in Kind::ALL {
             let (dropped, read_errors) = reader::per_kind(&sites, k);
             events[k.index()] = KindCounts {
-                received: self.hub.received(k),
+                received: self.path.hub.received(k),
                 dropped,
                 read_errors,
             };
         }
         let processes = {
-            let table = crate::read(&self.table);
+            let table = crate::read(&self.path.table);
             ProcessCounts {
                 tracked: table.len() as u64,
                 exited: table.exited() as u64,
                 evicted: table.evicted(),
             }
         };
-        let set = self.policies.registry().current();
+        let set = self.path.policies.registry().current();
         let count =
             |state: ProgramState| self.programs.iter().filter(|p| p.state == state).count() as u64;
         SourceSnapshot {
             events,
-            decode_errors: self.hub.decode_errors(),
+            decode_errors: self.path.hub.decode_errors(),
             processes,
             policy: PolicyState {
                 loaded: true,
                 set_version: set.version,
                 rules: set.policies.iter().map(|p| p.rules.len() as u64).sum(),
-                last_reload_errors: self.policies.reload_errors().len() as u64,
+                last_reload_errors: self.path.policies.reload_errors().len() as u64,
             },
             programs: ProgramCounts {
                 attached: count(ProgramState::Attached),
@@ -217,8 +227,8 @@ impl MetricsSource for Agent {
                     .filter(|t| !t.attached.is_empty())
                     .count() as u64,
             },
-            event_latency: self.latency.events.snapshot(),
-            decision_latency: self.latency.detections.snapshot(),
+            event_latency: self.path.latency.events.snapshot(),
+            decision_latency: self.path.latency.detections.snapshot(),
         }
     }
 }
@@ -247,7 +257,7 @@ impl Backend for Agent {
             .map(|&k| {
                 let (dropped, read_errors) = reader::per_kind(&sites, k);
                 let stats = KindStats {
-                    received: self.hub.received(k),
+                    received: self.path.hub.received(k),
                     dropped,
                     read_errors,
                     bytes: self.record_bytes.get(k),
@@ -257,10 +267,10 @@ impl Backend for Agent {
             .collect();
         let losses = sites.iter().map(loss_report).collect();
         let (tracked, exited, evicted) = {
-            let table = crate::read(&self.table);
+            let table = crate::read(&self.path.table);
             (table.len(), table.exited(), table.evicted())
         };
-        let policy = self.policies.registry().current();
+        let policy = self.path.policies.registry().current();
         Status {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -270,25 +280,25 @@ impl Backend for Agent {
             programs: self.programs.clone(),
             ring_buffer_bytes: self.args.ring_buffer_size,
             events,
-            decode_errors: self.hub.decode_errors(),
-            event_buffer: self.hub.capacity(),
-            followers: self.hub.followers(),
+            decode_errors: self.path.hub.decode_errors(),
+            event_buffer: self.path.hub.capacity(),
+            followers: self.path.hub.followers(),
             processes: ProcessStats {
                 tracked,
                 exited,
                 evicted,
             },
             cgroup2_mount: self.environment.cgroup2.display().to_string(),
-            cgroups: self.cgroups.stats(),
-            containers: self.containers.stats(),
+            cgroups: self.path.cgroups.stats(),
+            containers: self.path.containers.stats(),
             socket: self.args.socket.display().to_string(),
             state_dir: self.args.state_dir.display().to_string(),
             environment: self.environment.notes.clone(),
             policy_set_version: policy.version,
             policy_source: policy.source.clone(),
-            policy_reload_errors: self.policies.reload_errors(),
-            detections: self.store.stats(),
-            latency: self.latency.report(),
+            policy_reload_errors: self.path.policies.reload_errors(),
+            detections: self.path.store.stats(),
+            latency: self.path.latency.report(),
             losses,
             pipeline: crate::lock(&self.pipeline).clone(),
             metrics_addr: self.metrics_addr.to_string(),
@@ -301,13 +311,14 @@ impl Backend for Agent {
             tls_capture: self.tls_capture.as_ref().map(|c| c.stats()),
             http_stage: *crate::lock(&self.http_stage),
             enforcement: {
-                let caps = self.policies.capabilities();
+                let caps = self.path.policies.capabilities();
                 crate::api::protocol::EnforcementReport {
                     lsm: caps.lsm,
                     cgroup_socket: caps.cgroup_socket,
-                    rate_limited: self.enforcer.rate_limited(),
-                    quarantined: self.enforcer.quarantined().len(),
+                    rate_limited: self.path.enforcer.rate_limited(),
+                    quarantined: self.path.enforcer.quarantined().len(),
                     rules: self
+                        .path
                         .policies
                         .rungs()
                         .into_iter()
@@ -324,19 +335,19 @@ impl Backend for Agent {
     }
 
     fn recent_events(&self, filter: EventFilter, limit: Option<usize>) -> Vec<Arc<Event>> {
-        self.hub.recent(filter, limit.unwrap_or(usize::MAX))
+        self.path.hub.recent(filter, limit.unwrap_or(usize::MAX))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.hub.subscribe()
+        self.path.hub.subscribe()
     }
 
     fn containers(&self) -> Vec<crate::process::container::ContainerEntry> {
-        self.containers.list()
+        self.path.containers.list()
     }
 
     fn processes(&self) -> Vec<Process> {
-        crate::read(&self.table).iter().cloned().collect()
+        crate::read(&self.path.table).iter().cloned().collect()
     }
 
     fn detections(&self, filter: &DetectionFilter) -> Result<Vec<Arc<Detection>>, String> {
@@ -352,15 +363,15 @@ impl Backend for Agent {
             rule: filter.rule.clone(),
             limit: filter.limit,
         };
-        Ok(self.store.query(&query))
+        Ok(self.path.store.query(&query))
     }
 
     fn subscribe_detections(&self) -> broadcast::Receiver<Arc<Detection>> {
-        self.store.subscribe()
+        self.path.store.subscribe()
     }
 
     fn policy_listing(&self) -> PolicyListing {
-        let registry = self.policies.registry();
+        let registry = self.path.policies.registry();
         PolicyListing {
             active: registry.current().summary(),
             history: registry.history().iter().map(|s| s.summary()).collect(),
@@ -370,28 +381,29 @@ impl Backend for Agent {
     fn policy_apply(&self, files: Vec<PolicyFile>) -> Result<PolicySetSummary, Vec<String>> {
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let files: Vec<(String, String)> = files.into_iter().map(|f| (f.name, f.text)).collect();
-        self.policies
+        self.path
+            .policies
             .apply(&files, format!("policy apply ({})", names.join(", ")))
     }
 
     fn policy_rollback(&self) -> Result<PolicySetSummary, String> {
-        self.policies.rollback()
+        self.path.policies.rollback()
     }
 
     fn quarantine_list(&self) -> Vec<crate::enforce::Quarantined> {
-        self.enforcer.quarantined()
+        self.path.enforcer.quarantined()
     }
 
     fn quarantine_release(&self, cgroup: &str) -> Result<crate::enforce::Quarantined, String> {
-        let released = self.enforcer.release(cgroup, &self.policies)?;
+        let released = self.path.enforcer.release(cgroup, &self.path.policies)?;
         tracing::warn!(cgroup = %released.cgroup, steps = ?released.steps, "quarantine released");
         Ok(released)
     }
 }
 
 /// The pipeline's enforcer reaches the kernel's network cut, the recent events and the
-/// active rules through the agent.
-impl crate::enforce::EnforceContext for Agent {
+/// active rules through the event path.
+impl crate::enforce::EnforceContext for EventPath {
     fn network(&self) -> &dyn crate::enforce::NetworkCut {
         &self.policies
     }
@@ -446,24 +458,15 @@ impl Agent {
         let event = Arc::new(Event {
             time: WallTime::from_system(now),
             ts_boot_ns: boot_ns,
-            pid,
-            tid: pid,
-            ppid: std::os::unix::process::parent_id(),
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "rasp-agent".into(),
-            cgroup_id: 0,
-            cgroup: None,
-            verdict: None,
-            container: None,
-            detail: EventDetail::AgentHealth(detail),
+            ..Event::new(
+                pid,
+                std::os::unix::process::parent_id(),
+                EventDetail::AgentHealth(detail),
+            )
         });
-        self.hub.publish(&mut vec![event.clone()]);
-        let set = self.policies.registry().current();
+        self.path.hub.publish(&mut vec![event.clone()]);
+        let set = self.path.policies.registry().current();
         let d = Detection {
             id: format!(
                 "health-{}",
@@ -498,8 +501,8 @@ impl Agent {
             kill_scope: None,
             quarantine_mode: None,
         };
-        self.metrics.detection(&d.rule_id, d.severity, d.mode);
-        self.store.submit(d);
+        self.path.metrics.detection(&d.rule_id, d.severity, d.mode);
+        self.path.store.submit(d);
     }
 }
 

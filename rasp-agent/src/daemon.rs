@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 pub use crate::agent::RunArgs;
 use crate::{
-    agent::Agent,
+    agent::{Agent, EventPath},
     api::{self, Access, Backend, Endpoint},
     detect::engine::Engine,
     enforce::{
@@ -166,31 +166,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let (uprobe_feed, sightings) = Feed::new();
 
-    let agent = Arc::new(Agent {
-        started: Instant::now(),
-        kernel_release: env::kernel_release().unwrap_or_default(),
+    let path = EventPath {
         hub: EventHub::new(args.event_buffer, args.follower_queue),
         latency: Latencies::default(),
         table: RwLock::new(table),
-        record_bytes: reader::RecordBytes::default(),
-        counters: Mutex::new(reader::KernelCounters::new(maps.losses, maps.loss_lines)),
-        programs,
-        lsm,
         policies,
-        pipeline: Mutex::new("running".to_string()),
-        metrics,
-        metrics_addr,
-        uprobe_targets: Mutex::new(Vec::new()),
-        uprobe_feed,
-        sql_hold: Mutex::new(sql_hold),
-        sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
-        sql_analyzer: std::sync::OnceLock::new(),
-        http_analyzer: std::sync::OnceLock::new(),
-        http_stage: Mutex::new(None),
-        tls_capture,
-        exports: exports.stats(),
-        cgroups,
-        containers: containers.clone(),
         engine: Engine::live(),
         enforcer: Enforcer::new(
             environment.cgroup2.clone(),
@@ -200,11 +180,34 @@ pub async fn run(args: RunArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!(e))?,
         store,
+        metrics,
+        sql_shapes: Mutex::new(crate::detect::sql::ServiceShapes::new(Default::default())),
+        cgroups,
+        containers: containers.clone(),
+        uprobe_feed,
+    };
+    let agent = Arc::new(Agent {
+        path,
+        started: Instant::now(),
+        kernel_release: env::kernel_release().unwrap_or_default(),
+        record_bytes: reader::RecordBytes::default(),
+        counters: Mutex::new(reader::KernelCounters::new(maps.losses, maps.loss_lines)),
+        programs,
+        lsm,
+        pipeline: Mutex::new("running".to_string()),
+        metrics_addr,
+        uprobe_targets: Mutex::new(Vec::new()),
+        sql_hold: Mutex::new(sql_hold),
+        sql_analyzer: std::sync::OnceLock::new(),
+        http_analyzer: std::sync::OnceLock::new(),
+        http_stage: Mutex::new(None),
+        tls_capture,
+        exports: exports.stats(),
         environment,
         args: args.clone(),
     });
-    agent.policies.attach_interest(interest);
-    agent.policies.attach_deny(deny, caps);
+    agent.path.policies.attach_interest(interest);
+    agent.path.policies.attach_deny(deny, caps);
     if !agent.lsm.available {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
     }
@@ -249,7 +252,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let journal = tokio::spawn(store_writer.run(stop_rx.clone()));
     let reloader = {
         let (agent, stop) = (agent.clone(), stop_rx.clone());
-        tokio::spawn(async move { agent.policies.watch(stop).await })
+        tokio::spawn(async move { agent.path.policies.watch(stop).await })
     };
     let backend: Arc<dyn Backend> = agent.clone();
     let server = tokio::spawn(async move {
@@ -312,7 +315,7 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let reaped = crate::write(&agent.table).reap(Instant::now());
+        let reaped = crate::write(&agent.path.table).reap(Instant::now());
         if reaped > 0 {
             tracing::trace!(reaped, "exited processes reaped");
         }
@@ -339,7 +342,7 @@ async fn watch_losses(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
             tracing::error!(losses = ?detail.losses, "events are being lost");
             agent.report_health(detail);
         }
-        let store = agent.store.stats();
+        let store = agent.path.store.stats();
         let failed = journal.sample(
             store.write_errors,
             store.write_lost,
@@ -384,17 +387,17 @@ fn track_uprobe_targets(
         *crate::lock(&agent.uprobe_targets) = uprobes.report();
         let tracked = uprobes.tracked_processes();
         if let Some(scope) = hold_scope.borrow_mut().as_mut() {
-            let set = agent.policies.registry().current();
+            let set = agent.path.policies.registry().current();
             policy_version.set(set.version);
             scope.sync(
                 &set,
-                &crate::read(&agent.table),
-                &agent.containers,
+                &crate::read(&agent.path.table),
+                &agent.path.containers,
                 &tracked,
             );
             crate::lock(&agent.sql_hold).processes = scope.pids();
         }
-        agent.uprobe_feed.set_tracked(tracked);
+        agent.path.uprobe_feed.set_tracked(tracked);
     };
     let rescan = |first: bool| {
         let started = Instant::now();
@@ -435,7 +438,7 @@ fn track_uprobe_targets(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // A new policy set may put other processes under hold.
-        if agent.policies.registry().current().version != policy_version.get() {
+        if agent.path.policies.registry().current().version != policy_version.get() {
             publish(&crate::lock(probes).1);
         }
         if Instant::now() >= next_scan {

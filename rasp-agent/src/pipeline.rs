@@ -16,12 +16,12 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    agent::Agent,
+    agent::{Agent, EventPath},
     detect::{
         analyzer::{AnalyzerQueue, AnalyzerSender},
         engine::Rules,
         http::stage::{HttpStage, StageConfig},
-        sql, Outcome,
+        sql, Detection, Outcome,
     },
     events::{
         hooks::TargetInfo,
@@ -69,87 +69,18 @@ pub fn run(
     let sql = sql_analyzer(agent.clone()).context("starting the SQL analyzer")?;
     let _ = agent.sql_analyzer.set(sql.stats_handle());
     let clock = BootClock::now();
-    let mut shared: Vec<Arc<Event>> = Vec::with_capacity(reader::MAX_BATCH);
-    let mut detections = Vec::new();
-    // Owned by this thread: which exec feeds which through a pipe, and which program
-    // said it would write which executable.
-    let mut pipes = PipeTable::new();
-    let mut built = BuiltFiles::new();
+    let path = &agent.path;
+    let mut batches = Batches::new(faults);
     let drained = reader::drain(
         ring,
         clock,
         stop,
-        &agent.latency.events,
+        &path.latency.events,
         &agent.record_bytes,
-        |batch| {
-            shared.extend(batch.drain(..).map(|mut ev| {
-                // The exiting process's /proc entry is going away; the id is enough.
-                let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
-                ev.cgroup = agent.cgroups.resolve(ev.cgroup_id, hint);
-                ev.container = agent.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
-                Arc::new(ev)
-            }));
-            // Queries are judged off this thread, and the analyzer publishes each with its
-            // findings (the rules see that one): only a query the analyzer had no room
-            // for is published, and counted, from here.
-            let set = agent.policies.registry().current();
-            let peer_rules = set
-                .policies
-                .iter()
-                .flat_map(|p| &p.rules)
-                .any(|r| r.conditions.uses_stdin_peer());
-            // Queries the SQL analyzer took: it publishes each with its findings.
-            let mut judged_off_thread: Vec<usize> = Vec::new();
-            for (i, ev) in shared.iter_mut().enumerate() {
-                if let Some(comm) = &faults.panic_on_exec_comm {
-                    if ev.kind() == Kind::Exec && &ev.comm == comm {
-                        panic!("fault injection: pipeline panic on exec of {comm}");
-                    }
-                }
-                if ev.kind() == Kind::SqlQuery {
-                    // In order with the plaintext around it: the HTTP stage links a query
-                    // to the latest request that carried its values (taint).
-                    offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev.clone()));
-                    // Judged off this thread; the rules see it with the analyzer's findings.
-                    if sql.offer(ev.clone()) {
-                        judged_off_thread.push(i);
-                    } else {
-                        // The analyzer's queue was full: counted, published unjudged.
-                        agent
-                            .metrics
-                            .analyzer_dropped(crate::metrics::Analyzer::Sql);
-                    }
-                    continue;
-                }
-                if ev.kind() == Kind::Tls {
-                    // Parsed, scanned and resolved off this thread, then judged there.
-                    offer_http(&agent, |w| http.offer(w), HttpWork::Chunk(ev.clone()));
-                    continue;
-                }
-                crate::write(&agent.table).apply(ev);
-                let waiting = enrich(&agent, &mut pipes, &mut built, ev, peer_rules);
-                agent.uprobe_feed.observe(ev);
-                decide(&agent, &set, ev, Rules::All, &mut detections);
-                if let Some(reader) = waiting {
-                    // A shell's exec that came before its stdin's writer: judged again, by
-                    // the rules on the writer, now that it is known.
-                    decide(&agent, &set, &reader, Rules::StdinPeer, &mut detections);
-                }
-            }
-            // Plaintext is published by the HTTP stage, analyzed and cut to what is shown;
-            // a query by the SQL analyzer (published once, not twice).
-            let mut at = 0;
-            shared.retain(|ev| {
-                let mine = ev.kind() != Kind::Tls && judged_off_thread.binary_search(&at).is_err();
-                at += 1;
-                mine
-            });
-            agent.hub.publish(&mut shared);
-            settle(&agent, &mut detections);
-        },
+        |batch| batches.run(path, batch, |ev| sql.offer(ev), |w| http.offer(w)),
         |e| {
             tracing::warn!(error = %e, "undecodable record");
-            agent.hub.count_decode_error();
+            path.hub.count_decode_error();
         },
     )
     .context("draining the ring buffer");
@@ -158,18 +89,119 @@ pub fn run(
     drained
 }
 
+/// The bulk ring's events, a batch at a time on the thread that drains it, with buffers
+/// reused between batches: each event gets its cgroup path and container, updates the
+/// process table, is enriched and judged by the rules, and is published; queries and
+/// plaintext go to their analyzers instead, which publish them judged. `rasp-replay` runs
+/// its synthesised batches through this too.
+pub struct Batches {
+    faults: FaultInjection,
+    shared: Vec<Arc<Event>>,
+    detections: Vec<Detection>,
+    // Owned by this thread: which exec feeds which through a pipe, and which program
+    // said it would write which executable.
+    pipes: PipeTable,
+    built: BuiltFiles,
+}
+
+impl Batches {
+    pub fn new(faults: FaultInjection) -> Batches {
+        Batches {
+            faults,
+            shared: Vec::with_capacity(reader::MAX_BATCH),
+            detections: Vec::new(),
+            pipes: PipeTable::new(),
+            built: BuiltFiles::new(),
+        }
+    }
+
+    /// One batch, drained from `batch`. `sql` and `http` take a query or plaintext for
+    /// their analyzer, or say they had no room (then it is counted, and a query is
+    /// published unjudged from here).
+    pub fn run(
+        &mut self,
+        path: &EventPath,
+        batch: &mut Vec<Event>,
+        mut sql: impl FnMut(Arc<Event>) -> bool,
+        mut http: impl FnMut(HttpWork) -> bool,
+    ) {
+        self.shared.extend(batch.drain(..).map(|mut ev| {
+            // The exiting process's /proc entry is going away; the id is enough.
+            let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
+            ev.cgroup = path.cgroups.resolve(ev.cgroup_id, hint);
+            ev.container = path.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
+            Arc::new(ev)
+        }));
+        // Queries are judged off this thread, and the analyzer publishes each with its
+        // findings (the rules see that one): only a query the analyzer had no room
+        // for is published, and counted, from here.
+        let set = path.policies.registry().current();
+        let peer_rules = set
+            .policies
+            .iter()
+            .flat_map(|p| &p.rules)
+            .any(|r| r.conditions.uses_stdin_peer());
+        // Queries the SQL analyzer took: it publishes each with its findings.
+        let mut judged_off_thread: Vec<usize> = Vec::new();
+        for (i, ev) in self.shared.iter_mut().enumerate() {
+            if let Some(comm) = &self.faults.panic_on_exec_comm {
+                if ev.kind() == Kind::Exec && &ev.comm == comm {
+                    panic!("fault injection: pipeline panic on exec of {comm}");
+                }
+            }
+            if ev.kind() == Kind::SqlQuery {
+                // In order with the plaintext around it: the HTTP stage links a query
+                // to the latest request that carried its values (taint).
+                offer_http(path, &mut http, HttpWork::Query(ev.clone()));
+                // Judged off this thread; the rules see it with the analyzer's findings.
+                if sql(ev.clone()) {
+                    judged_off_thread.push(i);
+                } else {
+                    // The analyzer's queue was full: counted, published unjudged.
+                    path.metrics.analyzer_dropped(crate::metrics::Analyzer::Sql);
+                }
+                continue;
+            }
+            if ev.kind() == Kind::Tls {
+                // Parsed, scanned and resolved off this thread, then judged there.
+                offer_http(path, &mut http, HttpWork::Chunk(ev.clone()));
+                continue;
+            }
+            crate::write(&path.table).apply(ev);
+            let waiting = enrich(path, &mut self.pipes, &mut self.built, ev, peer_rules);
+            path.uprobe_feed.observe(ev);
+            decide(path, &set, ev, Rules::All, &mut self.detections);
+            if let Some(reader) = waiting {
+                // A shell's exec that came before its stdin's writer: judged again, by
+                // the rules on the writer, now that it is known.
+                decide(path, &set, &reader, Rules::StdinPeer, &mut self.detections);
+            }
+        }
+        // Plaintext is published by the HTTP stage, analyzed and cut to what is shown;
+        // a query by the SQL analyzer (published once, not twice).
+        let mut at = 0;
+        self.shared.retain(|ev| {
+            let mine = ev.kind() != Kind::Tls && judged_off_thread.binary_search(&at).is_err();
+            at += 1;
+            mine
+        });
+        path.hub.publish(&mut self.shared);
+        settle(path, &mut self.detections);
+    }
+}
+
 /// What the agent knows beyond the record, added to the event before rules see it: the
 /// target of a ptrace, whether a setns entered the host's namespaces, the writer of an
 /// exec's stdin pipe. Returns an earlier exec whose stdin pipe this exec writes, with that
 /// writer filled in, for the rules that wait on it.
 fn enrich(
-    agent: &Agent,
+    path: &EventPath,
     pipes: &mut PipeTable,
     built: &mut BuiltFiles,
     ev: &mut Arc<Event>,
     peer_rules: bool,
 ) -> Option<Arc<Event>> {
-    let table = crate::read(&agent.table);
+    let table = crate::read(&path.table);
     let pid = ev.pid;
     let start_ns = ev.start_ns;
     // Just built from the record, so not shared yet.
@@ -186,7 +218,7 @@ fn enrich(
             });
         }
         EventDetail::Namespace(d) => {
-            let host = agent.engine.host_namespaces();
+            let host = path.engine.host_namespaces();
             d.into_host = d.target_ns.map(|ino| host.is_host(ino));
         }
         EventDetail::Exec(d) => {
@@ -234,10 +266,9 @@ fn enrich(
     waiting
 }
 
-fn offer_http(agent: &Agent, offer: impl FnOnce(HttpWork) -> bool, work: HttpWork) {
+fn offer_http(path: &EventPath, offer: impl FnOnce(HttpWork) -> bool, work: HttpWork) {
     if !offer(work) {
-        agent
-            .metrics
+        path.metrics
             .analyzer_dropped(crate::metrics::Analyzer::Http);
     }
 }
@@ -286,12 +317,13 @@ pub fn http_stage(
         if events.is_empty() {
             return;
         }
-        let set = agent.policies.registry().current();
+        let path = &agent.path;
+        let set = path.policies.registry().current();
         for ev in &events {
-            decide(&agent, &set, ev, Rules::All, &mut detections);
+            decide(path, &set, ev, Rules::All, &mut detections);
         }
-        agent.hub.publish(&mut events);
-        settle(&agent, &mut detections);
+        path.hub.publish(&mut events);
+        settle(path, &mut detections);
     })?;
     Ok(queue)
 }
@@ -324,23 +356,22 @@ fn derived(ev: &Event, detail: EventDetail) -> Event {
 /// open fold window is counted there and never built; an action that acts always gets its
 /// own detection and acts.
 fn decide(
-    agent: &Agent,
+    path: &EventPath,
     set: &crate::policy::active::PolicySet,
     ev: &Arc<Event>,
     which: Rules,
-    detections: &mut Vec<crate::detect::Detection>,
+    detections: &mut Vec<Detection>,
 ) {
     // A kernel program already acted on this event for one rule: that rule's detection
     // says what the kernel did, and nothing more is done about it here.
     let kernel = ev
         .verdict
-        .map(|v| (v, agent.policies.kernel_rule(v.rule_slot)));
+        .map(|v| (v, path.policies.kernel_rule(v.rule_slot)));
     let kernel_reported = std::cell::Cell::new(false);
-    let table = crate::read(&agent.table);
+    let table = crate::read(&path.table);
     let mut on_match = |m: &crate::detect::engine::Match<'_>| {
-        agent.latency.detections.record_ns(m.latency_us * 1000);
-        agent
-            .metrics
+        path.latency.detections.record_ns(m.latency_us * 1000);
+        path.metrics
             .detection(&m.rule.id, m.rule.severity, m.mode());
         let by_kernel = match &kernel {
             Some((v, Some(r))) if r.rule == m.rule.id && r.policy == m.policy.name => {
@@ -352,18 +383,18 @@ fn decide(
         // An audit-mode block says what this kernel would have done.
         let audit_text = (m.action() == crate::policy::vocab::Action::Block
             && m.mode() == crate::policy::vocab::Mode::Audit)
-            .then(|| agent.policies.audit_text(&m.rule.id))
+            .then(|| path.policies.audit_text(&m.rule.id))
             .flatten();
         let audit = audit_text.as_deref().map(|t| (Outcome::Audited, Some(t)));
         let known = by_kernel
             .or(audit)
             .or_else(|| Outcome::without_acting(m.action(), m.mode()));
         let folded = known.is_some_and(|(outcome, detail)| {
-            let folded = agent
+            let folded = path
                 .store
                 .fold(&m.fold_key(outcome, detail), SystemTime::now());
             if folded {
-                agent.metrics.action(m.action(), outcome);
+                path.metrics.action(m.action(), outcome);
             }
             folded
         });
@@ -376,8 +407,7 @@ fn decide(
             detections.push(d);
         }
     };
-    agent
-        .engine
+    path.engine
         .for_each_match_of(set, ev, &table, which, &mut on_match);
     if which != Rules::All {
         return; // a second look at an exec: its kernel verdict was handled the first time
@@ -386,8 +416,7 @@ fn decide(
         Some((_, Some(r))) if !kernel_reported.get() => {
             // The kernel decided by inode or name what userspace's path globs did not
             // confirm (a hard link, a renamed copy): the kernel's decision stands.
-            agent
-                .engine
+            path.engine
                 .for_named_rule(set, ev, &table, (&r.policy, &r.rule), &mut on_match);
         }
         Some((v, None)) => {
@@ -408,93 +437,112 @@ fn kernel_outcome(action: crate::events::KernelAction) -> (Outcome, Option<&'sta
 }
 
 /// Act on each detection (enforce mode) and hand it to the store.
-fn settle(agent: &Agent, detections: &mut Vec<crate::detect::Detection>) {
+fn settle(path: &EventPath, detections: &mut Vec<Detection>) {
     for mut d in detections.drain(..) {
         // An outcome already set is the kernel's: it acted, there is nothing left to do.
         if d.outcome == Outcome::Alerted {
-            (d.outcome, d.outcome_detail) = agent.enforcer.act(&d, agent);
+            (d.outcome, d.outcome_detail) = path.enforcer.act(&d, path);
         }
-        agent.metrics.action(d.action, d.outcome);
+        path.metrics.action(d.action, d.outcome);
         if d.outcome != Outcome::Alerted && d.outcome != Outcome::Audited {
             tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
         }
-        agent.store.submit(d);
+        path.store.submit(d);
     }
 }
 
-/// The SQL analyzer stage: judge each query (a known shape is a cache hit), attach the
-/// findings, publish the analyzed event, and run the `sql_query` rules on it.
+/// The SQL analyzer's thread: each query through `SqlStage::judge`.
 fn sql_analyzer(
     agent: Arc<Agent>,
 ) -> Result<AnalyzerQueue<Arc<Event>>, crate::detect::analyzer::AnalyzerStartError> {
-    let analyzer = sql::Analyzer::default();
-    let mut cache = sql::ShapeCache::new(SQL_SHAPES);
-    let mut detections = Vec::new();
+    let mut stage = SqlStage::default();
     let queue = AnalyzerQueue::start("sql", SQL_QUEUE, move |ev: Arc<Event>| {
-        let Some(analyzed) = analyzed(&agent, &analyzer, &mut cache, &ev) else {
-            return;
-        };
-        let set = agent.policies.registry().current();
-        decide(&agent, &set, &analyzed, Rules::All, &mut detections);
-        agent.hub.publish(&mut vec![analyzed]);
-        settle(&agent, &mut detections);
+        stage.judge(&agent.path, &ev)
     })?;
     Ok(queue)
 }
 
-/// `ev` with the SQL analyzer's verdict filled in (`None` if it is no query): findings,
-/// statement kinds, tables and functions (from the shape cache when the shape was judged
-/// before), and whether its service ever sent this shape.
-fn analyzed(
-    agent: &Agent,
-    analyzer: &sql::Analyzer,
-    cache: &mut sql::ShapeCache,
-    ev: &Event,
-) -> Option<Arc<Event>> {
-    let EventDetail::SqlQuery(d) = &ev.detail else {
-        return None;
-    };
-    let judged = analyzer.judge(cache, &d.query, d.truncated);
-    let v = judged.verdict;
-    let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
-    if v.injection {
-        findings.insert(0, "injection".to_string());
+/// The SQL analyzer stage: judge each query (a known shape is a cache hit), attach the
+/// findings, publish the analyzed event, and run the `sql_query` rules on it. The agent
+/// runs it on a thread of its own behind a bounded queue, and the decision thread has its
+/// own for held queries; `rasp-replay` runs it inline.
+pub struct SqlStage {
+    analyzer: sql::Analyzer,
+    cache: sql::ShapeCache,
+    detections: Vec<Detection>,
+}
+
+impl Default for SqlStage {
+    fn default() -> SqlStage {
+        SqlStage {
+            analyzer: sql::Analyzer::default(),
+            cache: sql::ShapeCache::new(SQL_SHAPES),
+            detections: Vec::new(),
+        }
     }
-    let new_shape = service_of(agent, ev).and_then(|service| {
-        let age = crate::lock(&agent.sql_shapes).observe_age(
-            &service,
-            judged.shape,
-            std::time::Instant::now(),
-        )?;
-        Some(crate::events::NewShape {
-            service: service.into(),
-            service_age_ms: age.as_millis() as u64,
-        })
-    });
-    let mut analyzed = ev.clone();
-    if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
-        d.analyzed = true;
-        d.findings = findings;
-        d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
-        d.shape = Some(format!("{:016x}", judged.shape.0));
-        d.statements = sql::StatementKind::ALL
-            .iter()
-            .filter(|k| v.has_statement(**k))
-            .map(|k| k.name().into())
-            .collect();
-        d.tables = judged.names.tables.clone();
-        d.functions = judged.names.functions.clone();
-        d.new_shape = new_shape;
+}
+
+impl SqlStage {
+    /// Judge `ev` (nothing if it is no query), decide on it and publish it.
+    pub fn judge(&mut self, path: &EventPath, ev: &Event) {
+        let Some(analyzed) = self.analyzed(path, ev) else {
+            return;
+        };
+        let set = path.policies.registry().current();
+        decide(path, &set, &analyzed, Rules::All, &mut self.detections);
+        path.hub.publish(&mut vec![analyzed]);
+        settle(path, &mut self.detections);
     }
-    Some(Arc::new(analyzed))
+
+    /// `ev` with the SQL analyzer's verdict filled in (`None` if it is no query):
+    /// findings, statement kinds, tables and functions (from the shape cache when the
+    /// shape was judged before), and whether its service ever sent this shape.
+    fn analyzed(&mut self, path: &EventPath, ev: &Event) -> Option<Arc<Event>> {
+        let EventDetail::SqlQuery(d) = &ev.detail else {
+            return None;
+        };
+        let judged = self.analyzer.judge(&mut self.cache, &d.query, d.truncated);
+        let v = judged.verdict;
+        let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
+        if v.injection {
+            findings.insert(0, "injection".to_string());
+        }
+        let new_shape = service_of(path, ev).and_then(|service| {
+            let age = crate::lock(&path.sql_shapes).observe_age(
+                &service,
+                judged.shape,
+                std::time::Instant::now(),
+            )?;
+            Some(crate::events::NewShape {
+                service: service.into(),
+                service_age_ms: age.as_millis() as u64,
+            })
+        });
+        let mut analyzed = ev.clone();
+        if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
+            d.analyzed = true;
+            d.findings = findings;
+            d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
+            d.shape = Some(format!("{:016x}", judged.shape.0));
+            d.statements = sql::StatementKind::ALL
+                .iter()
+                .filter(|k| v.has_statement(**k))
+                .map(|k| k.name().into())
+                .collect();
+            d.tables = judged.names.tables.clone();
+            d.functions = judged.names.functions.clone();
+            d.new_shape = new_shape;
+        }
+        Some(Arc::new(analyzed))
+    }
 }
 
 /// Whose query shapes these are: the container, or outside containers the executable.
-fn service_of(agent: &Agent, ev: &Event) -> Option<String> {
+fn service_of(path: &EventPath, ev: &Event) -> Option<String> {
     if let Some(c) = &ev.container {
         return Some(format!("container:{}", c.id));
     }
-    let table = crate::read(&agent.table);
+    let table = crate::read(&path.table);
     let exe = table.get(ev.pid)?.exe.as_deref()?.to_string();
     Some(format!("exe:{exe}"))
 }
@@ -516,8 +564,8 @@ pub fn run_decisions(
     http: AnalyzerSender<HttpWork>,
 ) -> Result<()> {
     use std::os::fd::{AsFd, AsRawFd};
-    let analyzer = sql::Analyzer::default();
-    let mut cache = sql::ShapeCache::new(SQL_SHAPES);
+    let mut sql = SqlStage::default();
+    let path = &agent.path;
     let clock = BootClock::now();
     loop {
         match reader::wait(ring.as_fd().as_raw_fd(), stop, DECISION_WAIT)
@@ -534,19 +582,19 @@ pub fn run_decisions(
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable held query: the hold bound releases it");
-                    agent.hub.count_decode_error();
+                    path.hub.count_decode_error();
                     continue;
                 }
             };
-            ev.cgroup = crate::read(&agent.table)
+            ev.cgroup = crate::read(&path.table)
                 .get(ev.pid)
                 .and_then(|p| p.cgroup.clone());
             // A map lookup (the held process's cgroup has had events before), never a wait.
-            ev.container = agent.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
-            let ev = decide_held(&agent, &analyzer, &mut cache, &mut holds, ev);
+            ev.container = path.containers.of(ev.cgroup_id, ev.cgroup.as_deref());
+            let ev = decide_held(&agent, &mut sql, &mut holds, ev);
             if let Some(ev) = ev {
                 // Its request may be in the bulk ring still: the stage links both ways.
-                offer_http(&agent, |w| http.offer(w), HttpWork::Query(ev));
+                offer_http(path, |w| http.offer(w), HttpWork::Query(ev));
             }
         }
     }
@@ -554,21 +602,20 @@ pub fn run_decisions(
 
 fn decide_held(
     agent: &Agent,
-    analyzer: &sql::Analyzer,
-    cache: &mut sql::ShapeCache,
+    sql: &mut SqlStage,
     holds: &mut crate::enforce::hold::Holds,
     ev: Event,
 ) -> Option<Arc<Event>> {
     use crate::{enforce::hold, policy::vocab::Action};
-    let analyzed = analyzed(agent, analyzer, cache, &ev)?;
-    let set = agent.policies.registry().current();
+    let path = &agent.path;
+    let analyzed = sql.analyzed(path, &ev)?;
+    let set = path.policies.registry().current();
     let mut detections = Vec::new();
     {
-        let table = crate::read(&agent.table);
-        agent.engine.for_each_match(&set, &analyzed, &table, |m| {
-            agent.latency.detections.record_ns(m.latency_us * 1000);
-            agent
-                .metrics
+        let table = crate::read(&path.table);
+        path.engine.for_each_match(&set, &analyzed, &table, |m| {
+            path.latency.detections.record_ns(m.latency_us * 1000);
+            path.metrics
                 .detection(&m.rule.id, m.rule.severity, m.mode());
             detections.push(m.detection());
         });
@@ -589,21 +636,21 @@ fn decide_held(
     };
     crate::lock(&agent.sql_hold).decided += 1;
     tracing::info!(pid = analyzed.pid, tid = analyzed.tid, ?verdict, ?outcome, detail = %detail, "held query decided");
-    agent.hub.publish(&mut vec![analyzed.clone()]);
+    path.hub.publish(&mut vec![analyzed.clone()]);
     let mut others = Vec::new();
     for mut d in detections {
         let acting = d.mode == crate::policy::vocab::Mode::Enforce && d.action != Action::Alert;
         if acting {
             d.outcome = outcome;
             d.outcome_detail = Some(detail.clone());
-            agent.metrics.action(d.action, d.outcome);
+            path.metrics.action(d.action, d.outcome);
             tracing::warn!(rule = %d.rule_id, pid = d.process.pid, outcome = ?d.outcome, detail = ?d.outcome_detail, "enforced");
-            agent.store.submit(d);
+            path.store.submit(d);
         } else {
             others.push(d);
         }
     }
-    settle(agent, &mut others);
+    settle(path, &mut others);
     Some(analyzed)
 }
 

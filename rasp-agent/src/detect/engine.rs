@@ -17,7 +17,7 @@ use crate::{
     events::{Argv, BootClock, ContainerIdentity, Event, EventDetail, Text},
     policy::{
         active::PolicySet,
-        vocab::{Action, EventType, Mode},
+        vocab::{Action, Mode},
         Policy, Rule, Subject,
     },
     process::{
@@ -157,37 +157,18 @@ impl Engine {
         named: Option<(&str, &str)>,
         mut visit: impl FnMut(&Match<'_>),
     ) {
-        let event_type = match &ev.detail {
-            EventDetail::Exec(_) => EventType::Exec,
-            EventDetail::FileOpen(_) => EventType::FileOpen,
-            EventDetail::LibraryLoad(_) => EventType::LibraryLoad,
-            EventDetail::Connect(_) => EventType::Connect,
-            // A query is judged by the SQL analyzer first (`crate::pipeline`); rules see
-            // it with the findings filled in.
-            EventDetail::SqlQuery(d) if d.analyzed => EventType::SqlQuery,
-            EventDetail::FileChange(_) => EventType::FileChange,
-            EventDetail::Ptrace(_) => EventType::Ptrace,
-            EventDetail::Namespace(_) => EventType::Namespace,
-            EventDetail::Mount(_) => EventType::Mount,
-            EventDetail::UnixConnect(_) => EventType::UnixConnect,
-            EventDetail::KernelModule(_) => EventType::KernelModule,
-            EventDetail::BpfLoad(_) => EventType::BpfLoad,
-            EventDetail::IoUring(_) => EventType::IoUring,
-            // Plaintext likewise, by the HTTP stage (peer resolved, findings filled in).
-            EventDetail::Tls(d) if d.analyzed => EventType::Tls,
-            EventDetail::Http(_) => EventType::Http,
-            EventDetail::Fork(_)
-            | EventDetail::Exit(_)
-            | EventDetail::SqlQuery(_)
-            | EventDetail::Tls(_)
-            | EventDetail::AgentHealth(_) => return,
+        // A query is judged by the SQL analyzer first, plaintext by the HTTP stage (peer
+        // resolved), in `crate::pipeline`: rules see them with the findings filled in.
+        let (tls, http, judged) = match &ev.detail {
+            EventDetail::SqlQuery(d) => (None, None, d.analyzed),
+            EventDetail::Tls(d) => (Some(d), None, d.analyzed),
+            EventDetail::Http(d) => (None, Some(d), true),
+            _ => (None, None, true),
         };
-        let (tls, http) = match &ev.detail {
-            EventDetail::Tls(d) => (Some(d), None),
-            EventDetail::Http(d) => (None, Some(d)),
-            _ => (None, None),
-        };
-        if !set.index.has(event_type) {
+        // No rule looks at fork, exit or agent health (`vocab::EVENT_TYPES`): the index
+        // has none for them.
+        let event_type = ev.kind();
+        if !judged || !set.index.has(event_type) {
             return;
         }
         // The image and arguments: the exec's own, or what the table knows of the process.
@@ -499,23 +480,13 @@ mod tests {
 
     fn event(pid: u32, ppid: u32, detail: EventDetail) -> Arc<Event> {
         Arc::new(Event {
-            time: Default::default(),
             ts_boot_ns: u64::from(pid),
-            pid,
-            tid: pid,
-            ppid,
             uid: 1000,
             gid: 1000,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "cat".into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice".into()),
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         })
     }
 
@@ -654,11 +625,7 @@ mod cost {
 
     fn ev(pid: u32, ppid: u32, comm: &str, detail: EventDetail) -> Arc<Event> {
         Arc::new(Event {
-            time: Default::default(),
             ts_boot_ns: u64::from(pid),
-            pid,
-            tid: pid,
-            ppid,
             uid: 1000,
             gid: 1000,
             euid: Some(1000),
@@ -668,9 +635,7 @@ mod cost {
             comm: comm.into(),
             cgroup_id: 7,
             cgroup: Some("/user.slice/user-1000.slice/session-1.scope".into()),
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         })
     }
 

@@ -224,20 +224,14 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 }
             };
             EventDetail::SqlQuery(SqlQueryDetail {
-                function,
-                conn: r.conn,
-                query: String::from_utf8_lossy(query).into_owned(),
                 truncated: r.flags & record::SQL_QUERY_TRUNCATED != 0,
                 unreadable: r.flags & record::SQL_QUERY_FAILED != 0,
                 held: r.flags & record::SQL_QUERY_HELD != 0,
-                analyzed: false,
-                findings: Vec::new(),
-                score_permille: None,
-                shape: None,
-                statements: Vec::new(),
-                tables: Vec::new(),
-                functions: Vec::new(),
-                new_shape: None,
+                ..SqlQueryDetail::sent(
+                    function,
+                    r.conn,
+                    String::from_utf8_lossy(query).into_owned(),
+                )
             })
         }
         EventKind::FileChange => file_change_detail(bytes)?,

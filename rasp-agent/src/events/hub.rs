@@ -134,32 +134,18 @@ mod tests {
     use crate::events::{EventDetail, ExitDetail, ForkDetail};
 
     fn ev(pid: u32, fork: bool) -> Arc<Event> {
+        let detail = if fork {
+            EventDetail::Fork(ForkDetail { parent_tid: 1 })
+        } else {
+            EventDetail::Exit(ExitDetail {
+                exit_code: Some(0),
+                signal: None,
+                core_dumped: false,
+            })
+        };
         Arc::new(Event {
-            time: Default::default(),
             ts_boot_ns: pid as u64,
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
-            comm: Default::default(),
-            cgroup_id: 0,
-            cgroup: None,
-            verdict: None,
-            container: None,
-            detail: if fork {
-                EventDetail::Fork(ForkDetail { parent_tid: 1 })
-            } else {
-                EventDetail::Exit(ExitDetail {
-                    exit_code: Some(0),
-                    signal: None,
-                    core_dumped: false,
-                })
-            },
+            ..Event::new(pid, 1, detail)
         })
     }
 

@@ -344,6 +344,26 @@ pub struct LibraryLoadDetail {
 }
 
 impl SqlQueryDetail {
+    /// A query as the application handed it over: read whole, not held, not analyzed yet.
+    pub fn sent(function: SqlFunction, conn: u64, query: String) -> SqlQueryDetail {
+        SqlQueryDetail {
+            function,
+            conn,
+            query,
+            truncated: false,
+            unreadable: false,
+            held: false,
+            analyzed: false,
+            findings: Vec::new(),
+            score_permille: None,
+            shape: None,
+            statements: Vec::new(),
+            tables: Vec::new(),
+            functions: Vec::new(),
+            new_shape: None,
+        }
+    }
+
     fn key(&self) -> impl PartialEq + std::hash::Hash + '_ {
         (
             (
@@ -452,7 +472,8 @@ impl ConnectDetail {
     }
 }
 
-/// Event kinds as named on the command line and in JSON.
+/// Event kinds as named on the command line, in JSON and in policies (`policy::vocab::EventType`).
+/// (Plain comments on the variants: doc comments would become `--kind` help text.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
@@ -463,17 +484,29 @@ pub enum Kind {
     FileOpen,
     LibraryLoad,
     Connect,
+    // A query sent through libpq, with the SQL analyzer's findings.
     SqlQuery,
+    // chmod, setxattr, unlink, rmdir, rename, truncate, utimes, symlink, link.
     FileChange,
+    // ptrace attach/seize/poke, process_vm_readv/writev.
     Ptrace,
+    // setns, unshare.
     Namespace,
+    // mount, fsopen.
     Mount,
+    // connect to an AF_UNIX socket path.
     UnixConnect,
+    // init_module, finit_module, delete_module.
     KernelModule,
+    // bpf(BPF_PROG_LOAD).
     BpfLoad,
+    // A request submitted through io_uring.
     IoUring,
+    // Plaintext read from or written to OpenSSL, with what the HTTP stage found in it.
     Tls,
+    // An HTTP message on a TLS connection (or a request linked to a query), with findings.
     Http,
+    // What the agent reports about itself (lost events, a failing journal).
     AgentHealth,
 }
 
@@ -505,6 +538,21 @@ impl Kind {
             None if self == Kind::Http => "http",
             None => "agent_health",
         }
+    }
+
+    /// The operations events of this kind name (what a policy's `operation:` may name);
+    /// `None`: the kind has no operation.
+    pub fn operations(self) -> Option<Vec<&'static str>> {
+        use hooks::{ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
+        Some(match self {
+            Kind::FileChange => ChangeOp::names(),
+            Kind::Ptrace => PtraceOp::names(),
+            Kind::Namespace => NsOp::names(),
+            Kind::Mount => MountOp::names(),
+            Kind::KernelModule => ModuleOp::names(),
+            Kind::IoUring => hooks::IO_URING_OPS.to_vec(),
+            _ => return None,
+        })
     }
 
     /// Position in `ALL` (and in per-kind counter arrays sized `ALL.len()`).
@@ -580,6 +628,32 @@ impl Kind {
 }
 
 impl Event {
+    /// An event of process `pid` (its only thread, child of `ppid`) with nothing else known:
+    /// time 0, root's ids, no credentials, cgroup, container or verdict. What the agent
+    /// reports about itself and what tests make start here, setting what they know with
+    /// `Event { .., ..Event::new(..) }`.
+    pub fn new(pid: u32, ppid: u32, detail: EventDetail) -> Event {
+        Event {
+            time: WallTime::default(),
+            ts_boot_ns: 0,
+            pid,
+            tid: pid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            euid: None,
+            egid: None,
+            cap_effective: None,
+            start_ns: 0,
+            comm: Comm::default(),
+            cgroup_id: 0,
+            cgroup: None,
+            verdict: None,
+            container: None,
+            detail,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self.detail {
             EventDetail::Exec(_) => Kind::Exec,

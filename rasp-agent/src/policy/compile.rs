@@ -57,6 +57,8 @@ fn rule_interest(rule: &Rule, out: &mut Interest) {
         EventType::KernelModule => op_interest::<ModuleOp>(rule, &mut out.hooks, bits::HOOK_MODULE),
         EventType::BpfLoad => out.hooks.words[bits::HOOK_BPF as usize] |= bits::HOOK_ENABLED,
         EventType::IoUring => io_uring_interest(rule, &mut out.hooks),
+        // Not in `vocab::EVENT_TYPES`: no rule looks at them.
+        EventType::Fork | EventType::Exit | EventType::AgentHealth => {}
     }
 }
 

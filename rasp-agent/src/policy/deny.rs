@@ -422,6 +422,9 @@ fn rule_entries(
                 "plaintext is judged in userspace after the call returned",
             ))
         }
+        EventType::Fork | EventType::Exit | EventType::AgentHealth => {
+            return Err(no("policies cannot name this event"))
+        }
     };
     for field in rule.conditions.fields() {
         match field {

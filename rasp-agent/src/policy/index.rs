@@ -11,27 +11,10 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use super::{matcher::Field, vocab::EventType, Policy, Rule, Subject};
 
-/// The event types, in the order `RuleIndex::types` keeps them.
-const TYPES: [EventType; 15] = [
-    EventType::Exec,
-    EventType::FileOpen,
-    EventType::Connect,
-    EventType::LibraryLoad,
-    EventType::SqlQuery,
-    EventType::FileChange,
-    EventType::Ptrace,
-    EventType::Namespace,
-    EventType::Mount,
-    EventType::UnixConnect,
-    EventType::KernelModule,
-    EventType::BpfLoad,
-    EventType::IoUring,
-    EventType::Tls,
-    EventType::Http,
-];
-
+/// A rule type's place in `RuleIndex::types`: its kind's, so the few kinds no rule names
+/// (fork, exit, agent health) keep an empty slot.
 fn type_slot(t: EventType) -> usize {
-    TYPES.iter().position(|x| *x == t).unwrap_or(0)
+    t.index()
 }
 
 /// Candidate bits kept on the stack for up to this many rules of one type.
@@ -39,7 +22,7 @@ const INLINE_WORDS: usize = 8;
 
 #[derive(Debug, Default)]
 pub struct RuleIndex {
-    types: [TypeIndex; TYPES.len()],
+    types: [TypeIndex; EventType::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -100,7 +83,8 @@ impl RuleIndex {
     pub fn build(policies: &[Policy]) -> RuleIndex {
         let mut index = RuleIndex::default();
         // Per type and haystack: literal → rules that require it.
-        let mut pending: Vec<Vec<Pending>> = (0..TYPES.len()).map(|_| Vec::new()).collect();
+        let mut pending: Vec<Vec<Pending>> =
+            (0..EventType::ALL.len()).map(|_| Vec::new()).collect();
         for (pi, policy) in policies.iter().enumerate() {
             for (ri, rule) in policy.rules.iter().enumerate() {
                 let slot = type_slot(rule.event);

@@ -410,16 +410,7 @@ rules:
         let detail =
             |statements: &[&str], tables: &[&str], functions: &[&str], age_ms: Option<u64>| {
                 crate::events::SqlQueryDetail {
-                    function: crate::events::SqlFunction::SendQuery,
-                    conn: 1,
-                    query: String::new(),
-                    truncated: false,
-                    unreadable: false,
-                    held: false,
                     analyzed: true,
-                    findings: Vec::new(),
-                    score_permille: None,
-                    shape: None,
                     statements: statements.iter().map(|s| (*s).into()).collect(),
                     tables: tables.iter().map(|s| (*s).into()).collect(),
                     functions: functions.iter().map(|s| (*s).into()).collect(),
@@ -427,6 +418,11 @@ rules:
                         service: "exe:/srv/app".into(),
                         service_age_ms,
                     }),
+                    ..crate::events::SqlQueryDetail::sent(
+                        crate::events::SqlFunction::SendQuery,
+                        1,
+                        String::new(),
+                    )
                 }
             };
         let fires = |rule: &Rule, d: &crate::events::SqlQueryDetail| {

@@ -6,7 +6,7 @@ use super::{
     glob::{Glob, GlobMode},
     matcher::{Access, Conditions, Field},
     net::{Cidr, PortRange, StatusRange},
-    vocab::{Action, EventType, KillScope, Mode, QuarantineMode, Severity},
+    vocab::{Action, EventType, KillScope, Mode, QuarantineMode, Severity, EVENT_TYPES},
     yaml::{self, Entry, Kind, Node, Pos},
     Policy, PolicyError, Rule,
 };
@@ -48,7 +48,6 @@ const SEVERITIES: &[(&str, Severity)] = &[
     ("high", Severity::High),
     ("critical", Severity::Critical),
 ];
-const EVENTS: &[(&str, EventType)] = &EventType::ALL;
 const SCOPES: &[(&str, KillScope)] = &[
     ("process", KillScope::Process),
     ("process-group", KillScope::ProcessGroup),
@@ -322,7 +321,8 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
     };
     let before = ctx.errors.len();
     let event_entry = entries.iter().find(|e| e.key == "event");
-    let event = event_entry.and_then(|e| enum_value(ctx, e, EVENTS));
+    let events = EVENT_TYPES.map(|ev| (ev.name(), ev));
+    let event = event_entry.and_then(|e| enum_value(ctx, e, &events));
     let scope = Scope::Rule(event);
     let (mut id, mut description, mut severity, mut action, mut mode) =
         (None, None, None, None, None);
@@ -721,13 +721,9 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
     if entries.is_empty() {
         let fix = match (what, scope) {
             ("`selector`", _) => "remove it to apply the policy to every process".to_string(),
-            ("`match`", Scope::Rule(Some(ev))) => format!(
-                "remove it to match every {} event",
-                EVENTS
-                    .iter()
-                    .find(|(_, e)| *e == ev)
-                    .map_or("", |(n, _)| *n)
-            ),
+            ("`match`", Scope::Rule(Some(ev))) => {
+                format!("remove it to match every {} event", ev.name())
+            }
             ("`match`", _) => "remove it to match every event of the rule's type".to_string(),
             _ => "it would exclude every event, so the rule could never fire; add conditions or remove it".to_string(),
         };
@@ -776,13 +772,13 @@ fn conditions(ctx: &mut Ctx, node: &Node, scope: Scope, what: &str) -> Option<Pa
             Scope::Rule(Some(ev)) => {
                 if let Some(evs) = field.events() {
                     if !evs.contains(&ev) {
-                        let names: Vec<&str> = evs.iter().map(|e| event_name(*e)).collect();
+                        let names: Vec<&str> = evs.iter().map(|e| e.name()).collect();
                         ctx.err(
                             e.key_pos,
                             format!(
                                 "`{}` never matches `{}` events (only {} events have it), so this rule could never fire; remove it, or use it in a rule with `event: {}`",
                                 field.name(),
-                                event_name(ev),
+                                ev.name(),
                                 join_and(&names),
                                 names[0]
                             ),
@@ -841,13 +837,6 @@ fn join_and(names: &[&str]) -> String {
         [one] => one.to_string(),
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
-}
-
-fn event_name(ev: EventType) -> &'static str {
-    EVENTS
-        .iter()
-        .find(|(_, e)| *e == ev)
-        .map_or("?", |(n, _)| *n)
 }
 
 /// The items of a list-valued condition (a single value counts as a list of one).

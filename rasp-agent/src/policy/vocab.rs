@@ -80,79 +80,30 @@ pub enum QuarantineMode {
     Kill,
 }
 
-/// The event a rule looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventType {
-    Exec,
-    FileOpen,
-    Connect,
-    LibraryLoad,
-    /// A query sent through libpq, with the SQL analyzer's findings.
-    SqlQuery,
-    /// chmod, setxattr, unlink, rmdir, rename, truncate, utimes, symlink, link.
-    FileChange,
-    /// ptrace attach/seize/poke, process_vm_readv/writev.
-    Ptrace,
-    /// setns, unshare.
-    Namespace,
-    /// mount, fsopen.
-    Mount,
-    /// connect to an AF_UNIX socket path.
-    UnixConnect,
-    /// init_module, finit_module, delete_module.
-    KernelModule,
-    /// bpf(BPF_PROG_LOAD).
-    BpfLoad,
-    /// A request submitted through io_uring.
-    IoUring,
-    /// Plaintext read from or written to OpenSSL, with what the HTTP stage found in it.
-    Tls,
-    /// An HTTP message on a TLS connection (or a request linked to a query), with findings.
-    Http,
-}
+/// The event a rule looks at: an event kind. `events::Kind` is the one definition of the
+/// kinds and their names (policies, JSON and the CLI spell them alike); rules can name the
+/// kinds in `EVENT_TYPES`, not those the agent only tracks or reports about itself (fork,
+/// exit, agent_health).
+pub use crate::events::Kind as EventType;
 
-impl EventType {
-    /// Every event type with its name in policies (`event:`) and events.
-    pub const ALL: [(&'static str, EventType); 15] = [
-        ("exec", EventType::Exec),
-        ("file_open", EventType::FileOpen),
-        ("connect", EventType::Connect),
-        ("library_load", EventType::LibraryLoad),
-        ("sql_query", EventType::SqlQuery),
-        ("file_change", EventType::FileChange),
-        ("ptrace", EventType::Ptrace),
-        ("namespace", EventType::Namespace),
-        ("mount", EventType::Mount),
-        ("unix_connect", EventType::UnixConnect),
-        ("kernel_module", EventType::KernelModule),
-        ("bpf_load", EventType::BpfLoad),
-        ("io_uring", EventType::IoUring),
-        ("tls", EventType::Tls),
-        ("http", EventType::Http),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, e)| *e == self)
-            .map_or("?", |(n, _)| n)
-    }
-
-    /// What `operation:` may name for this event type; `None`: the event has no operation.
-    pub fn operations(self) -> Option<Vec<&'static str>> {
-        use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
-        Some(match self {
-            EventType::FileChange => ChangeOp::names(),
-            EventType::Ptrace => PtraceOp::names(),
-            EventType::Namespace => NsOp::names(),
-            EventType::Mount => MountOp::names(),
-            EventType::KernelModule => ModuleOp::names(),
-            EventType::IoUring => hooks::IO_URING_OPS.to_vec(),
-            _ => return None,
-        })
-    }
-}
+/// The event types policies can name (`event:`), in the order errors list them.
+pub const EVENT_TYPES: [EventType; 15] = [
+    EventType::Exec,
+    EventType::FileOpen,
+    EventType::Connect,
+    EventType::LibraryLoad,
+    EventType::SqlQuery,
+    EventType::FileChange,
+    EventType::Ptrace,
+    EventType::Namespace,
+    EventType::Mount,
+    EventType::UnixConnect,
+    EventType::KernelModule,
+    EventType::BpfLoad,
+    EventType::IoUring,
+    EventType::Tls,
+    EventType::Http,
+];
 
 /// What `tls_finding` can name: secrets and personal data in plaintext leaving a process
 /// (the masking layer's kinds recognised by their own format, `mask::SecretKind`; a test

@@ -379,23 +379,11 @@ mod tests {
 
     fn event(pid: u32, ppid: u32, detail: EventDetail) -> Event {
         Event {
-            time: Default::default(),
             ts_boot_ns: pid as u64,
-            pid,
-            tid: pid,
-            ppid,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: format!("c{pid}").as_str().into(),
             cgroup_id: 1,
             cgroup: Some("/".into()),
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         }
     }
 

@@ -92,28 +92,14 @@ mod tests {
     use crate::events::{EventDetail, ExitDetail};
 
     fn event(pid: u32) -> Arc<Event> {
+        let exit = EventDetail::Exit(ExitDetail {
+            exit_code: Some(0),
+            signal: None,
+            core_dumped: false,
+        });
         Arc::new(Event {
-            time: Default::default(),
-            ts_boot_ns: 0,
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "sh".into(),
-            cgroup_id: 0,
-            cgroup: None,
-            verdict: None,
-            container: None,
-            detail: EventDetail::Exit(ExitDetail {
-                exit_code: Some(0),
-                signal: None,
-                core_dumped: false,
-            }),
+            ..Event::new(pid, 1, exit)
         })
     }
 

@@ -605,27 +605,22 @@ pub(crate) mod tests {
             event: Arc::new(Event {
                 time: crate::events::WallTime::from_system(t0() + Duration::from_secs(i)),
                 ts_boot_ns: 5_000_000_000 + i,
-                pid,
-                tid: pid,
-                ppid: 812,
                 uid: 33,
                 gid: 33,
-                euid: None,
-                egid: None,
-                cap_effective: None,
-                start_ns: 0,
                 comm,
                 cgroup_id: 4242,
                 cgroup: Some("/system.slice/nginx.service".into()),
-                verdict: None,
-                container: None,
-                detail: EventDetail::Exec(ExecDetail {
-                    exe: Some(exe.into()),
-                    filename: exe.to_string(),
-                    argv: argv.clone(),
-                    cwd: Some("/var/www".into()),
-                    ..ExecDetail::default()
-                }),
+                ..Event::new(
+                    pid,
+                    812,
+                    EventDetail::Exec(ExecDetail {
+                        exe: Some(exe.into()),
+                        filename: exe.to_string(),
+                        argv: argv.clone(),
+                        cwd: Some("/var/www".into()),
+                        ..ExecDetail::default()
+                    }),
+                )
             }),
             process: ProcessSummary {
                 pid,

@@ -5,25 +5,27 @@
 //! under `valgrind --tool=callgrind`, and a native run measures how many events a second
 //! one core of that code drains.
 //!
-//! The stages are the rasp-agent library's public types, wired the way `pipeline::run`
-//! wires them. `pipeline::decide`/`settle` are private to the agent, so `Pipeline::batch`
-//! below repeats their dozen lines: a public per-batch entry point in the agent (taking the
-//! table, engine, store, hub, metrics and enforcer) would let this harness call the very
-//! function the daemon calls.
+//! The stages are the rasp-agent library's own: the event path the daemon builds (here
+//! without a kernel), and `pipeline::Batches` and `pipeline::SqlStage`, the very code
+//! `pipeline::run` and its SQL analyzer thread run, so this harness cannot drift from the
+//! daemon.
 
 pub mod records;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{mpsc::Receiver, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rasp_agent::detect::{engine::Engine, sql, Detection, Outcome};
+use rasp_agent::agent::EventPath;
+use rasp_agent::detect::{engine::Engine, sql::ServiceShapes};
 use rasp_agent::enforce::Enforcer;
 use rasp_agent::events::{
-    decode, latency::Latencies, reader::MAX_BATCH, BootClock, Event, EventDetail, EventHub, Kind,
+    decode, latency::Latencies, reader::MAX_BATCH, BootClock, Event, EventHub,
 };
+use rasp_agent::loader::uprobe::discovery::{Feed, Sighting};
 use rasp_agent::metrics::Metrics;
+use rasp_agent::pipeline::{Batches, FaultInjection, SqlStage};
 use rasp_agent::policy::reload::PolicyControl;
 use rasp_agent::process::{
     cgroup::CgroupResolver, container::Containers, runtime::RuntimeSockets, ProcessTable,
@@ -63,28 +65,16 @@ pub enum ReplayKind {
     SqlQuery,
 }
 
-/// The agent's event-path stages, as `daemon` builds them for `pipeline::run`.
+/// The agent's event path, as `daemon` builds it for `pipeline::run`, and the pipeline's
+/// own batch and SQL stages.
 pub struct Pipeline {
     clock: BootClock,
-    cgroups: Arc<CgroupResolver>,
-    containers: Arc<Containers>,
-    table: RwLock<ProcessTable>,
-    policies: PolicyControl,
-    engine: Engine,
-    store: Arc<DetectionStore>,
-    hub: EventHub,
-    metrics: Arc<Metrics>,
-    latency: Latencies,
-    enforcer: Enforcer,
-    sql: sql::Analyzer,
-    shapes: sql::ShapeCache,
-    /// Matches seen, and how many of them folded (never built).
-    pub matches: u64,
-    pub folded: u64,
+    path: EventPath,
+    batches: Batches,
+    sql: SqlStage,
     pub decode_errors: u64,
-    // Reused between batches, as the pipeline reuses its own.
-    shared: Vec<Arc<Event>>,
-    detections: Vec<Detection>,
+    // The uprobe task that reads the feed does not run here; its queue stays open.
+    _sightings: Receiver<Sighting>,
 }
 
 impl Pipeline {
@@ -102,136 +92,81 @@ impl Pipeline {
         let (cgroups, _maintenance) = CgroupResolver::new(PathBuf::from("/sys/fs/cgroup"));
         cgroups.learn(CGROUP_ID, CGROUP_PATH);
         let (containers, _enricher) = Containers::new(RuntimeSockets::none());
-        Ok(Pipeline {
-            clock: BootClock::now(),
-            cgroups,
-            containers,
+        let (uprobe_feed, sightings) = Feed::new();
+        // No deny maps are attached to the policies: a quarantine's network cut fails, as
+        // it must without a kernel.
+        let path = EventPath {
+            hub: EventHub::new(4096, 8192),
+            latency: Latencies::default(),
             table: RwLock::new(ProcessTable::new(65536, Duration::from_secs(30))),
             policies,
             engine: Engine::live(),
-            store,
-            hub: EventHub::new(4096, 8192),
-            metrics,
-            latency: Latencies::default(),
             enforcer: Enforcer::new(PathBuf::from("/sys/fs/cgroup"), &state_dir, &[], 30)
-                .map_err(|e| anyhow::anyhow!(e))?,
-            sql: sql::Analyzer::default(),
-            shapes: sql::ShapeCache::new(16384),
-            matches: 0,
-            folded: 0,
+                .map_err(|e| anyhow!(e))?,
+            store,
+            metrics,
+            sql_shapes: Mutex::new(ServiceShapes::new(Default::default())),
+            cgroups,
+            containers,
+            uprobe_feed,
+        };
+        Ok(Pipeline {
+            clock: BootClock::now(),
+            path,
+            batches: Batches::new(FaultInjection::default()),
+            sql: SqlStage::default(),
             decode_errors: 0,
-            shared: Vec::with_capacity(MAX_BATCH),
-            detections: Vec::new(),
+            _sightings: sightings,
         })
     }
 
     /// Rules in the active set.
     pub fn rules(&self) -> usize {
-        let set = self.policies.registry().current();
+        let set = self.path.policies.registry().current();
         set.policies.iter().map(|p| p.rules.len()).sum()
     }
 
-    /// Every record, in batches of the reader's size, as `pipeline::run` takes them.
+    /// Rule matches so far (every one reaches the store, folded early or submitted), and
+    /// how many of them the store folded.
+    pub fn matches(&self) -> (u64, u64) {
+        let stats = self.path.store.stats();
+        (stats.submitted, stats.folded)
+    }
+
+    /// Every record, in batches of the reader's size, as `pipeline::run` takes them. The
+    /// SQL stage runs inline (the agent runs it on its own thread behind a bounded
+    /// queue); the HTTP stage does not run (its own thread in the agent; no replay kind
+    /// carries plaintext), so what it is offered is taken and left.
     pub fn run(&mut self, records: &[Vec<u8>]) {
         let mut batch: Vec<Event> = Vec::with_capacity(MAX_BATCH);
+        let Pipeline {
+            clock,
+            path,
+            batches,
+            sql,
+            decode_errors,
+            ..
+        } = self;
         for chunk in records.chunks(MAX_BATCH) {
             for bytes in chunk {
-                match decode(bytes, self.clock) {
+                match decode(bytes, *clock) {
                     Ok(ev) => batch.push(ev),
                     Err(_) => {
-                        self.decode_errors += 1;
-                        self.hub.count_decode_error();
+                        *decode_errors += 1;
+                        path.hub.count_decode_error();
                     }
                 }
             }
-            self.batch(&mut batch);
+            batches.run(
+                path,
+                &mut batch,
+                |ev| {
+                    sql.judge(path, &ev);
+                    true
+                },
+                |_| true,
+            );
         }
-    }
-
-    /// `pipeline::run`'s per-batch closure, with the SQL analyzer's stage run inline (the
-    /// agent runs it on its own thread behind a bounded queue).
-    fn batch(&mut self, batch: &mut Vec<Event>) {
-        let (cgroups, containers) = (&self.cgroups, &self.containers);
-        self.shared.extend(batch.drain(..).map(|mut ev| {
-            let hint = (ev.kind() != Kind::Exit).then_some(ev.pid);
-            ev.cgroup = cgroups.resolve(ev.cgroup_id, hint);
-            ev.container = containers.of(ev.cgroup_id, ev.cgroup.as_deref());
-            Arc::new(ev)
-        }));
-        let set = self.policies.registry().current();
-        let shared = std::mem::take(&mut self.shared);
-        for ev in &shared {
-            if ev.kind() == Kind::SqlQuery {
-                self.analyze_sql(&set, ev);
-                continue;
-            }
-            rasp_agent::write(&self.table).apply(ev);
-            self.decide(&set, ev);
-        }
-        self.shared = shared;
-        self.hub.publish(&mut self.shared);
-        self.settle();
-    }
-
-    /// `pipeline::decide`.
-    fn decide(&mut self, set: &rasp_agent::policy::active::PolicySet, ev: &Arc<Event>) {
-        let table = rasp_agent::read(&self.table);
-        let (store, metrics, latency) = (&self.store, &self.metrics, &self.latency);
-        let (mut matches, mut folded) = (0, 0);
-        let detections = &mut self.detections;
-        self.engine.for_each_match(set, ev, &table, |m| {
-            matches += 1;
-            latency.detections.record_ns(m.latency_us * 1000);
-            metrics.detection(&m.rule.id, m.rule.severity, m.mode());
-            let fold =
-                Outcome::without_acting(m.action(), m.mode()).is_some_and(|(outcome, detail)| {
-                    let fold = store.fold(&m.fold_key(outcome, detail), SystemTime::now());
-                    if fold {
-                        metrics.action(m.action(), outcome);
-                    }
-                    fold
-                });
-            if fold {
-                folded += 1;
-            } else {
-                detections.push(m.detection());
-            }
-        });
-        self.matches += matches;
-        self.folded += folded;
-    }
-
-    /// `pipeline::settle`.
-    fn settle(&mut self) {
-        for mut d in self.detections.drain(..) {
-            (d.outcome, d.outcome_detail) = self.enforcer.act(&d, &NoKernel);
-            self.metrics.action(d.action, d.outcome);
-            self.store.submit(d);
-        }
-    }
-
-    /// The SQL analyzer's stage for one query event (`pipeline::sql_analyzer`).
-    fn analyze_sql(&mut self, set: &rasp_agent::policy::active::PolicySet, ev: &Arc<Event>) {
-        let EventDetail::SqlQuery(d) = &ev.detail else {
-            return;
-        };
-        let judged = self.sql.judge(&mut self.shapes, &d.query, d.truncated);
-        let v = judged.verdict;
-        let mut findings: Vec<String> = v.kinds.iter().map(|k| k.name().to_string()).collect();
-        if v.injection {
-            findings.insert(0, "injection".to_string());
-        }
-        let mut analyzed = (**ev).clone();
-        if let EventDetail::SqlQuery(d) = &mut analyzed.detail {
-            d.analyzed = true;
-            d.findings = findings;
-            d.score_permille = Some((v.score.clamp(0.0, 1.0) * 1000.0) as u16);
-            d.shape = Some(format!("{:016x}", judged.shape.0));
-        }
-        let analyzed = Arc::new(analyzed);
-        self.decide(set, &analyzed);
-        self.hub.publish(&mut vec![analyzed]);
-        self.settle();
     }
 }
 
@@ -388,7 +323,9 @@ pub struct ReplayReport {
     pub events: usize,
     pub population: u32,
     pub rules: usize,
-    /// Rule matches among the measured events, and how many of them folded.
+    /// Rule matches among the measured events, and how many of them folded into an
+    /// earlier detection's aggregate (the store's count: early, before a detection was
+    /// built, or when one was submitted).
     pub matches: u64,
     pub folded: u64,
     pub decode_errors: u64,
@@ -409,17 +346,18 @@ pub fn run(
     let replay = Replay::build(kind, count, population)?;
     let mut pipeline = Pipeline::new(policies, state_dir)?;
     pipeline.run(&replay.setup);
-    let (matches, folded) = (pipeline.matches, pipeline.folded);
+    let (matches, folded) = pipeline.matches();
     let started = Instant::now();
     measured_phase(&mut pipeline, &replay.measured);
     let seconds = started.elapsed().as_secs_f64();
+    let (matches_after, folded_after) = pipeline.matches();
     Ok(ReplayReport {
         kind,
         events: replay.measured.len(),
         population,
         rules: pipeline.rules(),
-        matches: pipeline.matches - matches,
-        folded: pipeline.folded - folded,
+        matches: matches_after - matches,
+        folded: folded_after - folded,
         decode_errors: pipeline.decode_errors,
         seconds,
         ns_per_event: seconds * 1e9 / replay.measured.len() as f64,
@@ -431,35 +369,4 @@ pub fn run(
 #[inline(never)]
 pub fn measured_phase(pipeline: &mut Pipeline, records: &[Vec<u8>]) {
     pipeline.run(std::hint::black_box(records));
-}
-
-/// A replay has no kernel: no network to cut, no recent events to snapshot.
-struct NoKernel;
-
-impl rasp_agent::enforce::NetworkCut for NoKernel {
-    fn cut(&self, _: u64, _: u32) -> Result<(), String> {
-        Err("replay: no kernel".into())
-    }
-
-    fn restore(&self, _: u64) -> Result<(), String> {
-        Err("replay: no kernel".into())
-    }
-}
-
-impl rasp_agent::enforce::EnforceContext for NoKernel {
-    fn network(&self) -> &dyn rasp_agent::enforce::NetworkCut {
-        self
-    }
-
-    fn recent_events(&self, _: u64) -> Vec<Arc<Event>> {
-        Vec::new()
-    }
-
-    fn rule_names_cgroups(&self, _: &str) -> bool {
-        false
-    }
-
-    fn rule_slot(&self, _: &str) -> u32 {
-        0
-    }
 }

@@ -433,27 +433,16 @@ fn finding(f: &HttpFinding) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Comm, EventDetail, Plaintext, SqlFunction, WallTime};
+    use crate::events::{Comm, EventDetail, Plaintext, SqlFunction};
 
     fn event(pid: u32, ts: u64) -> Event {
+        let exit = EventDetail::Exit(crate::events::ExitDetail::from_wait_status(0));
         Event {
-            time: WallTime(0),
             ts_boot_ns: ts,
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
             start_ns: 7,
             comm: Comm::new("app"),
             cgroup_id: 1,
-            cgroup: None,
-            container: None,
-            verdict: None,
-            detail: EventDetail::Exit(crate::events::ExitDetail::from_wait_status(0)),
+            ..Event::new(pid, 1, exit)
         }
     }
 
@@ -581,22 +570,7 @@ mod tests {
         let mut s = stage();
         let req = b"GET /item?name=x%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: a\r\n\r\n";
         s.tls(&event(10, 1_000), &chunk(Direction::Inbound, 0, req));
-        let query = |text: &str, function| SqlQueryDetail {
-            function,
-            conn: 1,
-            query: text.into(),
-            truncated: false,
-            unreadable: false,
-            held: false,
-            analyzed: false,
-            findings: Vec::new(),
-            score_permille: None,
-            shape: None,
-            statements: Vec::new(),
-            tables: Vec::new(),
-            functions: Vec::new(),
-            new_shape: None,
-        };
+        let query = |text: &str, function| SqlQueryDetail::sent(function, 1, text.into());
         let safe = s.sql(
             &event(10, 2_000),
             &query(

@@ -140,23 +140,10 @@ mod tests {
 
     fn ev(pid: u32, ppid: u32, detail: EventDetail) -> Event {
         Event {
-            time: Default::default(),
             ts_boot_ns: 5,
-            pid,
-            tid: pid,
-            ppid,
-            uid: 0,
-            gid: 0,
-            euid: None,
-            egid: None,
-            cap_effective: None,
-            start_ns: 0,
             comm: "python3".into(),
             cgroup_id: 1,
-            cgroup: None,
-            verdict: None,
-            container: None,
-            detail,
+            ..Event::new(pid, ppid, detail)
         }
     }
 
