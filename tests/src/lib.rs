@@ -21,8 +21,10 @@ pub mod https;
 pub mod sql;
 pub mod webhook;
 
-/// How long the agent gets to answer `status` after `run` was started.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the agent gets to answer `status` after `run` was started: a readiness bound,
+/// not a performance claim (the start is a few seconds here; a loaded 2-vCPU machine with
+/// a QEMU guest and a benchmark beside it took over 20 s to verify the programs).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the agent gets to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// No single CLI call may take longer than this; a hung agent fails the test instead of
