@@ -11,8 +11,8 @@
 use super::{
     lexer::{tokenize, LexLimits, StringKind, Token, TokenKind},
     shape::{
-        block_comment_inline, block_comment_versioned, line_comment_swallows, shape_of,
-        string_continues, ShapeCache, ShapeHash, SqlNames,
+        block_comment_inline, block_comment_versioned, hex_number, line_comment_cuts,
+        line_comment_swallows, shape_of, string_continues, ShapeCache, ShapeHash, SqlNames,
     },
 };
 
@@ -472,6 +472,9 @@ const TYPE_WORDS: &[&str] = &[
     "zone",
 ];
 
+/// Words that continue a type name after its first word.
+const TYPE_CONTINUATION: &[&str] = &["precision", "varying"];
+
 /// Value keywords that read the session (`OR current_user = 'x'` is constant to the query).
 const SESSION_VALUES: &[&str] = &[
     "current_user",
@@ -653,6 +656,10 @@ const NOT_FUNCTIONS: &[&str] = &[
     "language",
     "unnest",
 ];
+/// Words before a parenthesised subquery that are not in `NOT_FUNCTIONS`.
+const SUBQUERY_OPENERS: &[&str] = &["materialized", "return"];
+/// First words of DDL statements.
+const DDL_HEADS: &[&str] = &["create", "alter", "drop", "grant", "revoke", "comment"];
 const CLAUSE_WORDS: &[&str] = &[
     "then",
     "else",
@@ -810,10 +817,19 @@ impl<'q> Code<'q> {
         let mut clause = Vec::with_capacity(n);
         let mut close = vec![usize::MAX; n];
         let mut opens: Vec<usize> = Vec::new();
+        // Per open parenthesis: it holds a function's arguments (`extract(year FROM x)`).
+        let mut arguments: Vec<bool> = Vec::new();
         let mut clauses: Vec<Clause> = vec![Clause::None];
+        // The statement is DDL: its ON names a table (`CREATE INDEX i ON t (c opclass)`).
+        let mut ddl = false;
         for (i, t) in toks.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|p| &toks[p]);
+            if prev.is_none_or(|p| p.is_punct(b';')) {
+                ddl = tok_in(t, DDL_HEADS);
+            }
             if t.is_punct(b';') {
                 opens.clear();
+                arguments.clear();
                 clauses.clear();
                 clauses.push(Clause::None);
             }
@@ -821,19 +837,32 @@ impl<'q> Code<'q> {
                 if let Some(o) = opens.pop() {
                     close[o] = i;
                 }
+                arguments.pop();
                 if clauses.len() > 1 {
                     clauses.pop();
                 }
             }
             if let Some(c) = clause_of(t) {
-                if let Some(top) = clauses.last_mut() {
-                    *top = c;
+                // The FROM of `extract(... FROM x)`, `substring(s FROM 2)`, `IS DISTINCT
+                // FROM x` reads no table; the ON of DDL is no join predicate.
+                let not_a_clause = (c == Clause::From
+                    && t.is_word("from")
+                    && (arguments.last() == Some(&true)
+                        || prev.is_some_and(|p| p.is_word("distinct"))))
+                    || (c == Clause::On && ddl);
+                if !not_a_clause {
+                    if let Some(top) = clauses.last_mut() {
+                        *top = c;
+                    }
                 }
             }
             depth.push(opens.len() as u32);
             clause.push(clauses.last().copied().unwrap_or(Clause::None));
             if t.is_punct(b'(') {
                 opens.push(i);
+                arguments.push(prev.is_some_and(|p| {
+                    p.is_name() && !tok_in(p, NOT_FUNCTIONS) && !tok_in(p, SUBQUERY_OPENERS)
+                }));
                 let inherited = clauses.last().copied().unwrap_or(Clause::None);
                 clauses.push(inherited);
             }
@@ -916,6 +945,28 @@ impl<'q> Code<'q> {
             .collect()
     }
 
+    /// The end (exclusive) of the type name starting at `i` (after `::` or `AS`): a
+    /// qualified name, then only the words that continue a type (`double precision`,
+    /// `character varying`, `timestamp with time zone`). Never the `IS NULL OR ...` after it.
+    fn type_name_end(&self, i: usize) -> usize {
+        if !self.get(i).is_some_and(|t| t.is_name()) {
+            return i;
+        }
+        let mut j = self.name_end(i);
+        loop {
+            let zone = (self.word(j, "with") || self.word(j, "without"))
+                && self.word(j + 1, "time")
+                && self.word(j + 2, "zone");
+            if zone {
+                j += 3;
+            } else if self.get(j).is_some_and(|t| tok_in(t, TYPE_CONTINUATION)) {
+                j += 1;
+            } else {
+                return j;
+            }
+        }
+    }
+
     /// The end (exclusive) of the operand starting at `start`: the next AND/OR, comma,
     /// clause word or closing parenthesis at the operand's own depth.
     fn operand_end(&self, start: usize, limit: usize) -> usize {
@@ -994,9 +1045,7 @@ fn classify_operand(code: &Code<'_>, s: usize, e: usize) -> Operand {
             }
             TokenKind::Cast => {
                 // `::type`, possibly `::double precision`, `::character varying(10)`.
-                while code.get(i + 1).is_some_and(|n| n.is_name()) {
-                    i += 1;
-                }
+                i = code.type_name_end(i + 1).saturating_sub(1).max(i);
             }
             TokenKind::Punct if t.is_punct(b'(') && code.word(i + 1, "select") => {
                 op.subquery = true;
@@ -1287,6 +1336,14 @@ fn comment_findings(all: &[Token<'_>], capped: bool, f: &mut Findings) {
                     0.9,
                 );
             }
+            TokenKind::LineComment if after_code && line_comment_cuts(all, i) => {
+                f.add(
+                    FindingKind::CommentTruncation,
+                    t,
+                    "line comment cuts the query's tail",
+                    0.85,
+                );
+            }
             TokenKind::BlockComment if t.unterminated && after_code && !capped => {
                 f.add(
                     FindingKind::CommentTruncation,
@@ -1438,6 +1495,7 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                 && !(t.is_punct(b'.')
                     || t.kind == TokenKind::Operator
                     || t.is_word("using")
+                    || t.is_word("with")
                     || (t.is_punct(b'(') && code.word(i.wrapping_sub(1), "operator")))
                 && code.get(i + 2).is_none_or(|after| {
                     after.is_punct(b')')
@@ -1453,17 +1511,6 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                     0.8,
                 );
             }
-            let value_slot = (t.kind == TokenKind::Operator && COMPARISONS.contains(&t.text))
-                || (t.kind == TokenKind::Keyword
-                    && tok_in(t, &["where", "by", "limit", "offset", "having"]));
-            if value_slot && tok_in(next, EMPTY_CLAUSE_FOLLOWERS) {
-                f.add(
-                    FindingKind::Malformed,
-                    next,
-                    "a clause word where a value belongs",
-                    0.8,
-                );
-            }
             // Literal compared with literal outside a builder's WHERE idiom (`'a' <= 'b'`
             // in a VALUES list, `'1'='1'` anywhere).
             if matches!(t.kind, TokenKind::String(_))
@@ -1475,8 +1522,11 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
                     k += 1;
                 }
                 // `payload->>'k' = 'v'`: the first literal belongs to the operator before it.
-                let operand_of_op =
-                    i > 0 && matches!(code.toks[i - 1].kind, TokenKind::Operator | TokenKind::Cast);
+                // (`bio = ''=''` chains two comparisons: no operand of the first.)
+                let operand_of_op = i > 0
+                    && (code.toks[i - 1].kind == TokenKind::Cast
+                        || (code.toks[i - 1].kind == TokenKind::Operator
+                            && !COMPARISONS.contains(&code.toks[i - 1].text)));
                 if code
                     .get(k)
                     .is_some_and(|u| matches!(u.kind, TokenKind::String(_)))
@@ -1500,6 +1550,188 @@ fn lexical_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
     }
     chained_comparisons(code, f);
     clause_order(code, f);
+    grammar_findings(code, capped, f);
+}
+
+/// Keywords that cannot start a value: after `=`, `LIMIT`, `WHERE` or `IN (` they are a
+/// payload's fragment (`= update AND`, `IN (order by)`), a syntax error here.
+#[rustfmt::skip]
+const NOT_A_VALUE: &[&str] = &[
+    "select", "having", "order", "group", "union", "from", "where", "limit", "offset",
+    "intersect", "except", "and", "or", "then", "else", "end", "when", "asc", "desc", "as",
+    "into", "by", "insert", "update", "delete", "truncate", "drop", "like", "ilike", "in",
+    "is", "between", "join", "set", "values", "returning", "window",
+];
+/// Words a statement cannot end on.
+#[rustfmt::skip]
+const DANGLING: &[&str] = &[
+    "where", "and", "or", "not", "by", "limit", "offset", "having", "union", "intersect",
+    "except", "select", "from", "in", "like", "ilike", "between", "then", "when", "else",
+    "set", "values", "join", "as", "is",
+];
+/// Operators PostgreSQL accepts in prefix position (`-1`, `~x`, `@ x`, `|/ 25`, `# path`).
+const PREFIX_OPERATORS: &[&str] = &[
+    "-", "+", "~", "@", "|/", "||/", "!!", "#", "@-@", "@@", "?-", "?|", "*",
+];
+
+/// What PostgreSQL's grammar rejects, and so no application sends: a byte with no place in
+/// SQL (`\`, `{`), an empty quoted name, an empty list item, a binary operator or a
+/// clause word where a value belongs, a statement ending on `AND` or `=`, a comma in a
+/// WHERE, a name after a name in ORDER BY. Scanners send these to provoke errors.
+fn grammar_findings(code: &Code<'_>, capped: bool, f: &mut Findings) {
+    let n = code.toks.len();
+    let mut brackets = 0i64;
+    // Per parenthesis level: whether its own clause (not one inherited) is WHERE/HAVING.
+    let mut own_where: Vec<bool> = vec![false];
+    for (i, t) in code.toks.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| &code.toks[p]);
+        let next = code.get(i + 1);
+        if t.kind == TokenKind::Unknown {
+            f.add(
+                FindingKind::Malformed,
+                t,
+                "a character SQL has no place for",
+                0.85,
+            );
+        }
+        if t.kind == TokenKind::QuotedIdent && t.text.ends_with("\"\"") && bare(t).is_empty() {
+            f.add(FindingKind::Malformed, t, "an empty quoted name", 0.85);
+        }
+        match t.text {
+            "[" if t.kind == TokenKind::Punct => brackets += 1,
+            "]" if t.kind == TokenKind::Punct => brackets -= 1,
+            _ => {}
+        }
+        if t.is_punct(b'(') {
+            own_where.push(false);
+        } else if t.is_punct(b')') {
+            if own_where.len() > 1 {
+                own_where.pop();
+            }
+        } else if t.is_punct(b';') {
+            own_where.clear();
+            own_where.push(false);
+            brackets = 0;
+        } else if let Some(c) = clause_of(t).filter(|&c| code.clause[i] == c) {
+            // A clause this level's own keyword opened (not `extract(... FROM x)`).
+            if let Some(top) = own_where.last_mut() {
+                *top = matches!(c, Clause::Where | Clause::Having);
+            }
+        } else if t.kind == TokenKind::Keyword && tok_in(t, &["window", "for"]) {
+            if let Some(top) = own_where.last_mut() {
+                *top = false;
+            }
+        }
+        if t.is_punct(b',') {
+            let empty_item = prev.is_none_or(|p| p.is_punct(b'(') || p.is_punct(b','))
+                || next.is_some_and(|x| x.is_punct(b')'));
+            if empty_item {
+                f.add(FindingKind::Malformed, t, "an empty list item", 0.85);
+            } else if brackets <= 0 && own_where.last() == Some(&true) {
+                f.add(
+                    FindingKind::Malformed,
+                    t,
+                    "a comma in a WHERE condition",
+                    0.8,
+                );
+            }
+        }
+        let Some(next) = next else {
+            continue;
+        };
+        // `= update`, `LIMIT asc`, `IN (order by)`.
+        let value_slot = (t.kind == TokenKind::Operator && COMPARISONS.contains(&t.text))
+            || (t.kind == TokenKind::Keyword
+                && tok_in(t, &["where", "by", "limit", "offset", "having"]));
+        let in_list_open = t.is_punct(b'(') && prev.is_some_and(|p| p.is_word("in"));
+        // (Unreserved words name functions too: hstore's `delete(h, 'k')`.)
+        let call = code.punct(i + 2, b'(')
+            && tok_in(next, &["insert", "update", "delete", "truncate", "drop"]);
+        let not_a_value = next.kind == TokenKind::Keyword
+            && tok_in(next, NOT_A_VALUE)
+            && !call
+            && !(in_list_open && tok_in(next, &["select", "values"]));
+        if (value_slot || in_list_open) && not_a_value {
+            f.add(
+                FindingKind::Malformed,
+                next,
+                "a clause word where a value belongs",
+                0.8,
+            );
+        }
+        // `= ||6`, `(&x)`, `IN (|| 1)`: an operator that takes no left operand here.
+        let operand_slot = value_slot
+            || in_list_open
+            || (t.is_punct(b'(') && !prev.is_some_and(|p| p.is_word("operator")))
+            || (t.kind == TokenKind::Keyword && tok_in(t, &["and", "or", "not", "select"]));
+        if operand_slot
+            && next.kind == TokenKind::Operator
+            && !PREFIX_OPERATORS.contains(&next.text)
+        {
+            f.add(
+                FindingKind::Malformed,
+                next,
+                "a binary operator where a value belongs",
+                0.8,
+            );
+        }
+        // `x % AND`, `id = / AND`: an operator with a conjunction for its right operand.
+        if t.kind == TokenKind::Operator
+            && t.text != "*"
+            && next.kind == TokenKind::Keyword
+            && tok_in(
+                next,
+                &[
+                    "and", "or", "then", "else", "end", "when", "asc", "desc", "limit", "offset",
+                    "order", "group",
+                ],
+            )
+            && !prev.is_some_and(|p| p.is_word("using") || p.is_word("operator"))
+        {
+            f.add(
+                FindingKind::Malformed,
+                t,
+                "an operator without a right operand",
+                0.8,
+            );
+        }
+        // `ORDER BY x "alias"`: ORDER BY and GROUP BY items take no alias.
+        if matches!(code.clause[i], Clause::Order | Clause::Group)
+            && matches!(t.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+            && matches!(next.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+            && !t.is_punct(b'.')
+        {
+            f.add(
+                FindingKind::Malformed,
+                next,
+                "a name right after a name in ORDER BY or GROUP BY",
+                0.8,
+            );
+        }
+    }
+    // A statement ending where a value or clause must follow (`... ORDER BY --`, `id = 1 #`).
+    if capped {
+        return;
+    }
+    for i in 0..n {
+        let end = i + 1 == n || code.punct(i + 1, b';');
+        if !end || code.punct(i, b';') {
+            continue;
+        }
+        let t = &code.toks[i];
+        let dangling = (t.kind == TokenKind::Operator && t.text != "*")
+            || t.is_punct(b',')
+            || t.is_punct(b'(')
+            || (t.kind == TokenKind::Keyword && tok_in(t, DANGLING));
+        if dangling && !code.word(i.wrapping_sub(1), "using") {
+            f.add(
+                FindingKind::Malformed,
+                t,
+                "a statement ends where a value belongs",
+                0.8,
+            );
+        }
+    }
 }
 
 /// `... ORDER BY 1 HAVING 1=2`, `ORDER BY 1 ORDER BY 2`, `LIMIT 1 WHERE`: clauses of one
@@ -1727,7 +1959,7 @@ fn statement_findings(
                 &[
                     "from", "join", "into", "update", "table", "truncate", "copy",
                 ],
-            ) && !(p.is_word("from") && code.clause[i - 1] == Clause::Select)
+            ) && !(p.is_word("from") && code.clause[i - 1] != Clause::From)
                 && !p.is_word("distinct"))
                 || (p.is_punct(b',')
                     && code.clause[i - 1] == Clause::From
@@ -1883,6 +2115,22 @@ fn statement_findings(
                 0.8,
             );
         }
+        if hex_number(t) {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "a hexadecimal number (another engine's string)",
+                0.8,
+            );
+        }
+        if t.kind == TokenKind::Operator && t.text.contains('`') {
+            f.add(
+                FindingKind::ForeignDialect,
+                t,
+                "another engine's backtick quoting",
+                0.85,
+            );
+        }
         if t.is_op("<=>") {
             f.add(
                 FindingKind::ForeignDialect,
@@ -1998,7 +2246,11 @@ fn statement_findings(
         if code.calls(i, &["cast"]) {
             cast_findings(code, i, f);
         }
-        if t.kind == TokenKind::Cast && probe_before(code, i, s) && numeric_type(code, i + 1) {
+        if t.kind == TokenKind::Cast
+            && probe_before(code, i, s)
+            && numeric_type(code, i + 1)
+            && !array_type(code, i + 1)
+        {
             f.add(
                 FindingKind::ErrorBased,
                 t,
@@ -2028,7 +2280,7 @@ fn statement_findings(
             }
         }
         if t.is_word("and") || t.is_word("or") || t.is_word("when") {
-            predicate_findings(code, i, e, f);
+            predicate_findings(code, i, e, refs.user.is_some(), f);
         }
         if t.is_word("where") || t.is_word("having") {
             let end = code.operand_end(i + 1, e);
@@ -2191,6 +2443,12 @@ fn numeric_type(code: &Code<'_>, i: usize) -> bool {
     })
 }
 
+/// The type name at `i` is an array type (`integer[]`): a conversion of a set, not the
+/// scalar conversion an error-based probe needs to fail.
+fn array_type(code: &Code<'_>, i: usize) -> bool {
+    code.punct(code.type_name_end(i), b'[')
+}
+
 /// Whether what precedes the cast at `cast` is server information (`version()`,
 /// `current_user`, a subquery, a chr() chain).
 fn probe_before(code: &Code<'_>, cast: usize, s: usize) -> bool {
@@ -2225,7 +2483,7 @@ fn cast_findings(code: &Code<'_>, i: usize, f: &mut Findings) {
     else {
         return;
     };
-    if !numeric_type(code, as_at + 1) {
+    if !numeric_type(code, as_at + 1) || array_type(code, as_at + 1) {
         return;
     }
     let probe = (open + 1..as_at).any(|k| {
@@ -2248,7 +2506,9 @@ fn cast_findings(code: &Code<'_>, i: usize, f: &mut Findings) {
     }
 }
 
-fn predicate_findings(code: &Code<'_>, at: usize, e: usize, f: &mut Findings) {
+/// `reads_user`: the statement reads an application table (a catalog subquery in a query
+/// over catalogs only is an admin tool's own logic).
+fn predicate_findings(code: &Code<'_>, at: usize, e: usize, reads_user: bool, f: &mut Findings) {
     let t = &code.toks[at];
     // The AND of a BETWEEN is not a conjunction.
     if t.is_word("and") {
@@ -2285,12 +2545,27 @@ fn predicate_findings(code: &Code<'_>, at: usize, e: usize, f: &mut Findings) {
     let end = code.operand_end(start, e);
     let op = classify_operand(code, start, end);
     let or = t.is_word("or");
-    if op.constant {
+    // What a client's inlined parameters make constant: `OR 'paid' IS NULL` (an optional
+    // filter), `CASE WHEN (NULL IS NOT NULL)`, and an empty IN list expanded to
+    // `IN (NULL) AND (1 != 1)` or `NOT IN (NULL) OR (1 = 1)` (SQLAlchemy).
+    let inlined_parameter = value_null_test(code, start, end)
+        || empty_in_list(code, start, end)
+        || (op.builder_idiom && at >= 4 && empty_in_list(code, at - 4, at));
+    if op.constant && inlined_parameter && !(op.sleep || op.inference || op.catalog) {
+        f.add(
+            FindingKind::Tautology,
+            t,
+            "constant predicate from an inlined parameter",
+            0.2,
+        );
+    } else if op.constant {
         if op.sleep {
             f.add(FindingKind::TimeBased, t, "delay in a predicate", 0.9);
         }
-        let conf = if op.subquery && !(op.inference || op.catalog || op.sleep) {
-            // `AND 0 < (SELECT count(*) ...)`: unusual, not yet an attack.
+        let catalog_probe = op.catalog && (op.has_literal || reads_user);
+        let conf = if op.subquery && !(op.inference || catalog_probe || op.sleep) {
+            // `AND 0 < (SELECT count(*) ...)`: unusual, not yet an attack; psql's
+            // `OR (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c ...)` neither.
             if op.has_literal {
                 0.6
             } else {
@@ -2329,6 +2604,99 @@ fn predicate_findings(code: &Code<'_>, at: usize, e: usize, f: &mut Findings) {
     }
 }
 
+/// Whether a query stands left of the set operation at `at`, at its own depth (`SELECT`,
+/// `VALUES`, `TABLE`, or a parenthesised query). `id IN (1 UNION SELECT ...)` or
+/// `IN ( UNION ...)` has none: a syntax error only a payload makes.
+fn left_arm_is_query(code: &Code<'_>, at: usize) -> bool {
+    let d = code.depth[at];
+    let mut k = at;
+    while k > 0 {
+        k -= 1;
+        if code.depth[k] < d || code.punct(k, b';') {
+            return false;
+        }
+        if code.depth[k] != d {
+            continue;
+        }
+        if code.word(k, "select") || code.word(k, "values") || code.word(k, "table") {
+            return true;
+        }
+        if code.punct(k, b'(') {
+            let mut j = k + 1;
+            while code.punct(j, b'(') {
+                j += 1;
+            }
+            if code.word(j, "select") || code.word(j, "values") || code.word(j, "with") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A parenthesised subquery at `open` reads server information, a catalog or credential
+/// columns, sleeps or touches files.
+fn subquery_probes(code: &Code<'_>, open: usize) -> bool {
+    let close = code
+        .close
+        .get(open)
+        .copied()
+        .unwrap_or(usize::MAX)
+        .min(code.toks.len());
+    (open + 1..close).any(|k| {
+        let t = &code.toks[k];
+        code.calls(k, PROBE_FUNCS)
+            || code.calls(k, &["chr"])
+            || code.calls(k, SLEEP_FUNCS)
+            || code.calls(k, FILE_FUNCS)
+            || (t.kind == TokenKind::Keyword && tok_in(t, SESSION_VALUES))
+            || (t.is_name() && in_list(bare(t), SECRET_COLUMNS))
+            || (t.is_name()
+                && code
+                    .get(k.wrapping_sub(1))
+                    .is_some_and(|p| p.is_word("from") || p.is_word("join"))
+                && is_catalog_name(&code.name_parts(k)))
+    })
+}
+
+/// `value IS [NOT] NULL` on one literal, parameter or NULL (cast or parenthesised): the null
+/// test of a client's optional parameter, inlined.
+fn value_null_test(code: &Code<'_>, s: usize, e: usize) -> bool {
+    let (mut s, mut e) = (s, e);
+    while s + 1 < e && code.punct(s, b'(') && code.close[s] == e - 1 {
+        s += 1;
+        e -= 1;
+    }
+    let value = code
+        .get(s)
+        .is_some_and(|t| t.is_literal() || t.kind == TokenKind::Param || t.is_word("null"));
+    if !value || s >= e {
+        return false;
+    }
+    let mut i = s + 1;
+    while code.get(i).is_some_and(|t| t.kind == TokenKind::Cast) {
+        i = code.type_name_end(i + 1);
+    }
+    if !code.word(i, "is") {
+        return false;
+    }
+    i += 1;
+    if code.word(i, "not") {
+        i += 1;
+    }
+    code.word(i, "null") && i + 1 == e
+}
+
+/// `IN (NULL)` within `s..e`: how a client expands an empty list.
+fn empty_in_list(code: &Code<'_>, s: usize, e: usize) -> bool {
+    (s..e.saturating_sub(3)).any(|i| {
+        code.word(i, "in")
+            && code.punct(i + 1, b'(')
+            && code.word(i + 2, "null")
+            && code.punct(i + 3, b')')
+    })
+}
+
 fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mut Findings) {
     let t = &code.toks[at];
     let mut i = at + 1;
@@ -2357,6 +2725,15 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     }
     // A union after a query on the application's own tables, not inside psql's catalog
     // queries or a report over constants.
+    if !left_arm_is_query(code, at) {
+        f.add(
+            FindingKind::Malformed,
+            t,
+            "a set operation without a query on its left",
+            0.85,
+        );
+        return;
+    }
     let left_user = refs.user.is_some_and(|u| u < at);
     i += 1;
     if code.word(i, "distinct") || code.word(i, "all") {
@@ -2367,10 +2744,14 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
     let mut data_items = 0usize;
     let mut probe_items = 0usize;
     let mut number_items = 0usize;
+    // Items that are scalar subqueries over application tables
+    // (`SELECT (SELECT t.id FROM t LIMIT 1) AS a UNION SELECT (SELECT ...)`).
+    let mut subquery_items = 0usize;
     let mut secret = false;
     let mut item_start = i;
     let mut item_data = false;
     let mut item_probe = false;
+    let mut item_subquery = false;
     let mut k = i;
     let list_end = loop {
         let tok = match code.get(k) {
@@ -2380,6 +2761,7 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
                     items += 1;
                     data_items += usize::from(item_data && !item_probe);
                     probe_items += usize::from(item_probe);
+                    subquery_items += usize::from(item_subquery && !item_data && !item_probe);
                     number_items += usize::from(
                         k == item_start + 1 && code.toks[item_start].kind == TokenKind::Number,
                     );
@@ -2415,6 +2797,7 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
                 items += 1;
                 data_items += usize::from(item_data && !item_probe);
                 probe_items += usize::from(item_probe);
+                subquery_items += usize::from(item_subquery && !item_data && !item_probe);
                 number_items += usize::from(
                     k == item_start + 1 && code.toks[item_start].kind == TokenKind::Number,
                 );
@@ -2425,6 +2808,7 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
             item_start = k + 1;
             item_data = false;
             item_probe = false;
+            item_subquery = false;
             k += 1;
             continue;
         }
@@ -2436,9 +2820,15 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
             {
                 item_probe = true;
             }
-        } else if (tok.is_punct(b'(') && code.word(k + 1, "select"))
-            || (tok.kind == TokenKind::Keyword && tok_in(tok, SESSION_VALUES))
-        {
+        } else if tok.is_punct(b'(') && code.word(k + 1, "select") {
+            if subquery_probes(code, k) {
+                item_probe = true;
+            } else {
+                item_subquery = true;
+            }
+            k = code.close[k].max(k).saturating_add(1);
+            continue;
+        } else if tok.kind == TokenKind::Keyword && tok_in(tok, SESSION_VALUES) {
             item_probe = true;
         } else if tok.is_name()
             && !(tok.kind == TokenKind::Keyword
@@ -2469,7 +2859,7 @@ fn union_findings(code: &Code<'_>, at: usize, e: usize, refs: &TableRefs, f: &mu
         && code.get(list_end + 1).is_some_and(|n| n.is_name())
         && is_catalog_name(&code.name_parts(list_end + 1));
     let no_from_or_func = !code.word(list_end, "from") || code.is_call(list_end + 1);
-    if !left_user {
+    if !left_user || (items > 0 && subquery_items == items) {
         return;
     }
     if items > 0 && data_items > 0 && !code.word(list_end, "from") {

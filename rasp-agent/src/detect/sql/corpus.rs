@@ -6,7 +6,12 @@
 
 use std::time::Instant;
 
-use super::{analyze::Analyzer, lexer::LexLimits, shape::shape_of, tokenize};
+use super::{
+    analyze::Analyzer,
+    lexer::{LexLimits, TokenKind},
+    shape::shape_of,
+    tokenize,
+};
 
 /// An injection context: a query with one place (`{}`) where input is pasted raw, and how a
 /// payload breaks out of it.
@@ -94,6 +99,42 @@ const CONTEXTS: &[Context] = &[
         rebalance: " AND 'q'='q",
     },
     Context {
+        name: "offset",
+        template: "SELECT id, title FROM articles ORDER BY id LIMIT 20 OFFSET {}",
+        breakout: "40",
+        rebalance: "",
+    },
+    Context {
+        name: "in-strings",
+        template: "SELECT id FROM users WHERE role IN ('admin', '{}') ORDER BY id",
+        breakout: "staff'",
+        rebalance: " AND 'q'='q",
+    },
+    Context {
+        name: "jsonb-contains",
+        template: "SELECT id FROM events WHERE payload @> '{\"user\": \"{}\"}'::jsonb LIMIT 10",
+        breakout: "bob\"}'",
+        rebalance: " AND '{\"q\": \"q",
+    },
+    Context {
+        name: "insert-numeric",
+        template: "INSERT INTO scores (user_id, points, note) VALUES ({}, 10, 'ok')",
+        breakout: "7",
+        rebalance: "",
+    },
+    Context {
+        name: "update-numeric",
+        template: "UPDATE accounts SET balance = balance + {} WHERE id = 3",
+        breakout: "5",
+        rebalance: "",
+    },
+    Context {
+        name: "dollar-tag",
+        template: "SELECT id FROM notes WHERE body = $q${}$q$ AND owner_id = 9",
+        breakout: "x$q$",
+        rebalance: " AND $q$a$q$=$q$a",
+    },
+    Context {
         name: "paren-string",
         template: "SELECT * FROM users WHERE (username = '{}') AND (status = 'active')",
         breakout: "x')",
@@ -178,6 +219,28 @@ const EXPRESSION_TECHNIQUES: &[&str] = &[
     ",(SELECT pg_read_file('/etc/passwd'))",
 ];
 
+/// Probes a scanner sends to learn the query's shape or provoke an error: valid SQL (or
+/// nearly) only because a comment cuts the template's tail, or invalid SQL PostgreSQL
+/// rejects. Used with the comment endings only.
+const PROBE_TECHNIQUES: &[&str] = &[
+    " ORDER BY 7",
+    " GROUP BY 2",
+    " UNION ALL SELECT NULL,NULL FROM accounts",
+    " AND",
+    " OR",
+    ",",
+    " ||",
+    " %",
+    "\\",
+    " {",
+    "\"\"",
+    " AND 0x61646d696e=0x61646d696e",
+    " AND `id`=1",
+    " AND 1 IN (insert)",
+    " LIMIT asc",
+    " UNION",
+];
+
 /// How a payload ends: a comment eats the template's tail, or the payload rebalances it.
 #[derive(Clone, Copy)]
 enum Ending {
@@ -244,7 +307,14 @@ pub(crate) fn injection_corpus() -> Vec<(String, String)> {
         Ending::Rebalance,
     ];
     for ctx in CONTEXTS {
-        let expression = matches!(ctx.name, "order-by" | "limit");
+        for (t, probe) in PROBE_TECHNIQUES.iter().enumerate() {
+            for tail in ["--", "-- -", "--+"] {
+                let payload = format!("{}{}{}", ctx.breakout, probe, tail);
+                let query = ctx.template.replacen("{}", &payload, 1);
+                out.push((format!("{}/probe{}", ctx.name, t), query));
+            }
+        }
+        let expression = matches!(ctx.name, "order-by" | "limit" | "offset");
         let techniques = if expression {
             EXPRESSION_TECHNIQUES
         } else {
@@ -429,6 +499,16 @@ pub(crate) fn benign_corpus() -> Vec<String> {
                 format!("SELECT * FROM {t} WHERE {c1} = $${value}$$ AND id = {n}")
                     .replace("$$$$dollar$$$$", "$q$x$q$"),
             );
+            // Optional filters written by hand, parameters inlined (`:p IS NULL OR col = :p`).
+            out.push(format!(
+                "SELECT id FROM {t} WHERE {c2} >= {n} AND ({q} IS NULL OR {c1} = {q}) ORDER BY id"
+            ));
+            out.push(format!(
+                "SELECT id FROM {t} WHERE {c1} = {q} OR {q}::text IS NULL"
+            ));
+            out.push(format!(
+                "SELECT id FROM {t} WHERE (NULL::timestamptz IS NULL OR {c2} >= NULL::timestamptz) AND {c1} <> {q}"
+            ));
         }
         // Reporting
         out.push(format!(
@@ -573,6 +653,23 @@ pub(crate) fn benign_corpus() -> Vec<String> {
         "SELECT id FROM t WHERE tsv @@ plainto_tsquery('english', 'union select') ORDER BY ts_rank(tsv, plainto_tsquery('english', 'union select')) DESC",
         "SELECT a.id FROM a WHERE a.x = 1 OR a.y = 2 OR (a.z IS NULL AND a.w <> 'q')",
         "SELECT \"x\".\"id\" FROM \"x\" WHERE (\"x\".\"a\" = 'p' OR \"x\".\"b\" = 'q') AND NOT (\"x\".\"c\" IN ('r', 's'))",
+        // psql's \\d and \\dconfig: a catalog subquery as a predicate, IS DISTINCT FROM a column.
+        "SELECT n.nspname, pg_catalog.format_type(t.oid, NULL) FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE (t.typrelid = 0 OR (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)) AND pg_catalog.pg_type_is_visible(t.oid) ORDER BY 1, 2;",
+        "SELECT s.name, pg_catalog.current_setting(s.name) FROM pg_catalog.pg_settings s WHERE s.source <> 'default' AND s.setting IS DISTINCT FROM s.boot_val ORDER BY 1;",
+        // Django's schema editor: operator classes after CREATE INDEX ... ON, exclusion
+        // constraints, storage parameters.
+        "CREATE INDEX \"shop_order_status_3a1b_like\" ON \"shop_order\" (\"status\" varchar_pattern_ops)",
+        "ALTER TABLE \"booking\" ADD CONSTRAINT \"no_overlap\" EXCLUDE USING GIST (\"span\" WITH &&, \"room_id\" WITH =) WHERE (NOT \"cancelled\")",
+        "CREATE INDEX \"doc_tags_gin\" ON \"doc\" USING gin (\"tags\") WITH (fastupdate = on)",
+        "SET standard_conforming_strings TO on",
+        "SELECT \"doc\".\"id\" FROM \"doc\" WHERE \"doc\".\"tags\" @> (SELECT U0.\"tags\" FROM \"tagset\" U0 LIMIT 1)::integer[]",
+        "UPDATE \"kv\" SET \"data\" = delete(\"kv\".\"data\", CAST(ARRAY['k1'] AS text[])) WHERE (\"kv\".\"name\" = 'a')",
+        // SQLAlchemy with psycopg2 inlining None and an empty list.
+        "SELECT t.id FROM t WHERE (t.x NOT IN (NULL) OR (1 = 1)) ORDER BY t.id",
+        "SELECT CASE WHEN (NULL IN (NULL) AND (1 != 1)) THEN true ELSE false END AS anon_1",
+        "SELECT d.id FROM d WHERE CASE WHEN (NULL IS NOT NULL) THEN NULL ELSE d.day END = d.day",
+        "SELECT anon_2.anon_1 FROM (SELECT (SELECT t.id FROM t LIMIT 1) AS anon_1 UNION SELECT (SELECT t.id FROM t LIMIT 1) AS anon_1) AS anon_2",
+        "SELECT s.pid, EXTRACT(EPOCH FROM s.query_start) AS t, SUBSTRING(s.query FROM 1 FOR 40) FROM pg_catalog.pg_stat_activity s WHERE s.state <> 'idle'",
     ] {
         out.push(q.to_owned());
     }
@@ -829,7 +926,26 @@ fn public_payload_lists() {
                     })
                     .collect();
                 let query = ctx.template.replacen("{}", payload, 1);
-                let shape = shape_of(&tokenize(&query, LexLimits::default()).tokens).hash;
+                let lexed = tokenize(&query, LexLimits::default());
+                let shape = shape_of(&lexed.tokens).hash;
+                // A payload that became one name where the plain value `x` or `"x"` is (a
+                // double-quoted payload in an unquoted slot is a column name) changed no
+                // structure either.
+                let one_name = ["x", "\"x\""].iter().any(|v| {
+                    let plain = ctx.template.replacen("{}", v, 1);
+                    let plain = tokenize(&plain, LexLimits::default());
+                    plain.tokens.len() == lexed.tokens.len()
+                        && plain
+                            .tokens
+                            .iter()
+                            .zip(&lexed.tokens)
+                            .filter(|(a, b)| a.text != b.text)
+                            .all(|(a, b)| {
+                                matches!(a.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                                    && matches!(b.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                                    && !b.unterminated
+                            })
+                });
                 let injected = analyzer.analyze(&query, false).is_injection();
                 if benign_file {
                     if plain_shapes.contains(&shape) {
@@ -841,7 +957,7 @@ fn public_payload_lists() {
                     }
                     continue;
                 }
-                if plain_shapes.contains(&shape) {
+                if plain_shapes.contains(&shape) || one_name {
                     noop += 1;
                     continue;
                 }
@@ -851,7 +967,7 @@ fn public_payload_lists() {
                     hit += 1;
                     by_context[c].1 += 1;
                 } else if misses.len() < 200_000 {
-                    misses.push(format!("[{}] {query}", ctx.name));
+                    misses.push(format!("[{} {name}] {query}", ctx.name));
                 }
             }
         }
@@ -877,5 +993,72 @@ fn public_payload_lists() {
     println!(
         "public lists: {total_att} break-outs, recall {:.4}; benign values {total_benign}, false positives {total_fp}",
         total_hit as f64 / total_att.max(1) as f64
+    );
+}
+
+/// Benign SQL harvested from real clients, read from `RASP_SQL_BENIGN` (a directory of
+/// `*.jsonl` files, one JSON string per line: a query as the server logged it, parameters
+/// inlined). Prints the false-positive rate per file over all queries, distinct texts and
+/// distinct shapes, and every distinct false positive with its findings.
+#[test]
+#[ignore]
+fn harvested_benign_corpus() {
+    let Ok(dir) = std::env::var("RASP_SQL_BENIGN") else {
+        panic!("set RASP_SQL_BENIGN to a directory of *.jsonl query files");
+    };
+    let analyzer = Analyzer::default();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let (mut all, mut all_fp) = (0usize, 0usize);
+    let mut distinct = std::collections::HashMap::<String, bool>::new();
+    let mut shapes = std::collections::HashMap::<u64, bool>::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let (mut n, mut fp) = (0usize, 0usize);
+        let mut file_distinct = std::collections::HashSet::new();
+        let mut file_distinct_fp = 0usize;
+        for (ln, line) in text.lines().enumerate() {
+            let q: String = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), ln + 1));
+            let a = analyzer.analyze(&q, false);
+            let bad = a.is_injection();
+            n += 1;
+            fp += usize::from(bad);
+            if file_distinct.insert(q.clone()) {
+                file_distinct_fp += usize::from(bad);
+            }
+            shapes.insert(a.shape.0, bad);
+            if let std::collections::hash_map::Entry::Vacant(v) = distinct.entry(q.clone()) {
+                v.insert(bad);
+                if bad {
+                    println!(
+                        "false positive [{}]: {q}\n    {:?}",
+                        path.display(),
+                        a.findings
+                    );
+                }
+            }
+        }
+        println!(
+            "{}: {n} queries, {fp} flagged; {} distinct, {file_distinct_fp} flagged",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            file_distinct.len()
+        );
+        all += n;
+        all_fp += fp;
+    }
+    let distinct_fp = distinct.values().filter(|b| **b).count();
+    let shape_fp = shapes.values().filter(|b| **b).count();
+    println!(
+        "harvested benign: {all} queries, {all_fp} flagged ({:.3}%); {} distinct, {distinct_fp} flagged ({:.3}%); {} shapes, {shape_fp} flagged ({:.3}%)",
+        all_fp as f64 * 100.0 / all.max(1) as f64,
+        distinct.len(),
+        distinct_fp as f64 * 100.0 / distinct.len().max(1) as f64,
+        shapes.len(),
+        shape_fp as f64 * 100.0 / shapes.len().max(1) as f64,
     );
 }

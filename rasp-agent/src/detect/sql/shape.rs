@@ -55,11 +55,12 @@ pub struct Shape {
 /// prose (`-- customers' totals`, `-- don't`) is a comment.
 pub(crate) fn line_comment_swallows(tok: &Token<'_>) -> bool {
     let body = tok.text.get(2..).unwrap_or("");
-    let head = body.trim_start_matches(|c: char| c == '-' || c.is_whitespace());
+    let head = body.trim_start_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
     if matches!(
         head.as_bytes().first(),
         Some(b'\'' | b'"' | b')' | b';' | b'%')
-    ) {
+    ) || dollar_tag_at(head)
+    {
         return true;
     }
     let b = body.as_bytes();
@@ -70,6 +71,73 @@ pub(crate) fn line_comment_swallows(tok: &Token<'_>) -> bool {
                     && b[i - 1].is_ascii_alphabetic()
                     && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic()))
         })
+}
+
+/// Words a template's tail starts with (` AND paid = false`, ` LIMIT 50`, ` ORDER BY ts`).
+const TAIL_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "limit",
+    "offset",
+    "order",
+    "group",
+    "having",
+    "where",
+    "union",
+    "returning",
+    "desc",
+    "asc",
+    "nulls",
+    "for",
+    "fetch",
+    "then",
+    "else",
+    "end",
+    "from",
+    "into",
+    "values",
+];
+
+/// A line comment after code on its own line that ends the query and either says nothing
+/// (`1--`, `1 -- -`, `1--+`) or starts with what a query's tail starts with (`1 -- AND
+/// paid = false`, `1-- LIMIT 50`): it is there to cut the query, not to explain it.
+pub(crate) fn line_comment_cuts(tokens: &[Token<'_>], i: usize) -> bool {
+    let Some(tok) = tokens.get(i) else {
+        return false;
+    };
+    if tok.kind != TokenKind::LineComment || i == 0 || i + 1 != tokens.len() || tok.newline_before {
+        return false;
+    }
+    let body = tok.text.get(2..).unwrap_or("");
+    let head = body.trim_start_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+    if head.trim_end().is_empty() {
+        return true;
+    }
+    let word = head
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    TAIL_WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// A number written in hexadecimal (`0x7e`): MySQL's way to spell a string, a syntax error
+/// in PostgreSQL 15.
+pub(crate) fn hex_number(tok: &Token<'_>) -> bool {
+    tok.kind == TokenKind::Number && matches!(tok.text.as_bytes().get(..2), Some(b"0x" | b"0X"))
+}
+
+/// `text` starts with a dollar-quote delimiter (`$$`, `$tag$`): what closes a dollar-quoted
+/// literal, not prose (`-- $5 off` is no tag).
+fn dollar_tag_at(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.first() != Some(&b'$') {
+        return false;
+    }
+    let tag = b[1..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic() || **c == b'_' || **c >= 0x80)
+        .count();
+    b.get(1 + tag) == Some(&b'$')
 }
 
 /// A block comment glued to the tokens on both sides (`UN/**/ION`, `SELECT/**/1`): code
@@ -223,12 +291,16 @@ fn emit_token(out: &mut String, tokens: &[Token<'_>], i: usize) {
         TokenKind::String(_) | TokenKind::BitString => out.push('?'),
         TokenKind::Number => out.push_str(if tok.text == "0" && divisor(tokens, i) {
             "0"
+        } else if hex_number(tok) {
+            "?x"
         } else {
             "?"
         }),
         TokenKind::Param => out.push_str("$?"),
         TokenKind::LineComment => out.push_str(if line_comment_swallows(tok) {
             "--'"
+        } else if line_comment_cuts(tokens, i) {
+            "--$"
         } else {
             "--"
         }),
