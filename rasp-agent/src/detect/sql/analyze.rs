@@ -702,6 +702,15 @@ fn in_list(word: &str, list: &[&str]) -> bool {
     list.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
+/// The parenthesis at `open` holds a function's arguments (`extract(year FROM x)`), not a
+/// subquery or a list. Asked only when a FROM appears inside, so the name lists are not
+/// searched at every parenthesis.
+fn holds_arguments(toks: &[Token<'_>], open: usize) -> bool {
+    open.checked_sub(1)
+        .and_then(|p| toks.get(p))
+        .is_some_and(|p| p.is_name() && !tok_in(p, NOT_FUNCTIONS) && !tok_in(p, SUBQUERY_OPENERS))
+}
+
 fn tok_in(t: &Token<'_>, list: &[&str]) -> bool {
     matches!(t.kind, TokenKind::Keyword | TokenKind::Ident) && in_list(t.text, list)
 }
@@ -817,8 +826,6 @@ impl<'q> Code<'q> {
         let mut clause = Vec::with_capacity(n);
         let mut close = vec![usize::MAX; n];
         let mut opens: Vec<usize> = Vec::new();
-        // Per open parenthesis: it holds a function's arguments (`extract(year FROM x)`).
-        let mut arguments: Vec<bool> = Vec::new();
         let mut clauses: Vec<Clause> = vec![Clause::None];
         // The statement is DDL: its ON names a table (`CREATE INDEX i ON t (c opclass)`).
         let mut ddl = false;
@@ -829,7 +836,6 @@ impl<'q> Code<'q> {
             }
             if t.is_punct(b';') {
                 opens.clear();
-                arguments.clear();
                 clauses.clear();
                 clauses.push(Clause::None);
             }
@@ -837,7 +843,6 @@ impl<'q> Code<'q> {
                 if let Some(o) = opens.pop() {
                     close[o] = i;
                 }
-                arguments.pop();
                 if clauses.len() > 1 {
                     clauses.pop();
                 }
@@ -847,8 +852,8 @@ impl<'q> Code<'q> {
                 // FROM x` reads no table; the ON of DDL is no join predicate.
                 let not_a_clause = (c == Clause::From
                     && t.is_word("from")
-                    && (arguments.last() == Some(&true)
-                        || prev.is_some_and(|p| p.is_word("distinct"))))
+                    && (prev.is_some_and(|p| p.is_word("distinct"))
+                        || opens.last().is_some_and(|&o| holds_arguments(&toks, o))))
                     || (c == Clause::On && ddl);
                 if !not_a_clause {
                     if let Some(top) = clauses.last_mut() {
@@ -860,9 +865,6 @@ impl<'q> Code<'q> {
             clause.push(clauses.last().copied().unwrap_or(Clause::None));
             if t.is_punct(b'(') {
                 opens.push(i);
-                arguments.push(prev.is_some_and(|p| {
-                    p.is_name() && !tok_in(p, NOT_FUNCTIONS) && !tok_in(p, SUBQUERY_OPENERS)
-                }));
                 let inherited = clauses.last().copied().unwrap_or(Clause::None);
                 clauses.push(inherited);
             }
