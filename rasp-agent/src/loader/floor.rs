@@ -107,7 +107,12 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
     let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(OBJECT)?;
 
     let mode = if args.lsm { "lsm" } else { "tracepoint" };
-    let mut statuses = attach_sched_tracepoints(&mut ebpf, &btf, &floor_program);
+    let mut statuses = attach_sched_tracepoints(
+        &mut ebpf,
+        &btf,
+        &floor_program,
+        &super::verify::Verified::default(),
+    );
     if args.lsm {
         statuses.extend(lsm_hooks().map(|hook| {
             let name = lsm_program(hook);
@@ -115,7 +120,12 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
             program_status(&name, format!("lsm/{hook}"), result)
         }));
     } else {
-        statuses.extend(attach_syscall_tracepoints(&mut ebpf, &floor_program, false));
+        statuses.extend(attach_syscall_tracepoints(
+            &mut ebpf,
+            &floor_program,
+            false,
+            &super::verify::Verified::default(),
+        ));
     }
 
     let attached = |s: &&ProgramStatus| s.state == ProgramState::Attached;

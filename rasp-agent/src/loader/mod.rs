@@ -14,6 +14,7 @@ pub mod privileges;
 pub mod shapes;
 pub mod tls;
 pub mod uprobe;
+mod verify;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
@@ -138,6 +139,8 @@ const CONNECT_TRACEPOINT_PROGRAM: &str = "rasp_connect";
 /// The AF_UNIX half of it, attached only where the cgroup hooks replace it (they do not see
 /// AF_UNIX connects).
 const UNIX_CONNECT_PROGRAM: &str = "rasp_unix_connect";
+/// The egress program that drops quarantined cgroups' packets.
+const QUARANTINE_EGRESS_PROGRAM: &str = "rasp_quarantine_egress";
 
 /// Diagnostic switch: `RASP_INTEREST_ALL=1` makes the kernel send every open, executable
 /// mapping and connect (`Interest::all()`), on top of whatever interest the policies later
@@ -254,7 +257,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .load(object)?;
 
     fill_shapes(&mut ebpf)?;
-    let mut programs = attach_sched_tracepoints(&mut ebpf, &aya_btf, &|name| name.to_string());
+    let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
+    let verified = verify::verify_in_parallel(&mut ebpf, &aya_btf, &parallel_jobs(lsm.available));
+    let mut programs =
+        attach_sched_tracepoints(&mut ebpf, &aya_btf, &|name| name.to_string(), &verified);
     if programs.iter().all(|p| p.state == ProgramState::Failed) {
         let why: Vec<String> = programs
             .iter()
@@ -263,16 +269,21 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::NothingAttached(why.join("; ")));
     }
 
-    let cgroup_statuses = attach_cgroup_sock(&mut ebpf, &opts.cgroup2);
+    let cgroup_statuses = attach_cgroup_sock(&mut ebpf, &opts.cgroup2, &verified);
     let cgroup_socket = cgroup_statuses
         .iter()
         .all(|p| p.state == ProgramState::Attached);
     programs.extend(cgroup_statuses);
-    programs.push(attach_quarantine_egress(&mut ebpf, &opts.cgroup2));
+    programs.push(attach_quarantine_egress(
+        &mut ebpf,
+        &opts.cgroup2,
+        &verified,
+    ));
     programs.extend(attach_syscall_tracepoints(
         &mut ebpf,
         &|name| name.to_string(),
         cgroup_socket,
+        &verified,
     ));
 
     let mut interest = InterestMaps::take(&mut ebpf)?;
@@ -284,11 +295,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         interest.force_all(&Interest::default())?;
     }
 
-    let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
     programs.push(probe);
     let mut lsm_attached = false;
     if lsm.available {
-        let statuses = attach_lsm(&mut ebpf, &aya_btf);
+        let statuses = attach_lsm(&mut ebpf, &aya_btf, &verified);
         lsm_attached = statuses.iter().all(|p| p.state == ProgramState::Attached);
         programs.extend(statuses);
     }
@@ -305,6 +315,31 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             cgroup_socket,
         },
     })
+}
+
+/// The programs `load` attaches, for the parallel verification: every one except the
+/// IPv4/6 connect tracepoint, which only a kernel without the cgroup connect hooks needs
+/// (loaded then, on its own), and the LSM programs where BPF-LSM is not usable.
+fn parallel_jobs(lsm: bool) -> Vec<verify::Job<'static>> {
+    let named = |name| verify::Job { name, hook: None };
+    let hooked = |(name, hook): &(&'static str, &'static str)| verify::Job {
+        name,
+        hook: Some(hook),
+    };
+    let mut jobs: Vec<verify::Job<'static>> = TRACEPOINTS.iter().map(hooked).collect();
+    jobs.extend(CGROUP_SOCK_HOOKS.iter().map(|(name, _)| named(name)));
+    jobs.push(named(QUARANTINE_EGRESS_PROGRAM));
+    jobs.extend(
+        SYSCALL_TRACEPOINTS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| *name != CONNECT_TRACEPOINT_PROGRAM)
+            .map(named),
+    );
+    if lsm {
+        jobs.extend(LSM_HOOKS.iter().map(hooked));
+    }
+    jobs
 }
 
 /// Write `SYSCALL_SHAPES` (how each issue-19 syscall passes its arguments) before any of
@@ -326,7 +361,7 @@ fn fill_shapes(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 }
 
 /// Attach the BPF-LSM enforcing programs (only called when the probe loaded).
-fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, verified: &verify::Verified) -> Vec<ProgramStatus> {
     LSM_HOOKS
         .iter()
         .map(|(name, hook)| {
@@ -335,7 +370,7 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
                 .ok_or_else(|| format!("program {name} not in the eBPF object"))
                 .and_then(|p| <&mut Lsm>::try_from(p).map_err(|e| e.to_string()))
                 .and_then(|p| {
-                    p.load(hook, btf).map_err(|e| error_chain(&e))?;
+                    verified.ensure(name, || p.load(hook, btf).map_err(|e| error_chain(&e)))?;
                     p.attach().map_err(|e| error_chain(&e))?;
                     Ok(())
                 });
@@ -345,8 +380,12 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Vec<ProgramStatus> {
 }
 
 /// The egress program that drops packets of quarantined cgroups' existing connections.
-fn attach_quarantine_egress(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> ProgramStatus {
-    const NAME: &str = "rasp_quarantine_egress";
+fn attach_quarantine_egress(
+    ebpf: &mut Ebpf,
+    cgroup2: &std::path::Path,
+    verified: &verify::Verified,
+) -> ProgramStatus {
+    const NAME: &str = QUARANTINE_EGRESS_PROGRAM;
     let result = std::fs::File::open(cgroup2)
         .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()))
         .and_then(|root| {
@@ -355,7 +394,7 @@ fn attach_quarantine_egress(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Progr
                 .ok_or_else(|| format!("program {NAME} not in the eBPF object"))?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| error_chain(&e))?;
+            verified.ensure(NAME, || p.load().map_err(|e| error_chain(&e)))?;
             // As for the socket hooks: a link, alongside other programs (see there).
             p.attach(root, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
                 .map_err(|e| error_chain(&e))?;
@@ -366,7 +405,11 @@ fn attach_quarantine_egress(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Progr
 
 /// Attach the cgroup socket programs to the cgroup2 root, alongside any other program
 /// there (systemd's, another agent's).
-fn attach_cgroup_sock(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Vec<ProgramStatus> {
+fn attach_cgroup_sock(
+    ebpf: &mut Ebpf,
+    cgroup2: &std::path::Path,
+    verified: &verify::Verified,
+) -> Vec<ProgramStatus> {
     let root = std::fs::File::open(cgroup2)
         .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2.display()));
     CGROUP_SOCK_HOOKS
@@ -378,7 +421,7 @@ fn attach_cgroup_sock(ebpf: &mut Ebpf, cgroup2: &std::path::Path) -> Vec<Program
                     .ok_or_else(|| format!("program {name} not in the eBPF object"))?
                     .try_into()
                     .map_err(|e| format!("{e}"))?;
-                p.load().map_err(|e| error_chain(&e))?;
+                verified.ensure(name, || p.load().map_err(|e| error_chain(&e)))?;
                 // As a BPF link (kernel ≥ 5.7) the attachment always coexists with other
                 // programs on the cgroup; link_create takes no ALLOW_MULTI flag (EINVAL), and
                 // aya passes the mode as that flag, so `Single` (0) is the multi-program form.
@@ -398,12 +441,13 @@ fn attach_sched_tracepoints(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &dyn Fn(&str) -> String,
+    verified: &verify::Verified,
 ) -> Vec<ProgramStatus> {
     TRACEPOINTS
         .iter()
         .map(|(name, tracepoint)| {
             let name = program(name);
-            let result = attach_btf_tracepoint(ebpf, &name, tracepoint, btf);
+            let result = attach_btf_tracepoint(ebpf, &name, tracepoint, btf, verified);
             program_status(&name, format!("tp_btf/{tracepoint}"), result)
         })
         .collect()
@@ -415,6 +459,7 @@ fn attach_syscall_tracepoints(
     ebpf: &mut Ebpf,
     program: &dyn Fn(&str) -> String,
     cgroup_connect: bool,
+    verified: &verify::Verified,
 ) -> Vec<ProgramStatus> {
     let mut statuses = Vec::new();
     for (name, tracepoints) in SYSCALL_TRACEPOINTS {
@@ -426,10 +471,11 @@ fn attach_syscall_tracepoints(
             UNIX_CONNECT_PROGRAM
         };
         if *name == replaced {
+            unload(ebpf, &program(name));
             continue;
         }
         let name = program(name);
-        match load_tracepoint(ebpf, &name) {
+        match load_verified_tracepoint(ebpf, &name, verified) {
             Ok(loaded) => {
                 for tracepoint in *tracepoints {
                     let result = attach_tracepoint(loaded, tracepoint);
@@ -540,13 +586,32 @@ pub(crate) fn load_tracepoint<'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
 ) -> Result<&'a mut TracePoint, String> {
+    load_verified_tracepoint(ebpf, name, &verify::Verified::default())
+}
+
+fn load_verified_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    verified: &verify::Verified,
+) -> Result<&'a mut TracePoint, String> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} not in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    program.load().map_err(|e| error_chain(&e))?;
+    verified.ensure(name, || program.load().map_err(|e| error_chain(&e)))?;
     Ok(program)
+}
+
+/// Unload a tracepoint program the parallel pass loaded but this kernel does not attach.
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let Some(program) = ebpf.program_mut(name) else {
+        return;
+    };
+    if let Ok(p) = <&mut TracePoint>::try_from(program) {
+        // NotLoaded when the pass never loaded it: nothing to give back.
+        let _ = p.unload();
+    }
 }
 
 fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), String> {
@@ -571,13 +636,16 @@ fn attach_btf_tracepoint(
     name: &str,
     tracepoint: &str,
     btf: &Btf,
+    verified: &verify::Verified,
 ) -> Result<(), String> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} not in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    program.load(tracepoint, btf).map_err(|e| error_chain(&e))?;
+    verified.ensure(name, || {
+        program.load(tracepoint, btf).map_err(|e| error_chain(&e))
+    })?;
     program.attach().map_err(|e| error_chain(&e))?;
     Ok(())
 }

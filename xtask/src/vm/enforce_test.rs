@@ -99,6 +99,7 @@ done
 # Where the start went (the serial log keeps these lines; the checks ignore them).
 result timing first "$(head -n 1 /tmp/agent.log | cut -c1-40)"
 result timing seeded "$(grep -m1 "process table seeded" /tmp/agent.log | cut -c1-40)"
+result timing loaded "$(grep -m1 "programs loaded" /tmp/agent.log | cut -c1-300)"
 if [ -z "$ready" ]; then
   check agent_ready fail "no status after 1500 s: $(tail -n 5 /tmp/agent.log | tr '\n' ' ')"
   exit 1
@@ -160,6 +161,8 @@ pub fn enforce_test(ws: &Workspace, agent: &Path, probe: &Path) -> Result<()> {
         }
     }
     let mut guest = Guest::new(ws, "enforce-test")?;
+    // The agent verifies its programs on every CPU it has: most of its start under TCG.
+    guest.use_host_cpus(4);
     guest.add_binary(agent, "bin/rasp-agent")?;
     guest.add_binary(probe, "bin/rasp-probe")?;
     guest.add_file("policy.yaml", POLICY);
@@ -167,6 +170,9 @@ pub fn enforce_test(ws: &Workspace, agent: &Path, probe: &Path) -> Result<()> {
     let mut failed = Vec::new();
     let mut seen = Vec::new();
     for line in &run.results {
+        if line.starts_with("timing ") {
+            println!("vm-test: {line}");
+        }
         let Some(rest) = line.strip_prefix("check ") else {
             continue;
         };

@@ -43,6 +43,8 @@ pub enum GuestClock {
 pub struct Guest {
     name: String,
     clock: GuestClock,
+    /// Virtual CPUs; more than one runs TCG multi-threaded (one host thread per vCPU).
+    cpus: u16,
     cache: PathBuf,
     kernel: GuestKernel,
     image: Initramfs,
@@ -83,6 +85,7 @@ impl Guest {
         Ok(Guest {
             name: name.to_string(),
             clock: GuestClock::Host,
+            cpus: 1,
             cache,
             kernel,
             image,
@@ -97,6 +100,15 @@ impl Guest {
 
     pub fn set_clock(&mut self, clock: GuestClock) {
         self.clock = clock;
+    }
+
+    /// Give the guest one vCPU per host CPU (up to `max`), emulated in parallel by
+    /// multi-threaded TCG, for work that runs on several CPUs at once (the agent verifies
+    /// its programs in parallel). Instruction counting needs one emulation thread, so a
+    /// guest with `GuestClock::Instructions` keeps one vCPU.
+    pub fn use_host_cpus(&mut self, max: u16) {
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.cpus = u16::try_from(host).unwrap_or(u16::MAX).clamp(1, max.max(1));
     }
 
     pub fn add_file(&mut self, guest: &str, contents: &str) {
@@ -125,27 +137,23 @@ impl Guest {
             format!("console=ttyS0 lsm={LSMS} panic=-1 loglevel=3 rdinit=/init cryptomgr.notests");
         let mut cmd = Command::new(qemu);
         // TCG: KVM is not available (or fails in the decompressor) in this nested VM.
-        cmd.args([
-            "-nodefaults",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "1024",
-            "-smp",
-            "1",
-        ])
-        .arg("-kernel")
-        .arg(&self.kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &append])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .arg("-no-reboot")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        let (accel, cpus) = match self.clock {
+            GuestClock::Instructions { .. } => ("tcg", 1),
+            GuestClock::Host if self.cpus > 1 => ("tcg,thread=multi", self.cpus),
+            GuestClock::Host => ("tcg", 1),
+        };
+        cmd.args(["-nodefaults", "-accel", accel, "-cpu", "max", "-m", "1024"])
+            .args(["-smp", &cpus.to_string()])
+            .arg("-kernel")
+            .arg(&self.kernel.vmlinuz)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &append])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .arg("-no-reboot")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let GuestClock::Instructions { shift } = self.clock {
             cmd.args(["-icount", &format!("shift={shift},sleep=off")]);
         }
