@@ -87,6 +87,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         interest,
         deny,
         caps,
+        mut links,
+        verified,
     } = loader::load(&loader::LoadOptions {
         ring_bytes: args.ring_buffer_size,
         cgroup2: environment.cgroup2.clone(),
@@ -138,7 +140,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         call_cap: args.tls_call_cap,
         burst_budget: args.tls_burst_budget,
     };
-    let tls_capture = match loader::tls::TlsCapture::start(&mut ebpf, bounds) {
+    let tls_capture = match loader::tls::TlsCapture::start(&mut ebpf, bounds, &verified, &mut links)
+    {
         Ok((capture, statuses)) => {
             programs.extend(statuses);
             Some(capture)
@@ -148,7 +151,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             None
         }
     };
-    let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf);
+    let (uprobes, uprobe_programs) = Uprobes::load(&mut ebpf, &verified);
     programs.extend(uprobe_programs);
     // Parsing two copies of vmlinux BTF (ours for offsets, aya's for attaching) leaves
     // megabytes of freed heap behind; hand it back before settling in for the long run.
@@ -285,7 +288,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     served?;
     drop(endpoint); // removes the socket and its lock
     if let Some(why) = pipeline_died {
-        drop(probes);
+        detach(probes, links);
         anyhow::bail!("{why}");
     }
     pipeline.await.context("event pipeline task")??;
@@ -303,7 +306,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     uprobe_task.await.context("uprobe target task")?;
     cgroup_task.await.context("cgroup maintenance task")?;
     enricher_task.await.context("container enricher task")?;
-    drop(probes); // detaches every program
+    detach(probes, links);
     tracing::info!("stopped");
     Ok(())
 }
@@ -366,6 +369,22 @@ const UPROBE_SAFETY_NET: Duration = Duration::from_secs(300);
 
 /// Sightings handled per hold of the eBPF object's lock.
 const SIGHTINGS_PER_PASS: usize = 256;
+
+/// Detach everything at exit without holding the exit up (`loader::teardown`).
+/// Another holder of the eBPF object (a task that did not stop) keeps it: only the links
+/// this function owns close then, the rest when that holder lets go.
+fn detach(probes: Arc<Mutex<(aya::Ebpf, Uprobes)>>, mut links: Vec<loader::teardown::OwnedLink>) {
+    match Arc::try_unwrap(probes) {
+        Ok(probes) => {
+            let (ebpf, uprobes) = probes
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            links.extend(uprobes.into_links());
+            loader::teardown::detach_all(ebpf, links);
+        }
+        Err(_) => drop(links),
+    }
+}
 
 /// Find libpq (and OpenSSL) targets: once at start (every process's maps and the system
 /// library directories), then from the pipeline's sightings (new executable files, and the

@@ -113,6 +113,8 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
         &floor_program,
         &super::verify::Verified::default(),
     );
+    // The syscall tracepoints' links: held until the floor detaches (dropping one detaches it).
+    let mut links = Vec::new();
     if args.lsm {
         statuses.extend(lsm_hooks().map(|hook| {
             let name = lsm_program(hook);
@@ -125,6 +127,7 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
             &floor_program,
             false,
             &super::verify::Verified::default(),
+            &mut links,
         ));
     }
 
@@ -172,8 +175,8 @@ pub fn run(args: &FloorArgs) -> Result<(), FloorError> {
 
     let signal = wait_for(&signals).map_err(FloorError::Signals)?;
     tracing::info!(signal, "detaching");
-    // Links are owned by `ebpf`: dropping it detaches every program (nothing is pinned).
-    drop(ebpf);
+    // Nothing is pinned: closing the links and the programs detaches everything.
+    super::teardown::detach_all(ebpf, links);
     Ok(())
 }
 

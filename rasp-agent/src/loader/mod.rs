@@ -12,15 +12,16 @@ pub mod interest;
 pub mod kfunc;
 pub mod privileges;
 pub mod shapes;
+pub mod teardown;
 pub mod tls;
 pub mod uprobe;
-mod verify;
+pub mod verify;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm,
-        TracePoint,
+        trace_point::TracePointLink, BtfTracePoint, CgroupAttachMode, CgroupSkb,
+        CgroupSkbAttachType, CgroupSockAddr, Lsm, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -208,6 +209,11 @@ pub struct Loaded {
     pub deny: deny::DenyMaps,
     /// Which enforcing hooks attached: what the deny plan can count on.
     pub caps: deny::KernelCapabilities,
+    /// Attachments taken out of their programs, released at exit by `teardown::detach_all`
+    /// (the TLS socket hooks add theirs).
+    pub links: Vec<teardown::OwnedLink>,
+    /// What the parallel verification loaded: the uprobe and TLS programs are attached later.
+    pub verified: verify::Verified,
 }
 
 pub struct LoadOptions {
@@ -279,11 +285,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         &opts.cgroup2,
         &verified,
     ));
+    let mut links = Vec::new();
     programs.extend(attach_syscall_tracepoints(
         &mut ebpf,
         &|name| name.to_string(),
         cgroup_socket,
         &verified,
+        &mut links,
     ));
 
     let mut interest = InterestMaps::take(&mut ebpf)?;
@@ -314,12 +322,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             lsm: lsm_attached,
             cgroup_socket,
         },
+        links,
+        verified,
     })
 }
 
-/// The programs `load` attaches, for the parallel verification: every one except the
-/// IPv4/6 connect tracepoint, which only a kernel without the cgroup connect hooks needs
-/// (loaded then, on its own), and the LSM programs where BPF-LSM is not usable.
+/// The programs the agent loads at start, for the parallel verification: every one except
+/// the IPv4/6 connect tracepoint, which only a kernel without the cgroup connect hooks
+/// needs (loaded then, on its own), and the LSM programs where BPF-LSM is not usable. The
+/// uprobe programs (attached per library file later) and the TLS socket hooks are in.
 fn parallel_jobs(lsm: bool) -> Vec<verify::Job<'static>> {
     let named = |name| verify::Job { name, hook: None };
     let hooked = |(name, hook): &(&'static str, &'static str)| verify::Job {
@@ -336,6 +347,8 @@ fn parallel_jobs(lsm: bool) -> Vec<verify::Job<'static>> {
             .filter(|name| *name != CONNECT_TRACEPOINT_PROGRAM)
             .map(named),
     );
+    jobs.extend(uprobe::attach::PROGRAMS.iter().copied().map(named));
+    jobs.push(named(tls::SOCKET_IO_PROGRAM));
     if lsm {
         jobs.extend(LSM_HOOKS.iter().map(hooked));
     }
@@ -460,6 +473,7 @@ fn attach_syscall_tracepoints(
     program: &dyn Fn(&str) -> String,
     cgroup_connect: bool,
     verified: &verify::Verified,
+    links: &mut Vec<teardown::OwnedLink>,
 ) -> Vec<ProgramStatus> {
     let mut statuses = Vec::new();
     for (name, tracepoints) in SYSCALL_TRACEPOINTS {
@@ -474,31 +488,42 @@ fn attach_syscall_tracepoints(
             unload(ebpf, &program(name));
             continue;
         }
-        let name = program(name);
-        match load_verified_tracepoint(ebpf, &name, verified) {
-            Ok(loaded) => {
-                for tracepoint in *tracepoints {
-                    let result = attach_tracepoint(loaded, tracepoint);
-                    statuses.push(program_status(
-                        &name,
-                        format!("tracepoint/syscalls/{tracepoint}"),
-                        result,
-                    ));
-                }
-            }
-            // Not loaded (the verifier's answer is in the error): every hook it serves fails.
-            Err(e) => {
-                for tracepoint in *tracepoints {
-                    statuses.push(program_status(
-                        &name,
-                        format!("tracepoint/syscalls/{tracepoint}"),
-                        Err(e.clone()),
-                    ));
-                }
-            }
-        }
+        statuses.extend(attach_syscall_program(
+            ebpf,
+            &program(name),
+            tracepoints,
+            verified,
+            links,
+        ));
     }
     statuses
+}
+
+/// Load program `name` (unless `verified` did) and attach it to each of `tracepoints` in
+/// category `syscalls`, keeping the links in `links`; one status per tracepoint.
+pub(crate) fn attach_syscall_program(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoints: &[&str],
+    verified: &verify::Verified,
+    links: &mut Vec<teardown::OwnedLink>,
+) -> Vec<ProgramStatus> {
+    let hook = |tracepoint: &str| format!("tracepoint/syscalls/{tracepoint}");
+    match load_verified_tracepoint(ebpf, name, verified) {
+        Ok(loaded) => tracepoints
+            .iter()
+            .map(|tracepoint| {
+                let result = attach_tracepoint(loaded, tracepoint)
+                    .map(|link| links.push(teardown::OwnedLink::TracePoint(link)));
+                program_status(name, hook(tracepoint), result)
+            })
+            .collect(),
+        // Not loaded (the verifier's answer is in the error): every hook it serves fails.
+        Err(e) => tracepoints
+            .iter()
+            .map(|tracepoint| program_status(name, hook(tracepoint), Err(e.clone())))
+            .collect(),
+    }
 }
 
 /// What the verifier walked for each loaded program (the kernel's limit is 1M per program):
@@ -582,13 +607,6 @@ fn syscall_numbers() -> SyscallNumbers {
     }
 }
 
-pub(crate) fn load_tracepoint<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &str,
-) -> Result<&'a mut TracePoint, String> {
-    load_verified_tracepoint(ebpf, name, &verify::Verified::default())
-}
-
 fn load_verified_tracepoint<'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
@@ -614,8 +632,10 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
     }
 }
 
-fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), String> {
-    program.attach("syscalls", tracepoint).map_err(|e| {
+/// Attach `program` to `syscalls/<tracepoint>`; the link is the caller's to keep (dropping
+/// it detaches), so that at exit `teardown` can release them all.
+fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<TracePointLink, String> {
+    let id = program.attach("syscalls", tracepoint).map_err(|e| {
         let chain = error_chain(&e);
         if !chain.contains("No such file or directory") {
             return chain;
@@ -628,7 +648,7 @@ fn attach_tracepoint(program: &mut TracePoint, tracepoint: &str) -> Result<(), S
         };
         format!("no such tracepoint syscalls/{tracepoint}{hint} ({chain})")
     })?;
-    Ok(())
+    program.take_link(id).map_err(|e| error_chain(&e))
 }
 
 fn attach_btf_tracepoint(

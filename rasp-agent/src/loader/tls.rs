@@ -17,11 +17,11 @@ use rasp_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{error_chain, program_status, LoadError, ProgramStatus};
+use super::{teardown::OwnedLink, verify::Verified, LoadError, ProgramStatus};
 
 /// The program that learns sockets, and the syscalls OpenSSL's socket BIOs (and custom
 /// BIOs on plain sockets) make: each passes the fd first.
-const SOCKET_IO_PROGRAM: &str = "rasp_tls_socket_io";
+pub(crate) const SOCKET_IO_PROGRAM: &str = "rasp_tls_socket_io";
 const SOCKET_IO_TRACEPOINTS: [&str; 4] = [
     "sys_enter_read",
     "sys_enter_write",
@@ -100,9 +100,13 @@ pub struct TlsCapture {
 impl TlsCapture {
     /// Write the bounds, take the counters and attach the socket-learning tracepoint (one
     /// status per syscall). Before any uprobe attaches: a probe never sees unset bounds.
+    /// `verified`: what the loader's parallel pass loaded; the socket hooks' links go to
+    /// `links` (closed at exit with the others).
     pub fn start(
         ebpf: &mut Ebpf,
         bounds: CaptureBounds,
+        verified: &Verified,
+        links: &mut Vec<OwnedLink>,
     ) -> Result<(TlsCapture, Vec<ProgramStatus>), LoadError> {
         // Borrowed, not taken: the programs still to load refer to it.
         let map = ebpf
@@ -125,7 +129,7 @@ impl TlsCapture {
                 })?;
         }
         let stats = take(ebpf, "TLS_STATS")?;
-        let statuses = attach_socket_io(ebpf);
+        let statuses = attach_socket_io(ebpf, verified, links);
         Ok((TlsCapture { bounds, stats }, statuses))
     }
 
@@ -160,34 +164,18 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 
-fn attach_socket_io(ebpf: &mut Ebpf) -> Vec<ProgramStatus> {
-    let loaded = super::load_tracepoint(ebpf, SOCKET_IO_PROGRAM);
-    match loaded {
-        Ok(program) => SOCKET_IO_TRACEPOINTS
-            .iter()
-            .map(|tracepoint| {
-                let result = program
-                    .attach("syscalls", tracepoint)
-                    .map(|_| ())
-                    .map_err(|e| error_chain(&e));
-                program_status(
-                    SOCKET_IO_PROGRAM,
-                    format!("tracepoint/syscalls/{tracepoint}"),
-                    result,
-                )
-            })
-            .collect(),
-        Err(e) => SOCKET_IO_TRACEPOINTS
-            .iter()
-            .map(|tracepoint| {
-                program_status(
-                    SOCKET_IO_PROGRAM,
-                    format!("tracepoint/syscalls/{tracepoint}"),
-                    Err(e.clone()),
-                )
-            })
-            .collect(),
-    }
+fn attach_socket_io(
+    ebpf: &mut Ebpf,
+    verified: &Verified,
+    links: &mut Vec<OwnedLink>,
+) -> Vec<ProgramStatus> {
+    super::attach_syscall_program(
+        ebpf,
+        SOCKET_IO_PROGRAM,
+        &SOCKET_IO_TRACEPOINTS,
+        verified,
+        links,
+    )
 }
 
 #[cfg(test)]

@@ -34,14 +34,14 @@ pub(crate) struct Job<'a> {
 
 /// What the parallel pass did with each program it was given.
 #[derive(Default)]
-pub(crate) struct Verified {
+pub struct Verified {
     results: HashMap<String, Result<(), String>>,
 }
 
 impl Verified {
     /// Load `name` with `load` unless the parallel pass already did; the pass's error if
     /// the verifier refused it there.
-    pub(crate) fn ensure(
+    pub fn ensure(
         &self,
         name: &str,
         load: impl FnOnce() -> Result<(), String>,
@@ -134,6 +134,7 @@ fn load(program: &mut Program, hook: Option<&str>, btf: &Btf) -> Result<(), Stri
         Program::TracePoint(p) => p.load(),
         Program::CgroupSockAddr(p) => p.load(),
         Program::CgroupSkb(p) => p.load(),
+        Program::UProbe(p) => p.load(),
         Program::BtfTracePoint(p) => match hook {
             Some(hook) => p.load(hook, btf),
             None => return missing("BTF tracepoint"),

@@ -14,7 +14,7 @@ use std::{
 use aya::{
     maps::{HashMap as KernelHashMap, MapData},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -28,7 +28,7 @@ use super::{
     targets::{FunctionRole, PlannedProbe, TlsAbi},
     FileId, Placement, TargetAction, TargetId, TargetRegistry, TargetStatus,
 };
-use crate::loader::{ProgramState, ProgramStatus};
+use crate::loader::{teardown::OwnedLink, verify::Verified, ProgramState, ProgramStatus};
 
 /// How a target was found.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -49,6 +49,21 @@ pub const LIBPQ_PROGRAMS: [(&str, &str); 3] = [
     ("PQsendQuery", "rasp_pq_send_query"),
     ("PQsendQueryParams", "rasp_pq_send_query_params"),
     ("PQsendPrepare", "rasp_pq_send_prepare"),
+];
+
+/// Every uprobe program, for the loader's parallel verification at start.
+pub const PROGRAMS: [&str; 11] = [
+    LIBPQ_PROGRAMS[0].1,
+    LIBPQ_PROGRAMS[1].1,
+    LIBPQ_PROGRAMS[2].1,
+    TLS_PROGRAMS[0],
+    TLS_PROGRAMS[1],
+    TLS_PROGRAMS[2],
+    TLS_PROGRAMS[3],
+    TLS_PROGRAMS[4],
+    TLS_PROGRAMS[5],
+    TLS_PROGRAMS[6],
+    TLS_PROGRAMS[7],
 ];
 
 /// OpenSSL's programs, loaded at start and attached per target (`programs_for`).
@@ -143,7 +158,9 @@ pub struct UprobeTargetReport {
 
 pub struct Uprobes {
     registry: TargetRegistry,
-    links: HashMap<TargetId, Vec<(&'static str, UProbeLinkId)>>,
+    /// Each target's attachments, owned: dropping one detaches it (and at exit they go to
+    /// `teardown::detach_all` with the others).
+    links: HashMap<TargetId, Vec<OwnedLink>>,
     attached: HashMap<TargetId, Vec<AttachedProbe>>,
     errors: HashMap<TargetId, Vec<String>>,
     found: HashMap<TargetId, (FoundBy, Option<u64>)>,
@@ -154,15 +171,19 @@ pub struct Uprobes {
 
 impl Uprobes {
     /// Load (not attach) the libpq and OpenSSL programs; one status line each.
-    pub fn load(ebpf: &mut Ebpf) -> (Uprobes, Vec<ProgramStatus>) {
+    /// `verified`: what the loader's parallel pass already loaded.
+    pub fn load(ebpf: &mut Ebpf, verified: &Verified) -> (Uprobes, Vec<ProgramStatus>) {
         let names = LIBPQ_PROGRAMS
             .iter()
             .map(|(_, name)| (*name, "libpq"))
             .chain(TLS_PROGRAMS.iter().map(|name| (*name, "libssl")));
         let statuses = names
             .map(|(name, library)| {
-                let loaded = program(ebpf, name)
-                    .and_then(|p| p.load().map_err(|e| crate::loader::error_chain(&e)));
+                let loaded = program(ebpf, name).and_then(|p| {
+                    verified.ensure(name, || {
+                        p.load().map_err(|e| crate::loader::error_chain(&e))
+                    })
+                });
                 match loaded {
                     Ok(()) => ProgramStatus {
                         name: name.to_string(),
@@ -261,6 +282,11 @@ impl Uprobes {
     }
 
     /// The processes that map a target (for the pipeline's filter).
+    /// Every attachment, for closing them all at once at exit (`teardown::detach_all`).
+    pub fn into_links(self) -> Vec<OwnedLink> {
+        self.links.into_values().flatten().collect()
+    }
+
     pub fn tracked_processes(&self) -> std::collections::HashSet<u32> {
         self.registry.tracked_processes()
     }
@@ -353,7 +379,7 @@ impl Uprobes {
                     let mut failed = None;
                     for name in ret.into_iter().chain([entry]) {
                         match attach_one(ebpf, name, &plan.path, probe.point.file_offset) {
-                            Ok(link) => probe_links.push((name, link)),
+                            Ok(link) => probe_links.push(OwnedLink::UProbe(link)),
                             Err(e) => {
                                 failed = Some(format!("{} ({name}): {e}", probe.point.symbol));
                                 break;
@@ -363,7 +389,7 @@ impl Uprobes {
                     if let Some(e) = failed {
                         tracing::warn!(function = probe.function, path = ?plan.path, error = %e, "uprobe attach failed");
                         errors.push(e);
-                        detach_links(ebpf, probe_links);
+                        drop(probe_links);
                         continue;
                     }
                     links.extend(probe_links);
@@ -397,7 +423,7 @@ impl Uprobes {
             TargetAction::Detach { id, file } => {
                 self.mark_seen(file, false);
                 self.found.remove(&id);
-                detach_links(ebpf, self.links.remove(&id).unwrap_or_default());
+                drop(self.links.remove(&id));
                 self.attached.remove(&id);
                 self.errors.remove(&id);
             }
@@ -434,16 +460,6 @@ impl Uprobes {
     }
 }
 
-fn detach_links(ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
-    for (name, link) in links {
-        if let Ok(p) = program(ebpf, name) {
-            if let Err(e) = p.detach(link) {
-                tracing::warn!(program = name, error = %e, "uprobe detach failed");
-            }
-        }
-    }
-}
-
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
     ebpf.program_mut(name)
         .ok_or_else(|| format!("program {name} not in the eBPF object"))?
@@ -456,12 +472,17 @@ fn attach_one(
     name: &str,
     path: &Path,
     file_offset: u64,
-) -> Result<UProbeLinkId, String> {
-    program(ebpf, name)?
+) -> Result<UProbeLink, String> {
+    let program = program(ebpf, name)?;
+    let id = program
         .attach(
             UProbeAttachLocation::AbsoluteOffset(file_offset),
             path,
             UProbeScope::AllProcesses,
         )
+        .map_err(|e| crate::loader::error_chain(&e))?;
+    // Owned: a released target drops its own, and at exit all go to `teardown`.
+    program
+        .take_link(id)
         .map_err(|e| crate::loader::error_chain(&e))
 }
