@@ -21,7 +21,7 @@ pub fn run(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let started = Instant::now();
     // Run from the crate's own directory so only rasp-ebpf is selected; the workspace's
     // host crates are never compiled for the BPF target.
-    let mut build = command::toolchain_cargo(ws, "nightly");
+    let mut build = command::toolchain_cargo(ws, command::NIGHTLY);
     build
         .current_dir(ws.ebpf_crate())
         .arg("build")

@@ -153,6 +153,11 @@ pub fn host_cargo() -> Command {
     cmd
 }
 
+/// The nightly that builds the eBPF object and the fuzz targets, pinned: its LLVM must be
+/// the one bpf-linker links (Debian's llvm-22), and `nightly` moved to LLVM 23 in late 2026
+/// (bitcode bpf-linker then refuses). 1.97.0-nightly (2026-05-19), LLVM 22.1.4.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
+
 /// `cargo +<toolchain>` with nothing of the outer build's toolchain, flags or target dir
 /// left in its environment.
 pub fn toolchain_cargo(ws: &Workspace, toolchain: &str) -> Command {

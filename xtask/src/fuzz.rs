@@ -61,7 +61,7 @@ pub fn run(ws: &Workspace, ebpf_object: &Path, args: &FuzzArgs) -> Result<()> {
 }
 
 fn cargo_fuzz(ws: &Workspace, ebpf_object: &Path) -> std::process::Command {
-    let mut cmd = command::toolchain_cargo(ws, "nightly");
+    let mut cmd = command::toolchain_cargo(ws, command::NIGHTLY);
     cmd.current_dir(ws.root())
         .env(EBPF_OBJ_VAR, ebpf_object)
         .env("PATH", command::tool_path(&[]));
@@ -97,7 +97,8 @@ fn run_target(ws: &Workspace, ebpf_object: &Path, target: &str, seconds: u32) ->
     command::run(&mut cmd).map_err(|e| {
         e.context(format!(
             "fuzz target `{target}` failed: the crashing input is in fuzz/artifacts/{target}/ \
-             (reproduce: cargo +nightly fuzz run --fuzz-dir fuzz {target} FILE)"
+             (reproduce: cargo +{} fuzz run --fuzz-dir fuzz {target} FILE)",
+            command::NIGHTLY
         ))
     })
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: bring a Debian bookworm machine with only rustup to one that builds
-//! rasp (LLVM 22 from apt, nightly `rust-src`, bpf-linker). Every step checks first and
+//! rasp (LLVM 22 from apt, a pinned nightly with `rust-src`, bpf-linker). Every step checks first and
 //! says what it found, so a warm run is a few quick queries.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::command::{self, human};
+use crate::command::{self, human, NIGHTLY};
 
 /// Build needs (LLVM 22 for bpf-linker, zstd/zlib it links) and what the integration tests
 /// run for real: `pkill`/`ps` (procps), `unshare`/`runuser` (util-linux), a PostgreSQL
@@ -71,8 +71,10 @@ const APT_PACKAGES: &[&str] = &[
 const DRIVER_VENV: &str = "target/sql-drivers-venv";
 const DRIVER_PACKAGES: &[&str] = &["psycopg2-binary==2.9.13", "psycopg==3.3.9"];
 
-/// bpf-linker is built against this LLVM (apt's `llvm-22-dev`).
+/// bpf-linker is built against this LLVM (apt's `llvm-22-dev`), which must also be the
+/// LLVM of the nightly that compiles the eBPF object (`NIGHTLY`).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_MAJOR: &str = "22";
 
 /// What a step did: nothing (already there) or an install.
 enum Outcome {
@@ -292,54 +294,75 @@ fn nightly_rust_src() -> Result<Outcome> {
             String::from_utf8_lossy(&toolchains.stderr).trim()
         );
     }
-    // `nightly-<host>`, not a dated `nightly-2025-…`: that is what `cargo +nightly` uses.
     let has_nightly = String::from_utf8_lossy(&toolchains.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
-        .filter_map(|name| name.strip_prefix("nightly-"))
-        .any(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()));
-    if !has_nightly {
-        eprintln!("setup: installing the nightly toolchain with rust-src");
+        .any(|name| name.starts_with(&format!("{NIGHTLY}-")) || name == NIGHTLY);
+    let outcome = if has_nightly {
+        let components = command::capture(Command::new(&rustup).args([
+            "component",
+            "list",
+            "--toolchain",
+            NIGHTLY,
+            "--installed",
+        ]))?;
+        if !components.status.success() {
+            bail!(
+                "`rustup component list --toolchain {NIGHTLY} --installed` failed: {}",
+                String::from_utf8_lossy(&components.stderr).trim()
+            );
+        }
+        let has_rust_src = String::from_utf8_lossy(&components.stdout)
+            .lines()
+            .any(|line| line.trim() == "rust-src" || line.starts_with("rust-src-"));
+        if has_rust_src {
+            Outcome::Present(format!("{NIGHTLY} with rust-src"))
+        } else {
+            eprintln!("setup: installing rust-src for {NIGHTLY} (needed by -Z build-std=core)");
+            command::run(Command::new(&rustup).args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                NIGHTLY,
+            ]))?;
+            Outcome::Installed(format!("rust-src for {NIGHTLY}"))
+        }
+    } else {
+        eprintln!("setup: installing the {NIGHTLY} toolchain with rust-src");
         command::run(Command::new(&rustup).args([
             "toolchain",
             "install",
-            "nightly",
+            NIGHTLY,
             "--profile",
             "minimal",
             "--component",
             "rust-src",
         ]))?;
-        return Ok(Outcome::Installed("nightly toolchain with rust-src".into()));
-    }
+        Outcome::Installed(format!("{NIGHTLY} toolchain with rust-src"))
+    };
+    check_nightly_llvm()?;
+    Ok(outcome)
+}
 
-    let components = command::capture(Command::new(&rustup).args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    if !components.status.success() {
+/// The nightly's LLVM must be the one bpf-linker links: rustc's bitcode from a newer LLVM is
+/// refused at link time ("Not an int attribute (Producer: 'LLVM23…' Reader: 'LLVM 22…')").
+fn check_nightly_llvm() -> Result<()> {
+    let rustc = command::rustup_proxy("rustc");
+    let version = command::capture(Command::new(&rustc).args([&format!("+{NIGHTLY}"), "-vV"]))?;
+    let text = String::from_utf8_lossy(&version.stdout);
+    let llvm = text
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    if llvm.split('.').next() != Some(LLVM_MAJOR) {
         bail!(
-            "`rustup component list --toolchain nightly --installed` failed: {}",
-            String::from_utf8_lossy(&components.stderr).trim()
+            "{NIGHTLY} uses LLVM {llvm}, but bpf-linker links LLVM {LLVM_MAJOR} ({LLVM_PREFIX}): \
+             pick a nightly built with LLVM {LLVM_MAJOR} (xtask/src/command.rs `NIGHTLY`)"
         );
     }
-    let has_rust_src = String::from_utf8_lossy(&components.stdout)
-        .lines()
-        .any(|line| line.trim() == "rust-src" || line.starts_with("rust-src-"));
-    if has_rust_src {
-        return Ok(Outcome::Present("nightly rust-src".into()));
-    }
-    eprintln!("setup: installing rust-src for nightly (needed by -Z build-std=core)");
-    command::run(Command::new(&rustup).args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))?;
-    Ok(Outcome::Installed("nightly rust-src".into()))
+    Ok(())
 }
 
 fn bpf_linker() -> Result<Outcome> {
