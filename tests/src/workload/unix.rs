@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::tcp::{accept_and_close, connect_to};
 use super::{run_for, Report};
 
 /// Connects between clock reads.
@@ -73,49 +74,10 @@ impl Drop for Listener {
     }
 }
 
-/// Accepts and immediately closes every connection until accept fails for good.
-fn accept_and_close(listener: libc::c_int) {
-    loop {
-        // SAFETY: null address pointers are allowed: the peer address is not wanted.
-        let fd = unsafe {
-            libc::accept4(
-                listener,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: fd is a connection we just accepted and close exactly once.
-            unsafe { libc::close(fd) };
-            continue;
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR | libc::ECONNABORTED) => continue,
-            _ => return,
-        }
-    }
-}
-
 fn connect(addr: &libc::sockaddr_un) -> io::Result<OwnedFd> {
     let sock = socket()?;
-    loop {
-        // SAFETY: addr is a valid sockaddr_un and its size is passed with it.
-        let connected = unsafe {
-            libc::connect(
-                sock.as_raw_fd(),
-                (addr as *const libc::sockaddr_un).cast(),
-                mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-            )
-        };
-        if connected == 0 {
-            return Ok(sock);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    connect_to(&sock, addr)?;
+    Ok(sock)
 }
 
 fn socket() -> io::Result<OwnedFd> {
