@@ -5,15 +5,20 @@
 mod dl;
 mod exec;
 mod fork;
+mod fschange;
 mod hold;
 mod libpq;
 mod libssl;
 mod mmap;
+mod ns;
 mod open;
 mod pacing;
 mod storm;
 mod tcp;
 mod tls;
+mod unix;
+mod uring;
+mod vmread;
 
 use std::fmt;
 use std::io;
@@ -79,6 +84,43 @@ pub enum Workload {
     },
     /// Loopback TCP connect + close against an in-process acceptor; ops = connects.
     Tcp(Timed),
+    /// chmod(2) of a file of its own in DIR, mode flipping 0600/0644; ops = chmods.
+    Chmod {
+        /// Where the file is created (and removed after).
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        timed: Timed,
+    },
+    /// A temp-file save in DIR: create + close, chmod, rename, unlink; ops = cycles.
+    FileChange {
+        /// Where the files are created (and removed).
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        timed: Timed,
+    },
+    /// AF_UNIX connect + close against an in-process acceptor on a socket in DIR; ops =
+    /// connects.
+    UnixConnect {
+        /// Where the listening socket is bound (and removed after).
+        #[arg(long, default_value = "/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        timed: Timed,
+    },
+    /// unshare(CLONE_NEWUTS) + setns back to the starting UTS namespace (root); ops = pairs.
+    Namespace(Timed),
+    /// process_vm_readv of 64 bytes from a paused child; ops = reads.
+    VmRead(Timed),
+    /// IORING_OP_OPENAT + close of P through io_uring; ops = opens.
+    IoUringOpen {
+        /// File to open (must be readable).
+        #[arg(long)]
+        path: PathBuf,
+        #[command(flatten)]
+        timed: Timed,
+    },
     /// One TLS session to a local `openssl s_server`, SSL_write of --size bytes; ops = writes.
     TlsWrites {
         /// Bytes per SSL_write.
@@ -139,6 +181,12 @@ impl Workload {
             Workload::Libpq { .. } => "libpq",
             Workload::Open { .. } => "open",
             Workload::Tcp(_) => "tcp",
+            Workload::Chmod { .. } => "chmod",
+            Workload::FileChange { .. } => "file-change",
+            Workload::UnixConnect { .. } => "unix-connect",
+            Workload::Namespace(_) => "namespace",
+            Workload::VmRead(_) => "vm-read",
+            Workload::IoUringOpen { .. } => "io-uring-open",
             Workload::TlsWrites { .. } => "tls-writes",
             Workload::TlsHandshakes(_) => "tls-handshakes",
             Workload::Storm { .. } => "storm",
@@ -166,6 +214,12 @@ pub fn run(workload: Workload) -> Result<Option<Report>> {
             timed,
         } => open::run(&path, distinct, timed.duration),
         Workload::Tcp(timed) => tcp::run(timed.duration),
+        Workload::Chmod { dir, timed } => fschange::run_chmod(&dir, timed.duration),
+        Workload::FileChange { dir, timed } => fschange::run_change(&dir, timed.duration),
+        Workload::UnixConnect { dir, timed } => unix::run(&dir, timed.duration),
+        Workload::Namespace(timed) => ns::run(timed.duration),
+        Workload::VmRead(timed) => vmread::run(timed.duration),
+        Workload::IoUringOpen { path, timed } => uring::run(&path, timed.duration),
         Workload::TlsWrites { size, timed } => tls::run_writes(size, timed.duration),
         Workload::TlsHandshakes(timed) => tls::run_handshakes(timed.duration),
         Workload::Storm {
@@ -422,6 +476,21 @@ mod tests {
             }
         );
         assert!(parse(&["open", "--path", "/tmp/{}", "--distinct", "0"]).is_err());
+    }
+
+    #[test]
+    fn file_hooks_default_to_tmp_and_io_uring_needs_a_path() {
+        match parse(&["file-change"]).unwrap() {
+            Workload::FileChange { dir, .. } => assert_eq!(dir, PathBuf::from("/tmp")),
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["unix-connect", "--dir", "/run"]).unwrap() {
+            Workload::UnixConnect { dir, .. } => assert_eq!(dir, PathBuf::from("/run")),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["io-uring-open"]).is_err());
+        assert_eq!(parse(&["vm-read"]).unwrap().name(), "vm-read");
+        assert_eq!(parse(&["namespace"]).unwrap().name(), "namespace");
     }
 
     #[test]

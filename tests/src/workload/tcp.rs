@@ -7,7 +7,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread;
 use std::time::Duration;
 
@@ -23,20 +23,21 @@ pub fn run(duration: Duration) -> Result<Report> {
     // The acceptor runs until the process exits; it holds no state worth tearing down.
     thread::Builder::new()
         .name("acceptor".into())
-        .spawn(move || accept_and_close(&listener))
+        .spawn(move || accept_and_close(listener.as_raw_fd()))
         .context("starting the acceptor thread")?;
     let tally = run_for(duration, BATCH, || connect_loopback(port).map(drop))
         .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     Ok(Report::timed(tally).with("port", port))
 }
 
-/// Accepts and immediately closes every connection until accept fails for good.
-fn accept_and_close(listener: &OwnedFd) {
+/// Accepts and immediately closes every connection on `listener` (TCP or AF_UNIX) until
+/// accept fails for good.
+pub fn accept_and_close(listener: RawFd) {
     loop {
         // SAFETY: null address pointers are allowed: the peer address is not wanted.
         let fd = unsafe {
             libc::accept4(
-                listener.as_raw_fd(),
+                listener,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 libc::SOCK_CLOEXEC,
@@ -113,18 +114,29 @@ pub fn connect_loopback(port: u16) -> io::Result<OwnedFd> {
     if set != 0 {
         return Err(io::Error::last_os_error());
     }
-    let addr = loopback(port);
+    connect_to(&sock, &loopback(port))?;
+    Ok(sock)
+}
+
+/// A socket address libc::connect takes as it is: `sockaddr_in`, `sockaddr_un`.
+pub trait SocketAddress {}
+impl SocketAddress for libc::sockaddr_in {}
+impl SocketAddress for libc::sockaddr_un {}
+
+/// Blocking connect(2) of `sock` to `addr`, retried when a signal interrupts it.
+pub fn connect_to<A: SocketAddress>(sock: &OwnedFd, addr: &A) -> io::Result<()> {
     loop {
-        // SAFETY: addr is a valid sockaddr_in and its size is passed with it.
+        // SAFETY: addr is one of the sockaddr types (the trait's only implementors) and its
+        // size is passed with it.
         let connected = unsafe {
             libc::connect(
                 sock.as_raw_fd(),
-                (&addr as *const libc::sockaddr_in).cast(),
-                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                (addr as *const A).cast(),
+                mem::size_of::<A>() as libc::socklen_t,
             )
         };
         if connected == 0 {
-            return Ok(sock);
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -56,8 +56,8 @@ pub struct BenchArgs {
     pub seconds: f64,
     /// Only these workloads (comma-separated keys: exec, open-unwatched, open-unwatched-etc,
     /// open-unwatched-usrlib, open-unwatched-distinct, open-watched-distinct, open-watched,
-    /// tcp, tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb; or a family prefix
-    /// no workload is named: `open` = every open-*, `pgbench`, `tls`).
+    /// tcp, file-change, tls-writes, tls-handshakes, pgbench-select, pgbench-tpcb; or a
+    /// family prefix no workload is named: `open` = every open-*, `pgbench`, `tls`).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Leave out the event storm, the drain capacity on one core and the 10k-process idle
@@ -173,6 +173,7 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     };
     let runner = Runner {
         workload_bin: workload_bin.clone(),
+        scratch: scratch.clone(),
         unwatched,
         files: &distinct,
         postgres: pg.as_ref(),

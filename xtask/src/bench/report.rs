@@ -100,8 +100,8 @@ pub fn render(r: &Results) -> String {
     for c in Config::ALL {
         let what = match c {
             Config::None => "the baseline",
-            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit BTF tracepoints, sys_exit_open*/sys_enter_mmap/sys_enter_connect) with empty programs",
-            Config::Bpftrace => "the same probes as the agent, every event printed (no in-kernel filter)",
+            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit and io_uring_submit_req BTF tracepoints; sys_exit_open*/sys_enter_mmap/sys_enter_connect; issue 19's sys_exit_* of the chmod/xattr/unlink/rename/truncate/utimes/link, ptrace/process_vm, setns/unshare, mount, module and bpf families) with empty programs",
+            Config::Bpftrace => "the agent's exec/fork/exit, open, mmap and connect probes (not issue 19's file-change, namespace, ptrace, mount, module, bpf and io_uring hooks), every event printed (no in-kernel filter)",
             Config::BpftraceFiltered => "the same probes, sending only what the default policies could match (exec/fork/exit all; watched credential reads; writes under /etc and the system trees; tmp/shm library maps; metadata-address connects), decided in the kernel",
             Config::LibbpfTools => "the minimal CO-RE tracers (every exec and every open printed, ring/perf buffer, no policy)",
             Config::Agent => "on its built-in default policies (audit mode)",
@@ -144,7 +144,7 @@ pub fn render(r: &Results) -> String {
             out,
             "## Kernel budgets per hook: instructions per operation in a BPF-LSM guest\n"
         );
-        let _ = writeln!(out, "The deterministic regression budget for the kernel side. The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: each operation under no programs, the tracepoint floor (`rasp-agent floor`: empty programs on the agent's very hooks), the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints) and the agent on its default policies (which uses the syscall tracepoints; its LSM program is only a capability probe). \"added\" is instructions per operation over no programs (median over rounds).\n");
+        let _ = writeln!(out, "The deterministic regression budget for the kernel side. The host refuses LSM programs, so this runs in QEMU (software emulation, one vCPU) with `lsm=…,bpf`: each operation under no programs, the tracepoint floor (`rasp-agent floor`: empty programs on the agent's very hooks), the LSM floor (`rasp-agent floor --lsm`: file_open, mmap_file, socket_connect, bprm_check_security instead of the syscall tracepoints; it has no counterpart of issue 19's syscall tracepoints, so on the chmod, file-change, namespace and vm-read rows it runs only the sched and io_uring programs) and the agent on its default policies (which uses the syscall tracepoints; its LSM program is only a capability probe). \"added\" is instructions per operation over no programs (median over rounds).\n");
         let _ = writeln!(out, "{vm}");
     }
 

@@ -51,6 +51,7 @@ pub fn select(only: &[String]) -> Vec<Workload> {
 
 enum How {
     /// `rasp-workload ARGS --seconds S`; `{unwatched}` stands for the unwatched file,
+    /// `{scratch}` for the bench's scratch directory (no rule watches it),
     /// `{distinct_unwatched}` / `{distinct_watched}` for the distinct-file patterns and
     /// `{distinct}` for their count.
     Tool(&'static [&'static str]),
@@ -116,6 +117,13 @@ pub fn all() -> Vec<Workload> {
             how: How::Tool(&["tcp"]),
         },
         Workload {
+            key: "file-change",
+            about: "a temp-file save under /tmp (create, chmod, rename, unlink) no rule watches: issue 19's file-change hook three times and an open per cycle",
+            unit: "cycles/s",
+            target: None,
+            how: How::Tool(&["file-change", "--dir", "{scratch}"]),
+        },
+        Workload {
             key: "tls-writes",
             about: "1 KiB SSL_write in one openssl session",
             unit: "writes/s",
@@ -158,6 +166,7 @@ pub struct Measured {
 
 pub struct Runner<'a> {
     pub workload_bin: PathBuf,
+    pub scratch: PathBuf,
     pub unwatched: PathBuf,
     pub files: &'a DistinctFiles,
     pub postgres: Option<&'a Postgres>,
@@ -204,6 +213,7 @@ impl Runner<'_> {
                     .iter()
                     .map(|arg| {
                         arg.replace("{unwatched}", &self.unwatched.to_string_lossy())
+                            .replace("{scratch}", &self.scratch.to_string_lossy())
                             .replace("{distinct_unwatched}", &self.files.unwatched)
                             .replace("{distinct_watched}", &self.files.watched)
                             .replace("{distinct}", &self.files.count.to_string())
