@@ -38,6 +38,9 @@ pub trait EnforceContext {
 
 pub struct Enforcer {
     cgroup2: PathBuf,
+    /// Decide as usual but act on nothing (`dry_run`): for replays of synthesised events,
+    /// whose pids may be real processes'.
+    dry_run: bool,
     safety: safety::Safety,
     limiter: Mutex<limit::RateLimiter>,
     book: Mutex<quarantine::QuarantineBook>,
@@ -52,10 +55,28 @@ impl Enforcer {
     ) -> Result<Self, String> {
         Ok(Enforcer {
             cgroup2,
+            dry_run: false,
             safety: safety::Safety::current(protected_cgroups)?,
             limiter: Mutex::new(limit::RateLimiter::new(actions_per_minute)),
             book: Mutex::new(quarantine::QuarantineBook::open(state_dir)),
         })
+    }
+
+    /// An enforcer that decides every action (rate limits included) and carries out none:
+    /// each enforce-mode action is reported as `audited`, "dry run: would …".
+    pub fn dry_run(
+        state_dir: &Path,
+        protected_cgroups: &[String],
+        actions_per_minute: usize,
+    ) -> Result<Self, String> {
+        let mut enforcer = Enforcer::new(
+            PathBuf::from("/nonexistent-cgroup2"),
+            state_dir,
+            protected_cgroups,
+            actions_per_minute,
+        )?;
+        enforcer.dry_run = true;
+        Ok(enforcer)
     }
 
     /// Actions refused by the per-rule rate limit since start.
@@ -92,6 +113,12 @@ impl Enforcer {
                         Some(format!(
                             "not acted on: this rule reached its limit of {per} actions a minute (--actions-per-minute)"
                         )),
+                    );
+                }
+                if self.dry_run {
+                    return (
+                        Outcome::Audited,
+                        Some(format!("dry run: would {}", action.effect())),
                     );
                 }
                 match action {
@@ -312,6 +339,23 @@ mod tests {
         fn rule_slot(&self, _: &str) -> u32 {
             0
         }
+    }
+
+    /// A dry run decides (the rate limit too) and acts on nothing: a kill of this very
+    /// test process in enforce mode leaves it running, reported as what it would have done.
+    #[test]
+    fn a_dry_run_decides_without_acting() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let enforcer = Enforcer::dry_run(state.path(), &[], 1).expect("enforcer");
+        let mut d = crate::store::tests::sample(1, "r", "/bin/sh");
+        Arc::make_mut(&mut d.event).pid = std::process::id();
+        d.action = Action::Kill;
+        d.mode = Mode::Enforce;
+        let (outcome, detail) = enforcer.act(&d, &NoContext);
+        assert_eq!(outcome, Outcome::Audited);
+        assert_eq!(detail.as_deref(), Some("dry run: would kill the process"));
+        let (outcome, detail) = enforcer.act(&d, &NoContext);
+        assert_eq!(outcome, Outcome::Failed, "{detail:?}");
     }
 
     /// The fold key checked before a detection exists carries these details; the detection

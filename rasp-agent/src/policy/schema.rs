@@ -363,6 +363,11 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
             ),
         }
     }
+    // From the vocabulary, so that a new event type is offered as soon as it exists.
+    let event_hint = format!(
+        "add `event:` with one of {}",
+        EVENT_TYPES.map(|t| t.name()).join(", ")
+    );
     missing(
         ctx,
         node,
@@ -377,10 +382,7 @@ fn rule(ctx: &mut Ctx, node: &Node, selector: Option<&Parsed>, policy: &str) -> 
                 "severity",
                 "add `severity:` with one of info, low, medium, high, critical",
             ),
-            (
-                "event",
-                "add `event:` with one of exec, file_open, connect, library_load, sql_query, file_change, ptrace, namespace, mount, unix_connect, kernel_module, bpf_load, io_uring",
-            ),
+            ("event", &event_hint),
         ],
     );
     if let Some((_, pos)) = scope_key.filter(|_| action != Some(Action::Kill)) {
@@ -1414,6 +1416,15 @@ mod tests {
         let e = errors("# a comment\n\nversion: 1\n");
         has(&e, "3:1", "policy is missing `name`");
         has(&e, "3:1", "policy is missing `rules`");
+        // The hint names every event type, the application-layer ones too.
+        let e = errors("name: p\nversion: 1\nmode: audit\nrules:\n  - id: r\n    severity: low\n");
+        has(
+            &e,
+            "5:5",
+            "rule is missing `event`: add `event:` with one of exec, file_open",
+        );
+        has(&e, "5:5", "sql_query");
+        has(&e, "5:5", "io_uring, tls, http");
     }
 
     #[test]
