@@ -229,6 +229,114 @@ fn a_libpq_dlopened_after_start_is_found_by_its_library_load() {
     );
 }
 
+/// A libpq file deleted while a process maps it and the agent is attached, then replaced at
+/// the same path by a new copy (a package upgrade does both): the attachment lives on the
+/// inode, so the first process's next query is still captured; the new file is a new target
+/// (another inode) found when the next process maps it, and each goes away with its process.
+#[test]
+fn a_libpq_deleted_or_replaced_while_attached_keeps_being_watched() {
+    require_root();
+    let pg = Postgres::start();
+    let agent = Agent::start(&[]);
+    wait_for(Duration::from_secs(30), || {
+        rasp_tests::sql::libpq_target(&agent, "libpq.so")
+    })
+    .expect("the system libpq is attached by the start-up scan");
+    let path = agent.dir().join("libpq-upgraded.so.5");
+    let system = "/usr/lib/x86_64-linux-gnu/libpq.so.5";
+    std::fs::copy(system, &path).expect("copy the system libpq (Debian package libpq5)");
+    let target_of = |pid: u32, not_file: Option<&Value>| {
+        wait_for(Duration::from_secs(10), || {
+            agent.status()["uprobe_targets"]
+                .as_array()?
+                .iter()
+                .find(|t| {
+                    t["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with(&format!("/proc/{pid}/root")))
+                        && t["path"]
+                            .as_str()
+                            .is_some_and(|p| p.contains("libpq-upgraded"))
+                        && Some(&t["file"]) != not_file
+                        && t["attached"].as_array().is_some_and(|a| !a.is_empty())
+                })
+                .cloned()
+        })
+    };
+
+    let mut old = ctypes_client(&path, &pg, "SELECT 'through the deleted file' AS marker");
+    let old_pid = old.id();
+    assert_eq!(read_line(&mut old), "loaded");
+    let old_target = target_of(old_pid, None).unwrap_or_else(|| {
+        panic!(
+            "the first copy was not attached: {}",
+            agent.status()["uprobe_targets"]
+        )
+    });
+    // The upgrade: the file goes, a new one takes its path.
+    std::fs::remove_file(&path).expect("delete the mapped copy");
+    std::fs::copy(system, &path).expect("put a new copy at the same path");
+
+    write_line(&mut old);
+    assert_eq!(read_line(&mut old), "sent");
+    let captured = wait_for(Duration::from_secs(10), || {
+        agent
+            .events(&["--kind", "sql_query", "--pid", &old_pid.to_string()])
+            .into_iter()
+            .find(|e| e["query"] == "SELECT 'through the deleted file' AS marker")
+    });
+    assert!(
+        captured.is_some(),
+        "the query through the deleted file was not captured; targets: {}",
+        agent.status()["uprobe_targets"]
+    );
+
+    let mut new = ctypes_client(&path, &pg, "SELECT 'through the new file' AS marker");
+    let new_pid = new.id();
+    assert_eq!(read_line(&mut new), "loaded");
+    let new_target = target_of(new_pid, Some(&old_target["file"])).unwrap_or_else(|| {
+        panic!(
+            "the replacement (a new inode) was not attached: {}",
+            agent.status()["uprobe_targets"]
+        )
+    });
+    assert_ne!(new_target["file"], old_target["file"], "{new_target}");
+    write_line(&mut new);
+    assert_eq!(read_line(&mut new), "sent");
+    let captured = wait_for(Duration::from_secs(10), || {
+        agent
+            .events(&["--kind", "sql_query", "--pid", &new_pid.to_string()])
+            .into_iter()
+            .find(|e| e["query"] == "SELECT 'through the new file' AS marker")
+    });
+    assert!(
+        captured.is_some(),
+        "the query through the new file was not captured"
+    );
+
+    // Each target goes when its only process does; the agent keeps serving.
+    for mut client in [old, new] {
+        write_line(&mut client);
+        let _ = client.wait();
+    }
+    let released = wait_for(Duration::from_secs(10), || {
+        agent.status()["uprobe_targets"]
+            .as_array()?
+            .iter()
+            .all(|t| {
+                !t["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("libpq-upgraded"))
+            })
+            .then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "a copy stayed attached after its process exited: {}",
+        agent.status()["uprobe_targets"]
+    );
+}
+
 /// An executable that carries libpq's entry points itself (a statically linked client),
 /// exec'd after start, is found from the exec and probed: its own `PQsendQuery` is captured.
 #[test]
