@@ -322,6 +322,10 @@ async fn reap(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
         if reaped > 0 {
             tracing::trace!(reaped, "exited processes reaped");
         }
+        // A quarantined container removed (or its unit restarted into a new cgroup).
+        for q in agent.path.enforcer.forget_gone(&agent.path.policies) {
+            tracing::warn!(cgroup = %q.cgroup, steps = ?q.steps, "quarantined cgroup gone");
+        }
     }
 }
 

@@ -549,3 +549,66 @@ fn quarantine_cuts_the_network_freezes_snapshots_and_release_restores() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// A quarantined workload that goes away (its container removed: processes killed, cgroup
+/// deleted) is forgotten: the list empties, the kernel's cut entry is lifted, the log says
+/// `gone`, and the agent keeps serving.
+#[test]
+fn a_quarantined_cgroup_that_vanishes_is_forgotten() {
+    require_root();
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let name = unique_name("rasp-vanish");
+    let trigger = scratch.copy("/usr/bin/true", dir.join(&name));
+    let policies = exec_rule(&mut scratch, "cut-off", &name, "    action: quarantine");
+    let agent = start_agent(&policies);
+    let cgroup = rasp_tests::Cgroup::new("vanishing");
+    let mut sleeper = cgroup
+        .command("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn a workload");
+    run(&mut cgroup.command(&trigger));
+    let d = detection(&agent, "cut-off");
+    assert_eq!(d["outcome"], "after", "{d}");
+    assert_eq!(
+        agent
+            .cli_json_lines(&["quarantine", "list", "--json"])
+            .len(),
+        1
+    );
+
+    // The runtime removes the container: every process killed, the cgroup deleted.
+    let in_hierarchy = cgroup.path_in_hierarchy().to_string();
+    drop(cgroup);
+    let _ = sleeper.wait();
+
+    let forgotten = wait_for(Duration::from_secs(10), || {
+        agent
+            .cli_json_lines(&["quarantine", "list", "--json"])
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        forgotten.is_some(),
+        "the vanished cgroup is still listed: {:?}",
+        agent.cli_json_lines(&["quarantine", "list", "--json"])
+    );
+    let log = agent.state_dir().join("quarantine/quarantine.jsonl");
+    let log = fs::read_to_string(&log).expect("quarantine log");
+    let gone: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"what\":\"gone\""))
+        .collect();
+    assert_eq!(gone.len(), 1, "{log}");
+    assert!(gone[0].contains("network cut entry removed"), "{log}");
+    // Released by hand afterwards: a clear error, and the agent still answers.
+    let out = agent.cli(&["quarantine", "release", &in_hierarchy]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not quarantined"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = agent.status();
+}

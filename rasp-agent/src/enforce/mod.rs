@@ -93,6 +93,11 @@ impl Enforcer {
         crate::lock(&self.book).release(&self.cgroup2, cgroup, net)
     }
 
+    /// Forget quarantines whose cgroup is gone (`QuarantineBook::forget_gone`).
+    pub fn forget_gone(&self, net: &dyn NetworkCut) -> Vec<Quarantined> {
+        crate::lock(&self.book).forget_gone(&self.cgroup2, net)
+    }
+
     /// Take `d`'s action (its rule matched, no kernel program acted on it).
     pub fn act(&self, d: &Detection, ctx: &dyn EnforceContext) -> (Outcome, Option<String>) {
         let ev = &d.event;

@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::{Read, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -215,6 +215,43 @@ impl QuarantineBook {
         released.steps = steps;
         self.record("release", &released);
         Ok(released)
+    }
+
+    /// Forget the quarantines whose cgroup is gone (removed, or its path now a new cgroup
+    /// with another id: a restarted unit), lifting their network cut so the kernel map
+    /// does not fill with dead ids; each is logged as `gone`. Returns what was forgotten.
+    pub fn forget_gone(&mut self, mount: &Path, net: &dyn NetworkCut) -> Vec<Quarantined> {
+        let gone: Vec<u64> = self
+            .active
+            .values()
+            .filter(|q| {
+                let dir = mount.join(q.cgroup.trim_start_matches('/'));
+                // cgroup2's cgroup id is its directory's inode number.
+                fs::metadata(&dir).map_or(true, |m| m.ino() != q.cgroup_id)
+            })
+            .map(|q| q.cgroup_id)
+            .collect();
+        let mut forgotten = Vec::new();
+        for id in gone {
+            let Some(mut q) = self.active.remove(&id) else {
+                continue;
+            };
+            q.steps = vec![
+                "cgroup gone: quarantine forgotten".to_string(),
+                match net.restore(id) {
+                    Ok(()) => "network cut entry removed".to_string(),
+                    Err(e) => format!("network cut entry not removed: {e}"),
+                },
+            ];
+            self.record("gone", &q);
+            forgotten.push(q);
+        }
+        if !forgotten.is_empty() {
+            if let Err(e) = self.save() {
+                tracing::error!(error = %e, "quarantine list not saved");
+            }
+        }
+        forgotten
     }
 
     fn snapshot(
@@ -439,6 +476,61 @@ mod tests {
             self.cut.lock().unwrap().retain(|&c| c != id);
             Ok(())
         }
+    }
+
+    /// A quarantined cgroup that goes away (removed, or its path reused by a new cgroup
+    /// with another id) is forgotten and its network cut lifted; a live one stays.
+    #[test]
+    fn quarantines_of_cgroups_that_are_gone_are_forgotten() {
+        let state = tempfile::tempdir().unwrap();
+        let mount = tempfile::tempdir().unwrap();
+        let net = FakeNet::default();
+        let mut book = QuarantineBook::open(state.path());
+        let mut quarantine = |name: &str| {
+            let cg = mount.path().join(name);
+            fs::create_dir(&cg).unwrap();
+            fs::write(cg.join("cgroup.events"), "populated 0\nfrozen 1\n").unwrap();
+            let id = fs::metadata(&cg).unwrap().ino();
+            book.quarantine(
+                mount.path(),
+                &format!("/{name}"),
+                id,
+                "r",
+                5,
+                QuarantineMode::Freeze,
+                &net,
+                &[],
+            )
+            .expect("quarantined");
+            (cg, id)
+        };
+        let (removed, removed_id) = quarantine("removed");
+        let (reused, reused_id) = quarantine("reused");
+        let (_live, live_id) = quarantine("live");
+        assert!(book.forget_gone(mount.path(), &net).is_empty());
+
+        fs::remove_dir_all(&removed).unwrap();
+        fs::remove_dir_all(&reused).unwrap();
+        // Another cgroup at the same path: a new directory, another inode (kept alive while
+        // the new one is made, so the number cannot come back).
+        let keep = mount.path().join("keep-inode");
+        fs::create_dir(&keep).unwrap();
+        fs::create_dir(&reused).unwrap();
+        assert_ne!(fs::metadata(&reused).unwrap().ino(), reused_id);
+
+        let forgotten: Vec<u64> = book
+            .forget_gone(mount.path(), &net)
+            .iter()
+            .map(|q| q.cgroup_id)
+            .collect();
+        let mut expected = vec![removed_id, reused_id];
+        expected.sort_unstable(); // the book lists by id
+        assert_eq!(forgotten, expected);
+        assert_eq!(*net.cut.lock().unwrap(), [live_id]);
+        assert_eq!(book.list().len(), 1);
+        assert_eq!(QuarantineBook::open(state.path()).list().len(), 1);
+        let log = fs::read_to_string(state.path().join("quarantine/quarantine.jsonl")).unwrap();
+        assert_eq!(log.matches("\"what\":\"gone\"").count(), 2, "{log}");
     }
 
     #[test]
