@@ -63,11 +63,20 @@ fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let venv = workspace_root().join("target/kubernetes-validate-venv");
-        if venv.join("bin/kubernetes-validate").is_file() {
+        // Its interpreter must still run: a venv outlives the Python it was made from.
+        let interpreter_runs = Command::new(venv.join("bin/python"))
+            .args(["-c", ""])
+            .status()
+            .is_ok_and(|s| s.success());
+        if interpreter_runs && venv.join("bin/kubernetes-validate").is_file() {
             return venv;
         }
+        // Debian's python3 (setup installs it with python3-venv), not whichever is first
+        // on PATH.
         let made = run(
-            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
             TOOL_DEADLINE,
         );
         assert!(
