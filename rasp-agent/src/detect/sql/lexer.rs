@@ -63,6 +63,7 @@ impl<'q> Token<'q> {
 
     /// A keyword (or, for the words PostgreSQL does not reserve, an identifier) spelled `word`.
     /// `word` must be lowercase ASCII.
+    #[inline]
     pub fn is_word(&self, word: &str) -> bool {
         matches!(self.kind, TokenKind::Keyword | TokenKind::Ident)
             && self.text.eq_ignore_ascii_case(word)
