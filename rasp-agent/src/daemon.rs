@@ -288,7 +288,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     served?;
     drop(endpoint); // removes the socket and its lock
     if let Some(why) = pipeline_died {
-        detach(probes, links);
+        detach(&agent, probes, links);
         anyhow::bail!("{why}");
     }
     pipeline.await.context("event pipeline task")??;
@@ -306,7 +306,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     uprobe_task.await.context("uprobe target task")?;
     cgroup_task.await.context("cgroup maintenance task")?;
     enricher_task.await.context("container enricher task")?;
-    detach(probes, links);
+    detach(&agent, probes, links);
     tracing::info!("stopped");
     Ok(())
 }
@@ -377,7 +377,14 @@ const SIGHTINGS_PER_PASS: usize = 256;
 /// Detach everything at exit without holding the exit up (`loader::teardown`).
 /// Another holder of the eBPF object (a task that did not stop) keeps it: only the links
 /// this function owns close then, the rest when that holder lets go.
-fn detach(probes: Arc<Mutex<(aya::Ebpf, Uprobes)>>, mut links: Vec<loader::teardown::OwnedLink>) {
+fn detach(
+    agent: &Agent,
+    probes: Arc<Mutex<(aya::Ebpf, Uprobes)>>,
+    mut links: Vec<loader::teardown::OwnedLink>,
+) {
+    // The observing programs outlive this process by a few seconds (in the child that
+    // releases them): they must enforce nothing meanwhile.
+    agent.path.policies.stand_down();
     match Arc::try_unwrap(probes) {
         Ok(probes) => {
             let (ebpf, uprobes) = probes

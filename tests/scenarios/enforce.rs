@@ -59,6 +59,40 @@ fn rung_of<'a>(status: &'a Value, rule: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{rule} not in status enforcement: {status}"))
 }
 
+/// Enforcement ends with the agent: right after it has stopped (its programs are released
+/// by a child for a few more seconds), opening a file it denied is no longer punished.
+#[test]
+fn a_stopped_agent_enforces_nothing() {
+    require_root();
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let secret = scratch.file(dir.join("secret.txt"), b"readable again\n", 0o644);
+    let policies = policy_dir(
+        &mut scratch,
+        &format!(
+            r#"  - id: deny-read
+    severity: high
+    event: file_open
+    match: {{ path: ["{}"], access: [read] }}
+    action: block
+"#,
+            secret.display()
+        ),
+    );
+    let agent = start_agent(&policies);
+    let out = run(Command::new("cat").arg(&secret));
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?}", out.status);
+    drop(agent);
+    let out = run(Command::new("cat").arg(&secret));
+    assert!(
+        out.status.success(),
+        "reading after the agent stopped: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"readable again\n");
+}
+
 #[test]
 fn a_denied_exec_never_runs_its_program() {
     require_root();

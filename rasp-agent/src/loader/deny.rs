@@ -209,6 +209,23 @@ impl DenyMaps {
         Ok(())
     }
 
+    /// Switch every deny check off (the entries stay): at exit, before the programs are
+    /// released, which happens in a child after the agent has gone (`teardown`). Nothing
+    /// the agent decided may be enforced once it has stopped, least of all on an inode
+    /// number a deleted denied file gave back.
+    pub fn stand_down(&mut self) -> Result<(), DenyError> {
+        for word in [
+            FILTER_INODE_ACTS,
+            FILTER_SUBTREE_ACTS,
+            FILTER_NAME_ACTS,
+            FILTER_NET,
+            FILTER_QUARANTINE,
+        ] {
+            self.set_filter(word, 0)?;
+        }
+        Ok(())
+    }
+
     /// Say whether the BPF-LSM hooks enforce (the tracepoint fallbacks then stand down).
     pub fn set_lsm_enforces(&mut self, yes: bool) -> Result<(), DenyError> {
         self.set_filter(rasp_common::deny::FILTER_LSM_ENFORCES, u32::from(yes))

@@ -139,6 +139,16 @@ impl PolicyControl {
         Self::deny_into(&mut deny, &self.registry.current());
     }
 
+    /// At exit: stop every kernel deny check (`DenyMaps::stand_down`).
+    pub fn stand_down(&self) {
+        let mut deny = crate::lock(&self.deny);
+        if let Some(maps) = deny.maps.as_mut() {
+            if let Err(e) = maps.stand_down() {
+                tracing::error!(error = %e, "kernel deny checks not switched off at exit");
+            }
+        }
+    }
+
     /// The rule a kernel verdict names (`rasp_common::deny::rule_slot`).
     pub fn kernel_rule(&self, slot: u32) -> Option<KernelRule> {
         let generation = rasp_common::deny::slot_generation(slot);
