@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rasp_tests::{
-    agent_bin, harmless_library, output_within, parse_json_lines, process_gone, require_root,
+    agent_bin, container_cgroup, free_loopback_port, harmless_library, output_within, parse_json_lines, process_gone, require_root,
     send_signal, show, spawn_detached, unique_name, wait_child, wait_for, workspace_root, Agent,
     Cgroup, Scratch,
 };
@@ -115,27 +115,6 @@ fn canonical(path: &str) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A cgroup named like a Docker container's (`docker-<64 hex>.scope` at the end of the leaf
-/// name), which the agent recognizes as a container; returns the id it must report.
-fn container_cgroup() -> (Cgroup, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64;
-    let seed = unique_name("c");
-    let mix = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let id = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        0xfeed_0000_0000_0000u64 | u64::from(std::process::id()),
-        nanos,
-        mix,
-        nanos ^ mix
-    );
-    (Cgroup::new(&format!("docker-{id}.scope")), id)
 }
 
 /// `None` if `program` exists, else what to install.
@@ -1740,13 +1719,6 @@ fn postgres_bin() -> PathBuf {
              the Debian package `postgresql`"
         ),
     }
-}
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }
 
 /// What a developer's, an admin's or a database host's day looks like: file tools, git (in

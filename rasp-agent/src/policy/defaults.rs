@@ -70,6 +70,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         include_str!("../../../policies/io-uring.yaml"),
     ),
     (
+        "policies/exfiltration.yaml",
+        include_str!("../../../policies/exfiltration.yaml"),
+    ),
+    (
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
