@@ -402,7 +402,7 @@ fn attacks() -> Vec<Case> {
         attack(
             "useradd-uid0-backdoor",
             "T1136.001",
-            "useradd -o -u 0 -g 0 -M -d /root -s /bin/bash $N",
+            "useradd -o -u 0 -g 0 -M -d /nonexistent -s /bin/bash $N",
         ),
         attack(
             "sudoers-d-drop",
@@ -712,7 +712,8 @@ fn benign_cases() -> Vec<Case> {
         benign(
             "apt-install-local-deb",
             "package install on the host",
-            r#"mkdir -p $W/pkg/DEBIAN $W/pkg/usr/local/lib/$N
+            r#"umask 022
+mkdir -p $W/pkg/DEBIAN $W/pkg/usr/local/lib/$N
 printf 'Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: rasp <rasp@test.invalid>\nDescription: attack suite benign package\n' $N > $W/pkg/DEBIAN/control
 cp /bin/true $W/pkg/usr/local/lib/$N/helper
 dpkg-deb --build --root-owner-group $W/pkg $W/$N.deb > /dev/null
@@ -841,7 +842,7 @@ docker build -q -t $N:1 $W/img > /dev/null && docker image rm $N:1 > /dev/null"#
         benign(
             "useradd-userdel",
             "account created and removed",
-            "useradd -m -s /bin/bash $N-b && id $N-b > /dev/null && userdel -r $N-b 2>/dev/null",
+            "useradd -m -d /home/$N-b -s /bin/bash $N-b && id $N-b > /dev/null && userdel $N-b 2>/dev/null",
         ),
         benign(
             "log-reading",
@@ -1079,6 +1080,7 @@ impl World {
             format!("/etc/apt/apt.conf.d/99{name}"),
             format!("/var/log/{name}-rot.log"),
             format!("/var/log/{name}-rot.log.1.gz"),
+            format!("/home/{name}-b"),
         ] {
             scratch.adopt(path);
         }
@@ -1093,6 +1095,7 @@ impl World {
         fs::copy("/bin/true", www.join("x")).expect("copy the implant");
         let prelude = format!(
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+             umask 077\n\
              T={t} V={v} S={s} W={w} U={u} N={name}\n\
              H=http://127.0.0.1:{http_port} HP={http_port} LP={catcher_port}\n",
             t = t.display(),
@@ -1127,10 +1130,12 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        // Accounts a case may have added (the uid-0 backdoor, the benign user).
+        // Accounts a case may have added: the uid-0 backdoor (home /root, as the catalogue
+        // writes it) and the benign user. Never `userdel -r`: the backdoor's home is root's
+        // own home, and -r would delete /root. The benign user's home is removed as scratch.
         for user in [self.name.clone(), format!("{}-b", self.name)] {
             let _ = Command::new("userdel")
-                .args(["-f", "-r", &user])
+                .args(["-f", &user])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
