@@ -1003,7 +1003,10 @@ impl Downloads {
         let up = wait_for(Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        assert!(up.is_some(), "the download server on port {port} did not come up");
+        assert!(
+            up.is_some(),
+            "the download server on port {port} did not come up"
+        );
         Downloads { child }
     }
 }
@@ -1124,7 +1127,10 @@ impl World {
     }
 
     fn www(&self) -> PathBuf {
-        self.scripts.parent().expect("cases dir has a parent").join("www")
+        self.scripts
+            .parent()
+            .expect("cases dir has a parent")
+            .join("www")
     }
 }
 
@@ -1173,7 +1179,10 @@ fn attack_suite_detects_attacks_and_no_benign_activity() {
         Duration::from_secs(20),
     )
     .is_some_and(|out| out.status.success());
-    assert!(docker_up, "the docker cases need a running dockerd (`docker version` failed)");
+    assert!(
+        docker_up,
+        "the docker cases need a running dockerd (`docker version` failed)"
+    );
 
     let agent = Agent::start(&[]);
     let catcher = Catcher::start();
@@ -1196,11 +1205,7 @@ fn attack_suite_detects_attacks_and_no_benign_activity() {
         let bind_port = free_loopback_port();
         fs::write(
             &script,
-            format!(
-                "{}BP={bind_port}\n{}\n",
-                world.prelude,
-                case.body
-            ),
+            format!("{}BP={bind_port}\n{}\n", world.prelude, case.body),
         )
         .unwrap_or_else(|err| panic!("write {}: {err}", script.display()));
         let cgroup = if case.container {
@@ -1258,7 +1263,10 @@ fn attack_suite_detects_attacks_and_no_benign_activity() {
         })
         .collect();
     let report = table(&outcomes);
-    let attacks: Vec<_> = outcomes.iter().filter(|(c, _)| c.kind == Kind::Attack).collect();
+    let attacks: Vec<_> = outcomes
+        .iter()
+        .filter(|(c, _)| c.kind == Kind::Attack)
+        .collect();
     let detected = attacks.iter().filter(|(_, o)| !o.rules.is_empty()).count();
     let flagged: Vec<_> = outcomes
         .iter()
@@ -1278,7 +1286,10 @@ fn attack_suite_detects_attacks_and_no_benign_activity() {
     assert!(
         flagged.is_empty(),
         "benign cases flagged: {:?}",
-        flagged.iter().map(|(c, o)| (c.id, &o.rules)).collect::<Vec<_>>()
+        flagged
+            .iter()
+            .map(|(c, o)| (c.id, &o.rules))
+            .collect::<Vec<_>>()
     );
     assert!(
         ratio >= REQUIRED_RATIO,

@@ -2366,7 +2366,10 @@ mod tests {
     #[track_caller]
     fn fires(e: &Ev, rule: &str) {
         let got = fired(e);
-        assert!(got.iter().any(|r| r == rule), "expected {rule}, got {got:?}");
+        assert!(
+            got.iter().any(|r| r == rule),
+            "expected {rule}, got {got:?}"
+        );
     }
 
     fn with_cwd(mut e: Ev, cwd: &'static str) -> Ev {
@@ -2441,11 +2444,7 @@ mod tests {
         );
         // Process substitution and a reversed payload.
         only(
-            exec(
-                "/usr/bin/bash",
-                &["bash", "/dev/fd/63"],
-                &["/usr/bin/bash"],
-            ),
+            exec("/usr/bin/bash", &["bash", "/dev/fd/63"], &["/usr/bin/bash"]),
             "script-from-descriptor",
         );
         fires(
@@ -2517,7 +2516,9 @@ mod tests {
         only(
             exec(
                 "/usr/sbin/useradd",
-                &["useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/root", "svc"],
+                &[
+                    "useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/root", "svc",
+                ],
                 &["/usr/bin/bash"],
             ),
             "uid-zero-account-created",
@@ -2531,7 +2532,11 @@ mod tests {
             "privileged-file-discovery",
         );
         only(
-            exec("/usr/sbin/getcap", &["getcap", "-r", "/"], &["/usr/bin/bash"]),
+            exec(
+                "/usr/sbin/getcap",
+                &["getcap", "-r", "/"],
+                &["/usr/bin/bash"],
+            ),
             "privileged-file-discovery",
         );
         only(
