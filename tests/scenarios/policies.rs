@@ -812,7 +812,7 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         Case::new("privileged-mode-shell", "bash -p -c true").exe("/bin/bash"),
         Case::new(
             "interpreter-inline-shell-escape",
-            "perl -e 'exec \"/bin/sh\", \"-c\", \"true\";'",
+            "perl -e 'exec \"/bin/sh\";'",
         )
         .exe("/usr/bin/perl"),
         Case::new("sudo-user-id-bypass", "sudo -n -u#-1 true")

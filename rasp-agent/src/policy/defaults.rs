@@ -2560,6 +2560,28 @@ mod tests {
             &["python3", "-c", "import os; os.system(\"ls\")"],
             &["/usr/bin/bash"],
         ));
+        // A shell given a command from inline code is not a bare shell.
+        none(exec(
+            "/usr/bin/node",
+            &[
+                "node",
+                "-e",
+                "require(\"child_process\").execFileSync(\"/bin/sh\", [\"-c\", \"true\"])",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &[
+                    "python3",
+                    "-c",
+                    "import os; os.execl(\"/bin/sh\", \"sh\", \"-p\")",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-shell-escape",
+        );
         none(exec(
             "/usr/sbin/useradd",
             &["useradd", "-m", "-u", "1001", "bob"],
