@@ -18,9 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rasp_tests::{
-    agent_bin, harmless_library, output_within, parse_json_lines, process_gone, require_root,
-    send_signal, show, spawn_detached, unique_name, wait_child, wait_for, workspace_root, Agent,
-    Cgroup, Scratch,
+    agent_bin, container_cgroup, free_loopback_port, harmless_library, output_within,
+    parse_json_lines, process_gone, require_root, send_signal, show, spawn_detached, unique_name,
+    wait_child, wait_for, workspace_root, Agent, Cgroup, Scratch,
 };
 use serde_json::{json, Value};
 
@@ -115,27 +115,6 @@ fn canonical(path: &str) -> String {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A cgroup named like a Docker container's (`docker-<64 hex>.scope` at the end of the leaf
-/// name), which the agent recognizes as a container; returns the id it must report.
-fn container_cgroup() -> (Cgroup, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64;
-    let seed = unique_name("c");
-    let mix = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let id = format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        0xfeed_0000_0000_0000u64 | u64::from(std::process::id()),
-        nanos,
-        mix,
-        nanos ^ mix
-    );
-    (Cgroup::new(&format!("docker-{id}.scope")), id)
 }
 
 /// `None` if `program` exists, else what to install.
@@ -466,6 +445,11 @@ fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
     let s = Fixtures::s;
     let server_shell = "-c 'sh -c true; exit 0'";
     let (bind_port, relay_port) = (free_loopback_port(), free_loopback_port());
+    let (fd_port, pipe_port) = (free_loopback_port(), free_loopback_port());
+    let home_implant = {
+        let home = fx.scratch.unique_dir("/home");
+        fx.scratch.copy("/bin/true", home.join(".dbus-session"))
+    };
     vec![
         // A bind shell: the listener hands /bin/sh the connection it accepts, whose
         // descriptors are then the socket (whatever the command lines say).
@@ -614,6 +598,35 @@ fn exec_cases(fx: &mut Fixtures) -> Vec<Case> {
             .in_container()
             .exe("/usr/bin/make")
             .needs("/usr/bin/make", "make"),
+        // bash's /dev/tcp handed to `cat`: the socket is on cat's stdin, below the shell.
+        Case::new(
+            "shell-hands-socket-to-program",
+            format!(
+                "bash -c 'nc -l -p {fd_port} -q 0 < /dev/null > /dev/null & sleep 0.3; \
+                 exec 5<>/dev/tcp/127.0.0.1/{fd_port}; cat <&5 > /dev/null; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/cat")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        // A shell's output piped into netcat (the second half of the fifo reverse shell).
+        Case::new(
+            "shell-output-piped-to-network-tool",
+            format!(
+                "sh -c 'nc -l -p {pipe_port} -q 0 < /dev/null > /dev/null & sleep 0.3; \
+                 /bin/sh -c \"echo id\" | nc -q 0 127.0.0.1 {pipe_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/nc")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "awk-network-special-file",
+            "gawk 'BEGIN { s = \"/inet/tcp/0/127.0.0.1/9\"; printf \"\" |& s; close(s) }'",
+        )
+        .exe("/usr/bin/gawk")
+        .needs("/usr/bin/gawk", "gawk"),
+        Case::new("exec-hidden-file-in-home", s(&home_implant)).exe(s(&home_implant)),
     ]
 }
 
@@ -738,6 +751,11 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
     let sock = s(&fx.tmp.join("docker.sock"));
     let attr_file = fx.scratch.file(fx.tmp.join("locked.conf"), b"x\n", 0o644);
     let nopid = absent_pid();
+    let (nc_port, cat_port, socat_port) = (
+        free_loopback_port(),
+        free_loopback_port(),
+        free_loopback_port(),
+    );
     let socket_curl = format!("curl -s -m 1 --unix-socket {sock} http://localhost/version");
     let mut cases = vec![
         Case::new(
@@ -775,13 +793,82 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
         )
         .exe("/bin/sh")
         .path(s(&bashrc)),
+        // stdin is /dev/null: a scripted edit, not a person at a terminal.
         Case::new(
-            "edit-user-startup-file",
+            "startup-file-edited-without-terminal",
             format!("vim.basic -u NONE -i NONE -n -Es -c wq {}", s(&profile)),
         )
         .exe("/usr/bin/vim.basic")
-        .path(s(&profile))
         .needs("/usr/bin/vim.basic", "vim"),
+        Case::new("script-from-descriptor", "bash -c 'bash <(echo true)'")
+            .descendant()
+            .exe("/bin/bash"),
+        Case::new(
+            "shell-escape-from-program",
+            "find /etc/hostname -exec /bin/sh \\; -quit",
+        )
+        .child()
+        .exe("/bin/sh"),
+        Case::new("privileged-mode-shell", "bash -p -c true").exe("/bin/bash"),
+        Case::new(
+            "interpreter-inline-shell-escape",
+            "perl -e 'exec \"/bin/sh\";'",
+        )
+        .exe("/usr/bin/perl"),
+        Case::new("sudo-user-id-bypass", "sudo -n -u#-1 true")
+            .exe("/usr/bin/sudo")
+            .needs("/usr/bin/sudo", "sudo"),
+        // --help: the command line of a second root account, without making one.
+        Case::new(
+            "uid-zero-account-created",
+            "useradd --help -o -u 0 backdoor",
+        )
+        .exe("/usr/sbin/useradd"),
+        Case::new(
+            "privileged-file-discovery",
+            "find /usr/bin -maxdepth 1 -perm -4000 -type f",
+        )
+        .exe("/usr/bin/find"),
+        // Files sent to a listener of the case's own on loopback.
+        Case::new(
+            "file-redirected-to-netcat",
+            format!(
+                "sh -c 'nc -l -p {nc_port} -q 0 < /dev/null > /dev/null & sleep 0.3; \
+                 nc -q 0 127.0.0.1 {nc_port} < /etc/hostname; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/nc")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "file-piped-to-netcat",
+            format!(
+                "sh -c 'nc -l -p {cat_port} -q 0 < /dev/null > /dev/null & sleep 0.3; \
+                 cat /etc/hostname | nc -q 0 127.0.0.1 {cat_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/nc")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "file-sent-by-socat",
+            format!(
+                "sh -c 'socat -u TCP-LISTEN:{socat_port},bind=127.0.0.1,reuseaddr - > /dev/null & \
+                 sleep 0.3; socat -u FILE:/etc/hostname TCP:127.0.0.1:{socat_port}; wait'"
+            ),
+        )
+        .descendant()
+        .exe("/usr/bin/socat")
+        .needs("/usr/bin/socat", "socat"),
+        Case::new(
+            "sensitive-file-uploaded-by-http-client",
+            "curl -s -m 1 -F f=@/etc/hostname http://127.0.0.1:9/u",
+        )
+        .exe("/usr/bin/curl")
+        .needs("/usr/bin/curl", "curl"),
+        Case::new("port-scan-by-netcat", "nc -z -w 1 127.0.0.1 1-3")
+            .exe("/usr/bin/nc")
+            .needs("/usr/bin/nc", "netcat-traditional"),
         Case::new("setuid-bit-set", format!("chmod u+s {}", s(&suid))).exe("/usr/bin/chmod"),
         Case::new(
             "setuid-bit-set-octal",
@@ -816,7 +903,7 @@ fn technique_cases(fx: &mut Fixtures) -> Vec<Case> {
             .path(s(&log)),
         Case::new(
             "timestamp-forged",
-            format!("touch -d 2001-01-01 {}", s(&fx.tmp.join("stamp"))),
+            format!("touch -d 2001-01-01 {}", s(&fx.var.join("stamp"))),
         )
         .exe("/usr/bin/touch"),
         Case::new(
@@ -1559,6 +1646,11 @@ fn process_memory_rules_fire_on_real_memory_access() {
 }
 
 #[test]
+fn exfiltration_rules_fire_on_real_transfers() {
+    run_technique_policy("exfiltration");
+}
+
+#[test]
 fn container_escape_rules_fire_on_real_escape_forms() {
     run_technique_policy("container-escape");
 }
@@ -1740,13 +1832,6 @@ fn postgres_bin() -> PathBuf {
              the Debian package `postgresql`"
         ),
     }
-}
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
 }
 
 /// What a developer's, an admin's or a database host's day looks like: file tools, git (in

@@ -503,6 +503,35 @@ impl Drop for Cgroup {
     }
 }
 
+/// A cgroup named like a Docker container's (`docker-<64 hex>.scope` at the end of the leaf
+/// name), which the agent recognizes as a container; returns the id it must report.
+pub fn container_cgroup() -> (Cgroup, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64;
+    let seed = unique_name("c");
+    let mix = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let id = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        0xfeed_0000_0000_0000u64 | u64::from(std::process::id()),
+        nanos,
+        mix,
+        nanos ^ mix
+    );
+    (Cgroup::new(&format!("docker-{id}.scope")), id)
+}
+
+/// A loopback TCP port free when asked (the kernel's pick; bound and released).
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// The cgroup2 mount point, from /proc/mounts (hybrid layouts mount it at
 /// /sys/fs/cgroup/unified, pure v2 ones at /sys/fs/cgroup).
 pub fn cgroup2_mount() -> PathBuf {

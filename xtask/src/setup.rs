@@ -63,6 +63,13 @@ const APT_PACKAGES: &[&str] = &[
     // The TLS scenario: `openssl s_server`/`s_client` and its certificate (libssl3 itself
     // comes with python3 and curl).
     "openssl",
+    // The attack suite (scenarios/attack_suite.rs): its reverse shells' interpreters, and
+    // log rotation among the admin routines that must stay quiet.
+    "ruby",
+    "php-cli",
+    "lua5.4",
+    "gawk",
+    "logrotate",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:

