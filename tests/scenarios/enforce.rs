@@ -29,6 +29,22 @@ fn policy_dir(scratch: &mut Scratch, rules: &str) -> PathBuf {
     dir
 }
 
+/// An enforce policy with one rule, `deny-read`, blocking reads of `file`.
+fn deny_read_policy(scratch: &mut Scratch, file: &Path) -> PathBuf {
+    policy_dir(
+        scratch,
+        &format!(
+            r#"  - id: deny-read
+    severity: high
+    event: file_open
+    match: {{ path: ["{}"], access: [read] }}
+    action: block
+"#,
+            file.display()
+        ),
+    )
+}
+
 fn start_agent(policies: &Path) -> Agent {
     let policies = policies.to_str().expect("utf-8 path");
     Agent::start(&["--policies", policies])
@@ -67,18 +83,7 @@ fn a_stopped_agent_enforces_nothing() {
     let mut scratch = Scratch::new();
     let dir = scratch.unique_dir("/tmp");
     let secret = scratch.file(dir.join("secret.txt"), b"readable again\n", 0o644);
-    let policies = policy_dir(
-        &mut scratch,
-        &format!(
-            r#"  - id: deny-read
-    severity: high
-    event: file_open
-    match: {{ path: ["{}"], access: [read] }}
-    action: block
-"#,
-            secret.display()
-        ),
-    );
+    let policies = deny_read_policy(&mut scratch, &secret);
     let agent = start_agent(&policies);
     let out = run(Command::new("cat").arg(&secret));
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{:?}", out.status);
@@ -224,18 +229,7 @@ fn a_denied_open_kills_the_reader_before_it_reads() {
     let mut scratch = Scratch::new();
     let dir = scratch.unique_dir("/tmp");
     let secret = scratch.file(dir.join("secret.txt"), b"do-not-print\n", 0o644);
-    let policies = policy_dir(
-        &mut scratch,
-        &format!(
-            r#"  - id: deny-read
-    severity: high
-    event: file_open
-    match: {{ path: ["{}"], access: [read] }}
-    action: block
-"#,
-            secret.display()
-        ),
-    );
+    let policies = deny_read_policy(&mut scratch, &secret);
     let agent = start_agent(&policies);
     assert_eq!(
         rung_of(&agent.status(), "deny-read")["rung"],
@@ -602,7 +596,8 @@ fn a_quarantined_cgroup_that_vanishes_is_forgotten() {
         .arg("300")
         .spawn()
         .expect("spawn a workload");
-    run(&mut cgroup.command(&trigger));
+    // Not waited for: the freeze may catch it before it has exited.
+    let mut triggered = cgroup.command(&trigger).spawn().expect("run the trigger");
     let d = detection(&agent, "cut-off");
     assert_eq!(d["outcome"], "after", "{d}");
     assert_eq!(
@@ -616,6 +611,7 @@ fn a_quarantined_cgroup_that_vanishes_is_forgotten() {
     let in_hierarchy = cgroup.path_in_hierarchy().to_string();
     drop(cgroup);
     let _ = sleeper.wait();
+    let _ = triggered.wait();
 
     let forgotten = wait_for(Duration::from_secs(10), || {
         agent

@@ -162,6 +162,24 @@ fn write_line(child: &mut std::process::Child) {
     stdin.flush().expect("flush");
 }
 
+/// A PostgreSQL server and an agent whose start-up scan is over (the system's libpq is
+/// listed): from then on only library loads find new files.
+fn postgres_and_scanned_agent() -> (Postgres, Agent) {
+    let pg = Postgres::start();
+    let agent = Agent::start(&[]);
+    wait_for(Duration::from_secs(30), || {
+        rasp_tests::sql::libpq_target(&agent, "libpq.so")
+    })
+    .expect("the system libpq is attached by the start-up scan");
+    (pg, agent)
+}
+
+/// A copy of the system libpq at `to`: a file (an inode) the agent has never seen.
+fn copy_system_libpq(to: &std::path::Path) {
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libpq.so.5", to)
+        .expect("copy the system libpq (Debian package libpq5)");
+}
+
 /// A libpq the agent has never seen (a copy: a new inode), dlopened long after the agent
 /// started, is found from the kernel's library-load record, not from a rescan (`found_by`
 /// says which; the latency from the mmap is in `status`, measured, not asserted), its
@@ -169,17 +187,9 @@ fn write_line(child: &mut std::process::Child) {
 #[test]
 fn a_libpq_dlopened_after_start_is_found_by_its_library_load() {
     require_root();
-    let pg = Postgres::start();
-    let agent = Agent::start(&[]);
-    // The start-up scan is over once the system's libpq is listed: from then on only
-    // library loads find new files.
-    wait_for(Duration::from_secs(30), || {
-        rasp_tests::sql::libpq_target(&agent, "libpq.so")
-    })
-    .expect("the system libpq is attached by the start-up scan");
+    let (pg, agent) = postgres_and_scanned_agent();
     let copy = agent.dir().join("libpq-private-copy.so.5");
-    std::fs::copy("/usr/lib/x86_64-linux-gnu/libpq.so.5", &copy)
-        .expect("copy the system libpq (Debian package libpq5)");
+    copy_system_libpq(&copy);
     let mut client = ctypes_client(&copy, &pg, "SELECT 'found by its library load' AS marker");
     let pid = client.id();
     assert_eq!(read_line(&mut client), "loaded");
@@ -236,15 +246,9 @@ fn a_libpq_dlopened_after_start_is_found_by_its_library_load() {
 #[test]
 fn a_libpq_deleted_or_replaced_while_attached_keeps_being_watched() {
     require_root();
-    let pg = Postgres::start();
-    let agent = Agent::start(&[]);
-    wait_for(Duration::from_secs(30), || {
-        rasp_tests::sql::libpq_target(&agent, "libpq.so")
-    })
-    .expect("the system libpq is attached by the start-up scan");
+    let (pg, agent) = postgres_and_scanned_agent();
     let path = agent.dir().join("libpq-upgraded.so.5");
-    let system = "/usr/lib/x86_64-linux-gnu/libpq.so.5";
-    std::fs::copy(system, &path).expect("copy the system libpq (Debian package libpq5)");
+    copy_system_libpq(&path);
     let target_of = |pid: u32, not_file: Option<&Value>| {
         wait_for(Duration::from_secs(10), || {
             agent.status()["uprobe_targets"]
@@ -275,7 +279,7 @@ fn a_libpq_deleted_or_replaced_while_attached_keeps_being_watched() {
     });
     // The upgrade: the file goes, a new one takes its path.
     std::fs::remove_file(&path).expect("delete the mapped copy");
-    std::fs::copy(system, &path).expect("put a new copy at the same path");
+    copy_system_libpq(&path);
 
     write_line(&mut old);
     assert_eq!(read_line(&mut old), "sent");

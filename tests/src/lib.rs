@@ -484,7 +484,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let emptied = wait_for(Duration::from_secs(5), || {
+        // SIGKILL cannot hurry a task already in its exit: an agent's teardown child spends
+        // seconds there while the kernel detaches the probes it held (longer on a loaded
+        // machine).
+        let emptied = wait_for(Duration::from_secs(30), || {
             let procs = self.procs();
             for &pid in &procs {
                 send_signal(pid, libc::SIGKILL);
@@ -492,7 +495,7 @@ impl Drop for Cgroup {
             procs.is_empty().then_some(())
         });
         // rmdir can briefly fail with EBUSY while the last tasks finish exiting.
-        let removed = wait_for(Duration::from_secs(2), || fs::remove_dir(&self.path).ok());
+        let removed = wait_for(Duration::from_secs(5), || fs::remove_dir(&self.path).ok());
         if (emptied.is_none() || removed.is_none()) && !thread::panicking() {
             panic!(
                 "cannot clean up cgroup {} (still in it: {:?})",

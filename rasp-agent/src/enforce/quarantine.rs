@@ -510,12 +510,12 @@ mod tests {
         assert!(book.forget_gone(mount.path(), &net).is_empty());
 
         fs::remove_dir_all(&removed).unwrap();
-        fs::remove_dir_all(&reused).unwrap();
-        // Another cgroup at the same path: a new directory, another inode (kept alive while
-        // the new one is made, so the number cannot come back).
-        let keep = mount.path().join("keep-inode");
-        fs::create_dir(&keep).unwrap();
+        // Another cgroup at the same path: the old directory moved aside (its inode still
+        // taken) while the new one is made, so the new one cannot get the old number.
+        let old = mount.path().join("reused-old");
+        fs::rename(&reused, &old).unwrap();
         fs::create_dir(&reused).unwrap();
+        fs::remove_dir_all(&old).unwrap();
         assert_ne!(fs::metadata(&reused).unwrap().ino(), reused_id);
 
         let forgotten: Vec<u64> = book
