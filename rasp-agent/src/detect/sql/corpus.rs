@@ -758,13 +758,26 @@ fn hold_precheck_on_the_corpora() {
     {
         println!("not held: {q}");
     }
-    for q in false_holds.iter().take(15) {
-        println!("false hold: {q}");
+    let mut by_tell = [0usize; 5];
+    for q in &false_holds {
+        let tells = precheck(q.as_bytes());
+        for (bit, n) in by_tell.iter_mut().enumerate() {
+            *n += usize::from(tells & (1 << bit) != 0);
+        }
     }
-    // Measured: 0.978 held, 5.9% false holds (mostly Django's `AND (0 = 1)` for an empty
-    // IN list, which is also what a boolean-blind probe looks like).
+    println!(
+        "false holds by tell: stacked {}, comment {}, union {}, constant predicate {}, delay {}",
+        by_tell[0], by_tell[1], by_tell[2], by_tell[3], by_tell[4]
+    );
+    for q in false_holds.iter().take(15) {
+        println!("false hold [{:#x}]: {q}", precheck(q.as_bytes()));
+    }
+    // Measured: 0.963 held, 2.23% false holds (migration scripts' stacked statements,
+    // reports' comments and UNION ALL). It was 0.975 and 7.82% while a contradiction after
+    // AND/OR (Django's `AND (0 = 1)` for an empty IN list) was a tell and a word after
+    // the literal (`AND ('x' IS NULL OR b = 'x')`) did not end the predicate.
     assert!(recall >= 0.95, "pre-check recall {recall}");
-    assert!(false_hold <= 0.08, "false-hold rate {false_hold}");
+    assert!(false_hold <= 0.04, "false-hold rate {false_hold}");
 }
 
 /// A cached verdict is the verdict: queries of one shape get one verdict.
@@ -880,6 +893,49 @@ fn bench_ns_per_query() {
     );
 }
 
+/// Whether a value pasted into `template` (at its `{}`) left the query's structure as a
+/// plain value would: read as one value (a word, a number, a string, a quoted name:
+/// `Plain::Value`), or as one name where the plain value `x` or `"x"` is (a double-quoted
+/// payload in an unquoted slot is a column name: `Plain::Name`). Anything else broke out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plain {
+    Value,
+    Name,
+    No,
+}
+
+pub(super) fn stays_plain(template: &str, query: &str) -> Plain {
+    let lexed = tokenize(query, LexLimits::default());
+    let shape = shape_of(&lexed.tokens).hash;
+    let as_value = ["x", "1", "'x'", "\"x\""].iter().any(|v| {
+        let q = template.replacen("{}", v, 1);
+        shape_of(&tokenize(&q, LexLimits::default()).tokens).hash == shape
+    });
+    if as_value {
+        return Plain::Value;
+    }
+    let one_name = ["x", "\"x\""].iter().any(|v| {
+        let plain = template.replacen("{}", v, 1);
+        let plain = tokenize(&plain, LexLimits::default());
+        plain.tokens.len() == lexed.tokens.len()
+            && plain
+                .tokens
+                .iter()
+                .zip(&lexed.tokens)
+                .filter(|(a, b)| a.text != b.text)
+                .all(|(a, b)| {
+                    matches!(a.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                        && matches!(b.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                        && !b.unterminated
+                })
+    });
+    if one_name {
+        Plain::Name
+    } else {
+        Plain::No
+    }
+}
+
 /// Public payload lists placed into the contexts, read from `RASP_SQLI_PAYLOADS` (a directory
 /// of one-payload-per-line `*.txt` files; `benign-*.txt` files are benign values). A payload
 /// that leaves the query's shape unchanged from a plain value stayed inside its literal: it
@@ -916,39 +972,11 @@ fn public_payload_lists() {
                 continue;
             }
             for (c, ctx) in CONTEXTS.iter().enumerate() {
-                // A payload that reads as one plain value (a word, a number, a string, a
-                // quoted name) in this context changed nothing.
-                let plain_shapes: Vec<_> = ["x", "1", "'x'", "\"x\""]
-                    .iter()
-                    .map(|v| {
-                        let q = ctx.template.replacen("{}", v, 1);
-                        shape_of(&tokenize(&q, LexLimits::default()).tokens).hash
-                    })
-                    .collect();
                 let query = ctx.template.replacen("{}", payload, 1);
-                let lexed = tokenize(&query, LexLimits::default());
-                let shape = shape_of(&lexed.tokens).hash;
-                // A payload that became one name where the plain value `x` or `"x"` is (a
-                // double-quoted payload in an unquoted slot is a column name) changed no
-                // structure either.
-                let one_name = ["x", "\"x\""].iter().any(|v| {
-                    let plain = ctx.template.replacen("{}", v, 1);
-                    let plain = tokenize(&plain, LexLimits::default());
-                    plain.tokens.len() == lexed.tokens.len()
-                        && plain
-                            .tokens
-                            .iter()
-                            .zip(&lexed.tokens)
-                            .filter(|(a, b)| a.text != b.text)
-                            .all(|(a, b)| {
-                                matches!(a.kind, TokenKind::Ident | TokenKind::QuotedIdent)
-                                    && matches!(b.kind, TokenKind::Ident | TokenKind::QuotedIdent)
-                                    && !b.unterminated
-                            })
-                });
+                let plain = stays_plain(ctx.template, &query);
                 let injected = analyzer.analyze(&query, false).is_injection();
                 if benign_file {
-                    if plain_shapes.contains(&shape) {
+                    if plain == Plain::Value {
                         total_benign += 1;
                         total_fp += usize::from(injected);
                         if injected {
@@ -957,7 +985,7 @@ fn public_payload_lists() {
                     }
                     continue;
                 }
-                if plain_shapes.contains(&shape) || one_name {
+                if plain != Plain::No {
                     noop += 1;
                     continue;
                 }
