@@ -4,7 +4,11 @@
 //! and ssl module (the system libssl, whose plaintext the agent reads too) with an
 //! injectable endpoint and a parameterized one, attacked by sqlmap (Debian's package) and a
 //! scripted set of sqlmap-style payloads. Every attack produces a SQL detection naming the
-//! app's pid; ordinary traffic and ORM-style parameterized queries produce none.
+//! app's pid; ordinary traffic and ORM-style parameterized queries produce none. Besides
+//! `/item` (a quoted string) the app pastes its parameter into a number (`/byid`), a LIKE
+//! pattern in parentheses (`/search`), an ORDER BY (`/sorted`) and an INSERT's values
+//! (`/visit`): the contexts `tests/sqlmap/run.sh` attacks with every sqlmap technique for
+//! the per-statement measurement (`detect::sql::sqlmap` in rasp-agent).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -60,6 +64,14 @@ class Handler(BaseHTTPRequestHandler):
             with conn.cursor() as cur:
                 if url.path == "/item":
                     cur.execute("SELECT id, name, price FROM items WHERE name = '" + name + "'")
+                elif url.path == "/byid":
+                    cur.execute("SELECT id, name, price FROM items WHERE id = " + name)
+                elif url.path == "/search":
+                    cur.execute("SELECT id, name FROM items WHERE (name LIKE '%" + name + "%') ORDER BY id")
+                elif url.path == "/sorted":
+                    cur.execute("SELECT id, name, price FROM items ORDER BY " + name)
+                elif url.path == "/visit":
+                    cur.execute("INSERT INTO visits (who, at) VALUES ('" + name + "', now())")
                 elif url.path == "/safe":
                     cur.execute("SELECT id, name, price FROM items WHERE name = %s", (name,))
                 else:
@@ -167,7 +179,8 @@ fn items_table(pg: &Postgres) {
     pg.query(
         "DROP TABLE IF EXISTS items; \
          CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price int NOT NULL); \
-         INSERT INTO items (name, price) VALUES ('apple', 3), ('banana', 2), ('O''Reilly', 9)",
+         INSERT INTO items (name, price) VALUES ('apple', 3), ('banana', 2), ('O''Reilly', 9); \
+         DROP TABLE IF EXISTS visits; CREATE TABLE visits (who text, at timestamptz)",
     );
 }
 
