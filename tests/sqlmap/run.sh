@@ -56,9 +56,10 @@ sed -n '/^const APP: &str = r#"$/,/^"#;$/p' "$root/tests/scenarios/sql_drivers.r
     sed '1d;$d' >"$out/app.py"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
-coproc APP { echo go | exec "$python" "$out/app.py" psycopg2 "$out" "$out/cert.pem" "$out/key.pem"; }
+coproc APP { exec "$python" "$out/app.py" psycopg2 "$out" "$out/cert.pem" "$out/key.pem"; }
 app_pid=$APP_PID
 read -r imported <&"${APP[0]}"
+echo go >&"${APP[1]}"
 read -r listening port <&"${APP[0]}"
 [ "$imported $listening" = "imported listening" ] || { echo "run.sh: the app said $imported $listening" >&2; exit 1; }
 base=https://127.0.0.1:$port
