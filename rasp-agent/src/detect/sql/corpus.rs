@@ -936,6 +936,21 @@ pub(super) fn stays_plain(template: &str, query: &str) -> Plain {
     }
 }
 
+/// The directory named by the environment variable `var` (what it must hold: `what`) and
+/// its `*.ext` files, sorted: the input of an ignored measurement.
+pub(super) fn files_in(var: &str, ext: &str, what: &str) -> (String, Vec<std::path::PathBuf>) {
+    let Ok(dir) = std::env::var(var) else {
+        panic!("set {var} to {what}");
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    (dir, files)
+}
+
 /// Public payload lists placed into the contexts, read from `RASP_SQLI_PAYLOADS` (a directory
 /// of one-payload-per-line `*.txt` files; `benign-*.txt` files are benign values). A payload
 /// that leaves the query's shape unchanged from a plain value stayed inside its literal: it
@@ -943,16 +958,8 @@ pub(super) fn stays_plain(template: &str, query: &str) -> Plain {
 #[test]
 #[ignore]
 fn public_payload_lists() {
-    let Ok(dir) = std::env::var("RASP_SQLI_PAYLOADS") else {
-        panic!("set RASP_SQLI_PAYLOADS to a directory of payload lists");
-    };
+    let (_, files) = files_in("RASP_SQLI_PAYLOADS", "txt", "a directory of payload lists");
     let analyzer = Analyzer::default();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
     let (mut total_att, mut total_hit, mut total_benign, mut total_fp) =
         (0usize, 0usize, 0usize, 0usize);
     let mut misses: Vec<String> = Vec::new();
@@ -1031,16 +1038,12 @@ fn public_payload_lists() {
 #[test]
 #[ignore]
 fn harvested_benign_corpus() {
-    let Ok(dir) = std::env::var("RASP_SQL_BENIGN") else {
-        panic!("set RASP_SQL_BENIGN to a directory of *.jsonl query files");
-    };
+    let (_, files) = files_in(
+        "RASP_SQL_BENIGN",
+        "jsonl",
+        "a directory of *.jsonl query files",
+    );
     let analyzer = Analyzer::default();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
     let (mut all, mut all_fp) = (0usize, 0usize);
     let mut distinct = std::collections::HashMap::<String, bool>::new();
     let mut shapes = std::collections::HashMap::<u64, bool>::new();

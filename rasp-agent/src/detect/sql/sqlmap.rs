@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     analyze::Analyzer,
-    corpus::{stays_plain, Plain},
+    corpus::{files_in, stays_plain, Plain},
     lexer::{LexLimits, Token, TokenKind},
     tokenize,
 };
@@ -141,37 +141,34 @@ struct Run {
 /// every distinct miss. Asserts that every run was detected and no normal statement was
 /// flagged.
 ///
-/// How the logs were made (`tests/sqlmap/run.sh` does all of it): PostgreSQL 15 from
-/// Debian (`initdb -A trust -U postgres`; `pg_ctl -o "-k DIR -c listen_addresses='' -c
-/// log_statement=all -c logging_collector=on -c log_destination=jsonlog"`), the table
-/// `items` and `visits` as `sql_drivers.rs` creates them, its `APP` (psycopg2-binary,
-/// `python app.py psycopg2 DIR cert.pem key.pem`), and Debian's sqlmap 1.7.2, one run per
-/// log segment, each as
-/// `sqlmap -u "https://127.0.0.1:PORT/ENDPOINT?name=VALUE" -p name --batch --flush-session
-/// ARGS` where ENDPOINT?name=VALUE is `item?name=apple`, `byid?name=1`,
+/// How the logs were made (`sudo tests/sqlmap/run.sh OUT` does all of it, then
+/// `RASP_SQLMAP_LOGS=OUT/logs cargo test --release -p rasp-agent --lib detect::sql::sqlmap --
+/// --ignored --nocapture`): PostgreSQL 15 from Debian (`initdb -A trust -U postgres`;
+/// `pg_ctl -o "-k OUT -c listen_addresses='' -c log_statement=all -c statement_timeout=20s
+/// -c logging_collector=on -c log_destination=jsonlog ..."`), the tables `items` and
+/// `visits` as `sql_drivers.rs` creates them, its `APP` on psycopg2-binary (`python app.py
+/// psycopg2 OUT cert.pem key.pem`), and Debian's sqlmap 1.7.2, one log per run, each run
+/// `sqlmap -u "https://127.0.0.1:PORT/ENDPOINT" -p name --batch --flush-session
+/// --disable-precon ARGS` where ENDPOINT is `item?name=apple`, `byid?name=1`,
 /// `search?name=app`, `sorted?name=name` or `visit?name=bob`, and ARGS is one of
-/// - `--technique=X --level 5 --risk 3` for X in B, E, U, S, T, Q (each endpoint);
-/// - `--technique=BEUSTQ --level 5 --risk 3 --banner --current-user --dbs --tables
-///   --dump -T items` and `--technique=S --os-cmd id` (item);
+/// - `--technique=X --level 5 --risk 3` for X in B, E, U, S, T, Q (every endpoint);
+/// - `--technique=BEUSTQ --level 5 --risk 3 --banner --current-user --dbs --tables --dump
+///   -T items` and `--technique=S --os-cmd id` (`/item`);
 /// - `--technique=BEUSTQ --level 5 --risk 3 --tamper=T` for T in
 ///   `between,space2comment,charencode,randomcase`, `space2dash,greatest,substring2leftright`,
 ///   `randomcomments,symboliclogical,equaltolike,space2randomblank`,
-///   `between,commalesslimit,if2case,least,space2plus,unionalltounion` (item);
-/// - the same BEUSTQ level 5 risk 3 run against `/safe` (parameterized: every payload a
-///   literal, all normal statements).
+///   `between,commalesslimit,if2case,least,space2plus,unionalltounion` (`/item`);
+/// - `--technique=BEUSTQ --level 5 --risk 3` against `/safe?name=apple` (parameterized:
+///   every payload stays a literal, every statement is normal).
 #[test]
 #[ignore]
 fn sqlmap_statement_logs() {
-    let Ok(dir) = std::env::var("RASP_SQLMAP_LOGS") else {
-        panic!("set RASP_SQLMAP_LOGS to a directory of jsonlog files, one per sqlmap run");
-    };
+    let (dir, files) = files_in(
+        "RASP_SQLMAP_LOGS",
+        "json",
+        "a directory of jsonlog files, one per sqlmap run",
+    );
     let analyzer = Analyzer::default();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
     let mut total = Run::default();
     let mut misses: HashSet<String> = HashSet::new();
     let mut false_positives: HashSet<String> = HashSet::new();
