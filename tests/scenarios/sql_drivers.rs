@@ -240,6 +240,16 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
     for name in ["apple", "O'Reilly", "it's -- or union select"] {
         assert_eq!(app.get("/safe", name), 200);
     }
+    // And to the other injectable endpoints, with the values they expect.
+    for (path, value) in [
+        ("/byid", "2"),
+        ("/search", "an"),
+        ("/sorted", "price DESC, name"),
+        ("/visit", "carol"),
+    ] {
+        assert_eq!(app.get(path, value), 200, "{path}?name={value}");
+    }
+    query_containing(&agent, pid, "VALUES ('carol'");
     let banana = query_containing(&agent, pid, "WHERE name = 'banana'");
     // The analyzer's facts ride on the event: statement kind, tables, shape novelty.
     assert_eq!(
@@ -338,30 +348,48 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
         "a parameterized query was flagged"
     );
 
-    // sqlmap itself, boolean-blind and UNION techniques, non-interactive.
-    let out_dir = agent.dir().join("sqlmap");
-    let url = format!("{}/item?name=apple", app.url());
-    let run = output_within(
-        Command::new("sqlmap")
-            .args(["-u", &url, "-p", "name", "--batch", "--flush-session"])
-            .args(["--technique=BU", "--dbms=PostgreSQL", "--disable-coloring"])
-            .arg(format!("--output-dir={}", out_dir.display()))
-            .env("HOME", agent.dir()),
-        Duration::from_secs(300),
-    )
-    .expect("sqlmap finished within 5 minutes (Debian package sqlmap)");
-    let said = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        said.contains("is vulnerable") || said.contains("injectable"),
-        "sqlmap found nothing to attack: {said}"
-    );
-    let detections = detections_for(&agent, "sql-injection", pid);
-    let from_sqlmap = detections.len() - before;
-    eprintln!("{driver}: sqlmap run produced {from_sqlmap} new sql-injection detections");
-    assert!(from_sqlmap > 0, "sqlmap's queries produced no detection");
-    assert!(detections
-        .iter()
-        .all(|d| d["process"]["pid"] == serde_json::json!(pid)));
+    // sqlmap itself, non-interactive: boolean-blind and UNION on the quoted string, and
+    // error-based too on the number (no quote to close: the payloads end in a glued
+    // comment, `1 ORDER BY 3-- x`, or a constant probe). Each run is detected.
+    let mut before = before;
+    for (target, techniques) in [("item?name=apple", "BU"), ("byid?name=1", "BEU")] {
+        let out_dir = agent.dir().join("sqlmap");
+        let url = format!("{}/{target}", app.url());
+        let run = output_within(
+            Command::new("sqlmap")
+                .args(["-u", &url, "-p", "name", "--batch", "--flush-session"])
+                .arg(format!("--technique={techniques}"))
+                // Pre-opened connections stall the app's single-threaded TLS accept.
+                .args([
+                    "--dbms=PostgreSQL",
+                    "--disable-coloring",
+                    "--disable-precon",
+                ])
+                .arg(format!("--output-dir={}", out_dir.display()))
+                .env("HOME", agent.dir()),
+            Duration::from_secs(300),
+        )
+        .expect("sqlmap finished within 5 minutes (Debian package sqlmap)");
+        let said = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            said.contains("is vulnerable") || said.contains("injectable"),
+            "sqlmap found nothing to attack at /{target}: {said}"
+        );
+        let detections = detections_for(&agent, "sql-injection", pid);
+        let from_sqlmap = detections.len() - before;
+        eprintln!(
+            "{driver}: sqlmap --technique={techniques} on /{target} produced {from_sqlmap} new \
+             sql-injection detections"
+        );
+        assert!(
+            from_sqlmap > 0,
+            "sqlmap's queries to /{target} produced no detection"
+        );
+        assert!(detections
+            .iter()
+            .all(|d| d["process"]["pid"] == serde_json::json!(pid)));
+        before = detections.len();
+    }
 }
 
 #[test]
