@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use rasp_common::hold::precheck;
 use serde_json::Value;
 
 use super::{
@@ -132,6 +133,10 @@ struct Run {
     /// 1-based position among the run's statements of the first detection, and how many
     /// injected statements reached the server before it.
     first_detection: Option<(usize, usize)>,
+    /// Detected injected statements the kernel's hold pre-check flags (what an enforcing
+    /// rule could stop before it leaves), and normal statements it flags (held, then let go).
+    held: usize,
+    normal_held: usize,
 }
 
 /// Statement logs of sqlmap runs, read from `RASP_SQLMAP_LOGS` (a directory of `*.json`
@@ -187,6 +192,7 @@ fn sqlmap_statement_logs() {
             match from_template(&s.text) {
                 None | Some((_, false)) => {
                     run.normal += 1;
+                    run.normal_held += usize::from(precheck(s.text.as_bytes()) != 0);
                     run.literal += usize::from(from_template(&s.text).is_some());
                     run.normal_flagged += usize::from(detected);
                     if detected {
@@ -196,6 +202,7 @@ fn sqlmap_statement_logs() {
                 Some((endpoint, true)) => {
                     run.injected += 1;
                     run.injected_detected += usize::from(detected);
+                    run.held += usize::from(detected && precheck(s.text.as_bytes()) != 0);
                     if !s.error {
                         run.executed += 1;
                         run.executed_detected += usize::from(detected);
@@ -239,6 +246,8 @@ fn sqlmap_statement_logs() {
         total.injected_detected += run.injected_detected;
         total.executed += run.executed;
         total.executed_detected += run.executed_detected;
+        total.held += run.held;
+        total.normal_held += run.normal_held;
     }
     let mut misses: Vec<_> = misses.into_iter().collect();
     misses.sort();
@@ -259,6 +268,15 @@ fn sqlmap_statement_logs() {
         total.normal,
         total.literal,
         total.normal_flagged
+    );
+    println!(
+        "hold pre-check: {} of {} detected injected statements held ({:.4}); {} of {} normal held ({:.2}%)",
+        total.held,
+        total.injected_detected,
+        total.held as f64 / total.injected_detected.max(1) as f64,
+        total.normal_held,
+        total.normal,
+        total.normal_held as f64 * 100.0 / total.normal.max(1) as f64
     );
     assert!(total.injected > 0, "no injected statement in {dir}");
     assert!(
