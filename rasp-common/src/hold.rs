@@ -46,8 +46,11 @@ pub const TELL_STACKED: u32 = 1 << 0;
 pub const TELL_COMMENT: u32 = 1 << 1;
 /// The word UNION outside a literal.
 pub const TELL_UNION: u32 = 1 << 2;
-/// OR/AND followed by a literal and a comparison (`OR 1=1`, `OR 'a'='a`, `AND 4825=4825`),
-/// or `OR TRUE`.
+/// OR/AND followed by a literal compared with `=` to the same literal (`OR 1=1`,
+/// `OR 'a'='a`, `AND 4825=4825`) or by `<`, `>`, `!` to any literal (`OR 2>1`), or `OR TRUE`.
+/// A literal equal to a different one (`AND (0 = 1)`, `AND 4825=4826`) is no tell: ORMs
+/// write contradictions for empty IN lists, and the blind probe that needs one also sends
+/// its true twin, which is held.
 pub const TELL_CONSTANT_PREDICATE: u32 = 1 << 3;
 /// A delay function name (`PG_SLEEP`, `SLEEP`, `WAITFOR`).
 pub const TELL_DELAY: u32 = 1 << 4;
@@ -74,6 +77,10 @@ pub struct PrecheckState {
     /// `PREDICATE_*`: a literal right after OR/AND, waiting for a comparison operator.
     pub predicate: u32,
     pub prev: u32,
+    /// The predicate literal being read: its last 8 bytes (quotes included), packed.
+    pub literal: u64,
+    /// The literal left of a `=` (`PREDICATE_EQUALS`, `PREDICATE_RIGHT`).
+    pub left: u64,
 }
 
 const IN_NONE: u32 = 0;
@@ -88,6 +95,10 @@ const PREDICATE_NONE: u32 = 0;
 const PREDICATE_LITERAL: u32 = 1;
 /// The literal ended; white space may follow before the operator.
 const PREDICATE_AFTER: u32 = 2;
+/// `=` followed the literal; white space may follow before the right-hand literal.
+const PREDICATE_EQUALS: u32 = 3;
+/// In the literal right of the `=`.
+const PREDICATE_RIGHT: u32 = 4;
 
 const fn pack(s: &[u8]) -> u64 {
     let mut v = 0u64;
@@ -128,12 +139,17 @@ impl PrecheckState {
                 return;
             }
             _ => {
+                if self.predicate == PREDICATE_LITERAL || self.predicate == PREDICATE_RIGHT {
+                    self.literal = (self.literal << 8) | c as u64;
+                }
                 if c == b'\\' && self.quote == IN_ESCAPE_STRING {
                     self.quote = IN_ESCAPED;
                 } else if c == b'\'' {
                     self.quote = IN_NONE;
                     if self.predicate == PREDICATE_LITERAL {
                         self.predicate = PREDICATE_AFTER;
+                    } else if self.predicate == PREDICATE_RIGHT {
+                        self.compare_sides();
                     }
                 }
                 return;
@@ -149,17 +165,43 @@ impl PrecheckState {
         let digit = c.is_ascii_digit();
         if letter || (digit && self.word != 0) {
             self.word = (self.word << 8) | upper as u64;
+            // A word after the literal or its `=`: `OR 'x' IS NULL`, `AND 1 = id`, not the
+            // comparison the tell is about (a later `=` is someone else's).
+            if self.predicate == PREDICATE_RIGHT {
+                self.compare_sides();
+            } else if self.predicate != PREDICATE_LITERAL {
+                self.predicate = PREDICATE_NONE;
+            }
             return;
         }
         // A literal after OR/AND, then a comparison: `OR 1=1`, `AND 'a'='a`.
-        if self.predicate == PREDICATE_LITERAL && !(digit || c == b'.') {
-            self.predicate = PREDICATE_AFTER;
+        let number = digit || c == b'.';
+        if self.predicate == PREDICATE_LITERAL || self.predicate == PREDICATE_RIGHT {
+            if number {
+                self.literal = (self.literal << 8) | c as u64;
+            } else if self.predicate == PREDICATE_LITERAL {
+                self.predicate = PREDICATE_AFTER;
+            } else {
+                self.compare_sides();
+            }
         }
         if self.predicate == PREDICATE_AFTER && !space {
-            if c == b'=' || c == b'<' || c == b'>' || c == b'!' {
-                self.tells |= TELL_CONSTANT_PREDICATE;
+            if c == b'=' {
+                self.left = self.literal;
+                self.predicate = PREDICATE_EQUALS;
+            } else {
+                if c == b'<' || c == b'>' || c == b'!' {
+                    self.tells |= TELL_CONSTANT_PREDICATE;
+                }
+                self.predicate = PREDICATE_NONE;
             }
-            self.predicate = PREDICATE_NONE;
+        } else if self.predicate == PREDICATE_EQUALS && !space {
+            if digit || c == b'\'' {
+                self.literal = c as u64;
+                self.predicate = PREDICATE_RIGHT;
+            } else {
+                self.predicate = PREDICATE_NONE;
+            }
         }
         // The end of a word (or no word): judge it.
         let mut escape_string = false;
@@ -183,6 +225,7 @@ impl PrecheckState {
             }
         }
         if (digit || c == b'\'') && self.last_word != 0 {
+            self.literal = c as u64;
             self.predicate = PREDICATE_LITERAL;
         }
         if c == b'\'' {
@@ -202,6 +245,15 @@ impl PrecheckState {
         if !(space || c == b'(') {
             self.last_word = 0;
         }
+    }
+
+    /// The right-hand literal ended: a tell when it is the left one again.
+    #[inline(always)]
+    fn compare_sides(&mut self) {
+        if self.literal == self.left {
+            self.tells |= TELL_CONSTANT_PREDICATE;
+        }
+        self.predicate = PREDICATE_NONE;
     }
 
     /// The end of the checked text: a word running up to it is judged too.
@@ -254,6 +306,18 @@ mod tests {
                 TELL_CONSTANT_PREDICATE,
             ),
             (
+                "SELECT * FROM t WHERE id = 1 AND (4825 = 4825)-- x",
+                TELL_CONSTANT_PREDICATE,
+            ),
+            (
+                "SELECT * FROM t WHERE id = 1 OR 2>1",
+                TELL_CONSTANT_PREDICATE,
+            ),
+            (
+                "SELECT * FROM t WHERE a = '' OR 'ab'='ab'",
+                TELL_CONSTANT_PREDICATE,
+            ),
+            (
                 "SELECT * FROM t WHERE name = 'a';DELETE FROM t",
                 TELL_STACKED,
             ),
@@ -269,6 +333,9 @@ mod tests {
             "SELECT \"t\".\"id\" FROM \"t\" WHERE \"t\".\"a\" = $1 OR \"t\".\"b\" = $2 LIMIT 21",
             "INSERT INTO t (a, b) VALUES ('x', 2);",
             "SELECT orders, android FROM t WHERE x = 'a' ORDER BY y",
+            "SELECT * FROM t WHERE ((t.a = 'x') AND (0 = 1))",
+            "SELECT * FROM t WHERE a >= 8 AND ('x' IS NULL OR b = 'x')",
+            "SELECT * FROM t WHERE a = 1 AND 1 = b",
         ] {
             assert_eq!(precheck(q.as_bytes()), 0, "{q}");
         }

@@ -4,7 +4,11 @@
 //! and ssl module (the system libssl, whose plaintext the agent reads too) with an
 //! injectable endpoint and a parameterized one, attacked by sqlmap (Debian's package) and a
 //! scripted set of sqlmap-style payloads. Every attack produces a SQL detection naming the
-//! app's pid; ordinary traffic and ORM-style parameterized queries produce none.
+//! app's pid; ordinary traffic and ORM-style parameterized queries produce none. Besides
+//! `/item` (a quoted string) the app pastes its parameter into a number (`/byid`), a LIKE
+//! pattern in parentheses (`/search`), an ORDER BY (`/sorted`) and an INSERT's values
+//! (`/visit`): the contexts `tests/sqlmap/run.sh` attacks with every sqlmap technique for
+//! the per-statement measurement (`detect::sql::sqlmap` in rasp-agent).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -60,6 +64,14 @@ class Handler(BaseHTTPRequestHandler):
             with conn.cursor() as cur:
                 if url.path == "/item":
                     cur.execute("SELECT id, name, price FROM items WHERE name = '" + name + "'")
+                elif url.path == "/byid":
+                    cur.execute("SELECT id, name, price FROM items WHERE id = " + name)
+                elif url.path == "/search":
+                    cur.execute("SELECT id, name FROM items WHERE (name LIKE '%" + name + "%') ORDER BY id")
+                elif url.path == "/sorted":
+                    cur.execute("SELECT id, name, price FROM items ORDER BY " + name)
+                elif url.path == "/visit":
+                    cur.execute("INSERT INTO visits (who, at) VALUES ('" + name + "', now())")
                 elif url.path == "/safe":
                     cur.execute("SELECT id, name, price FROM items WHERE name = %s", (name,))
                 else:
@@ -167,7 +179,8 @@ fn items_table(pg: &Postgres) {
     pg.query(
         "DROP TABLE IF EXISTS items; \
          CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price int NOT NULL); \
-         INSERT INTO items (name, price) VALUES ('apple', 3), ('banana', 2), ('O''Reilly', 9)",
+         INSERT INTO items (name, price) VALUES ('apple', 3), ('banana', 2), ('O''Reilly', 9); \
+         DROP TABLE IF EXISTS visits; CREATE TABLE visits (who text, at timestamptz)",
     );
 }
 
@@ -227,6 +240,16 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
     for name in ["apple", "O'Reilly", "it's -- or union select"] {
         assert_eq!(app.get("/safe", name), 200);
     }
+    // And to the other injectable endpoints, with the values they expect.
+    for (path, value) in [
+        ("/byid", "2"),
+        ("/search", "an"),
+        ("/sorted", "price DESC, name"),
+        ("/visit", "carol"),
+    ] {
+        assert_eq!(app.get(path, value), 200, "{path}?name={value}");
+    }
+    query_containing(&agent, pid, "VALUES ('carol'");
     let banana = query_containing(&agent, pid, "WHERE name = 'banana'");
     // The analyzer's facts ride on the event: statement kind, tables, shape novelty.
     assert_eq!(
@@ -325,30 +348,48 @@ fn attack_the_app(driver: &str, libpq_path_part: &str, placeholder: &str) {
         "a parameterized query was flagged"
     );
 
-    // sqlmap itself, boolean-blind and UNION techniques, non-interactive.
-    let out_dir = agent.dir().join("sqlmap");
-    let url = format!("{}/item?name=apple", app.url());
-    let run = output_within(
-        Command::new("sqlmap")
-            .args(["-u", &url, "-p", "name", "--batch", "--flush-session"])
-            .args(["--technique=BU", "--dbms=PostgreSQL", "--disable-coloring"])
-            .arg(format!("--output-dir={}", out_dir.display()))
-            .env("HOME", agent.dir()),
-        Duration::from_secs(300),
-    )
-    .expect("sqlmap finished within 5 minutes (Debian package sqlmap)");
-    let said = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        said.contains("is vulnerable") || said.contains("injectable"),
-        "sqlmap found nothing to attack: {said}"
-    );
-    let detections = detections_for(&agent, "sql-injection", pid);
-    let from_sqlmap = detections.len() - before;
-    eprintln!("{driver}: sqlmap run produced {from_sqlmap} new sql-injection detections");
-    assert!(from_sqlmap > 0, "sqlmap's queries produced no detection");
-    assert!(detections
-        .iter()
-        .all(|d| d["process"]["pid"] == serde_json::json!(pid)));
+    // sqlmap itself, non-interactive: boolean-blind and UNION on the quoted string, and
+    // error-based too on the number (no quote to close: the payloads end in a glued
+    // comment, `1 ORDER BY 3-- x`, or a constant probe). Each run is detected.
+    let mut before = before;
+    for (target, techniques) in [("item?name=apple", "BU"), ("byid?name=1", "BEU")] {
+        let out_dir = agent.dir().join("sqlmap");
+        let url = format!("{}/{target}", app.url());
+        let run = output_within(
+            Command::new("sqlmap")
+                .args(["-u", &url, "-p", "name", "--batch", "--flush-session"])
+                .arg(format!("--technique={techniques}"))
+                // Pre-opened connections stall the app's single-threaded TLS accept.
+                .args([
+                    "--dbms=PostgreSQL",
+                    "--disable-coloring",
+                    "--disable-precon",
+                ])
+                .arg(format!("--output-dir={}", out_dir.display()))
+                .env("HOME", agent.dir()),
+            Duration::from_secs(300),
+        )
+        .expect("sqlmap finished within 5 minutes (Debian package sqlmap)");
+        let said = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            said.contains("is vulnerable") || said.contains("injectable"),
+            "sqlmap found nothing to attack at /{target}: {said}"
+        );
+        let detections = detections_for(&agent, "sql-injection", pid);
+        let from_sqlmap = detections.len() - before;
+        eprintln!(
+            "{driver}: sqlmap --technique={techniques} on /{target} produced {from_sqlmap} new \
+             sql-injection detections"
+        );
+        assert!(
+            from_sqlmap > 0,
+            "sqlmap's queries to /{target} produced no detection"
+        );
+        assert!(detections
+            .iter()
+            .all(|d| d["process"]["pid"] == serde_json::json!(pid)));
+        before = detections.len();
+    }
 }
 
 #[test]

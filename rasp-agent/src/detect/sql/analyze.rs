@@ -1022,6 +1022,9 @@ struct Operand {
     self_compare: bool,
     /// A comparison or value with a literal in it (not a bare function call).
     has_literal: bool,
+    /// A subquery without FROM: a constant computed by the server (`(SELECT
+    /// QUOTE_IDENT(NULL)) IS NULL` asks whether a function exists).
+    fromless_subquery: bool,
 }
 
 fn classify_operand(code: &Code<'_>, s: usize, e: usize) -> Operand {
@@ -1054,6 +1057,10 @@ fn classify_operand(code: &Code<'_>, s: usize, e: usize) -> Operand {
                 values += 1;
                 all01 = false;
                 let close = code.close[i].min(e);
+                let inner = code.depth[i + 1];
+                if !(i + 1..close).any(|k| code.depth[k] == inner && code.word(k, "from")) {
+                    op.fromless_subquery = true;
+                }
                 for k in i..close {
                     if code.calls(k, INFERENCE_FUNCS) {
                         op.inference = true;
@@ -2567,8 +2574,12 @@ fn predicate_findings(code: &Code<'_>, at: usize, e: usize, reads_user: bool, f:
         let catalog_probe = op.catalog && (op.has_literal || reads_user);
         let conf = if op.subquery && !(op.inference || catalog_probe || op.sleep) {
             // `AND 0 < (SELECT count(*) ...)`: unusual, not yet an attack; psql's
-            // `OR (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c ...)` neither.
-            if op.has_literal {
+            // `OR (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c ...)` neither. A
+            // constant predicate around a subquery that reads no table computes nothing
+            // from the data: a probe of the server (a function's existence, a setting).
+            if op.fromless_subquery && op.has_literal {
+                0.85
+            } else if op.has_literal {
                 0.6
             } else {
                 0.3

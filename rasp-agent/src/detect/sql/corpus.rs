@@ -758,13 +758,26 @@ fn hold_precheck_on_the_corpora() {
     {
         println!("not held: {q}");
     }
-    for q in false_holds.iter().take(15) {
-        println!("false hold: {q}");
+    let mut by_tell = [0usize; 5];
+    for q in &false_holds {
+        let tells = precheck(q.as_bytes());
+        for (bit, n) in by_tell.iter_mut().enumerate() {
+            *n += usize::from(tells & (1 << bit) != 0);
+        }
     }
-    // Measured: 0.978 held, 5.9% false holds (mostly Django's `AND (0 = 1)` for an empty
-    // IN list, which is also what a boolean-blind probe looks like).
+    println!(
+        "false holds by tell: stacked {}, comment {}, union {}, constant predicate {}, delay {}",
+        by_tell[0], by_tell[1], by_tell[2], by_tell[3], by_tell[4]
+    );
+    for q in false_holds.iter().take(15) {
+        println!("false hold [{:#x}]: {q}", precheck(q.as_bytes()));
+    }
+    // Measured: 0.963 held, 2.23% false holds (migration scripts' stacked statements,
+    // reports' comments and UNION ALL). It was 0.976 and 7.82% while a contradiction after
+    // AND/OR (Django's `AND (0 = 1)` for an empty IN list) was a tell and a word after
+    // the literal (`AND ('x' IS NULL OR b = 'x')`) did not end the predicate.
     assert!(recall >= 0.95, "pre-check recall {recall}");
-    assert!(false_hold <= 0.08, "false-hold rate {false_hold}");
+    assert!(false_hold <= 0.04, "false-hold rate {false_hold}");
 }
 
 /// A cached verdict is the verdict: queries of one shape get one verdict.
@@ -880,6 +893,64 @@ fn bench_ns_per_query() {
     );
 }
 
+/// Whether a value pasted into `template` (at its `{}`) left the query's structure as a
+/// plain value would: read as one value (a word, a number, a string, a quoted name:
+/// `Plain::Value`), or as one name where the plain value `x` or `"x"` is (a double-quoted
+/// payload in an unquoted slot is a column name: `Plain::Name`). Anything else broke out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plain {
+    Value,
+    Name,
+    No,
+}
+
+pub(super) fn stays_plain(template: &str, query: &str) -> Plain {
+    let lexed = tokenize(query, LexLimits::default());
+    let shape = shape_of(&lexed.tokens).hash;
+    let as_value = ["x", "1", "'x'", "\"x\""].iter().any(|v| {
+        let q = template.replacen("{}", v, 1);
+        shape_of(&tokenize(&q, LexLimits::default()).tokens).hash == shape
+    });
+    if as_value {
+        return Plain::Value;
+    }
+    let one_name = ["x", "\"x\""].iter().any(|v| {
+        let plain = template.replacen("{}", v, 1);
+        let plain = tokenize(&plain, LexLimits::default());
+        plain.tokens.len() == lexed.tokens.len()
+            && plain
+                .tokens
+                .iter()
+                .zip(&lexed.tokens)
+                .filter(|(a, b)| a.text != b.text)
+                .all(|(a, b)| {
+                    matches!(a.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                        && matches!(b.kind, TokenKind::Ident | TokenKind::QuotedIdent)
+                        && !b.unterminated
+                })
+    });
+    if one_name {
+        Plain::Name
+    } else {
+        Plain::No
+    }
+}
+
+/// The directory named by the environment variable `var` (what it must hold: `what`) and
+/// its `*.ext` files, sorted: the input of an ignored measurement.
+pub(super) fn files_in(var: &str, ext: &str, what: &str) -> (String, Vec<std::path::PathBuf>) {
+    let Ok(dir) = std::env::var(var) else {
+        panic!("set {var} to {what}");
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    (dir, files)
+}
+
 /// Public payload lists placed into the contexts, read from `RASP_SQLI_PAYLOADS` (a directory
 /// of one-payload-per-line `*.txt` files; `benign-*.txt` files are benign values). A payload
 /// that leaves the query's shape unchanged from a plain value stayed inside its literal: it
@@ -887,16 +958,8 @@ fn bench_ns_per_query() {
 #[test]
 #[ignore]
 fn public_payload_lists() {
-    let Ok(dir) = std::env::var("RASP_SQLI_PAYLOADS") else {
-        panic!("set RASP_SQLI_PAYLOADS to a directory of payload lists");
-    };
+    let (_, files) = files_in("RASP_SQLI_PAYLOADS", "txt", "a directory of payload lists");
     let analyzer = Analyzer::default();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
     let (mut total_att, mut total_hit, mut total_benign, mut total_fp) =
         (0usize, 0usize, 0usize, 0usize);
     let mut misses: Vec<String> = Vec::new();
@@ -916,39 +979,11 @@ fn public_payload_lists() {
                 continue;
             }
             for (c, ctx) in CONTEXTS.iter().enumerate() {
-                // A payload that reads as one plain value (a word, a number, a string, a
-                // quoted name) in this context changed nothing.
-                let plain_shapes: Vec<_> = ["x", "1", "'x'", "\"x\""]
-                    .iter()
-                    .map(|v| {
-                        let q = ctx.template.replacen("{}", v, 1);
-                        shape_of(&tokenize(&q, LexLimits::default()).tokens).hash
-                    })
-                    .collect();
                 let query = ctx.template.replacen("{}", payload, 1);
-                let lexed = tokenize(&query, LexLimits::default());
-                let shape = shape_of(&lexed.tokens).hash;
-                // A payload that became one name where the plain value `x` or `"x"` is (a
-                // double-quoted payload in an unquoted slot is a column name) changed no
-                // structure either.
-                let one_name = ["x", "\"x\""].iter().any(|v| {
-                    let plain = ctx.template.replacen("{}", v, 1);
-                    let plain = tokenize(&plain, LexLimits::default());
-                    plain.tokens.len() == lexed.tokens.len()
-                        && plain
-                            .tokens
-                            .iter()
-                            .zip(&lexed.tokens)
-                            .filter(|(a, b)| a.text != b.text)
-                            .all(|(a, b)| {
-                                matches!(a.kind, TokenKind::Ident | TokenKind::QuotedIdent)
-                                    && matches!(b.kind, TokenKind::Ident | TokenKind::QuotedIdent)
-                                    && !b.unterminated
-                            })
-                });
+                let plain = stays_plain(ctx.template, &query);
                 let injected = analyzer.analyze(&query, false).is_injection();
                 if benign_file {
-                    if plain_shapes.contains(&shape) {
+                    if plain == Plain::Value {
                         total_benign += 1;
                         total_fp += usize::from(injected);
                         if injected {
@@ -957,7 +992,7 @@ fn public_payload_lists() {
                     }
                     continue;
                 }
-                if plain_shapes.contains(&shape) || one_name {
+                if plain != Plain::No {
                     noop += 1;
                     continue;
                 }
@@ -1003,16 +1038,12 @@ fn public_payload_lists() {
 #[test]
 #[ignore]
 fn harvested_benign_corpus() {
-    let Ok(dir) = std::env::var("RASP_SQL_BENIGN") else {
-        panic!("set RASP_SQL_BENIGN to a directory of *.jsonl query files");
-    };
+    let (_, files) = files_in(
+        "RASP_SQL_BENIGN",
+        "jsonl",
+        "a directory of *.jsonl query files",
+    );
     let analyzer = Analyzer::default();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
     let (mut all, mut all_fp) = (0usize, 0usize);
     let mut distinct = std::collections::HashMap::<String, bool>::new();
     let mut shapes = std::collections::HashMap::<u64, bool>::new();
@@ -1060,5 +1091,15 @@ fn harvested_benign_corpus() {
         distinct_fp as f64 * 100.0 / distinct.len().max(1) as f64,
         shapes.len(),
         shape_fp as f64 * 100.0 / shapes.len().max(1) as f64,
+    );
+    // What the kernel's hold pre-check would stop for nothing (each a ~0.1-1 ms pause).
+    let held = distinct
+        .keys()
+        .filter(|q| rasp_common::hold::precheck(q.as_bytes()) != 0)
+        .count();
+    println!(
+        "hold pre-check on the harvested benign: {held} of {} distinct held ({:.2}%)",
+        distinct.len(),
+        held as f64 * 100.0 / distinct.len().max(1) as f64
     );
 }

@@ -11,6 +11,8 @@ pub mod shape;
 
 #[cfg(test)]
 mod corpus;
+#[cfg(test)]
+mod sqlmap;
 
 pub use analyze::{
     Analysis, Analyzer, Finding, FindingKind, FindingKinds, Judgement, StatementKind, Verdict,

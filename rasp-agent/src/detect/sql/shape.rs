@@ -54,6 +54,9 @@ pub struct Shape {
 /// (`1=1--x'`), holds a quote outside a word. A spaced comment with an apostrophe in its
 /// prose (`-- customers' totals`, `-- don't`) is a comment.
 pub(crate) fn line_comment_swallows(tok: &Token<'_>) -> bool {
+    if !tok.space_before {
+        return true;
+    }
     let body = tok.text.get(2..).unwrap_or("");
     let head = body.trim_start_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
     if matches!(
@@ -99,14 +102,19 @@ const TAIL_WORDS: &[&str] = &[
 ];
 
 /// A line comment after code on its own line that ends the query and either says nothing
-/// (`1--`, `1 -- -`, `1--+`) or starts with what a query's tail starts with (`1 -- AND
-/// paid = false`, `1-- LIMIT 50`): it is there to cut the query, not to explain it.
+/// (`1--`, `1 -- -`, `1--+`), starts with what a query's tail starts with (`1 -- AND
+/// paid = false`, `1-- LIMIT 50`), or is glued to the code before it (`ORDER BY 3-- x`: a
+/// comment someone writes has a space before it, a suffix pasted after a value has none):
+/// it is there to cut the query, not to explain it.
 pub(crate) fn line_comment_cuts(tokens: &[Token<'_>], i: usize) -> bool {
     let Some(tok) = tokens.get(i) else {
         return false;
     };
     if tok.kind != TokenKind::LineComment || i == 0 || i + 1 != tokens.len() || tok.newline_before {
         return false;
+    }
+    if !tok.space_before {
+        return true;
     }
     let body = tok.text.get(2..).unwrap_or("");
     let head = body.trim_start_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
