@@ -27,6 +27,9 @@ const CHUNK: usize = 256 * 1024;
 const MAX_LINE: usize = 32 << 20;
 /// Files examined when looking for a position (the journal keeps `keep` + 1).
 const MAX_FILES: usize = 1024;
+/// Times the directory is looked at before a file is taken as gone (a listing taken during a
+/// rotation can miss a name).
+const LOOKUPS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -91,6 +94,16 @@ pub enum Start {
     Oldest,
 }
 
+/// What follows a rotated file.
+enum Next {
+    Opened(File, PathBuf),
+    /// Nothing newer yet: the rotation has renamed the current file and not yet created the
+    /// next one.
+    NotYet,
+    /// The file is not in the journal any more (deleted by rotation).
+    Gone,
+}
+
 /// The open file a tail is reading, and where.
 struct Reading {
     file: File,
@@ -119,15 +132,16 @@ impl JournalTail {
             (Some(p), _) => Some(p),
             (None, Start::Oldest) => None,
             (None, Start::End) => {
-                let current = dir.join(FILE_NAME);
-                match fs::metadata(&current) {
-                    Ok(m) => Some(Position {
+                // Length and first line from one open file: the name may be rotated on.
+                let current = File::open(dir.join(FILE_NAME));
+                match current.as_ref().map(|f| (f, f.metadata())) {
+                    Ok((f, Ok(m))) => Some(Position {
                         inode: m.ino(),
                         offset: m.len(),
-                        first_id: first_id_at(&current).unwrap_or_default(),
+                        first_id: first_id(f).unwrap_or_default(),
                     }),
                     // No journal yet: everything it will hold is new.
-                    Err(_) => None,
+                    _ => None,
                 }
             }
         };
@@ -186,15 +200,20 @@ impl JournalTail {
                 self.finishing = true;
                 continue;
             }
-            self.finishing = false;
-            let next = self.next_newer(inode);
-            self.reading = None;
-            self.resume = None;
-            match next {
-                Some(path) => self.open_path(&path, 0)?,
-                None => {
+            match self.next_newer(inode)? {
+                Next::Opened(file, path) => {
+                    self.finishing = false;
+                    self.resume = None;
+                    self.take_file(file, &path, 0)?;
+                }
+                // Between the rename and the new file's creation: look again next time.
+                Next::NotYet => break,
+                Next::Gone => {
                     // The file was deleted while we read it: whatever sat between it and the
                     // oldest file kept is gone.
+                    self.finishing = false;
+                    self.reading = None;
+                    self.resume = None;
                     batch.gaps += 1;
                     self.open_oldest()?;
                 }
@@ -214,16 +233,10 @@ impl JournalTail {
     /// Open the file to resume in; `false` when the journal has no file yet.
     fn open(&mut self, batch: &mut Batch) -> Result<bool, TailError> {
         if let Some(pos) = self.resume.clone() {
-            let found = self.files().into_iter().find(|(path, m)| {
-                m.ino() == pos.inode
-                    && m.len() >= pos.offset
-                    && (pos.first_id.is_empty()
-                        || first_id_at(path).as_deref() == Some(&pos.first_id))
-            });
-            return match found {
-                Some((path, _)) => {
-                    self.open_path(&path, pos.offset)?;
-                    Ok(self.reading.is_some())
+            return match self.find(&pos)? {
+                Some((file, path)) => {
+                    self.take_file(file, &path, pos.offset)?;
+                    Ok(true)
                 }
                 None => {
                     tracing::warn!(
@@ -256,11 +269,14 @@ impl JournalTail {
     /// Open `path` at `offset`. A file that vanished in between is skipped (`reading`
     /// stays empty and the next `read` looks again).
     fn open_path(&mut self, path: &Path, offset: u64) -> Result<(), TailError> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err("opening", path, e)),
-        };
+        match open_if_there(path)? {
+            Some(file) => self.take_file(file, path, offset),
+            None => Ok(()),
+        }
+    }
+
+    /// Read on from `offset` in `file`, opened from `path`.
+    fn take_file(&mut self, file: File, path: &Path, offset: u64) -> Result<(), TailError> {
         let meta = file
             .metadata()
             .map_err(|e| io_err("reading metadata of", path, e))?;
@@ -282,15 +298,116 @@ impl JournalTail {
         fs::metadata(self.dir.join(FILE_NAME)).ok().map(|m| m.ino())
     }
 
-    /// The file written after the one with `inode` (`None` if that one is gone).
-    fn next_newer(&self, inode: u64) -> Option<PathBuf> {
-        let files = self.files();
-        let i = files.iter().position(|(_, m)| m.ino() == inode)?;
-        if i == 0 {
-            // It is the current file again (renamed back? never): read on from it.
-            return Some(files[0].0.clone());
+    /// The file written after the one with `inode`, opened.
+    ///
+    /// A directory listing taken while the journal rotates can miss a name or show a path that
+    /// has moved on since (the listing's file once followed `inode` directly, and a whole
+    /// rotated file was skipped), so names are looked at one by one. Rotation renames the
+    /// highest number first and `detections.jsonl` → `.1` last, so a file only ever moves up:
+    /// if `inode` is still at `.n` after the nearest lower name that exists has been opened,
+    /// no rename touched `.n` or anything below it in between, and the file opened is its
+    /// successor. Otherwise a rotation ran meanwhile: look again.
+    fn next_newer(&self, inode: u64) -> Result<Next, TailError> {
+        let mut found = Next::Gone;
+        for _ in 0..LOOKUPS {
+            let Some(n) = self.number_of(inode) else {
+                return Ok(Next::Gone);
+            };
+            found = Next::NotYet;
+            for k in (0..n).rev() {
+                let path = numbered(&self.dir, k);
+                if let Some(file) = open_if_there(&path)? {
+                    found = Next::Opened(file, path);
+                    break;
+                }
+            }
+            if inode_at(&numbered(&self.dir, n)) == Some(inode) {
+                return Ok(found);
+            }
         }
-        Some(files[i - 1].0.clone())
+        // Rotating faster than it can be looked at: the best guess.
+        Ok(found)
+    }
+
+    /// The file `pos` is in, opened: same inode, long enough, same first detection. Checked
+    /// on the opened file, since the name may have moved on before it was opened.
+    fn find(&self, pos: &Position) -> Result<Option<(File, PathBuf)>, TailError> {
+        for _ in 0..LOOKUPS {
+            let Some(n) = self.number_of(pos.inode) else {
+                return Ok(None);
+            };
+            let path = numbered(&self.dir, n);
+            let Some(file) = open_if_there(&path)? else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            if meta.ino() != pos.inode {
+                continue;
+            }
+            let same = meta.len() >= pos.offset
+                && (pos.first_id.is_empty() || first_id(&file).as_deref() == Some(&pos.first_id));
+            return Ok(same.then_some((file, path)));
+        }
+        Ok(None)
+    }
+
+    /// Where the file with `inode` sits: 0 for `detections.jsonl`, n for `.n`.
+    ///
+    /// Names are looked at one by one, upwards, not taken from a listing: a listing taken
+    /// during a rotation can miss a name being renamed. A file only moves up, one number a
+    /// rotation, and the names are checked faster than a rotation renames them all, so an
+    /// upward scan meets it. The listing only bounds the scan.
+    fn number_of(&self, inode: u64) -> Option<usize> {
+        (0..LOOKUPS).find_map(|_| {
+            let highest = highest_number(&self.dir);
+            (0..=highest.saturating_add(1).min(MAX_FILES))
+                .find(|&n| inode_at(&numbered(&self.dir, n)) == Some(inode))
+        })
+    }
+}
+
+/// The highest `n` of the `detections.jsonl.n` listed in `dir` (0 if none).
+fn highest_number(dir: &Path) -> usize {
+    journal_files(dir)
+        .iter()
+        .filter_map(|(path, _)| number(path))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `detections.jsonl` for 0, `detections.jsonl.n` otherwise.
+fn numbered(dir: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        dir.join(FILE_NAME)
+    } else {
+        crate::store::journal::rotated(dir, n)
+    }
+}
+
+/// The inverse of `numbered`.
+fn number(path: &Path) -> Option<usize> {
+    let name = path.file_name()?.to_str()?;
+    if name == FILE_NAME {
+        return Some(0);
+    }
+    name.strip_prefix(FILE_NAME)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()
+}
+
+fn inode_at(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// `path` opened for reading, `None` if it is not there (renamed or deleted meanwhile).
+fn open_if_there(path: &Path) -> Result<Option<File>, TailError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("opening", path, e)),
     }
 }
 
@@ -433,10 +550,6 @@ fn first_id(file: &File) -> Option<String> {
     serde_json::from_slice::<IdOnly>(&head[..nl])
         .ok()
         .map(|d| d.id)
-}
-
-fn first_id_at(path: &Path) -> Option<String> {
-    first_id(&File::open(path).ok()?)
 }
 
 /// The saved position of one sink: `<state dir>/export/<sink>.position`, replaced
@@ -585,6 +698,63 @@ mod tests {
         assert_eq!(read_all(&mut tail), (want(10..40), 0));
         append(&mut j, 40..42);
         assert_eq!(read_all(&mut tail), (want(40..42), 0));
+    }
+
+    /// A reader racing a writer that rotates every few lines. Directory listings taken in the
+    /// middle of a rotation used to send the reader past a whole file (seen once in CI as
+    /// nine detections missing from an export); every line must arrive once, in order.
+    #[test]
+    fn a_reader_racing_constant_rotations_misses_nothing() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const LINES: u64 = 2000;
+        const KEEP: usize = 128;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        // Two lines a file. The writer stays within `KEEP` files of the reader, so a file
+        // deleted unread (a real gap) cannot be what the test sees.
+        let mut j =
+            Journal::open(&dir, line_len() * 2 + 10, KEEP, Duration::ZERO).expect("journal");
+        let mut tail = JournalTail::new(&dir, None, Start::Oldest);
+        let read = Arc::new(AtomicUsize::new(0));
+        let reader_at = Arc::clone(&read);
+        let writer = std::thread::spawn(move || {
+            for i in 0..LINES {
+                let waiting = std::time::Instant::now();
+                while i as usize > reader_at.load(Ordering::Relaxed) + KEEP {
+                    if waiting.elapsed() > Duration::from_secs(20) {
+                        return; // the reader lost lines: the comparison below says which
+                    }
+                    std::thread::yield_now();
+                }
+                append(&mut j, i..i + 1);
+            }
+        });
+        let mut got = Vec::new();
+        let mut gaps = 0;
+        while got.len() < LINES as usize {
+            let b = tail.read(3).expect("reads");
+            gaps += b.gaps;
+            got.extend(ids(&b));
+            read.store(got.len(), Ordering::Relaxed);
+            if b.lines.is_empty() && writer.is_finished() {
+                // One more look after the writer's last append, then stop.
+                let (rest, g) = read_all(&mut tail);
+                got.extend(rest);
+                gaps += g;
+                break;
+            }
+        }
+        writer.join().expect("writer");
+        assert_eq!(gaps, 0);
+        let want = want(0..LINES);
+        if got != want {
+            let first = got.iter().zip(&want).position(|(a, b)| a != b);
+            panic!(
+                "{} lines read of {LINES}; first difference at {first:?}: {:?}",
+                got.len(),
+                first.map(|i| &got[i..(i + 5).min(got.len())])
+            );
+        }
     }
 
     #[test]
