@@ -8,10 +8,14 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user_str, bpf_send_signal_thread},
+        generated::{
+            bpf_get_attach_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_user_str,
+            bpf_send_signal_thread,
+        },
     },
     macros::uprobe,
     programs::ProbeContext,
+    EbpfContext,
 };
 use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
@@ -36,25 +40,36 @@ const SIGSTOP: u32 = 19;
 const SQL_FIXED: u32 = size_of::<SqlQueryRecord>() as u32;
 const _: () = assert!(SQL_FIXED as usize + SQL_QUERY_CAP <= rasp_common::record::SCRATCH_BYTES);
 
-/// `PQsendQuery(PGconn *conn, const char *query)`.
+/// One program for the three functions; the attach cookie says which (`SQL_FN_*`), and so
+/// which register holds the query. Three copies of the same body cost the verifier three
+/// times (about 540k instructions each, half of the agent's start).
+/// - `PQsendQuery(PGconn *conn, const char *query)`
+/// - `PQsendQueryParams(PGconn *conn, const char *command, int nParams, ...)`
+/// - `PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, ...)`
 #[uprobe]
-pub fn rasp_pq_send_query(ctx: ProbeContext) -> u32 {
-    let query: u64 = ctx.arg(1).unwrap_or(0);
-    capture(&ctx, SQL_FN_SEND_QUERY, query)
-}
-
-/// `PQsendQueryParams(PGconn *conn, const char *command, int nParams, ...)`.
-#[uprobe]
-pub fn rasp_pq_send_query_params(ctx: ProbeContext) -> u32 {
-    let query: u64 = ctx.arg(1).unwrap_or(0);
-    capture(&ctx, SQL_FN_SEND_QUERY_PARAMS, query)
-}
-
-/// `PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, ...)`.
-#[uprobe]
-pub fn rasp_pq_send_prepare(ctx: ProbeContext) -> u32 {
-    let query: u64 = ctx.arg(2).unwrap_or(0);
-    capture(&ctx, SQL_FN_SEND_PREPARE, query)
+pub fn rasp_pq_send(ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper reads the cookie of the link that ran this program.
+    let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    // Both argument registers are read at their fixed offsets, volatile: the compiler would
+    // otherwise select the offset and load once from a moved context pointer, which the
+    // verifier refuses.
+    // SAFETY: `regs` is the probe's register frame; fixed fields of it are read.
+    let (second, third) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!((*ctx.regs).rsi)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*ctx.regs).rdx)),
+        )
+    };
+    let query: u64 = match function {
+        SQL_FN_SEND_QUERY | SQL_FN_SEND_QUERY_PARAMS => second,
+        SQL_FN_SEND_PREPARE => third,
+        _ => {
+            // Attached without a cookie: no way to tell where the query is.
+            loss(LossSite::SqlRead, line!());
+            return 0;
+        }
+    };
+    capture(&ctx, function, query)
 }
 
 #[inline(always)]

@@ -417,3 +417,80 @@ int main(void) {
     write_line(&mut child);
     let _ = child.wait();
 }
+
+/// Each of the three probed functions hands over its own query, named as that function:
+/// one kernel program serves all three, told apart by its attach cookie, and `PQsendPrepare`
+/// has the query in its third argument (the second is the statement's name). A ctypes
+/// client calls `PQexec`, `PQexecParams` and `PQprepare` on the system libpq.
+#[test]
+fn each_libpq_entry_point_reports_its_own_query() {
+    require_root();
+    let (pg, agent) = postgres_and_scanned_agent();
+    let conninfo = format!(
+        "host={} user=postgres dbname=postgres",
+        pg.socket_dir().display()
+    );
+    let script = format!(
+        r#"
+import ctypes
+pq = ctypes.CDLL("libpq.so.5")
+pq.PQconnectdb.restype = ctypes.c_void_p
+pq.PQstatus.argtypes = [ctypes.c_void_p]
+pq.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+pq.PQexec.restype = ctypes.c_void_p
+pq.PQexecParams.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+pq.PQexecParams.restype = ctypes.c_void_p
+pq.PQprepare.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                         ctypes.c_void_p]
+pq.PQprepare.restype = ctypes.c_void_p
+conn = pq.PQconnectdb({conninfo:?}.encode())
+assert pq.PQstatus(conn) == 0, "connection failed"
+pq.PQexec(conn, b"SELECT 'through PQexec' AS marker")
+pq.PQexecParams(conn, b"SELECT 'through PQexecParams' AS marker", 0, None, None, None, None, 0)
+pq.PQprepare(conn, b"rasp_statement_name", b"SELECT 'through PQprepare' AS marker", 0, None)
+"#
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("run /usr/bin/python3 (Debian package python3)");
+    assert!(
+        out.status.success(),
+        "the ctypes client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = [
+        ("PQsendQuery", "SELECT 'through PQexec' AS marker"),
+        (
+            "PQsendQueryParams",
+            "SELECT 'through PQexecParams' AS marker",
+        ),
+        ("PQsendPrepare", "SELECT 'through PQprepare' AS marker"),
+    ];
+    let got = wait_for(Duration::from_secs(10), || {
+        let events = agent.events(&["--kind", "sql_query"]);
+        let pairs: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e["query"].as_str().is_some_and(|q| q.contains("'through ")))
+            .map(|e| {
+                (
+                    e["function"].as_str().unwrap_or_default().to_string(),
+                    e["query"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        (pairs.len() >= want.len()).then_some(pairs)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every entry point's query was captured: {:?}",
+            agent.events(&["--kind", "sql_query"])
+        )
+    });
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(f, q)| (f.to_string(), q.to_string()))
+        .collect();
+    assert_eq!(got, want, "each query once, named by its own function");
+}

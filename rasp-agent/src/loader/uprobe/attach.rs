@@ -1,7 +1,8 @@
 //! Attaching the libpq and OpenSSL programs to the targets the registry finds, and keeping
 //! their links: the one place that turns an `AttachPlan` into aya calls. The three libpq
 //! send functions carry every query (`PQexec`, `PQexecParams` and `PQprepare` call them), so
-//! only they get a program: each query is reported once. OpenSSL's reads and writes get an
+//! only they are probed, each query is reported once, and one program serves all three
+//! (an attach cookie says which). OpenSSL's reads and writes get an
 //! entry and a return program each (on the public functions, or once on the function a
 //! pair forwards to), `SSL_set_fd` and `SSL_free` an entry program.
 
@@ -14,12 +15,15 @@ use std::{
 use aya::{
     maps::{HashMap as KernelHashMap, MapData},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
         UProbe,
     },
     Ebpf,
 };
-use rasp_common::discovery::{ExecFileKey, SEEN_TARGET};
+use rasp_common::{
+    discovery::{ExecFileKey, SEEN_TARGET},
+    record::{SQL_FN_SEND_PREPARE, SQL_FN_SEND_QUERY, SQL_FN_SEND_QUERY_PARAMS},
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -44,18 +48,20 @@ pub enum FoundBy {
     Rescan,
 }
 
-/// libpq function → the program that reads its query argument.
-pub const LIBPQ_PROGRAMS: [(&str, &str); 3] = [
-    ("PQsendQuery", "rasp_pq_send_query"),
-    ("PQsendQueryParams", "rasp_pq_send_query_params"),
-    ("PQsendPrepare", "rasp_pq_send_prepare"),
+/// The one libpq program: the attach cookie (`SQL_FN_*`) tells it which function it sits
+/// in, and so which register holds the query.
+pub const LIBPQ_PROGRAM: &str = "rasp_pq_send";
+
+/// libpq function → the cookie `LIBPQ_PROGRAM` is attached with there.
+pub const LIBPQ_FUNCTIONS: [(&str, u32); 3] = [
+    ("PQsendQuery", SQL_FN_SEND_QUERY),
+    ("PQsendQueryParams", SQL_FN_SEND_QUERY_PARAMS),
+    ("PQsendPrepare", SQL_FN_SEND_PREPARE),
 ];
 
 /// Every uprobe program, for the loader's parallel verification at start.
-pub const PROGRAMS: [&str; 11] = [
-    LIBPQ_PROGRAMS[0].1,
-    LIBPQ_PROGRAMS[1].1,
-    LIBPQ_PROGRAMS[2].1,
+pub const PROGRAMS: [&str; 9] = [
+    LIBPQ_PROGRAM,
     TLS_PROGRAMS[0],
     TLS_PROGRAMS[1],
     TLS_PROGRAMS[2],
@@ -78,20 +84,44 @@ const TLS_PROGRAMS: [&str; 8] = [
     "rasp_ssl_free",
 ];
 
-/// The entry program of a planned probe, and its return program if it has one.
-fn programs_for(probe: &PlannedProbe) -> Option<(&'static str, Option<&'static str>)> {
+/// What is attached for a planned probe.
+struct ProbePrograms {
+    entry: &'static str,
+    /// Attached first at the same point (an entry firing with no return program behind it
+    /// would leave its call saved until the LRU forgets it).
+    ret: Option<&'static str>,
+    /// For the entry program: which function it sits in.
+    cookie: Option<u64>,
+}
+
+/// The programs of a planned probe.
+fn programs_for(probe: &PlannedProbe) -> Option<ProbePrograms> {
     use FunctionRole::*;
+    let both = |entry, ret| ProbePrograms {
+        entry,
+        ret: Some(ret),
+        cookie: None,
+    };
+    let entry = |entry| ProbePrograms {
+        entry,
+        ret: None,
+        cookie: None,
+    };
     Some(match probe.role {
-        Query { .. } => (
-            LIBPQ_PROGRAMS.iter().find(|(f, _)| *f == probe.function)?.1,
-            None,
-        ),
-        TlsRead { abi: TlsAbi::Int } => ("rasp_ssl_read_enter", Some("rasp_ssl_read_return")),
-        TlsRead { abi: TlsAbi::Ex } => ("rasp_ssl_read_ex_enter", Some("rasp_ssl_read_return")),
-        TlsWrite { abi: TlsAbi::Int } => ("rasp_ssl_write_enter", Some("rasp_ssl_write_return")),
-        TlsWrite { abi: TlsAbi::Ex } => ("rasp_ssl_write_ex_enter", Some("rasp_ssl_write_return")),
-        TlsSetFd => ("rasp_ssl_set_fd", None),
-        TlsFree => ("rasp_ssl_free", None),
+        Query { .. } => {
+            let (_, function) = LIBPQ_FUNCTIONS.iter().find(|(f, _)| *f == probe.function)?;
+            ProbePrograms {
+                entry: LIBPQ_PROGRAM,
+                ret: None,
+                cookie: Some(u64::from(*function)),
+            }
+        }
+        TlsRead { abi: TlsAbi::Int } => both("rasp_ssl_read_enter", "rasp_ssl_read_return"),
+        TlsRead { abi: TlsAbi::Ex } => both("rasp_ssl_read_ex_enter", "rasp_ssl_read_return"),
+        TlsWrite { abi: TlsAbi::Int } => both("rasp_ssl_write_enter", "rasp_ssl_write_return"),
+        TlsWrite { abi: TlsAbi::Ex } => both("rasp_ssl_write_ex_enter", "rasp_ssl_write_return"),
+        TlsSetFd => entry("rasp_ssl_set_fd"),
+        TlsFree => entry("rasp_ssl_free"),
         ConnectionOpened | ConnectionClosed => return None,
     })
 }
@@ -173,9 +203,8 @@ impl Uprobes {
     /// Load (not attach) the libpq and OpenSSL programs; one status line each.
     /// `verified`: what the loader's parallel pass already loaded.
     pub fn load(ebpf: &mut Ebpf, verified: &Verified) -> (Uprobes, Vec<ProgramStatus>) {
-        let names = LIBPQ_PROGRAMS
-            .iter()
-            .map(|(_, name)| (*name, "libpq"))
+        let names = [(LIBPQ_PROGRAM, "libpq")]
+            .into_iter()
             .chain(TLS_PROGRAMS.iter().map(|name| (*name, "libssl")));
         let statuses = names
             .map(|(name, library)| {
@@ -370,15 +399,18 @@ impl Uprobes {
                 let mut attached = Vec::new();
                 let mut errors = Vec::new();
                 for probe in &plan.image.probes {
-                    let Some((entry, ret)) = programs_for(probe) else {
+                    let Some(programs) = programs_for(probe) else {
                         continue;
                     };
-                    // The return program first: an entry that fires with no return program
-                    // behind it would leave its call saved until the LRU forgets it.
+                    let ret = programs.ret;
                     let mut probe_links = Vec::new();
                     let mut failed = None;
-                    for name in ret.into_iter().chain([entry]) {
-                        match attach_one(ebpf, name, &plan.path, probe.point.file_offset) {
+                    let order = ret
+                        .map(|name| (name, None))
+                        .into_iter()
+                        .chain([(programs.entry, programs.cookie)]);
+                    for (name, cookie) in order {
+                        match attach_one(ebpf, name, &plan.path, probe.point.file_offset, cookie) {
                             Ok(link) => probe_links.push(OwnedLink::UProbe(link)),
                             Err(e) => {
                                 failed = Some(format!("{} ({name}): {e}", probe.point.symbol));
@@ -472,14 +504,15 @@ fn attach_one(
     name: &str,
     path: &Path,
     file_offset: u64,
+    cookie: Option<u64>,
 ) -> Result<UProbeLink, String> {
     let program = program(ebpf, name)?;
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+        cookie,
+    };
     let id = program
-        .attach(
-            UProbeAttachLocation::AbsoluteOffset(file_offset),
-            path,
-            UProbeScope::AllProcesses,
-        )
+        .attach(point, path, UProbeScope::AllProcesses)
         .map_err(|e| crate::loader::error_chain(&e))?;
     // Owned: a released target drops its own, and at exit all go to `teardown`.
     program
