@@ -642,3 +642,77 @@ fn a_quarantined_cgroup_that_vanishes_is_forgotten() {
     );
     let _ = agent.status();
 }
+
+/// Files are denied by inode, so a denied file replaced while the agent runs (a rename over
+/// it, as package upgrades do; a delete and re-create) is a file the kernel would not know.
+/// The agent follows the path: within a few seconds the new file is denied in the kernel, a
+/// deleted one stops being denied there (its inode number can go to any new file) and
+/// `status` says the rule is back in userspace, and a file re-created there is denied in
+/// the kernel again. Judged on the kernel's verdict in the record of each open: the
+/// userspace rule alone also kills `cat`, often before it prints.
+#[test]
+fn a_denied_file_replaced_while_running_stays_denied() {
+    require_root();
+    let mut scratch = Scratch::new();
+    let dir = scratch.unique_dir("/tmp");
+    let secret = scratch.file(dir.join("secret.txt"), b"first\n", 0o644);
+    let policies = deny_read_policy(&mut scratch, &secret);
+    let agent = start_agent(&policies);
+    // One read; `Some` when the kernel killed it (its detection carries the verdict).
+    let killed_by_kernel = || {
+        let child = Command::new("cat")
+            .arg(&secret)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cat");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait for cat");
+        if out.status.signal() != Some(libc::SIGKILL) {
+            return None;
+        }
+        // The kernel's record of the open (detections of a repeated act are aggregated).
+        let verdict = wait_for(DETECTION_WAIT, || {
+            agent
+                .events(&["--kind", "file_open", "--pid", &pid.to_string()])
+                .into_iter()
+                .find(|e| e["path"] == secret.display().to_string())
+                .map(|e| e["verdict"]["action"].clone())
+        });
+        (verdict.is_some_and(|v| v == "killed_at_syscall") && out.stdout.is_empty()).then_some(())
+    };
+    let in_kernel_within = |what: &str| {
+        assert!(
+            wait_for(DETECTION_WAIT, killed_by_kernel).is_some(),
+            "{what}: not denied in the kernel 10 s later; status: {}",
+            rung_of(&agent.status(), "deny-read")
+        );
+    };
+    in_kernel_within("the original file");
+
+    // Replaced by rename: the path names a new inode.
+    let staged = dir.join("secret.txt.new");
+    fs::write(&staged, b"second\n").expect("write the replacement");
+    fs::rename(&staged, &secret).expect("rename over the denied file");
+    in_kernel_within("the replacement");
+
+    // Deleted: the rule has nothing to deny in the kernel any more.
+    fs::remove_file(&secret).expect("delete the denied file");
+    let gone = wait_for(DETECTION_WAIT, || {
+        let status = agent.status();
+        let rung = rung_of(&status, "deny-read");
+        (rung["rung"] == "userspace").then(|| rung.clone())
+    });
+    assert!(
+        gone.is_some(),
+        "still denied in the kernel after the file was deleted: {}",
+        rung_of(&agent.status(), "deny-read")
+    );
+
+    // Re-created at the same path: denied in the kernel again.
+    fs::write(&secret, b"third\n").expect("re-create the file");
+    in_kernel_within("the re-created file");
+    assert_eq!(
+        rung_of(&agent.status(), "deny-read")["rung"],
+        "kill_at_syscall"
+    );
+}

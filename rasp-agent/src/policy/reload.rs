@@ -327,9 +327,39 @@ impl PolicyControl {
         for (rule, rung) in &plan.rungs {
             tracing::info!(version = set.version, rule = %rule, enforcement = %rung.describe(), "enforce rule");
         }
+        Self::install(state, plan, set.version);
+    }
+
+    /// Resolve the active set's denied paths again and put what changed in the kernel.
+    /// Files are denied by inode: a denied file replaced since (a package upgrade, a delete
+    /// and re-create, a rename over it) is a new inode the kernel would not deny, and the
+    /// number of a deleted one can be given to an unrelated file. Run on every tick of
+    /// `watch` (2 s); only a resolution that differs touches the maps.
+    pub fn refresh_deny(&self) {
+        // The lock every change of set takes, so the set cannot change under the plan.
+        let _interest = crate::lock(&self.interest);
+        let mut deny = crate::lock(&self.deny);
+        let set = self.registry.current();
+        let plan = super::deny::plan(&set.policies, set.version, deny.caps, &HostFs::detect());
+        let unchanged = deny.plans.back().is_some_and(|last| {
+            last.table.generation == plan.table.generation
+                && last.table.inodes == plan.table.inodes
+                && last.rungs == plan.rungs
+        });
+        if unchanged || deny.maps.is_none() {
+            return;
+        }
+        for (rule, rung) in &plan.rungs {
+            tracing::info!(version = set.version, rule = %rule, enforcement = %rung.describe(), "denied paths resolve to other files now: enforce rule");
+        }
+        Self::install(&mut deny, plan, set.version);
+    }
+
+    /// Write `plan` into the deny maps and keep it as the newest.
+    fn install(state: &mut DenyState, plan: DenyPlan, version: u64) {
         if let Some(maps) = state.maps.as_mut() {
             if let Err(e) = maps.apply(&plan.table) {
-                tracing::error!(version = set.version, error = %e, "kernel deny maps NOT updated");
+                tracing::error!(version, error = %e, "kernel deny maps NOT updated");
             }
         }
         state.plans.push_back(std::sync::Arc::new(plan));
@@ -339,7 +369,8 @@ impl PolicyControl {
     }
 
     /// Reload on SIGHUP, and when the policy directory's files change (polled: cheap, and
-    /// works on every filesystem, unlike inotify on some overlay and network mounts).
+    /// works on every filesystem, unlike inotify on some overlay and network mounts); on
+    /// the other ticks, follow denied files that were replaced (`refresh_deny`).
     pub async fn watch(&self, mut stop: watch::Receiver<bool>) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
@@ -363,6 +394,8 @@ impl PolicyControl {
                     if now != seen {
                         seen = now;
                         self.reload("directory changed");
+                    } else {
+                        self.refresh_deny();
                     }
                 }
             }
