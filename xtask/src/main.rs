@@ -73,7 +73,12 @@ enum Task {
     /// BPF-LSM enforcement in a QEMU guest (the host kernel refuses LSM programs): the
     /// agent with an enforce policy, denied and allowed exec/open/io_uring open/mmap/
     /// mprotect/connect, detections `prevented`. Part of `test`.
-    VmTest,
+    VmTest {
+        /// Use the agent and probe already built (no setup, no build): how `test` runs it
+        /// beside the integration tests.
+        #[arg(long)]
+        built: bool,
+    },
     /// Fuzz every target in fuzz/ (cargo-fuzz, nightly) for `--seconds` each (default 600):
     /// the longer campaign; `test` runs each for 20 s.
     Fuzz(fuzz::FuzzArgs),
@@ -118,7 +123,7 @@ fn dispatch(task: Task) -> Result<()> {
         }
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
-        Task::VmTest => test::vm_test(&ws),
+        Task::VmTest { built } => test::vm_test(&ws, built),
         Task::Fuzz(args) => {
             build::run(&ws, Profile::Release)?;
             fuzz::run(&ws, &ws.ebpf_object(Profile::Release), &args)

@@ -1,10 +1,16 @@
 //! `cargo xtask test [--unit]`: the one entry point for every check, in order: setup, build,
-//! fmt, clippy, unit tests, a short run of every fuzz target, integration tests. The first failing stage stops the run.
+//! fmt, clippy, unit tests, a short run of every fuzz target, integration tests, and the
+//! BPF-LSM guest (started before the integration tests and run beside them at the lowest
+//! priority; its result is the last stage). The first failing stage stops the run.
 //! `--unit` leaves out the integration tests (they need root); nothing is skipped silently.
 
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::build::{self, EBPF_OBJ_VAR};
 use crate::command::{self, human};
@@ -28,7 +34,7 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
     let profile = Profile::Release;
     let ebpf_object = ws.ebpf_object(profile);
     let agent_bin = ws.agent_bin(profile);
-    let mut stages = Stages::new(if unit_only { 5 } else { 8 });
+    let mut stages = Stages::new(if unit_only { 5 } else { 9 });
 
     stages.run("setup", || {
         setup::run()?;
@@ -93,6 +99,17 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
         eprintln!("test: fuzz targets and integration tests not run (--unit)");
     } else {
         stages.run("fuzz (short)", || fuzz::short(ws, &ebpf_object))?;
+        // The BPF-LSM guest is CPU-bound emulation (minutes of verifier work under TCG);
+        // the integration tests mostly wait on agents and workloads. The guest runs beside
+        // them at the lowest priority, so it takes the CPU they leave idle and not theirs.
+        let mut guest = None;
+        stages.run(
+            "start the BPF-LSM guest (beside the integration tests)",
+            || {
+                guest = Some(BackgroundGuest::start(ws)?);
+                Ok(())
+            },
+        )?;
         stages.run("integration tests", || {
             // Same root check as above, here too in case privileges changed on the way.
             if !command::is_root() {
@@ -111,21 +128,29 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
                 .env(AGENT_BIN_VAR, &agent_bin);
             command::run(&mut integration)
         })?;
-        stages.run("vm tests (BPF-LSM guest)", || vm_checks(ws))?;
+        stages.run("vm tests (BPF-LSM guest)", || match guest.take() {
+            Some(guest) => guest.finish(),
+            None => bail!("the BPF-LSM guest was not started"),
+        })?;
     }
     stages.finish();
     Ok(())
 }
 
-/// `cargo xtask vm-test`: setup, build, then the guest checks.
-pub fn vm_test(ws: &Workspace) -> Result<()> {
-    setup::run()?;
-    build::build_all(ws, Profile::Release)?;
-    vm_checks(ws)
+/// `cargo xtask vm-test`: setup, build, then the guest checks; with `built`, only the
+/// checks, on what is already built (how `test` starts it beside the integration tests).
+pub fn vm_test(ws: &Workspace, built: bool) -> Result<()> {
+    if !built {
+        setup::run()?;
+        build::build_all(ws, Profile::Release)?;
+        build_probe(ws)?;
+    }
+    let probe = ws.host_target_dir().join("release/rasp-probe");
+    crate::vm::enforce_test(ws, &ws.agent_bin(Profile::Release), &probe)
 }
 
-/// The BPF-LSM guest: the agent and the probe binary it drives.
-fn vm_checks(ws: &Workspace) -> Result<()> {
+/// The binary the guest's script drives the kernel with.
+fn build_probe(ws: &Workspace) -> Result<()> {
     let mut probe = command::host_cargo();
     probe
         .current_dir(ws.root())
@@ -139,9 +164,83 @@ fn vm_checks(ws: &Workspace) -> Result<()> {
         ])
         .arg("--target-dir")
         .arg(ws.host_target_dir());
-    command::run(&mut probe)?;
-    let probe = ws.host_target_dir().join("release/rasp-probe");
-    crate::vm::enforce_test(ws, &ws.agent_bin(Profile::Release), &probe)
+    command::run(&mut probe)
+}
+
+/// `cargo xtask vm-test --built` running at nice 19 in its own process group, its output
+/// in a file until `finish` shows it. Dropped unfinished (a failed stage before it), it
+/// kills the whole group, QEMU included.
+struct BackgroundGuest {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl BackgroundGuest {
+    fn start(ws: &Workspace) -> Result<BackgroundGuest> {
+        build_probe(ws)?;
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let dir = ws.host_target_dir().join("vm");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = dir.join("vm-test.out");
+        let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("opening {} twice", log.display()))?;
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "19"])
+            .arg(exe)
+            .args(["vm-test", "--built"])
+            .current_dir(ws.root())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        eprintln!("+ {}  (output: {})", command::display(&cmd), log.display());
+        let child = cmd
+            .spawn()
+            .context("could not start `nice` (coreutils) for the BPF-LSM guest")?;
+        Ok(BackgroundGuest {
+            child: Some(child),
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Wait for the guest, show what it printed, and fail if it failed.
+    fn finish(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the BPF-LSM guest was already reaped");
+        };
+        let waited = Instant::now();
+        let status = child.wait().context("waiting for the BPF-LSM guest")?;
+        let output = fs::read_to_string(&self.log).unwrap_or_default();
+        eprint!("{output}");
+        eprintln!(
+            "vm-test: ran {} beside the other stages; {} of it after them",
+            human(self.started.elapsed()),
+            human(waited.elapsed())
+        );
+        if !status.success() {
+            bail!(
+                "the BPF-LSM guest checks failed ({status}); their output is above and in {}",
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundGuest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pgid) = i32::try_from(child.id()) {
+                // SAFETY: kill has no memory preconditions; the group is our own child's.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Numbered banners and a duration for each stage.
