@@ -81,8 +81,8 @@ case "$(cat /sys/kernel/security/lsm)" in
   *) check lsm_active fail "$(cat /sys/kernel/security/lsm)" ;;
 esac
 
-/bin/rasp-agent run --policies /etc/rasp/policies --socket /tmp/a.sock --state-dir /tmp/state \
-  --metrics 127.0.0.1:0 > /tmp/agent.log 2>&1 &
+RASP_LOG=info,rasp_agent::loader=debug /bin/rasp-agent run --policies /etc/rasp/policies \
+  --socket /tmp/a.sock --state-dir /tmp/state --metrics 127.0.0.1:0 > /tmp/agent.log 2>&1 &
 ready=""
 start=$(date +%s)
 # Poll the log (a busybox grep) until the agent has loaded and seeded its process table,
@@ -100,6 +100,10 @@ done
 result timing first "$(head -n 1 /tmp/agent.log | cut -c1-40)"
 result timing seeded "$(grep -m1 "process table seeded" /tmp/agent.log | cut -c1-40)"
 result timing loaded "$(grep -m1 "programs loaded" /tmp/agent.log | cut -c1-300)"
+# What the verifier walked for each program on this kernel (the LSM ones only load here).
+grep "verifier cost" /tmp/agent.log | sed 's/\x1b\[[0-9;]*m//g; s/.*program=//' | while read -r line; do
+  result timing verified "$line"
+done
 if [ -z "$ready" ]; then
   check agent_ready fail "no status after 1500 s: $(tail -n 5 /tmp/agent.log | tr '\n' ' ')"
   exit 1
