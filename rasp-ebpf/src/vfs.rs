@@ -461,11 +461,14 @@ fn climb<const KEEP_TOP: bool>(
                 })
             }
         };
-        let remaining = PATH_CAP as u32 - off;
-        if remaining < 2 {
+        // Tested on `off` rather than on what remains (the same test: `off` ≤ PATH_CAP, as
+        // `n` ≤ `slot` ≤ what remains): the verifier then learns a bound for `off` on some
+        // paths, and fewer of its states differ (-7% for the exec hook).
+        if off > PATH_CAP as u32 - 2 {
             skipped = name;
             break;
         }
+        let remaining = PATH_CAP as u32 - off;
         let slot = if remaining < NAME_SLOT as u32 {
             remaining
         } else {
