@@ -304,9 +304,12 @@ fn requested_flags(o: &KernelOffsets, nr: i32) -> Option<u32> {
 #[inline(always)]
 fn file_path(o: &KernelOffsets, view: &FileView, dst: *mut u8) -> Result<PathWalk, i32> {
     let fs = read_ptr(current_task(), o.task_fs)?;
+    // The mount as a plain number (`forget`), as the walk reads the mounts above it: left a
+    // BTF pointer, it stayed one until the walk's first crossing, and the verifier walked
+    // every later step twice (pointer, number).
     walk_from(
         o,
-        view.mnt,
+        forget(view.mnt as u64) as Kptr,
         view.dentry,
         fs.wrapping_add(o.fs_root as usize),
         dst,
