@@ -1,6 +1,6 @@
 //! `cargo xtask test [--unit]`: the one entry point for every check, in order: setup, build,
 //! fmt, clippy, unit tests, a short run of every fuzz target, integration tests, and the
-//! BPF-LSM guest (started before the integration tests and run beside them at the lowest
+//! BPF-LSM guest (started after the build and run beside the other stages at the lowest
 //! priority; its result is the last stage). The first failing stage stops the run.
 //! `--unit` leaves out the integration tests (they need root); nothing is skipped silently.
 
@@ -46,6 +46,17 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
         }
     })?;
     stages.run("build", || build::build_all(ws, profile).map(drop))?;
+    // The BPF-LSM guest is CPU-bound emulation (minutes of verifier work under TCG); the
+    // stages after the build leave CPU idle much of the time (the integration tests mostly
+    // wait on agents and workloads). The guest runs beside them from here, at the lowest
+    // priority, so it takes the CPU they leave and not theirs.
+    let mut guest = None;
+    if !unit_only {
+        stages.run("start the BPF-LSM guest (beside the next stages)", || {
+            guest = Some(BackgroundGuest::start(ws)?);
+            Ok(())
+        })?;
+    }
     stages.run("fmt", || {
         let mut fmt = command::host_cargo();
         fmt.current_dir(ws.root())
@@ -99,17 +110,6 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
         eprintln!("test: fuzz targets and integration tests not run (--unit)");
     } else {
         stages.run("fuzz (short)", || fuzz::short(ws, &ebpf_object))?;
-        // The BPF-LSM guest is CPU-bound emulation (minutes of verifier work under TCG);
-        // the integration tests mostly wait on agents and workloads. The guest runs beside
-        // them at the lowest priority, so it takes the CPU they leave idle and not theirs.
-        let mut guest = None;
-        stages.run(
-            "start the BPF-LSM guest (beside the integration tests)",
-            || {
-                guest = Some(BackgroundGuest::start(ws)?);
-                Ok(())
-            },
-        )?;
         stages.run("integration tests", || {
             // Same root check as above, here too in case privileges changed on the way.
             if !command::is_root() {
