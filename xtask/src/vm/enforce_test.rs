@@ -100,9 +100,15 @@ done
 result timing first "$(head -n 1 /tmp/agent.log | cut -c1-40)"
 result timing seeded "$(grep -m1 "process table seeded" /tmp/agent.log | cut -c1-40)"
 result timing loaded "$(grep -m1 "programs loaded" /tmp/agent.log | cut -c1-300)"
-# What the verifier walked for each program on this kernel (the LSM ones only load here).
-grep "verifier cost" /tmp/agent.log | sed 's/\x1b\[[0-9;]*m//g; s/.*program=//' | while read -r line; do
+# What the verifier walked for each program on this kernel (the LSM ones only load here),
+# how long each took, and why any was refused (the end of the verifier's answer).
+sed 's/\x1b\[[0-9;]*m//g' /tmp/agent.log > /tmp/agent.plain
+grep "verifier cost\|program verified" /tmp/agent.plain | sed 's/.*program=//' | while read -r line; do
   result timing verified "$line"
+done
+grep -B4 "did not load\|not loaded\|attach failed\|processed [0-9]* insns\|too large" \
+  /tmp/agent.plain | grep -v "^--$" | while read -r line; do
+  result timing refused "$(echo "$line" | cut -c1-300)"
 done
 if [ -z "$ready" ]; then
   check agent_ready fail "no status after 1500 s: $(tail -n 5 /tmp/agent.log | tr '\n' ' ')"
