@@ -34,7 +34,7 @@ use rasp_common::{
 use crate::{
     event::current_header,
     kernel::{is_agent, offsets, read_user, tp_field},
-    maps::{loss, quiet_flags, Draft},
+    maps::{forget, loss, quiet_flags, Draft},
 };
 
 /// `[CONFIG_CALL_CAP]`, `[CONFIG_CONN_BUDGET]`: bytes; 0 means the default.
@@ -376,7 +376,11 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
         if last && want < len {
             flags |= TLS_TRUNCATED;
         }
-        let data_len = (n as u32) & (TLS_CHUNK as u32 * 2 - 1);
+        // Through `forget`, then clamped: the compiler knows `n` <= TLS_CHUNK and dropped
+        // a clamp it could prove redundant, and Linux 6.12's verifier, which had lost that
+        // bound on the way, refused the read ("R2 unbounded memory access"). A clamp on a
+        // value the compiler cannot see through stays in the program.
+        let data_len = forget(n) as u32;
         let data_len = if data_len > TLS_CHUNK as u32 {
             TLS_CHUNK as u32
         } else {
