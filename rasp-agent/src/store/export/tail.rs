@@ -430,15 +430,14 @@ fn journal_files(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     if let Ok(m) = fs::metadata(&current) {
         out.push((current, m));
     }
-    let prefix = format!("{FILE_NAME}.");
-    let mut numbered: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+    let mut numbered: Vec<(usize, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            let name = e.file_name();
-            let n = name.to_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-            Some((n, e.path()))
+            let path = e.path();
+            let n = number(&path).filter(|&n| n > 0)?;
+            Some((n, path))
         })
         .take(MAX_FILES)
         .collect();
