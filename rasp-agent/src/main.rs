@@ -43,6 +43,10 @@ enum Command {
     /// all of them when the agent is gone. Hidden: the agent starts it itself.
     #[command(hide = true)]
     HoldWatchdog(rasp_agent::enforce::hold::WatchdogArgs),
+    /// Verify the eBPF programs (as root) without attaching them: one line each, the
+    /// instructions the kernel's verifier walked or why it refused. Exit 1 if one is refused.
+    #[command(hide = true)]
+    Verify(loader::verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +64,16 @@ fn main() -> std::process::ExitCode {
         Command::Policy(cmd) => cli::policy::run(&cmd),
         Command::Quarantine(cmd) => cli::quarantine::run(&cmd),
         Command::HoldWatchdog(args) => rasp_agent::enforce::hold::run_watchdog(&args),
+        Command::Verify(args) => {
+            init_logging();
+            match loader::verify::run(&args) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(anyhow::anyhow!(
+                    "a program was refused or is not in the object"
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Floor(args) => {
             init_logging();
             loader::floor::run(&args).map_err(anyhow::Error::from)

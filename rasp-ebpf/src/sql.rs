@@ -31,7 +31,7 @@ use rasp_common::{
 use crate::{
     event::current_header,
     kernel::{is_agent, offsets, IterNum},
-    maps::{loss, wake_flags, Draft, DECISIONS, HELD, HOLD_TGIDS, PRECHECK_STATE},
+    maps::{loss, quiet_flags, Draft, DECISIONS, HELD, HOLD_TGIDS, PRECHECK_STATE},
 };
 
 const SIGCONT: u32 = 18;
@@ -135,7 +135,11 @@ fn capture(ctx: &ProbeContext, function: u32, query: u64) -> u32 {
             return 0;
         }
     }
-    draft.send(total, wake_flags(), LossSite::SqlSend, line!());
+    // No wakeup: a query record waits for the next record that wakes the reader, or for the
+    // reader's 10 ms deadline, as TLS records do. Waking the reader for each query was an
+    // interrupt per query (here an IPI: 13 of the program's 16 µs a query); held queries go
+    // to the decision ring with a forced wakeup above.
+    draft.send(total, quiet_flags(), LossSite::SqlSend, line!());
     0
 }
 
@@ -150,10 +154,13 @@ fn held_process() -> bool {
 /// draft). An open-coded iterator (`bpf_iter_num`): the verifier checks the body until the
 /// loop's state converges, not once per byte (a plain loop over 512 bytes ran out of its
 /// 1M-instruction budget; `bpf_loop` needs BTF func_info this object does not carry). The
-/// state machine lives in a per-CPU map slot, read and written once a byte: values loaded
-/// from a map are unknown to the verifier, so every iteration starts from the same
-/// verifier state and the loop converges after a few passes (kept in registers, its
-/// constants split the states into every combination and never converged).
+/// state machine lives in a per-CPU map slot and each byte is a call of `precheck_byte`:
+/// values loaded from a map are unknown to the verifier, and whatever the state machine
+/// computed stays in the callee's frame, gone when it returns, so the loop's head sees the
+/// same verifier state every iteration and converges in two passes. (With the body inline,
+/// Linux 6.12 compared the stale constants the body left in registers and stack slots at
+/// the loop's head, never converged, and refused the program after 1M instructions; 6.15
+/// and later see they are dead.)
 #[inline(always)]
 fn precheck(text: *const u8, len: u32) -> u32 {
     let Some(slot) = PRECHECK_STATE.get_ptr_mut(0) else {
@@ -172,18 +179,26 @@ fn precheck(text: *const u8, len: u32) -> u32 {
     it.new(0, n as i32);
     while let Some(i) = it.next() {
         // SAFETY: `text` is the query's start in the draft; the index is masked inside the
-        // checked bytes, which lie inside the scratch buffer. The slot as above.
-        unsafe {
-            let c = *text.add((i as u32 & (PRECHECK_BYTES - 1)) as usize);
-            let mut state = core::ptr::read_volatile(slot);
-            state.step(c);
-            core::ptr::write_volatile(slot, state);
-        }
+        // checked bytes, which lie inside the scratch buffer.
+        let c = unsafe { *text.add((i as u32 & (PRECHECK_BYTES - 1)) as usize) };
+        precheck_byte(slot, c);
     }
     it.destroy();
     // SAFETY: as above.
     let mut state = unsafe { core::ptr::read_volatile(slot) };
     state.finish()
+}
+
+/// One byte of the pre-check on the state in `slot` (see `precheck`: not inlined so the
+/// state machine's values never reach the loop's head).
+#[inline(never)]
+fn precheck_byte(slot: *mut PrecheckState, c: u8) {
+    // SAFETY: `slot` is the pre-check's per-CPU map slot (see `precheck`).
+    unsafe {
+        let mut state = core::ptr::read_volatile(slot);
+        state.step(c);
+        core::ptr::write_volatile(slot, state);
+    }
 }
 
 /// Stop the calling thread and hand the record to the decision ring. False (nothing

@@ -280,3 +280,76 @@ fn an_agent_killed_during_a_hold_leaves_the_app_running() {
         "the watchdog (pid {watchdog}) outlived its agent"
     );
 }
+
+/// The kernel's pre-check decides as the library's `precheck` does, query by query: one
+/// query per tell, queries whose keywords sit inside literals (standard, `E''` with an
+/// escaped quote, dollar-quoted), and a tell just inside and just past the bytes checked.
+/// A query is held exactly when the library finds a tell in it.
+#[test]
+fn the_kernel_holds_exactly_what_the_precheck_flags() {
+    use rasp_common::hold::{
+        precheck, PRECHECK_BYTES, TELL_COMMENT, TELL_CONSTANT_PREDICATE, TELL_DELAY, TELL_UNION,
+    };
+    require_root();
+    let cgroup = Cgroup::new(&rasp_tests::unique_name("rasp-hold-tells"));
+    let (_pg, agent, mut app) = setup(&cgroup, "block", &[]);
+    let pid = app.pid();
+    let base = "SELECT balance FROM accounts WHERE name = '";
+    // A query of `len` bytes ending in a tell: the pre-check's last byte, or past it.
+    let ending_in_tell = |len: usize| {
+        let tell = "' OR 1=1";
+        format!("{base}{}{tell}", "x".repeat(len - base.len() - tell.len()))
+    };
+    let inside = ending_in_tell(PRECHECK_BYTES as usize);
+    let past = ending_in_tell(PRECHECK_BYTES as usize + 8);
+    let cases: Vec<(String, u32)> = vec![
+        (format!("{base}x' OR '1'='1'"), TELL_CONSTANT_PREDICATE),
+        (format!("{base}' UNION SELECT 1"), TELL_UNION),
+        (format!("{base}alice' -- note"), TELL_COMMENT),
+        (
+            format!("{base}alice' AND 1=(SELECT 1 FROM pg_sleep(0))"),
+            TELL_DELAY,
+        ),
+        (inside.clone(), TELL_CONSTANT_PREDICATE),
+        (format!("{base}it''s -- or union; select 1 or 1=1'"), 0),
+        (
+            "SELECT balance FROM accounts WHERE name = E'a\\' OR 1=1 --'".to_string(),
+            0,
+        ),
+        ("SELECT $$ union select 1 or 1=1 -- $$".to_string(), 0),
+        (past.clone(), 0),
+    ];
+    for (query, tell) in &cases {
+        let found = precheck(query.as_bytes());
+        assert_eq!(
+            found & tell,
+            *tell,
+            "the case does not exercise its tell: {query:?}"
+        );
+        if *tell == 0 {
+            assert_eq!(found, 0, "a benign case with a tell: {query:?}");
+        }
+        let answer = app.run(query);
+        eprintln!("{:.60}… -> {answer}", query);
+    }
+    let events = wait_for(Duration::from_secs(10), || {
+        let events = agent.events(&["--kind", "sql_query", "--pid", &pid.to_string()]);
+        cases
+            .iter()
+            .all(|(q, _)| events.iter().any(|e| e["query"] == q.as_str()))
+            .then_some(events)
+    })
+    .unwrap_or_else(|| panic!("not every query was reported: {}", agent.log_text()));
+    for (query, tell) in &cases {
+        let held: Vec<bool> = events
+            .iter()
+            .filter(|e| e["query"] == query.as_str())
+            .map(|e| e["held"] == true)
+            .collect();
+        assert_eq!(
+            held,
+            vec![*tell != 0],
+            "held by the kernel vs tell {tell:#x} for {query:?}"
+        );
+    }
+}

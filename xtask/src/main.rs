@@ -79,6 +79,16 @@ enum Task {
         #[arg(long)]
         built: bool,
     },
+    /// Whether the guest's kernel (Debian's newest cloud kernel) verifies each program,
+    /// and what its verifier walked: `rasp-agent verify` in the QEMU guest.
+    VmVerify {
+        /// Only this program (repeatable); default every program the agent loads.
+        #[arg(long = "program", value_name = "NAME")]
+        programs: Vec<String>,
+        /// Use the agent already built (no setup, no build).
+        #[arg(long)]
+        built: bool,
+    },
     /// Fuzz every target in fuzz/ (cargo-fuzz, nightly) for `--seconds` each (default 600):
     /// the longer campaign; `test` runs each for 20 s.
     Fuzz(fuzz::FuzzArgs),
@@ -124,6 +134,13 @@ fn dispatch(task: Task) -> Result<()> {
         Task::Run { debug, args } => run::run(&ws, Profile::from_debug_flag(debug), &args),
         Task::Test { unit } => test::run(&ws, unit),
         Task::VmTest { built } => test::vm_test(&ws, built),
+        Task::VmVerify { programs, built } => {
+            if !built {
+                setup::run()?;
+                build::build_all(&ws, Profile::Release)?;
+            }
+            vm::verify_test(&ws, &ws.agent_bin(Profile::Release), &programs)
+        }
         Task::Fuzz(args) => {
             build::run(&ws, Profile::Release)?;
             fuzz::run(&ws, &ws.ebpf_object(Profile::Release), &args)

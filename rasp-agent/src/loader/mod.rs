@@ -223,46 +223,7 @@ pub struct LoadOptions {
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
-    if OBJECT.is_empty() {
-        return Err(LoadError::NoObject);
-    }
-    let kernel_btf = btf::KernelBtf::from_file(std::path::Path::new(btf::KernelBtf::VMLINUX))?;
-    let offsets = btf::resolve_offsets(&kernel_btf)?;
-    tracing::debug!(?offsets, "kernel offsets resolved from BTF");
-    let aya_btf = Btf::from_sys_fs()?;
-
-    // The file and library pre-filters call bpf_rdonly_cast, the SQL hold pre-check the
-    // numeric iterator. A kernel without one of them (bpf_rdonly_cast: Linux < 6.2, the
-    // iterator: < 6.4) leaves its placeholder, the verifier refuses the programs that call
-    // it, and `status` says so; the other programs load as usual.
-    let mut linked: Option<kfunc::AlignedObject> = None;
-    for (placeholder, name) in rasp_common::offsets::KFUNC_PLACEHOLDERS {
-        match kernel_btf.func_id(name) {
-            Ok(id) => {
-                let from = linked.as_ref().map_or(OBJECT, |o| o.bytes());
-                let (object, calls) = kfunc::link(from, placeholder, id)?;
-                tracing::debug!(calls, btf_id = id, kfunc = name, "kfunc calls linked");
-                linked = Some(object);
-            }
-            Err(e) => {
-                tracing::warn!(kfunc = name, error = %e, "programs calling it will not load");
-            }
-        }
-    }
-    let object = linked;
-    let object = object.as_ref().map_or(OBJECT, |o| o.bytes());
-
-    let agent_tgid = std::process::id();
-    let syscalls = syscall_numbers();
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("AGENT_TGID", &agent_tgid, true)
-        .override_global("SYSCALLS", &syscalls, true)
-        .map_max_entries("EVENTS", opts.ring_bytes)
-        .load(object)?;
-
-    fill_shapes(&mut ebpf)?;
+    let (mut ebpf, aya_btf) = open(opts.ring_bytes)?;
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
     let verified = verify::verify_in_parallel(&mut ebpf, &aya_btf, &parallel_jobs(lsm.available));
     let mut programs =
@@ -325,6 +286,52 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         links,
         verified,
     })
+}
+
+/// The object with kernel offsets, the agent's tgid and syscall numbers filled in and
+/// its maps created (nothing verified or attached yet), and the kernel's BTF.
+fn open(ring_bytes: u32) -> Result<(Ebpf, Btf), LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let kernel_btf = btf::KernelBtf::from_file(std::path::Path::new(btf::KernelBtf::VMLINUX))?;
+    let offsets = btf::resolve_offsets(&kernel_btf)?;
+    tracing::debug!(?offsets, "kernel offsets resolved from BTF");
+    let aya_btf = Btf::from_sys_fs()?;
+
+    // The file and library pre-filters call bpf_rdonly_cast, the SQL hold pre-check the
+    // numeric iterator. A kernel without one of them (bpf_rdonly_cast: Linux < 6.2, the
+    // iterator: < 6.4) leaves its placeholder, the verifier refuses the programs that call
+    // it, and `status` says so; the other programs load as usual.
+    let mut linked: Option<kfunc::AlignedObject> = None;
+    for (placeholder, name) in rasp_common::offsets::KFUNC_PLACEHOLDERS {
+        match kernel_btf.func_id(name) {
+            Ok(id) => {
+                let from = linked.as_ref().map_or(OBJECT, |o| o.bytes());
+                let (object, calls) = kfunc::link(from, placeholder, id)?;
+                tracing::debug!(calls, btf_id = id, kfunc = name, "kfunc calls linked");
+                linked = Some(object);
+            }
+            Err(e) => {
+                tracing::warn!(kfunc = name, error = %e, "programs calling it will not load");
+            }
+        }
+    }
+    let object = linked;
+    let object = object.as_ref().map_or(OBJECT, |o| o.bytes());
+
+    let agent_tgid = std::process::id();
+    let syscalls = syscall_numbers();
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&aya_btf))
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("AGENT_TGID", &agent_tgid, true)
+        .override_global("SYSCALLS", &syscalls, true)
+        .map_max_entries("EVENTS", ring_bytes)
+        .load(object)?;
+
+    fill_shapes(&mut ebpf)?;
+    Ok((ebpf, aya_btf))
 }
 
 /// The programs the agent loads at start, for the parallel verification: every one except
