@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: the cargo-fuzz targets in fuzz/ (nightly, libFuzzer), each for a
 //! bounded time with bounded memory and time per input. `cargo xtask test` runs every
-//! target briefly as its own stage; a longer campaign is `cargo xtask fuzz --seconds N`
+//! target briefly beside its other stages; a longer campaign is `cargo xtask fuzz --seconds N`
 //! (fuzz/README.md). A crash fails the run and leaves its input in fuzz/artifacts/TARGET/.
 
 use std::path::Path;
@@ -40,6 +40,10 @@ pub struct FuzzArgs {
     /// Only these targets (comma-separated), e.g. `--only sql,http`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Use the eBPF object already built (no build of the agent first): how `test` runs
+    /// the targets beside its other stages.
+    #[arg(long)]
+    pub built: bool,
 }
 
 pub fn run(ws: &Workspace, ebpf_object: &Path, args: &FuzzArgs) -> Result<()> {
@@ -101,16 +105,4 @@ fn run_target(ws: &Workspace, ebpf_object: &Path, target: &str, seconds: u32) ->
             command::NIGHTLY
         ))
     })
-}
-
-/// The `cargo xtask test` stage: every target for `SHORT_SECS`.
-pub fn short(ws: &Workspace, ebpf_object: &Path) -> Result<()> {
-    run(
-        ws,
-        ebpf_object,
-        &FuzzArgs {
-            seconds: SHORT_SECS,
-            only: Vec::new(),
-        },
-    )
 }

@@ -90,7 +90,7 @@ enum Task {
         built: bool,
     },
     /// Fuzz every target in fuzz/ (cargo-fuzz, nightly) for `--seconds` each (default 600):
-    /// the longer campaign; `test` runs each for 20 s.
+    /// the longer campaign; `test` runs each for 10 s.
     Fuzz(fuzz::FuzzArgs),
     /// Benchmarks (root): every workload under no agent, the floor, the bpftrace peer and
     /// the agent, side by side; the event storm; writes BENCHMARKS.md.
@@ -142,7 +142,9 @@ fn dispatch(task: Task) -> Result<()> {
             vm::verify_test(&ws, &ws.agent_bin(Profile::Release), &programs)
         }
         Task::Fuzz(args) => {
-            build::run(&ws, Profile::Release)?;
+            if !args.built {
+                build::run(&ws, Profile::Release)?;
+            }
             fuzz::run(&ws, &ws.ebpf_object(Profile::Release), &args)
         }
         Task::Bench(args) => bench::run(&ws, &args),

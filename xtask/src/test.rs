@@ -1,7 +1,7 @@
 //! `cargo xtask test [--unit]`: the one entry point for every check, in order: setup, build,
-//! fmt, clippy, unit tests, a short run of every fuzz target, integration tests, and the
-//! BPF-LSM guest (started after the build and run beside the other stages at the lowest
-//! priority; its result is the last stage). The first failing stage stops the run.
+//! fmt, clippy, unit tests, integration tests, then the results of a short run of every fuzz
+//! target and of the BPF-LSM guest (both started after the build and run beside the other
+//! stages at the lowest priority). The first failing stage stops the run.
 //! `--unit` leaves out the integration tests (they need root); nothing is skipped silently.
 
 use std::fs;
@@ -46,16 +46,31 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
         }
     })?;
     stages.run("build", || build::build_all(ws, profile).map(drop))?;
-    // The BPF-LSM guest is CPU-bound emulation (minutes of verifier work under TCG); the
-    // stages after the build leave CPU idle much of the time (the integration tests mostly
-    // wait on agents and workloads). The guest runs beside them from here, at the lowest
-    // priority, so it takes the CPU they leave and not theirs.
+    // The fuzz targets and the BPF-LSM guest are CPU-bound (libFuzzer, emulation), while
+    // the stages after the build leave CPU idle much of the time (the integration tests
+    // mostly wait on agents and workloads). Both run beside them from here, at the lowest
+    // priority, so they take the CPU the stages leave and not theirs.
+    let mut fuzzing = None;
     let mut guest = None;
     if !unit_only {
-        stages.run("start the BPF-LSM guest (beside the next stages)", || {
-            guest = Some(BackgroundGuest::start(ws)?);
-            Ok(())
-        })?;
+        stages.run(
+            "start the fuzz targets and the BPF-LSM guest (beside the next stages)",
+            || {
+                fuzzing = Some(Beside::start(
+                    ws,
+                    "fuzz",
+                    &[
+                        "fuzz",
+                        "--built",
+                        "--seconds",
+                        &fuzz::SHORT_SECS.to_string(),
+                    ],
+                )?);
+                build_probe(ws)?;
+                guest = Some(Beside::start(ws, "vm-test", &["vm-test", "--built"])?);
+                Ok(())
+            },
+        )?;
     }
     stages.run("fmt", || {
         let mut fmt = command::host_cargo();
@@ -109,7 +124,6 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
     if unit_only {
         eprintln!("test: fuzz targets and integration tests not run (--unit)");
     } else {
-        stages.run("fuzz (short)", || fuzz::short(ws, &ebpf_object))?;
         stages.run("integration tests", || {
             // Same root check as above, here too in case privileges changed on the way.
             if !command::is_root() {
@@ -128,7 +142,13 @@ pub fn run(ws: &Workspace, unit_only: bool) -> Result<()> {
                 .env(AGENT_BIN_VAR, &agent_bin);
             command::run(&mut integration)
         })?;
-        stages.run("vm tests (BPF-LSM guest)", || match guest.take() {
+        stages.run("fuzz targets (short run, beside)", || {
+            match fuzzing.take() {
+                Some(fuzzing) => fuzzing.finish(),
+                None => bail!("the fuzz targets were not started"),
+            }
+        })?;
+        stages.run("vm tests (BPF-LSM guest, beside)", || match guest.take() {
             Some(guest) => guest.finish(),
             None => bail!("the BPF-LSM guest was not started"),
         })?;
@@ -167,22 +187,22 @@ fn build_probe(ws: &Workspace) -> Result<()> {
     command::run(&mut probe)
 }
 
-/// `cargo xtask vm-test --built` running at nice 19 in its own process group, its output
-/// in a file until `finish` shows it. Dropped unfinished (a failed stage before it), it
-/// kills the whole group, QEMU included.
-struct BackgroundGuest {
+/// `cargo xtask ARGS` running at nice 19 in its own process group, its output in
+/// `target/beside/NAME.out` until `finish` shows it. Dropped unfinished (a failed stage
+/// before it), it kills the whole group (QEMU, libFuzzer included).
+struct Beside {
+    name: &'static str,
     child: Option<std::process::Child>,
     log: PathBuf,
     started: Instant,
 }
 
-impl BackgroundGuest {
-    fn start(ws: &Workspace) -> Result<BackgroundGuest> {
-        build_probe(ws)?;
+impl Beside {
+    fn start(ws: &Workspace, name: &'static str, args: &[&str]) -> Result<Beside> {
         let exe = std::env::current_exe().context("locating the xtask binary")?;
-        let dir = ws.host_target_dir().join("vm");
+        let dir = ws.host_target_dir().join("beside");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let log = dir.join("vm-test.out");
+        let log = dir.join(format!("{name}.out"));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out
             .try_clone()
@@ -190,7 +210,7 @@ impl BackgroundGuest {
         let mut cmd = Command::new("nice");
         cmd.args(["-n", "19"])
             .arg(exe)
-            .args(["vm-test", "--built"])
+            .args(args)
             .current_dir(ws.root())
             .stdin(Stdio::null())
             .stdout(out)
@@ -199,31 +219,35 @@ impl BackgroundGuest {
         eprintln!("+ {}  (output: {})", command::display(&cmd), log.display());
         let child = cmd
             .spawn()
-            .context("could not start `nice` (coreutils) for the BPF-LSM guest")?;
-        Ok(BackgroundGuest {
+            .with_context(|| format!("could not start `nice` (coreutils) for {name}"))?;
+        Ok(Beside {
+            name,
             child: Some(child),
             log,
             started: Instant::now(),
         })
     }
 
-    /// Wait for the guest, show what it printed, and fail if it failed.
+    /// Wait for the job, show what it printed, and fail if it failed.
     fn finish(mut self) -> Result<()> {
+        let name = self.name;
         let Some(mut child) = self.child.take() else {
-            bail!("the BPF-LSM guest was already reaped");
+            bail!("{name} was already reaped");
         };
         let waited = Instant::now();
-        let status = child.wait().context("waiting for the BPF-LSM guest")?;
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {name}"))?;
         let output = fs::read_to_string(&self.log).unwrap_or_default();
         eprint!("{output}");
         eprintln!(
-            "vm-test: ran {} beside the other stages; {} of it after them",
+            "{name}: ran {} beside the other stages; {} of it after them",
             human(self.started.elapsed()),
             human(waited.elapsed())
         );
         if !status.success() {
             bail!(
-                "the BPF-LSM guest checks failed ({status}); their output is above and in {}",
+                "{name} failed ({status}); its output is above and in {}",
                 self.log.display()
             );
         }
@@ -231,7 +255,7 @@ impl BackgroundGuest {
     }
 }
 
-impl Drop for BackgroundGuest {
+impl Drop for Beside {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pgid) = i32::try_from(child.id()) {
