@@ -80,7 +80,8 @@ enum Task {
         built: bool,
     },
     /// Whether the guest's kernel (Debian's newest cloud kernel) verifies each program,
-    /// and what its verifier walked: `rasp-agent verify` in the QEMU guest.
+    /// and what its verifier walked: `rasp-agent verify` in the QEMU guest. Another Debian
+    /// kernel with `RASP_VM_KERNEL=linux-image-6.1.0-57-cloud-amd64` (bookworm's own).
     VmVerify {
         /// Only this program (repeatable); default every program the agent loads.
         #[arg(long = "program", value_name = "NAME")]

@@ -23,10 +23,29 @@ pub struct GuestKernel {
     pub vmlinuz: PathBuf,
 }
 
-/// The newest listed kernel, downloaded and unpacked once into `cache`.
+/// Names another Debian kernel package for the guest (e.g.
+/// `linux-image-6.1.0-57-cloud-amd64`, bookworm's own kernel line): to see what an older
+/// kernel accepts (`cargo xtask vm-verify`). Any `-cloud-amd64` image package.
+pub const KERNEL_PACKAGE_VAR: &str = "RASP_VM_KERNEL";
+
+/// The newest listed kernel (or the one `RASP_VM_KERNEL` names), downloaded and unpacked
+/// once into `cache`.
 pub fn fetch(cache: &Path) -> Result<GuestKernel> {
     let kernels = cache.join("kernels");
-    let listed = newest_listed();
+    let listed = match std::env::var(KERNEL_PACKAGE_VAR) {
+        Ok(package) if !package.is_empty() => {
+            if !package.starts_with("linux-image-")
+                || !package.ends_with("-cloud-amd64")
+                || !package
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b))
+            {
+                bail!("{KERNEL_PACKAGE_VAR}={package:?} is not a linux-image-…-cloud-amd64 package name");
+            }
+            Ok(package)
+        }
+        _ => newest_listed(),
+    };
     let package = match listed {
         Ok(package) => package,
         Err(err) => {
