@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// agent during a hold and show the watchdog's bound (fail-open).
     #[arg(long, hide = true)]
     pub fault_hold_no_decision: bool,
+    /// Scenarios only: treat this program as refused by the verifier (repeatable), as an
+    /// older kernel refuses some, to show what the agent then reports.
+    #[arg(long, hide = true, value_name = "PROGRAM")]
+    pub fault_refuse_program: Vec<String>,
     /// Longest a flagged libpq query is held for a decision (milliseconds); past it the
     /// watchdog lets it run (fail-open), also when the agent is dead.
     #[arg(long, default_value_t = crate::enforce::hold::DEFAULT_BOUND.as_millis() as u64,
@@ -226,6 +230,9 @@ impl MetricsSource for Agent {
                     .iter()
                     .filter(|t| !t.attached.is_empty())
                     .count() as u64,
+                exec_tracked: self.programs.iter().any(|p| {
+                    p.name == crate::loader::EXEC_PROGRAM && p.state == ProgramState::Attached
+                }),
             },
             event_latency: self.path.latency.events.snapshot(),
             decision_latency: self.path.latency.detections.snapshot(),
@@ -426,6 +433,9 @@ impl crate::enforce::EnforceContext for EventPath {
     }
 }
 
+/// `AgentHealthDetail::problem` for programs the verifier refused at start.
+pub const PROGRAMS_REFUSED: &str = "programs_refused";
+
 impl Agent {
     /// The agent's own blind spot as a detection: journal, exports and metrics see it.
     pub fn report_health(&self, detail: crate::events::AgentHealthDetail) {
@@ -444,6 +454,11 @@ impl Agent {
             .collect::<Vec<_>>()
             .join("; ");
         let (rule_id, headline, description) = match detail.problem.as_str() {
+            PROGRAMS_REFUSED => (
+                "agent-programs-refused",
+                "the kernel refused some of the agent's programs",
+                "The kernel's verifier refused these programs at start, so what they observe is not seen on this node and the rules on it cannot match (`rasp-agent status` lists every program). Usually a kernel older than the agent needs (bpf_rdonly_cast: Linux 6.2, the numeric iterator: 6.4, the io_uring tracepoint: 6.4) or a verifier limit on this kernel line (`cargo xtask vm-verify` checks another kernel).",
+            ),
             "journal_write_failed" => (
                 "agent-journal-failure",
                 "detections did not reach the journal",

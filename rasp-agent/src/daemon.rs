@@ -92,6 +92,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } = loader::load(&loader::LoadOptions {
         ring_bytes: args.ring_buffer_size,
         cgroup2: environment.cgroup2.clone(),
+        refuse: args.fault_refuse_program.clone(),
     })?;
     let maps = loader::take_maps(&mut ebpf)?;
     // Hold and decide on libpq: the maps, and the watchdog that bounds every hold even
@@ -213,6 +214,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
     agent.path.policies.attach_deny(deny, caps);
     if !agent.lsm.available {
         tracing::warn!(reason = %agent.lsm.reason, "BPF-LSM unavailable; enforcement will use fallbacks");
+    }
+    // What this kernel refused is a blind spot of this node: a detection, not only a log.
+    let refused = verified.refused();
+    if !refused.is_empty() {
+        for (program, why) in &refused {
+            tracing::error!(program, why, "the kernel refused a program");
+        }
+        agent.report_health(crate::events::AgentHealthDetail {
+            problem: crate::agent::PROGRAMS_REFUSED.to_string(),
+            losses: refused
+                .into_iter()
+                .map(|(program, why)| (format!("{program}: {why}"), 1))
+                .collect(),
+            interval_secs: 0,
+        });
     }
 
     scrape_source.set(agent.clone());

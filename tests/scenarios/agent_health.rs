@@ -389,3 +389,40 @@ fn the_agent_keeps_only_the_capabilities_it_uses() {
     });
     assert!(seen.is_some(), "the agent saw no exec of {path}");
 }
+
+/// A program the kernel refuses (here by fault injection: older kernel lines refuse some
+/// for real, `cargo xtask vm-verify`) is a detection naming it and the verifier's reason;
+/// without the exec program `/readyz` says not ready, so a DaemonSet shows the node as
+/// blind, while the rest of the agent serves.
+#[test]
+fn a_refused_program_is_a_detection_and_without_exec_the_agent_is_not_ready() {
+    require_root();
+    let agent = Agent::start(&["--fault-refuse-program", "rasp_exec"]);
+    let health = wait_for(Duration::from_secs(10), || {
+        agent
+            .detections(&["--rule", "agent-programs-refused"])
+            .into_iter()
+            .next()
+    })
+    .unwrap_or_else(|| panic!("no detection for the refused program: {}", agent.log_text()));
+    assert_eq!(health["event"]["kind"], "agent_health", "{health}");
+    let detail = health["outcome_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("rasp_exec") && detail.contains("--fault-refuse-program"),
+        "{health}"
+    );
+    let status = agent.status();
+    let exec = status["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .find(|p| p["name"] == "rasp_exec")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(exec["state"], "failed", "{status}");
+    let addr = status["metrics_addr"].as_str().expect("metrics address");
+    let (code, body) = http_get(addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("rasp_exec"), "{body}");
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+}

@@ -33,9 +33,12 @@ pub use interest::{Interest, InterestMaps, OverCapacity, Usage};
 /// The eBPF object built by `cargo xtask build-ebpf` (empty if the agent was built without).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rasp-ebpf.o"));
 
+/// The program every process's identity comes from (what it runs, its argv, its parent).
+pub const EXEC_PROGRAM: &str = "rasp_exec";
+
 /// Tracing programs: (program name in the object, BTF tracepoint).
 const TRACEPOINTS: &[(&str, &str)] = &[
-    ("rasp_exec", "sched_process_exec"),
+    (EXEC_PROGRAM, "sched_process_exec"),
     ("rasp_fork", "sched_process_fork"),
     ("rasp_exit", "sched_process_exit"),
     // Not a syscall: requests submitted through io_uring, which no syscall hook sees.
@@ -220,12 +223,16 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// The cgroup2 mount, where the cgroup socket programs attach.
     pub cgroup2: std::path::PathBuf,
+    /// Fault injection: programs treated as refused by the verifier (not loaded), as an
+    /// older kernel refuses some (`--fault-refuse-program`).
+    pub refuse: Vec<String>,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let (mut ebpf, aya_btf) = open(opts.ring_bytes)?;
     let (lsm, probe) = probe_lsm(&mut ebpf, &aya_btf);
-    let verified = verify::verify_in_parallel(&mut ebpf, &aya_btf, &parallel_jobs(lsm.available));
+    let jobs = parallel_jobs(lsm.available);
+    let verified = verify::verify_in_parallel(&mut ebpf, &aya_btf, &jobs, &opts.refuse);
     let mut programs =
         attach_sched_tracepoints(&mut ebpf, &aya_btf, &|name| name.to_string(), &verified);
     if programs.iter().all(|p| p.state == ProgramState::Failed) {

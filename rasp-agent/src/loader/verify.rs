@@ -52,12 +52,58 @@ impl Verified {
             None => load(),
         }
     }
+
+    /// The programs the verifier refused, by name, each with the gist of its answer.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        let mut refused: Vec<(String, String)> = self
+            .results
+            .iter()
+            .filter_map(|(name, (result, _))| {
+                let error = result.as_ref().err()?;
+                Some((name.clone(), gist(error)))
+            })
+            .collect();
+        refused.sort();
+        refused
+    }
+}
+
+/// The line of a verifier answer that says why (the log before it is the walk): the
+/// verdict lines the kernel prints, or the last line, at most 200 characters.
+fn gist(error: &str) -> String {
+    const VERDICTS: &[&str] = &[
+        "too large",
+        "invalid func",
+        "unknown BTF type",
+        "unbounded memory access",
+        "invalid access",
+        "invalid mem access",
+        "not supported",
+    ];
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| VERDICTS.iter().any(|v| l.contains(v)))
+        .or(lines.last())
+        .copied()
+        .unwrap_or("refused");
+    line.chars().take(200).collect()
 }
 
 /// Load every program of `jobs` that is in `ebpf`, on up to as many threads as the agent
 /// may run on. Programs of other types than the agent uses are left to their attach
 /// functions (not loaded here).
-pub(crate) fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, jobs: &[Job<'_>]) -> Verified {
+/// `refuse` (fault injection) names programs recorded as refused without being loaded.
+pub(crate) fn verify_in_parallel(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    jobs: &[Job<'_>],
+    refuse: &[String],
+) -> Verified {
     let started = Instant::now();
     let mut queue: Vec<(String, &mut Program, Option<&str>)> = ebpf
         .programs_mut()
@@ -89,7 +135,11 @@ pub(crate) fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, jobs: &[Job<'_>]) -
                     break;
                 };
                 let began = Instant::now();
-                let result = load(program, hook, btf);
+                let result = if refuse.contains(&name) {
+                    Err("refused by --fault-refuse-program (not loaded)".to_string())
+                } else {
+                    load(program, hook, btf)
+                };
                 if let Ok(mut done) = done.lock() {
                     done.push(Outcome {
                         name,
@@ -186,7 +236,7 @@ pub fn run(args: &VerifyArgs) -> Result<bool, super::LoadError> {
             all_ok = false;
         }
     }
-    let verified = verify_in_parallel(&mut ebpf, &btf, &jobs);
+    let verified = verify_in_parallel(&mut ebpf, &btf, &jobs, &[]);
     for job in &jobs {
         let Some((result, took)) = verified.results.get(job.name) else {
             println!("unknown {}: not in the eBPF object", job.name);

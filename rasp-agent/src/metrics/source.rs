@@ -96,6 +96,9 @@ pub struct ProgramCounts {
     pub failed: u64,
     /// Distinct uprobe targets (libraries or executables, by dev+inode) with probes on them.
     pub uprobe_targets: u64,
+    /// The exec program is attached: without it no process is known by what it runs, and
+    /// most rules cannot match (`/readyz` says not ready).
+    pub exec_tracked: bool,
 }
 
 /// Everything the daemon reports at one scrape.
@@ -125,6 +128,10 @@ impl SourceSnapshot {
     pub fn readiness(&self) -> Readiness {
         if self.programs.attached == 0 {
             Readiness::NotReady("no eBPF program is attached")
+        } else if !self.programs.exec_tracked {
+            Readiness::NotReady(
+                "the exec program (rasp_exec) is not attached: see `rasp-agent status`",
+            )
         } else if !self.policy.loaded {
             Readiness::NotReady("no policy set is loaded")
         } else {

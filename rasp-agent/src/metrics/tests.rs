@@ -71,6 +71,7 @@ fn snapshot_with(
         loaded: 1,
         failed: 0,
         uprobe_targets: 3,
+        exec_tracked: attached > 0,
     };
     s
 }
