@@ -91,7 +91,15 @@ fn gist(error: &str) -> String {
         .or(lines.last())
         .copied()
         .unwrap_or("refused");
-    line.chars().take(200).collect()
+    let mut gist: String = line.chars().take(200).collect();
+    // A kfunc call this kernel could not link still carries its placeholder number.
+    for (placeholder, kfunc) in rasp_common::offsets::KFUNC_PLACEHOLDERS {
+        if error.contains(&format!("invalid func unknown#{placeholder}")) {
+            gist.push_str(&format!(" (the kernel has no kfunc {kfunc})"));
+            break;
+        }
+    }
+    gist
 }
 
 /// Load every program of `jobs` that is in `ebpf`, on up to as many threads as the agent
@@ -262,4 +270,29 @@ pub fn run(args: &VerifyArgs) -> Result<bool, super::LoadError> {
         }
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gist;
+
+    #[test]
+    fn the_gist_is_the_verdict_and_names_a_missing_kfunc() {
+        let log = "0: (85) call unknown#1918987008\ninvalid func unknown#1918987008\n\
+                   verification time 6402 usec\nprocessed 46 insns (limit 1000000)\n";
+        let placeholder = rasp_common::offsets::KFUNC_PLACEHOLDERS[0].0;
+        let log = log.replace("1918987008", &placeholder.to_string());
+        assert_eq!(
+            gist(&log),
+            format!("invalid func unknown#{placeholder} (the kernel has no kfunc bpf_rdonly_cast)")
+        );
+        let log =
+            "342: (71) r3 = *(u8 *)(r1 +0)\nBPF program is too large. Processed 1000001 insn\n\
+                   processed 1000001 insns (limit 1000000)\n";
+        assert_eq!(
+            gist(log),
+            "BPF program is too large. Processed 1000001 insn"
+        );
+        assert_eq!(gist("something else\n"), "something else");
+    }
 }
