@@ -377,6 +377,9 @@ pub const TLS_TRUNCATED: u32 = 1 << 1;
 pub const TLS_READ_FAILED: u32 = 1 << 2;
 /// `SSL_free`: the connection ended; no data.
 pub const TLS_CLOSED: u32 = 1 << 3;
+/// Calls before this record moved bytes `offset` does not count (`tls::TlsConn::uncounted`):
+/// the gap before it has an unknown length.
+pub const TLS_GAP_UNCOUNTED: u32 = 1 << 4;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

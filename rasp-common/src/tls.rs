@@ -2,7 +2,8 @@
 //! configures. The record itself is `record::TlsRecord`.
 //!
 //! A read's bytes exist only when the call returns, so entry probes save the call's
-//! arguments per thread (`TlsCall`, keyed by pid_tgid) and return probes capture. Each
+//! arguments per thread (`TlsCall`, in a slot of an array indexed by thread id, see
+//! `call_slot`) and return probes capture. Each
 //! `SSL *` of a process has a `TlsConn`: its stream offsets per direction (so userspace sees
 //! the gaps a capture bound leaves), its capture budget, and its socket fd once known.
 //!
@@ -39,6 +40,10 @@ pub const STAT_BYTES_SKIPPED: u32 = 4;
 pub const STAT_BYTES_CAPTURED: u32 = 5;
 /// Calls that moved no bytes (errors, WANT_READ/WANT_WRITE retries): nothing to capture.
 pub const STAT_CALLS_EMPTY: u32 = 6;
+/// Over-budget calls of the `ABI_EX` kind whose byte count was not read (reading it from
+/// the caller's memory cost more than the rest of the return probe): their bytes are in
+/// neither `STAT_BYTES_SKIPPED` nor the stream offsets (`TlsConn::uncounted`).
+pub const STAT_CALLS_UNCOUNTED: u32 = 7;
 pub const STAT_SLOTS: u32 = 8;
 
 /// Direction indices in `TlsConn` (and the `TLS_OUTBOUND` flag's meaning).
@@ -76,25 +81,44 @@ pub struct TlsConn {
     pub fd: i32,
     /// The direction of the last call plus one (0: none yet).
     pub last_dir: u32,
+    /// Bit `1 << dir`: an over-budget call in that direction moved bytes `bytes[dir]` does
+    /// not count (`STAT_CALLS_UNCOUNTED`). The next record of that direction carries
+    /// `record::TLS_GAP_UNCOUNTED` and clears it.
+    pub uncounted: u32,
+    pub _pad: u32,
 }
 
-/// A call between its entry and return probes, keyed by pid_tgid (reads and writes in
-/// separate maps: a write from a signal handler inside a read does not clobber it).
+/// A call between its entry and return probes, in its thread's slot (`call_slot`; reads
+/// and writes in separate arrays: a write from a signal handler inside a read does not
+/// clobber it). The slot stays with the thread after the call: no map insert or delete per
+/// call, and the thread's last fd-known `SSL *` spares the entry probe a connection lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlsCall {
+    /// pid_tgid of the thread that last used the slot. Another thread whose id maps to the
+    /// same slot takes it over (a counted loss if a call was in flight).
+    pub owner: u64,
     pub ssl: u64,
     pub buf: u64,
     pub num: u64,
     /// `size_t *` the count is stored through (`ABI_EX`), 0 otherwise.
     pub count_ptr: u64,
+    /// The `SSL *` whose socket fd was known when the owner's last call returned.
+    pub known_ssl: u64,
     /// `ABI_*`.
     pub abi: u32,
     /// The CPU whose `TLS_ARMED` slot this call armed, `NOT_ARMED` if none.
     pub armed_cpu: u32,
     /// The socket the thread's first socket syscall inside the call used, -1 until then.
     pub fd: i32,
-    pub _pad: u32,
+    /// 1 between entry and return, 0 otherwise.
+    pub in_call: u32,
+}
+
+/// The `TLS_READS`/`TLS_WRITES` slot of a thread: its id modulo the array's size.
+#[inline(always)]
+pub fn call_slot(pid_tgid: u64) -> u32 {
+    (pid_tgid as u32) & (MAX_TLS_CALLS - 1)
 }
 
 pub const NOT_ARMED: u32 = u32::MAX;
@@ -113,8 +137,11 @@ pub const MAX_ARMED_CPUS: u32 = 1024;
 /// `SSL *`s tracked at once (an LRU: an evicted one starts over with a new id, its offsets
 /// from 0, and userspace sees a new stream).
 pub const MAX_TLS_CONNS: u32 = 16384;
-/// Threads inside a probed call at once, per direction.
+/// Per-thread call slots, per direction (a power of two: `call_slot` masks the thread id).
+/// Two threads share a slot only if their ids are equal modulo this; threads of one
+/// process are numbered close together.
 pub const MAX_TLS_CALLS: u32 = 16384;
+const _: () = assert!(MAX_TLS_CALLS.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod pod {
@@ -126,6 +153,6 @@ mod pod {
 }
 
 const _: () = assert!(core::mem::size_of::<TlsConnKey>() == 16);
-const _: () = assert!(core::mem::size_of::<TlsConn>() == 40);
-const _: () = assert!(core::mem::size_of::<TlsCall>() == 48);
+const _: () = assert!(core::mem::size_of::<TlsConn>() == 48);
+const _: () = assert!(core::mem::size_of::<TlsCall>() == 64);
 const _: () = assert!(core::mem::size_of::<TlsArmed>() == 8);

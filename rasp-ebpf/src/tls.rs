@@ -20,13 +20,15 @@ use aya_ebpf::{
 use core::{intrinsics::atomic_xadd, intrinsics::AtomicOrdering, mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
     limits::{TLS_CALL_CAP_MAX, TLS_CHUNK, TLS_DEFAULT_CALL_CAP, TLS_DEFAULT_CONN_BUDGET},
-    record::{TlsRecord, TLS_CLOSED, TLS_OUTBOUND, TLS_READ_FAILED, TLS_TRUNCATED},
+    record::{
+        TlsRecord, TLS_CLOSED, TLS_GAP_UNCOUNTED, TLS_OUTBOUND, TLS_READ_FAILED, TLS_TRUNCATED,
+    },
     tls::{
-        TlsArmed, TlsCall, TlsConn, TlsConnKey, ABI_EX, ABI_INT, CONFIG_CALL_CAP,
+        call_slot, TlsArmed, TlsCall, TlsConn, TlsConnKey, ABI_EX, ABI_INT, CONFIG_CALL_CAP,
         CONFIG_CONN_BUDGET, CONFIG_WORDS, DIR_INBOUND, DIR_OUTBOUND, MAX_ARMED_CPUS, MAX_TLS_CALLS,
         MAX_TLS_CONNS, NOT_ARMED, STAT_BYTES_CAPTURED, STAT_BYTES_SKIPPED, STAT_CALLS_CAPTURED,
         STAT_CALLS_CUT_BY_BUDGET, STAT_CALLS_CUT_BY_CAP, STAT_CALLS_EMPTY, STAT_CALLS_OVER_BUDGET,
-        STAT_SLOTS,
+        STAT_CALLS_UNCOUNTED, STAT_SLOTS,
     },
     EventKind, LossSite,
 };
@@ -48,13 +50,14 @@ static TLS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0
 #[map]
 static TLS_CONNS: LruHashMap<TlsConnKey, TlsConn> = LruHashMap::with_max_entries(MAX_TLS_CONNS, 0);
 
-/// Reads between entry and return, by pid_tgid (an LRU: a thread that never returned, killed
-/// inside the call, is forgotten in time).
+/// Reads between entry and return, in their thread's slot (`tls::call_slot`). An array, not
+/// a hash map keyed by thread: a slot is a load the verifier inlines, where a hash insert
+/// and delete per call cost most of what the probes spent (measured in the commit).
 #[map]
-static TLS_READS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
+static TLS_READS: Array<TlsCall> = Array::with_max_entries(MAX_TLS_CALLS, 0);
 
 #[map]
-static TLS_WRITES: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
+static TLS_WRITES: Array<TlsCall> = Array::with_max_entries(MAX_TLS_CALLS, 0);
 
 /// Per CPU: the thread inside an SSL call whose socket is being learned (`tls::TlsArmed`).
 /// An array indexed by CPU rather than a per-CPU map: the return probe, possibly on another
@@ -185,10 +188,15 @@ pub fn rasp_tls_socket_io(ctx: TracePointContext) -> u32 {
     }
     let fd = tp_field::<u64>(&ctx, SYSCALL_ARG0) as i32;
     for calls in [&TLS_READS, &TLS_WRITES] {
-        if let Some(call) = calls.get_ptr_mut(&pid_tgid) {
-            // SAFETY: a valid value of our own map, written by this thread only.
+        if let Some(call) = calls.get_ptr_mut(call_slot(pid_tgid)) {
+            // SAFETY: a valid slot of our own map; the owner check keeps another thread's
+            // call out.
             unsafe {
-                if (*call).armed_cpu == cpu && (*call).fd < 0 {
+                if (*call).owner == pid_tgid
+                    && (*call).in_call != 0
+                    && (*call).armed_cpu == cpu
+                    && (*call).fd < 0
+                {
                     (*call).fd = fd;
                     break;
                 }
@@ -211,7 +219,7 @@ fn conn_key(ssl: u64) -> TlsConnKey {
 }
 
 #[inline(always)]
-fn enter(ctx: &ProbeContext, calls: &LruHashMap<u64, TlsCall>, abi: u32) {
+fn enter(ctx: &ProbeContext, calls: &Array<TlsCall>, abi: u32) {
     if is_agent() {
         return;
     }
@@ -237,9 +245,28 @@ fn enter(ctx: &ProbeContext, calls: &LruHashMap<u64, TlsCall>, abi: u32) {
         0
     };
     let pid_tgid = bpf_get_current_pid_tgid();
-    // Learn the socket while it is unknown (`rasp_common::tls`).
+    let Some(call) = calls.get_ptr_mut(call_slot(pid_tgid)) else {
+        loss(LossSite::TlsState, line!());
+        return;
+    };
+    // SAFETY (every access to `call`): a valid slot of our own map. Only its owner thread
+    // writes it, but for a thread whose id maps to the same slot, which takes it over.
+    let known_ssl = unsafe {
+        if (*call).owner != pid_tgid {
+            if (*call).in_call != 0 {
+                // Another thread's call in flight (or a thread killed inside one): lost.
+                loss(LossSite::TlsState, line!());
+            }
+            0
+        } else {
+            (*call).known_ssl
+        }
+    };
+    // Learn the socket while it is unknown (`rasp_common::tls`). The thread's last call on
+    // this `SSL *` may already say it is known.
     // SAFETY: presence and one field, read once.
-    let fd_known = unsafe { TLS_CONNS.get(&conn_key(ssl)) }.is_some_and(|c| c.fd >= 0);
+    let fd_known =
+        known_ssl == ssl || unsafe { TLS_CONNS.get(&conn_key(ssl)) }.is_some_and(|c| c.fd >= 0);
     let mut armed_cpu = NOT_ARMED;
     if !fd_known {
         // SAFETY: helper without arguments.
@@ -252,32 +279,66 @@ fn enter(ctx: &ProbeContext, calls: &LruHashMap<u64, TlsCall>, abi: u32) {
             armed_cpu = cpu;
         }
     }
-    let call = TlsCall {
-        ssl,
-        buf,
-        num,
-        count_ptr,
-        abi,
-        armed_cpu,
-        fd: -1,
-        _pad: 0,
-    };
-    if calls.insert(&pid_tgid, &call, 0).is_err() {
-        loss(LossSite::TlsState, line!());
+    unsafe {
+        *call = TlsCall {
+            owner: pid_tgid,
+            ssl,
+            buf,
+            num,
+            count_ptr,
+            known_ssl,
+            abi,
+            armed_cpu,
+            fd: -1,
+            in_call: 1,
+        };
     }
 }
 
 #[inline(always)]
-fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
+fn finish(ctx: &RetProbeContext, calls: &Array<TlsCall>, dir: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: a copy of the value, read once.
-    let Some(call) = (unsafe { calls.get(&pid_tgid) }).copied() else {
+    let Some(slot) = calls.get_ptr_mut(call_slot(pid_tgid)) else {
         return;
     };
-    let _ = calls.remove(&pid_tgid);
+    // SAFETY: a valid slot of our own map; a copy, then the slot is released.
+    let call = unsafe {
+        if (*slot).owner != pid_tgid || (*slot).in_call == 0 {
+            return; // an entry this probe did not see, or a call taken over (counted)
+        }
+        (*slot).in_call = 0;
+        *slot
+    };
     disarm(call.armed_cpu, pid_tgid as u32);
-    let fd = call.fd;
     let ret: i64 = ctx.ret::<i64>() as i32 as i64;
+    let key = conn_key(call.ssl);
+    let Some(conn) = conn_state(&key) else {
+        return;
+    };
+    let d = (dir & 1) as usize;
+    let budget = config(CONFIG_CONN_BUDGET, TLS_DEFAULT_CONN_BUDGET, u32::MAX) as u64;
+    // SAFETY (every access to `conn` below): a valid value of our own map. An `SSL *` is
+    // used by one thread at a time (OpenSSL objects are not thread-safe), so the plain
+    // read-modify-writes do not race in practice; a race costs an offset, never memory.
+    let spent = unsafe {
+        if call.fd >= 0 && (*conn).fd < 0 {
+            (*conn).fd = call.fd;
+        }
+        // The next call of this thread on this `SSL *` need not look the socket up while
+        // it is known (a reused address whose new connection is not is corrected here).
+        (*slot).known_ssl = if (*conn).fd >= 0 { call.ssl } else { 0 };
+        (*conn).last_dir == dir + 1 && (*conn).burst[d] as u64 >= budget
+    };
+    if spent && call.abi == ABI_EX && ret == 1 && call.count_ptr != 0 {
+        // Nothing of this successful call is captured: its byte count, read from the
+        // caller's memory, is not worth what the read costs (measured: more than the rest
+        // of the probe). The offsets of this direction undercount from here on, and the
+        // next record says so.
+        unsafe { (*conn).uncounted |= 1 << d };
+        stat(STAT_CALLS_OVER_BUDGET, 1);
+        stat(STAT_CALLS_UNCOUNTED, 1);
+        return;
+    }
     let len: u64 = if call.abi == ABI_INT {
         if ret <= 0 {
             0
@@ -302,23 +363,10 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
     };
     // Never more than the caller asked for, whatever the pointer said.
     let len = if len > call.num { call.num } else { len };
-    let key = conn_key(call.ssl);
-    let Some(conn) = conn_state(&key) else {
-        return;
-    };
-    // SAFETY (every access to `conn` below): a valid value of our own map. An `SSL *` is
-    // used by one thread at a time (OpenSSL objects are not thread-safe), so the plain
-    // read-modify-writes do not race in practice; a race costs an offset, never memory.
-    unsafe {
-        if fd >= 0 && (*conn).fd < 0 {
-            (*conn).fd = fd;
-        }
-    }
     if len == 0 {
         stat(STAT_CALLS_EMPTY, 1);
         return;
     }
-    let d = (dir & 1) as usize;
     let (offset, burst) = unsafe {
         if (*conn).last_dir != dir + 1 {
             (*conn).burst[d] = 0;
@@ -329,7 +377,6 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
         (offset, (*conn).burst[d] as u64)
     };
     let cap = config(CONFIG_CALL_CAP, TLS_DEFAULT_CALL_CAP, TLS_CALL_CAP_MAX) as u64;
-    let budget = config(CONFIG_CONN_BUDGET, TLS_DEFAULT_CONN_BUDGET, u32::MAX) as u64;
     let room = budget.saturating_sub(burst);
     let mut want = len;
     if want > cap {
@@ -350,7 +397,13 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
     if want == 0 {
         return;
     }
-    unsafe { (*conn).burst[d] = (burst + want) as u32 };
+    // SAFETY: as above; the first record sent says whether uncounted bytes came before.
+    let gap = unsafe {
+        (*conn).burst[d] = (burst + want) as u32;
+        let gap = (*conn).uncounted & (1 << d) != 0;
+        (*conn).uncounted &= !(1 << d);
+        gap
+    };
     let Some(o) = offsets() else {
         loss(LossSite::OffsetsUnset, line!());
         return;
@@ -373,6 +426,9 @@ fn finish(ctx: &RetProbeContext, calls: &LruHashMap<u64, TlsCall>, dir: u32) {
         };
         let base = draft.base();
         let mut flags = outbound;
+        if gap && sent == 0 {
+            flags |= TLS_GAP_UNCOUNTED;
+        }
         if last && want < len {
             flags |= TLS_TRUNCATED;
         }

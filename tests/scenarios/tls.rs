@@ -262,7 +262,8 @@ fn openssl_both_ways_and_a_key_masked_everywhere(agent: &Agent, cert: &Cert) {
 }
 
 /// The service: `/login` refuses every attempt (401), `/item?name=` builds its SQL from the
-/// parameter, `/safe?name=` binds it (psycopg 3 sends `$1` with PQsendQueryParams).
+/// parameter, `/safe?name=` binds it (psycopg 3 sends `$1` with PQsendQueryParams), `/big`
+/// answers 128 KiB in 64 writes (twice the default burst budget).
 const APP: &str = r#"
 import os, ssl, sys, urllib.parse
 os.environ["PSYCOPG_IMPL"] = "python"
@@ -285,6 +286,14 @@ class Handler(BaseHTTPRequestHandler):
         name = urllib.parse.parse_qs(url.query).get("name", [""])[0]
         if url.path == "/login":
             return self.reply(401, b"no")
+        if url.path == "/big":
+            chunk = b"z" * 2048
+            self.send_response(200)
+            self.send_header("Content-Length", str(64 * len(chunk)))
+            self.end_headers()
+            for _ in range(64):
+                self.wfile.write(chunk)
+            return
         try:
             with conn.cursor() as cur:
                 if url.path == "/item":
@@ -331,12 +340,26 @@ fn https_service_flood_and_taint(agent: &Agent, cert: &Cert, pg: &Postgres) {
     let base = format!("https://127.0.0.1:{port}");
 
     // A login flood: 25 refusals on one keep-alive connection (the default threshold is 20
-    // a minute per client).
-    let logins: Vec<String> = (0..25)
-        .map(|i| format!("{base}/login?user=admin&try={i}"))
+    // a minute per client), after a download past the burst budget: the kernel stops
+    // counting the download's bytes once nothing of it is captured, and the parser must
+    // find the first refusal's head after that gap of unknown length.
+    let uncounted_before = agent.status()["tls_capture"]["calls_uncounted"]
+        .as_u64()
+        .unwrap_or(0);
+    let logins: Vec<String> = std::iter::once(format!("{base}/big"))
+        .chain((0..25).map(|i| format!("{base}/login?user=admin&try={i}")))
         .collect();
     let codes = curl(&logins);
-    assert!(codes.iter().all(|c| c == "401"), "{codes:?}");
+    assert_eq!(codes.first().map(String::as_str), Some("200"), "{codes:?}");
+    assert!(codes[1..].iter().all(|c| c == "401"), "{codes:?}");
+    let uncounted = agent.status()["tls_capture"]["calls_uncounted"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        uncounted > uncounted_before,
+        "the download's over-budget writes were counted after all ({uncounted_before} → \
+         {uncounted}): the unknown-gap path was not exercised"
+    );
     let flood = wait_for(Duration::from_secs(10), || {
         detections_for(agent, "login-flood", pid).into_iter().next()
     })

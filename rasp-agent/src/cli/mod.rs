@@ -233,7 +233,7 @@ fn render_status(s: &Status) -> String {
         facts.row(vec![
             "tls capture".into(),
             format!(
-                "first {} B a call, {} B a burst: {} calls captured ({} B), {} cut by the call cap, {} by the burst budget, {} over budget ({} B skipped)",
+                "first {} B a call, {} B a burst: {} calls captured ({} B), {} cut by the call cap, {} by the burst budget, {} over budget ({} B skipped, {} calls uncounted)",
                 c.bounds.call_cap,
                 c.bounds.burst_budget,
                 c.calls_captured,
@@ -241,7 +241,8 @@ fn render_status(s: &Status) -> String {
                 c.calls_cut_by_cap,
                 c.calls_cut_by_budget,
                 c.calls_over_budget,
-                c.bytes_skipped
+                c.bytes_skipped,
+                c.calls_uncounted
             ),
         ]);
     }

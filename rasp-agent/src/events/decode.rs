@@ -368,6 +368,7 @@ fn tls_detail(bytes: &[u8]) -> Result<TlsDetail, DecodeError> {
         truncated: flags & record::TLS_TRUNCATED != 0,
         unreadable: flags & record::TLS_READ_FAILED != 0,
         closed: flags & record::TLS_CLOSED != 0,
+        gap_uncounted: flags & record::TLS_GAP_UNCOUNTED != 0,
         analyzed: false,
         findings: Vec::new(),
     })

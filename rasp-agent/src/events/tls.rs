@@ -169,6 +169,10 @@ pub struct TlsDetail {
     /// `SSL_free`: the connection ended (no plaintext).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
+    /// Calls before this chunk moved bytes `offset` does not count (over-budget calls whose
+    /// count the kernel did not read): the gap before it has an unknown length.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap_uncounted: bool,
     /// Set once the HTTP stage has looked at it; then `findings` are its findings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub analyzed: bool,

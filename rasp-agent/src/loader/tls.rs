@@ -12,7 +12,7 @@ use rasp_common::{
     tls::{
         CONFIG_CALL_CAP, CONFIG_CONN_BUDGET, STAT_BYTES_CAPTURED, STAT_BYTES_SKIPPED,
         STAT_CALLS_CAPTURED, STAT_CALLS_CUT_BY_BUDGET, STAT_CALLS_CUT_BY_CAP, STAT_CALLS_EMPTY,
-        STAT_CALLS_OVER_BUDGET,
+        STAT_CALLS_OVER_BUDGET, STAT_CALLS_UNCOUNTED,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,10 @@ pub struct CaptureStats {
     pub calls_over_budget: u64,
     /// Calls that moved nothing (errors, WANT_READ/WANT_WRITE).
     pub calls_empty: u64,
+    /// Over-budget calls whose byte count was not read (in `calls_over_budget` too; their
+    /// bytes are not in `bytes_skipped`).
+    #[serde(default)]
+    pub calls_uncounted: u64,
     pub bytes_captured: u64,
     /// Plaintext bytes the bounds left out.
     pub bytes_skipped: u64,
@@ -150,6 +154,7 @@ impl TlsCapture {
             calls_cut_by_budget: sum(STAT_CALLS_CUT_BY_BUDGET),
             calls_over_budget: sum(STAT_CALLS_OVER_BUDGET),
             calls_empty: sum(STAT_CALLS_EMPTY),
+            calls_uncounted: sum(STAT_CALLS_UNCOUNTED),
             bytes_captured: sum(STAT_BYTES_CAPTURED),
             bytes_skipped: sum(STAT_BYTES_SKIPPED),
         }

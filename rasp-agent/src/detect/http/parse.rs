@@ -269,13 +269,16 @@ impl HttpStream {
         }
     }
 
-    /// Tells the parser that `missing` bytes of this direction were not captured. Skipped
-    /// bodies absorb it; a gap inside a head loses the boundaries until a new head shows. A
-    /// request waiting for its body is emitted, flagged truncated.
-    pub fn gap(&mut self, dir: Direction, missing: usize, out: &mut Vec<HttpMessage>) {
-        self.stats.gap_bytes += missing as u64;
+    /// Tells the parser that `missing` bytes of this direction were not captured (`None`:
+    /// an unknown number). Skipped bodies absorb a known gap; a gap inside a head, or an
+    /// unknown one in a framed body, loses the boundaries until a new head shows. A request
+    /// waiting for its body is emitted, flagged truncated.
+    pub fn gap(&mut self, dir: Direction, missing: Option<usize>, out: &mut Vec<HttpMessage>) {
+        if let Some(missing) = missing {
+            self.stats.gap_bytes += missing as u64;
+        }
         let half = &mut self.halves[index(dir)];
-        let missing = missing as u64;
+        let missing = missing.map_or(u64::MAX, |m| m as u64);
         let lost = match &mut half.state {
             State::Done | State::Lost => false,
             State::Body { framing, pending } => {
@@ -1054,7 +1057,7 @@ HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nabc";
             b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n0123",
             &mut out,
         );
-        s.gap(Direction::Inbound, 9000, &mut out);
+        s.gap(Direction::Inbound, Some(9000), &mut out);
         s.feed(Direction::Inbound, &[b'x'; 996], &mut out);
         s.feed(
             Direction::Inbound,
@@ -1151,7 +1154,7 @@ HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nabc";
                     chunk.extend_from_slice(pieces[(r >> 8) as usize % pieces.len()]);
                 }
                 if r % 17 == 0 {
-                    s.gap(dir, (next() % 5000) as usize, &mut out);
+                    s.gap(dir, Some((next() % 5000) as usize), &mut out);
                 }
                 s.feed(dir, &chunk, &mut out);
                 for h in &s.halves {

@@ -63,6 +63,9 @@ pub struct StageStats {
     pub peers_unresolved: u64,
     /// Plaintext bytes the capture bounds (or lost records) left out, as the stage saw it.
     pub gap_bytes: u64,
+    /// Gaps of unknown length (over-budget calls the kernel did not count).
+    #[serde(default)]
+    pub gaps_uncounted: u64,
     pub requests: u64,
     pub responses: u64,
     pub taint_links: u64,
@@ -209,17 +212,29 @@ impl HttpStage {
         let slot = dir_slot(dir);
         let mut data = d.plaintext.bytes();
         let expected = connection.next[slot];
-        if d.offset > expected {
+        if dir == Direction::Outbound && (d.gap_uncounted || d.offset > expected) {
+            // A secret's halves on either side of a gap are not one secret.
+            connection.outbound_tail = LeakCarry::default();
+        }
+        if d.gap_uncounted {
+            // The offsets undercount by what the gap held: start this direction over here.
+            self.stats.gaps_uncounted += 1;
+            connection.http.gap(dir, None, &mut self.messages);
+        } else if d.offset > expected {
             let missing = (d.offset - expected) as usize;
             self.stats.gap_bytes += missing as u64;
-            connection.http.gap(dir, missing, &mut self.messages);
+            connection.http.gap(dir, Some(missing), &mut self.messages);
         } else if d.offset < expected {
             // Already seen (a connection state the kernel evicted and re-created starts
             // over at 0, with a new id; this is a repeat): keep only what is new.
             let seen = (expected - d.offset) as usize;
             data = data.get(seen..).unwrap_or(&[]);
         }
-        connection.next[slot] = connection.next[slot].max(d.offset + d.plaintext.len() as u64);
+        connection.next[slot] = if d.gap_uncounted {
+            d.offset + d.plaintext.len() as u64
+        } else {
+            connection.next[slot].max(d.offset + d.plaintext.len() as u64)
+        };
         if !data.is_empty() {
             connection.http.feed(dir, data, &mut self.messages);
         }
@@ -460,6 +475,7 @@ mod tests {
             truncated: false,
             unreadable: false,
             closed: false,
+            gap_uncounted: false,
             analyzed: false,
             findings: Vec::new(),
         }
@@ -563,6 +579,30 @@ mod tests {
             &chunk(Direction::Outbound, head.len() as u64 + 100000, next),
         );
         assert!(out.http.is_empty());
+    }
+
+    #[test]
+    fn a_gap_of_unknown_length_resyncs_at_the_next_head() {
+        let mut s = stage();
+        let ev = event(10, 1);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nzzzz";
+        s.tls(&ev, &chunk(Direction::Outbound, 0, head));
+        // The kernel stopped counting the body's bytes: the offset says no gap, the flag
+        // says there was one. Taken as body, the next head would be lost.
+        let next = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno";
+        let mut flagged = chunk(Direction::Outbound, head.len() as u64, next);
+        flagged.gap_uncounted = true;
+        let out = s.tls(&ev, &flagged);
+        assert_eq!(out.http.len(), 1, "{:?}", out.http);
+        assert_eq!(out.http[0].status, Some(401));
+        assert_eq!(s.stats().gaps_uncounted, 1);
+        // The direction goes on from the flagged chunk's end.
+        let after = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+        let out = s.tls(
+            &ev,
+            &chunk(Direction::Outbound, (head.len() + next.len()) as u64, after),
+        );
+        assert_eq!(out.http[0].status, Some(403));
     }
 
     #[test]
