@@ -511,6 +511,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Kinds the kernel sends without waking the reader (`quiet_flags` in the eBPF
+    /// programs): the high-volume process, query and plaintext records, which may wait for
+    /// the reader's deadline (`reader::DEADLINE`).
+    pub fn is_bulk(self) -> bool {
+        matches!(
+            self,
+            Kind::Exec | Kind::Fork | Kind::Exit | Kind::SqlQuery | Kind::Tls
+        )
+    }
+
     pub const ALL: [Kind; 18] = [
         Kind::Exec,
         Kind::Fork,

@@ -34,6 +34,13 @@ pub const MAX_BATCH: usize = 256;
 /// 1M events/s a millisecond of ~1.4 KiB file records is ~1.4 MiB, well inside the ring.
 pub const COALESCE: Duration = Duration::from_millis(1);
 
+/// The pause after a storm pass that held only bulk records (`Kind::is_bulk`: exec, fork,
+/// exit, query, plaintext), which the kernel sent without a wakeup and so may wait for the
+/// deadline anyway. Under an exec storm (~1000 execs/s) passes 1 ms apart were one thread
+/// switch per exec, a third of the agent's CPU; 5 ms apart they carry five times the
+/// events each. A pass with any record that asked for a wakeup keeps `COALESCE`.
+pub const BULK_COALESCE: Duration = Duration::from_millis(5);
+
 /// Longest the reader sleeps with records pending: exec, fork and exit records are sent
 /// without a wakeup (a wakeup is an interrupt per record), so this bounds their latency
 /// when no file, library or connect record comes along to wake the reader. An idle agent
@@ -108,9 +115,11 @@ pub fn drain(
         }
         // Data that came while we were busy or within COALESCE of waiting: a storm.
         let storm = waiting_since.elapsed() < COALESCE;
+        let mut urgent = false;
         while let Some(item) = ring.next() {
             match decode(&item, clock) {
                 Ok(ev) => {
+                    urgent |= !ev.kind().is_bulk();
                     bytes.add(ev.kind(), item.len());
                     if ev.ts_boot_ns >= started_ns {
                         latency.record_since(ev.ts_boot_ns, BootClock::boot_now_ns());
@@ -130,7 +139,7 @@ pub fn drain(
             batch.clear();
         }
         if storm {
-            std::thread::sleep(COALESCE);
+            std::thread::sleep(if urgent { COALESCE } else { BULK_COALESCE });
         }
     }
 }

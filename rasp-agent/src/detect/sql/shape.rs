@@ -285,14 +285,20 @@ fn emit_token(out: &mut String, tokens: &[Token<'_>], i: usize) {
         push_sep(out);
     }
     match tok.kind {
+        // Copied, then case-folded in place (ASCII letters only, as before: the bytes of
+        // a multi-byte character are never ASCII).
         TokenKind::Keyword => {
-            for c in tok.text.chars() {
-                out.push(c.to_ascii_uppercase());
+            let at = out.len();
+            out.push_str(tok.text);
+            if let Some(copied) = out.get_mut(at..) {
+                copied.make_ascii_uppercase();
             }
         }
         TokenKind::Ident => {
-            for c in tok.text.chars() {
-                out.push(c.to_ascii_lowercase());
+            let at = out.len();
+            out.push_str(tok.text);
+            if let Some(copied) = out.get_mut(at..) {
+                copied.make_ascii_lowercase();
             }
         }
         TokenKind::String(StringKind::Dollar) => out.push_str("$?"),
