@@ -252,6 +252,8 @@ pub const HOOK_BPF: u32 = 10;
 pub const HOOK_IO_URING: u32 = 11;
 pub const HOOK_IO_URING_OPS_LO: u32 = 12;
 pub const HOOK_IO_URING_OPS_HI: u32 = 13;
+/// Packet and raw sockets: `HOOK_ENABLED` and `SOCKET_CLASS_*` bits.
+pub const HOOK_SOCKET: u32 = 14;
 pub const HOOK_WORDS: u32 = 16;
 /// In a family word: every event of the family, no path filter.
 pub const HOOK_ALL: u32 = 1 << 1;
@@ -264,6 +266,11 @@ pub const PTRACE_CLASS_SEIZE: u32 = 1 << 2;
 pub const PTRACE_CLASS_POKE: u32 = 1 << 3;
 pub const PTRACE_CLASS_VM_READ: u32 = 1 << 4;
 pub const PTRACE_CLASS_VM_WRITE: u32 = 1 << 5;
+
+/// `AF_PACKET`, or `SOCK_PACKET`: link-layer frames.
+pub const SOCKET_CLASS_PACKET: u32 = 1 << 1;
+/// `SOCK_RAW` on `AF_INET`/`AF_INET6`: IP packets with their headers.
+pub const SOCKET_CLASS_RAW: u32 = 1 << 2;
 
 // ---- Path names passed to syscalls: hashed components ------------------------------------
 // A name a syscall is given (`/var/log/auth.log`, `.bash_history`) is a user string, not

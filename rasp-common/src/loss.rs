@@ -68,6 +68,8 @@ pub enum LossSite {
     TlsCount = 50,
     /// A call's arguments or a connection's state could not be stored: the call is lost.
     TlsState = 51,
+    /// Packet and raw sockets (`rasp_socket`).
+    SocketReserve = 52,
 }
 
 /// Slots in `LOSSES`/`LOSS_LINES` (site values are below it).
@@ -83,7 +85,7 @@ pub enum LossEffect {
 }
 
 impl LossSite {
-    pub const ALL: [LossSite; 46] = [
+    pub const ALL: [LossSite; 47] = [
         LossSite::OffsetsUnset,
         LossSite::ScratchBusy,
         LossSite::ExecSend,
@@ -130,6 +132,7 @@ impl LossSite {
         LossSite::TlsRead,
         LossSite::TlsCount,
         LossSite::TlsState,
+        LossSite::SocketReserve,
     ];
 
     /// The event kind it loses, `None` for sites shared by every program.
@@ -153,6 +156,7 @@ impl LossSite {
             ModuleSend | ModuleRead => EventKind::KernelModule,
             BpfReserve | BpfRead => EventKind::BpfLoad,
             IoUringReserve => EventKind::IoUring,
+            SocketReserve => EventKind::Socket,
             TlsSend | TlsRead | TlsCount | TlsState => EventKind::Tls,
         })
     }
@@ -176,6 +180,7 @@ impl LossSite {
             Some(EventKind::KernelModule) => "rasp_kernel_module",
             Some(EventKind::BpfLoad) => "rasp_bpf",
             Some(EventKind::IoUring) => "rasp_io_uring",
+            Some(EventKind::Socket) => "rasp_socket",
             Some(EventKind::Tls) => "rasp_ssl_*",
         }
     }
@@ -200,7 +205,7 @@ impl LossSite {
             ExecSend | FileSend | LibSend | SqlSend | FileChangeSend | NamespaceSend
             | MountSend | UnixSend | ModuleSend | TlsSend => "ring buffer full (output failed)",
             ForkReserve | ExitReserve | ConnectReserve | PtraceReserve | BpfReserve
-            | IoUringReserve => "ring buffer full (reserve failed)",
+            | IoUringReserve | SocketReserve => "ring buffer full (reserve failed)",
             ExecArgvRead => "argv read failed",
             ExecFilenameRead => "exec filename read failed",
             ExecExeWalk => "exe path walk failed",
@@ -278,10 +283,11 @@ impl LossSite {
             TlsRead => "tls_read",
             TlsCount => "tls_count",
             TlsState => "tls_state",
+            SocketReserve => "socket_reserve",
         }
     }
 }
 
 const _: () = assert!((LossSite::ExecShed as u32) < LOSS_SLOTS);
 const _: () = assert!((LossSite::ExecNsRead as u32) < LOSS_SLOTS);
-const _: () = assert!((LossSite::TlsState as u32) < LOSS_SLOTS);
+const _: () = assert!((LossSite::SocketReserve as u32) < LOSS_SLOTS);

@@ -33,12 +33,14 @@ pub enum EventKind {
     KernelModule = 21,
     BpfLoad = 22,
     IoUring = 23,
+    // Packet and raw IP sockets (socket(2)): what sniffers and packet crafters open.
+    Socket = 24,
     // OpenSSL plaintext (uprobes on SSL_read/SSL_write and their _ex forms).
     Tls = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -54,6 +56,7 @@ impl EventKind {
         EventKind::KernelModule,
         EventKind::BpfLoad,
         EventKind::IoUring,
+        EventKind::Socket,
         EventKind::Tls,
     ];
 
@@ -74,6 +77,7 @@ impl EventKind {
             21 => Some(EventKind::KernelModule),
             22 => Some(EventKind::BpfLoad),
             23 => Some(EventKind::IoUring),
+            24 => Some(EventKind::Socket),
             8 => Some(EventKind::Tls),
             _ => None,
         }
@@ -96,6 +100,7 @@ impl EventKind {
             EventKind::KernelModule => "kernel_module",
             EventKind::BpfLoad => "bpf_load",
             EventKind::IoUring => "io_uring",
+            EventKind::Socket => "socket",
             EventKind::Tls => "tls",
         }
     }
@@ -591,6 +596,28 @@ pub struct BpfLoadRecord {
 
 /// The attribute block could not be read (only the process is known).
 pub const BPF_LOAD_ATTR_FAILED: u32 = 1 << 0;
+
+/// socket(2) that returned a packet socket (`AF_PACKET`, or `SOCK_PACKET` of any family)
+/// or a raw IP socket (`SOCK_RAW` on `AF_INET`/`AF_INET6`): sniffers (tcpdump, tshark,
+/// libpcap, scapy) and packet crafters open these; ordinary network code never does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketRecord {
+    pub header: RecordHeader,
+    pub family: u32,
+    /// The type without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u32,
+    /// As passed: for `AF_PACKET` an Ethernet protocol in network byte order.
+    pub protocol: u32,
+    /// The new socket's descriptor.
+    pub fd: i32,
+}
+
+pub const AF_PACKET: u32 = 17;
+pub const SOCK_RAW: u32 = 3;
+pub const SOCK_PACKET: u32 = 10;
+/// The type bits of socket(2)'s second argument (the rest are flags).
+pub const SOCK_TYPE_MASK: u32 = 0xf;
 pub const BPF_PROG_LOAD: u32 = 5;
 
 /// A request submitted to an io_uring (`io_uring_submit_req`): file and network
@@ -628,6 +655,7 @@ mod pod {
     unsafe impl aya::Pod for super::UnixConnectRecord {}
     unsafe impl aya::Pod for super::KernelModuleRecord {}
     unsafe impl aya::Pod for super::BpfLoadRecord {}
+    unsafe impl aya::Pod for super::SocketRecord {}
     unsafe impl aya::Pod for super::IoUringRecord {}
     unsafe impl aya::Pod for super::TlsRecord {}
 }
@@ -662,5 +690,6 @@ const _: () = assert!(core::mem::size_of::<MountRecord>() == 128);
 const _: () = assert!(core::mem::size_of::<UnixConnectRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<KernelModuleRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<BpfLoadRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<IoUringRecord>() == 112);
 const _: () = assert!(core::mem::size_of::<TlsRecord>() == 144);

@@ -1,14 +1,16 @@
 //! Reaching into other processes and into the kernel: ptrace attach/seize/poke and
 //! process_vm_readv/writev (credential theft from memory, code injection), kernel module
-//! loads and unloads, and BPF program loads by processes other than the agent. At syscall
-//! exit, successful calls only; each family has its switch in `HOOK_FILTER`.
+//! loads and unloads, BPF program loads by processes other than the agent, and packet and
+//! raw IP sockets (sniffing). At syscall exit, successful calls only; each family has its
+//! switch in `HOOK_FILTER`.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use core::{mem::size_of, ptr::addr_of_mut};
 use rasp_common::{
     interest::{
-        HOOK_BPF, HOOK_ENABLED, HOOK_MODULE, HOOK_PTRACE, PTRACE_CLASS_ATTACH, PTRACE_CLASS_POKE,
-        PTRACE_CLASS_SEIZE, PTRACE_CLASS_VM_READ, PTRACE_CLASS_VM_WRITE,
+        HOOK_BPF, HOOK_ENABLED, HOOK_MODULE, HOOK_PTRACE, HOOK_SOCKET, PTRACE_CLASS_ATTACH,
+        PTRACE_CLASS_POKE, PTRACE_CLASS_SEIZE, PTRACE_CLASS_VM_READ, PTRACE_CLASS_VM_WRITE,
+        SOCKET_CLASS_PACKET, SOCKET_CLASS_RAW,
     },
     limits::{MODULE_NAME_CAP, PATH_CAP, SYSCALL_SLOTS},
     record::*,
@@ -236,6 +238,50 @@ pub fn rasp_bpf(ctx: TracePointContext) -> u32 {
         expected_attach_type: word(68),
         flags,
         prog_name,
+    });
+    entry.submit(wake_flags());
+    0
+}
+
+/// Attached to `syscalls/sys_exit_socket`: a packet or raw IP socket was created. Every
+/// socket(2) on the node runs this; the common case is one array load (the family's switch)
+/// and, when some rule watches, three argument loads and a compare.
+#[tracepoint]
+pub fn rasp_socket(ctx: TracePointContext) -> u32 {
+    let ret: i64 = tp_field(&ctx, TP_EXIT_RET);
+    if ret < 0 {
+        return 0;
+    }
+    let watched = hook_word(HOOK_SOCKET);
+    if watched & HOOK_ENABLED == 0 {
+        return 0;
+    }
+    let Some(o) = offsets() else {
+        loss(LossSite::OffsetsUnset, line!());
+        return 0;
+    };
+    let family = syscall_arg(o, 0) as u32;
+    let sock_type = syscall_arg(o, 1) as u32 & SOCK_TYPE_MASK;
+    let class = if family == AF_PACKET || sock_type == SOCK_PACKET {
+        SOCKET_CLASS_PACKET
+    } else if sock_type == SOCK_RAW && (family == AF_INET as u32 || family == AF_INET6 as u32) {
+        SOCKET_CLASS_RAW
+    } else {
+        0
+    };
+    if watched & class == 0 || is_agent() {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SocketRecord>(0) else {
+        loss(LossSite::SocketReserve, line!());
+        return 0;
+    };
+    entry.write(SocketRecord {
+        header: current_header(EventKind::Socket, o, size_of::<SocketRecord>()),
+        family,
+        sock_type,
+        protocol: syscall_arg(o, 2) as u32,
+        fd: ret as i32,
     });
     entry.submit(wake_flags());
     0

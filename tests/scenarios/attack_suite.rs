@@ -120,6 +120,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/systemctl", "systemd"),
     ("/usr/bin/script", "bsdutils"),
     ("/usr/sbin/useradd", "passwd"),
+    ("/usr/bin/tcpdump", "tcpdump"),
+    ("/usr/bin/ping", "iputils-ping"),
 ];
 
 /// The attack cases. Variables from the prelude: T (/tmp), V (/var/tmp), S (/dev/shm)
@@ -592,6 +594,30 @@ fn attacks() -> Vec<Case> {
             "sleep 5 & gdb -p $! -batch -ex 'info proc' > /dev/null 2>&1; kill $!",
         ),
         attack(
+            "tcpdump-capture",
+            "T1040",
+            "timeout 2 tcpdump -c 1 -nni lo -w /dev/null > /dev/null 2>&1 & \
+             sleep 0.5; curl -s -o /dev/null $H/ || true; wait",
+        ),
+        attack(
+            "python-packet-socket",
+            "T1040",
+            "python3 -c 'import socket\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\n\
+             s.settimeout(0.5)\n\
+             try: s.recv(65535)\n\
+             except OSError: pass'",
+        ),
+        attack(
+            "python-raw-tcp-socket",
+            "T1040",
+            "python3 -c 'import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)\n\
+             s.settimeout(0.5)\n\
+             try: s.recv(65535)\n\
+             except OSError: pass'",
+        ),
+        attack(
             "strace-sniff",
             "T1056",
             "sleep 5 & timeout 1 strace -p $! -e trace=read -o /dev/null; kill $!",
@@ -870,6 +896,11 @@ docker build -q -t $N:1 $W/img > /dev/null && docker image rm $N:1 > /dev/null"#
             "nc-port-check",
             "one port checked",
             "nc -z -w 1 127.0.0.1 $HP",
+        ),
+        benign(
+            "ping-localhost",
+            "reachability check with ping",
+            "ping -c 1 -W 1 127.0.0.1 > /dev/null",
         ),
         benign(
             "strace-own-program",

@@ -70,6 +70,9 @@ const APT_PACKAGES: &[&str] = &[
     "lua5.4",
     "gawk",
     "logrotate",
+    // The sniffing scenarios (a real packet capture) and the benign ping beside them.
+    "tcpdump",
+    "iputils-ping",
 ];
 
 /// The PostgreSQL drivers the SQL scenarios run, pinned to what resolved from PyPI here:

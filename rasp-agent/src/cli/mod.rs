@@ -588,6 +588,10 @@ fn event_row(e: &Event) -> Vec<String> {
             d.operation,
             if d.sq_thread { " (sqpoll)" } else { "" }
         ),
+        EventDetail::Socket(d) => format!(
+            "socket {} {} protocol {} (fd {})",
+            d.family, d.sock_type, d.protocol, d.fd
+        ),
         EventDetail::Tls(d) => tls_text(d),
         EventDetail::Http(d) => http_text(d),
     };

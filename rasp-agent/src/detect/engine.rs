@@ -336,6 +336,7 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
         }
         EventDetail::BpfLoad(d) => s.prog_type = Some(d.prog_type.as_str()),
         EventDetail::IoUring(d) => s.operation = Some(d.operation.as_str()),
+        EventDetail::Socket(d) => s.operation = Some(d.operation.name()),
         EventDetail::Tls(d) => s.dest = d.endpoints.peer,
         EventDetail::Http(d) => {
             s.path = d.path.as_deref();

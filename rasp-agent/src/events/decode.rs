@@ -16,14 +16,14 @@ use rasp_common::{
     },
     record::{
         self, BpfLoadRecord, FileChangeRecord, IoUringRecord, KernelModuleRecord, MountRecord,
-        NamespaceRecord, PtraceRecord, UnixConnectRecord, RECORD_VERSION,
+        NamespaceRecord, PtraceRecord, SocketRecord, UnixConnectRecord, RECORD_VERSION,
     },
     ConnectRecord, EventKind, ExecRecord, ExitRecord, FileOpenRecord, ForkRecord,
     LibraryLoadRecord, RecordHeader,
 };
 
 use super::{
-    hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, Volatile},
+    hooks::{self, ChangeOp, ModuleOp, MountOp, NsOp, PtraceOp, SocketDetail, SocketOp, Volatile},
     Access, Argv, BpfLoadDetail, Comm, ConnectDetail, Event, EventDetail, ExecDetail, ExitDetail,
     Family, FdKind, FileChangeDetail, FileOpenDetail, ForkDetail, IoUringDetail, KernelAction,
     KernelModuleDetail, KernelVerdict, LibraryLoadDetail, MountDetail, NamespaceDetail, Plaintext,
@@ -302,6 +302,26 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
                 prog_name: c_string(&r.prog_name),
                 insn_cnt: r.insn_cnt,
                 incomplete: incomplete(&[(r.flags & record::BPF_LOAD_ATTR_FAILED != 0, "attr")]),
+            })
+        }
+        EventKind::Socket => {
+            let r: SocketRecord = read_record(bytes, "socket record")?;
+            let packet = r.family == record::AF_PACKET || r.sock_type == record::SOCK_PACKET;
+            EventDetail::Socket(SocketDetail {
+                operation: if packet {
+                    SocketOp::Packet
+                } else {
+                    SocketOp::Raw
+                },
+                family: hooks::socket_family_name(r.family),
+                sock_type: hooks::socket_type_name(r.sock_type),
+                // An Ethernet protocol goes in network byte order (htons(ETH_P_ALL)).
+                protocol: if r.family == record::AF_PACKET {
+                    u32::from(u16::from_be(r.protocol as u16))
+                } else {
+                    r.protocol
+                },
+                fd: r.fd,
             })
         }
         EventKind::IoUring => {

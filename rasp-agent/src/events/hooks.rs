@@ -400,6 +400,44 @@ impl Named for ModuleOp {
 }
 named_serde!(ModuleOp, "module operation");
 
+/// What kind of socket a `socket` event reports (its `operation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketOp {
+    /// `AF_PACKET` (or the legacy `SOCK_PACKET`): link-layer frames, every packet on an
+    /// interface (tcpdump, tshark, libpcap, scapy's sniff).
+    Packet,
+    /// `SOCK_RAW` on `AF_INET`/`AF_INET6`: IP packets with their headers (ping, traceroute,
+    /// packet crafters, raw-socket sniffers).
+    Raw,
+}
+
+impl Named for SocketOp {
+    const NAMES: &'static [(&'static str, SocketOp)] =
+        &[("packet", SocketOp::Packet), ("raw", SocketOp::Raw)];
+}
+named_serde!(SocketOp, "socket kind");
+
+/// Address families a `socket` event names (`AF_*`), by number.
+pub fn socket_family_name(family: u32) -> String {
+    match family {
+        2 => "inet".into(),
+        10 => "inet6".into(),
+        17 => "packet".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Socket types a `socket` event names (`SOCK_*`), by number.
+pub fn socket_type_name(sock_type: u32) -> String {
+    match sock_type {
+        1 => "stream".into(),
+        2 => "dgram".into(),
+        3 => "raw".into(),
+        10 => "packet".into(),
+        other => other.to_string(),
+    }
+}
+
 /// `IORING_OP_*` names, by opcode.
 pub const IO_URING_OPS: &[&str] = &[
     "nop",
@@ -622,6 +660,19 @@ pub struct BpfLoadDetail {
     pub insn_cnt: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SocketDetail {
+    pub operation: SocketOp,
+    /// `inet`, `inet6`, `packet`, or the number.
+    pub family: String,
+    /// `raw`, `dgram`, `packet` ..., or the number.
+    pub sock_type: String,
+    /// IP protocol (`1` ICMP, `6` TCP ...); for `packet`, the Ethernet protocol in host
+    /// order (`3` = ETH_P_ALL: every frame).
+    pub protocol: u32,
+    pub fd: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use decode::{decode, BootClock, DecodeError};
 pub use hooks::{
     BpfLoadDetail, FdKind, FileChangeDetail, IoUringDetail, KernelModuleDetail, MountDetail,
-    NamespaceDetail, PtraceDetail, StdioFd, UnixConnectDetail,
+    NamespaceDetail, PtraceDetail, SocketDetail, StdioFd, UnixConnectDetail,
 };
 pub use hub::EventHub;
 pub use tls::{Direction, Endpoints, Finding, HttpDetail, HttpMessageKind, Plaintext, TlsDetail};
@@ -138,6 +138,8 @@ pub enum EventDetail {
     KernelModule(KernelModuleDetail),
     BpfLoad(BpfLoadDetail),
     IoUring(IoUringDetail),
+    /// A packet or raw IP socket was created.
+    Socket(SocketDetail),
     /// Plaintext an application read from or wrote to OpenSSL.
     Tls(TlsDetail),
     /// Not from the kernel: what the HTTP stage found on a TLS connection.
@@ -508,6 +510,8 @@ pub enum Kind {
     Http,
     // What the agent reports about itself (lost events, a failing journal).
     AgentHealth,
+    // A packet (AF_PACKET) or raw IP socket created: sniffing, packet crafting.
+    Socket,
 }
 
 impl Kind {
@@ -521,7 +525,7 @@ impl Kind {
         )
     }
 
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Exec,
         Kind::Fork,
         Kind::Exit,
@@ -540,6 +544,7 @@ impl Kind {
         Kind::Tls,
         Kind::Http,
         Kind::AgentHealth,
+        Kind::Socket,
     ];
 
     pub fn name(self) -> &'static str {
@@ -561,6 +566,7 @@ impl Kind {
             Kind::Mount => MountOp::names(),
             Kind::KernelModule => ModuleOp::names(),
             Kind::IoUring => hooks::IO_URING_OPS.to_vec(),
+            Kind::Socket => hooks::SocketOp::names(),
             _ => return None,
         })
     }
@@ -586,6 +592,7 @@ impl Kind {
             Kind::Tls => 15,
             Kind::Http => 16,
             Kind::AgentHealth => 17,
+            Kind::Socket => 18,
         }
     }
 
@@ -608,6 +615,7 @@ impl Kind {
             Kind::KernelModule => K::KernelModule,
             Kind::BpfLoad => K::BpfLoad,
             Kind::IoUring => K::IoUring,
+            Kind::Socket => K::Socket,
             Kind::Tls => K::Tls,
             Kind::Http | Kind::AgentHealth => return None,
         })
@@ -632,6 +640,7 @@ impl Kind {
             K::KernelModule => Kind::KernelModule,
             K::BpfLoad => Kind::BpfLoad,
             K::IoUring => Kind::IoUring,
+            K::Socket => Kind::Socket,
             K::Tls => Kind::Tls,
         }
     }
@@ -681,6 +690,7 @@ impl Event {
             EventDetail::KernelModule(_) => Kind::KernelModule,
             EventDetail::BpfLoad(_) => Kind::BpfLoad,
             EventDetail::IoUring(_) => Kind::IoUring,
+            EventDetail::Socket(_) => Kind::Socket,
             EventDetail::Tls(_) => Kind::Tls,
             EventDetail::Http(_) => Kind::Http,
             EventDetail::AgentHealth(_) => Kind::AgentHealth,

@@ -77,6 +77,7 @@ impl HookInterest {
         w[bits::HOOK_MOUNT as usize] = u32::MAX;
         w[bits::HOOK_MODULE as usize] = u32::MAX;
         w[bits::HOOK_BPF as usize] = bits::HOOK_ENABLED;
+        w[bits::HOOK_SOCKET as usize] = u32::MAX;
         w[bits::HOOK_IO_URING as usize] = bits::HOOK_ENABLED;
         w[bits::HOOK_IO_URING_OPS_LO as usize] = u32::MAX;
         w[bits::HOOK_IO_URING_OPS_HI as usize] = u32::MAX;

@@ -114,6 +114,8 @@ const SYSCALL_TRACEPOINTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("rasp_bpf", &["sys_exit_bpf"]),
+    // Packet and raw IP sockets (sniffers, packet crafters).
+    ("rasp_socket", &["sys_exit_socket"]),
 ];
 
 const LSM_PROBE: (&str, &str) = ("rasp_lsm_probe", "bprm_check_security");

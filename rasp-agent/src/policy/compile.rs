@@ -14,7 +14,7 @@ use super::{
     vocab::EventType,
     Policy, PolicyError, Rule,
 };
-use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp};
+use crate::events::hooks::{self, ChangeOp, ModuleOp, MountOp, Named, NsOp, PtraceOp, SocketOp};
 use crate::loader::interest::HookInterest;
 use crate::loader::{Interest, OverCapacity, Usage};
 
@@ -57,6 +57,7 @@ fn rule_interest(rule: &Rule, out: &mut Interest) {
         EventType::KernelModule => op_interest::<ModuleOp>(rule, &mut out.hooks, bits::HOOK_MODULE),
         EventType::BpfLoad => out.hooks.words[bits::HOOK_BPF as usize] |= bits::HOOK_ENABLED,
         EventType::IoUring => io_uring_interest(rule, &mut out.hooks),
+        EventType::Socket => socket_interest(rule, &mut out.hooks),
         // Not in `vocab::EVENT_TYPES`: no rule looks at them.
         EventType::Fork | EventType::Exit | EventType::AgentHealth => {}
     }
@@ -398,6 +399,17 @@ impl KernelOp for ModuleOp {
     }
 }
 
+/// Packet and raw sockets: the classes the rule names (both without `operation`).
+fn socket_interest(rule: &Rule, h: &mut HookInterest) {
+    for op in operations::<SocketOp>(rule) {
+        *word(h, bits::HOOK_SOCKET) |= bits::HOOK_ENABLED
+            | match op {
+                SocketOp::Packet => bits::SOCKET_CLASS_PACKET,
+                SocketOp::Raw => bits::SOCKET_CLASS_RAW,
+            };
+    }
+}
+
 fn io_uring_interest(rule: &Rule, h: &mut HookInterest) {
     *word(h, bits::HOOK_IO_URING) |= bits::HOOK_ENABLED;
     let opcodes: Vec<u32> = match rule.conditions.values(Field::Operation) {
@@ -645,9 +657,15 @@ mod tests {
             bits::HOOK_MODULE,
             bits::HOOK_BPF,
             bits::HOOK_IO_URING,
+            bits::HOOK_SOCKET,
         ] {
             assert_ne!(w(family) & bits::HOOK_ENABLED, 0, "family word {family}");
         }
+        // Both socket classes, and nothing else (a stream or datagram socket never leaves).
+        assert_eq!(
+            w(bits::HOOK_SOCKET),
+            bits::HOOK_ENABLED | bits::SOCKET_CLASS_PACKET | bits::SOCKET_CLASS_RAW
+        );
         // Unlinks, renames and truncations are sent only for watched names.
         for op in [
             r::CHANGE_OP_UNLINK,

@@ -70,6 +70,10 @@ pub const DEFAULT_FILES: &[(&str, &str)] = &[
         include_str!("../../../policies/io-uring.yaml"),
     ),
     (
+        "policies/network-sniffing.yaml",
+        include_str!("../../../policies/network-sniffing.yaml"),
+    ),
+    (
         "policies/exfiltration.yaml",
         include_str!("../../../policies/exfiltration.yaml"),
     ),
@@ -2324,6 +2328,25 @@ mod tests {
         ring.operation = Some("connect");
         ring.exe = "/usr/bin/fio";
         none(ring);
+    }
+
+    #[test]
+    fn sniffers_by_their_sockets() {
+        let mut packet = base(EventType::Socket, "/usr/bin/tcpdump", &["/usr/bin/bash"]);
+        packet.operation = Some("packet");
+        only(packet.clone_ev(), "packet-socket-opened");
+        packet.exe = "/usr/bin/python3.11";
+        only(packet.clone_ev(), "packet-socket-opened");
+        packet.exe = "/usr/sbin/dhclient";
+        none(packet);
+
+        let mut raw = base(EventType::Socket, "/usr/bin/python3.11", &["/usr/bin/bash"]);
+        raw.operation = Some("raw");
+        only(raw.clone_ev(), "raw-ip-socket-opened");
+        raw.exe = "/usr/bin/ping";
+        none(raw.clone_ev());
+        raw.exe = "/usr/bin/traceroute.db";
+        none(raw);
     }
 
     #[test]

@@ -416,7 +416,8 @@ fn rule_entries(
         | EventType::UnixConnect
         | EventType::KernelModule
         | EventType::BpfLoad
-        | EventType::IoUring => return Err(no(OBSERVED_ONLY)),
+        | EventType::IoUring
+        | EventType::Socket => return Err(no(OBSERVED_ONLY)),
         EventType::Tls | EventType::Http => {
             return Err(no(
                 "plaintext is judged in userspace after the call returned",

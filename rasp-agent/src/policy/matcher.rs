@@ -362,6 +362,7 @@ impl Field {
                 E::Mount,
                 E::KernelModule,
                 E::IoUring,
+                E::Socket,
             ]),
             Field::ModeBits | Field::Xattr => Some(&[E::FileChange]),
             Field::TargetExe | Field::TargetDescendant | Field::TargetSameUid => Some(&[E::Ptrace]),

@@ -1424,7 +1424,7 @@ mod tests {
             "rule is missing `event`: add `event:` with one of exec, file_open",
         );
         has(&e, "5:5", "sql_query");
-        has(&e, "5:5", "io_uring, tls, http");
+        has(&e, "5:5", "io_uring, socket, tls, http");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub enum QuarantineMode {
 pub use crate::events::Kind as EventType;
 
 /// The event types policies can name (`event:`), in the order errors list them.
-pub const EVENT_TYPES: [EventType; 15] = [
+pub const EVENT_TYPES: [EventType; 16] = [
     EventType::Exec,
     EventType::FileOpen,
     EventType::Connect,
@@ -101,6 +101,7 @@ pub const EVENT_TYPES: [EventType; 15] = [
     EventType::KernelModule,
     EventType::BpfLoad,
     EventType::IoUring,
+    EventType::Socket,
     EventType::Tls,
     EventType::Http,
 ];

@@ -82,6 +82,11 @@ pub fn floor_bpf(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint]
+pub fn floor_socket(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[btf_tracepoint(function = "io_uring_submit_req")]
 pub fn floor_io_uring(_ctx: BtfTracePointContext) -> i32 {
     0
