@@ -100,7 +100,7 @@ pub fn render(r: &Results) -> String {
     for c in Config::ALL {
         let what = match c {
             Config::None => "the baseline",
-            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit and io_uring_submit_req BTF tracepoints; sys_exit_open*/sys_enter_mmap/sys_enter_connect; issue 19's sys_exit_* of the chmod/xattr/unlink/rename/truncate/utimes/link, ptrace/process_vm, setns/unshare, mount, module and bpf families) with empty programs",
+            Config::Floor => "the agent's very hooks (sched_process_exec/fork/exit and io_uring_submit_req BTF tracepoints; sys_exit_open*/sys_enter_mmap/sys_enter_connect; issue 19's sys_exit_* of the chmod/xattr/unlink/rename/truncate/utimes/link, ptrace/process_vm, setns/unshare, mount, module, bpf and socket families) with empty programs",
             Config::Bpftrace => "the agent's exec/fork/exit, open, mmap and connect probes (not issue 19's file-change, namespace, ptrace, mount, module, bpf and io_uring hooks), every event printed (no in-kernel filter)",
             Config::BpftraceFiltered => "the same probes, sending only what the default policies could match (exec/fork/exit all; watched credential reads; writes under /etc and the system trees; tmp/shm library maps; metadata-address connects), decided in the kernel",
             Config::LibbpfTools => "the minimal CO-RE tracers (every exec and every open printed, ring/perf buffer, no policy)",
