@@ -140,7 +140,7 @@ impl Batches {
             .policies
             .iter()
             .flat_map(|p| &p.rules)
-            .any(|r| r.conditions.uses_stdin_peer());
+            .any(|r| r.conditions.uses_stdin_peer() || r.conditions.uses_substitution());
         // Queries the SQL analyzer took: it publishes each with its findings.
         let mut judged_off_thread: Vec<usize> = Vec::new();
         for (i, ev) in self.shared.iter_mut().enumerate() {
@@ -227,9 +227,21 @@ fn enrich(
                 d.built_by = built.builder(exe, now).cloned();
                 built.record(exe, &d.argv, d.cwd.as_deref(), now);
             }
+            d.substituted_from = pipes.substituted_for(event.ppid, now).cloned();
             let stdio = d.stdio?;
             if stdio[1].kind == FdKind::Pipe && stdio[1].ino != 0 {
                 let reader = pipes.set_writer(stdio[1].ino, Writer { pid, start_ns });
+                if reader.is_none() && peer_rules {
+                    // No reader yet: the parent itself may be reading (a substitution).
+                    // (Readers that came first are waiting when `peer_rules`.)
+                    let writer = Peer {
+                        pid,
+                        exe: d.exe.clone(),
+                        argv: d.argv.clone(),
+                    };
+                    let grandparent = table.get(event.ppid).map_or(0, |p| p.ppid);
+                    pipes.note_unread(event.ppid, grandparent, stdio[1].ino, writer, now);
+                }
                 if let Some(reader) = reader {
                     let mut reader = (*reader).clone();
                     if let EventDetail::Exec(r) = &mut reader.detail {
@@ -243,6 +255,7 @@ fn enrich(
                 }
             }
             if stdio[0].kind == FdKind::Pipe && stdio[0].ino != 0 {
+                pipes.note_read(stdio[0].ino);
                 let writer = pipes
                     .writer(stdio[0].ino)
                     .and_then(|w| table.get(w.pid).filter(|p| p.same_incarnation(w.start_ns)));

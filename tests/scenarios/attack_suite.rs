@@ -154,6 +154,11 @@ fn attacks() -> Vec<Case> {
             r#"eval "$(base64 --decode <<< aWQgPiAvZGV2L251bGwK)""#,
         ),
         attack(
+            "base64-substituted-bash",
+            "T1140",
+            r#"bash -c "$(echo aWQgPiAvZGV2L251bGwK | base64 -d)""#,
+        ),
+        attack(
             "xxd-hex-pipe-sh",
             "T1140",
             "xxd -r -p <<< 6964203e202f6465762f6e756c6c0a | sh",
@@ -896,6 +901,11 @@ docker build -q -t $N:1 $W/img > /dev/null && docker image rm $N:1 > /dev/null"#
             "nc-port-check",
             "one port checked",
             "nc -z -w 1 127.0.0.1 $HP",
+        ),
+        benign(
+            "download-read-into-variable",
+            "a script reading a value from a download",
+            "v=$(curl -s $H/p.sh | head -c 2); test -n \"$v\" && echo \"$v\" > /dev/null",
         ),
         benign(
             "ping-localhost",

@@ -287,6 +287,7 @@ fn describe<'a>(detail: &'a EventDetail, s: &mut Subject<'a>) {
                 s.stdin_peer_exe = peer.exe.as_deref();
                 s.stdin_peer_argv = Some(&peer.argv);
             }
+            s.substituted_from_exe = d.substituted_from.as_ref().and_then(|p| p.exe.as_deref());
             s.exe_built_by = d.built_by.as_deref();
         }
         EventDetail::FileOpen(d) => {

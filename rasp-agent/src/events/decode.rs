@@ -441,6 +441,7 @@ fn exec_detail(bytes: &[u8]) -> Result<EventDetail, DecodeError> {
         pid_ns: ns_known.then_some(r.pid_ns),
         mnt_ns: ns_known.then_some(r.mnt_ns),
         stdin_peer: None,
+        substituted_from: None,
         built_by: None,
         exe_new: flags & record::EXEC_EXE_NEW != 0,
     }))

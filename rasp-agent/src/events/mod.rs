@@ -249,6 +249,11 @@ pub struct ExecDetail {
     /// start (its exec put the same pipe on its stdout). Filled by the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin_peer: Option<Peer>,
+    /// The program whose output the parent had just read itself, through a command
+    /// substitution (`bash -c "$(curl …)"`): the parent's latest child whose stdout was a
+    /// pipe no process took as its stdin, seen shortly before. Filled by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substituted_from: Option<Peer>,
     /// The program that named this executable as its output (`cc -o …`) shortly before,
     /// when the agent saw it run. Filled by the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -414,6 +419,7 @@ impl ExecDetail {
                 self.pid_ns,
                 self.mnt_ns,
                 &self.stdin_peer,
+                &self.substituted_from,
                 &self.built_by,
             ),
         )

@@ -128,6 +128,7 @@ mod tests {
         prog_type: Option<&'static str>,
         stdio: Option<[crate::events::StdioFd; 3]>,
         stdin_peer: Option<(&'static str, Vec<String>)>,
+        substituted_from: Option<&'static str>,
         argv_truncated: bool,
         cwd: &'static str,
         exe_built_by: Option<&'static str>,
@@ -174,6 +175,7 @@ mod tests {
             prog_type: None,
             stdio: None,
             stdin_peer: None,
+            substituted_from: None,
             argv_truncated: false,
             cwd: "/root",
             exe_built_by: None,
@@ -265,6 +267,7 @@ mod tests {
             stdio: e.stdio.as_ref(),
             stdin_peer_exe: e.stdin_peer.as_ref().map(|(x, _)| *x),
             stdin_peer_argv: peer_argv.as_ref(),
+            substituted_from_exe: e.substituted_from,
             argv_truncated: e.argv_truncated,
             script: script.as_deref(),
             exe_built_by: e.exe_built_by,
@@ -2328,6 +2331,23 @@ mod tests {
         ring.operation = Some("connect");
         ring.exe = "/usr/bin/fio";
         none(ring);
+    }
+
+    #[test]
+    fn code_run_from_a_substitution() {
+        let mut shell = exec("/usr/bin/bash", &["bash", "-c", "id"], &["/usr/bin/bash"]);
+        none(shell.clone_ev());
+        shell.substituted_from = Some("/usr/bin/curl");
+        only(shell.clone_ev(), "shell-runs-substituted-download");
+        shell.substituted_from = Some("/usr/bin/base64");
+        only(shell.clone_ev(), "shell-runs-substituted-decoded-payload");
+        // A shell without command text, or a checksum read into a variable: not code.
+        shell.substituted_from = Some("/usr/bin/sha256sum");
+        none(shell.clone_ev());
+        let mut script = exec("/usr/bin/bash", &["bash", "build.sh"], &["/usr/bin/bash"]);
+        script.cwd = "/home/dev";
+        script.substituted_from = Some("/usr/bin/curl");
+        none(script);
     }
 
     #[test]

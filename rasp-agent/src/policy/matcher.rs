@@ -78,6 +78,9 @@ pub struct Subject<'a> {
     pub stdio: Option<&'a [StdioFd; 3]>,
     pub stdin_peer_exe: Option<&'a str>,
     pub stdin_peer_argv: Option<&'a Argv>,
+    /// exec: the program whose output the parent had just read through a command
+    /// substitution (`bash -c "$(curl …)"`).
+    pub substituted_from_exe: Option<&'a str>,
     pub script: Option<&'a str>,
     /// exec: the program that named this executable as its output shortly before.
     pub exe_built_by: Option<&'a str>,
@@ -131,6 +134,7 @@ impl<'a> Subject<'a> {
             stdio: None,
             stdin_peer_exe: None,
             stdin_peer_argv: None,
+            substituted_from_exe: None,
             script: None,
             exe_built_by: None,
             sql: None,
@@ -186,6 +190,7 @@ pub enum Field {
     Stdio,
     StdinPeerExe,
     StdinPeerArgv,
+    SubstitutedFromExe,
     ArgvTruncated,
     Script,
     ExeBuiltBy,
@@ -199,7 +204,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 53] = [
+    pub const ALL: [Field; 54] = [
         Field::Exe,
         Field::Comm,
         Field::Argv,
@@ -243,6 +248,7 @@ impl Field {
         Field::Stdio,
         Field::StdinPeerExe,
         Field::StdinPeerArgv,
+        Field::SubstitutedFromExe,
         Field::ArgvTruncated,
         Field::Script,
         Field::ExeBuiltBy,
@@ -300,6 +306,7 @@ impl Field {
             Field::Stdio => "stdio",
             Field::StdinPeerExe => "stdin_peer_exe",
             Field::StdinPeerArgv => "stdin_peer_argv",
+            Field::SubstitutedFromExe => "substituted_from_exe",
             Field::ArgvTruncated => "argv_truncated",
             Field::Script => "script",
             Field::ExeBuiltBy => "exe_built_by",
@@ -375,6 +382,7 @@ impl Field {
             | Field::Stdio
             | Field::StdinPeerExe
             | Field::StdinPeerArgv
+            | Field::SubstitutedFromExe
             | Field::Script
             | Field::ExeBuiltBy => Some(&[E::Exec]),
             Field::Direction | Field::Peer => Some(&[E::Tls, E::Http]),
@@ -423,6 +431,7 @@ impl Field {
             | Field::Cgroup
             | Field::TargetExe
             | Field::StdinPeerExe
+            | Field::SubstitutedFromExe
             | Field::Script
             | Field::ExeBuiltBy => Some(GlobMode::Path),
             Field::Comm
@@ -549,6 +558,7 @@ pub struct Conditions {
     fstype: Option<PatternSet>,
     stdin_peer_exe: Option<PatternSet>,
     stdin_peer_argv: Option<PatternSet>,
+    substituted_from_exe: Option<PatternSet>,
     script: Option<PatternSet>,
     exe_built_by: Option<PatternSet>,
     /// Name-list fields: `operation`, `namespaces`, `prog_type`, and the descriptor kinds
@@ -618,6 +628,7 @@ impl Conditions {
             Field::Fstype => &mut self.fstype,
             Field::StdinPeerExe => &mut self.stdin_peer_exe,
             Field::StdinPeerArgv => &mut self.stdin_peer_argv,
+            Field::SubstitutedFromExe => &mut self.substituted_from_exe,
             Field::Script => &mut self.script,
             Field::ExeBuiltBy => &mut self.exe_built_by,
             Field::Method => &mut self.method,
@@ -702,6 +713,12 @@ impl Conditions {
     /// after the reader's exec: the pipeline evaluates such rules again then).
     pub fn uses_stdin_peer(&self) -> bool {
         self.stdin_peer_exe.is_some() || self.stdin_peer_argv.is_some()
+    }
+
+    /// Whether the rule looks at `substituted_from_exe` (the pipeline then remembers
+    /// which pipes were read by the writer's parent).
+    pub fn uses_substitution(&self) -> bool {
+        self.substituted_from_exe.is_some()
     }
 
     /// `mode_bits` as a mask, for the kernel filter.
@@ -968,6 +985,7 @@ impl Conditions {
             && one(&self.mount_source, s.mount_source)
             && one(&self.fstype, s.fstype)
             && one(&self.stdin_peer_exe, s.stdin_peer_exe)
+            && one(&self.substituted_from_exe, s.substituted_from_exe)
             && one(&self.script, s.script)
             && one(&self.exe_built_by, s.exe_built_by)
     }
