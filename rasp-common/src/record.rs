@@ -618,6 +618,20 @@ pub const SOCK_RAW: u32 = 3;
 pub const SOCK_PACKET: u32 = 10;
 /// The type bits of socket(2)'s second argument (the rest are flags).
 pub const SOCK_TYPE_MASK: u32 = 0xf;
+
+/// The `interest::SOCKET_CLASS_*` of a socket (`sock_type` without flags), 0 for the
+/// sockets no rule can name. The kernel filters by it; the agent names the event by it.
+#[inline(always)]
+pub const fn socket_class(family: u32, sock_type: u32) -> u32 {
+    use crate::interest::{SOCKET_CLASS_PACKET, SOCKET_CLASS_RAW};
+    if family == AF_PACKET || sock_type == SOCK_PACKET {
+        SOCKET_CLASS_PACKET
+    } else if sock_type == SOCK_RAW && (family == AF_INET as u32 || family == AF_INET6 as u32) {
+        SOCKET_CLASS_RAW
+    } else {
+        0
+    }
+}
 pub const BPF_PROG_LOAD: u32 = 5;
 
 /// A request submitted to an io_uring (`io_uring_submit_req`): file and network

@@ -10,7 +10,6 @@ use rasp_common::{
     interest::{
         HOOK_BPF, HOOK_ENABLED, HOOK_MODULE, HOOK_PTRACE, HOOK_SOCKET, PTRACE_CLASS_ATTACH,
         PTRACE_CLASS_POKE, PTRACE_CLASS_SEIZE, PTRACE_CLASS_VM_READ, PTRACE_CLASS_VM_WRITE,
-        SOCKET_CLASS_PACKET, SOCKET_CLASS_RAW,
     },
     limits::{MODULE_NAME_CAP, PATH_CAP, SYSCALL_SLOTS},
     record::*,
@@ -262,14 +261,7 @@ pub fn rasp_socket(ctx: TracePointContext) -> u32 {
     };
     let family = syscall_arg(o, 0) as u32;
     let sock_type = syscall_arg(o, 1) as u32 & SOCK_TYPE_MASK;
-    let class = if family == AF_PACKET || sock_type == SOCK_PACKET {
-        SOCKET_CLASS_PACKET
-    } else if sock_type == SOCK_RAW && (family == AF_INET as u32 || family == AF_INET6 as u32) {
-        SOCKET_CLASS_RAW
-    } else {
-        0
-    };
-    if watched & class == 0 || is_agent() {
+    if watched & socket_class(family, sock_type) == 0 || is_agent() {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<SocketRecord>(0) else {

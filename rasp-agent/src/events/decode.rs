@@ -306,7 +306,8 @@ pub fn decode(bytes: &[u8], clock: BootClock) -> Result<Event, DecodeError> {
         }
         EventKind::Socket => {
             let r: SocketRecord = read_record(bytes, "socket record")?;
-            let packet = r.family == record::AF_PACKET || r.sock_type == record::SOCK_PACKET;
+            let packet = record::socket_class(r.family, r.sock_type)
+                == rasp_common::interest::SOCKET_CLASS_PACKET;
             EventDetail::Socket(SocketDetail {
                 operation: if packet {
                     SocketOp::Packet
